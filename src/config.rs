@@ -1,0 +1,196 @@
+//! Command-line flags and environment variables: the operator's manual.
+//!
+//! Every flag has an environment variable (shown by `--help`). AWS region, credentials and
+//! endpoint come from the standard SDK chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, …), not from
+//! flags here.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A value that must never appear in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 30s, 5m, 6h)"))
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecr-audit",
+    version,
+    about = "Event-driven compliance auditor for Amazon ECR"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `json` for production, `text` for a terminal, `auto` picks by whether
+    /// stderr is a terminal. Logs go to stderr; stdout is for command output.
+    #[arg(
+        long,
+        env = "ECR_AUDIT_LOG_FORMAT",
+        default_value = "auto",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations.
+    Migrate(DatabaseArgs),
+    /// Consume the SQS queue and serve /metrics, /healthz and /readyz until SIGTERM/SIGINT.
+    Worker(WorkerArgs),
+    /// Run the pipeline over a file (JSON Lines, a JSON array, or a CloudTrail log; `-` for stdin).
+    Ingest(IngestArgs),
+    /// One row per repository with ECR.1, ECR.2, ECR.3 and ECR.5 status and reason.
+    Posture(PostureArgs),
+    /// One row per image digest with its posture.
+    Images(ImagesArgs),
+    /// Check the evidence hash chain in the database.
+    Verify(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Connections in the pool.
+    #[arg(long, env = "ECR_AUDIT_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+}
+
+/// What the pipeline needs wherever it runs (worker or ingest).
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Account to attribute events to when the event names none; default: the caller's own
+    /// account (STS GetCallerIdentity).
+    #[arg(long, env = "ECR_AUDIT_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// How long repository settings are cached before being read again, even without a
+    /// change event (CloudTrail events can be missing).
+    #[arg(long, env = "ECR_AUDIT_REPOSITORY_CACHE_TTL", default_value = "5m", value_parser = duration)]
+    pub repository_cache_ttl: Duration,
+    /// ECR.5: when set (comma-separated KMS key ARNs), only these customer-managed keys pass.
+    #[arg(long, env = "ECR_AUDIT_KMS_KEY_ALLOW_LIST", value_delimiter = ',')]
+    pub kms_key_allow_list: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// URL of the SQS queue that EventBridge feeds.
+    #[arg(long, env = "ECR_AUDIT_QUEUE_URL")]
+    pub queue_url: String,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "ECR_AUDIT_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    pub http_addr: SocketAddr,
+    /// Batches (of up to 10 messages) processed at once.
+    #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
+    pub max_in_flight_batches: usize,
+    /// Visibility timeout set on receive and renewed while a batch is processed.
+    #[arg(long, env = "ECR_AUDIT_VISIBILITY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub visibility_timeout: Duration,
+    /// First retry delay of a message that failed transiently (doubles per receive).
+    #[arg(long, env = "ECR_AUDIT_RETRY_BASE", default_value = "5s", value_parser = duration)]
+    pub retry_base: Duration,
+    /// How long in-flight work may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The file to read, or `-` for standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PostureArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+    /// Only this repository.
+    #[arg(long)]
+    pub repository: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImagesArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+    /// Only this repository.
+    #[arg(long)]
+    pub repository: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_url_never_prints() {
+        let secret: Secret = "postgres://user:hunter2@db/ecr"
+            .parse()
+            .expect("infallible");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(duration("five").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

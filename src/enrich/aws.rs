@@ -1,0 +1,69 @@
+//! The one AWS configuration loader and the one place where SDK errors are classified.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Loads the shared SDK configuration from the standard chain (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, credentials chain, profiles). The behaviour version is pinned so that
+/// an SDK upgrade changes defaults only when we decide to.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::v2026_01_12())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_initial_backoff(Duration::from_millis(100)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(40))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// What an AWS error means for the message that needed the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsErrorClass {
+    /// Throttling, timeouts, connection failures and 5xx: try again later.
+    Transient(String),
+    /// The service answered with this error code: a lasting answer (not found, denied, …).
+    Service { code: String, message: String },
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+];
+
+/// Classifies any SDK error (every AWS SDK crate shares this error type).
+pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> AwsErrorClass
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(context) => {
+            let service_error = context.err();
+            let code = service_error.code().unwrap_or("Unknown").to_owned();
+            let message = service_error.message().unwrap_or_default().to_owned();
+            let status = context.raw().status().as_u16();
+            if status >= 500 || status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
+                AwsErrorClass::Transient(format!("{code} (HTTP {status}): {message}"))
+            } else {
+                AwsErrorClass::Service { code, message }
+            }
+        }
+        other => AwsErrorClass::Transient(DisplayErrorContext(other).to_string()),
+    }
+}

@@ -1,0 +1,148 @@
+//! A per-repository cache in front of any [`Registry`].
+//!
+//! Repository settings change rarely and every push would otherwise re-read them. Entries are
+//! dropped by the CloudTrail events about the repository (or, for registry-wide calls, about
+//! every repository of that account and region), and expire after a TTL as a safety net
+//! because CloudTrail events can be missing. Image look-ups are never cached: they are the
+//! per-digest truth.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{EnrichError, ImageLookup, Registry, RepositoryFacts};
+use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+
+pub struct CachedRegistry<R> {
+    inner: R,
+    ttl: Duration,
+    entries: Mutex<HashMap<RepositoryKey, (Instant, RepositoryFacts)>>,
+}
+
+impl<R: Registry> CachedRegistry<R> {
+    pub fn new(inner: R, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<RepositoryKey, (Instant, RepositoryFacts)>> {
+        // A panic elsewhere while holding the lock leaves a map that is still consistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets one repository's facts.
+    pub fn invalidate(&self, key: &RepositoryKey) {
+        self.entries().remove(key);
+    }
+
+    /// Forgets every repository of one registry (account and region).
+    pub fn invalidate_registry(&self, account: &AccountId, region: &Region) {
+        self.entries()
+            .retain(|key, _| !(key.account == *account && key.region == *region));
+    }
+}
+
+#[async_trait]
+impl<R: Registry> Registry for CachedRegistry<R> {
+    async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        if let Some((stored_at, facts)) = self.entries().get(key)
+            && stored_at.elapsed() < self.ttl
+        {
+            return Ok(facts.clone());
+        }
+        let facts = self.inner.repository(key).await?;
+        self.entries()
+            .insert(key.clone(), (Instant::now(), facts.clone()));
+        Ok(facts)
+    }
+
+    async fn image(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<ImageLookup, EnrichError> {
+        self.inner.image(key, digest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::RepositoryName;
+    use crate::enrich::RepositoryState;
+
+    #[derive(Default)]
+    struct FakeRegistry {
+        reads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Registry for FakeRegistry {
+        async fn repository(&self, _key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(RepositoryFacts {
+                observed_at: Utc::now(),
+                state: RepositoryState::Absent,
+            })
+        }
+        async fn image(&self, _: &RepositoryKey, _: &Digest) -> Result<ImageLookup, EnrichError> {
+            Ok(ImageLookup::NotFound)
+        }
+    }
+
+    fn key(account: &str, name: &str) -> RepositoryKey {
+        RepositoryKey {
+            account: AccountId::parse(account).expect("account"),
+            region: Region::parse("us-east-1").expect("region"),
+            name: RepositoryName::parse(name).expect("name"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_once_until_invalidated() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::from_secs(60));
+        let a = key("111111111111", "app");
+        let b = key("111111111111", "other");
+        let c = key("222222222222", "app");
+        for k in [&a, &a, &b, &c] {
+            cache.repository(k).await.expect("read");
+        }
+        assert_eq!(cache.inner.reads.load(Ordering::SeqCst), 3);
+
+        cache.invalidate(&a);
+        cache.repository(&a).await.expect("read");
+        assert_eq!(cache.inner.reads.load(Ordering::SeqCst), 4);
+
+        cache.invalidate_registry(&a.account, &a.region);
+        for k in [&a, &b, &c] {
+            cache.repository(k).await.expect("read");
+        }
+        assert_eq!(
+            cache.inner.reads.load(Ordering::SeqCst),
+            6,
+            "only account 1's entries were dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_the_ttl() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::ZERO);
+        let a = key("111111111111", "app");
+        cache.repository(&a).await.expect("read");
+        cache.repository(&a).await.expect("read");
+        assert_eq!(cache.inner.reads.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,363 @@
+//! [`Registry`] over the AWS SDK: ECR for repositories and images, KMS for key ownership.
+//!
+//! Clients are made per region from the one shared `SdkConfig`, so an event is read in the
+//! region it happened in. Calls are counted per operation and outcome for the metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ecr::types::ImageIdentifier;
+use chrono::{DateTime, Utc};
+
+use super::aws::{AwsErrorClass, classify};
+use super::{
+    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, Registry, RepositoryFacts,
+    RepositorySettings, RepositoryState, ScanningConfiguration, TagMutability,
+};
+use crate::domain::{Digest, Region, RepositoryKey};
+use crate::export::metrics::{ApiOutcome, Metrics};
+
+#[derive(Clone)]
+struct RegionalClients {
+    ecr: aws_sdk_ecr::Client,
+    kms: aws_sdk_kms::Client,
+}
+
+/// The SDK-backed registry reader.
+pub struct EcrRegistry {
+    sdk_config: SdkConfig,
+    clients: Mutex<HashMap<Region, RegionalClients>>,
+    metrics: Arc<Metrics>,
+}
+
+impl EcrRegistry {
+    pub fn new(sdk_config: SdkConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sdk_config,
+            clients: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn clients(&self, region: &Region) -> RegionalClients {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let region = aws_config::Region::new(region.as_str().to_owned());
+                RegionalClients {
+                    ecr: aws_sdk_ecr::Client::from_conf(
+                        aws_sdk_ecr::config::Builder::from(&self.sdk_config)
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    kms: aws_sdk_kms::Client::from_conf(
+                        aws_sdk_kms::config::Builder::from(&self.sdk_config)
+                            .region(region)
+                            .build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    /// Records the call's outcome and turns the SDK result into "answer or lasting error code".
+    fn settle<T, E>(
+        &self,
+        operation: &'static str,
+        target: &RepositoryKey,
+        result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>,
+    ) -> Result<Result<T, (String, String)>, EnrichError>
+    where
+        E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match result {
+            Ok(value) => {
+                self.metrics.aws_call(operation, ApiOutcome::ok);
+                Ok(Ok(value))
+            }
+            Err(err) => match classify(&err) {
+                AwsErrorClass::Transient(message) => {
+                    self.metrics.aws_call(operation, ApiOutcome::transient);
+                    Err(EnrichError::Transient {
+                        operation,
+                        target: target.to_string(),
+                        message,
+                    })
+                }
+                AwsErrorClass::Service { code, message } => {
+                    self.metrics.aws_call(operation, ApiOutcome::service_error);
+                    Ok(Err((code, message)))
+                }
+            },
+        }
+    }
+
+    async fn lifecycle_policy(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+    ) -> Result<Fact<bool>, EnrichError> {
+        let result = clients
+            .ecr
+            .get_lifecycle_policy()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .send()
+            .await;
+        Ok(match self.settle("ecr:GetLifecyclePolicy", key, result)? {
+            Ok(_) => Fact::Known(true),
+            Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(false),
+            Err((code, message)) => Fact::Unknown(format!("GetLifecyclePolicy: {code}: {message}")),
+        })
+    }
+
+    async fn scanning(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+    ) -> Result<Fact<ScanningConfiguration>, EnrichError> {
+        let result = clients
+            .ecr
+            .batch_get_repository_scanning_configuration()
+            .repository_names(key.name.as_str())
+            .send()
+            .await;
+        let output =
+            match self.settle("ecr:BatchGetRepositoryScanningConfiguration", key, result)? {
+                Ok(output) => output,
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!(
+                        "BatchGetRepositoryScanningConfiguration: {code}: {message}"
+                    )));
+                }
+            };
+        if let Some(config) = output
+            .scanning_configurations()
+            .iter()
+            .find(|c| c.repository_name() == Some(key.name.as_str()))
+        {
+            return Ok(match config.scan_frequency() {
+                Some(frequency) => Fact::Known(ScanningConfiguration {
+                    scan_frequency: frequency.as_str().to_owned(),
+                    scan_on_push: config.scan_on_push(),
+                    applied_filters: config
+                        .applied_scan_filters()
+                        .iter()
+                        .map(|f| f.filter().to_owned())
+                        .collect(),
+                }),
+                None => Fact::Unknown("ECR reported no scan frequency".to_owned()),
+            });
+        }
+        let failure = output
+            .failures()
+            .iter()
+            .find(|f| f.repository_name() == Some(key.name.as_str()))
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f.failure_code().map(|c| c.as_str()).unwrap_or("UNKNOWN"),
+                    f.failure_reason().unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "no configuration returned for the repository".to_owned());
+        Ok(Fact::Unknown(format!(
+            "BatchGetRepositoryScanningConfiguration: {failure}"
+        )))
+    }
+
+    async fn key_manager(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+        kms_key: &str,
+    ) -> Result<Fact<String>, EnrichError> {
+        let result = clients.kms.describe_key().key_id(kms_key).send().await;
+        let outcome = match result {
+            Ok(output) => {
+                self.metrics.aws_call("kms:DescribeKey", ApiOutcome::ok);
+                Ok(output)
+            }
+            Err(err) => match classify(&err) {
+                AwsErrorClass::Transient(message) => {
+                    self.metrics
+                        .aws_call("kms:DescribeKey", ApiOutcome::transient);
+                    return Err(EnrichError::Transient {
+                        operation: "kms:DescribeKey",
+                        target: key.to_string(),
+                        message,
+                    });
+                }
+                AwsErrorClass::Service { code, message } => {
+                    self.metrics
+                        .aws_call("kms:DescribeKey", ApiOutcome::service_error);
+                    Err(format!("KMS DescribeKey: {code}: {message}"))
+                }
+            },
+        };
+        Ok(match outcome {
+            Ok(output) => match output.key_metadata().and_then(|m| m.key_manager()) {
+                Some(manager) => Fact::Known(manager.as_str().to_owned()),
+                None => Fact::Unknown("KMS DescribeKey returned no KeyManager".to_owned()),
+            },
+            Err(reason) => Fact::Unknown(reason),
+        })
+    }
+}
+
+fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+#[async_trait]
+impl Registry for EcrRegistry {
+    async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        let clients = self.clients(&key.region);
+        let observed_at = Utc::now();
+        let result = clients
+            .ecr
+            .describe_repositories()
+            .registry_id(key.account.as_str())
+            .repository_names(key.name.as_str())
+            .send()
+            .await;
+        let repository = match self.settle("ecr:DescribeRepositories", key, result)? {
+            Ok(output) => output
+                .repositories()
+                .iter()
+                .find(|r| r.repository_name() == Some(key.name.as_str()))
+                .cloned(),
+            Err((code, _)) if code == "RepositoryNotFoundException" => None,
+            Err((code, message)) => {
+                return Ok(RepositoryFacts {
+                    observed_at,
+                    state: RepositoryState::Unreadable {
+                        reason: format!("DescribeRepositories: {code}: {message}"),
+                    },
+                });
+            }
+        };
+        let Some(repository) = repository else {
+            return Ok(RepositoryFacts {
+                observed_at,
+                state: RepositoryState::Absent,
+            });
+        };
+
+        let tag_mutability = match repository.image_tag_mutability() {
+            Some(mode) => Fact::Known(TagMutability {
+                mode: mode.as_str().to_owned(),
+                exclusion_filters: repository
+                    .image_tag_mutability_exclusion_filters()
+                    .iter()
+                    .map(|f| f.filter().to_owned())
+                    .collect(),
+            }),
+            None => Fact::Unknown("DescribeRepositories returned no imageTagMutability".to_owned()),
+        };
+        let encryption_config = repository.encryption_configuration().map(|c| {
+            (
+                c.encryption_type().as_str().to_owned(),
+                c.kms_key().map(str::to_owned),
+            )
+        });
+
+        let (lifecycle_policy, scanning) = tokio::join!(
+            self.lifecycle_policy(&clients, key),
+            self.scanning(&clients, key)
+        );
+        let encryption = match encryption_config {
+            // ECR's default when nothing was chosen at creation.
+            None => Fact::Known(Encryption {
+                encryption_type: "AES256".to_owned(),
+                kms_key: None,
+                key_manager: None,
+            }),
+            Some((encryption_type, kms_key)) => {
+                let key_manager = match (&*encryption_type, &kms_key) {
+                    ("KMS" | "KMS_DSSE", Some(kms_key)) => {
+                        Some(self.key_manager(&clients, key, kms_key).await?)
+                    }
+                    // KMS without a key is the AWS-managed aws/ecr key.
+                    ("KMS" | "KMS_DSSE", None) => Some(Fact::Known("AWS".to_owned())),
+                    _ => None,
+                };
+                Fact::Known(Encryption {
+                    encryption_type,
+                    kms_key,
+                    key_manager,
+                })
+            }
+        };
+
+        Ok(RepositoryFacts {
+            observed_at,
+            state: RepositoryState::Present(Box::new(RepositorySettings {
+                arn: repository
+                    .repository_arn()
+                    .map_or_else(|| key.arn(), str::to_owned),
+                tag_mutability,
+                scanning: scanning?,
+                lifecycle_policy: lifecycle_policy?,
+                encryption,
+            })),
+        })
+    }
+
+    async fn image(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<ImageLookup, EnrichError> {
+        let clients = self.clients(&key.region);
+        let result = clients
+            .ecr
+            .describe_images()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_ids(
+                ImageIdentifier::builder()
+                    .image_digest(digest.as_str())
+                    .build(),
+            )
+            .send()
+            .await;
+        let output = match self.settle("ecr:DescribeImages", key, result)? {
+            Ok(output) => output,
+            Err((code, _))
+                if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" =>
+            {
+                return Ok(ImageLookup::NotFound);
+            }
+            Err((code, message)) => {
+                return Ok(ImageLookup::Unreadable {
+                    reason: format!("DescribeImages: {code}: {message}"),
+                });
+            }
+        };
+        let Some(detail) = output
+            .image_details()
+            .iter()
+            .find(|d| d.image_digest() == Some(digest.as_str()))
+        else {
+            return Ok(ImageLookup::NotFound);
+        };
+        Ok(ImageLookup::Found(ImageFacts {
+            tags: detail.image_tags().to_vec(),
+            pushed_at: detail.image_pushed_at().and_then(to_chrono),
+            manifest_media_type: detail.image_manifest_media_type().map(str::to_owned),
+            artifact_media_type: detail.artifact_media_type().map(str::to_owned),
+            // A malformed subject digest from the API is not trusted as an identifier.
+            subject_digest: detail
+                .subject_manifest_digest()
+                .and_then(|d| Digest::parse(d).ok()),
+            size_bytes: detail.image_size_in_bytes(),
+        }))
+    }
+}

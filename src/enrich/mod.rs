@@ -1,0 +1,176 @@
+//! Authoritative state behind the hints that events are.
+//!
+//! Events only say that something may have changed; this stage re-reads what is true now from
+//! the AWS APIs through narrow capability traits ([`Registry`]), so that a lost, duplicated or
+//! reordered event cannot leave a wrong verdict behind. Per-repository facts are cached
+//! ([`cache::CachedRegistry`]) and invalidated by the change events that concern them.
+//!
+//! A fact that could not be read for a lasting reason (access denied, API missing) is
+//! [`Fact::Unknown`] with the reason, and evaluation turns it into `UNKNOWN`. Only transient
+//! failures (throttling after the SDK's own retries, timeouts, 5xx) are errors: they leave the
+//! message on the queue.
+
+pub mod aws;
+pub mod cache;
+pub mod ecr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Digest, RepositoryKey};
+
+/// A fact that may be unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact<T> {
+    Known(T),
+    /// Why the fact could not be read (e.g. `AccessDeniedException: …`).
+    Unknown(String),
+}
+
+impl<T> Fact<T> {
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Self::Known(value) => Some(value),
+            Self::Unknown(_) => None,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Fact<U> {
+        match self {
+            Self::Known(value) => Fact::Known(f(value)),
+            Self::Unknown(reason) => Fact::Unknown(reason),
+        }
+    }
+}
+
+/// What one read of a repository found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryFacts {
+    /// When the state was read: the version that decides which write wins in the store.
+    pub observed_at: DateTime<Utc>,
+    pub state: RepositoryState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RepositoryState {
+    Present(Box<RepositorySettings>),
+    /// `RepositoryNotFoundException`: deleted, or never existed.
+    Absent,
+    /// The repository itself could not be described (e.g. access denied).
+    Unreadable {
+        reason: String,
+    },
+}
+
+/// The settings the ECR controls are evaluated from, as ECR reports them (enum values raw).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositorySettings {
+    pub arn: String,
+    pub tag_mutability: Fact<TagMutability>,
+    pub scanning: Fact<ScanningConfiguration>,
+    pub lifecycle_policy: Fact<bool>,
+    pub encryption: Fact<Encryption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMutability {
+    /// `MUTABLE`, `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION`, `MUTABLE_WITH_EXCLUSION`, or a newer
+    /// value kept verbatim.
+    pub mode: String,
+    pub exclusion_filters: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanningConfiguration {
+    /// The effective frequency: `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
+    pub scan_frequency: String,
+    /// The repository's own (deprecated) scan-on-push flag.
+    pub scan_on_push: bool,
+    /// The registry rule filters that matched, as ECR reports them.
+    pub applied_filters: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `AES256`, `KMS`, `KMS_DSSE`, or a newer value.
+    pub encryption_type: String,
+    pub kms_key: Option<String>,
+    /// `CUSTOMER` or `AWS` (KMS `DescribeKey`); `AWS` when KMS is used without a key, as that
+    /// means the AWS-managed `aws/ecr` key.
+    pub key_manager: Option<Fact<String>>,
+}
+
+/// What ECR says about one image digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageFacts {
+    pub tags: Vec<String>,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub manifest_media_type: Option<String>,
+    pub artifact_media_type: Option<String>,
+    pub subject_digest: Option<Digest>,
+    pub size_bytes: Option<i64>,
+}
+
+/// The outcome of looking one image up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "lookup", rename_all = "snake_case")]
+pub enum ImageLookup {
+    Found(ImageFacts),
+    NotFound,
+    Unreadable { reason: String },
+}
+
+/// Read access to ECR's authoritative state.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Reads a repository's settings now.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError>;
+
+    /// Reads one image of a repository.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn image(&self, key: &RepositoryKey, digest: &Digest)
+    -> Result<ImageLookup, EnrichError>;
+}
+
+/// Why enrichment could not finish. The message stays on the queue and is retried with
+/// backoff; after `maxReceiveCount` receives SQS moves it to the dead-letter queue.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EnrichError {
+    #[error("{operation} on {target} failed transiently: {message}")]
+    Transient {
+        operation: &'static str,
+        target: String,
+        message: String,
+    },
+}
+
+impl EnrichError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Transient { .. } => "aws_transient",
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
+    async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        (**self).repository(key).await
+    }
+
+    async fn image(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<ImageLookup, EnrichError> {
+        (**self).image(key, digest).await
+    }
+}

@@ -1,0 +1,207 @@
+//! The metrics catalogue: every metric ecr-audit exports, in one place.
+//!
+//! Each field's doc comment is its HELP text and `docs/METRICS.md` is generated from the same
+//! words. Labels are enums or `&'static str` chosen by our code, never values from events, so
+//! cardinality is bounded by construction: no digest, account, repository or message id.
+//! Posture gauges are computed from Postgres at scrape time so every replica reports the same.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::domain::{ControlId, ControlStatus};
+
+/// What happened to one event (the `outcome` label of `ecr_audit_events_total`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "variant names are the label values Prometheus shows"
+)]
+pub enum EventOutcome {
+    processed,
+    duplicate,
+    ignored,
+    rejected,
+    retried,
+}
+
+/// The outcome of one AWS API call after the SDK's own retries.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "variant names are the label values Prometheus shows"
+)]
+pub enum ApiOutcome {
+    ok,
+    /// Throttling, timeout, 5xx: the message is retried.
+    transient,
+    /// A lasting error answer (not found, access denied, …).
+    service_error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControlLabels {
+    control: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    kind: &'static str,
+    outcome: EventOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    operation: &'static str,
+    outcome: ApiOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+/// Lag buckets from 50 ms to ~27 minutes: pushes should land within seconds, retries take minutes.
+fn lag_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.05, 2.0, 16)
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    registry: Registry,
+    control_repositories: Family<ControlLabels, Gauge>,
+    events: Family<EventLabels, Counter>,
+    event_lag: Histogram,
+    aws_calls: Family<ApiLabels, Counter>,
+    rejected: Family<CodeLabels, Counter>,
+    sqs_delete_failures: Counter,
+    message_retries: Family<CodeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ecr_audit");
+        let control_repositories = Family::<ControlLabels, Gauge>::default();
+        registry.register(
+            "control_repositories",
+            "Repositories per Security Hub control and status (PASS, FAIL, UNKNOWN), from stored state",
+            control_repositories.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events handled by this process, by kind and outcome (processed, duplicate, ignored, rejected, retried)",
+            events.clone(),
+        );
+        let event_lag = Histogram::new(lag_buckets());
+        registry.register_with_unit(
+            "event_lag",
+            "Time from the event's own timestamp until its effects were committed",
+            prometheus_client::registry::Unit::Seconds,
+            event_lag.clone(),
+        );
+        let aws_calls = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "aws_api_calls",
+            "AWS API calls made by enrichment, by operation and outcome (ok, transient, service_error)",
+            aws_calls.clone(),
+        );
+        let rejected = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "rejected_messages",
+            "Messages that could never be processed and were stored in rejected_messages, by reason code",
+            rejected.clone(),
+        );
+        let sqs_delete_failures = Counter::default();
+        registry.register(
+            "sqs_delete_failures",
+            "Messages whose effects were committed but whose SQS delete failed (they are redelivered and deduplicated)",
+            sqs_delete_failures.clone(),
+        );
+        let message_retries = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "message_retries",
+            "Messages left on the queue for a later retry, by error code",
+            message_retries.clone(),
+        );
+        Self {
+            registry,
+            control_repositories,
+            events,
+            event_lag,
+            aws_calls,
+            rejected,
+            sqs_delete_failures,
+            message_retries,
+        }
+    }
+
+    pub fn event(&self, kind: &'static str, outcome: EventOutcome) {
+        self.events
+            .get_or_create(&EventLabels { kind, outcome })
+            .inc();
+    }
+
+    pub fn event_committed(&self, lag_seconds: f64) {
+        self.event_lag.observe(lag_seconds.max(0.0));
+    }
+
+    pub fn aws_call(&self, operation: &'static str, outcome: ApiOutcome) {
+        self.aws_calls
+            .get_or_create(&ApiLabels { operation, outcome })
+            .inc();
+    }
+
+    pub fn rejected(&self, code: &'static str) {
+        self.rejected.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    pub fn retried(&self, code: &'static str) {
+        self.message_retries
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    pub fn sqs_delete_failed(&self) {
+        self.sqs_delete_failures.inc();
+    }
+
+    /// Replaces the control gauges with counts read from the store; combinations absent from
+    /// `counts` are set to 0 so a status that emptied does not keep its last value.
+    pub fn set_control_counts(&self, counts: &[(ControlId, ControlStatus, i64)]) {
+        for control in ControlId::ALL {
+            for status in ControlStatus::ALL {
+                let value = counts
+                    .iter()
+                    .find(|(c, s, _)| *c == control && *s == status)
+                    .map_or(0, |(_, _, n)| *n);
+                self.control_repositories
+                    .get_or_create(&ControlLabels {
+                        control: control.as_str(),
+                        status: status.as_str(),
+                    })
+                    .set(value);
+            }
+        }
+    }
+
+    /// Renders the OpenMetrics text exposition.
+    ///
+    /// # Errors
+    /// Only if formatting into a `String` fails, which it does not in practice.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

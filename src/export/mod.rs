@@ -1,0 +1,5 @@
+//! Outputs: Prometheus metrics, the HTTP endpoints, and the CLI views.
+
+pub mod http;
+pub mod metrics;
+pub mod views;

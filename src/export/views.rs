@@ -1,0 +1,163 @@
+//! The `posture` and `images` views as a table for people or JSON for programs.
+
+use std::fmt::Write as _;
+
+use crate::domain::ControlId;
+use crate::store::views::{ImageRow, PostureRow};
+
+/// Renders rows as left-aligned columns under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let text: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+pub fn posture_table(rows: &[PostureRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![
+                row.account.clone(),
+                row.region.clone(),
+                row.repository.clone(),
+            ];
+            let mut reasons = Vec::new();
+            for control in ControlId::ALL {
+                match row.controls.get(control.as_str()) {
+                    Some(view) => {
+                        cells.push(view.status.clone());
+                        if view.status != "PASS" {
+                            reasons.push(format!("{control}: {}", view.reason));
+                        }
+                    }
+                    None => cells.push("-".to_owned()),
+                }
+            }
+            cells.push(reasons.join("; "));
+            cells
+        })
+        .collect();
+    table(
+        &[
+            "ACCOUNT",
+            "REGION",
+            "REPOSITORY",
+            "ECR.1",
+            "ECR.2",
+            "ECR.3",
+            "ECR.5",
+            "WHY NOT PASS",
+        ],
+        &body,
+    )
+}
+
+fn short_digest(digest: &str) -> String {
+    digest.chars().take(19).collect()
+}
+
+pub fn images_table(rows: &[ImageRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.repository.clone(),
+                short_digest(&row.digest),
+                if row.tags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    row.tags.join(",")
+                },
+                row.pushed_at.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ),
+                row.pushed_by.clone().unwrap_or_else(|| "-".to_owned()),
+                row.signature
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                row.scan.status.clone().unwrap_or_else(|| "-".to_owned()),
+                row.tag_immutability
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                row.encryption
+                    .encryption_type
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                row.artifact_of
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), short_digest),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "REPOSITORY",
+            "DIGEST",
+            "TAGS",
+            "PUSHED AT",
+            "PUSHED BY",
+            "SIGNATURE",
+            "SCAN",
+            "TAG MUTABILITY",
+            "ENCRYPTION",
+            "ARTIFACT OF",
+        ],
+        &body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::views::ControlView;
+
+    #[test]
+    fn posture_table_shows_status_and_reasons_for_failures() {
+        let mut controls = BTreeMap::new();
+        for (c, s) in [
+            ("ECR.1", "PASS"),
+            ("ECR.2", "FAIL"),
+            ("ECR.3", "PASS"),
+            ("ECR.5", "UNKNOWN"),
+        ] {
+            controls.insert(
+                c.to_owned(),
+                ControlView {
+                    status: s.to_owned(),
+                    reason: format!("{c} reason"),
+                },
+            );
+        }
+        let text = posture_table(&[PostureRow {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            repository: "team/app".into(),
+            controls,
+        }]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ACCOUNT"));
+        assert!(lines[1].contains("team/app"));
+        assert!(lines[1].contains("ECR.2: ECR.2 reason; ECR.5: ECR.5 reason"));
+        assert!(!lines[1].contains("ECR.1 reason"));
+    }
+}

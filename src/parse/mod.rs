@@ -1,0 +1,348 @@
+//! Pure parsing of what arrives on the queue (or from a file) into typed audit events.
+//!
+//! Input: the raw bytes of an EventBridge envelope, or of one CloudTrail record from a log
+//! file. Output: an [`AuditEvent`] whose [`Change`] says what the event hints at, or a
+//! [`ParseError`] when the bytes can never be understood (the message is then rejected and
+//! kept verbatim). An event that is well formed but outside what ecr-audit evaluates is not an
+//! error: it becomes [`Change::Ignored`] with the reason, so nothing is silently dropped.
+//!
+//! Invariants: no I/O, no panics on any input (a property test feeds arbitrary JSON), and the
+//! event's identity is its own id (`detail.eventID` for CloudTrail, the envelope `id` otherwise)
+//! so that redeliveries collapse downstream.
+
+mod cloudtrail;
+mod json;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, RepositoryName};
+
+pub use cloudtrail::{RegistryCall, RepositoryCall};
+
+/// What the parser may fall back on when the event itself does not say.
+#[derive(Debug, Clone, Default)]
+pub struct ParseContext {
+    /// The account of the caller's own credentials; used when an envelope lacks `account`.
+    pub default_account: Option<AccountId>,
+    /// Used when neither the envelope nor the record names a region.
+    pub default_region: Option<Region>,
+}
+
+/// How the bytes of one message are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// An EventBridge event as SQS receives it (the event JSON is the body).
+    Envelope,
+    /// One element of a CloudTrail log file's `Records` array.
+    CloudTrailRecord,
+}
+
+/// One event, understood.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// The idempotency key: CloudTrail `eventID` or the EventBridge `id`.
+    pub id: String,
+    /// When the event happened (CloudTrail `eventTime`, else the envelope `time`).
+    pub time: DateTime<Utc>,
+    pub account: AccountId,
+    pub region: Region,
+    /// The EventBridge detail-type, or `AWS API Call via CloudTrail` for log records.
+    pub detail_type: String,
+    /// Who caused it, for CloudTrail events.
+    pub actor: Option<Actor>,
+    pub change: Change,
+}
+
+/// What an event tells us may have changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// `ECR Image Action` PUSH: a manifest now exists under this digest.
+    ImagePushed {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<String>,
+        manifest_media_type: Option<String>,
+        artifact_media_type: Option<String>,
+    },
+    /// `ECR Image Action` DELETE.
+    ImageDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<String>,
+    },
+    /// `ECR Image Action` UPDATE_STORAGE_CLASS (archive or restore), kept as data.
+    ImageStorageClassChanged {
+        repository: RepositoryName,
+        digest: Digest,
+        storage_class: Option<String>,
+    },
+    /// CloudTrail `PutImage`: who pushed a digest.
+    ImagePushRecorded {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<String>,
+    },
+    /// A successful CloudTrail call that changes one repository's posture.
+    RepositoryChanged {
+        repository: RepositoryName,
+        call: RepositoryCall,
+    },
+    /// A successful CloudTrail call that changes registry-wide settings.
+    RegistryChanged { call: RegistryCall },
+    /// A CloudTrail call that failed: it changed nothing, but the attempt is evidence.
+    FailedApiCall {
+        event_name: String,
+        repository: Option<RepositoryName>,
+        error_code: String,
+        error_message: Option<String>,
+    },
+    /// Well formed, but not something this version evaluates.
+    Ignored { reason: String },
+}
+
+impl Change {
+    /// A bounded label for metrics and the evidence `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ImagePushed { .. } => "image_pushed",
+            Self::ImageDeleted { .. } => "image_deleted",
+            Self::ImageStorageClassChanged { .. } => "image_storage_class_changed",
+            Self::ImagePushRecorded { .. } => "image_push_recorded",
+            Self::RepositoryChanged { .. } => "repository_changed",
+            Self::RegistryChanged { .. } => "registry_changed",
+            Self::FailedApiCall { .. } => "failed_api_call",
+            Self::Ignored { .. } => "ignored",
+        }
+    }
+
+    /// The repository the event is about, when it is about one.
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Self::ImagePushed { repository, .. }
+            | Self::ImageDeleted { repository, .. }
+            | Self::ImageStorageClassChanged { repository, .. }
+            | Self::ImagePushRecorded { repository, .. }
+            | Self::RepositoryChanged { repository, .. } => Some(repository),
+            Self::FailedApiCall { repository, .. } => repository.as_ref(),
+            Self::RegistryChanged { .. } | Self::Ignored { .. } => None,
+        }
+    }
+
+    /// The digest the event is about, when it is about one.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Self::ImagePushed { digest, .. }
+            | Self::ImageDeleted { digest, .. }
+            | Self::ImageStorageClassChanged { digest, .. }
+            | Self::ImagePushRecorded { digest, .. } => Some(digest),
+            _ => None,
+        }
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Self::ImagePushed { tag, .. }
+            | Self::ImageDeleted { tag, .. }
+            | Self::ImagePushRecorded { tag, .. } => tag.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message can never be processed. Every variant means the same fate: the message is
+/// acknowledged as rejected and kept verbatim in `rejected_messages`, because retrying
+/// identical bytes cannot succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` is not {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("field `{field}`: {source}")]
+    InvalidIdentifier {
+        field: &'static str,
+        source: InvalidIdentifier,
+    },
+    #[error("field `{field}` is not an RFC 3339 time: {value:?}")]
+    InvalidTime { field: &'static str, value: String },
+    #[error("the event names no account, and none is configured")]
+    NoAccount,
+    #[error("the event names no region, and none is configured")]
+    NoRegion,
+}
+
+impl ParseError {
+    /// A bounded label for the rejected-message metric and table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingField(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::InvalidIdentifier { .. } => "invalid_identifier",
+            Self::InvalidTime { .. } => "invalid_time",
+            Self::NoAccount => "no_account",
+            Self::NoRegion => "no_region",
+        }
+    }
+}
+
+pub(crate) fn identifier<T>(
+    field: &'static str,
+    parsed: Result<T, InvalidIdentifier>,
+) -> Result<T, ParseError> {
+    parsed.map_err(|source| ParseError::InvalidIdentifier { field, source })
+}
+
+/// Parses one message body.
+///
+/// # Errors
+/// A [`ParseError`] when the bytes are not a well-formed event of the given format.
+pub fn parse(
+    body: &[u8],
+    format: InputFormat,
+    ctx: &ParseContext,
+) -> Result<AuditEvent, ParseError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ParseError::NotAnObject);
+    }
+    match format {
+        InputFormat::Envelope => parse_envelope(&value, ctx),
+        InputFormat::CloudTrailRecord => cloudtrail::parse_record(&value, ctx),
+    }
+}
+
+fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, ParseError> {
+    let id = json::req_str(envelope, "id")?;
+    let detail_type = json::req_str(envelope, "detail-type")?;
+    let source = json::req_str(envelope, "source")?;
+    let time = json::time(json::req_str(envelope, "time")?, "time")?;
+    let detail = json::req_object(envelope, "detail")?;
+
+    if detail_type == "AWS API Call via CloudTrail" {
+        // The record inside is authoritative for id, time, account and region; the envelope
+        // only fills what the record lacks.
+        let fallback = EnvelopeFallback::from_envelope(envelope, ctx)?;
+        return cloudtrail::parse_detail(detail, &fallback, Some(id));
+    }
+
+    let (account, region) = envelope_location(envelope, ctx)?;
+    let change = match (source, detail_type) {
+        ("aws.ecr", "ECR Image Action") => image_action(detail)?,
+        _ => Change::Ignored {
+            reason: format!("{source} {detail_type:?} events are not evaluated by this version"),
+        },
+    };
+    Ok(AuditEvent {
+        id: id.to_owned(),
+        time,
+        account,
+        region,
+        detail_type: detail_type.to_owned(),
+        actor: None,
+        change,
+    })
+}
+
+/// What a CloudTrail record inside an envelope may borrow from the envelope.
+pub(crate) struct EnvelopeFallback {
+    pub account: Option<AccountId>,
+    pub region: Option<Region>,
+    pub time: Option<DateTime<Utc>>,
+    pub detail_type: String,
+    pub ctx: ParseContext,
+}
+
+impl EnvelopeFallback {
+    fn from_envelope(envelope: &Value, ctx: &ParseContext) -> Result<Self, ParseError> {
+        Ok(Self {
+            account: optional_account(envelope)?,
+            region: json::opt_str(envelope, "region")?
+                .map(|r| identifier("region", Region::parse(r)))
+                .transpose()?,
+            time: Some(json::time(json::req_str(envelope, "time")?, "time")?),
+            detail_type: json::req_str(envelope, "detail-type")?.to_owned(),
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+fn optional_account(envelope: &Value) -> Result<Option<AccountId>, ParseError> {
+    if let Some(account) = json::opt_str(envelope, "account")? {
+        return identifier("account", AccountId::parse(account)).map(Some);
+    }
+    // The emulator (and some forwarders) omit `account`; an ARN in `resources` still names it.
+    Ok(json::first_str_in_array(envelope, "resources")
+        .and_then(|arn| arn.split(':').nth(4))
+        .and_then(|account| AccountId::parse(account).ok()))
+}
+
+fn envelope_location(
+    envelope: &Value,
+    ctx: &ParseContext,
+) -> Result<(AccountId, Region), ParseError> {
+    let account = optional_account(envelope)?
+        .or_else(|| ctx.default_account.clone())
+        .ok_or(ParseError::NoAccount)?;
+    let region = match json::opt_str(envelope, "region")? {
+        Some(region) => identifier("region", Region::parse(region))?,
+        None => ctx.default_region.clone().ok_or(ParseError::NoRegion)?,
+    };
+    Ok((account, region))
+}
+
+fn image_action(detail: &Value) -> Result<Change, ParseError> {
+    let result = json::opt_str(detail, "result")?.unwrap_or("SUCCESS");
+    let action = json::req_str(detail, "action-type")?;
+    if result != "SUCCESS" {
+        return Ok(Change::Ignored {
+            reason: format!("image action {action} reported result {result}: nothing changed"),
+        });
+    }
+    let repository = identifier(
+        "repository-name",
+        RepositoryName::parse(json::req_str(detail, "repository-name")?),
+    )?;
+    let digest = identifier(
+        "image-digest",
+        Digest::parse(json::req_str(detail, "image-digest")?),
+    )?;
+    let tag = json::opt_str(detail, "image-tag")?.map(str::to_owned);
+    Ok(match action {
+        "PUSH" => Change::ImagePushed {
+            repository,
+            digest,
+            tag,
+            manifest_media_type: json::opt_str(detail, "manifest-media-type")?.map(str::to_owned),
+            artifact_media_type: json::opt_str(detail, "artifact-media-type")?.map(str::to_owned),
+        },
+        "DELETE" => Change::ImageDeleted {
+            repository,
+            digest,
+            tag,
+        },
+        "UPDATE_STORAGE_CLASS" => Change::ImageStorageClassChanged {
+            repository,
+            digest,
+            storage_class: json::opt_str(detail, "target-storage-class")?.map(str::to_owned),
+        },
+        other => Change::Ignored {
+            reason: format!("image action-type {other:?} is not evaluated by this version"),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,427 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+const DIGEST: &str = "sha256:0b4d2a5f6c1e3d7a9b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a";
+
+fn ctx() -> ParseContext {
+    ParseContext {
+        default_account: AccountId::parse("111122223333").ok(),
+        default_region: Region::parse("eu-west-1").ok(),
+    }
+}
+
+fn parse_value(value: &Value, format: InputFormat) -> Result<AuditEvent, ParseError> {
+    parse(value.to_string().as_bytes(), format, &ctx())
+}
+
+fn image_action(action: &str, extra: Value) -> Value {
+    let mut detail = json!({
+        "result": "SUCCESS",
+        "repository-name": "team/app",
+        "image-digest": DIGEST,
+        "action-type": action,
+        "image-tag": "v1"
+    });
+    if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    json!({
+        "version": "0",
+        "id": "3fa6b2d1-0000-4000-8000-000000000001",
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": "123456789012",
+        "time": "2026-11-20T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail
+    })
+}
+
+fn cloudtrail(name: &str, params: Value, response: Value) -> Value {
+    json!({
+        "version": "0",
+        "id": "envelope-id",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ecr",
+        "account": "123456789012",
+        "time": "2026-11-20T10:00:05Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "userIdentity": {
+                "type": "AssumedRole",
+                "principalId": "AROAEXAMPLE:ci",
+                "arn": "arn:aws:sts::123456789012:assumed-role/ci-deployer/ci",
+                "accountId": "123456789012",
+                "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/ci-deployer"}}
+            },
+            "eventTime": "2026-11-20T10:00:04Z",
+            "eventSource": "ecr.amazonaws.com",
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            "requestParameters": params,
+            "responseElements": response,
+            "eventID": "ct-event-1",
+            "eventType": "AwsApiCall",
+            "recipientAccountId": "123456789012"
+        }
+    })
+}
+
+#[test]
+fn image_push_is_parsed_with_tag_and_media_types() {
+    let event = parse_value(
+        &image_action(
+            "PUSH",
+            json!({"artifact-media-type": "application/vnd.oci.image.config.v1+json"}),
+        ),
+        InputFormat::Envelope,
+    );
+    let event = event.expect("valid push");
+    assert_eq!(event.id, "3fa6b2d1-0000-4000-8000-000000000001");
+    assert_eq!(event.account.as_str(), "123456789012");
+    assert_eq!(event.region.as_str(), "us-east-1");
+    match event.change {
+        Change::ImagePushed {
+            repository,
+            digest,
+            tag,
+            artifact_media_type,
+            ..
+        } => {
+            assert_eq!(repository.as_str(), "team/app");
+            assert_eq!(digest.as_str(), DIGEST);
+            assert_eq!(tag.as_deref(), Some("v1"));
+            assert_eq!(
+                artifact_media_type.as_deref(),
+                Some("application/vnd.oci.image.config.v1+json")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn image_actions_cover_delete_storage_class_and_unknown_values() {
+    let cases = [
+        ("DELETE", json!({}), "image_deleted"),
+        (
+            "UPDATE_STORAGE_CLASS",
+            json!({"target-storage-class": "ARCHIVE"}),
+            "image_storage_class_changed",
+        ),
+        ("SOMETHING_NEW", json!({}), "ignored"),
+        ("PUSH", json!({"result": "FAILURE"}), "ignored"),
+    ];
+    for (action, extra, kind) in cases {
+        let event = parse_value(&image_action(action, extra), InputFormat::Envelope).expect(action);
+        assert_eq!(event.change.kind(), kind, "{action}");
+    }
+}
+
+#[test]
+fn missing_account_falls_back_to_resource_arn_then_configuration() {
+    let mut envelope = image_action("PUSH", json!({}));
+    if let Some(o) = envelope.as_object_mut() {
+        o.remove("account");
+        o.insert(
+            "resources".into(),
+            json!(["arn:aws:ecr:us-east-1:444455556666:repository/team/app"]),
+        );
+    }
+    let event = parse_value(&envelope, InputFormat::Envelope).expect("arn fallback");
+    assert_eq!(event.account.as_str(), "444455556666");
+
+    if let Some(o) = envelope.as_object_mut() {
+        o.insert("resources".into(), json!([]));
+    }
+    let event = parse_value(&envelope, InputFormat::Envelope).expect("configured fallback");
+    assert_eq!(event.account.as_str(), "111122223333");
+
+    let no_default = parse(
+        envelope.to_string().as_bytes(),
+        InputFormat::Envelope,
+        &ParseContext::default(),
+    );
+    assert_eq!(no_default, Err(ParseError::NoAccount));
+}
+
+#[test]
+fn unknown_detail_types_are_ignored_with_a_reason() {
+    let mut envelope = image_action("PUSH", json!({}));
+    if let Some(o) = envelope.as_object_mut() {
+        o.insert("detail-type".into(), json!("ECR Replication Action"));
+    }
+    let event = parse_value(&envelope, InputFormat::Envelope).expect("ignored, not an error");
+    match event.change {
+        Change::Ignored { reason } => {
+            assert!(reason.contains("ECR Replication Action"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_messages_are_parse_errors_with_stable_codes() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "invalid_json"),
+        (b"[1,2]".to_vec(), "not_an_object"),
+        (vec![0xff, 0xfe], "invalid_json"),
+        (json!({"id": "x"}).to_string().into_bytes(), "missing_field"),
+        (
+            {
+                let mut e = image_action("PUSH", json!({}));
+                e["time"] = json!(12);
+                e.to_string().into_bytes()
+            },
+            "wrong_type",
+        ),
+        (
+            {
+                let mut e = image_action("PUSH", json!({}));
+                e["time"] = json!("yesterday");
+                e.to_string().into_bytes()
+            },
+            "invalid_time",
+        ),
+        (
+            image_action("PUSH", json!({"image-digest": "sha256:xyz"}))
+                .to_string()
+                .into_bytes(),
+            "invalid_identifier",
+        ),
+        (
+            image_action("PUSH", json!({"repository-name": "Bad Name"}))
+                .to_string()
+                .into_bytes(),
+            "invalid_identifier",
+        ),
+    ];
+    for (body, code) in cases {
+        let err = parse(&body, InputFormat::Envelope, &ctx()).expect_err(code);
+        assert_eq!(err.code(), code, "{err}");
+    }
+}
+
+#[test]
+fn cloudtrail_tag_mutability_change_carries_actor_and_event_id() {
+    let envelope = cloudtrail(
+        "PutImageTagMutability",
+        json!({"repositoryName": "team/app", "imageTagMutability": "MUTABLE"}),
+        json!({"repositoryName": "team/app", "imageTagMutability": "MUTABLE"}),
+    );
+    let event = parse_value(&envelope, InputFormat::Envelope).expect("valid");
+    assert_eq!(
+        event.id, "ct-event-1",
+        "CloudTrail eventID is the idempotency key"
+    );
+    assert_eq!(event.time.to_rfc3339(), "2026-11-20T10:00:04+00:00");
+    let actor = event.actor.expect("actor");
+    assert_eq!(
+        actor.arn,
+        "arn:aws:sts::123456789012:assumed-role/ci-deployer/ci"
+    );
+    assert_eq!(
+        actor.issuer_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/ci-deployer")
+    );
+    assert_eq!(
+        event.change,
+        Change::RepositoryChanged {
+            repository: RepositoryName::parse("team/app").expect("name"),
+            call: RepositoryCall::PutImageTagMutability {
+                image_tag_mutability: Some("MUTABLE".into())
+            },
+        }
+    );
+}
+
+#[test]
+fn every_repository_call_of_the_walking_pipeline_is_understood() {
+    let calls = [
+        ("CreateRepository", "CreateRepository"),
+        ("DeleteRepository", "DeleteRepository"),
+        ("PutLifecyclePolicy", "PutLifecyclePolicy"),
+        ("DeleteLifecyclePolicy", "DeleteLifecyclePolicy"),
+        (
+            "PutImageScanningConfiguration",
+            "PutImageScanningConfiguration",
+        ),
+    ];
+    for (event_name, expected) in calls {
+        let event = parse_value(
+            &cloudtrail(
+                event_name,
+                json!({"repositoryName": "team/app"}),
+                Value::Null,
+            ),
+            InputFormat::Envelope,
+        )
+        .expect(event_name);
+        match event.change {
+            Change::RepositoryChanged { call, .. } => assert_eq!(call.name(), expected),
+            other => panic!("{event_name}: {other:?}"),
+        }
+    }
+    let registry = parse_value(
+        &cloudtrail(
+            "PutRegistryScanningConfiguration",
+            json!({"scanType": "ENHANCED", "rules": []}),
+            Value::Null,
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("registry");
+    assert_eq!(
+        registry.change,
+        Change::RegistryChanged {
+            call: RegistryCall::PutRegistryScanningConfiguration {
+                scan_type: Some("ENHANCED".into())
+            }
+        }
+    );
+}
+
+#[test]
+fn put_image_names_the_pusher_and_failed_calls_change_nothing() {
+    let push = parse_value(
+        &cloudtrail(
+            "PutImage",
+            json!({"repositoryName": "team/app", "imageTag": "v2", "imageManifest": "{}"}),
+            json!({"image": {"imageId": {"imageDigest": DIGEST, "imageTag": "v2"}}}),
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("put image");
+    assert_eq!(push.change.kind(), "image_push_recorded");
+    assert_eq!(push.change.digest().map(Digest::as_str), Some(DIGEST));
+
+    let mut failed = cloudtrail(
+        "PutImageTagMutability",
+        json!({"repositoryName": "team/app"}),
+        Value::Null,
+    );
+    failed["detail"]["errorCode"] = json!("AccessDenied");
+    failed["detail"]["errorMessage"] = json!("User is not authorized");
+    let failed = parse_value(&failed, InputFormat::Envelope).expect("failed call");
+    match failed.change {
+        Change::FailedApiCall {
+            event_name,
+            error_code,
+            ..
+        } => {
+            assert_eq!(event_name, "PutImageTagMutability");
+            assert_eq!(error_code, "AccessDenied");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let truncated = parse_value(
+        &cloudtrail(
+            "PutImage",
+            json!({"repositoryName": "team/app"}),
+            Value::Null,
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("truncated record is still an event");
+    assert_eq!(truncated.change.kind(), "ignored");
+}
+
+#[test]
+fn cloudtrail_log_records_parse_without_an_envelope() {
+    let envelope = cloudtrail(
+        "DeleteLifecyclePolicy",
+        json!({"repositoryName": "team/app"}),
+        Value::Null,
+    );
+    let record = &envelope["detail"];
+    let event = parse_value(record, InputFormat::CloudTrailRecord).expect("record");
+    assert_eq!(event.id, "ct-event-1");
+    assert_eq!(event.detail_type, "AWS API Call via CloudTrail");
+    assert_eq!(event.change.kind(), "repository_changed");
+
+    let mut without_id = record.clone();
+    if let Some(o) = without_id.as_object_mut() {
+        o.remove("eventID");
+    }
+    assert_eq!(
+        parse_value(&without_id, InputFormat::CloudTrailRecord),
+        Err(ParseError::MissingField("eventID"))
+    );
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("ECR Image Action"),
+            Just("AWS API Call via CloudTrail"),
+            Just("PUSH"),
+            Just("aws.ecr"),
+            Just("ecr.amazonaws.com"),
+            Just("PutImage"),
+            Just(DIGEST),
+            Just("2026-11-20T10:00:00Z"),
+            Just("123456789012"),
+            Just("us-east-1"),
+            Just("team/app"),
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    let keys = prop_oneof![
+        Just("id"),
+        Just("detail-type"),
+        Just("source"),
+        Just("time"),
+        Just("detail"),
+        Just("account"),
+        Just("region"),
+        Just("resources"),
+        Just("action-type"),
+        Just("repository-name"),
+        Just("image-digest"),
+        Just("result"),
+        Just("eventID"),
+        Just("eventName"),
+        Just("eventSource"),
+        Just("eventTime"),
+        Just("requestParameters"),
+        Just("responseElements"),
+        Just("userIdentity"),
+        Just("errorCode"),
+        Just("repositoryName"),
+        Just("image"),
+        Just("imageId"),
+        Just("imageDigest"),
+        Just("awsRegion"),
+    ];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone().prop_map(str::to_owned), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn parsing_never_panics_on_arbitrary_json(value in arbitrary_json()) {
+        let body = value.to_string();
+        let _ = parse(body.as_bytes(), InputFormat::Envelope, &ctx());
+        let _ = parse(body.as_bytes(), InputFormat::CloudTrailRecord, &ctx());
+    }
+
+    #[test]
+    fn parsing_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = parse(&body, InputFormat::Envelope, &ctx());
+    }
+}

@@ -1,0 +1,399 @@
+//! One batch through the stages: parse → enrich → evaluate → store.
+//!
+//! The pipeline decides each message's fate ([`MessageFate`]) and leaves carrying it out to
+//! the source (delete from SQS, change visibility, count a line of a file). Its effects are
+//! committed in one transaction per batch before any fate says "delete".
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::{StreamExt, stream};
+use tracing::{info, warn};
+
+use crate::domain::RepositoryKey;
+use crate::enrich::cache::CachedRegistry;
+use crate::enrich::{EnrichError, ImageLookup, Registry, RepositoryFacts};
+use crate::evaluate::{self, ControlPolicy};
+use crate::export::metrics::{EventOutcome, Metrics};
+use crate::parse::{self, AuditEvent, Change, InputFormat, ParseContext};
+use crate::store::{
+    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite, Store,
+    StoreError,
+};
+
+/// How many repositories a registry-wide change re-reads at once.
+const REGISTRY_FANOUT: usize = 8;
+
+/// One message as a source hands it over.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// `sqs` or `file`: kept with rejected messages.
+    pub source: &'static str,
+    /// The SQS message id or `FILE:LINE`, for logs and rejected records.
+    pub message_id: Option<String>,
+    pub body: Vec<u8>,
+    pub format: InputFormat,
+}
+
+/// What the source must do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageFate {
+    /// Effects committed (or none needed): delete the message.
+    Done(Committed),
+    /// A transient failure: keep the message and try again after a backoff.
+    Retry { code: &'static str, reason: String },
+    /// A failure that retrying will not fix: keep the message so SQS redrives it to the DLQ.
+    DeadLetter { code: &'static str, reason: String },
+}
+
+/// The stages, wired.
+pub struct Pipeline {
+    registry: CachedRegistry<Arc<dyn Registry>>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    parse_context: ParseContext,
+    policy: ControlPolicy,
+}
+
+enum Prepared {
+    Plan(Plan),
+    Failed(EnrichError),
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: CachedRegistry<Arc<dyn Registry>>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        parse_context: ParseContext,
+        policy: ControlPolicy,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            metrics,
+            parse_context,
+            policy,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs a batch; the fates are in the order of `messages`.
+    pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<MessageFate> {
+        let parsed: Vec<Result<AuditEvent, RejectedMessage>> = messages
+            .iter()
+            .map(|m| {
+                parse::parse(&m.body, m.format, &self.parse_context).map_err(|err| {
+                    RejectedMessage {
+                        source: m.source,
+                        message_id: m.message_id.clone(),
+                        code: err.code(),
+                        reason: err.to_string(),
+                        body: m.body.clone(),
+                    }
+                })
+            })
+            .collect();
+
+        // Invalidate before any read of the batch, so a push batched with a settings change
+        // sees the new settings.
+        for event in parsed.iter().flatten() {
+            self.invalidate_for(event);
+        }
+
+        let prepared: Vec<Prepared> =
+            futures::future::join_all(parsed.into_iter().map(|p| async {
+                match p {
+                    Err(rejected) => Prepared::Plan(Plan::Rejected(rejected)),
+                    Ok(event) => match self.plan_event(event).await {
+                        Ok(plan) => Prepared::Plan(Plan::Event(Box::new(plan))),
+                        Err(err) => Prepared::Failed(err),
+                    },
+                }
+            }))
+            .await;
+
+        let plans: Vec<Plan> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Plan(plan) => Some(plan.clone()),
+                Prepared::Failed(_) => None,
+            })
+            .collect();
+        let committed = self.commit(&plans).await;
+
+        let mut committed = committed.into_iter();
+        let fates: Vec<MessageFate> = prepared
+            .iter()
+            .map(|p| match p {
+                Prepared::Failed(err) => MessageFate::Retry {
+                    code: err.code(),
+                    reason: err.to_string(),
+                },
+                Prepared::Plan(_) => committed.next().unwrap_or(MessageFate::Retry {
+                    code: "internal",
+                    reason: "no commit result".to_owned(),
+                }),
+            })
+            .collect();
+
+        for ((message, prepared), fate) in messages.iter().zip(&prepared).zip(&fates) {
+            self.observe(message, prepared, fate);
+        }
+        fates
+    }
+
+    /// Commits the batch; when the database refuses it, commits plan by plan so that one bad
+    /// message does not hold back the others.
+    async fn commit(&self, plans: &[Plan]) -> Vec<MessageFate> {
+        if plans.is_empty() {
+            return Vec::new();
+        }
+        match self.store.commit_batch(plans).await {
+            Ok(outcomes) => outcomes.into_iter().map(MessageFate::Done).collect(),
+            Err(err) if !err.is_transient() && plans.len() > 1 => {
+                let mut fates = Vec::with_capacity(plans.len());
+                for plan in plans {
+                    fates.push(
+                        match self.store.commit_batch(std::slice::from_ref(plan)).await {
+                            Ok(mut outcome) => {
+                                MessageFate::Done(outcome.pop().unwrap_or(Committed::Duplicate))
+                            }
+                            Err(err) => store_fate(&err),
+                        },
+                    );
+                }
+                fates
+            }
+            Err(err) => plans.iter().map(|_| store_fate(&err)).collect(),
+        }
+    }
+
+    fn observe(&self, message: &InboundMessage, prepared: &Prepared, fate: &MessageFate) {
+        let (kind, event_time) = match prepared {
+            Prepared::Plan(Plan::Event(plan)) => (plan.event.change.kind(), Some(plan.event.time)),
+            Prepared::Plan(Plan::Rejected(_)) => ("unparseable", None),
+            Prepared::Failed(_) => ("unknown", None),
+        };
+        let id = message.message_id.as_deref().unwrap_or("-");
+        match fate {
+            MessageFate::Done(Committed::Processed) => {
+                self.metrics.event(kind, EventOutcome::processed);
+                if let Some(time) = event_time {
+                    let lag = (Utc::now() - time).num_milliseconds() as f64 / 1000.0;
+                    self.metrics.event_committed(lag);
+                }
+            }
+            MessageFate::Done(Committed::Ignored) => {
+                self.metrics.event(kind, EventOutcome::ignored)
+            }
+            MessageFate::Done(Committed::Duplicate) => {
+                self.metrics.event(kind, EventOutcome::duplicate);
+            }
+            MessageFate::Done(Committed::Rejected) => {
+                self.metrics.event(kind, EventOutcome::rejected);
+                if let Prepared::Plan(Plan::Rejected(rejected)) = prepared {
+                    self.metrics.rejected(rejected.code);
+                    warn!(
+                        message.id = id,
+                        rejection.code = rejected.code,
+                        "rejected message {id}: {}",
+                        rejected.reason
+                    );
+                }
+            }
+            MessageFate::Retry { code, reason } | MessageFate::DeadLetter { code, reason } => {
+                self.metrics.event(kind, EventOutcome::retried);
+                self.metrics.retried(code);
+                warn!(
+                    message.id = id,
+                    error.code = *code,
+                    "message {id} left on the queue: {reason}"
+                );
+            }
+        }
+    }
+
+    fn invalidate_for(&self, event: &AuditEvent) {
+        match &event.change {
+            Change::RepositoryChanged { repository, .. } => {
+                self.registry.invalidate(&RepositoryKey {
+                    account: event.account.clone(),
+                    region: event.region.clone(),
+                    name: repository.clone(),
+                })
+            }
+            Change::RegistryChanged { .. } => {
+                self.registry
+                    .invalidate_registry(&event.account, &event.region);
+            }
+            _ => {}
+        }
+    }
+
+    fn key(event: &AuditEvent, repository: &crate::domain::RepositoryName) -> RepositoryKey {
+        RepositoryKey {
+            account: event.account.clone(),
+            region: event.region.clone(),
+            name: repository.clone(),
+        }
+    }
+
+    async fn repository_write(&self, key: RepositoryKey) -> Result<RepositoryWrite, EnrichError> {
+        let facts: RepositoryFacts = self.registry.repository(&key).await?;
+        let controls = evaluate::repository_controls(&facts, &self.policy);
+        Ok(RepositoryWrite {
+            key,
+            facts,
+            controls,
+        })
+    }
+
+    async fn plan_event(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
+        let mut plan = EventPlan {
+            ignored: false,
+            repositories: Vec::new(),
+            image: None,
+            event,
+        };
+        let event = &plan.event;
+        match &event.change {
+            Change::ImagePushed {
+                repository,
+                digest,
+                tag,
+                ..
+            }
+            | Change::ImagePushRecorded {
+                repository,
+                digest,
+                tag,
+            } => {
+                let key = Self::key(event, repository);
+                let (repository_write, lookup) = tokio::join!(
+                    self.repository_write(key.clone()),
+                    self.registry.image(&key, digest)
+                );
+                let repository_write = repository_write?;
+                let observed_at = Utc::now();
+                let lookup = lookup?;
+                // The tag this push wrote: the event's, or for an untagged event the only tag
+                // ECR knows, if there is exactly one.
+                let push_tag = tag.clone().or_else(|| match &lookup {
+                    ImageLookup::Found(facts) if facts.tags.len() == 1 => {
+                        facts.tags.first().cloned()
+                    }
+                    _ => None,
+                });
+                let settings =
+                    evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
+                let pushed_by = match &event.change {
+                    Change::ImagePushRecorded { .. } => event.actor.clone(),
+                    _ => None,
+                };
+                plan.image = Some(ImageWrite {
+                    key,
+                    digest: digest.clone(),
+                    presence: ImagePresence::Pushed,
+                    event_time: event.time,
+                    lookup: Some((observed_at, lookup)),
+                    push_tag,
+                    settings: Some(settings),
+                    pushed_by,
+                    storage_class: None,
+                });
+                plan.repositories.push(repository_write);
+            }
+            Change::ImageDeleted {
+                repository, digest, ..
+            } => {
+                plan.image = Some(ImageWrite {
+                    key: Self::key(event, repository),
+                    digest: digest.clone(),
+                    presence: ImagePresence::Deleted,
+                    event_time: event.time,
+                    lookup: None,
+                    push_tag: None,
+                    settings: None,
+                    pushed_by: None,
+                    storage_class: None,
+                });
+            }
+            Change::ImageStorageClassChanged {
+                repository,
+                digest,
+                storage_class,
+            } => {
+                let key = Self::key(event, repository);
+                let lookup = self.registry.image(&key, digest).await?;
+                plan.image = Some(ImageWrite {
+                    key,
+                    digest: digest.clone(),
+                    presence: ImagePresence::Unchanged,
+                    event_time: event.time,
+                    lookup: Some((Utc::now(), lookup)),
+                    push_tag: None,
+                    settings: None,
+                    pushed_by: None,
+                    storage_class: storage_class.clone(),
+                });
+            }
+            Change::RepositoryChanged { repository, .. } => {
+                let write = self.repository_write(Self::key(event, repository)).await?;
+                plan.repositories.push(write);
+            }
+            Change::RegistryChanged { .. } => {
+                let keys = match self
+                    .store
+                    .known_repositories(&event.account, &event.region)
+                    .await
+                {
+                    Ok(keys) => keys,
+                    Err(err) => {
+                        return Err(EnrichError::Transient {
+                            operation: "store:known_repositories",
+                            target: format!("{}/{}", event.account, event.region),
+                            message: err.to_string(),
+                        });
+                    }
+                };
+                info!(
+                    repositories = keys.len(),
+                    "registry-wide change in {}/{}: re-reading every known repository",
+                    event.account,
+                    event.region
+                );
+                let writes: Vec<Result<RepositoryWrite, EnrichError>> = stream::iter(keys)
+                    .map(|key| self.repository_write(key))
+                    .buffered(REGISTRY_FANOUT)
+                    .collect()
+                    .await;
+                plan.repositories = writes.into_iter().collect::<Result<_, _>>()?;
+            }
+            Change::FailedApiCall { .. } => {}
+            Change::Ignored { .. } => plan.ignored = true,
+        }
+        Ok(plan)
+    }
+}
+
+fn store_fate(err: &StoreError) -> MessageFate {
+    if err.is_transient() {
+        MessageFate::Retry {
+            code: err.code(),
+            reason: err.to_string(),
+        }
+    } else {
+        MessageFate::DeadLetter {
+            code: err.code(),
+            reason: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Where messages come from: the SQS queue ([`sqs`]) and files for `ingest` ([`file`]).
+//!
+//! Both hand the pipeline the same [`crate::pipeline::InboundMessage`] and carry out the
+//! [`crate::pipeline::MessageFate`] it returns.
+
+pub mod file;
+pub mod sqs;

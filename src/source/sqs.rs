@@ -1,0 +1,391 @@
+//! The SQS consumer: long-poll, process batches concurrently with a bound, keep in-flight
+//! messages invisible while they are worked on, delete only what was committed.
+//!
+//! Shutdown: only the long poll is raced against cancellation. A batch already received runs
+//! to its end (commit, then delete), within the grace period; past it the process exits and
+//! the unfinished messages simply become visible again. Nothing unfinished is ever deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::enrich::aws::{AwsErrorClass, classify};
+use crate::parse::InputFormat;
+use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
+
+/// How the consumer polls and paces itself.
+#[derive(Debug, Clone)]
+pub struct SqsSettings {
+    pub queue_url: String,
+    /// Long-poll wait, at most 20 s.
+    pub wait_time: Duration,
+    /// Messages per receive, at most 10.
+    pub batch_size: i32,
+    /// Visibility set on receive and renewed while a batch is worked on.
+    pub visibility_timeout: Duration,
+    /// Batches worked on at once.
+    pub max_in_flight_batches: usize,
+    /// First retry delay for a message that failed transiently; doubles per receive.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How long in-flight batches may take to finish after shutdown was requested.
+    pub shutdown_grace: Duration,
+}
+
+impl SqsSettings {
+    pub fn new(queue_url: String) -> Self {
+        Self {
+            queue_url,
+            wait_time: Duration::from_secs(20),
+            batch_size: 10,
+            visibility_timeout: Duration::from_secs(60),
+            max_in_flight_batches: 4,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(900),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the consumer stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the queue {queue_url} cannot be used: {reason}")]
+    QueueUnusable { queue_url: String, reason: String },
+}
+
+pub struct SqsConsumer {
+    client: aws_sdk_sqs::Client,
+    settings: SqsSettings,
+    pipeline: Arc<Pipeline>,
+}
+
+struct Received {
+    receipt_handle: String,
+    receive_count: u32,
+}
+
+impl SqsConsumer {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        settings: SqsSettings,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            pipeline,
+        }
+    }
+
+    /// Whether the queue answers, for `/readyz`.
+    ///
+    /// # Errors
+    /// The reason it does not.
+    pub async fn check_queue(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(), String> {
+        client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{:?}", classify(&e)))
+    }
+
+    /// Consumes until `shutdown` is cancelled, then lets in-flight batches finish.
+    ///
+    /// # Errors
+    /// [`SourceError::QueueUnusable`] when the queue does not exist or access is denied: a
+    /// configuration error that retrying cannot fix.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SourceError> {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.settings.max_in_flight_batches));
+        let tracker = TaskTracker::new();
+        let mut consecutive_failures: u32 = 0;
+        info!(queue.url = %this.settings.queue_url, "consuming");
+
+        let result = loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break Ok(()),
+                },
+            };
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                received = this.receive() => received,
+            };
+            match received {
+                Ok(messages) if messages.is_empty() => consecutive_failures = 0,
+                Ok(messages) => {
+                    consecutive_failures = 0;
+                    let consumer = Arc::clone(&this);
+                    tracker.spawn(async move {
+                        consumer.handle_batch(messages).await;
+                        drop(permit);
+                    });
+                }
+                Err(AwsErrorClass::Service { code, message })
+                    if code.contains("NonExistentQueue")
+                        || code.contains("AccessDenied")
+                        || code == "QueueDoesNotExist" =>
+                {
+                    break Err(SourceError::QueueUnusable {
+                        queue_url: this.settings.queue_url.clone(),
+                        reason: format!("{code}: {message}"),
+                    });
+                }
+                Err(err) => {
+                    consecutive_failures = consecutive_failures.saturating_add(1);
+                    let delay = backoff(
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                        consecutive_failures,
+                    );
+                    warn!(error = ?err, retry_in = ?delay, "receive failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+
+        tracker.close();
+        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                grace = ?this.settings.shutdown_grace,
+                "in-flight batches did not finish within the grace period; their messages were not deleted and will be redelivered"
+            );
+        } else {
+            info!("consumer stopped; no work in flight");
+        }
+        result
+    }
+
+    async fn receive(&self) -> Result<Vec<Message>, AwsErrorClass> {
+        self.client
+            .receive_message()
+            .queue_url(&self.settings.queue_url)
+            .max_number_of_messages(self.settings.batch_size)
+            .wait_time_seconds(self.settings.wait_time.as_secs().min(20) as i32)
+            .visibility_timeout(self.settings.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map(|output| output.messages.unwrap_or_default())
+            .map_err(|e| classify(&e))
+    }
+
+    async fn handle_batch(&self, messages: Vec<Message>) {
+        let span = info_span!("batch", messages = messages.len());
+        async {
+            let mut inbound = Vec::with_capacity(messages.len());
+            let mut handles = Vec::with_capacity(messages.len());
+            for message in messages {
+                let Some(receipt_handle) = message.receipt_handle().map(str::to_owned) else {
+                    // Without a handle the message can be neither deleted nor extended; SQS
+                    // will deliver it again.
+                    continue;
+                };
+                let receive_count = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                inbound.push(InboundMessage {
+                    source: "sqs",
+                    message_id: message.message_id().map(str::to_owned),
+                    body: message.body.unwrap_or_default().into_bytes(),
+                    format: InputFormat::Envelope,
+                });
+                handles.push(Received {
+                    receipt_handle,
+                    receive_count,
+                });
+            }
+
+            let heartbeat = CancellationToken::new();
+            let extender = tokio::spawn(extend_visibility(
+                self.client.clone(),
+                self.settings.queue_url.clone(),
+                handles.iter().map(|h| h.receipt_handle.clone()).collect(),
+                self.settings.visibility_timeout,
+                heartbeat.clone(),
+            ));
+            let fates = self.pipeline.process_batch(&inbound).await;
+            heartbeat.cancel();
+            let _ = extender.await;
+
+            let mut to_delete = Vec::new();
+            let mut to_delay = Vec::new();
+            for (handle, fate) in handles.iter().zip(&fates) {
+                match fate {
+                    MessageFate::Done(_) => to_delete.push(handle.receipt_handle.clone()),
+                    MessageFate::Retry { .. } | MessageFate::DeadLetter { .. } => to_delay.push((
+                        handle.receipt_handle.clone(),
+                        backoff(
+                            self.settings.retry_base,
+                            self.settings.retry_max,
+                            handle.receive_count,
+                        ),
+                    )),
+                }
+            }
+            self.delete(to_delete).await;
+            self.delay(to_delay).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn delete(&self, receipt_handles: Vec<String>) {
+        if receipt_handles.is_empty() {
+            return;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipt_handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let total = entries.len();
+        match self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.settings.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(output) => {
+                // HTTP 200 can still carry per-entry failures.
+                for failure in output.failed() {
+                    self.pipeline.metrics().sqs_delete_failed();
+                    warn!(
+                        sqs.error_code = failure.code(),
+                        "delete failed for a committed message ({}); it will be redelivered and recognised as a duplicate",
+                        failure.message().unwrap_or_default()
+                    );
+                }
+                debug!(deleted = total - output.failed().len(), "deleted");
+            }
+            Err(err) => {
+                for _ in 0..total {
+                    self.pipeline.metrics().sqs_delete_failed();
+                }
+                warn!(error = ?classify(&err), "delete batch failed; {total} committed messages will be redelivered and recognised as duplicates");
+            }
+        }
+    }
+
+    async fn delay(&self, handles: Vec<(String, Duration)>) {
+        if handles.is_empty() {
+            return;
+        }
+        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (handle, delay))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(delay.as_secs() as i32)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if let Err(err) = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.settings.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            // The messages still come back when their current visibility runs out.
+            warn!(error = ?classify(&err), "could not set retry delay");
+        }
+    }
+}
+
+/// Renews the visibility of a batch's messages every third of the timeout until cancelled.
+async fn extend_visibility(
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    receipt_handles: Vec<String>,
+    visibility: Duration,
+    done: CancellationToken,
+) {
+    let every = (visibility / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = receipt_handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(visibility.as_secs() as i32)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match client
+            .change_message_visibility_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(_) => debug!("extended visibility of {} messages", receipt_handles.len()),
+            Err(err) => warn!(error = ?classify(&err), "could not extend visibility"),
+        }
+    }
+}
+
+/// Exponential backoff: `base * 2^(attempt-1)`, capped.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    base.saturating_mul(1 << exponent).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(5);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(base, max, 0), Duration::from_secs(5));
+        assert_eq!(backoff(base, max, 1), Duration::from_secs(5));
+        assert_eq!(backoff(base, max, 2), Duration::from_secs(10));
+        assert_eq!(backoff(base, max, 4), Duration::from_secs(40));
+        assert_eq!(backoff(base, max, 5), Duration::from_secs(60));
+        assert_eq!(backoff(base, max, u32::MAX), Duration::from_secs(60));
+    }
+}

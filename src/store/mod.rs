@@ -1,0 +1,253 @@
+//! Postgres: the one place where posture and evidence are written and read.
+//!
+//! [`Store::commit_batch`] applies a batch of plans in one transaction: repository state,
+//! control results (with a transition record whenever a status changes), image records, the
+//! evidence records on the hash chain, and rejected messages. It is idempotent on the event's
+//! own id: an id already in `evidence` makes the whole plan a duplicate that changes nothing.
+//! Writes are guarded by versions (`observed_at` for repository reads, the event time for
+//! image presence), so an older event or a slower worker never overwrites newer state.
+
+pub mod evidence;
+pub mod views;
+mod write;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::domain::{Actor, ControlId, ControlStatus, Digest, RepositoryKey, Verdict};
+use crate::enrich::{ImageLookup, RepositoryFacts};
+use crate::evaluate::ImageSettings;
+use crate::parse::AuditEvent;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What a database failure means for the messages of the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connection lost, pool exhausted, deadlock, serialization failure: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database refused the data itself (a constraint or data exception): retrying the
+    /// same write cannot succeed, so the message is left for the dead-letter queue.
+    #[error("database refused the write: {0}")]
+    Refused(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "db_unavailable",
+            Self::Refused(_) => "db_refused",
+            Self::Migrate(_) => "db_migrate",
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        let deterministic = err
+            .as_database_error()
+            .and_then(|db| db.code())
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+        if deterministic {
+            Self::Refused(err)
+        } else {
+            Self::Unavailable(err)
+        }
+    }
+}
+
+/// One repository read and what it means for the controls.
+#[derive(Debug, Clone)]
+pub struct RepositoryWrite {
+    pub key: RepositoryKey,
+    pub facts: RepositoryFacts,
+    /// `None` when the repository no longer exists.
+    pub controls: Option<BTreeMap<ControlId, Verdict>>,
+}
+
+/// How an event changes whether a digest exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagePresence {
+    Pushed,
+    Deleted,
+    /// The event says something about the image but not whether it exists.
+    Unchanged,
+}
+
+/// One digest's update.
+#[derive(Debug, Clone)]
+pub struct ImageWrite {
+    pub key: RepositoryKey,
+    pub digest: Digest,
+    pub presence: ImagePresence,
+    pub event_time: DateTime<Utc>,
+    /// ECR's answer now, with when it was read; `None` when not looked up.
+    pub lookup: Option<(DateTime<Utc>, ImageLookup)>,
+    pub push_tag: Option<String>,
+    /// The repository's settings at push time; only the first recorded value is kept.
+    pub settings: Option<ImageSettings>,
+    pub pushed_by: Option<Actor>,
+    pub storage_class: Option<String>,
+}
+
+/// Everything one understood event changes.
+#[derive(Debug, Clone)]
+pub struct EventPlan {
+    pub event: AuditEvent,
+    pub ignored: bool,
+    /// Repositories re-read because of the event (several for a registry-wide change).
+    pub repositories: Vec<RepositoryWrite>,
+    pub image: Option<ImageWrite>,
+}
+
+/// A message that can never be processed.
+#[derive(Debug, Clone)]
+pub struct RejectedMessage {
+    pub source: &'static str,
+    pub message_id: Option<String>,
+    pub code: &'static str,
+    pub reason: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Event(Box<EventPlan>),
+    Rejected(RejectedMessage),
+}
+
+/// What committing a plan did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    Processed,
+    Ignored,
+    /// The event id was already recorded: nothing changed.
+    Duplicate,
+    Rejected,
+}
+
+/// The Postgres store.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects eagerly so that a wrong `DATABASE_URL` fails at start-up.
+    ///
+    /// # Errors
+    /// When the URL is invalid or the server cannot be reached.
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = database_url.parse().map_err(StoreError::Unavailable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.application_name("ecr-audit"))
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/`.
+    ///
+    /// # Errors
+    /// When a migration fails or a landed migration was edited.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies a batch of plans in one transaction; see the module docs.
+    ///
+    /// # Errors
+    /// [`StoreError`]; on error nothing of the batch is committed.
+    pub async fn commit_batch(&self, plans: &[Plan]) -> Result<Vec<Committed>, StoreError> {
+        write::commit_batch(&self.pool, plans).await
+    }
+
+    /// Repositories per control and status, over repositories that still exist.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn control_counts(&self) -> Result<Vec<(ControlId, ControlStatus, i64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT c.control, c.status, count(*)
+               FROM control_results c
+               JOIN repositories r
+                 ON r.account = c.account AND r.region = c.region AND r.name = c.repository
+              WHERE r.present
+              GROUP BY c.control, c.status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(control, status, n)| {
+                Some((
+                    ControlId::from_str_opt(&control)?,
+                    ControlStatus::from_str_opt(&status)?,
+                    n,
+                ))
+            })
+            .collect())
+    }
+}
+
+impl Store {
+    /// The repositories known to exist in one registry, for re-evaluation after a
+    /// registry-wide change.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn known_repositories(
+        &self,
+        account: &crate::domain::AccountId,
+        region: &crate::domain::Region,
+    ) -> Result<Vec<RepositoryKey>, StoreError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE account = $1 AND region = $2 AND present ORDER BY name",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names
+            .into_iter()
+            .filter_map(|name| {
+                Some(RepositoryKey {
+                    account: account.clone(),
+                    region: region.clone(),
+                    name: crate::domain::RepositoryName::parse(&name).ok()?,
+                })
+            })
+            .collect())
+    }
+}

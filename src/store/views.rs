@@ -1,0 +1,299 @@
+//! Read models behind the CLI views (`posture`, `images`, `verify`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::evidence::{ChainBreak, ChainVerifier, ChainedRecord};
+use super::{Store, StoreError};
+
+/// One control's verdict as shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlView {
+    pub status: String,
+    pub reason: String,
+}
+
+/// One repository's posture (DESIGN.md `posture` JSON shape).
+#[derive(Debug, Clone, Serialize)]
+pub struct PostureRow {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub controls: BTreeMap<String, ControlView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureView {
+    /// `None` until signature evaluation runs for the digest.
+    pub status: Option<String>,
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanView {
+    /// `None` until scan evaluation runs for the digest.
+    pub status: Option<String>,
+    pub raw_status: Option<String>,
+    pub critical: Option<i64>,
+    pub high: Option<i64>,
+    pub medium: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EncryptionView {
+    #[serde(rename = "type")]
+    pub encryption_type: Option<String>,
+    pub kms_key: Option<String>,
+    pub customer_managed: Option<bool>,
+}
+
+/// One digest's posture (DESIGN.md `images` JSON shape, plus `tag_protected` and `present`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRow {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub pushed_by: Option<String>,
+    pub artifact_of: Option<String>,
+    pub signature: SignatureView,
+    pub scan: ScanView,
+    pub tag_immutability: Option<String>,
+    pub tag_protected: Option<bool>,
+    pub encryption: EncryptionView,
+}
+
+type PostureTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+type ImageTuple = (
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+);
+
+/// The outcome of verifying the stored chain.
+#[derive(Debug)]
+pub enum ChainReport {
+    Valid {
+        records: u64,
+        head_hash: String,
+    },
+    Broken(ChainBreak),
+    /// Every record verified, but the head row names another end of the chain.
+    HeadMismatch {
+        records: u64,
+        last_seq: i64,
+        head_seq: i64,
+    },
+}
+
+impl Store {
+    /// Every existing repository with its control verdicts, ordered by account, region, name.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn posture(&self, repository: Option<&str>) -> Result<Vec<PostureRow>, StoreError> {
+        let rows: Vec<PostureTuple> = sqlx::query_as(
+            "SELECT r.account, r.region, r.name, c.control, c.status, c.reason
+                   FROM repositories r
+                   LEFT JOIN control_results c
+                     ON c.account = r.account AND c.region = r.region AND c.repository = r.name
+                  WHERE r.present AND ($1::text IS NULL OR r.name = $1)
+                  ORDER BY r.account, r.region, r.name, c.control",
+        )
+        .bind(repository)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<PostureRow> = Vec::new();
+        for (account, region, name, control, status, reason) in rows {
+            let same = out.last().is_some_and(|last| {
+                last.account == account && last.region == region && last.repository == name
+            });
+            if !same {
+                out.push(PostureRow {
+                    account,
+                    region,
+                    repository: name,
+                    controls: BTreeMap::new(),
+                });
+            }
+            if let (Some(row), Some(control), Some(status), Some(reason)) =
+                (out.last_mut(), control, status, reason)
+            {
+                row.controls.insert(control, ControlView { status, reason });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every digest that still exists, newest push first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn images(&self, repository: Option<&str>) -> Result<Vec<ImageRow>, StoreError> {
+        let rows: Vec<ImageTuple> = sqlx::query_as(
+            "SELECT account, region, repository, digest, tags, pushed_at, pushed_by, artifact_of,
+                    tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed
+               FROM images
+              WHERE present AND ($1::text IS NULL OR repository = $1)
+              ORDER BY pushed_at DESC NULLS LAST, account, region, repository, digest",
+        )
+        .bind(repository)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    account,
+                    region,
+                    repository,
+                    digest,
+                    tags,
+                    pushed_at,
+                    pushed_by,
+                    artifact_of,
+                    mutability,
+                    protected,
+                    enc,
+                    key,
+                    cmk,
+                )| ImageRow {
+                    account,
+                    region,
+                    repository,
+                    digest,
+                    tags,
+                    pushed_at,
+                    pushed_by,
+                    artifact_of,
+                    signature: SignatureView {
+                        status: None,
+                        sources: Vec::new(),
+                    },
+                    scan: ScanView {
+                        status: None,
+                        raw_status: None,
+                        critical: None,
+                        high: None,
+                        medium: None,
+                    },
+                    tag_immutability: mutability,
+                    tag_protected: protected,
+                    encryption: EncryptionView {
+                        encryption_type: enc,
+                        kms_key: key,
+                        customer_managed: cmk,
+                    },
+                },
+            )
+            .collect())
+    }
+
+    /// Walks the whole evidence chain in `seq` order, in constant memory.
+    ///
+    /// # Errors
+    /// When the query fails; a broken chain is a report, not an error.
+    pub async fn verify_chain(&self) -> Result<ChainReport, StoreError> {
+        let mut verifier = ChainVerifier::new(None);
+        let mut last_seq = 0;
+        let mut last_hash = super::evidence::GENESIS_HASH.to_owned();
+        {
+            let mut rows = sqlx::query_as::<_, EvidenceRow>(
+                "SELECT seq, recorded_at, event_id, event_time, kind, outcome, account, region,
+                        repository, digest, tag, actor, detail, prev_hash, hash
+                   FROM evidence ORDER BY seq",
+            )
+            .fetch(self.pool());
+            while let Some(row) = rows.try_next().await? {
+                let (record, hash) = row.into_record();
+                if let Err(broken) = verifier.check(&record, &hash) {
+                    return Ok(ChainReport::Broken(broken));
+                }
+                last_seq = record.seq;
+                last_hash = hash;
+            }
+        }
+        let (head_seq, head_hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1")
+                .fetch_one(self.pool())
+                .await?;
+        if head_seq != last_seq || head_hash != last_hash {
+            return Ok(ChainReport::HeadMismatch {
+                records: verifier.verified,
+                last_seq,
+                head_seq,
+            });
+        }
+        Ok(ChainReport::Valid {
+            records: verifier.verified,
+            head_hash,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EvidenceRow {
+    seq: i64,
+    recorded_at: DateTime<Utc>,
+    event_id: String,
+    event_time: DateTime<Utc>,
+    kind: String,
+    outcome: String,
+    account: Option<String>,
+    region: Option<String>,
+    repository: Option<String>,
+    digest: Option<String>,
+    tag: Option<String>,
+    actor: Option<String>,
+    detail: Value,
+    prev_hash: String,
+    hash: String,
+}
+
+impl EvidenceRow {
+    fn into_record(self) -> (ChainedRecord, String) {
+        (
+            ChainedRecord {
+                seq: self.seq,
+                recorded_at: self.recorded_at,
+                event_id: self.event_id,
+                event_time: self.event_time,
+                kind: self.kind,
+                outcome: self.outcome,
+                account: self.account,
+                region: self.region,
+                repository: self.repository,
+                digest: self.digest,
+                tag: self.tag,
+                actor: self.actor,
+                detail: self.detail,
+                prev_hash: self.prev_hash,
+            },
+            self.hash,
+        )
+    }
+}

@@ -1,0 +1,511 @@
+//! The batch transaction behind [`super::Store::commit_batch`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::evidence::{ChainedRecord, truncate_to_micros};
+use super::{
+    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite,
+    StoreError,
+};
+use crate::domain::{ControlId, RepositoryKey, Verdict};
+use crate::enrich::{Fact, ImageLookup, RepositoryState};
+
+/// An evidence record waiting for its place on the chain.
+struct PendingEvidence {
+    plan_index: usize,
+    /// The event's own record (as opposed to a transition it caused).
+    is_event_record: bool,
+    record: ChainedRecord,
+}
+
+pub(super) async fn commit_batch(
+    pool: &PgPool,
+    plans: &[Plan],
+) -> Result<Vec<Committed>, StoreError> {
+    let mut tx = pool.begin().await?;
+
+    let event_ids: Vec<String> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Plan::Event(e) => Some(e.event.id.clone()),
+            Plan::Rejected(_) => None,
+        })
+        .collect();
+    let already: HashSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT event_id FROM evidence WHERE event_id = ANY($1)")
+            .bind(&event_ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+
+    // Lock rows in one global order (repository, then event time) so that concurrent batches
+    // touching the same repositories cannot deadlock on each other.
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by(|&a, &b| sort_key(&plans[a]).cmp(&sort_key(&plans[b])));
+
+    let mut outcomes = vec![Committed::Duplicate; plans.len()];
+    let mut pending = Vec::new();
+    let mut seen = HashSet::new();
+    let recorded_at = truncate_to_micros(Utc::now());
+
+    for index in order {
+        match &plans[index] {
+            Plan::Rejected(rejected) => {
+                insert_rejected(&mut tx, rejected).await?;
+                outcomes[index] = Committed::Rejected;
+            }
+            Plan::Event(plan) => {
+                if already.contains(&plan.event.id) || !seen.insert(plan.event.id.clone()) {
+                    outcomes[index] = Committed::Duplicate;
+                    continue;
+                }
+                let records = apply_event(&mut tx, plan, recorded_at).await?;
+                pending.extend(records.into_iter().enumerate().map(|(i, record)| {
+                    PendingEvidence {
+                        plan_index: index,
+                        is_event_record: i == 0,
+                        record,
+                    }
+                }));
+                outcomes[index] = if plan.ignored {
+                    Committed::Ignored
+                } else {
+                    Committed::Processed
+                };
+            }
+        }
+    }
+
+    if !pending.is_empty() {
+        append_to_chain(&mut tx, pending, &mut outcomes).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
+    match plan {
+        Plan::Event(p) => (
+            p.repositories
+                .first()
+                .map(|r| &r.key)
+                .or(p.image.as_ref().map(|i| &i.key)),
+            Some(p.event.time),
+        ),
+        Plan::Rejected(_) => (None, None),
+    }
+}
+
+async fn insert_rejected(
+    tx: &mut Transaction<'_, Postgres>,
+    rejected: &RejectedMessage,
+) -> Result<(), StoreError> {
+    let body_sha256 = hex::encode(Sha256::digest(&rejected.body));
+    sqlx::query(
+        "INSERT INTO rejected_messages (body_sha256, source, message_id, code, reason, body)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (body_sha256) DO NOTHING",
+    )
+    .bind(body_sha256)
+    .bind(rejected.source)
+    .bind(&rejected.message_id)
+    .bind(rejected.code)
+    .bind(&rejected.reason)
+    .bind(&rejected.body)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies one event's state changes; returns its evidence records (its own first, then one
+/// per control transition it caused), not yet chained.
+async fn apply_event(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &EventPlan,
+    recorded_at: DateTime<Utc>,
+) -> Result<Vec<ChainedRecord>, StoreError> {
+    let event = &plan.event;
+    let mut detail = serde_json::Map::new();
+    detail.insert("detail_type".into(), json!(event.detail_type));
+    detail.insert(
+        "change".into(),
+        serde_json::to_value(&event.change).unwrap_or(Value::Null),
+    );
+
+    let mut transitions = Vec::new();
+    let mut repositories = Vec::new();
+    for write in &plan.repositories {
+        let applied = upsert_repository(tx, write).await?;
+        repositories.push(json!({
+            "repository": write.key.name.as_str(),
+            "state": repository_state_label(&write.facts.state),
+            "facts_observed_at": write.facts.observed_at.to_rfc3339(),
+            "applied": applied,
+            "controls_after": write.controls.as_ref().map(controls_json),
+        }));
+        if let (Some(controls), true) = (&write.controls, applied) {
+            for (control, from, to) in upsert_controls(tx, write, controls).await? {
+                transitions.push((write.key.name.to_string(), control, from, to));
+            }
+        }
+    }
+    if !repositories.is_empty() {
+        detail.insert("repositories".into(), Value::Array(repositories));
+    }
+    if let Some(image) = &plan.image {
+        upsert_image(tx, image).await?;
+        detail.insert("image_after".into(), image_json(image));
+    }
+
+    let actor = event.actor.as_ref().map(|a| a.arn.clone());
+    let base = ChainedRecord {
+        seq: 0,
+        recorded_at,
+        event_id: event.id.clone(),
+        event_time: truncate_to_micros(event.time),
+        kind: event.change.kind().to_owned(),
+        outcome: if plan.ignored { "ignored" } else { "processed" }.to_owned(),
+        account: Some(event.account.to_string()),
+        region: Some(event.region.to_string()),
+        repository: event
+            .change
+            .repository()
+            .map(ToString::to_string)
+            .or_else(|| match plan.repositories.as_slice() {
+                [only] => Some(only.key.name.to_string()),
+                _ => None,
+            }),
+        digest: event.change.digest().map(ToString::to_string),
+        tag: event.change.tag().map(str::to_owned),
+        actor: actor.clone(),
+        detail: Value::Object(detail),
+        prev_hash: String::new(),
+    };
+    let mut records = vec![base.clone()];
+    for (repository, control, from, to) in transitions {
+        records.push(ChainedRecord {
+            event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
+            repository: Some(repository),
+            kind: "control_transition".to_owned(),
+            outcome: "processed".to_owned(),
+            digest: None,
+            tag: None,
+            detail: json!({
+                "control": control.as_str(),
+                "from": from.map(|v| json!({"status": v.status.as_str(), "reason": v.reason})),
+                "to": {"status": to.status.as_str(), "reason": to.reason},
+                "cause_event_id": event.id,
+                "cause_kind": event.change.kind(),
+            }),
+            ..base.clone()
+        });
+    }
+    Ok(records)
+}
+
+fn repository_state_label(state: &RepositoryState) -> &'static str {
+    match state {
+        RepositoryState::Present(_) => "present",
+        RepositoryState::Absent => "absent",
+        RepositoryState::Unreadable { .. } => "unreadable",
+    }
+}
+
+fn controls_json(controls: &BTreeMap<ControlId, Verdict>) -> Value {
+    Value::Object(
+        controls
+            .iter()
+            .map(|(c, v)| {
+                (
+                    c.as_str().to_owned(),
+                    json!({"status": v.status.as_str(), "reason": v.reason}),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn image_json(image: &ImageWrite) -> Value {
+    let presence = match image.presence {
+        ImagePresence::Pushed => "pushed",
+        ImagePresence::Deleted => "deleted",
+        ImagePresence::Unchanged => "unchanged",
+    };
+    let tags = match &image.lookup {
+        Some((_, ImageLookup::Found(facts))) => json!(facts.tags),
+        _ => Value::Null,
+    };
+    json!({
+        "presence": presence,
+        "tags": tags,
+        "settings": image.settings,
+        "pushed_by": image.pushed_by.as_ref().map(|a| &a.arn),
+        "storage_class": image.storage_class,
+    })
+}
+
+/// Writes the repository row unless newer facts are already stored; says whether it wrote.
+async fn upsert_repository(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &RepositoryWrite,
+) -> Result<bool, StoreError> {
+    let facts = &write.facts;
+    let (present, settings) = match &facts.state {
+        RepositoryState::Present(settings) => (Some(true), Some(settings)),
+        RepositoryState::Absent => (Some(false), None),
+        RepositoryState::Unreadable { .. } => (None, None),
+    };
+    let mutability = settings.and_then(|s| s.tag_mutability.known());
+    let scanning = settings.and_then(|s| s.scanning.known());
+    let encryption = settings.and_then(|s| s.encryption.known());
+    let key_manager = encryption
+        .and_then(|e| e.key_manager.as_ref())
+        .and_then(Fact::known)
+        .cloned();
+    let written = sqlx::query_scalar::<_, bool>(
+        "INSERT INTO repositories AS r (account, region, name, arn, present, tag_mutability,
+              tag_mutability_exclusions, scan_frequency, scan_on_push, lifecycle_policy,
+              encryption_type, kms_key, kms_key_manager, facts, observed_at)
+         VALUES ($1, $2, $3, $4, COALESCE($5, true), $6, COALESCE($7, '[]'::jsonb), $8, $9, $10,
+                 $11, $12, $13, $14, $15)
+         ON CONFLICT (account, region, name) DO UPDATE SET
+              arn = EXCLUDED.arn,
+              present = COALESCE($5, r.present),
+              tag_mutability = COALESCE($6, r.tag_mutability),
+              tag_mutability_exclusions = COALESCE($7, r.tag_mutability_exclusions),
+              scan_frequency = COALESCE($8, r.scan_frequency),
+              scan_on_push = COALESCE($9, r.scan_on_push),
+              lifecycle_policy = COALESCE($10, r.lifecycle_policy),
+              encryption_type = COALESCE($11, r.encryption_type),
+              kms_key = CASE WHEN $11 IS NULL THEN r.kms_key ELSE $12 END,
+              kms_key_manager = CASE WHEN $11 IS NULL THEN r.kms_key_manager ELSE $13 END,
+              facts = EXCLUDED.facts,
+              observed_at = EXCLUDED.observed_at,
+              updated_at = now()
+         WHERE r.observed_at <= EXCLUDED.observed_at
+         RETURNING true",
+    )
+    .bind(write.key.account.as_str())
+    .bind(write.key.region.as_str())
+    .bind(write.key.name.as_str())
+    .bind(settings.map_or_else(|| write.key.arn(), |s| s.arn.clone()))
+    .bind(present)
+    .bind(mutability.map(|m| m.mode.clone()))
+    .bind(mutability.map(|m| json!(m.exclusion_filters)))
+    .bind(scanning.map(|s| s.scan_frequency.clone()))
+    .bind(scanning.map(|s| s.scan_on_push))
+    .bind(settings.and_then(|s| s.lifecycle_policy.known().copied()))
+    .bind(encryption.map(|e| e.encryption_type.clone()))
+    .bind(encryption.and_then(|e| e.kms_key.clone()))
+    .bind(key_manager)
+    .bind(serde_json::to_value(facts).unwrap_or(Value::Null))
+    .bind(facts.observed_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(written.unwrap_or(false))
+}
+
+/// Writes the control verdicts; returns the controls whose status changed, with the old and
+/// new verdicts (the old is `None` the first time a repository is evaluated).
+async fn upsert_controls(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &RepositoryWrite,
+    controls: &BTreeMap<ControlId, Verdict>,
+) -> Result<Vec<(ControlId, Option<Verdict>, Verdict)>, StoreError> {
+    let key = &write.key;
+    let current: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT control, status, reason FROM control_results
+          WHERE account = $1 AND region = $2 AND repository = $3
+          ORDER BY control
+          FOR UPDATE",
+    )
+    .bind(key.account.as_str())
+    .bind(key.region.as_str())
+    .bind(key.name.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let mut transitions = Vec::new();
+    for (control, verdict) in controls {
+        let old = current
+            .iter()
+            .find(|(c, _, _)| c == control.as_str())
+            .and_then(|(_, status, reason)| {
+                Some(Verdict {
+                    status: crate::domain::ControlStatus::from_str_opt(status)?,
+                    reason: reason.clone(),
+                })
+            });
+        if old.as_ref().map(|v| v.status) != Some(verdict.status) {
+            transitions.push((*control, old, verdict.clone()));
+        }
+        sqlx::query(
+            "INSERT INTO control_results AS c (account, region, repository, control, status, reason,
+                  observed_at, changed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (account, region, repository, control) DO UPDATE SET
+                  status = EXCLUDED.status,
+                  reason = EXCLUDED.reason,
+                  observed_at = EXCLUDED.observed_at,
+                  changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
+                                    ELSE EXCLUDED.changed_at END",
+        )
+        .bind(key.account.as_str())
+        .bind(key.region.as_str())
+        .bind(key.name.as_str())
+        .bind(control.as_str())
+        .bind(verdict.status.as_str())
+        .bind(&verdict.reason)
+        .bind(write.facts.observed_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(transitions)
+}
+
+async fn upsert_image(
+    tx: &mut Transaction<'_, Postgres>,
+    image: &ImageWrite,
+) -> Result<(), StoreError> {
+    let found = match &image.lookup {
+        Some((observed_at, ImageLookup::Found(facts))) => Some((*observed_at, facts)),
+        _ => None,
+    };
+    let settings = image.settings.as_ref();
+    let pushed_at = found
+        .and_then(|(_, f)| f.pushed_at)
+        .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
+    sqlx::query(
+        "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
+              tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type,
+              manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
+              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed)
+         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $13,
+                 $14, $15, $16, $17, $18, $19, $20, $21, $22)
+         ON CONFLICT (account, region, repository, digest) DO UPDATE SET
+              present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
+                             THEN EXCLUDED.present ELSE i.present END,
+              state_changed_at = CASE WHEN $23 THEN GREATEST(i.state_changed_at, EXCLUDED.state_changed_at)
+                                      ELSE i.state_changed_at END,
+              tags = CASE WHEN $8::timestamptz IS NOT NULL
+                               AND (i.tags_observed_at IS NULL OR $8 >= i.tags_observed_at)
+                          THEN EXCLUDED.tags ELSE i.tags END,
+              tags_observed_at = GREATEST(i.tags_observed_at, $8),
+              push_tag = COALESCE(i.push_tag, EXCLUDED.push_tag),
+              pushed_at = COALESCE(i.pushed_at, EXCLUDED.pushed_at),
+              pushed_by = COALESCE(EXCLUDED.pushed_by, i.pushed_by),
+              pushed_by_type = COALESCE(EXCLUDED.pushed_by_type, i.pushed_by_type),
+              manifest_media_type = COALESCE(EXCLUDED.manifest_media_type, i.manifest_media_type),
+              artifact_media_type = COALESCE(EXCLUDED.artifact_media_type, i.artifact_media_type),
+              artifact_of = COALESCE(EXCLUDED.artifact_of, i.artifact_of),
+              size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
+              storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
+              tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
+              tag_protected = COALESCE(i.tag_protected, EXCLUDED.tag_protected),
+              encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
+              kms_key = COALESCE(i.kms_key, EXCLUDED.kms_key),
+              kms_customer_managed = COALESCE(i.kms_customer_managed, EXCLUDED.kms_customer_managed),
+              updated_at = now()",
+    )
+    .bind(image.key.account.as_str())
+    .bind(image.key.region.as_str())
+    .bind(image.key.name.as_str())
+    .bind(image.digest.as_str())
+    .bind(image.presence != ImagePresence::Deleted)
+    .bind(image.event_time)
+    .bind(found.map(|(_, f)| f.tags.clone()))
+    .bind(found.map(|(at, _)| at))
+    .bind(&image.push_tag)
+    .bind(pushed_at)
+    .bind(image.pushed_by.as_ref().map(|a| a.arn.clone()))
+    .bind(image.pushed_by.as_ref().and_then(|a| a.identity_type.clone()))
+    .bind(found.and_then(|(_, f)| f.manifest_media_type.clone()))
+    .bind(found.and_then(|(_, f)| f.artifact_media_type.clone()))
+    .bind(found.and_then(|(_, f)| f.subject_digest.as_ref().map(ToString::to_string)))
+    .bind(found.and_then(|(_, f)| f.size_bytes))
+    .bind(&image.storage_class)
+    .bind(settings.and_then(|s| s.tag_immutability.clone()))
+    .bind(settings.and_then(|s| s.tag_protected))
+    .bind(settings.and_then(|s| s.encryption_type.clone()))
+    .bind(settings.and_then(|s| s.kms_key.clone()))
+    .bind(settings.and_then(|s| s.customer_managed_key))
+    .bind(image.presence != ImagePresence::Unchanged)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Puts the pending records on the chain. Locking the head row orders every appender; a record
+/// whose event id another transaction recorded first is dropped and its plan becomes a
+/// duplicate.
+async fn append_to_chain(
+    tx: &mut Transaction<'_, Postgres>,
+    pending: Vec<PendingEvidence>,
+    outcomes: &mut [Committed],
+) -> Result<(), StoreError> {
+    let (mut seq, mut prev_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut dropped_plans = HashSet::new();
+    for PendingEvidence {
+        plan_index,
+        is_event_record,
+        mut record,
+    } in pending
+    {
+        if dropped_plans.contains(&plan_index) {
+            continue;
+        }
+        record.seq = seq + 1;
+        record.prev_hash = prev_hash.clone();
+        let hash = record.compute_hash();
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
+                  region, repository, digest, tag, actor, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING seq",
+        )
+        .bind(record.seq)
+        .bind(record.recorded_at)
+        .bind(&record.event_id)
+        .bind(record.event_time)
+        .bind(&record.kind)
+        .bind(&record.outcome)
+        .bind(&record.account)
+        .bind(&record.region)
+        .bind(&record.repository)
+        .bind(&record.digest)
+        .bind(&record.tag)
+        .bind(&record.actor)
+        .bind(&record.detail)
+        .bind(&record.prev_hash)
+        .bind(&hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match inserted {
+            Some(_) => {
+                seq = record.seq;
+                prev_hash = hash;
+            }
+            None if is_event_record => {
+                outcomes[plan_index] = Committed::Duplicate;
+                dropped_plans.insert(plan_index);
+            }
+            None => {}
+        }
+    }
+    sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
