@@ -51,6 +51,9 @@ CREATE TABLE images (
     pushed_at             timestamptz,
     pushed_by             text,
     pushed_by_type        text,
+    -- Event time of the PutImage record that named the pusher: the earliest one wins, so a
+    -- later re-tag of the same digest by someone else does not rewrite who introduced it.
+    pushed_by_at          timestamptz,
     manifest_media_type   text,
     artifact_media_type   text,
     artifact_of           text,

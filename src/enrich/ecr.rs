@@ -211,6 +211,25 @@ impl EcrRegistry {
     }
 }
 
+/// The registry's per-repository answer and the repository's own `scanOnPush` flag, combined:
+/// AWS documents both as making a repository scan on push, and it is not verified that
+/// `BatchGetRepositoryScanningConfiguration` always folds the flag in (the emulator does not),
+/// so a flag that is set upgrades `MANUAL` to `SCAN_ON_PUSH` here.
+fn with_repository_flag(
+    scanning: Fact<ScanningConfiguration>,
+    repository_scan_on_push: bool,
+) -> Fact<ScanningConfiguration> {
+    scanning.map(|mut s| {
+        if repository_scan_on_push {
+            s.scan_on_push = true;
+            if s.scan_frequency == "MANUAL" {
+                s.scan_frequency = "SCAN_ON_PUSH".to_owned();
+            }
+        }
+        s
+    })
+}
+
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
@@ -261,6 +280,9 @@ impl Registry for EcrRegistry {
             }),
             None => Fact::Unknown("DescribeRepositories returned no imageTagMutability".to_owned()),
         };
+        let repository_scan_on_push = repository
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push());
         let encryption_config = repository.encryption_configuration().map(|c| {
             (
                 c.encryption_type().as_str().to_owned(),
@@ -303,7 +325,7 @@ impl Registry for EcrRegistry {
                     .repository_arn()
                     .map_or_else(|| key.arn(), str::to_owned),
                 tag_mutability,
-                scanning: scanning?,
+                scanning: with_repository_flag(scanning?, repository_scan_on_push),
                 lifecycle_policy: lifecycle_policy?,
                 encryption,
             })),

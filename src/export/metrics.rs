@@ -205,3 +205,47 @@ impl Metrics {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported_names(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_exported_metric_is_documented() {
+        let metrics = Metrics::new();
+        metrics.event("image_pushed", EventOutcome::processed);
+        metrics.aws_call("ecr:DescribeImages", ApiOutcome::ok);
+        metrics.rejected("invalid_json");
+        metrics.retried("aws_transient");
+        metrics.set_control_counts(&[]);
+        let text = metrics.render().expect("render");
+        let docs = include_str!("../../docs/METRICS.md");
+        let names = exported_names(&text);
+        assert!(names.len() >= 7, "{names:?}");
+        for name in names {
+            // Counters are declared without `_total` in the TYPE line of OpenMetrics.
+            assert!(docs.contains(&format!("`{name}")), "{name} is not in docs/METRICS.md");
+        }
+    }
+
+    #[test]
+    fn contract_metric_names_are_exported() {
+        let metrics = Metrics::new();
+        metrics.event("image_pushed", EventOutcome::duplicate);
+        metrics.set_control_counts(&[(ControlId::Ecr2, ControlStatus::Fail, 3)]);
+        metrics.event_committed(0.2);
+        let text = metrics.render().expect("render");
+        assert!(text.contains(r#"ecr_audit_control_repositories{control="ECR.2",status="FAIL"} 3"#), "{text}");
+        assert!(text.contains(r#"ecr_audit_control_repositories{control="ECR.1",status="PASS"} 0"#));
+        assert!(text.contains(r#"ecr_audit_events_total{kind="image_pushed",outcome="duplicate"} 1"#));
+        assert!(text.contains("ecr_audit_event_lag_seconds_bucket"));
+    }
+}

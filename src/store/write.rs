@@ -383,11 +383,11 @@ async fn upsert_image(
         .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
     sqlx::query(
         "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
-              tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type,
+              tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
               tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed)
-         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $13,
-                 $14, $15, $16, $17, $18, $19, $20, $21, $22)
+         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
          ON CONFLICT (account, region, repository, digest) DO UPDATE SET
               present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
                              THEN EXCLUDED.present ELSE i.present END,
@@ -399,8 +399,11 @@ async fn upsert_image(
               tags_observed_at = GREATEST(i.tags_observed_at, $8),
               push_tag = COALESCE(i.push_tag, EXCLUDED.push_tag),
               pushed_at = COALESCE(i.pushed_at, EXCLUDED.pushed_at),
-              pushed_by = COALESCE(EXCLUDED.pushed_by, i.pushed_by),
-              pushed_by_type = COALESCE(EXCLUDED.pushed_by_type, i.pushed_by_type),
+              pushed_by = CASE WHEN i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at
+                               THEN COALESCE(EXCLUDED.pushed_by, i.pushed_by) ELSE i.pushed_by END,
+              pushed_by_type = CASE WHEN i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at
+                                    THEN COALESCE(EXCLUDED.pushed_by_type, i.pushed_by_type) ELSE i.pushed_by_type END,
+              pushed_by_at = LEAST(i.pushed_by_at, EXCLUDED.pushed_by_at),
               manifest_media_type = COALESCE(EXCLUDED.manifest_media_type, i.manifest_media_type),
               artifact_media_type = COALESCE(EXCLUDED.artifact_media_type, i.artifact_media_type),
               artifact_of = COALESCE(EXCLUDED.artifact_of, i.artifact_of),
@@ -436,6 +439,7 @@ async fn upsert_image(
     .bind(settings.and_then(|s| s.kms_key.clone()))
     .bind(settings.and_then(|s| s.customer_managed_key))
     .bind(image.presence != ImagePresence::Unchanged)
+    .bind(image.pushed_by.as_ref().map(|_| image.event_time))
     .execute(&mut **tx)
     .await?;
     Ok(())

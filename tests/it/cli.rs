@@ -1,0 +1,96 @@
+//! The command line as users see it: exit codes and printed counts are part of the contract.
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, cloudtrail, envelope};
+
+fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
+    command.env("DATABASE_URL", &app.database_url).env("ECR_AUDIT_ACCOUNT_ID", "123456789012");
+    command
+}
+
+#[tokio::test]
+async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
+    let app = TestApp::new().await;
+    let name = app.repo("ingested");
+    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    let detail = |id: &str| cloudtrail(id, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/a");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let jsonl = dir.path().join("events.jsonl");
+    let lines = [
+        envelope("l1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail("l1")),
+        String::new(),
+        "not json".to_owned(),
+        envelope("l1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail("l1")),
+        envelope("l2", "2026-11-20T10:00:00Z", "ECR Replication Action", json!({"repository-name": name})),
+    ];
+    std::fs::write(&jsonl, lines.join("\n")).expect("write");
+    let output = ecr_audit(&app).arg("ingest").arg(&jsonl).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "processed: 1  ignored: 1  duplicate: 1  rejected: 1  failed: 0"
+    );
+
+    let array = dir.path().join("events.json");
+    let items: Vec<serde_json::Value> = ["a1", "a2"]
+        .iter()
+        .map(|id| serde_json::from_str(&envelope(id, "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail(id))).expect("json"))
+        .collect();
+    std::fs::write(&array, serde_json::to_string_pretty(&items).expect("json")).expect("write");
+    let output = ecr_audit(&app).arg("ingest").arg(&array).output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "processed: 2  ignored: 0  duplicate: 0  rejected: 0  failed: 0");
+
+    let trail = dir.path().join("cloudtrail.json");
+    std::fs::write(&trail, serde_json::to_string_pretty(&json!({"Records": [detail("ct1"), detail("a1")]})).expect("json")).expect("write");
+    let output = ecr_audit(&app).arg("ingest").arg(&trail).output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "processed: 1  ignored: 0  duplicate: 1  rejected: 0  failed: 0");
+
+    let verify = ecr_audit(&app).arg("verify").output().expect("run");
+    assert!(verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("OK: "));
+
+    let table = ecr_audit(&app).arg("posture").output().expect("run");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.lines().next().is_some_and(|h| h.starts_with("ACCOUNT")), "{text}");
+    assert!(text.contains(&name));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_broken_chain_makes_verify_exit_non_zero() {
+    let app = TestApp::new().await;
+    let name = app.repo("tamper");
+    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    let body = envelope("t1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail",
+        cloudtrail("t1", "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/a"));
+    std::fs::write(file.path(), body).expect("write");
+    ecr_audit(&app).arg("ingest").arg(file.path()).assert().success();
+
+    // Tamper as a database superuser would: bypass the append-only trigger.
+    sqlx::query("ALTER TABLE evidence DISABLE TRIGGER evidence_no_update").execute(&app.pool).await.expect("disable");
+    sqlx::query("UPDATE evidence SET actor = 'arn:aws:iam::123456789012:user/nobody' WHERE event_id = 't1'")
+        .execute(&app.pool)
+        .await
+        .expect("tamper");
+    let output = ecr_audit(&app).arg("verify").output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("BROKEN") && text.contains("event t1"), "{text}");
+    app.finish().await;
+}
+
+#[test]
+fn a_missing_database_url_is_a_clear_start_up_error() {
+    let output = assert_cmd::Command::cargo_bin("ecr-audit")
+        .expect("binary")
+        .arg("posture")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "clap's usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}

@@ -1,0 +1,447 @@
+//! `TestApp`: one isolated world per test (database, queue, EventBridge rules, name prefix)
+//! and the real worker running in-process against it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use ecr_audit::enrich::Registry;
+use ecr_audit::enrich::aws::load_sdk_config;
+use ecr_audit::enrich::cache::CachedRegistry;
+use ecr_audit::enrich::ecr::EcrRegistry;
+use ecr_audit::evaluate::ControlPolicy;
+use ecr_audit::export::metrics::Metrics;
+use ecr_audit::parse::ParseContext;
+use ecr_audit::pipeline::Pipeline;
+use ecr_audit::source::sqs::SqsSettings;
+use ecr_audit::store::Store;
+use ecr_audit::domain::{AccountId, Region};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn unique_suffix() -> String {
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}{:x}{n}", std::process::id() % 10_000, nanos % 0xfffff)
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test (or eval \"$(scripts/services env)\")"))
+}
+
+pub struct TestApp {
+    pub sdk: SdkConfig,
+    pub ecr: aws_sdk_ecr::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    /// Every repository of this test starts with it; the EventBridge rules match on it.
+    pub prefix: String,
+    pub store: Store,
+    pub pool: PgPool,
+    pub database_url: String,
+    database_name: String,
+    admin: PgPool,
+    rule_names: Vec<String>,
+    worker: Option<(CancellationToken, JoinHandle<Result<(), ecr_audit::worker::WorkerError>>)>,
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            ecr_audit::telemetry::init(ecr_audit::config::LogFormat::Text);
+        }
+        let suffix = unique_suffix();
+        let prefix = format!("t{suffix}-");
+
+        let admin_options: PgConnectOptions = env("DATABASE_URL").parse().expect("DATABASE_URL");
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(admin_options.clone())
+            .await
+            .expect("connect to the test Postgres");
+        let database_name = format!("it_{suffix}");
+        sqlx::query(&format!("CREATE DATABASE \"{database_name}\""))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        let options = admin_options.clone().database(&database_name);
+        let database_url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .expect("connect to the test database");
+        let store = Store::from_pool(pool.clone());
+        store.migrate().await.expect("migrate");
+
+        let sdk = load_sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{prefix}dlq"))
+            .send()
+            .await
+            .expect("create DLQ")
+            .queue_url
+            .expect("DLQ url");
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("{prefix}queue"))
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+            )
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        let arn = queue_arn(&sqs, &queue_url).await;
+
+        // The production routing, narrowed to this test's repositories.
+        let patterns = [
+            ("image", json!({"source": ["aws.ecr"], "detail": {"repository-name": [{"prefix": prefix}]}})),
+            (
+                "api",
+                json!({"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
+                       "detail": {"requestParameters": {"repositoryName": [{"prefix": prefix}]}}}),
+            ),
+        ];
+        let mut rule_names = Vec::new();
+        for (name, pattern) in patterns {
+            let rule = format!("{prefix}{name}");
+            events
+                .put_rule()
+                .name(&rule)
+                .event_pattern(pattern.to_string())
+                .send()
+                .await
+                .expect("put rule");
+            events
+                .put_targets()
+                .rule(&rule)
+                .targets(
+                    aws_sdk_eventbridge::types::Target::builder()
+                        .id("queue")
+                        .arn(&arn)
+                        .build()
+                        .expect("target"),
+                )
+                .send()
+                .await
+                .expect("put targets");
+            rule_names.push(rule);
+        }
+
+        Self {
+            ecr: aws_sdk_ecr::Client::new(&sdk),
+            kms: aws_sdk_kms::Client::new(&sdk),
+            sqs,
+            events,
+            sdk,
+            queue_url,
+            dlq_url,
+            prefix,
+            store,
+            pool,
+            database_url,
+            database_name,
+            admin,
+            rule_names,
+            worker: None,
+            http_addr: None,
+        }
+    }
+
+    pub fn repo(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn pipeline(&self) -> Pipeline {
+        let metrics = Arc::new(Metrics::new());
+        let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::new(self.sdk.clone(), Arc::clone(&metrics)));
+        Pipeline::new(
+            CachedRegistry::new(registry, Duration::from_secs(300)),
+            self.store.clone(),
+            metrics,
+            ParseContext {
+                default_account: AccountId::parse(ACCOUNT).ok(),
+                default_region: Region::parse(REGION).ok(),
+            },
+            ControlPolicy::default(),
+        )
+    }
+
+    /// Starts the real worker (consumer and HTTP endpoints) in-process.
+    pub async fn start_worker(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.http_addr = listener.local_addr().ok();
+        let mut settings = SqsSettings::new(self.queue_url.clone());
+        settings.wait_time = Duration::from_secs(1);
+        settings.retry_base = Duration::from_secs(1);
+        settings.retry_max = Duration::from_secs(2);
+        settings.visibility_timeout = Duration::from_secs(10);
+        settings.shutdown_grace = Duration::from_secs(10);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(ecr_audit::worker::run(
+            Arc::new(self.pipeline()),
+            self.sqs.clone(),
+            settings,
+            listener,
+            token.clone(),
+        ));
+        self.worker = Some((token, handle));
+    }
+
+    /// Asks the worker to stop and waits for it to drain.
+    pub async fn stop_worker(&mut self) {
+        if let Some((token, handle)) = self.worker.take() {
+            token.cancel();
+            handle.await.expect("worker task").expect("worker result");
+        }
+    }
+
+    /// Puts an event on the default bus, as AWS would (the rules route it to the queue).
+    pub async fn put_event(&self, detail_type: &str, detail: Value) {
+        let output = self
+            .events
+            .put_events()
+            .entries(
+                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .source("aws.ecr")
+                    .detail_type(detail_type)
+                    .detail(detail.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("put events");
+        assert_eq!(output.failed_entry_count(), 0, "PutEvents failed");
+    }
+
+    /// Sends a raw body straight to the queue (a redelivery, or a poison message).
+    pub async fn send_raw(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send message");
+    }
+
+    pub async fn queue_depth(&self, url: &str) -> (i64, i64) {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let get = |name| {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Waits until the queue holds nothing, visible or in flight.
+    pub async fn wait_for_drain(&self) {
+        let started = Instant::now();
+        loop {
+            if self.queue_depth(&self.queue_url).await == (0, 0) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "queue not drained after 60 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls `check` until it returns `Some`, or fails the test after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn scrape(&self) -> String {
+        let addr = self.http_addr.expect("worker started");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub async fn evidence_count(&self, event_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count evidence")
+    }
+
+    /// Stops the worker, checks that nothing was left behind, drops the world.
+    pub async fn finish(mut self) {
+        self.stop_worker().await;
+        let leftover = self.queue_depth(&self.queue_url).await;
+        let dead = self.queue_depth(&self.dlq_url).await;
+        for rule in &self.rule_names {
+            let _ = self.events.remove_targets().rule(rule).ids("queue").send().await;
+            let _ = self.events.delete_rule().name(rule).send().await;
+        }
+        let _ = self.sqs.delete_queue().queue_url(&self.queue_url).send().await;
+        let _ = self.sqs.delete_queue().queue_url(&self.dlq_url).send().await;
+        self.pool.close().await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database_name))
+            .execute(&self.admin)
+            .await;
+        assert_eq!(leftover, (0, 0), "the queue still held work the worker should have consumed");
+        assert_eq!(dead, (0, 0), "messages were dead-lettered");
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("queue ARN")
+}
+
+/// An `ECR Image Action` detail.
+pub fn image_action(repository: &str, digest: &str, action: &str, tag: Option<&str>) -> Value {
+    let mut detail = json!({
+        "result": "SUCCESS",
+        "repository-name": repository,
+        "image-digest": digest,
+        "action-type": action,
+        "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+    });
+    if let Some(tag) = tag {
+        detail["image-tag"] = json!(tag);
+    }
+    detail
+}
+
+/// A CloudTrail detail for an ECR API call by `actor_arn`.
+pub fn cloudtrail(event_id: &str, event_time: &str, name: &str, params: Value, actor_arn: &str) -> Value {
+    json!({
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "principalId": "AROAEXAMPLE:session",
+            "arn": actor_arn,
+            "accountId": ACCOUNT,
+            "sessionContext": {"sessionIssuer": {"arn": format!("arn:aws:iam::{ACCOUNT}:role/platform")}}
+        },
+        "eventTime": event_time,
+        "eventSource": "ecr.amazonaws.com",
+        "eventName": name,
+        "awsRegion": REGION,
+        "requestParameters": params,
+        "responseElements": null,
+        "eventID": event_id,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": ACCOUNT
+    })
+}
+
+/// A full envelope with a chosen id, as SQS would carry it.
+pub fn envelope(id: &str, time: &str, detail_type: &str, detail: Value) -> String {
+    json!({
+        "version": "0",
+        "id": id,
+        "detail-type": detail_type,
+        "source": "aws.ecr",
+        "account": ACCOUNT,
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": detail
+    })
+    .to_string()
+}
+
+/// Pushes a single-layer image manifest and returns its digest as ECR reports it.
+pub async fn push_image(ecr: &aws_sdk_ecr::Client, repository: &str, tag: &str, salt: &str) -> String {
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+                   "digest": format!("sha256:{}", sha256_hex(format!("config-{salt}").as_bytes()))},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 10,
+                    "digest": format!("sha256:{}", sha256_hex(format!("layer-{salt}").as_bytes()))}]
+    })
+    .to_string();
+    ecr.put_image()
+        .repository_name(repository)
+        .image_tag(tag)
+        .image_manifest(manifest)
+        .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("put image")
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .expect("digest")
+        .to_owned()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Reads one metric sample's value from an exposition text.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

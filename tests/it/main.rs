@@ -1,0 +1,10 @@
+//! Integration tests: the real worker, the real Postgres, the AWS emulator.
+//!
+//! Needs the services of `scripts/services up` (its environment: `DATABASE_URL`,
+//! `AWS_ENDPOINT_URL`, dummy credentials). Each test gets its own database, queue and
+//! repository-name prefix, so tests run in parallel.
+
+mod cli;
+mod helpers;
+mod pipeline;
+mod store;
