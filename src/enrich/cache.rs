@@ -18,7 +18,28 @@ use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 pub struct CachedRegistry<R> {
     inner: R,
     ttl: Duration,
-    entries: Mutex<HashMap<RepositoryKey, (Instant, RepositoryFacts)>>,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<RepositoryKey, (Instant, RepositoryFacts)>,
+    /// When each repository, and each registry, was last invalidated: a read that started
+    /// before that must not be cached, or a slow read racing a change event would put the
+    /// old settings back for a whole TTL.
+    repository_invalidated: HashMap<RepositoryKey, Instant>,
+    registry_invalidated: HashMap<(AccountId, Region), Instant>,
+}
+
+impl CacheState {
+    fn invalidated_since(&self, key: &RepositoryKey, started: Instant) -> bool {
+        let after = |at: Option<&Instant>| at.is_some_and(|at| *at >= started);
+        after(self.repository_invalidated.get(key))
+            || after(
+                self.registry_invalidated
+                    .get(&(key.account.clone(), key.region.clone())),
+            )
+    }
 }
 
 impl<R: Registry> CachedRegistry<R> {
@@ -26,42 +47,54 @@ impl<R: Registry> CachedRegistry<R> {
         Self {
             inner,
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(CacheState::default()),
         }
     }
 
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<RepositoryKey, (Instant, RepositoryFacts)>> {
-        // A panic elsewhere while holding the lock leaves a map that is still consistent.
-        self.entries
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // A panic elsewhere while holding the lock leaves maps that are still consistent.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Forgets one repository's facts.
     pub fn invalidate(&self, key: &RepositoryKey) {
-        self.entries().remove(key);
+        let mut state = self.state();
+        state.entries.remove(key);
+        state
+            .repository_invalidated
+            .insert(key.clone(), Instant::now());
     }
 
     /// Forgets every repository of one registry (account and region).
     pub fn invalidate_registry(&self, account: &AccountId, region: &Region) {
-        self.entries()
+        let mut state = self.state();
+        state
+            .entries
             .retain(|key, _| !(key.account == *account && key.region == *region));
+        state
+            .registry_invalidated
+            .insert((account.clone(), region.clone()), Instant::now());
     }
 }
 
 #[async_trait]
 impl<R: Registry> Registry for CachedRegistry<R> {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
-        if let Some((stored_at, facts)) = self.entries().get(key)
+        if let Some((stored_at, facts)) = self.state().entries.get(key)
             && stored_at.elapsed() < self.ttl
         {
             return Ok(facts.clone());
         }
+        let started = Instant::now();
         let facts = self.inner.repository(key).await?;
-        self.entries()
-            .insert(key.clone(), (Instant::now(), facts.clone()));
+        let mut state = self.state();
+        if !state.invalidated_since(key, started) {
+            state
+                .entries
+                .insert(key.clone(), (Instant::now(), facts.clone()));
+        }
         Ok(facts)
     }
 
@@ -135,6 +168,17 @@ mod tests {
             6,
             "only account 1's entries were dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_racing_an_invalidation_is_not_cached() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::from_secs(60));
+        let a = key("111111111111", "app");
+        let started = Instant::now();
+        cache.invalidate(&a);
+        assert!(cache.state().invalidated_since(&a, started));
+        let later = Instant::now() + Duration::from_millis(1);
+        assert!(!cache.state().invalidated_since(&a, later));
     }
 
     #[tokio::test]

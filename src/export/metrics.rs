@@ -232,7 +232,10 @@ mod tests {
         assert!(names.len() >= 7, "{names:?}");
         for name in names {
             // Counters are declared without `_total` in the TYPE line of OpenMetrics.
-            assert!(docs.contains(&format!("`{name}")), "{name} is not in docs/METRICS.md");
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "{name} is not in docs/METRICS.md"
+            );
         }
     }
 
@@ -243,9 +246,16 @@ mod tests {
         metrics.set_control_counts(&[(ControlId::Ecr2, ControlStatus::Fail, 3)]);
         metrics.event_committed(0.2);
         let text = metrics.render().expect("render");
-        assert!(text.contains(r#"ecr_audit_control_repositories{control="ECR.2",status="FAIL"} 3"#), "{text}");
-        assert!(text.contains(r#"ecr_audit_control_repositories{control="ECR.1",status="PASS"} 0"#));
-        assert!(text.contains(r#"ecr_audit_events_total{kind="image_pushed",outcome="duplicate"} 1"#));
+        assert!(
+            text.contains(r#"ecr_audit_control_repositories{control="ECR.2",status="FAIL"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ecr_audit_control_repositories{control="ECR.1",status="PASS"} 0"#)
+        );
+        assert!(
+            text.contains(r#"ecr_audit_events_total{kind="image_pushed",outcome="duplicate"} 1"#)
+        );
         assert!(text.contains("ecr_audit_event_lag_seconds_bucket"));
     }
 }

@@ -6,7 +6,9 @@ use crate::helpers::{TestApp, cloudtrail, envelope};
 
 fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
-    command.env("DATABASE_URL", &app.database_url).env("ECR_AUDIT_ACCOUNT_ID", "123456789012");
+    command
+        .env("DATABASE_URL", &app.database_url)
+        .env("ECR_AUDIT_ACCOUNT_ID", "123456789012");
     command
 }
 
@@ -14,21 +16,57 @@ fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
 async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
     let app = TestApp::new().await;
     let name = app.repo("ingested");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
-    let detail = |id: &str| cloudtrail(id, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/a");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
+    let detail = |id: &str| {
+        cloudtrail(
+            id,
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/a",
+        )
+    };
     let dir = tempfile::tempdir().expect("tempdir");
 
     let jsonl = dir.path().join("events.jsonl");
     let lines = [
-        envelope("l1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail("l1")),
+        envelope(
+            "l1",
+            "2026-11-20T10:00:00Z",
+            "AWS API Call via CloudTrail",
+            detail("l1"),
+        ),
         String::new(),
         "not json".to_owned(),
-        envelope("l1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail("l1")),
-        envelope("l2", "2026-11-20T10:00:00Z", "ECR Replication Action", json!({"repository-name": name})),
+        envelope(
+            "l1",
+            "2026-11-20T10:00:00Z",
+            "AWS API Call via CloudTrail",
+            detail("l1"),
+        ),
+        envelope(
+            "l2",
+            "2026-11-20T10:00:00Z",
+            "ECR Replication Action",
+            json!({"repository-name": name}),
+        ),
     ];
     std::fs::write(&jsonl, lines.join("\n")).expect("write");
-    let output = ecr_audit(&app).arg("ingest").arg(&jsonl).output().expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = ecr_audit(&app)
+        .arg("ingest")
+        .arg(&jsonl)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "processed: 1  ignored: 1  duplicate: 1  rejected: 1  failed: 0"
@@ -37,16 +75,43 @@ async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
     let array = dir.path().join("events.json");
     let items: Vec<serde_json::Value> = ["a1", "a2"]
         .iter()
-        .map(|id| serde_json::from_str(&envelope(id, "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail", detail(id))).expect("json"))
+        .map(|id| {
+            serde_json::from_str(&envelope(
+                id,
+                "2026-11-20T10:00:00Z",
+                "AWS API Call via CloudTrail",
+                detail(id),
+            ))
+            .expect("json")
+        })
         .collect();
     std::fs::write(&array, serde_json::to_string_pretty(&items).expect("json")).expect("write");
-    let output = ecr_audit(&app).arg("ingest").arg(&array).output().expect("run");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "processed: 2  ignored: 0  duplicate: 0  rejected: 0  failed: 0");
+    let output = ecr_audit(&app)
+        .arg("ingest")
+        .arg(&array)
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "processed: 2  ignored: 0  duplicate: 0  rejected: 0  failed: 0"
+    );
 
     let trail = dir.path().join("cloudtrail.json");
-    std::fs::write(&trail, serde_json::to_string_pretty(&json!({"Records": [detail("ct1"), detail("a1")]})).expect("json")).expect("write");
-    let output = ecr_audit(&app).arg("ingest").arg(&trail).output().expect("run");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "processed: 1  ignored: 0  duplicate: 1  rejected: 0  failed: 0");
+    std::fs::write(
+        &trail,
+        serde_json::to_string_pretty(&json!({"Records": [detail("ct1"), detail("a1")]}))
+            .expect("json"),
+    )
+    .expect("write");
+    let output = ecr_audit(&app)
+        .arg("ingest")
+        .arg(&trail)
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "processed: 1  ignored: 0  duplicate: 1  rejected: 0  failed: 0"
+    );
 
     let verify = ecr_audit(&app).arg("verify").output().expect("run");
     assert!(verify.status.success());
@@ -54,7 +119,12 @@ async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
 
     let table = ecr_audit(&app).arg("posture").output().expect("run");
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.lines().next().is_some_and(|h| h.starts_with("ACCOUNT")), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("ACCOUNT")),
+        "{text}"
+    );
     assert!(text.contains(&name));
     app.finish().await;
 }
@@ -63,23 +133,50 @@ async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
 async fn a_broken_chain_makes_verify_exit_non_zero() {
     let app = TestApp::new().await;
     let name = app.repo("tamper");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     let file = tempfile::NamedTempFile::new().expect("tempfile");
-    let body = envelope("t1", "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail",
-        cloudtrail("t1", "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/a"));
+    let body = envelope(
+        "t1",
+        "2026-11-20T10:00:00Z",
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            "t1",
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/a",
+        ),
+    );
     std::fs::write(file.path(), body).expect("write");
-    ecr_audit(&app).arg("ingest").arg(file.path()).assert().success();
+    ecr_audit(&app)
+        .arg("ingest")
+        .arg(file.path())
+        .assert()
+        .success();
 
     // Tamper as a database superuser would: bypass the append-only trigger.
-    sqlx::query("ALTER TABLE evidence DISABLE TRIGGER evidence_no_update").execute(&app.pool).await.expect("disable");
-    sqlx::query("UPDATE evidence SET actor = 'arn:aws:iam::123456789012:user/nobody' WHERE event_id = 't1'")
+    sqlx::query("ALTER TABLE evidence DISABLE TRIGGER evidence_no_update")
         .execute(&app.pool)
         .await
-        .expect("tamper");
+        .expect("disable");
+    sqlx::query(
+        "UPDATE evidence SET actor = 'arn:aws:iam::123456789012:user/nobody' WHERE event_id = 't1'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("tamper");
     let output = ecr_audit(&app).arg("verify").output().expect("run");
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("BROKEN") && text.contains("event t1"), "{text}");
+    assert!(
+        text.contains("BROKEN") && text.contains("event t1"),
+        "{text}"
+    );
     app.finish().await;
 }
 
@@ -93,4 +190,96 @@ fn a_missing_database_url_is_a_clear_start_up_error() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2), "clap's usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
+    let app = TestApp::new().await;
+    let name = app.repo("binary");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr")
+    };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ecr-audit"))
+        .arg("worker")
+        .env("DATABASE_URL", &app.database_url)
+        .env("ECR_AUDIT_QUEUE_URL", &app.queue_url)
+        .env("ECR_AUDIT_HTTP_ADDR", addr.to_string())
+        .env("ECR_AUDIT_ACCOUNT_ID", "123456789012")
+        .env("ECR_AUDIT_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start worker");
+
+    let ready = app
+        .eventually(
+            "/readyz answers 200",
+            std::time::Duration::from_secs(30),
+            || async {
+                let response = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+                (response.status() == 200).then_some(())
+            },
+        )
+        .await;
+    let () = ready;
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    let id = format!("{}bin", app.prefix);
+    app.send_raw(&envelope(
+        &id,
+        "2026-11-20T10:00:00Z",
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &id,
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/a",
+        ),
+    ))
+    .await;
+    app.eventually(
+        "the event is committed",
+        std::time::Duration::from_secs(30),
+        || async { (app.evidence_count(&id).await == 1).then_some(()) },
+    )
+    .await;
+    app.wait_for_drain().await;
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "worker did not stop after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "worker exit status {exit:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs)
+        .expect("logs");
+    assert!(logs.contains("shutdown requested"), "{logs}");
+    assert!(
+        !logs.contains(&app.database_url),
+        "the database URL must never be logged"
+    );
+    app.finish().await;
 }

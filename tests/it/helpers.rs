@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use ecr_audit::domain::{AccountId, Region};
 use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
 use ecr_audit::enrich::cache::CachedRegistry;
@@ -16,7 +17,6 @@ use ecr_audit::parse::ParseContext;
 use ecr_audit::pipeline::Pipeline;
 use ecr_audit::source::sqs::SqsSettings;
 use ecr_audit::store::Store;
-use ecr_audit::domain::{AccountId, Region};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -57,7 +57,10 @@ pub struct TestApp {
     database_name: String,
     admin: PgPool,
     rule_names: Vec<String>,
-    worker: Option<(CancellationToken, JoinHandle<Result<(), ecr_audit::worker::WorkerError>>)>,
+    worker: Option<(
+        CancellationToken,
+        JoinHandle<Result<(), ecr_audit::worker::WorkerError>>,
+    )>,
     pub http_addr: Option<SocketAddr>,
 }
 
@@ -119,7 +122,10 @@ impl TestApp {
 
         // The production routing, narrowed to this test's repositories.
         let patterns = [
-            ("image", json!({"source": ["aws.ecr"], "detail": {"repository-name": [{"prefix": prefix}]}})),
+            (
+                "image",
+                json!({"source": ["aws.ecr"], "detail": {"repository-name": [{"prefix": prefix}]}}),
+            ),
             (
                 "api",
                 json!({"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
@@ -178,7 +184,8 @@ impl TestApp {
 
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
-        let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::new(self.sdk.clone(), Arc::clone(&metrics)));
+        let registry: Arc<dyn Registry> =
+            Arc::new(EcrRegistry::new(self.sdk.clone(), Arc::clone(&metrics)));
         Pipeline::new(
             CachedRegistry::new(registry, Duration::from_secs(300)),
             self.store.clone(),
@@ -193,7 +200,9 @@ impl TestApp {
 
     /// Starts the real worker (consumer and HTTP endpoints) in-process.
     pub async fn start_worker(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         self.http_addr = listener.local_addr().ok();
         let mut settings = SqsSettings::new(self.queue_url.clone());
         settings.wait_time = Duration::from_secs(1);
@@ -255,7 +264,9 @@ impl TestApp {
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
             .send()
             .await
             .expect("queue attributes");
@@ -279,7 +290,10 @@ impl TestApp {
             if self.queue_depth(&self.queue_url).await == (0, 0) {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "queue not drained after 60 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "queue not drained after 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -324,16 +338,39 @@ impl TestApp {
         let leftover = self.queue_depth(&self.queue_url).await;
         let dead = self.queue_depth(&self.dlq_url).await;
         for rule in &self.rule_names {
-            let _ = self.events.remove_targets().rule(rule).ids("queue").send().await;
+            let _ = self
+                .events
+                .remove_targets()
+                .rule(rule)
+                .ids("queue")
+                .send()
+                .await;
             let _ = self.events.delete_rule().name(rule).send().await;
         }
-        let _ = self.sqs.delete_queue().queue_url(&self.queue_url).send().await;
-        let _ = self.sqs.delete_queue().queue_url(&self.dlq_url).send().await;
-        self.pool.close().await;
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database_name))
-            .execute(&self.admin)
+        let _ = self
+            .sqs
+            .delete_queue()
+            .queue_url(&self.queue_url)
+            .send()
             .await;
-        assert_eq!(leftover, (0, 0), "the queue still held work the worker should have consumed");
+        let _ = self
+            .sqs
+            .delete_queue()
+            .queue_url(&self.dlq_url)
+            .send()
+            .await;
+        self.pool.close().await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database_name
+        ))
+        .execute(&self.admin)
+        .await;
+        assert_eq!(
+            leftover,
+            (0, 0),
+            "the queue still held work the worker should have consumed"
+        );
         assert_eq!(dead, (0, 0), "messages were dead-lettered");
     }
 }
@@ -367,7 +404,13 @@ pub fn image_action(repository: &str, digest: &str, action: &str, tag: Option<&s
 }
 
 /// A CloudTrail detail for an ECR API call by `actor_arn`.
-pub fn cloudtrail(event_id: &str, event_time: &str, name: &str, params: Value, actor_arn: &str) -> Value {
+pub fn cloudtrail(
+    event_id: &str,
+    event_time: &str,
+    name: &str,
+    params: Value,
+    actor_arn: &str,
+) -> Value {
     json!({
         "eventVersion": "1.08",
         "userIdentity": {
@@ -406,7 +449,12 @@ pub fn envelope(id: &str, time: &str, detail_type: &str, detail: Value) -> Strin
 }
 
 /// Pushes a single-layer image manifest and returns its digest as ECR reports it.
-pub async fn push_image(ecr: &aws_sdk_ecr::Client, repository: &str, tag: &str, salt: &str) -> String {
+pub async fn push_image(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    tag: &str,
+    salt: &str,
+) -> String {
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -441,7 +489,11 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }

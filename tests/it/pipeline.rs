@@ -9,7 +9,9 @@ use aws_sdk_ecr::types::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{ACCOUNT, TestApp, cloudtrail, envelope, image_action, metric_value, push_image};
+use crate::helpers::{
+    ACCOUNT, TestApp, cloudtrail, envelope, image_action, metric_value, push_image,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 const LIFECYCLE: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#;
@@ -30,7 +32,11 @@ async fn create_repository(app: &TestApp, spec: &RepoSpec, customer_key: &str) -
         .create_repository()
         .repository_name(&name)
         .image_tag_mutability(spec.mutability.clone())
-        .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build());
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(spec.scan_on_push)
+                .build(),
+        );
     for filter in spec.exclusions {
         request = request.image_tag_mutability_exclusion_filters(
             ImageTagMutabilityExclusionFilter::builder()
@@ -67,7 +73,11 @@ async fn posture_json(app: &TestApp) -> Vec<Value> {
         .env("DATABASE_URL", &app.database_url)
         .output()
         .expect("run ecr-audit posture");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("posture JSON")
 }
 
@@ -97,26 +107,67 @@ async fn repositories_of_every_kind_get_exact_controls_and_digests_their_setting
         .expect("key arn");
 
     let specs = [
-        RepoSpec { name: "hardened", mutability: ImageTagMutability::Immutable, exclusions: &[], encryption: Some((EncryptionType::Kms, true)), lifecycle: true, scan_on_push: true },
-        RepoSpec { name: "defaults", mutability: ImageTagMutability::Mutable, exclusions: &[], encryption: None, lifecycle: false, scan_on_push: false },
-        RepoSpec { name: "immutable-excl", mutability: ImageTagMutability::ImmutableWithExclusion, exclusions: &["latest", "dev-*"], encryption: Some((EncryptionType::Kms, false)), lifecycle: true, scan_on_push: true },
-        RepoSpec { name: "mutable-excl", mutability: ImageTagMutability::MutableWithExclusion, exclusions: &["release-*"], encryption: Some((EncryptionType::KmsDsse, true)), lifecycle: false, scan_on_push: false },
+        RepoSpec {
+            name: "hardened",
+            mutability: ImageTagMutability::Immutable,
+            exclusions: &[],
+            encryption: Some((EncryptionType::Kms, true)),
+            lifecycle: true,
+            scan_on_push: true,
+        },
+        RepoSpec {
+            name: "defaults",
+            mutability: ImageTagMutability::Mutable,
+            exclusions: &[],
+            encryption: None,
+            lifecycle: false,
+            scan_on_push: false,
+        },
+        RepoSpec {
+            name: "immutable-excl",
+            mutability: ImageTagMutability::ImmutableWithExclusion,
+            exclusions: &["latest", "dev-*"],
+            encryption: Some((EncryptionType::Kms, false)),
+            lifecycle: true,
+            scan_on_push: true,
+        },
+        RepoSpec {
+            name: "mutable-excl",
+            mutability: ImageTagMutability::MutableWithExclusion,
+            exclusions: &["release-*"],
+            encryption: Some((EncryptionType::KmsDsse, true)),
+            lifecycle: false,
+            scan_on_push: false,
+        },
     ];
     let mut names = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let name = create_repository(&app, spec, &key_arn).await;
         app.put_event(
             "AWS API Call via CloudTrail",
-            cloudtrail(&format!("{}create-{i}", app.prefix), "2026-11-20T10:00:00Z", "CreateRepository",
-                json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/alice"),
+            cloudtrail(
+                &format!("{}create-{i}", app.prefix),
+                "2026-11-20T10:00:00Z",
+                "CreateRepository",
+                json!({"repositoryName": name}),
+                "arn:aws:iam::123456789012:user/alice",
+            ),
         )
         .await;
         names.push(name);
     }
     let digest = push_image(&app.ecr, &names[2], "v1.0.0", &app.prefix).await;
-    app.put_event("ECR Image Action", image_action(&names[2], &digest, "PUSH", Some("v1.0.0"))).await;
+    app.put_event(
+        "ECR Image Action",
+        image_action(&names[2], &digest, "PUSH", Some("v1.0.0")),
+    )
+    .await;
     let dev_digest = push_image(&app.ecr, &names[2], "dev-7", &format!("{}dev", app.prefix)).await;
-    app.put_event("ECR Image Action", image_action(&names[2], &dev_digest, "PUSH", Some("dev-7"))).await;
+    app.put_event(
+        "ECR Image Action",
+        image_action(&names[2], &dev_digest, "PUSH", Some("dev-7")),
+    )
+    .await;
 
     app.start_worker().await;
     app.wait_for_drain().await;
@@ -135,35 +186,73 @@ async fn repositories_of_every_kind_get_exact_controls_and_digests_their_setting
         }
     }
     let (_, reason) = control(&posture, &names[2], "ECR.2");
-    assert!(reason.contains("IMMUTABLE_WITH_EXCLUSION") && reason.contains("latest, dev-*"), "{reason}");
+    assert!(
+        reason.contains("IMMUTABLE_WITH_EXCLUSION") && reason.contains("latest, dev-*"),
+        "{reason}"
+    );
     let (_, reason) = control(&posture, &names[2], "ECR.5");
     assert!(reason.contains("AWS-managed"), "{reason}");
     let (_, reason) = control(&posture, &names[1], "ECR.1");
     assert!(reason.contains("MANUAL"), "{reason}");
-    let account = posture.iter().find(|r| r["repository"] == names[0].as_str()).map(|r| r["account"].clone());
-    assert_eq!(account, Some(json!(ACCOUNT)), "the envelope's missing account falls back to the configured one");
+    let account = posture
+        .iter()
+        .find(|r| r["repository"] == names[0].as_str())
+        .map(|r| r["account"].clone());
+    assert_eq!(
+        account,
+        Some(json!(ACCOUNT)),
+        "the envelope's missing account falls back to the configured one"
+    );
 
     let images = app.store.images(Some(&names[2])).await.expect("images");
-    let release = images.iter().find(|i| i.digest == digest).expect("pushed digest recorded");
+    let release = images
+        .iter()
+        .find(|i| i.digest == digest)
+        .expect("pushed digest recorded");
     assert_eq!(release.tags, vec!["v1.0.0".to_owned()]);
-    assert_eq!(release.tag_immutability.as_deref(), Some("IMMUTABLE_WITH_EXCLUSION"));
-    assert_eq!(release.tag_protected, Some(true), "v1.0.0 matches no exclusion filter");
+    assert_eq!(
+        release.tag_immutability.as_deref(),
+        Some("IMMUTABLE_WITH_EXCLUSION")
+    );
+    assert_eq!(
+        release.tag_protected,
+        Some(true),
+        "v1.0.0 matches no exclusion filter"
+    );
     assert_eq!(release.encryption.encryption_type.as_deref(), Some("KMS"));
     assert_eq!(release.encryption.customer_managed, Some(false));
-    let dev = images.iter().find(|i| i.digest == dev_digest).expect("dev digest recorded");
-    assert_eq!(dev.tag_protected, Some(false), "dev-7 matches the dev-* exclusion: it can be overwritten");
+    let dev = images
+        .iter()
+        .find(|i| i.digest == dev_digest)
+        .expect("dev digest recorded");
+    assert_eq!(
+        dev.tag_protected,
+        Some(false),
+        "dev-7 matches the dev-* exclusion: it can be overwritten"
+    );
 
     let metrics = app.scrape().await;
     let gauge = |control: &str, status: &str| {
-        metric_value(&metrics, "ecr_audit_control_repositories", &[("control", control), ("status", status)])
+        metric_value(
+            &metrics,
+            "ecr_audit_control_repositories",
+            &[("control", control), ("status", status)],
+        )
     };
     assert_eq!(gauge("ECR.2", "PASS"), Some(1.0));
     assert_eq!(gauge("ECR.2", "FAIL"), Some(3.0));
     assert_eq!(gauge("ECR.5", "PASS"), Some(2.0));
     assert_eq!(gauge("ECR.1", "UNKNOWN"), Some(0.0));
-    let processed = metric_value(&metrics, "ecr_audit_events_total", &[("kind", "repository_changed"), ("outcome", "processed")]);
+    let processed = metric_value(
+        &metrics,
+        "ecr_audit_events_total",
+        &[("kind", "repository_changed"), ("outcome", "processed")],
+    );
     assert!(processed >= Some(4.0), "{processed:?}");
-    assert!(metrics.contains("ecr_audit_event_lag_seconds_bucket"), "lag histogram exported");
+    assert!(
+        metrics.contains("ecr_audit_event_lag_seconds_bucket"),
+        "lag histogram exported"
+    );
     app.finish().await;
 }
 
@@ -171,13 +260,24 @@ async fn repositories_of_every_kind_get_exact_controls_and_digests_their_setting
 async fn a_redelivered_message_gives_one_evidence_record() {
     let mut app = TestApp::new().await;
     let name = app.repo("dedup");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     let id = format!("{}evt", app.prefix);
     let body = envelope(
         &id,
         "2026-11-20T10:00:00Z",
         "AWS API Call via CloudTrail",
-        cloudtrail(&id, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/bob"),
+        cloudtrail(
+            &id,
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/bob",
+        ),
     );
     app.send_raw(&body).await;
     app.send_raw(&body).await;
@@ -187,7 +287,11 @@ async fn a_redelivered_message_gives_one_evidence_record() {
     assert_eq!(app.evidence_count(&id).await, 1);
     let metrics = app.scrape().await;
     assert_eq!(
-        metric_value(&metrics, "ecr_audit_events_total", &[("kind", "repository_changed"), ("outcome", "duplicate")]),
+        metric_value(
+            &metrics,
+            "ecr_audit_events_total",
+            &[("kind", "repository_changed"), ("outcome", "duplicate")]
+        ),
         Some(1.0)
     );
     app.finish().await;
@@ -197,12 +301,29 @@ async fn a_redelivered_message_gives_one_evidence_record() {
 async fn a_malformed_message_is_rejected_and_the_worker_keeps_going() {
     let mut app = TestApp::new().await;
     let name = app.repo("after-poison");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     app.send_raw("{this is not json").await;
-    app.send_raw(r#"{"id": 5, "detail-type": "ECR Image Action"}"#).await;
+    app.send_raw(r#"{"id": 5, "detail-type": "ECR Image Action"}"#)
+        .await;
     let id = format!("{}good", app.prefix);
-    app.send_raw(&envelope(&id, "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail",
-        cloudtrail(&id, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/bob"))).await;
+    app.send_raw(&envelope(
+        &id,
+        "2026-11-20T10:00:00Z",
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &id,
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/bob",
+        ),
+    ))
+    .await;
     app.start_worker().await;
     app.wait_for_drain().await;
 
@@ -213,10 +334,26 @@ async fn a_malformed_message_is_rejected_and_the_worker_keeps_going() {
             .expect("rejected rows");
     let codes: Vec<&str> = rejected.iter().map(|(c, _, _)| c.as_str()).collect();
     assert_eq!(codes, ["invalid_json", "wrong_type"]);
-    assert!(rejected.iter().any(|(_, _, body)| body == b"{this is not json"), "kept verbatim");
-    assert_eq!(app.evidence_count(&id).await, 1, "the good message after the poison ones was processed");
+    assert!(
+        rejected
+            .iter()
+            .any(|(_, _, body)| body == b"{this is not json"),
+        "kept verbatim"
+    );
+    assert_eq!(
+        app.evidence_count(&id).await,
+        1,
+        "the good message after the poison ones was processed"
+    );
     let metrics = app.scrape().await;
-    assert_eq!(metric_value(&metrics, "ecr_audit_rejected_messages_total", &[("code", "invalid_json")]), Some(1.0));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "ecr_audit_rejected_messages_total",
+            &[("code", "invalid_json")]
+        ),
+        Some(1.0)
+    );
     app.finish().await;
 }
 
@@ -231,8 +368,17 @@ async fn a_tag_mutability_change_flips_ecr2_with_the_actor_recorded() {
         .send()
         .await
         .expect("create");
-    app.put_event("AWS API Call via CloudTrail", cloudtrail(&format!("{}c", app.prefix), "2026-11-20T10:00:00Z",
-        "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/alice")).await;
+    app.put_event(
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &format!("{}c", app.prefix),
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/alice",
+        ),
+    )
+    .await;
     app.start_worker().await;
     let store = app.store.clone();
     let repo = name.clone();
@@ -255,20 +401,28 @@ async fn a_tag_mutability_change_flips_ecr2_with_the_actor_recorded() {
         .expect("make mutable");
     let actor = "arn:aws:sts::123456789012:assumed-role/platform/mallory";
     let change_id = format!("{}m", app.prefix);
-    app.put_event("AWS API Call via CloudTrail", cloudtrail(&change_id, "2026-11-20T11:00:00Z",
-        "PutImageTagMutability", json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}), actor)).await;
+    app.put_event(
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &change_id,
+            "2026-11-20T11:00:00Z",
+            "PutImageTagMutability",
+            json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}),
+            actor,
+        ),
+    )
+    .await;
     app.wait_for_drain().await;
 
     let rows = app.store.posture(Some(&name)).await.expect("posture");
     assert_eq!(rows[0].controls["ECR.2"].status, "FAIL");
 
-    let transition: (String, Option<String>, Value) = sqlx::query_as(
-        "SELECT kind, actor, detail FROM evidence WHERE event_id = $1",
-    )
-    .bind(format!("{change_id}/{name}/ECR.2"))
-    .fetch_one(&app.pool)
-    .await
-    .expect("transition evidence");
+    let transition: (String, Option<String>, Value) =
+        sqlx::query_as("SELECT kind, actor, detail FROM evidence WHERE event_id = $1")
+            .bind(format!("{change_id}/{name}/ECR.2"))
+            .fetch_one(&app.pool)
+            .await
+            .expect("transition evidence");
     assert_eq!(transition.0, "control_transition");
     assert_eq!(transition.1.as_deref(), Some(actor));
     assert_eq!(transition.2["from"]["status"], "PASS");
@@ -280,19 +434,41 @@ async fn a_tag_mutability_change_flips_ecr2_with_the_actor_recorded() {
 async fn an_older_event_does_not_undo_newer_state() {
     let app = TestApp::new().await;
     let name = app.repo("order");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     let digest = push_image(&app.ecr, &name, "v1", &app.prefix).await;
     let pipeline = app.pipeline();
     let message = |id: &str, time: &str, action: &str| ecr_audit::pipeline::InboundMessage {
         source: "sqs",
         message_id: Some(id.to_owned()),
-        body: envelope(id, time, "ECR Image Action", image_action(&name, &digest, action, Some("v1"))).into_bytes(),
+        body: envelope(
+            id,
+            time,
+            "ECR Image Action",
+            image_action(&name, &digest, action, Some("v1")),
+        )
+        .into_bytes(),
         format: ecr_audit::parse::InputFormat::Envelope,
     };
     // The delete (10:05) arrives before the push (10:00) it follows.
-    pipeline.process_batch(&[message("delete", "2026-11-20T10:05:00Z", "DELETE")]).await;
-    pipeline.process_batch(&[message("push", "2026-11-20T10:00:00Z", "PUSH")]).await;
-    assert!(app.store.images(Some(&name)).await.expect("images").is_empty(), "the late push must not resurrect the deleted digest");
+    pipeline
+        .process_batch(&[message("delete", "2026-11-20T10:05:00Z", "DELETE")])
+        .await;
+    pipeline
+        .process_batch(&[message("push", "2026-11-20T10:00:00Z", "PUSH")])
+        .await;
+    assert!(
+        app.store
+            .images(Some(&name))
+            .await
+            .expect("images")
+            .is_empty(),
+        "the late push must not resurrect the deleted digest"
+    );
 
     let present: bool = sqlx::query_scalar("SELECT present FROM images WHERE digest = $1")
         .bind(&digest)
@@ -302,8 +478,13 @@ async fn an_older_event_does_not_undo_newer_state() {
     assert!(!present);
 
     // A newer push after the delete does bring it back.
-    pipeline.process_batch(&[message("repush", "2026-11-20T10:10:00Z", "PUSH")]).await;
-    assert_eq!(app.store.images(Some(&name)).await.expect("images").len(), 1);
+    pipeline
+        .process_batch(&[message("repush", "2026-11-20T10:10:00Z", "PUSH")])
+        .await;
+    assert_eq!(
+        app.store.images(Some(&name)).await.expect("images").len(),
+        1
+    );
     app.finish().await;
 }
 
@@ -321,22 +502,48 @@ async fn a_failed_api_call_is_recorded_and_changes_nothing() {
     let pipeline = app.pipeline();
     let created = format!("{}created", app.prefix);
     let failed = format!("{}failed", app.prefix);
-    let mut failed_detail = cloudtrail(&failed, "2026-11-20T10:01:00Z", "PutImageTagMutability",
-        json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}), "arn:aws:iam::123456789012:user/eve");
+    let mut failed_detail = cloudtrail(
+        &failed,
+        "2026-11-20T10:01:00Z",
+        "PutImageTagMutability",
+        json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}),
+        "arn:aws:iam::123456789012:user/eve",
+    );
     failed_detail["errorCode"] = json!("AccessDenied");
-    failed_detail["errorMessage"] = json!("User: eve is not authorized to perform: ecr:PutImageTagMutability");
+    failed_detail["errorMessage"] =
+        json!("User: eve is not authorized to perform: ecr:PutImageTagMutability");
     let batch = [
-        (created.as_str(), cloudtrail(&created, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/alice")),
+        (
+            created.as_str(),
+            cloudtrail(
+                &created,
+                "2026-11-20T10:00:00Z",
+                "CreateRepository",
+                json!({"repositoryName": name}),
+                "arn:aws:iam::123456789012:user/alice",
+            ),
+        ),
         (failed.as_str(), failed_detail),
     ]
     .map(|(id, detail)| ecr_audit::pipeline::InboundMessage {
         source: "sqs",
         message_id: Some(id.to_owned()),
-        body: envelope(id, "2026-11-20T10:01:00Z", "AWS API Call via CloudTrail", detail).into_bytes(),
+        body: envelope(
+            id,
+            "2026-11-20T10:01:00Z",
+            "AWS API Call via CloudTrail",
+            detail,
+        )
+        .into_bytes(),
         format: ecr_audit::parse::InputFormat::Envelope,
     });
     let fates = pipeline.process_batch(&batch).await;
-    assert!(fates.iter().all(|f| matches!(f, ecr_audit::pipeline::MessageFate::Done(_))), "{fates:?}");
+    assert!(
+        fates
+            .iter()
+            .all(|f| matches!(f, ecr_audit::pipeline::MessageFate::Done(_))),
+        "{fates:?}"
+    );
 
     let (kind, actor, detail): (String, Option<String>, Value) =
         sqlx::query_as("SELECT kind, actor, detail FROM evidence WHERE event_id = $1")
@@ -349,11 +556,12 @@ async fn a_failed_api_call_is_recorded_and_changes_nothing() {
     assert_eq!(detail["change"]["error_code"], "AccessDenied");
     let rows = app.store.posture(Some(&name)).await.expect("posture");
     assert_eq!(rows[0].controls["ECR.2"].status, "PASS");
-    let transitions: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence WHERE event_id LIKE $1")
-        .bind(format!("{failed}/%"))
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let transitions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE event_id LIKE $1")
+            .bind(format!("{failed}/%"))
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(transitions, 0);
     app.finish().await;
 }
@@ -362,19 +570,38 @@ async fn a_failed_api_call_is_recorded_and_changes_nothing() {
 async fn the_pusher_is_joined_to_the_digest_whichever_event_comes_first() {
     let mut app = TestApp::new().await;
     let name = app.repo("pusher");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     let digest = push_image(&app.ecr, &name, "v9", &app.prefix).await;
-    let mut put_image = cloudtrail(&format!("{}put", app.prefix), "2026-11-20T10:00:00Z", "PutImage",
-        json!({"repositoryName": name, "imageTag": "v9"}), "arn:aws:sts::123456789012:assumed-role/ci/build-42");
-    put_image["responseElements"] = json!({"image": {"imageId": {"imageDigest": digest, "imageTag": "v9"}}});
+    let mut put_image = cloudtrail(
+        &format!("{}put", app.prefix),
+        "2026-11-20T10:00:00Z",
+        "PutImage",
+        json!({"repositoryName": name, "imageTag": "v9"}),
+        "arn:aws:sts::123456789012:assumed-role/ci/build-42",
+    );
+    put_image["responseElements"] =
+        json!({"image": {"imageId": {"imageDigest": digest, "imageTag": "v9"}}});
     // CloudTrail first, the image action second.
-    app.put_event("AWS API Call via CloudTrail", put_image).await;
-    app.put_event("ECR Image Action", image_action(&name, &digest, "PUSH", Some("v9"))).await;
+    app.put_event("AWS API Call via CloudTrail", put_image)
+        .await;
+    app.put_event(
+        "ECR Image Action",
+        image_action(&name, &digest, "PUSH", Some("v9")),
+    )
+    .await;
     app.start_worker().await;
     app.wait_for_drain().await;
     let images = app.store.images(Some(&name)).await.expect("images");
     assert_eq!(images.len(), 1);
-    assert_eq!(images[0].pushed_by.as_deref(), Some("arn:aws:sts::123456789012:assumed-role/ci/build-42"));
+    assert_eq!(
+        images[0].pushed_by.as_deref(),
+        Some("arn:aws:sts::123456789012:assumed-role/ci/build-42")
+    );
     assert_eq!(images[0].tags, ["v9"]);
     app.finish().await;
 }
@@ -383,16 +610,35 @@ async fn the_pusher_is_joined_to_the_digest_whichever_event_comes_first() {
 async fn shutdown_finishes_in_flight_work_and_leaves_the_rest_on_the_queue() {
     let mut app = TestApp::new().await;
     let name = app.repo("shutdown");
-    app.ecr.create_repository().repository_name(&name).send().await.expect("create");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .expect("create");
     app.start_worker().await;
     let started = std::time::Instant::now();
     app.stop_worker().await;
-    assert!(started.elapsed() < Duration::from_secs(15), "an idle worker stops promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "an idle worker stops promptly"
+    );
 
     // Messages sent while no worker runs stay on the queue, then the next worker takes them.
     let id = format!("{}late", app.prefix);
-    app.send_raw(&envelope(&id, "2026-11-20T10:00:00Z", "AWS API Call via CloudTrail",
-        cloudtrail(&id, "2026-11-20T10:00:00Z", "CreateRepository", json!({"repositoryName": name}), "arn:aws:iam::123456789012:user/a"))).await;
+    app.send_raw(&envelope(
+        &id,
+        "2026-11-20T10:00:00Z",
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &id,
+            "2026-11-20T10:00:00Z",
+            "CreateRepository",
+            json!({"repositoryName": name}),
+            "arn:aws:iam::123456789012:user/a",
+        ),
+    ))
+    .await;
     assert_eq!(app.queue_depth(&app.queue_url).await.0, 1);
     app.start_worker().await;
     app.wait_for_drain().await;

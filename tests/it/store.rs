@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
 use ecr_audit::enrich::{
-    Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration, TagMutability,
+    Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration,
+    TagMutability,
 };
 use ecr_audit::evaluate::{ControlPolicy, repository_controls};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
@@ -26,16 +27,28 @@ fn facts(mode: &str, observed_offset_secs: i64) -> RepositoryFacts {
         observed_at: Utc::now() + Duration::seconds(observed_offset_secs),
         state: RepositoryState::Present(Box::new(RepositorySettings {
             arn: key().arn(),
-            tag_mutability: Fact::Known(TagMutability { mode: mode.into(), exclusion_filters: vec![] }),
-            scanning: Fact::Known(ScanningConfiguration { scan_frequency: "SCAN_ON_PUSH".into(), scan_on_push: true, applied_filters: vec![] }),
+            tag_mutability: Fact::Known(TagMutability {
+                mode: mode.into(),
+                exclusion_filters: vec![],
+            }),
+            scanning: Fact::Known(ScanningConfiguration {
+                scan_frequency: "SCAN_ON_PUSH".into(),
+                scan_on_push: true,
+                applied_filters: vec![],
+            }),
             lifecycle_policy: Fact::Known(true),
-            encryption: Fact::Known(Encryption { encryption_type: "AES256".into(), kms_key: None, key_manager: None }),
+            encryption: Fact::Known(Encryption {
+                encryption_type: "AES256".into(),
+                kms_key: None,
+                key_manager: None,
+            }),
         })),
     }
 }
 
 fn plan(id: &str, facts: RepositoryFacts) -> Plan {
-    let controls: Option<BTreeMap<ControlId, Verdict>> = repository_controls(&facts, &ControlPolicy::default());
+    let controls: Option<BTreeMap<ControlId, Verdict>> =
+        repository_controls(&facts, &ControlPolicy::default());
     Plan::Event(Box::new(EventPlan {
         event: AuditEvent {
             id: id.to_owned(),
@@ -46,24 +59,41 @@ fn plan(id: &str, facts: RepositoryFacts) -> Plan {
             actor: None,
             change: Change::RepositoryChanged {
                 repository: key().name,
-                call: RepositoryCall::PutImageTagMutability { image_tag_mutability: None },
+                call: RepositoryCall::PutImageTagMutability {
+                    image_tag_mutability: None,
+                },
             },
         },
         ignored: false,
-        repositories: vec![RepositoryWrite { key: key(), facts, controls }],
+        repositories: vec![RepositoryWrite {
+            key: key(),
+            facts,
+            controls,
+        }],
         image: None,
     }))
 }
 
 async fn ecr2(store: &Store) -> String {
-    store.posture(None).await.expect("posture")[0].controls["ECR.2"].status.clone()
+    store.posture(None).await.expect("posture")[0].controls["ECR.2"]
+        .status
+        .clone()
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn the_same_event_twice_is_applied_once(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
-    let first = store.commit_batch(&[plan("e1", facts("IMMUTABLE", 0))]).await.expect("commit");
-    let again = store.commit_batch(&[plan("e1", facts("MUTABLE", 1)), plan("e1", facts("MUTABLE", 2))]).await.expect("commit");
+    let first = store
+        .commit_batch(&[plan("e1", facts("IMMUTABLE", 0))])
+        .await
+        .expect("commit");
+    let again = store
+        .commit_batch(&[
+            plan("e1", facts("MUTABLE", 1)),
+            plan("e1", facts("MUTABLE", 2)),
+        ])
+        .await
+        .expect("commit");
     assert_eq!(first, [Committed::Processed]);
     assert_eq!(again, [Committed::Duplicate, Committed::Duplicate]);
     assert_eq!(ecr2(&store).await, "PASS", "a duplicate changes nothing");
@@ -72,35 +102,68 @@ async fn the_same_event_twice_is_applied_once(pool: PgPool) {
 #[sqlx::test(migrations = "./migrations")]
 async fn older_facts_never_overwrite_newer_ones(pool: PgPool) {
     let store = Store::from_pool(pool);
-    store.commit_batch(&[plan("newer", facts("MUTABLE", 10))]).await.expect("commit");
-    store.commit_batch(&[plan("older", facts("IMMUTABLE", -10))]).await.expect("commit");
+    store
+        .commit_batch(&[plan("newer", facts("MUTABLE", 10))])
+        .await
+        .expect("commit");
+    store
+        .commit_batch(&[plan("older", facts("IMMUTABLE", -10))])
+        .await
+        .expect("commit");
     assert_eq!(ecr2(&store).await, "FAIL");
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
-    store.commit_batch(&[plan("a", facts("IMMUTABLE", 0))]).await.expect("commit");
-    store.commit_batch(&[plan("b", facts("MUTABLE", 1))]).await.expect("commit");
-    store.commit_batch(&[plan("c", facts("MUTABLE", 2))]).await.expect("commit");
-    let kinds: Vec<(String, String)> = sqlx::query_as("SELECT event_id, kind FROM evidence ORDER BY seq")
-        .fetch_all(&pool)
+    store
+        .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
         .await
-        .expect("evidence");
+        .expect("commit");
+    store
+        .commit_batch(&[plan("b", facts("MUTABLE", 1))])
+        .await
+        .expect("commit");
+    store
+        .commit_batch(&[plan("c", facts("MUTABLE", 2))])
+        .await
+        .expect("commit");
+    let kinds: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, kind FROM evidence ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("evidence");
     let ids: Vec<&str> = kinds.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ids,
-        ["a", "a/team/app/ECR.1", "a/team/app/ECR.2", "a/team/app/ECR.3", "a/team/app/ECR.5", "b", "b/team/app/ECR.2", "c"],
+        [
+            "a",
+            "a/team/app/ECR.1",
+            "a/team/app/ECR.2",
+            "a/team/app/ECR.3",
+            "a/team/app/ECR.5",
+            "b",
+            "b/team/app/ECR.2",
+            "c"
+        ],
         "first evaluation records every control, later only changes"
     );
-    assert!(matches!(store.verify_chain().await.expect("verify"), ChainReport::Valid { records: 8, .. }));
+    assert!(matches!(
+        store.verify_chain().await.expect("verify"),
+        ChainReport::Valid { records: 8, .. }
+    ));
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn evidence_rejects_update_and_delete(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
-    store.commit_batch(&[plan("a", facts("IMMUTABLE", 0))]).await.expect("commit");
-    let update = sqlx::query("UPDATE evidence SET outcome = 'ignored' WHERE event_id = 'a'").execute(&pool).await;
+    store
+        .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
+        .await
+        .expect("commit");
+    let update = sqlx::query("UPDATE evidence SET outcome = 'ignored' WHERE event_id = 'a'")
+        .execute(&pool)
+        .await;
     assert!(update.is_err_and(|e| e.to_string().contains("append-only")));
     let delete = sqlx::query("DELETE FROM evidence").execute(&pool).await;
     assert!(delete.is_err_and(|e| e.to_string().contains("append-only")));
@@ -109,16 +172,24 @@ async fn evidence_rejects_update_and_delete(pool: PgPool) {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_poison_body_is_stored_once(pool: PgPool) {
     let store = Store::from_pool(pool.clone());
-    let rejected = || Plan::Rejected(RejectedMessage {
-        source: "sqs",
-        message_id: Some("m1".into()),
-        code: "invalid_json",
-        reason: "body is not valid JSON".into(),
-        body: vec![0xff, 0x00, b'x'],
-    });
-    assert_eq!(store.commit_batch(&[rejected()]).await.expect("commit"), [Committed::Rejected]);
+    let rejected = || {
+        Plan::Rejected(RejectedMessage {
+            source: "sqs",
+            message_id: Some("m1".into()),
+            code: "invalid_json",
+            reason: "body is not valid JSON".into(),
+            body: vec![0xff, 0x00, b'x'],
+        })
+    };
+    assert_eq!(
+        store.commit_batch(&[rejected()]).await.expect("commit"),
+        [Committed::Rejected]
+    );
     store.commit_batch(&[rejected()]).await.expect("commit");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rejected_messages").fetch_one(&pool).await.expect("count");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rejected_messages")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(count, 1);
 }
 
@@ -130,10 +201,17 @@ async fn concurrent_writers_produce_one_valid_chain(pool: PgPool) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..10 {
-                let mode = if (writer + n) % 2 == 0 { "IMMUTABLE" } else { "MUTABLE" };
+                let mode = if (writer + n) % 2 == 0 {
+                    "IMMUTABLE"
+                } else {
+                    "MUTABLE"
+                };
                 let mut attempt = 0;
                 loop {
-                    match store.commit_batch(&[plan(&format!("w{writer}-{n}"), facts(mode, n))]).await {
+                    match store
+                        .commit_batch(&[plan(&format!("w{writer}-{n}"), facts(mode, n))])
+                        .await
+                    {
                         Ok(_) => break,
                         Err(err) if err.is_transient() && attempt < 5 => attempt += 1,
                         Err(err) => panic!("{err}"),
@@ -145,10 +223,14 @@ async fn concurrent_writers_produce_one_valid_chain(pool: PgPool) {
     for task in tasks {
         task.await.expect("writer");
     }
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind <> 'control_transition'")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind <> 'control_transition'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
     assert_eq!(events, 60);
-    assert!(matches!(store.verify_chain().await.expect("verify"), ChainReport::Valid { .. }));
+    assert!(matches!(
+        store.verify_chain().await.expect("verify"),
+        ChainReport::Valid { .. }
+    ));
 }
