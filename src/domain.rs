@@ -326,3 +326,142 @@ mod tests {
         assert!(Region::parse("EU").is_err());
     }
 }
+
+/// The signature status of a digest (DESIGN.md vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SignatureStatus {
+    /// A trusted signature exists.
+    Signed,
+    /// Inside the grace window, or managed signing still `IN_PROGRESS`.
+    Pending,
+    /// Grace window over and no signature.
+    Unsigned,
+    /// Managed signing reported `FAILED`.
+    Failed,
+    /// Only signatures whose signing profile is revoked or canceled.
+    Untrusted,
+}
+
+impl SignatureStatus {
+    pub const ALL: [SignatureStatus; 5] = [
+        Self::Signed,
+        Self::Pending,
+        Self::Unsigned,
+        Self::Failed,
+        Self::Untrusted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signed => "SIGNED",
+            Self::Pending => "PENDING",
+            Self::Unsigned => "UNSIGNED",
+            Self::Failed => "FAILED",
+            Self::Untrusted => "UNTRUSTED",
+        }
+    }
+
+    pub fn from_str_opt(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// The scan status of a digest (DESIGN.md vocabulary); the raw ECR/Inspector status is kept
+/// beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScanStatus {
+    Scanned,
+    Pending,
+    Failed,
+    Unsupported,
+    Expired,
+    Unavailable,
+    NotScanned,
+}
+
+impl ScanStatus {
+    pub const ALL: [ScanStatus; 7] = [
+        Self::Scanned,
+        Self::Pending,
+        Self::Failed,
+        Self::Unsupported,
+        Self::Expired,
+        Self::Unavailable,
+        Self::NotScanned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scanned => "SCANNED",
+            Self::Pending => "PENDING",
+            Self::Failed => "FAILED",
+            Self::Unsupported => "UNSUPPORTED",
+            Self::Expired => "EXPIRED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::NotScanned => "NOT_SCANNED",
+        }
+    }
+
+    pub fn from_str_opt(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Maps a raw ECR `imageScanStatus.status` (or Inspector scan status); `None` for a value
+    /// this version does not know, which callers keep as raw data.
+    pub fn from_raw(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "COMPLETE" | "ACTIVE" | "INITIAL_SCAN_COMPLETE" => Self::Scanned,
+            "IN_PROGRESS" | "PENDING" => Self::Pending,
+            "FAILED" => Self::Failed,
+            "UNSUPPORTED_IMAGE" => Self::Unsupported,
+            "SCAN_ELIGIBILITY_EXPIRED" => Self::Expired,
+            "FINDINGS_UNAVAILABLE" | "LIMIT_EXCEEDED" | "IMAGE_ARCHIVED" => Self::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+
+    #[test]
+    fn raw_scan_statuses_map_to_the_vocabulary() {
+        let cases = [
+            ("COMPLETE", Some(ScanStatus::Scanned)),
+            ("ACTIVE", Some(ScanStatus::Scanned)),
+            ("IN_PROGRESS", Some(ScanStatus::Pending)),
+            ("PENDING", Some(ScanStatus::Pending)),
+            ("FAILED", Some(ScanStatus::Failed)),
+            ("UNSUPPORTED_IMAGE", Some(ScanStatus::Unsupported)),
+            ("SCAN_ELIGIBILITY_EXPIRED", Some(ScanStatus::Expired)),
+            ("FINDINGS_UNAVAILABLE", Some(ScanStatus::Unavailable)),
+            ("LIMIT_EXCEEDED", Some(ScanStatus::Unavailable)),
+            ("IMAGE_ARCHIVED", Some(ScanStatus::Unavailable)),
+            ("BRAND_NEW", None),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(ScanStatus::from_raw(raw), expected, "{raw}");
+        }
+        // Never "scanned, no findings" for these.
+        for raw in [
+            "UNSUPPORTED_IMAGE",
+            "SCAN_ELIGIBILITY_EXPIRED",
+            "FINDINGS_UNAVAILABLE",
+        ] {
+            assert_ne!(ScanStatus::from_raw(raw), Some(ScanStatus::Scanned));
+        }
+    }
+
+    #[test]
+    fn vocabulary_round_trips() {
+        for s in SignatureStatus::ALL {
+            assert_eq!(SignatureStatus::from_str_opt(s.as_str()), Some(s));
+        }
+        for s in ScanStatus::ALL {
+            assert_eq!(ScanStatus::from_str_opt(s.as_str()), Some(s));
+        }
+    }
+}

@@ -378,6 +378,9 @@ impl Pipeline {
                 plan.repositories = writes.into_iter().collect::<Result<_, _>>()?;
             }
             Change::FailedApiCall { .. } => {}
+            Change::ReferrerChanged { .. }
+            | Change::ScanCompleted { .. }
+            | Change::FindingChanged { .. } => plan.ignored = true
             Change::Ignored { .. } => plan.ignored = true,
         }
         Ok(plan)

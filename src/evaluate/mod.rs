@@ -4,6 +4,9 @@
 //! `UNKNOWN` with the reason, never `PASS` (fail closed). Enum values this version does not
 //! know are reported verbatim as `UNKNOWN`, not guessed at.
 
+pub mod artifact;
+pub mod signature;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

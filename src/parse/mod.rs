@@ -21,6 +21,16 @@ use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, Reposit
 
 pub use cloudtrail::{RegistryCall, RepositoryCall};
 
+/// Which scanner reported a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanSource {
+    /// ECR basic scanning (`ECR Image Scan`).
+    Basic,
+    /// Amazon Inspector enhanced scanning (`Inspector2 Scan`).
+    Enhanced,
+}
+
 /// What the parser may fall back on when the event itself does not say.
 #[derive(Debug, Clone, Default)]
 pub struct ParseContext {
@@ -85,6 +95,32 @@ pub enum Change {
         digest: Digest,
         tag: Option<String>,
     },
+    /// `ECR Referrer Action`: an artifact referring to a subject image was pushed or deleted;
+    /// a hint to re-check the subject's signatures.
+    ReferrerChanged {
+        repository: RepositoryName,
+        digest: Digest,
+        action: String,
+        artifact_media_type: Option<String>,
+    },
+    /// A scan finished: `ECR Image Scan` (basic) or `Inspector2 Scan` (enhanced).
+    ScanCompleted {
+        repository: RepositoryName,
+        digest: Digest,
+        source: ScanSource,
+        /// The raw status as the event reports it (`COMPLETE`, `INITIAL_SCAN_COMPLETE`, …).
+        raw_status: String,
+        /// Severity → count; a missing severity means 0.
+        severity_counts: std::collections::BTreeMap<String, i64>,
+    },
+    /// `Inspector2 Finding`: a finding about an ECR image appeared or changed status.
+    FindingChanged {
+        repository: RepositoryName,
+        digest: Digest,
+        finding_arn: String,
+        severity: Option<String>,
+        status: Option<String>,
+    },
     /// A successful CloudTrail call that changes one repository's posture.
     RepositoryChanged {
         repository: RepositoryName,
@@ -111,6 +147,9 @@ impl Change {
             Self::ImageDeleted { .. } => "image_deleted",
             Self::ImageStorageClassChanged { .. } => "image_storage_class_changed",
             Self::ImagePushRecorded { .. } => "image_push_recorded",
+            Self::ReferrerChanged { .. } => "referrer_changed",
+            Self::ScanCompleted { .. } => "scan_completed",
+            Self::FindingChanged { .. } => "finding_changed",
             Self::RepositoryChanged { .. } => "repository_changed",
             Self::RegistryChanged { .. } => "registry_changed",
             Self::FailedApiCall { .. } => "failed_api_call",
@@ -125,6 +164,9 @@ impl Change {
             | Self::ImageDeleted { repository, .. }
             | Self::ImageStorageClassChanged { repository, .. }
             | Self::ImagePushRecorded { repository, .. }
+            | Self::ReferrerChanged { repository, .. }
+            | Self::ScanCompleted { repository, .. }
+            | Self::FindingChanged { repository, .. }
             | Self::RepositoryChanged { repository, .. } => Some(repository),
             Self::FailedApiCall { repository, .. } => repository.as_ref(),
             Self::RegistryChanged { .. } | Self::Ignored { .. } => None,
@@ -137,7 +179,10 @@ impl Change {
             Self::ImagePushed { digest, .. }
             | Self::ImageDeleted { digest, .. }
             | Self::ImageStorageClassChanged { digest, .. }
-            | Self::ImagePushRecorded { digest, .. } => Some(digest),
+            | Self::ImagePushRecorded { digest, .. }
+            | Self::ReferrerChanged { digest, .. }
+            | Self::ScanCompleted { digest, .. }
+            | Self::FindingChanged { digest, .. } => Some(digest),
             _ => None,
         }
     }
@@ -241,6 +286,10 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
     let (account, region) = envelope_location(envelope, ctx)?;
     let change = match (source, detail_type) {
         ("aws.ecr", "ECR Image Action") => image_action(detail)?,
+        ("aws.ecr", "ECR Referrer Action") => referrer_action(detail)?,
+        ("aws.ecr", "ECR Image Scan") => basic_scan(detail)?,
+        ("aws.inspector2", "Inspector2 Scan") => inspector_scan(detail)?,
+        ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
         _ => Change::Ignored {
             reason: format!("{source} {detail_type:?} events are not evaluated by this version"),
         },
@@ -341,6 +390,112 @@ fn image_action(detail: &Value) -> Result<Change, ParseError> {
         other => Change::Ignored {
             reason: format!("image action-type {other:?} is not evaluated by this version"),
         },
+    })
+}
+
+fn referrer_action(detail: &Value) -> Result<Change, ParseError> {
+    let result = json::opt_str(detail, "result")?.unwrap_or("SUCCESS");
+    let action = json::req_str(detail, "action-type")?;
+    if result != "SUCCESS" {
+        return Ok(Change::Ignored {
+            reason: format!("referrer action {action} reported result {result}: nothing changed"),
+        });
+    }
+    Ok(Change::ReferrerChanged {
+        repository: identifier(
+            "repository-name",
+            RepositoryName::parse(json::req_str(detail, "repository-name")?),
+        )?,
+        digest: identifier(
+            "image-digest",
+            Digest::parse(json::req_str(detail, "image-digest")?),
+        )?,
+        action: action.to_owned(),
+        artifact_media_type: json::opt_str(detail, "artifact-media-type")?.map(str::to_owned),
+    })
+}
+
+/// Reads `finding-severity-counts`: only present severities appear; non-numbers are refused.
+fn severity_counts(detail: &Value) -> Result<std::collections::BTreeMap<String, i64>, ParseError> {
+    let Some(counts) = json::opt_object(detail, "finding-severity-counts")? else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(map) = counts.as_object() {
+        for (severity, count) in map {
+            let count = count.as_i64().ok_or(ParseError::WrongType {
+                field: "finding-severity-counts",
+                expected: "an object of integer counts",
+            })?;
+            out.insert(severity.to_ascii_uppercase(), count);
+        }
+    }
+    Ok(out)
+}
+
+fn basic_scan(detail: &Value) -> Result<Change, ParseError> {
+    Ok(Change::ScanCompleted {
+        repository: identifier(
+            "repository-name",
+            RepositoryName::parse(json::req_str(detail, "repository-name")?),
+        )?,
+        digest: identifier(
+            "image-digest",
+            Digest::parse(json::req_str(detail, "image-digest")?),
+        )?,
+        source: ScanSource::Basic,
+        raw_status: json::req_str(detail, "scan-status")?.to_owned(),
+        severity_counts: severity_counts(detail)?,
+    })
+}
+
+fn inspector_scan(detail: &Value) -> Result<Change, ParseError> {
+    // Quirk: Inspector puts the repository ARN in `repository-name`.
+    let repository = json::req_str(detail, "repository-name")?;
+    let repository = if repository.starts_with("arn:") {
+        RepositoryName::from_arn(repository)
+    } else {
+        RepositoryName::parse(repository)
+    };
+    Ok(Change::ScanCompleted {
+        repository: identifier("repository-name", repository)?,
+        digest: identifier(
+            "image-digest",
+            Digest::parse(json::req_str(detail, "image-digest")?),
+        )?,
+        source: ScanSource::Enhanced,
+        raw_status: json::req_str(detail, "scan-status")?.to_owned(),
+        severity_counts: severity_counts(detail)?,
+    })
+}
+
+fn inspector_finding(detail: &Value) -> Result<Change, ParseError> {
+    let finding_arn = json::req_str(detail, "findingArn")?.to_owned();
+    // The image is in resources[].details.awsEcrContainerImage; a finding about anything else
+    // (EC2, Lambda) is not ours.
+    let image = detail
+        .get("resources")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|r| r.get("details").and_then(|d| d.get("awsEcrContainerImage")));
+    let Some(image) = image else {
+        return Ok(Change::Ignored {
+            reason: "Inspector2 finding is not about an ECR container image".to_owned(),
+        });
+    };
+    Ok(Change::FindingChanged {
+        repository: identifier(
+            "awsEcrContainerImage.repositoryName",
+            RepositoryName::parse(json::req_str(image, "repositoryName")?),
+        )?,
+        digest: identifier(
+            "awsEcrContainerImage.imageHash",
+            Digest::parse(json::req_str(image, "imageHash")?),
+        )?,
+        finding_arn,
+        severity: json::opt_str(detail, "severity")?.map(str::to_owned),
+        status: json::opt_str(detail, "status")?.map(str::to_owned),
     })
 }
 

@@ -355,6 +355,95 @@ fn cloudtrail_log_records_parse_without_an_envelope() {
     );
 }
 
+#[test]
+fn scan_events_from_both_scanners_are_understood() {
+    let mut basic = image_action("PUSH", json!({}));
+    basic["detail-type"] = json!("ECR Image Scan");
+    basic["detail"] = json!({"scan-status": "COMPLETE", "repository-name": "team/app", "image-digest": DIGEST,
+        "image-tags": ["v1"], "finding-severity-counts": {"CRITICAL": 2, "HIGH": 5}});
+    match parse_value(&basic, InputFormat::Envelope)
+        .expect("basic scan")
+        .change
+    {
+        Change::ScanCompleted {
+            source,
+            raw_status,
+            severity_counts,
+            ..
+        } => {
+            assert_eq!(source, ScanSource::Basic);
+            assert_eq!(raw_status, "COMPLETE");
+            assert_eq!(severity_counts.get("CRITICAL"), Some(&2));
+            assert_eq!(
+                severity_counts.get("MEDIUM"),
+                None,
+                "absent severity means 0"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut enhanced = basic.clone();
+    enhanced["source"] = json!("aws.inspector2");
+    enhanced["detail-type"] = json!("Inspector2 Scan");
+    enhanced["detail"] = json!({"scan-status": "INITIAL_SCAN_COMPLETE",
+        "repository-name": "arn:aws:ecr:us-east-1:123456789012:repository/team/app",
+        "image-digest": DIGEST, "image-tags": ["v1"],
+        "finding-severity-counts": {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 3, "TOTAL": 4}});
+    let event = parse_value(&enhanced, InputFormat::Envelope).expect("inspector scan");
+    assert_eq!(
+        event.change.repository().map(RepositoryName::as_str),
+        Some("team/app"),
+        "ARN quirk handled"
+    );
+
+    enhanced["detail"]["finding-severity-counts"] = json!({"HIGH": "many"});
+    assert_eq!(
+        parse_value(&enhanced, InputFormat::Envelope).map_err(|e| e.code()),
+        Err("wrong_type")
+    );
+}
+
+#[test]
+fn inspector_findings_and_referrers_are_hints_about_a_digest() {
+    let mut finding = image_action("PUSH", json!({}));
+    finding["source"] = json!("aws.inspector2");
+    finding["detail-type"] = json!("Inspector2 Finding");
+    finding["detail"] = json!({"findingArn": "arn:aws:inspector2:us-east-1:123456789012:finding/f1",
+        "severity": "HIGH", "status": "ACTIVE", "type": "PACKAGE_VULNERABILITY",
+        "resources": [{"type": "AWS_ECR_CONTAINER_IMAGE", "details": {"awsEcrContainerImage":
+            {"repositoryName": "team/app", "imageHash": DIGEST, "imageTags": ["v1"], "registry": "123456789012"}}}]});
+    assert_eq!(
+        parse_value(&finding, InputFormat::Envelope)
+            .expect("finding")
+            .change
+            .kind(),
+        "finding_changed"
+    );
+
+    finding["detail"]["resources"] = json!([{"type": "AWS_EC2_INSTANCE", "details": {}}]);
+    assert_eq!(
+        parse_value(&finding, InputFormat::Envelope)
+            .expect("ignored")
+            .change
+            .kind(),
+        "ignored"
+    );
+
+    let mut referrer = image_action(
+        "PUSH",
+        json!({"artifact-media-type": "application/vnd.cncf.notary.signature"}),
+    );
+    referrer["detail-type"] = json!("ECR Referrer Action");
+    assert_eq!(
+        parse_value(&referrer, InputFormat::Envelope)
+            .expect("referrer")
+            .change
+            .kind(),
+        "referrer_changed"
+    );
+}
+
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),

@@ -1,0 +1,163 @@
+"""Seeds a realistic ECR estate into the emulator for `scripts/demo`, through real API calls.
+
+Subcommands:
+  routing          create the queue, its dead-letter queue and the EventBridge rules of
+                   production routing; print `export ECR_AUDIT_QUEUE_URL=...`
+  seed             create repositories with mixed settings, push images as several people,
+                   and regress a repository's policy half-way through
+  wait-drained     wait until the queue holds no message, visible or in flight
+
+Every ECR call goes to the emulator (AWS_ENDPOINT_URL), which emits the EventBridge events AWS
+would; the rules route them to the queue the worker consumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+
+import boto3
+
+ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
+REGION = os.environ.get("AWS_REGION", "us-east-1")
+QUEUE = "ecr-audit-demo"
+
+PEOPLE = {
+    "ci": "arn:aws:sts::123456789012:assumed-role/github-actions-deployer/run-4711",
+    "alice": "arn:aws:iam::123456789012:user/alice",
+    "bob": "arn:aws:iam::123456789012:user/bob",
+    "mallory": "arn:aws:sts::123456789012:assumed-role/AdminSSO/mallory",
+}
+
+LIFECYCLE = json.dumps({"rules": [{"rulePriority": 1, "description": "expire untagged", "selection": {
+    "tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14},
+    "action": {"type": "expire"}}]})
+
+
+def client(service: str, caller: str | None = None):
+    made = boto3.client(service, endpoint_url=ENDPOINT, region_name=REGION)
+    if caller:
+        def add_caller(request, **_):
+            request.headers["x-emulator-caller-arn"] = PEOPLE[caller]
+        made.meta.events.register("before-send.*.*", add_caller)
+    return made
+
+
+def routing() -> None:
+    sqs, events = client("sqs"), client("events")
+    dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=QUEUE, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        "VisibilityTimeout": "60"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rules = {
+        "ecr-audit-ecr-events": {"source": ["aws.ecr"], "detail-type": [
+            "ECR Image Action", "ECR Image Scan", "ECR Referrer Action", "ECR Scan Resource Change"]},
+        "ecr-audit-inspector-events": {"source": ["aws.inspector2"]},
+        "ecr-audit-cloudtrail-ecr": {"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
+                                     "detail": {"eventSource": ["ecr.amazonaws.com"]}},
+    }
+    for name, pattern in rules.items():
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    print(f"export ECR_AUDIT_QUEUE_URL={queue}")
+
+
+def manifest(repository: str, n: int) -> str:
+    def digest(text: str) -> str:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1024,
+                   "digest": digest(f"{repository}-config-{n}")},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 31_457_280,
+                    "digest": digest(f"{repository}-layer-{n}")}],
+    })
+
+
+def seed() -> None:
+    rng = random.Random(7)
+    kms = client("kms")
+    key = kms.create_key(Description="ecr images")["KeyMetadata"]["Arn"]
+    teams = ["payments", "checkout", "search", "identity", "platform"]
+    kinds = ["api", "worker", "web", "batch"]
+    repositories = []
+    for i in range(20):
+        name = f"{teams[i % 5]}/{kinds[i % 4]}"
+        if name in {r["name"] for r in repositories}:
+            name = f"{name}-{i}"
+        mutability = ["IMMUTABLE", "IMMUTABLE", "MUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"][i % 5]
+        spec = {"name": name, "mutability": mutability, "encryption": ["KMS-customer", "AES256", "KMS-aws"][i % 3],
+                "lifecycle": i % 4 != 1, "scan_on_push": i % 3 != 2}
+        repositories.append(spec)
+        creator = client("ecr", "alice" if i % 2 else "bob")
+        request = {"repositoryName": name, "imageTagMutability": mutability,
+                   "imageScanningConfiguration": {"scanOnPush": spec["scan_on_push"]}}
+        if mutability.endswith("_WITH_EXCLUSION"):
+            request["imageTagMutabilityExclusionFilters"] = [{"filterType": "WILDCARD", "filter": "latest"},
+                                                            {"filterType": "WILDCARD", "filter": "dev-*"}]
+        if spec["encryption"] == "KMS-customer":
+            request["encryptionConfiguration"] = {"encryptionType": "KMS", "kmsKey": key}
+        elif spec["encryption"] == "KMS-aws":
+            request["encryptionConfiguration"] = {"encryptionType": "KMS"}
+        creator.create_repository(**request)
+        if spec["lifecycle"]:
+            creator.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=LIFECYCLE)
+    print(f"created {len(repositories)} repositories", flush=True)
+
+    pushers = {who: client("ecr", who) for who in ("ci", "alice", "bob")}
+    pushes = 0
+    for round_number in range(10):
+        for spec in repositories:
+            who = "ci" if rng.random() < 0.8 else rng.choice(["alice", "bob"])
+            tag = f"1.{round_number}.{rng.randrange(100)}" if round_number % 3 else f"dev-{round_number}"
+            pushers[who].put_image(repositoryName=spec["name"], imageTag=tag,
+                                   imageManifest=manifest(spec["name"], round_number),
+                                   imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")
+            pushes += 1
+        if round_number == 4:
+            # The regression an auditor must see: a production repository made mutable and
+            # its lifecycle policy removed, by a person, in the middle of the day.
+            regressor = client("ecr", "mallory")
+            regressor.put_image_tag_mutability(repositoryName=repositories[0]["name"], imageTagMutability="MUTABLE")
+            regressor.delete_lifecycle_policy(repositoryName=repositories[0]["name"])
+            print(f"regressed {repositories[0]['name']}: tags made MUTABLE, lifecycle policy deleted (by mallory)", flush=True)
+    print(f"pushed {pushes} images", flush=True)
+
+
+def wait_drained(queue_url: str, timeout: float = 300) -> None:
+    sqs = client("sqs")
+    started = time.monotonic()
+    quiet_since = None
+    while time.monotonic() - started < timeout:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        waiting = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        if waiting == 0:
+            # Managed signing and scans complete after a delay and emit more events: wait for
+            # the queue to stay empty for a few seconds.
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 3:
+                print(f"queue drained after {time.monotonic() - started:.1f}s", flush=True)
+                return
+        else:
+            quiet_since = None
+        time.sleep(0.5)
+    sys.exit(f"the queue did not drain within {timeout:.0f}s")
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "routing":
+        routing()
+    elif command == "seed":
+        seed()
+    elif command == "wait-drained":
+        wait_drained(os.environ["ECR_AUDIT_QUEUE_URL"])
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,40 @@
+"""An extension of the moto server that makes ECR behave like AWS for ecr-audit.
+
+moto covers SQS, EventBridge routing and ECR repository settings well but not
+what ecr-audit audits: real digests, referrers, managed signing, scans,
+Inspector coverage, Signer revocation and the events ECR emits. `create_app()`
+patches those into moto (in this process only) and returns moto's WSGI
+application wrapped in the extension's middleware. See docs/EMULATOR.md.
+"""
+from __future__ import annotations
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from . import ecr, events, inspector, kms, signer
+from .counters import COUNTER
+from .faults import FAULTS
+from .middleware import EmulatorMiddleware
+from .state import STORE
+
+_installed = False
+
+
+def install() -> None:
+    """Patches moto once per process."""
+    global _installed
+    if _installed:
+        return
+    ecr.install()
+    kms.install()
+    signer.install()
+    inspector.install()
+    events.install()
+    STORE.on_reset(COUNTER.clear)
+    STORE.on_reset(FAULTS.clear)
+    STORE.on_reset(events.RECENT.clear)
+    _installed = True
+
+
+def create_app() -> EmulatorMiddleware:
+    install()
+    return EmulatorMiddleware(DomainDispatcherApplication(create_backend_app))

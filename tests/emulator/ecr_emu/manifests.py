@@ -1,0 +1,110 @@
+"""Reading image manifests the way ECR does, and writing Notation signatures.
+
+ECR names every manifest by the sha256 of its exact bytes, so two pushes of
+the same bytes are the same image and a re-serialised manifest is another
+one. OCI 1.1 manifests may carry `artifactType` and `subject`: those make the
+manifest an artifact about another image (a signature, an SBOM) rather than
+an image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import AwsError
+
+NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"{}").hexdigest()
+JWS_ENVELOPE = "application/jose+json"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The facts ECR derives from one pushed manifest."""
+
+    text: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    config_media_type: str | None
+    subject_digest: str | None
+    annotations: dict[str, str]
+    blob_sizes: int
+
+    @property
+    def size(self) -> int:
+        return len(self.text.encode("utf-8"))
+
+    @property
+    def is_artifact(self) -> bool:
+        """An artifact describes another image (it has a subject or an artifact type)."""
+        return self.artifact_type is not None or self.subject_digest is not None
+
+    @property
+    def artifact_media_type(self) -> str | None:
+        """What DescribeImages reports as `artifactMediaType`."""
+        return self.artifact_type or self.config_media_type
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterException", message)
+
+
+def parse(text: str, declared_media_type: str | None) -> Manifest:
+    """Parses a manifest as pushed with PutImage; raises InvalidParameterException if unusable."""
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        raise invalid("Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Invalid JSON syntax'")
+    if not isinstance(body, dict):
+        raise invalid("Invalid parameter at 'imageManifest' failed to satisfy constraint: 'Invalid JSON syntax'")
+    media_type = declared_media_type or body.get("mediaType")
+    if not media_type:
+        raise invalid("image manifest mediatype not provided in manifest or parameter")
+    config = body.get("config") if isinstance(body.get("config"), dict) else {}
+    subject = body.get("subject") if isinstance(body.get("subject"), dict) else {}
+    blobs = [config, *[layer for layer in body.get("layers") or [] if isinstance(layer, dict)]]
+    return Manifest(
+        text=text,
+        digest=sha256_digest(text.encode("utf-8")),
+        media_type=media_type,
+        artifact_type=body.get("artifactType"),
+        config_media_type=config.get("mediaType"),
+        subject_digest=subject.get("digest"),
+        annotations=dict(body.get("annotations") or {}),
+        blob_sizes=sum(int(blob.get("size") or 0) for blob in blobs),
+    )
+
+
+def notation_signature(subject: Manifest, profile_arn: str, signed_at: datetime) -> str:
+    """A Notation signature manifest for `subject`, as managed signing stores it.
+
+    The signature envelope is a stand-in (no real cryptography): only the
+    manifest, its artifact type and its subject matter to a registry client.
+    """
+    envelope = json.dumps(
+        {"payload": subject.digest, "signingProfileArn": profile_arn, "signedAt": signed_at.isoformat()},
+        sort_keys=True,
+    ).encode("utf-8")
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": NOTATION_SIGNATURE,
+        "config": {"mediaType": OCI_EMPTY, "digest": OCI_EMPTY_DIGEST, "size": 2},
+        "layers": [{"mediaType": JWS_ENVELOPE, "digest": sha256_digest(envelope), "size": len(envelope)}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        "annotations": {
+            "io.cncf.notary.x509chain.thumbprint#S256": json.dumps([hashlib.sha256(profile_arn.encode()).hexdigest()]),
+            "org.opencontainers.image.created": signed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+    return json.dumps(manifest, separators=(",", ":"))

@@ -1,0 +1,152 @@
+"""Everything the extension remembers, in one place, so one call can reset it.
+
+moto keeps its own per-account, per-region backends; this module keeps what
+moto has no notion of (signing configurations and statuses, scan records,
+configured scan outcomes, the run-time knobs) and the one lock that makes the
+background signing and scanning timers safe against concurrent requests.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+#: Serialises every request to the services this extension touches (ECR,
+#: Signer, Inspector2, EventBridge) with the timers that complete signing and
+#: scans. SQS is left out on purpose: its long polls would block everybody.
+LOCK = threading.RLock()
+
+DEFAULT_REGION = "us-east-1"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+@dataclass
+class Settings:
+    """Knobs that change how fast asynchronous work completes."""
+
+    signing_delay: float = field(
+        default_factory=lambda: _env_seconds("ECR_EMU_SIGNING_DELAY_SECONDS", 2.0)
+    )
+    scan_delay: float = field(
+        default_factory=lambda: _env_seconds("ECR_EMU_SCAN_DELAY_SECONDS", 2.0)
+    )
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "signing_delay_seconds": self.signing_delay,
+            "scan_delay_seconds": self.scan_delay,
+        }
+
+    def update(self, body: dict[str, Any]) -> None:
+        if "signing_delay_seconds" in body:
+            self.signing_delay = float(body["signing_delay_seconds"])
+        if "scan_delay_seconds" in body:
+            self.scan_delay = float(body["scan_delay_seconds"])
+
+
+@dataclass
+class SigningRecord:
+    """The outcome of one signing rule for one image digest."""
+
+    profile_arn: str
+    status: str = "IN_PROGRESS"
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+    def to_api(self) -> dict[str, str]:
+        out = {"signingProfileArn": self.profile_arn, "status": self.status}
+        if self.failure_code:
+            out["failureCode"] = self.failure_code
+            out["failureReason"] = self.failure_reason or ""
+        return out
+
+
+@dataclass
+class ScanRecord:
+    """One scan of one image digest, basic (ECR) or enhanced (Inspector)."""
+
+    repository: str
+    digest: str
+    enhanced: bool
+    frequency: str
+    started_at: datetime
+    status: str = "IN_PROGRESS"
+    description: str = "The scan is in progress."
+    severity_counts: dict[str, int] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    completed_at: datetime | None = None
+
+
+@dataclass
+class RegistryState:
+    """What one account's registry in one region holds beyond moto's backend."""
+
+    signing_configuration: dict[str, Any] | None = None
+    signing: dict[tuple[str, str], list[SigningRecord]] = field(default_factory=dict)
+    scans: dict[tuple[str, str], ScanRecord] = field(default_factory=dict)
+    manual_scan_days: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def forget_image(self, repository: str, digest: str) -> None:
+        key = (repository, digest)
+        self.signing.pop(key, None)
+        self.scans.pop(key, None)
+        self.manual_scan_days.pop(key, None)
+
+
+class Store:
+    """The extension's whole state; `reset()` returns it to a fresh start."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.registries: dict[tuple[str, str], RegistryState] = {}
+        self.scan_outcomes: list[dict[str, Any]] = []
+        self.identity: dict[str, str] | None = None
+        self.generation = 0
+        self._reset_hooks: list[Callable[[], None]] = []
+
+    def registry(self, account: str, region: str) -> RegistryState:
+        return self.registries.setdefault((account, region), RegistryState())
+
+    def on_reset(self, hook: Callable[[], None]) -> None:
+        self._reset_hooks.append(hook)
+
+    def reset(self) -> None:
+        with LOCK:
+            self.generation += 1
+            self.settings = Settings()
+            self.registries.clear()
+            self.scan_outcomes.clear()
+            self.identity = None
+            for hook in self._reset_hooks:
+                hook()
+
+
+STORE = Store()
+
+
+def schedule(delay: float, action: Callable[[], None]) -> None:
+    """Runs `action` under the lock after `delay` seconds, unless a reset came first.
+
+    A delay of zero (or less) runs the action at once, inside the request that
+    started it, so tests that set the delay to 0 see the final state with no race.
+    """
+    if delay <= 0:
+        with LOCK:
+            action()
+        return
+    generation = STORE.generation
+
+    def fire() -> None:
+        with LOCK:
+            if STORE.generation == generation:
+                action()
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
