@@ -380,7 +380,7 @@ impl Pipeline {
             Change::FailedApiCall { .. } => {}
             Change::ReferrerChanged { .. }
             | Change::ScanCompleted { .. }
-            | Change::FindingChanged { .. } => plan.ignored = true
+            | Change::FindingChanged { .. } => plan.ignored = true,
             Change::Ignored { .. } => plan.ignored = true,
         }
         Ok(plan)
