@@ -20,7 +20,7 @@ use crate::evaluate::ControlPolicy;
 use crate::export::metrics::Metrics;
 use crate::export::views;
 use crate::parse::ParseContext;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::source::file::{self, IngestCounts};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
@@ -65,6 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 pipeline,
                 aws_sdk_sqs::Client::new(&sdk),
                 settings,
+                args.recheck_poll,
                 listener,
                 shutdown,
             )
@@ -173,12 +174,15 @@ pub async fn build_pipeline(
         CachedRegistry::new(registry, args.repository_cache_ttl),
         store,
         metrics,
-        ParseContext {
-            default_account: Some(default_account),
-            default_region,
-        },
-        ControlPolicy {
-            kms_key_allow_list: args.kms_key_allow_list.clone(),
+        PipelineSettings {
+            parse_context: ParseContext {
+                default_account: Some(default_account),
+                default_region,
+            },
+            policy: ControlPolicy {
+                kms_key_allow_list: args.kms_key_allow_list.clone(),
+            },
+            signing_grace: chrono::Duration::from_std(args.signing_grace).context("ECR_AUDIT_SIGNING_GRACE is too long")?,
         },
     ))
 }

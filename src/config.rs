@@ -110,6 +110,10 @@ pub struct PipelineArgs {
     /// change event (CloudTrail events can be missing).
     #[arg(long, env = "ECR_AUDIT_REPOSITORY_CACHE_TTL", default_value = "5m", value_parser = duration)]
     pub repository_cache_ttl: Duration,
+    /// How long a new push may stay unsigned before it counts as UNSIGNED (managed signing
+    /// finishes within seconds; a CI job that signs after pushing may take minutes).
+    #[arg(long, env = "ECR_AUDIT_SIGNING_GRACE", default_value = "15m", value_parser = duration)]
+    pub signing_grace: Duration,
     /// ECR.5: when set (comma-separated KMS key ARNs), only these customer-managed keys pass.
     #[arg(long, env = "ECR_AUDIT_KMS_KEY_ALLOW_LIST", value_delimiter = ',')]
     pub kms_key_allow_list: Vec<String>,
@@ -134,6 +138,9 @@ pub struct WorkerArgs {
     /// First retry delay of a message that failed transiently (doubles per receive).
     #[arg(long, env = "ECR_AUDIT_RETRY_BASE", default_value = "5s", value_parser = duration)]
     pub retry_base: Duration,
+    /// How often the worker looks for due signature re-checks.
+    #[arg(long, env = "ECR_AUDIT_RECHECK_POLL", default_value = "5s", value_parser = duration)]
+    pub recheck_poll: Duration,
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,

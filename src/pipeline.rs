@@ -6,19 +6,23 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
-use crate::domain::RepositoryKey;
+use crate::domain::{Digest, RepositoryKey, SignatureStatus};
 use crate::enrich::cache::CachedRegistry;
-use crate::enrich::{EnrichError, ImageLookup, Registry, RepositoryFacts};
+use crate::enrich::{EnrichError, Fact, ImageLookup, Registry, RepositoryFacts};
+use crate::evaluate::artifact::artifact_subject;
+use crate::evaluate::signature::{SignatureFacts, signature_verdict};
 use crate::evaluate::{self, ControlPolicy};
 use crate::export::metrics::{EventOutcome, Metrics};
 use crate::parse::{self, AuditEvent, Change, InputFormat, ParseContext};
 use crate::store::{
-    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite, Store,
-    StoreError,
+    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite,
+    ScanWrite, SignatureWrite, Store, StoreError,
 };
 
 /// How many repositories a registry-wide change re-reads at once.
@@ -53,6 +57,16 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     parse_context: ParseContext,
     policy: ControlPolicy,
+    signing_grace: chrono::Duration,
+}
+
+/// The pipeline's judgement settings.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub parse_context: ParseContext,
+    pub policy: ControlPolicy,
+    /// How long a push may stay unsigned before it counts as `UNSIGNED`.
+    pub signing_grace: chrono::Duration,
 }
 
 enum Prepared {
@@ -65,15 +79,15 @@ impl Pipeline {
         registry: CachedRegistry<Arc<dyn Registry>>,
         store: Store,
         metrics: Arc<Metrics>,
-        parse_context: ParseContext,
-        policy: ControlPolicy,
+        settings: PipelineSettings,
     ) -> Self {
         Self {
             registry,
             store,
             metrics,
-            parse_context,
-            policy,
+            parse_context: settings.parse_context,
+            policy: settings.policy,
+            signing_grace: settings.signing_grace,
         }
     }
 
@@ -157,23 +171,90 @@ impl Pipeline {
             return Vec::new();
         }
         match self.store.commit_batch(plans).await {
-            Ok(outcomes) => outcomes.into_iter().map(MessageFate::Done).collect(),
+            Ok(outcome) => {
+                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                outcome.committed.into_iter().map(MessageFate::Done).collect()
+            }
             Err(err) if !err.is_transient() && plans.len() > 1 => {
                 let mut fates = Vec::with_capacity(plans.len());
                 for plan in plans {
-                    fates.push(
-                        match self.store.commit_batch(std::slice::from_ref(plan)).await {
-                            Ok(mut outcome) => {
-                                MessageFate::Done(outcome.pop().unwrap_or(Committed::Duplicate))
-                            }
-                            Err(err) => store_fate(&err),
-                        },
-                    );
+                    fates.push(match self.store.commit_batch(std::slice::from_ref(plan)).await {
+                        Ok(outcome) => {
+                            self.metrics.unsigned_pushes(outcome.first_unsigned);
+                            MessageFate::Done(outcome.committed.first().copied().unwrap_or(Committed::Duplicate))
+                        }
+                        Err(err) => store_fate(&err),
+                    });
                 }
                 fates
             }
             Err(err) => plans.iter().map(|_| store_fate(&err)).collect(),
         }
+    }
+
+    /// Runs up to `limit` due signature re-checks; returns how many were claimed.
+    ///
+    /// # Errors
+    /// When the database fails; the claims are released and run again later.
+    pub async fn run_due_rechecks(&self, limit: i64) -> Result<usize, StoreError> {
+        let (tx, claims) = self.store.claim_rechecks(limit).await?;
+        if claims.is_empty() {
+            let _ = tx.rollback().await;
+            return Ok(0);
+        }
+        let count = claims.len();
+        let mut results = Vec::with_capacity(count);
+        for claim in claims {
+            let attempts = u32::try_from(claim.attempts).unwrap_or(0) + 1;
+            let result = match self.signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts).await {
+                Ok(write) => Ok(write),
+                Err(err) => {
+                    warn!(image.digest = %claim.digest, repository.name = %claim.key.name, "signature re-check failed, retrying later: {err}");
+                    Err(Utc::now() + chrono::Duration::seconds(30))
+                }
+            };
+            results.push((claim, result));
+        }
+        let first_unsigned = self.store.finish_rechecks(tx, results).await?;
+        self.metrics.unsigned_pushes(first_unsigned);
+        Ok(count)
+    }
+
+    /// Reads every signature source of a digest and judges it, with the next re-check.
+    async fn signature_write(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+        pushed_at: DateTime<Utc>,
+        attempts: u32,
+    ) -> Result<SignatureWrite, EnrichError> {
+        let (managed, artifacts) = tokio::join!(
+            self.registry.signing_statuses(key, digest),
+            self.registry.signature_artifacts(key, digest)
+        );
+        let managed = managed?;
+        let artifacts = artifacts?;
+        let mut profiles = BTreeMap::new();
+        if let Fact::Known(entries) = &managed {
+            for entry in entries.iter().filter(|m| m.status == "COMPLETE") {
+                if !profiles.contains_key(&entry.profile_arn) {
+                    let status = self.registry.profile_status(&entry.profile_arn).await?;
+                    profiles.insert(entry.profile_arn.clone(), status);
+                }
+            }
+        }
+        let facts = SignatureFacts { managed, artifacts, profiles };
+        let checked_at = Utc::now();
+        let verdict = signature_verdict(&facts, pushed_at, checked_at, self.signing_grace);
+        let next_check = next_signature_check(verdict.status, pushed_at + self.signing_grace, checked_at, attempts);
+        Ok(SignatureWrite {
+            key: key.clone(),
+            digest: digest.clone(),
+            pushed_at,
+            verdict,
+            checked_at,
+            next_check,
+        })
     }
 
     fn observe(&self, message: &InboundMessage, prepared: &Prepared, fate: &MessageFate) {
@@ -261,43 +342,58 @@ impl Pipeline {
             ignored: false,
             repositories: Vec::new(),
             image: None,
+            signatures: Vec::new(),
+            scans: Vec::new(),
             event,
         };
         let event = &plan.event;
         match &event.change {
-            Change::ImagePushed {
-                repository,
-                digest,
-                tag,
-                ..
-            }
-            | Change::ImagePushRecorded {
-                repository,
-                digest,
-                tag,
-            } => {
+            Change::ImagePushed { repository, digest, tag, .. }
+            | Change::ImagePushRecorded { repository, digest, tag } => {
                 let key = Self::key(event, repository);
-                let (repository_write, lookup) = tokio::join!(
-                    self.repository_write(key.clone()),
-                    self.registry.image(&key, digest)
-                );
+                let (repository_write, lookup) =
+                    tokio::join!(self.repository_write(key.clone()), self.registry.image(&key, digest));
                 let repository_write = repository_write?;
                 let observed_at = Utc::now();
                 let lookup = lookup?;
                 // The tag this push wrote: the event's, or for an untagged event the only tag
                 // ECR knows, if there is exactly one.
                 let push_tag = tag.clone().or_else(|| match &lookup {
-                    ImageLookup::Found(facts) if facts.tags.len() == 1 => {
-                        facts.tags.first().cloned()
-                    }
+                    ImageLookup::Found(facts) if facts.tags.len() == 1 => facts.tags.first().cloned(),
                     _ => None,
                 });
-                let settings =
-                    evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
+                let settings = evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
                 let pushed_by = match &event.change {
                     Change::ImagePushRecorded { .. } => event.actor.clone(),
                     _ => None,
                 };
+                let mut artifact = None;
+                if let ImageLookup::Found(facts) = &lookup {
+                    artifact = artifact_subject(
+                        facts.artifact_media_type.as_deref(),
+                        facts.subject_digest.as_ref(),
+                        &facts.tags,
+                    );
+                    match &artifact {
+                        // A signature arrived: its subject may have just become signed.
+                        Some((subject, kind)) if kind.is_signature() => {
+                            if let Some(write) = self.subject_signature_write(&key, subject).await? {
+                                plan.signatures.push(write);
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            let pushed_at = facts.pushed_at.unwrap_or(event.time);
+                            plan.signatures.push(self.signature_write(&key, digest, pushed_at, 0).await?);
+                            plan.scans.push(ScanWrite {
+                                key: key.clone(),
+                                digest: digest.clone(),
+                                facts: facts.scan.clone(),
+                                checked_at: observed_at,
+                            });
+                        }
+                    }
+                }
                 plan.image = Some(ImageWrite {
                     key,
                     digest: digest.clone(),
@@ -308,12 +404,11 @@ impl Pipeline {
                     settings: Some(settings),
                     pushed_by,
                     storage_class: None,
+                    artifact,
                 });
                 plan.repositories.push(repository_write);
             }
-            Change::ImageDeleted {
-                repository, digest, ..
-            } => {
+            Change::ImageDeleted { repository, digest, .. } => {
                 plan.image = Some(ImageWrite {
                     key: Self::key(event, repository),
                     digest: digest.clone(),
@@ -324,13 +419,10 @@ impl Pipeline {
                     settings: None,
                     pushed_by: None,
                     storage_class: None,
+                    artifact: None,
                 });
             }
-            Change::ImageStorageClassChanged {
-                repository,
-                digest,
-                storage_class,
-            } => {
+            Change::ImageStorageClassChanged { repository, digest, storage_class } => {
                 let key = Self::key(event, repository);
                 let lookup = self.registry.image(&key, digest).await?;
                 plan.image = Some(ImageWrite {
@@ -343,18 +435,37 @@ impl Pipeline {
                     settings: None,
                     pushed_by: None,
                     storage_class: storage_class.clone(),
+                    artifact: None,
                 });
+            }
+            Change::ReferrerChanged { repository, digest, .. } => {
+                let key = Self::key(event, repository);
+                if let ImageLookup::Found(facts) = self.registry.image(&key, digest).await?
+                    && let Some((subject, _)) =
+                        artifact_subject(facts.artifact_media_type.as_deref(), facts.subject_digest.as_ref(), &facts.tags)
+                    && let Some(write) = self.subject_signature_write(&key, &subject).await?
+                {
+                    plan.signatures.push(write);
+                }
+            }
+            Change::ScanCompleted { repository, digest, .. } | Change::FindingChanged { repository, digest, .. } => {
+                let key = Self::key(event, repository);
+                // The event is a hint: the scan state is read back, whatever the event said.
+                if let Fact::Known(facts) = self.registry.scan(&key, digest).await? {
+                    plan.scans.push(ScanWrite {
+                        key,
+                        digest: digest.clone(),
+                        facts,
+                        checked_at: Utc::now(),
+                    });
+                }
             }
             Change::RepositoryChanged { repository, .. } => {
                 let write = self.repository_write(Self::key(event, repository)).await?;
                 plan.repositories.push(write);
             }
             Change::RegistryChanged { .. } => {
-                let keys = match self
-                    .store
-                    .known_repositories(&event.account, &event.region)
-                    .await
-                {
+                let keys = match self.store.known_repositories(&event.account, &event.region).await {
                     Ok(keys) => keys,
                     Err(err) => {
                         return Err(EnrichError::Transient {
@@ -378,12 +489,51 @@ impl Pipeline {
                 plan.repositories = writes.into_iter().collect::<Result<_, _>>()?;
             }
             Change::FailedApiCall { .. } => {}
-            Change::ReferrerChanged { .. }
-            | Change::ScanCompleted { .. }
-            | Change::FindingChanged { .. } => plan.ignored = true,
             Change::Ignored { .. } => plan.ignored = true,
         }
         Ok(plan)
+    }
+
+    /// Re-judges the subject of a signature artifact, when the subject still exists.
+    async fn subject_signature_write(
+        &self,
+        key: &RepositoryKey,
+        subject: &Digest,
+    ) -> Result<Option<SignatureWrite>, EnrichError> {
+        match self.registry.image(key, subject).await? {
+            ImageLookup::Found(facts) => {
+                let pushed_at = facts.pushed_at.unwrap_or_else(Utc::now);
+                Ok(Some(self.signature_write(key, subject, pushed_at, 0).await?))
+            }
+            ImageLookup::NotFound | ImageLookup::Unreadable { .. } => Ok(None),
+        }
+    }
+}
+
+/// When to look at a digest's signatures again.
+///
+/// `PENDING`: soon and more slowly each time, but never later than the end of the grace
+/// window, so `UNSIGNED` is declared on time. `UNSIGNED`, `FAILED`, `UNTRUSTED`: a few
+/// widening checks (1 h, 2 h, 4 h, …) in case a signature arrives without an event; after
+/// that the signature's own push event is what moves the digest. `SIGNED`: never.
+pub fn next_signature_check(
+    status: SignatureStatus,
+    grace_deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+    attempts: u32,
+) -> Option<DateTime<Utc>> {
+    let doubling = |base_seconds: i64, cap_seconds: i64| {
+        chrono::Duration::seconds((base_seconds << attempts.min(20)).min(cap_seconds))
+    };
+    match status {
+        SignatureStatus::Signed => None,
+        SignatureStatus::Pending if now < grace_deadline => {
+            Some((now + doubling(2, 300)).min(grace_deadline + chrono::Duration::milliseconds(10)))
+        }
+        SignatureStatus::Pending => Some(now + doubling(30, 3600)),
+        SignatureStatus::Unsigned | SignatureStatus::Failed | SignatureStatus::Untrusted => {
+            (attempts < 6).then(|| now + doubling(3600, 86_400))
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{EnrichError, ImageLookup, Registry, RepositoryFacts};
+use super::{EnrichError, Fact, ImageLookup, Registry, RepositoryFacts, ScanFacts};
+use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 
 pub struct CachedRegistry<R> {
@@ -105,6 +106,30 @@ impl<R: Registry> Registry for CachedRegistry<R> {
     ) -> Result<ImageLookup, EnrichError> {
         self.inner.image(key, digest).await
     }
+
+    async fn signing_statuses(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        self.inner.signing_statuses(key, digest).await
+    }
+
+    async fn signature_artifacts(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        self.inner.signature_artifacts(key, digest).await
+    }
+
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+        self.inner.profile_status(profile_arn).await
+    }
+
+    async fn scan(&self, key: &RepositoryKey, digest: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+        self.inner.scan(key, digest).await
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +158,18 @@ mod tests {
         }
         async fn image(&self, _: &RepositoryKey, _: &Digest) -> Result<ImageLookup, EnrichError> {
             Ok(ImageLookup::NotFound)
+        }
+        async fn signing_statuses(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+            Ok(Fact::Known(Vec::new()))
+        }
+        async fn signature_artifacts(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+            Ok(Fact::Known(Vec::new()))
+        }
+        async fn profile_status(&self, _: &str) -> Result<Fact<String>, EnrichError> {
+            Ok(Fact::Known("Active".into()))
+        }
+        async fn scan(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+            Ok(Fact::Known(None))
         }
     }
 

@@ -13,22 +13,29 @@ use chrono::{DateTime, Utc};
 
 use super::aws::{AwsErrorClass, classify};
 use super::{
+    ScanFacts,
     Encryption, EnrichError, Fact, ImageFacts, ImageLookup, Registry, RepositoryFacts,
     RepositorySettings, RepositoryState, ScanningConfiguration, TagMutability,
 };
 use crate::domain::{Digest, Region, RepositoryKey};
+use crate::evaluate::artifact::{ArtifactKind, kind_of_artifact_type};
+use crate::evaluate::signature::{ManagedSigning, SignatureArtifact, SignatureKind};
 use crate::export::metrics::{ApiOutcome, Metrics};
 
 #[derive(Clone)]
 struct RegionalClients {
     ecr: aws_sdk_ecr::Client,
     kms: aws_sdk_kms::Client,
+    signer: aws_sdk_signer::Client,
 }
+
+type ProfileCache = HashMap<String, (std::time::Instant, Fact<String>)>;
 
 /// The SDK-backed registry reader.
 pub struct EcrRegistry {
     sdk_config: SdkConfig,
     clients: Mutex<HashMap<Region, RegionalClients>>,
+    profiles: Mutex<ProfileCache>,
     metrics: Arc<Metrics>,
 }
 
@@ -37,8 +44,13 @@ impl EcrRegistry {
         Self {
             sdk_config,
             clients: Mutex::new(HashMap::new()),
+            profiles: Mutex::new(HashMap::new()),
             metrics,
         }
+    }
+
+    fn profiles(&self) -> std::sync::MutexGuard<'_, ProfileCache> {
+        self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn clients(&self, region: &Region) -> RegionalClients {
@@ -58,6 +70,11 @@ impl EcrRegistry {
                     ),
                     kms: aws_sdk_kms::Client::from_conf(
                         aws_sdk_kms::config::Builder::from(&self.sdk_config)
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    signer: aws_sdk_signer::Client::from_conf(
+                        aws_sdk_signer::config::Builder::from(&self.sdk_config)
                             .region(region)
                             .build(),
                     ),
@@ -380,6 +397,224 @@ impl Registry for EcrRegistry {
                 .subject_manifest_digest()
                 .and_then(|d| Digest::parse(d).ok()),
             size_bytes: detail.image_size_in_bytes(),
+            scan: detail.image_scan_status().and_then(|status| {
+                Some(ScanFacts {
+                    raw_status: status.status()?.as_str().to_owned(),
+                    severity_counts: severity_counts(
+                        detail
+                            .image_scan_findings_summary()
+                            .and_then(|s| s.finding_severity_counts()),
+                    ),
+                })
+            }),
         }))
     }
+
+    async fn signing_statuses(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        let clients = self.clients(&key.region);
+        let result = clients
+            .ecr
+            .describe_image_signing_status()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_id(ImageIdentifier::builder().image_digest(digest.as_str()).build())
+            .send()
+            .await;
+        Ok(match self.settle("ecr:DescribeImageSigningStatus", key, result)? {
+            Ok(output) => Fact::Known(
+                output
+                    .signing_statuses()
+                    .iter()
+                    .map(|s| ManagedSigning {
+                        profile_arn: s.signing_profile_arn().unwrap_or_default().to_owned(),
+                        status: s.status().map_or("UNKNOWN", |s| s.as_str()).to_owned(),
+                        failure_code: s.failure_code().map(str::to_owned),
+                        failure_reason: s.failure_reason().map(str::to_owned),
+                    })
+                    .collect(),
+            ),
+            // The image is gone: nothing can be signing it.
+            Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {
+                Fact::Known(Vec::new())
+            }
+            Err((code, message)) => Fact::Unknown(format!("DescribeImageSigningStatus: {code}: {message}")),
+        })
+    }
+
+    async fn signature_artifacts(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        let clients = self.clients(&key.region);
+        let mut found = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let result = clients
+                .ecr
+                .list_image_referrers()
+                .registry_id(key.account.as_str())
+                .repository_name(key.name.as_str())
+                .subject_id(
+                    aws_sdk_ecr::types::SubjectIdentifier::builder()
+                        .image_digest(digest.as_str())
+                        .build()
+                        .map_err(|e| EnrichError::Transient {
+                            operation: "ecr:ListImageReferrers",
+                            target: key.to_string(),
+                            message: e.to_string(),
+                        })?,
+                )
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle("ecr:ListImageReferrers", key, result)? {
+                Ok(output) => {
+                    for referrer in output.referrers() {
+                        let kind = referrer.artifact_type().map(kind_of_artifact_type);
+                        let kind = match kind {
+                            Some(ArtifactKind::NotationSignature) => SignatureKind::Notation,
+                            Some(ArtifactKind::CosignSignature) => SignatureKind::Cosign,
+                            _ => continue,
+                        };
+                        found.push(SignatureArtifact {
+                            kind,
+                            reference: referrer.digest().to_owned(),
+                            pushed_at: None,
+                        });
+                    }
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => break,
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!("ListImageReferrers: {code}: {message}")));
+                }
+            }
+        }
+
+        // Cosign's tag convention predates OCI referrers and is still the common form.
+        let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
+        let result = clients
+            .ecr
+            .describe_images()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_ids(ImageIdentifier::builder().image_tag(&cosign_tag).build())
+            .send()
+            .await;
+        match self.settle("ecr:DescribeImages", key, result)? {
+            Ok(output) => {
+                if let Some(detail) = output.image_details().first() {
+                    found.push(SignatureArtifact {
+                        kind: SignatureKind::Cosign,
+                        reference: cosign_tag,
+                        pushed_at: detail.image_pushed_at().and_then(to_chrono),
+                    });
+                }
+            }
+            Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {}
+            Err((code, message)) => {
+                return Ok(Fact::Unknown(format!("DescribeImages {cosign_tag}: {code}: {message}")));
+            }
+        }
+        Ok(Fact::Known(found))
+    }
+
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+        if let Some((read_at, status)) = self.profiles().get(profile_arn)
+            && read_at.elapsed() < PROFILE_STATUS_TTL
+        {
+            return Ok(status.clone());
+        }
+        // arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME
+        let parts: Vec<&str> = profile_arn.split(':').collect();
+        let (Some(region), Some(name)) = (parts.get(3), profile_arn.rsplit('/').next()) else {
+            return Ok(Fact::Unknown(format!("not a signing profile ARN: {profile_arn}")));
+        };
+        let Ok(region) = Region::parse(region) else {
+            return Ok(Fact::Unknown(format!("no region in signing profile ARN {profile_arn}")));
+        };
+        let clients = self.clients(&region);
+        let result = clients.signer.get_signing_profile().profile_name(name).send().await;
+        let status = match result {
+            Ok(output) => {
+                self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::ok);
+                match output.status() {
+                    Some(status) => Fact::Known(status.as_str().to_owned()),
+                    None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
+                }
+            }
+            Err(err) => match classify(&err) {
+                AwsErrorClass::Transient(message) => {
+                    self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::transient);
+                    return Err(EnrichError::Transient {
+                        operation: "signer:GetSigningProfile",
+                        target: profile_arn.to_owned(),
+                        message,
+                    });
+                }
+                AwsErrorClass::Service { code, message } => {
+                    self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::service_error);
+                    if code == "ResourceNotFoundException" {
+                        // A deleted profile vouches for nothing.
+                        Fact::Known("NotFound".to_owned())
+                    } else {
+                        Fact::Unknown(format!("GetSigningProfile: {code}: {message}"))
+                    }
+                }
+            },
+        };
+        self.profiles()
+            .insert(profile_arn.to_owned(), (std::time::Instant::now(), status.clone()));
+        Ok(status)
+    }
+
+    async fn scan(&self, key: &RepositoryKey, digest: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+        let clients = self.clients(&key.region);
+        let result = clients
+            .ecr
+            .describe_image_scan_findings()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_id(ImageIdentifier::builder().image_digest(digest.as_str()).build())
+            .max_results(1)
+            .send()
+            .await;
+        Ok(match self.settle("ecr:DescribeImageScanFindings", key, result)? {
+            Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
+                Some(status) => Fact::Known(Some(ScanFacts {
+                    raw_status: status.as_str().to_owned(),
+                    severity_counts: severity_counts(
+                        output
+                            .image_scan_findings()
+                            .and_then(|f| f.finding_severity_counts()),
+                    ),
+                })),
+                None => Fact::Unknown("DescribeImageScanFindings returned no status".to_owned()),
+            },
+            Err((code, _)) if code == "ScanNotFoundException" => Fact::Known(None),
+            Err((code, message)) => Fact::Unknown(format!("DescribeImageScanFindings: {code}: {message}")),
+        })
+    }
+}
+
+/// How long a Signer profile's status is trusted before it is read again: short, so that a
+/// revocation shows within a minute.
+const PROFILE_STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn severity_counts(
+    counts: Option<&std::collections::HashMap<aws_sdk_ecr::types::FindingSeverity, i32>>,
+) -> std::collections::BTreeMap<String, i64> {
+    counts
+        .into_iter()
+        .flatten()
+        .map(|(severity, n)| (severity.as_str().to_ascii_uppercase(), i64::from(*n)))
+        .collect()
 }

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Digest, RepositoryKey};
+use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 
 /// A fact that may be unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +113,16 @@ pub struct ImageFacts {
     pub artifact_media_type: Option<String>,
     pub subject_digest: Option<Digest>,
     pub size_bytes: Option<i64>,
+    /// The scan state `DescribeImages` reports with the image, when it reports one.
+    pub scan: Option<ScanFacts>,
+}
+
+/// A scan result: the raw ECR/Inspector status and the severity counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFacts {
+    pub raw_status: String,
+    /// Severity (upper case) → count; a missing severity means 0.
+    pub severity_counts: std::collections::BTreeMap<String, i64>,
 }
 
 /// The outcome of looking one image up.
@@ -138,6 +149,42 @@ pub trait Registry: Send + Sync {
     /// [`EnrichError::Transient`] when AWS could not answer for now.
     async fn image(&self, key: &RepositoryKey, digest: &Digest)
     -> Result<ImageLookup, EnrichError>;
+
+    /// ECR managed signing's statuses for a digest (one per matching signing rule).
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn signing_statuses(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError>;
+
+    /// Notation and Cosign signatures stored next to a digest (referrers and the Cosign tag).
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn signature_artifacts(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError>;
+
+    /// A Signer profile's status (`Active`, `Revoked`, `Canceled`), cached briefly.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError>;
+
+    /// A digest's scan result; `Known(None)` when it was never scanned.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn scan(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError>;
 }
 
 /// Why enrichment could not finish. The message stays on the queue and is retried with
@@ -172,5 +219,33 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
         digest: &Digest,
     ) -> Result<ImageLookup, EnrichError> {
         (**self).image(key, digest).await
+    }
+
+    async fn signing_statuses(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        (**self).signing_statuses(key, digest).await
+    }
+
+    async fn signature_artifacts(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        (**self).signature_artifacts(key, digest).await
+    }
+
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+        (**self).profile_status(profile_arn).await
+    }
+
+    async fn scan(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+        (**self).scan(key, digest).await
     }
 }

@@ -56,6 +56,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         // Serve the process metrics anyway: a scrape that fails entirely hides the outage.
         Err(err) => warn!(error = %err, "could not refresh posture gauges"),
     }
+    match state.store.image_counts().await {
+        Ok((signatures, scans, backlog)) => state.metrics.set_image_counts(&signatures, &scans, backlog),
+        Err(err) => warn!(error = %err, "could not refresh image gauges"),
+    }
     match state.metrics.render() {
         Ok(body) => (
             [(

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::domain::{ControlId, ControlStatus};
+use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 /// What happened to one event (the `outcome` label of `ecr_audit_events_total`).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -80,6 +80,20 @@ pub struct Metrics {
     rejected: Family<CodeLabels, Counter>,
     sqs_delete_failures: Counter,
     message_retries: Family<CodeLabels, Counter>,
+    images: Family<SignatureLabels, Gauge>,
+    image_scans: Family<ScanLabels, Gauge>,
+    unsigned_pushes: Counter,
+    recheck_backlog: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignatureLabels {
+    signature: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabels {
+    scan: &'static str,
 }
 
 impl Default for Metrics {
@@ -134,7 +148,35 @@ impl Metrics {
             "Messages left on the queue for a later retry, by error code",
             message_retries.clone(),
         );
+        let images = Family::<SignatureLabels, Gauge>::default();
+        registry.register(
+            "images",
+            "Images (not artifacts) that exist, per signature status, from stored state",
+            images.clone(),
+        );
+        let image_scans = Family::<ScanLabels, Gauge>::default();
+        registry.register(
+            "image_scans",
+            "Images (not artifacts) that exist, per scan status, from stored state",
+            image_scans.clone(),
+        );
+        let unsigned_pushes = Counter::default();
+        registry.register(
+            "unsigned_pushes",
+            "Digests that became UNSIGNED, each counted once, by the process that recorded it",
+            unsigned_pushes.clone(),
+        );
+        let recheck_backlog = Gauge::default();
+        registry.register(
+            "signature_recheck_backlog",
+            "Signature re-checks that are due now and not yet done, from stored state",
+            recheck_backlog.clone(),
+        );
         Self {
+            images,
+            image_scans,
+            unsigned_pushes,
+            recheck_backlog,
             registry,
             control_repositories,
             events,
@@ -195,6 +237,28 @@ impl Metrics {
         }
     }
 
+    pub fn unsigned_pushes(&self, first_unsigned: u64) {
+        self.unsigned_pushes.inc_by(first_unsigned);
+    }
+
+    /// Replaces the per-digest gauges with counts read from the store (absent statuses → 0).
+    pub fn set_image_counts(
+        &self,
+        signatures: &[(SignatureStatus, i64)],
+        scans: &[(ScanStatus, i64)],
+        recheck_backlog: i64,
+    ) {
+        for status in SignatureStatus::ALL {
+            let n = signatures.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            self.images.get_or_create(&SignatureLabels { signature: status.as_str() }).set(n);
+        }
+        for status in ScanStatus::ALL {
+            let n = scans.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            self.image_scans.get_or_create(&ScanLabels { scan: status.as_str() }).set(n);
+        }
+        self.recheck_backlog.set(recheck_backlog);
+    }
+
     /// Renders the OpenMetrics text exposition.
     ///
     /// # Errors
@@ -226,6 +290,8 @@ mod tests {
         metrics.rejected("invalid_json");
         metrics.retried("aws_transient");
         metrics.set_control_counts(&[]);
+        metrics.set_image_counts(&[], &[], 0);
+        metrics.unsigned_pushes(1);
         let text = metrics.render().expect("render");
         let docs = include_str!("../../docs/METRICS.md");
         let names = exported_names(&text);

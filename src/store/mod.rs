@@ -7,9 +7,12 @@
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
+mod digest;
 pub mod evidence;
 pub mod views;
 mod write;
+
+pub use digest::{RecheckClaim, ScanWrite, SignatureChange, SignatureWrite};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -100,6 +103,8 @@ pub struct ImageWrite {
     pub settings: Option<ImageSettings>,
     pub pushed_by: Option<Actor>,
     pub storage_class: Option<String>,
+    /// When the digest is an artifact (signature, SBOM, attestation): its subject and kind.
+    pub artifact: Option<(Digest, crate::evaluate::artifact::ArtifactKind)>,
 }
 
 /// Everything one understood event changes.
@@ -110,6 +115,9 @@ pub struct EventPlan {
     /// Repositories re-read because of the event (several for a registry-wide change).
     pub repositories: Vec<RepositoryWrite>,
     pub image: Option<ImageWrite>,
+    /// Signature verdicts: the pushed digest's, or its subject's when a signature was pushed.
+    pub signatures: Vec<SignatureWrite>,
+    pub scans: Vec<ScanWrite>,
 }
 
 /// A message that can never be processed.
@@ -136,6 +144,15 @@ pub enum Committed {
     /// The event id was already recorded: nothing changed.
     Duplicate,
     Rejected,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// One per plan, in order.
+    pub committed: Vec<Committed>,
+    /// Digests that became `UNSIGNED` for the first time in this batch.
+    pub first_unsigned: u64,
 }
 
 /// The Postgres store.
@@ -189,8 +206,37 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`]; on error nothing of the batch is committed.
-    pub async fn commit_batch(&self, plans: &[Plan]) -> Result<Vec<Committed>, StoreError> {
+    pub async fn commit_batch(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
         write::commit_batch(&self.pool, plans).await
+    }
+
+    /// Claims up to `limit` due signature re-checks. The claim holds row locks (`FOR UPDATE
+    /// SKIP LOCKED`) until [`Store::finish_rechecks`] commits, so other workers skip them and a
+    /// crash releases them.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn claim_rechecks(
+        &self,
+        limit: i64,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Vec<RecheckClaim>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claims = digest::claim_due(&mut tx, limit).await?;
+        Ok((tx, claims))
+    }
+
+    /// Applies re-check results (a verdict, or a later due time after a transient failure)
+    /// with their transition evidence, and commits; returns how many digests became
+    /// `UNSIGNED` for the first time.
+    ///
+    /// # Errors
+    /// When the database fails; nothing is committed then.
+    pub async fn finish_rechecks(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
+    ) -> Result<u64, StoreError> {
+        write::finish_rechecks(tx, results).await
     }
 
     /// Repositories per control and status, over repositories that still exist.
@@ -222,6 +268,51 @@ impl Store {
 }
 
 impl Store {
+    /// Existing images (not artifacts) per signature status and per scan status, and the
+    /// number of signature re-checks due now.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub async fn image_counts(
+        &self,
+    ) -> Result<
+        (
+            Vec<(crate::domain::SignatureStatus, i64)>,
+            Vec<(crate::domain::ScanStatus, i64)>,
+            i64,
+        ),
+        StoreError,
+    > {
+        let signatures: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT signature_status, count(*) FROM images
+              WHERE present AND artifact_of IS NULL AND signature_status IS NOT NULL
+              GROUP BY signature_status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let scans: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT scan_status, count(*) FROM images
+              WHERE present AND artifact_of IS NULL AND scan_status IS NOT NULL
+              GROUP BY scan_status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM signature_rechecks WHERE due_at <= now()")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((
+            signatures
+                .into_iter()
+                .filter_map(|(s, n)| Some((crate::domain::SignatureStatus::from_str_opt(&s)?, n)))
+                .collect(),
+            scans
+                .into_iter()
+                .filter_map(|(s, n)| Some((crate::domain::ScanStatus::from_str_opt(&s)?, n)))
+                .collect(),
+            backlog,
+        ))
+    }
+
     /// The repositories known to exist in one registry, for re-evaluation after a
     /// registry-wide change.
     ///

@@ -28,14 +28,15 @@ pub struct PostureRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SignatureView {
-    /// `None` until signature evaluation runs for the digest.
+    /// `None` for artifacts, which take no signature status.
     pub status: Option<String>,
     pub sources: Vec<String>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanView {
-    /// `None` until scan evaluation runs for the digest.
+    /// `None` for artifacts, which take no scan status.
     pub status: Option<String>,
     pub raw_status: Option<String>,
     pub critical: Option<i64>,
@@ -62,6 +63,8 @@ pub struct ImageRow {
     pub pushed_at: Option<DateTime<Utc>>,
     pub pushed_by: Option<String>,
     pub artifact_of: Option<String>,
+    /// `notation_signature`, `cosign_signature`, `sbom`, `attestation` or `artifact`.
+    pub artifact_kind: Option<String>,
     pub signature: SignatureView,
     pub scan: ScanView,
     pub tag_immutability: Option<String>,
@@ -78,21 +81,31 @@ type PostureTuple = (
     Option<String>,
 );
 
-type ImageTuple = (
-    String,
-    String,
-    String,
-    String,
-    Vec<String>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<bool>,
-);
+#[derive(sqlx::FromRow)]
+struct ImageRecord {
+    account: String,
+    region: String,
+    repository: String,
+    digest: String,
+    tags: Vec<String>,
+    pushed_at: Option<DateTime<Utc>>,
+    pushed_by: Option<String>,
+    artifact_of: Option<String>,
+    artifact_kind: Option<String>,
+    tag_immutability: Option<String>,
+    tag_protected: Option<bool>,
+    encryption_type: Option<String>,
+    kms_key: Option<String>,
+    kms_customer_managed: Option<bool>,
+    signature_status: Option<String>,
+    signature_sources: Value,
+    signature_reason: Option<String>,
+    scan_status: Option<String>,
+    scan_raw_status: Option<String>,
+    scan_critical: Option<i32>,
+    scan_high: Option<i32>,
+    scan_medium: Option<i32>,
+}
 
 /// The outcome of verifying the stored chain.
 #[derive(Debug)]
@@ -154,9 +167,11 @@ impl Store {
     /// # Errors
     /// When the query fails.
     pub async fn images(&self, repository: Option<&str>) -> Result<Vec<ImageRow>, StoreError> {
-        let rows: Vec<ImageTuple> = sqlx::query_as(
+        let rows: Vec<ImageRecord> = sqlx::query_as(
             "SELECT account, region, repository, digest, tags, pushed_at, pushed_by, artifact_of,
-                    tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed
+                    artifact_kind, tag_immutability, tag_protected, encryption_type, kms_key,
+                    kms_customer_managed, signature_status, signature_sources, signature_reason,
+                    scan_status, scan_raw_status, scan_critical, scan_high, scan_medium
                FROM images
               WHERE present AND ($1::text IS NULL OR repository = $1)
               ORDER BY pushed_at DESC NULLS LAST, account, region, repository, digest",
@@ -166,50 +181,36 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(
-                    account,
-                    region,
-                    repository,
-                    digest,
-                    tags,
-                    pushed_at,
-                    pushed_by,
-                    artifact_of,
-                    mutability,
-                    protected,
-                    enc,
-                    key,
-                    cmk,
-                )| ImageRow {
-                    account,
-                    region,
-                    repository,
-                    digest,
-                    tags,
-                    pushed_at,
-                    pushed_by,
-                    artifact_of,
-                    signature: SignatureView {
-                        status: None,
-                        sources: Vec::new(),
-                    },
-                    scan: ScanView {
-                        status: None,
-                        raw_status: None,
-                        critical: None,
-                        high: None,
-                        medium: None,
-                    },
-                    tag_immutability: mutability,
-                    tag_protected: protected,
-                    encryption: EncryptionView {
-                        encryption_type: enc,
-                        kms_key: key,
-                        customer_managed: cmk,
-                    },
+            .map(|r| ImageRow {
+                account: r.account,
+                region: r.region,
+                repository: r.repository,
+                digest: r.digest,
+                tags: r.tags,
+                pushed_at: r.pushed_at,
+                pushed_by: r.pushed_by,
+                artifact_of: r.artifact_of,
+                artifact_kind: r.artifact_kind,
+                signature: SignatureView {
+                    status: r.signature_status,
+                    sources: serde_json::from_value(r.signature_sources).unwrap_or_default(),
+                    reason: r.signature_reason,
                 },
-            )
+                scan: ScanView {
+                    status: r.scan_status,
+                    raw_status: r.scan_raw_status,
+                    critical: r.scan_critical.map(i64::from),
+                    high: r.scan_high.map(i64::from),
+                    medium: r.scan_medium.map(i64::from),
+                },
+                tag_immutability: r.tag_immutability,
+                tag_protected: r.tag_protected,
+                encryption: EncryptionView {
+                    encryption_type: r.encryption_type,
+                    kms_key: r.kms_key,
+                    customer_managed: r.kms_customer_managed,
+                },
+            })
             .collect())
     }
 

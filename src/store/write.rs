@@ -8,9 +8,10 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::evidence::{ChainedRecord, truncate_to_micros};
+use super::digest::{apply_scan, apply_signature, postpone};
 use super::{
-    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite,
-    StoreError,
+    BatchOutcome, Committed, EventPlan, ImagePresence, ImageWrite, Plan, RecheckClaim,
+    RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
 use crate::domain::{ControlId, RepositoryKey, Verdict};
 use crate::enrich::{Fact, ImageLookup, RepositoryState};
@@ -26,7 +27,7 @@ struct PendingEvidence {
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
-) -> Result<Vec<Committed>, StoreError> {
+) -> Result<BatchOutcome, StoreError> {
     let mut tx = pool.begin().await?;
 
     let event_ids: Vec<String> = plans
@@ -50,6 +51,7 @@ pub(super) async fn commit_batch(
     order.sort_by(|&a, &b| sort_key(&plans[a]).cmp(&sort_key(&plans[b])));
 
     let mut outcomes = vec![Committed::Duplicate; plans.len()];
+    let mut first_unsigned = 0;
     let mut pending = Vec::new();
     let mut seen = HashSet::new();
     let recorded_at = truncate_to_micros(Utc::now());
@@ -65,7 +67,8 @@ pub(super) async fn commit_batch(
                     outcomes[index] = Committed::Duplicate;
                     continue;
                 }
-                let records = apply_event(&mut tx, plan, recorded_at).await?;
+                let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
+                first_unsigned += newly_unsigned;
                 pending.extend(records.into_iter().enumerate().map(|(i, record)| {
                     PendingEvidence {
                         plan_index: index,
@@ -86,7 +89,78 @@ pub(super) async fn commit_batch(
         append_to_chain(&mut tx, pending, &mut outcomes).await?;
     }
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(BatchOutcome {
+        committed: outcomes,
+        first_unsigned,
+    })
+}
+
+pub(super) async fn finish_rechecks(
+    mut tx: Transaction<'static, Postgres>,
+    results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
+) -> Result<u64, StoreError> {
+    let recorded_at = truncate_to_micros(Utc::now());
+    let mut first_unsigned = 0;
+    let mut pending = Vec::new();
+    for (claim, result) in results {
+        match result {
+            Err(retry_at) => postpone(&mut tx, &claim, retry_at).await?,
+            Ok(write) => {
+                if let Some(change) = apply_signature(&mut tx, &write, true).await? {
+                    first_unsigned += u64::from(change.first_unsigned);
+                    let event_id = format!(
+                        "recheck/{}/{}/{}/{}/{}",
+                        claim.key.account, claim.key.region, claim.key.name, claim.digest, claim.attempts + 1
+                    );
+                    pending.push(PendingEvidence {
+                        plan_index: pending.len(),
+                        is_event_record: false,
+                        record: signature_transition_record(&event_id, "signature_recheck", &write, &change, recorded_at, None),
+                    });
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let mut ignored = vec![Committed::Processed; pending.len()];
+        append_to_chain(&mut tx, pending, &mut ignored).await?;
+    }
+    tx.commit().await?;
+    Ok(first_unsigned)
+}
+
+/// The evidence of a digest's signature status changing.
+fn signature_transition_record(
+    event_id: &str,
+    cause_kind: &str,
+    write: &SignatureWrite,
+    change: &SignatureChange,
+    recorded_at: DateTime<Utc>,
+    actor: Option<String>,
+) -> ChainedRecord {
+    ChainedRecord {
+        seq: 0,
+        recorded_at,
+        event_id: event_id.to_owned(),
+        event_time: truncate_to_micros(write.checked_at),
+        kind: "signature_transition".to_owned(),
+        outcome: "processed".to_owned(),
+        account: Some(write.key.account.to_string()),
+        region: Some(write.key.region.to_string()),
+        repository: Some(write.key.name.to_string()),
+        digest: Some(write.digest.to_string()),
+        tag: None,
+        actor,
+        detail: json!({
+            "from": change.from.map(|s| s.as_str()),
+            "to": change.to.as_str(),
+            "reason": write.verdict.reason,
+            "sources": write.verdict.sources,
+            "first_unsigned": change.first_unsigned,
+            "cause_kind": cause_kind,
+        }),
+        prev_hash: String::new(),
+    }
 }
 
 fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
@@ -129,7 +203,7 @@ async fn apply_event(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
     recorded_at: DateTime<Utc>,
-) -> Result<Vec<ChainedRecord>, StoreError> {
+) -> Result<(Vec<ChainedRecord>, u64), StoreError> {
     let event = &plan.event;
     let mut detail = serde_json::Map::new();
     detail.insert("detail_type".into(), json!(event.detail_type));
@@ -161,6 +235,39 @@ async fn apply_event(
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
         detail.insert("image_after".into(), image_json(image));
+    }
+    for scan in &plan.scans {
+        apply_scan(tx, scan).await?;
+    }
+    if !plan.scans.is_empty() {
+        detail.insert(
+            "scans".into(),
+            Value::Array(
+                plan.scans
+                    .iter()
+                    .map(|s| json!({"digest": s.digest.as_str(), "raw_status": s.facts.as_ref().map(|f| &f.raw_status),
+                                    "severity_counts": s.facts.as_ref().map(|f| &f.severity_counts)}))
+                    .collect(),
+            ),
+        );
+    }
+    let mut signature_changes = Vec::new();
+    for signature in &plan.signatures {
+        if let Some(change) = apply_signature(tx, signature, false).await? {
+            signature_changes.push((signature, change));
+        }
+    }
+    if !plan.signatures.is_empty() {
+        detail.insert(
+            "signatures".into(),
+            Value::Array(
+                plan.signatures
+                    .iter()
+                    .map(|s| json!({"digest": s.digest.as_str(), "status": s.verdict.status.as_str(),
+                                    "reason": s.verdict.reason, "sources": s.verdict.sources}))
+                    .collect(),
+            ),
+        );
     }
 
     let actor = event.actor.as_ref().map(|a| a.arn.clone());
@@ -206,7 +313,19 @@ async fn apply_event(
             ..base.clone()
         });
     }
-    Ok(records)
+    let mut first_unsigned = 0;
+    for (write, change) in signature_changes {
+        first_unsigned += u64::from(change.first_unsigned);
+        records.push(signature_transition_record(
+            &format!("{}/{}/signature", event.id, write.digest),
+            event.change.kind(),
+            write,
+            &change,
+            recorded_at,
+            actor.clone(),
+        ));
+    }
+    Ok((records, first_unsigned))
 }
 
 fn repository_state_label(state: &RepositoryState) -> &'static str {
@@ -385,9 +504,9 @@ async fn upsert_image(
         "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
-              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed)
+              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25)
          ON CONFLICT (account, region, repository, digest) DO UPDATE SET
               present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
                              THEN EXCLUDED.present ELSE i.present END,
@@ -407,6 +526,7 @@ async fn upsert_image(
               manifest_media_type = COALESCE(EXCLUDED.manifest_media_type, i.manifest_media_type),
               artifact_media_type = COALESCE(EXCLUDED.artifact_media_type, i.artifact_media_type),
               artifact_of = COALESCE(EXCLUDED.artifact_of, i.artifact_of),
+              artifact_kind = COALESCE(EXCLUDED.artifact_kind, i.artifact_kind),
               size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
               storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
               tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
@@ -430,7 +550,7 @@ async fn upsert_image(
     .bind(image.pushed_by.as_ref().and_then(|a| a.identity_type.clone()))
     .bind(found.and_then(|(_, f)| f.manifest_media_type.clone()))
     .bind(found.and_then(|(_, f)| f.artifact_media_type.clone()))
-    .bind(found.and_then(|(_, f)| f.subject_digest.as_ref().map(ToString::to_string)))
+    .bind(image.artifact.as_ref().map(|(subject, _)| subject.to_string()))
     .bind(found.and_then(|(_, f)| f.size_bytes))
     .bind(&image.storage_class)
     .bind(settings.and_then(|s| s.tag_immutability.clone()))
@@ -440,6 +560,7 @@ async fn upsert_image(
     .bind(settings.and_then(|s| s.customer_managed_key))
     .bind(image.presence != ImagePresence::Unchanged)
     .bind(image.pushed_by.as_ref().map(|_| image.event_time))
+    .bind(image.artifact.as_ref().map(|(_, kind)| kind.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -14,7 +14,7 @@ use ecr_audit::enrich::ecr::EcrRegistry;
 use ecr_audit::evaluate::ControlPolicy;
 use ecr_audit::export::metrics::Metrics;
 use ecr_audit::parse::ParseContext;
-use ecr_audit::pipeline::Pipeline;
+use ecr_audit::pipeline::{Pipeline, PipelineSettings};
 use ecr_audit::source::sqs::SqsSettings;
 use ecr_audit::store::Store;
 use serde_json::{Value, json};
@@ -64,6 +64,8 @@ pub struct TestApp {
     /// Whether a worker ever consumed the queue: only then must it be empty at the end (the
     /// emulator emits events for every ECR call, also in tests that drive the pipeline directly).
     worker_started: bool,
+    /// The signing grace window the pipeline uses (short, so tests see UNSIGNED quickly).
+    pub signing_grace_ms: i64,
     pub http_addr: Option<SocketAddr>,
 }
 
@@ -178,6 +180,7 @@ impl TestApp {
             rule_names,
             worker: None,
             worker_started: false,
+            signing_grace_ms: 3_000,
             http_addr: None,
         }
     }
@@ -194,11 +197,14 @@ impl TestApp {
             CachedRegistry::new(registry, Duration::from_secs(300)),
             self.store.clone(),
             metrics,
-            ParseContext {
-                default_account: AccountId::parse(ACCOUNT).ok(),
-                default_region: Region::parse(REGION).ok(),
+            PipelineSettings {
+                parse_context: ParseContext {
+                    default_account: AccountId::parse(ACCOUNT).ok(),
+                    default_region: Region::parse(REGION).ok(),
+                },
+                policy: ControlPolicy::default(),
+                signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
             },
-            ControlPolicy::default(),
         )
     }
 
@@ -219,6 +225,7 @@ impl TestApp {
             Arc::new(self.pipeline()),
             self.sqs.clone(),
             settings,
+            Duration::from_millis(200),
             listener,
             token.clone(),
         ));

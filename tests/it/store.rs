@@ -71,6 +71,8 @@ fn plan(id: &str, facts: RepositoryFacts) -> Plan {
             controls,
         }],
         image: None,
+        signatures: vec![],
+        scans: vec![],
     }))
 }
 
@@ -94,8 +96,8 @@ async fn the_same_event_twice_is_applied_once(pool: PgPool) {
         ])
         .await
         .expect("commit");
-    assert_eq!(first, [Committed::Processed]);
-    assert_eq!(again, [Committed::Duplicate, Committed::Duplicate]);
+    assert_eq!(first.committed, [Committed::Processed]);
+    assert_eq!(again.committed, [Committed::Duplicate, Committed::Duplicate]);
     assert_eq!(ecr2(&store).await, "PASS", "a duplicate changes nothing");
 }
 
@@ -182,7 +184,7 @@ async fn a_poison_body_is_stored_once(pool: PgPool) {
         })
     };
     assert_eq!(
-        store.commit_batch(&[rejected()]).await.expect("commit"),
+        store.commit_batch(&[rejected()]).await.expect("commit").committed,
         [Committed::Rejected]
     );
     store.commit_batch(&[rejected()]).await.expect("commit");
