@@ -182,7 +182,8 @@ pub async fn build_pipeline(
             policy: ControlPolicy {
                 kms_key_allow_list: args.kms_key_allow_list.clone(),
             },
-            signing_grace: chrono::Duration::from_std(args.signing_grace).context("ECR_AUDIT_SIGNING_GRACE is too long")?,
+            signing_grace: chrono::Duration::from_std(args.signing_grace)
+                .context("ECR_AUDIT_SIGNING_GRACE is too long")?,
         },
     ))
 }

@@ -173,18 +173,30 @@ impl Pipeline {
         match self.store.commit_batch(plans).await {
             Ok(outcome) => {
                 self.metrics.unsigned_pushes(outcome.first_unsigned);
-                outcome.committed.into_iter().map(MessageFate::Done).collect()
+                outcome
+                    .committed
+                    .into_iter()
+                    .map(MessageFate::Done)
+                    .collect()
             }
             Err(err) if !err.is_transient() && plans.len() > 1 => {
                 let mut fates = Vec::with_capacity(plans.len());
                 for plan in plans {
-                    fates.push(match self.store.commit_batch(std::slice::from_ref(plan)).await {
-                        Ok(outcome) => {
-                            self.metrics.unsigned_pushes(outcome.first_unsigned);
-                            MessageFate::Done(outcome.committed.first().copied().unwrap_or(Committed::Duplicate))
-                        }
-                        Err(err) => store_fate(&err),
-                    });
+                    fates.push(
+                        match self.store.commit_batch(std::slice::from_ref(plan)).await {
+                            Ok(outcome) => {
+                                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                                MessageFate::Done(
+                                    outcome
+                                        .committed
+                                        .first()
+                                        .copied()
+                                        .unwrap_or(Committed::Duplicate),
+                                )
+                            }
+                            Err(err) => store_fate(&err),
+                        },
+                    );
                 }
                 fates
             }
@@ -206,7 +218,10 @@ impl Pipeline {
         let mut results = Vec::with_capacity(count);
         for claim in claims {
             let attempts = u32::try_from(claim.attempts).unwrap_or(0) + 1;
-            let result = match self.signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts).await {
+            let result = match self
+                .signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts)
+                .await
+            {
                 Ok(write) => Ok(write),
                 Err(err) => {
                     warn!(image.digest = %claim.digest, repository.name = %claim.key.name, "signature re-check failed, retrying later: {err}");
@@ -243,10 +258,19 @@ impl Pipeline {
                 }
             }
         }
-        let facts = SignatureFacts { managed, artifacts, profiles };
+        let facts = SignatureFacts {
+            managed,
+            artifacts,
+            profiles,
+        };
         let checked_at = Utc::now();
         let verdict = signature_verdict(&facts, pushed_at, checked_at, self.signing_grace);
-        let next_check = next_signature_check(verdict.status, pushed_at + self.signing_grace, checked_at, attempts);
+        let next_check = next_signature_check(
+            verdict.status,
+            pushed_at + self.signing_grace,
+            checked_at,
+            attempts,
+        );
         Ok(SignatureWrite {
             key: key.clone(),
             digest: digest.clone(),
@@ -348,21 +372,35 @@ impl Pipeline {
         };
         let event = &plan.event;
         match &event.change {
-            Change::ImagePushed { repository, digest, tag, .. }
-            | Change::ImagePushRecorded { repository, digest, tag } => {
+            Change::ImagePushed {
+                repository,
+                digest,
+                tag,
+                ..
+            }
+            | Change::ImagePushRecorded {
+                repository,
+                digest,
+                tag,
+            } => {
                 let key = Self::key(event, repository);
-                let (repository_write, lookup) =
-                    tokio::join!(self.repository_write(key.clone()), self.registry.image(&key, digest));
+                let (repository_write, lookup) = tokio::join!(
+                    self.repository_write(key.clone()),
+                    self.registry.image(&key, digest)
+                );
                 let repository_write = repository_write?;
                 let observed_at = Utc::now();
                 let lookup = lookup?;
                 // The tag this push wrote: the event's, or for an untagged event the only tag
                 // ECR knows, if there is exactly one.
                 let push_tag = tag.clone().or_else(|| match &lookup {
-                    ImageLookup::Found(facts) if facts.tags.len() == 1 => facts.tags.first().cloned(),
+                    ImageLookup::Found(facts) if facts.tags.len() == 1 => {
+                        facts.tags.first().cloned()
+                    }
                     _ => None,
                 });
-                let settings = evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
+                let settings =
+                    evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
                 let pushed_by = match &event.change {
                     Change::ImagePushRecorded { .. } => event.actor.clone(),
                     _ => None,
@@ -377,14 +415,16 @@ impl Pipeline {
                     match &artifact {
                         // A signature arrived: its subject may have just become signed.
                         Some((subject, kind)) if kind.is_signature() => {
-                            if let Some(write) = self.subject_signature_write(&key, subject).await? {
+                            if let Some(write) = self.subject_signature_write(&key, subject).await?
+                            {
                                 plan.signatures.push(write);
                             }
                         }
                         Some(_) => {}
                         None => {
                             let pushed_at = facts.pushed_at.unwrap_or(event.time);
-                            plan.signatures.push(self.signature_write(&key, digest, pushed_at, 0).await?);
+                            plan.signatures
+                                .push(self.signature_write(&key, digest, pushed_at, 0).await?);
                             plan.scans.push(ScanWrite {
                                 key: key.clone(),
                                 digest: digest.clone(),
@@ -408,7 +448,9 @@ impl Pipeline {
                 });
                 plan.repositories.push(repository_write);
             }
-            Change::ImageDeleted { repository, digest, .. } => {
+            Change::ImageDeleted {
+                repository, digest, ..
+            } => {
                 plan.image = Some(ImageWrite {
                     key: Self::key(event, repository),
                     digest: digest.clone(),
@@ -422,7 +464,11 @@ impl Pipeline {
                     artifact: None,
                 });
             }
-            Change::ImageStorageClassChanged { repository, digest, storage_class } => {
+            Change::ImageStorageClassChanged {
+                repository,
+                digest,
+                storage_class,
+            } => {
                 let key = Self::key(event, repository);
                 let lookup = self.registry.image(&key, digest).await?;
                 plan.image = Some(ImageWrite {
@@ -438,17 +484,27 @@ impl Pipeline {
                     artifact: None,
                 });
             }
-            Change::ReferrerChanged { repository, digest, .. } => {
+            Change::ReferrerChanged {
+                repository, digest, ..
+            } => {
                 let key = Self::key(event, repository);
                 if let ImageLookup::Found(facts) = self.registry.image(&key, digest).await?
-                    && let Some((subject, _)) =
-                        artifact_subject(facts.artifact_media_type.as_deref(), facts.subject_digest.as_ref(), &facts.tags)
+                    && let Some((subject, _)) = artifact_subject(
+                        facts.artifact_media_type.as_deref(),
+                        facts.subject_digest.as_ref(),
+                        &facts.tags,
+                    )
                     && let Some(write) = self.subject_signature_write(&key, &subject).await?
                 {
                     plan.signatures.push(write);
                 }
             }
-            Change::ScanCompleted { repository, digest, .. } | Change::FindingChanged { repository, digest, .. } => {
+            Change::ScanCompleted {
+                repository, digest, ..
+            }
+            | Change::FindingChanged {
+                repository, digest, ..
+            } => {
                 let key = Self::key(event, repository);
                 // The event is a hint: the scan state is read back, whatever the event said.
                 if let Fact::Known(facts) = self.registry.scan(&key, digest).await? {
@@ -465,7 +521,11 @@ impl Pipeline {
                 plan.repositories.push(write);
             }
             Change::RegistryChanged { .. } => {
-                let keys = match self.store.known_repositories(&event.account, &event.region).await {
+                let keys = match self
+                    .store
+                    .known_repositories(&event.account, &event.region)
+                    .await
+                {
                     Ok(keys) => keys,
                     Err(err) => {
                         return Err(EnrichError::Transient {
@@ -503,7 +563,9 @@ impl Pipeline {
         match self.registry.image(key, subject).await? {
             ImageLookup::Found(facts) => {
                 let pushed_at = facts.pushed_at.unwrap_or_else(Utc::now);
-                Ok(Some(self.signature_write(key, subject, pushed_at, 0).await?))
+                Ok(Some(
+                    self.signature_write(key, subject, pushed_at, 0).await?,
+                ))
             }
             ImageLookup::NotFound | ImageLookup::Unreadable { .. } => Ok(None),
         }
@@ -548,5 +610,62 @@ fn store_fate(err: &StoreError) -> MessageFate {
             code: err.code(),
             reason: err.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::*;
+
+    #[test]
+    fn pending_rechecks_never_pass_the_end_of_the_grace_window() {
+        let now = Utc::now();
+        let deadline = now + Duration::seconds(3);
+        for attempts in 0..10 {
+            let due = next_signature_check(SignatureStatus::Pending, deadline, now, attempts)
+                .expect("pending is re-checked");
+            assert!(
+                due > now && due <= deadline + Duration::milliseconds(10),
+                "attempt {attempts}: {due}"
+            );
+        }
+        let long = now + Duration::hours(1);
+        assert_eq!(
+            next_signature_check(SignatureStatus::Pending, long, now, 0),
+            Some(now + Duration::seconds(2))
+        );
+        assert_eq!(
+            next_signature_check(SignatureStatus::Pending, long, now, 3),
+            Some(now + Duration::seconds(16))
+        );
+    }
+
+    #[test]
+    fn settled_statuses_are_checked_a_few_more_times_then_left_to_events() {
+        let now = Utc::now();
+        let past = now - Duration::minutes(1);
+        assert_eq!(
+            next_signature_check(SignatureStatus::Signed, past, now, 0),
+            None
+        );
+        assert_eq!(
+            next_signature_check(SignatureStatus::Unsigned, past, now, 0),
+            Some(now + Duration::hours(1))
+        );
+        assert_eq!(
+            next_signature_check(SignatureStatus::Unsigned, past, now, 2),
+            Some(now + Duration::hours(4))
+        );
+        assert_eq!(
+            next_signature_check(SignatureStatus::Untrusted, past, now, 6),
+            None
+        );
+        assert_eq!(
+            next_signature_check(SignatureStatus::Pending, past, now, 1),
+            Some(now + Duration::seconds(60)),
+            "managed signing still in progress after the window"
+        );
     }
 }

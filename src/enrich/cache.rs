@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{EnrichError, Fact, ImageLookup, Registry, RepositoryFacts, ScanFacts};
-use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 
 pub struct CachedRegistry<R> {
     inner: R,
@@ -127,7 +127,11 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         self.inner.profile_status(profile_arn).await
     }
 
-    async fn scan(&self, key: &RepositoryKey, digest: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+    async fn scan(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
         self.inner.scan(key, digest).await
     }
 }
@@ -159,16 +163,28 @@ mod tests {
         async fn image(&self, _: &RepositoryKey, _: &Digest) -> Result<ImageLookup, EnrichError> {
             Ok(ImageLookup::NotFound)
         }
-        async fn signing_statuses(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        async fn signing_statuses(
+            &self,
+            _: &RepositoryKey,
+            _: &Digest,
+        ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
             Ok(Fact::Known(Vec::new()))
         }
-        async fn signature_artifacts(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        async fn signature_artifacts(
+            &self,
+            _: &RepositoryKey,
+            _: &Digest,
+        ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
             Ok(Fact::Known(Vec::new()))
         }
         async fn profile_status(&self, _: &str) -> Result<Fact<String>, EnrichError> {
             Ok(Fact::Known("Active".into()))
         }
-        async fn scan(&self, _: &RepositoryKey, _: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+        async fn scan(
+            &self,
+            _: &RepositoryKey,
+            _: &Digest,
+        ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
             Ok(Fact::Known(None))
         }
     }

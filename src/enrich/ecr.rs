@@ -13,9 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::aws::{AwsErrorClass, classify};
 use super::{
-    ScanFacts,
     Encryption, EnrichError, Fact, ImageFacts, ImageLookup, Registry, RepositoryFacts,
-    RepositorySettings, RepositoryState, ScanningConfiguration, TagMutability,
+    RepositorySettings, RepositoryState, ScanFacts, ScanningConfiguration, TagMutability,
 };
 use crate::domain::{Digest, Region, RepositoryKey};
 use crate::evaluate::artifact::{ArtifactKind, kind_of_artifact_type};
@@ -50,7 +49,9 @@ impl EcrRegistry {
     }
 
     fn profiles(&self) -> std::sync::MutexGuard<'_, ProfileCache> {
-        self.profiles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.profiles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn clients(&self, region: &Region) -> RegionalClients {
@@ -421,28 +422,39 @@ impl Registry for EcrRegistry {
             .describe_image_signing_status()
             .registry_id(key.account.as_str())
             .repository_name(key.name.as_str())
-            .image_id(ImageIdentifier::builder().image_digest(digest.as_str()).build())
+            .image_id(
+                ImageIdentifier::builder()
+                    .image_digest(digest.as_str())
+                    .build(),
+            )
             .send()
             .await;
-        Ok(match self.settle("ecr:DescribeImageSigningStatus", key, result)? {
-            Ok(output) => Fact::Known(
-                output
-                    .signing_statuses()
-                    .iter()
-                    .map(|s| ManagedSigning {
-                        profile_arn: s.signing_profile_arn().unwrap_or_default().to_owned(),
-                        status: s.status().map_or("UNKNOWN", |s| s.as_str()).to_owned(),
-                        failure_code: s.failure_code().map(str::to_owned),
-                        failure_reason: s.failure_reason().map(str::to_owned),
-                    })
-                    .collect(),
-            ),
-            // The image is gone: nothing can be signing it.
-            Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {
-                Fact::Known(Vec::new())
-            }
-            Err((code, message)) => Fact::Unknown(format!("DescribeImageSigningStatus: {code}: {message}")),
-        })
+        Ok(
+            match self.settle("ecr:DescribeImageSigningStatus", key, result)? {
+                Ok(output) => Fact::Known(
+                    output
+                        .signing_statuses()
+                        .iter()
+                        .map(|s| ManagedSigning {
+                            profile_arn: s.signing_profile_arn().unwrap_or_default().to_owned(),
+                            status: s.status().map_or("UNKNOWN", |s| s.as_str()).to_owned(),
+                            failure_code: s.failure_code().map(str::to_owned),
+                            failure_reason: s.failure_reason().map(str::to_owned),
+                        })
+                        .collect(),
+                ),
+                // The image is gone: nothing can be signing it.
+                Err((code, _))
+                    if code == "ImageNotFoundException"
+                        || code == "RepositoryNotFoundException" =>
+                {
+                    Fact::Known(Vec::new())
+                }
+                Err((code, message)) => {
+                    Fact::Unknown(format!("DescribeImageSigningStatus: {code}: {message}"))
+                }
+            },
+        )
     }
 
     async fn signature_artifacts(
@@ -492,9 +504,16 @@ impl Registry for EcrRegistry {
                         None => break,
                     }
                 }
-                Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => break,
+                Err((code, _))
+                    if code == "ImageNotFoundException"
+                        || code == "RepositoryNotFoundException" =>
+                {
+                    break;
+                }
                 Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!("ListImageReferrers: {code}: {message}")));
+                    return Ok(Fact::Unknown(format!(
+                        "ListImageReferrers: {code}: {message}"
+                    )));
                 }
             }
         }
@@ -519,9 +538,12 @@ impl Registry for EcrRegistry {
                     });
                 }
             }
-            Err((code, _)) if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {}
+            Err((code, _))
+                if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {}
             Err((code, message)) => {
-                return Ok(Fact::Unknown(format!("DescribeImages {cosign_tag}: {code}: {message}")));
+                return Ok(Fact::Unknown(format!(
+                    "DescribeImages {cosign_tag}: {code}: {message}"
+                )));
             }
         }
         Ok(Fact::Known(found))
@@ -536,16 +558,26 @@ impl Registry for EcrRegistry {
         // arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME
         let parts: Vec<&str> = profile_arn.split(':').collect();
         let (Some(region), Some(name)) = (parts.get(3), profile_arn.rsplit('/').next()) else {
-            return Ok(Fact::Unknown(format!("not a signing profile ARN: {profile_arn}")));
+            return Ok(Fact::Unknown(format!(
+                "not a signing profile ARN: {profile_arn}"
+            )));
         };
         let Ok(region) = Region::parse(region) else {
-            return Ok(Fact::Unknown(format!("no region in signing profile ARN {profile_arn}")));
+            return Ok(Fact::Unknown(format!(
+                "no region in signing profile ARN {profile_arn}"
+            )));
         };
         let clients = self.clients(&region);
-        let result = clients.signer.get_signing_profile().profile_name(name).send().await;
+        let result = clients
+            .signer
+            .get_signing_profile()
+            .profile_name(name)
+            .send()
+            .await;
         let status = match result {
             Ok(output) => {
-                self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::ok);
+                self.metrics
+                    .aws_call("signer:GetSigningProfile", ApiOutcome::ok);
                 match output.status() {
                     Some(status) => Fact::Known(status.as_str().to_owned()),
                     None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
@@ -553,7 +585,8 @@ impl Registry for EcrRegistry {
             }
             Err(err) => match classify(&err) {
                 AwsErrorClass::Transient(message) => {
-                    self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::transient);
+                    self.metrics
+                        .aws_call("signer:GetSigningProfile", ApiOutcome::transient);
                     return Err(EnrichError::Transient {
                         operation: "signer:GetSigningProfile",
                         target: profile_arn.to_owned(),
@@ -561,7 +594,8 @@ impl Registry for EcrRegistry {
                     });
                 }
                 AwsErrorClass::Service { code, message } => {
-                    self.metrics.aws_call("signer:GetSigningProfile", ApiOutcome::service_error);
+                    self.metrics
+                        .aws_call("signer:GetSigningProfile", ApiOutcome::service_error);
                     if code == "ResourceNotFoundException" {
                         // A deleted profile vouches for nothing.
                         Fact::Known("NotFound".to_owned())
@@ -571,37 +605,53 @@ impl Registry for EcrRegistry {
                 }
             },
         };
-        self.profiles()
-            .insert(profile_arn.to_owned(), (std::time::Instant::now(), status.clone()));
+        self.profiles().insert(
+            profile_arn.to_owned(),
+            (std::time::Instant::now(), status.clone()),
+        );
         Ok(status)
     }
 
-    async fn scan(&self, key: &RepositoryKey, digest: &Digest) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+    async fn scan(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
         let clients = self.clients(&key.region);
         let result = clients
             .ecr
             .describe_image_scan_findings()
             .registry_id(key.account.as_str())
             .repository_name(key.name.as_str())
-            .image_id(ImageIdentifier::builder().image_digest(digest.as_str()).build())
+            .image_id(
+                ImageIdentifier::builder()
+                    .image_digest(digest.as_str())
+                    .build(),
+            )
             .max_results(1)
             .send()
             .await;
-        Ok(match self.settle("ecr:DescribeImageScanFindings", key, result)? {
-            Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
-                Some(status) => Fact::Known(Some(ScanFacts {
-                    raw_status: status.as_str().to_owned(),
-                    severity_counts: severity_counts(
-                        output
-                            .image_scan_findings()
-                            .and_then(|f| f.finding_severity_counts()),
-                    ),
-                })),
-                None => Fact::Unknown("DescribeImageScanFindings returned no status".to_owned()),
+        Ok(
+            match self.settle("ecr:DescribeImageScanFindings", key, result)? {
+                Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
+                    Some(status) => Fact::Known(Some(ScanFacts {
+                        raw_status: status.as_str().to_owned(),
+                        severity_counts: severity_counts(
+                            output
+                                .image_scan_findings()
+                                .and_then(|f| f.finding_severity_counts()),
+                        ),
+                    })),
+                    None => {
+                        Fact::Unknown("DescribeImageScanFindings returned no status".to_owned())
+                    }
+                },
+                Err((code, _)) if code == "ScanNotFoundException" => Fact::Known(None),
+                Err((code, message)) => {
+                    Fact::Unknown(format!("DescribeImageScanFindings: {code}: {message}"))
+                }
             },
-            Err((code, _)) if code == "ScanNotFoundException" => Fact::Known(None),
-            Err((code, message)) => Fact::Unknown(format!("DescribeImageScanFindings: {code}: {message}")),
-        })
+        )
     }
 }
 

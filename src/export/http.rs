@@ -57,7 +57,9 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Err(err) => warn!(error = %err, "could not refresh posture gauges"),
     }
     match state.store.image_counts().await {
-        Ok((signatures, scans, backlog)) => state.metrics.set_image_counts(&signatures, &scans, backlog),
+        Ok((signatures, scans, backlog)) => {
+            state.metrics.set_image_counts(&signatures, &scans, backlog)
+        }
         Err(err) => warn!(error = %err, "could not refresh image gauges"),
     }
     match state.metrics.render() {

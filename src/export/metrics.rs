@@ -249,12 +249,26 @@ impl Metrics {
         recheck_backlog: i64,
     ) {
         for status in SignatureStatus::ALL {
-            let n = signatures.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
-            self.images.get_or_create(&SignatureLabels { signature: status.as_str() }).set(n);
+            let n = signatures
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
+            self.images
+                .get_or_create(&SignatureLabels {
+                    signature: status.as_str(),
+                })
+                .set(n);
         }
         for status in ScanStatus::ALL {
-            let n = scans.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
-            self.image_scans.get_or_create(&ScanLabels { scan: status.as_str() }).set(n);
+            let n = scans
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
+            self.image_scans
+                .get_or_create(&ScanLabels {
+                    scan: status.as_str(),
+                })
+                .set(n);
         }
         self.recheck_backlog.set(recheck_backlog);
     }

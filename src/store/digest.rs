@@ -49,6 +49,9 @@ pub struct RecheckClaim {
     pub attempts: i32,
 }
 
+/// Current signature status, whether it was never UNSIGNED, last check time, is-artifact.
+type SignatureRow = (Option<String>, bool, Option<DateTime<Utc>>, bool);
+
 /// Applies a verdict unless a newer check is stored or the digest is an artifact or unknown;
 /// returns the status change, if any.
 pub(super) async fn apply_signature(
@@ -57,7 +60,7 @@ pub(super) async fn apply_signature(
     from_recheck: bool,
 ) -> Result<Option<SignatureChange>, StoreError> {
     let key = &write.key;
-    let current: Option<(Option<String>, bool, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+    let current: Option<SignatureRow> = sqlx::query_as(
         "SELECT signature_status, first_unsigned_at IS NULL, signature_checked_at, artifact_of IS NOT NULL
            FROM images
           WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4
@@ -133,7 +136,9 @@ pub(super) async fn apply_signature(
         }
     }
 
-    let from = old_status.as_deref().and_then(SignatureStatus::from_str_opt);
+    let from = old_status
+        .as_deref()
+        .and_then(SignatureStatus::from_str_opt);
     if from == Some(status) {
         return Ok(None);
     }
@@ -144,10 +149,16 @@ pub(super) async fn apply_signature(
     }))
 }
 
-pub(super) async fn apply_scan(tx: &mut Transaction<'_, Postgres>, write: &ScanWrite) -> Result<(), StoreError> {
+pub(super) async fn apply_scan(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &ScanWrite,
+) -> Result<(), StoreError> {
     let (status, raw) = match &write.facts {
         None => (Some(ScanStatus::NotScanned), None),
-        Some(facts) => (ScanStatus::from_raw(&facts.raw_status), Some(facts.raw_status.clone())),
+        Some(facts) => (
+            ScanStatus::from_raw(&facts.raw_status),
+            Some(facts.raw_status.clone()),
+        ),
     };
     let count = |severity: &str| {
         write
@@ -201,18 +212,20 @@ pub(super) async fn claim_due(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(account, region, repository, digest, pushed_at, attempts)| {
-            Some(RecheckClaim {
-                key: RepositoryKey {
-                    account: crate::domain::AccountId::parse(&account).ok()?,
-                    region: crate::domain::Region::parse(&region).ok()?,
-                    name: crate::domain::RepositoryName::parse(&repository).ok()?,
-                },
-                digest: Digest::parse(&digest).ok()?,
-                pushed_at,
-                attempts,
-            })
-        })
+        .filter_map(
+            |(account, region, repository, digest, pushed_at, attempts)| {
+                Some(RecheckClaim {
+                    key: RepositoryKey {
+                        account: crate::domain::AccountId::parse(&account).ok()?,
+                        region: crate::domain::Region::parse(&region).ok()?,
+                        name: crate::domain::RepositoryName::parse(&repository).ok()?,
+                    },
+                    digest: Digest::parse(&digest).ok()?,
+                    pushed_at,
+                    attempts,
+                })
+            },
+        )
         .collect())
 }
 

@@ -219,7 +219,13 @@ impl Store {
     pub async fn claim_rechecks(
         &self,
         limit: i64,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Vec<RecheckClaim>), StoreError> {
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Postgres>,
+            Vec<RecheckClaim>,
+        ),
+        StoreError,
+    > {
         let mut tx = self.pool.begin().await?;
         let claims = digest::claim_due(&mut tx, limit).await?;
         Ok((tx, claims))
@@ -297,9 +303,10 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM signature_rechecks WHERE due_at <= now()")
-            .fetch_one(&self.pool)
-            .await?;
+        let backlog: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM signature_rechecks WHERE due_at <= now()")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((
             signatures
                 .into_iter()

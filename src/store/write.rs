@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::evidence::{ChainedRecord, truncate_to_micros};
 use super::digest::{apply_scan, apply_signature, postpone};
+use super::evidence::{ChainedRecord, truncate_to_micros};
 use super::{
     BatchOutcome, Committed, EventPlan, ImagePresence, ImageWrite, Plan, RecheckClaim,
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
@@ -110,12 +110,23 @@ pub(super) async fn finish_rechecks(
                     first_unsigned += u64::from(change.first_unsigned);
                     let event_id = format!(
                         "recheck/{}/{}/{}/{}/{}",
-                        claim.key.account, claim.key.region, claim.key.name, claim.digest, claim.attempts + 1
+                        claim.key.account,
+                        claim.key.region,
+                        claim.key.name,
+                        claim.digest,
+                        claim.attempts + 1
                     );
                     pending.push(PendingEvidence {
                         plan_index: pending.len(),
                         is_event_record: false,
-                        record: signature_transition_record(&event_id, "signature_recheck", &write, &change, recorded_at, None),
+                        record: signature_transition_record(
+                            &event_id,
+                            "signature_recheck",
+                            &write,
+                            &change,
+                            recorded_at,
+                            None,
+                        ),
                     });
                 }
             }
@@ -263,8 +274,10 @@ async fn apply_event(
             Value::Array(
                 plan.signatures
                     .iter()
-                    .map(|s| json!({"digest": s.digest.as_str(), "status": s.verdict.status.as_str(),
-                                    "reason": s.verdict.reason, "sources": s.verdict.sources}))
+                    .map(|s| {
+                        json!({"digest": s.digest.as_str(), "status": s.verdict.status.as_str(),
+                                    "reason": s.verdict.reason, "sources": s.verdict.sources})
+                    })
                     .collect(),
             ),
         );

@@ -7,4 +7,5 @@
 mod cli;
 mod helpers;
 mod pipeline;
+mod signatures;
 mod store;

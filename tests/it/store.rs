@@ -97,7 +97,10 @@ async fn the_same_event_twice_is_applied_once(pool: PgPool) {
         .await
         .expect("commit");
     assert_eq!(first.committed, [Committed::Processed]);
-    assert_eq!(again.committed, [Committed::Duplicate, Committed::Duplicate]);
+    assert_eq!(
+        again.committed,
+        [Committed::Duplicate, Committed::Duplicate]
+    );
     assert_eq!(ecr2(&store).await, "PASS", "a duplicate changes nothing");
 }
 
@@ -184,7 +187,11 @@ async fn a_poison_body_is_stored_once(pool: PgPool) {
         })
     };
     assert_eq!(
-        store.commit_batch(&[rejected()]).await.expect("commit").committed,
+        store
+            .commit_batch(&[rejected()])
+            .await
+            .expect("commit")
+            .committed,
         [Committed::Rejected]
     );
     store.commit_batch(&[rejected()]).await.expect("commit");
