@@ -80,8 +80,53 @@ def manifest(repository: str, n: int) -> str:
     })
 
 
+def control(path: str, body: dict) -> None:
+    import urllib.request
+    request = urllib.request.Request(f"{ENDPOINT}/_emulator/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def signing() -> None:
+    """Managed signing for payments/* and checkout/* with an active profile; search/* with a
+    revoked one (its signing fails). Scans complete a second after each push."""
+    control("config", {"signing_delay_seconds": 1, "scan_delay_seconds": 1})
+    signer, ecr = client("signer"), client("ecr", "alice")
+    release = signer.put_signing_profile(profileName="release_signer", platformId="Notation-OCI-SHA384-ECDSA")
+    legacy = signer.put_signing_profile(profileName="legacy_signer", platformId="Notation-OCI-SHA384-ECDSA")
+    signer.revoke_signing_profile(profileName="legacy_signer", profileVersion=legacy["profileVersion"],
+                                  reason="key rotated", effectiveTime=time.time() - 60)
+    rule = lambda arn, pattern: {"signingProfileArn": arn, "repositoryFilters": [
+        {"filter": pattern, "filterType": "WILDCARD_MATCH"}]}
+    ecr.put_signing_configuration(signingConfiguration={"rules": [
+        rule(release["arn"], "payments/*"), rule(release["arn"], "checkout/*"), rule(legacy["arn"], "search/*")]})
+    control("scan-results", {"repositoryName": "identity/batch", "status": "COMPLETE",
+                             "findingSeverityCounts": {"CRITICAL": 2, "HIGH": 5, "MEDIUM": 9}})
+    control("scan-results", {"repositoryName": "platform/worker", "status": "UNSUPPORTED_IMAGE"})
+    print("managed signing: payments/* and checkout/* (release_signer), search/* (legacy_signer, revoked)", flush=True)
+
+
+def late_signature() -> None:
+    """A CI job signs the latest platform/api image with Notation long after its push."""
+    ecr = client("ecr", "ci")
+    latest = max(ecr.describe_images(repositoryName="platform/api")["imageDetails"], key=lambda d: d["imagePushedAt"])
+    subject = latest["imageDigest"]
+    signature = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.notary.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+        "layers": [{"mediaType": "application/jose+json", "size": 2048,
+                    "digest": "sha256:" + hashlib.sha256(subject.encode()).hexdigest()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1024}})
+    ecr.put_image(repositoryName="platform/api", imageManifest=signature,
+                  imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")
+    print(f"late Notation signature pushed for platform/api@{subject[:19]}", flush=True)
+
+
 def seed() -> None:
     rng = random.Random(7)
+    signing()
     kms = client("kms")
     key = kms.create_key(Description="ecr images")["KeyMetadata"]["Arn"]
     teams = ["payments", "checkout", "search", "identity", "platform"]
@@ -157,6 +202,8 @@ if __name__ == "__main__":
         routing()
     elif command == "seed":
         seed()
+    elif command == "late-signature":
+        late_signature()
     elif command == "wait-drained":
         wait_drained(os.environ["ECR_AUDIT_QUEUE_URL"])
     else:

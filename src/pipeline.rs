@@ -210,6 +210,7 @@ impl Pipeline {
     /// When the database fails; the claims are released and run again later.
     pub async fn run_due_rechecks(&self, limit: i64) -> Result<usize, StoreError> {
         let (tx, claims) = self.store.claim_rechecks(limit).await?;
+        // The claim's transaction stays open across the AWS reads below; keep it small.
         if claims.is_empty() {
             let _ = tx.rollback().await;
             return Ok(0);

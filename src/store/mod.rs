@@ -54,6 +54,18 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// A deadlock or serialization failure: the same transaction, run again at once, will
+    /// most likely succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Unavailable(err) => err
+                .as_database_error()
+                .and_then(|db| db.code())
+                .is_some_and(|code| code == "40P01" || code == "40001"),
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -207,7 +219,19 @@ impl Store {
     /// # Errors
     /// [`StoreError`]; on error nothing of the batch is committed.
     pub async fn commit_batch(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
-        write::commit_batch(&self.pool, plans).await
+        // Concurrent batches touching the same digests can deadlock despite the lock order
+        // (Postgres then aborts one); retrying in place keeps such a batch from spending
+        // SQS receives, which would otherwise send it to the dead-letter queue.
+        let mut attempt = 0;
+        loop {
+            match write::commit_batch(&self.pool, plans).await {
+                Err(err) if err.is_conflict() && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Claims up to `limit` due signature re-checks. The claim holds row locks (`FOR UPDATE

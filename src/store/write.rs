@@ -140,6 +140,24 @@ pub(super) async fn finish_rechecks(
     Ok(first_unsigned)
 }
 
+async fn lock_recheck(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &SignatureWrite,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "SELECT 1 FROM signature_rechecks
+          WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4
+          FOR UPDATE",
+    )
+    .bind(write.key.account.as_str())
+    .bind(write.key.region.as_str())
+    .bind(write.key.name.as_str())
+    .bind(write.digest.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The evidence of a digest's signature status changing.
 fn signature_transition_record(
     event_id: &str,
@@ -223,6 +241,12 @@ async fn apply_event(
         serde_json::to_value(&event.change).unwrap_or(Value::Null),
     );
 
+    // Lock order, shared with the re-check path: a digest's re-check row before its image row.
+    // Re-checks claim their rows first and then update the image; taking the image row first
+    // here would let the two transactions wait on each other.
+    for signature in &plan.signatures {
+        lock_recheck(tx, signature).await?;
+    }
     let mut transitions = Vec::new();
     let mut repositories = Vec::new();
     for write in &plan.repositories {
