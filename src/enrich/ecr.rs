@@ -88,7 +88,7 @@ impl EcrRegistry {
     fn settle<T, E>(
         &self,
         operation: &'static str,
-        target: &RepositoryKey,
+        target: &dyn std::fmt::Display,
         result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>,
     ) -> Result<Result<T, (String, String)>, EnrichError>
     where
@@ -197,34 +197,12 @@ impl EcrRegistry {
         kms_key: &str,
     ) -> Result<Fact<String>, EnrichError> {
         let result = clients.kms.describe_key().key_id(kms_key).send().await;
-        let outcome = match result {
-            Ok(output) => {
-                self.metrics.aws_call("kms:DescribeKey", ApiOutcome::ok);
-                Ok(output)
-            }
-            Err(err) => match classify(&err) {
-                AwsErrorClass::Transient(message) => {
-                    self.metrics
-                        .aws_call("kms:DescribeKey", ApiOutcome::transient);
-                    return Err(EnrichError::Transient {
-                        operation: "kms:DescribeKey",
-                        target: key.to_string(),
-                        message,
-                    });
-                }
-                AwsErrorClass::Service { code, message } => {
-                    self.metrics
-                        .aws_call("kms:DescribeKey", ApiOutcome::service_error);
-                    Err(format!("KMS DescribeKey: {code}: {message}"))
-                }
-            },
-        };
-        Ok(match outcome {
+        Ok(match self.settle("kms:DescribeKey", key, result)? {
             Ok(output) => match output.key_metadata().and_then(|m| m.key_manager()) {
                 Some(manager) => Fact::Known(manager.as_str().to_owned()),
                 None => Fact::Unknown("KMS DescribeKey returned no KeyManager".to_owned()),
             },
-            Err(reason) => Fact::Unknown(reason),
+            Err((code, message)) => Fact::Unknown(format!("KMS DescribeKey: {code}: {message}")),
         })
     }
 }
@@ -574,36 +552,16 @@ impl Registry for EcrRegistry {
             .profile_name(name)
             .send()
             .await;
-        let status = match result {
-            Ok(output) => {
-                self.metrics
-                    .aws_call("signer:GetSigningProfile", ApiOutcome::ok);
-                match output.status() {
-                    Some(status) => Fact::Known(status.as_str().to_owned()),
-                    None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
-                }
-            }
-            Err(err) => match classify(&err) {
-                AwsErrorClass::Transient(message) => {
-                    self.metrics
-                        .aws_call("signer:GetSigningProfile", ApiOutcome::transient);
-                    return Err(EnrichError::Transient {
-                        operation: "signer:GetSigningProfile",
-                        target: profile_arn.to_owned(),
-                        message,
-                    });
-                }
-                AwsErrorClass::Service { code, message } => {
-                    self.metrics
-                        .aws_call("signer:GetSigningProfile", ApiOutcome::service_error);
-                    if code == "ResourceNotFoundException" {
-                        // A deleted profile vouches for nothing.
-                        Fact::Known("NotFound".to_owned())
-                    } else {
-                        Fact::Unknown(format!("GetSigningProfile: {code}: {message}"))
-                    }
-                }
+        let status = match self.settle("signer:GetSigningProfile", &profile_arn, result)? {
+            Ok(output) => match output.status() {
+                Some(status) => Fact::Known(status.as_str().to_owned()),
+                None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
             },
+            // A deleted profile vouches for nothing.
+            Err((code, _)) if code == "ResourceNotFoundException" => {
+                Fact::Known("NotFound".to_owned())
+            }
+            Err((code, message)) => Fact::Unknown(format!("GetSigningProfile: {code}: {message}")),
         };
         self.profiles().insert(
             profile_arn.to_owned(),

@@ -287,8 +287,8 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
     let change = match (source, detail_type) {
         ("aws.ecr", "ECR Image Action") => image_action(detail)?,
         ("aws.ecr", "ECR Referrer Action") => referrer_action(detail)?,
-        ("aws.ecr", "ECR Image Scan") => basic_scan(detail)?,
-        ("aws.inspector2", "Inspector2 Scan") => inspector_scan(detail)?,
+        ("aws.ecr", "ECR Image Scan") => scan_completed(detail, ScanSource::Basic)?,
+        ("aws.inspector2", "Inspector2 Scan") => scan_completed(detail, ScanSource::Enhanced)?,
         ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
         _ => Change::Ignored {
             reason: format!("{source} {detail_type:?} events are not evaluated by this version"),
@@ -433,24 +433,9 @@ fn severity_counts(detail: &Value) -> Result<std::collections::BTreeMap<String, 
     Ok(out)
 }
 
-fn basic_scan(detail: &Value) -> Result<Change, ParseError> {
-    Ok(Change::ScanCompleted {
-        repository: identifier(
-            "repository-name",
-            RepositoryName::parse(json::req_str(detail, "repository-name")?),
-        )?,
-        digest: identifier(
-            "image-digest",
-            Digest::parse(json::req_str(detail, "image-digest")?),
-        )?,
-        source: ScanSource::Basic,
-        raw_status: json::req_str(detail, "scan-status")?.to_owned(),
-        severity_counts: severity_counts(detail)?,
-    })
-}
-
-fn inspector_scan(detail: &Value) -> Result<Change, ParseError> {
-    // Quirk: Inspector puts the repository ARN in `repository-name`.
+/// `ECR Image Scan` and `Inspector2 Scan` share their detail fields, except that Inspector puts
+/// the repository ARN in `repository-name`; a plain name is accepted from either.
+fn scan_completed(detail: &Value, source: ScanSource) -> Result<Change, ParseError> {
     let repository = json::req_str(detail, "repository-name")?;
     let repository = if repository.starts_with("arn:") {
         RepositoryName::from_arn(repository)
@@ -463,7 +448,7 @@ fn inspector_scan(detail: &Value) -> Result<Change, ParseError> {
             "image-digest",
             Digest::parse(json::req_str(detail, "image-digest")?),
         )?,
-        source: ScanSource::Enhanced,
+        source,
         raw_status: json::req_str(detail, "scan-status")?.to_owned(),
         severity_counts: severity_counts(detail)?,
     })

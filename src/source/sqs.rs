@@ -302,28 +302,11 @@ impl SqsConsumer {
         if handles.is_empty() {
             return;
         }
-        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = handles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (handle, delay))| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(handle)
-                    .visibility_timeout(delay.as_secs() as i32)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if let Err(err) = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.settings.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
+        if let Err(reason) =
+            change_visibility(&self.client, &self.settings.queue_url, &handles).await
         {
             // The messages still come back when their current visibility runs out.
-            warn!(error = ?classify(&err), "could not set retry delay");
+            warn!("could not set retry delay: {reason}");
         }
     }
 }
@@ -337,33 +320,56 @@ async fn extend_visibility(
     done: CancellationToken,
 ) {
     let every = (visibility / 3).max(Duration::from_secs(1));
+    let changes: Vec<(String, Duration)> = receipt_handles
+        .into_iter()
+        .map(|h| (h, visibility))
+        .collect();
     loop {
         tokio::select! {
             () = done.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = receipt_handles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, handle)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(handle)
-                    .visibility_timeout(visibility.as_secs() as i32)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        match client
-            .change_message_visibility_batch()
-            .queue_url(&queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(_) => debug!("extended visibility of {} messages", receipt_handles.len()),
-            Err(err) => warn!(error = ?classify(&err), "could not extend visibility"),
+        match change_visibility(&client, &queue_url, &changes).await {
+            Ok(()) => debug!("extended visibility of {} messages", changes.len()),
+            Err(reason) => warn!("could not extend visibility: {reason}"),
         }
+    }
+}
+
+/// Sets each message's visibility timeout in one batch call; per-entry failures (reported
+/// behind HTTP 200) count as failure too.
+async fn change_visibility(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    changes: &[(String, Duration)],
+) -> Result<(), String> {
+    let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (handle, visibility))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(i32::MAX))
+                .build()
+                .ok()
+        })
+        .collect();
+    let output = client
+        .change_message_visibility_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|err| format!("{:?}", classify(&err)))?;
+    match output.failed() {
+        [] => Ok(()),
+        failed => Err(format!(
+            "{} of {} entries failed (first: {})",
+            failed.len(),
+            changes.len(),
+            failed[0].code()
+        )),
     }
 }
 

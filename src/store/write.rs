@@ -406,7 +406,9 @@ fn image_json(image: &ImageWrite) -> Value {
     })
 }
 
-/// Writes the repository row unless newer facts are already stored; says whether it wrote.
+/// Writes the repository row unless the same read or a newer one is already stored (a push
+/// served from the cache carries the stored read: rewriting it would be wasted work); says
+/// whether it wrote.
 async fn upsert_repository(
     tx: &mut Transaction<'_, Postgres>,
     write: &RepositoryWrite,
@@ -444,7 +446,7 @@ async fn upsert_repository(
               facts = EXCLUDED.facts,
               observed_at = EXCLUDED.observed_at,
               updated_at = now()
-         WHERE r.observed_at <= EXCLUDED.observed_at
+         WHERE r.observed_at < EXCLUDED.observed_at
          RETURNING true",
     )
     .bind(write.key.account.as_str())

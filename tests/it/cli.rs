@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, cloudtrail, envelope};
+use crate::helpers::{TestApp, cloudtrail, create_repository_envelope, envelope};
 
 fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
@@ -15,13 +15,7 @@ fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
 #[tokio::test]
 async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
     let app = TestApp::new().await;
-    let name = app.repo("ingested");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("ingested").await;
     let detail = |id: &str| {
         cloudtrail(
             id,
@@ -132,13 +126,7 @@ async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
 #[tokio::test]
 async fn a_broken_chain_makes_verify_exit_non_zero() {
     let app = TestApp::new().await;
-    let name = app.repo("tamper");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("tamper").await;
     let file = tempfile::NamedTempFile::new().expect("tempfile");
     let body = envelope(
         "t1",
@@ -195,13 +183,7 @@ fn a_missing_database_url_is_a_clear_start_up_error() {
 #[tokio::test]
 async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
     let app = TestApp::new().await;
-    let name = app.repo("binary");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("binary").await;
     let addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         probe.local_addr().expect("addr")
@@ -235,17 +217,10 @@ async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
     assert_eq!(health.status(), 200);
 
     let id = format!("{}bin", app.prefix);
-    app.send_raw(&envelope(
+    app.send_raw(&create_repository_envelope(
         &id,
-        "2026-11-20T10:00:00Z",
-        "AWS API Call via CloudTrail",
-        cloudtrail(
-            &id,
-            "2026-11-20T10:00:00Z",
-            "CreateRepository",
-            json!({"repositoryName": name}),
-            "arn:aws:iam::123456789012:user/a",
-        ),
+        &name,
+        "arn:aws:iam::123456789012:user/a",
     ))
     .await;
     app.eventually(

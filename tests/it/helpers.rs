@@ -189,6 +189,18 @@ impl TestApp {
         format!("{}{name}", self.prefix)
     }
 
+    /// Creates a repository with ECR's defaults; returns its full (prefixed) name.
+    pub async fn create_repository(&self, name: &str) -> String {
+        let name = self.repo(name);
+        self.ecr
+            .create_repository()
+            .repository_name(&name)
+            .send()
+            .await
+            .expect("create repository");
+        name
+    }
+
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
         let registry: Arc<dyn Registry> =
@@ -295,12 +307,19 @@ impl TestApp {
         )
     }
 
-    /// Waits until the queue holds nothing, visible or in flight.
+    /// Waits until the queue has held nothing, visible or in flight, for a quiet second and a
+    /// half: the emulator signs and scans after a delay and emits those events later.
     pub async fn wait_for_drain(&self) {
         let started = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
         loop {
             if self.queue_depth(&self.queue_url).await == (0, 0) {
-                return;
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(1500) {
+                    return;
+                }
+            } else {
+                quiet_since = None;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -472,6 +491,23 @@ pub fn envelope(id: &str, time: &str, detail_type: &str, detail: Value) -> Strin
         "detail": detail
     })
     .to_string()
+}
+
+/// The envelope of a CloudTrail `CreateRepository` call by `actor_arn`, with a chosen id.
+pub fn create_repository_envelope(id: &str, repository: &str, actor_arn: &str) -> String {
+    let time = "2026-11-20T10:00:00Z";
+    envelope(
+        id,
+        time,
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            id,
+            time,
+            "CreateRepository",
+            json!({"repositoryName": repository}),
+            actor_arn,
+        ),
+    )
 }
 
 /// Pushes a single-layer image manifest and returns its digest as ECR reports it.

@@ -10,7 +10,8 @@ use aws_sdk_ecr::types::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ACCOUNT, TestApp, as_caller, cloudtrail, envelope, image_action, metric_value, push_image,
+    ACCOUNT, TestApp, as_caller, cloudtrail, create_repository_envelope, envelope, image_action,
+    metric_value, push_image,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -259,26 +260,9 @@ async fn repositories_of_every_kind_get_exact_controls_and_digests_their_setting
 #[tokio::test]
 async fn a_redelivered_message_gives_one_evidence_record() {
     let mut app = TestApp::new().await;
-    let name = app.repo("dedup");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("dedup").await;
     let id = format!("{}evt", app.prefix);
-    let body = envelope(
-        &id,
-        "2026-11-20T10:00:00Z",
-        "AWS API Call via CloudTrail",
-        cloudtrail(
-            &id,
-            "2026-11-20T10:00:00Z",
-            "CreateRepository",
-            json!({"repositoryName": name}),
-            "arn:aws:iam::123456789012:user/bob",
-        ),
-    );
+    let body = create_repository_envelope(&id, &name, "arn:aws:iam::123456789012:user/bob");
     app.send_raw(&body).await;
     app.send_raw(&body).await;
     app.start_worker().await;
@@ -300,28 +284,15 @@ async fn a_redelivered_message_gives_one_evidence_record() {
 #[tokio::test]
 async fn a_malformed_message_is_rejected_and_the_worker_keeps_going() {
     let mut app = TestApp::new().await;
-    let name = app.repo("after-poison");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("after-poison").await;
     app.send_raw("{this is not json").await;
     app.send_raw(r#"{"id": 5, "detail-type": "ECR Image Action"}"#)
         .await;
     let id = format!("{}good", app.prefix);
-    app.send_raw(&envelope(
+    app.send_raw(&create_repository_envelope(
         &id,
-        "2026-11-20T10:00:00Z",
-        "AWS API Call via CloudTrail",
-        cloudtrail(
-            &id,
-            "2026-11-20T10:00:00Z",
-            "CreateRepository",
-            json!({"repositoryName": name}),
-            "arn:aws:iam::123456789012:user/bob",
-        ),
+        &name,
+        "arn:aws:iam::123456789012:user/bob",
     ))
     .await;
     app.start_worker().await;
@@ -428,13 +399,7 @@ async fn a_tag_mutability_change_flips_ecr2_with_the_actor_recorded() {
 #[tokio::test]
 async fn an_older_event_does_not_undo_newer_state() {
     let app = TestApp::new().await;
-    let name = app.repo("order");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("order").await;
     let digest = push_image(&app.ecr, &name, "v1", &app.prefix).await;
     let pipeline = app.pipeline();
     let message = |id: &str, time: &str, action: &str| ecr_audit::pipeline::InboundMessage {
@@ -564,13 +529,7 @@ async fn a_failed_api_call_is_recorded_and_changes_nothing() {
 #[tokio::test]
 async fn the_pusher_is_joined_to_the_digest_whichever_event_comes_first() {
     let mut app = TestApp::new().await;
-    let name = app.repo("pusher");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("pusher").await;
     let digest = push_image(&app.ecr, &name, "v9", &app.prefix).await;
     let mut put_image = cloudtrail(
         &format!("{}put", app.prefix),
@@ -604,13 +563,7 @@ async fn the_pusher_is_joined_to_the_digest_whichever_event_comes_first() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_work_and_leaves_the_rest_on_the_queue() {
     let mut app = TestApp::new().await;
-    let name = app.repo("shutdown");
-    app.ecr
-        .create_repository()
-        .repository_name(&name)
-        .send()
-        .await
-        .expect("create");
+    let name = app.create_repository("shutdown").await;
     app.start_worker().await;
     let started = std::time::Instant::now();
     app.stop_worker().await;
@@ -621,17 +574,10 @@ async fn shutdown_finishes_in_flight_work_and_leaves_the_rest_on_the_queue() {
 
     // Messages sent while no worker runs stay on the queue, then the next worker takes them.
     let id = format!("{}late", app.prefix);
-    app.send_raw(&envelope(
+    app.send_raw(&create_repository_envelope(
         &id,
-        "2026-11-20T10:00:00Z",
-        "AWS API Call via CloudTrail",
-        cloudtrail(
-            &id,
-            "2026-11-20T10:00:00Z",
-            "CreateRepository",
-            json!({"repositoryName": name}),
-            "arn:aws:iam::123456789012:user/a",
-        ),
+        &name,
+        "arn:aws:iam::123456789012:user/a",
     ))
     .await;
     assert!(
