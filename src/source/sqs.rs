@@ -257,45 +257,12 @@ impl SqsConsumer {
         if receipt_handles.is_empty() {
             return;
         }
-        let entries: Vec<DeleteMessageBatchRequestEntry> = receipt_handles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, handle)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(handle)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let total = entries.len();
-        match self
-            .client
-            .delete_message_batch()
-            .queue_url(&self.settings.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(output) => {
-                // HTTP 200 can still carry per-entry failures.
-                for failure in output.failed() {
-                    self.pipeline.metrics().sqs_delete_failed();
-                    warn!(
-                        sqs.error_code = failure.code(),
-                        "delete failed for a committed message ({}); it will be redelivered and recognised as a duplicate",
-                        failure.message().unwrap_or_default()
-                    );
-                }
-                debug!(deleted = total - output.failed().len(), "deleted");
-            }
-            Err(err) => {
-                for _ in 0..total {
-                    self.pipeline.metrics().sqs_delete_failed();
-                }
-                warn!(error = ?classify(&err), "delete batch failed; {total} committed messages will be redelivered and recognised as duplicates");
-            }
+        let failed =
+            delete_messages(&self.client, &self.settings.queue_url, &receipt_handles).await;
+        for _ in 0..failed {
+            self.pipeline.metrics().sqs_delete_failed();
         }
+        debug!(deleted = receipt_handles.len() - failed, "deleted");
     }
 
     async fn delay(&self, handles: Vec<(String, Duration)>) {
@@ -311,8 +278,53 @@ impl SqsConsumer {
     }
 }
 
+/// Deletes messages in one batch call; returns how many were not deleted. A message whose
+/// delete failed is redelivered and recognised as a duplicate, so failures are logged and
+/// counted, not retried.
+pub async fn delete_messages(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    receipt_handles: &[String],
+) -> usize {
+    let entries: Vec<DeleteMessageBatchRequestEntry> = receipt_handles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, handle)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .build()
+                .ok()
+        })
+        .collect();
+    let total = entries.len();
+    match client
+        .delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(output) => {
+            // HTTP 200 can still carry per-entry failures.
+            for failure in output.failed() {
+                warn!(
+                    sqs.error_code = failure.code(),
+                    "delete failed for a committed message ({}); it will be redelivered and recognised as a duplicate",
+                    failure.message().unwrap_or_default()
+                );
+            }
+            output.failed().len()
+        }
+        Err(err) => {
+            warn!(error = ?classify(&err), "delete batch failed; {total} committed messages will be redelivered and recognised as duplicates");
+            total
+        }
+    }
+}
+
 /// Renews the visibility of a batch's messages every third of the timeout until cancelled.
-async fn extend_visibility(
+pub async fn extend_visibility(
     client: aws_sdk_sqs::Client,
     queue_url: String,
     receipt_handles: Vec<String>,

@@ -8,4 +8,5 @@ mod cli;
 mod helpers;
 mod pipeline;
 mod signatures;
+mod source;
 mod store;
