@@ -71,6 +71,45 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> Self {
+        Self::with_sdk(load_sdk_config().await, false).await
+    }
+
+    /// A world in an AWS account of its own (moto maps AssumeRole credentials to the role's
+    /// account), for tests that change registry-wide settings such as the scan type. Inspector
+    /// events are routed too, since no other test's can arrive there.
+    pub async fn new_in_own_account() -> Self {
+        let base = load_sdk_config().await;
+        let account = format!(
+            "4{:011}",
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64
+                + u64::from(std::process::id()) * 1000
+        );
+        let credentials = aws_sdk_sts::Client::new(&base)
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{account}:role/ecr-audit-test"))
+            .role_session_name("ecr-audit-test")
+            .send()
+            .await
+            .expect("assume role")
+            .credentials()
+            .cloned()
+            .expect("credentials");
+        let sdk = base
+            .to_builder()
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(
+                aws_sdk_sts::config::Credentials::new(
+                    credentials.access_key_id(),
+                    credentials.secret_access_key(),
+                    Some(credentials.session_token().to_owned()),
+                    None,
+                    "assumed-role",
+                ),
+            ))
+            .build();
+        Self::with_sdk(sdk, true).await
+    }
+
+    async fn with_sdk(sdk: SdkConfig, own_account: bool) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             ecr_audit::telemetry::init(ecr_audit::config::LogFormat::Text);
         }
@@ -98,7 +137,6 @@ impl TestApp {
         let store = Store::from_pool(pool.clone());
         store.migrate().await.expect("migrate");
 
-        let sdk = load_sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let events = aws_sdk_eventbridge::Client::new(&sdk);
 
@@ -137,6 +175,10 @@ impl TestApp {
                        "detail": {"requestParameters": {"repositoryName": [{"prefix": prefix}]}}}),
             ),
         ];
+        let mut patterns = patterns.to_vec();
+        if own_account {
+            patterns.push(("inspector", json!({"source": ["aws.inspector2"]})));
+        }
         let mut rule_names = Vec::new();
         for (name, pattern) in patterns {
             let rule = format!("{prefix}{name}");

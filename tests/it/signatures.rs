@@ -458,3 +458,65 @@ async fn scans_are_recorded_with_their_status_and_counts() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn enhanced_scanning_is_read_through_inspector_events() {
+    let mut app = TestApp::new_in_own_account().await;
+    emulator(
+        "/_emulator/config",
+        json!({"signing_delay_seconds": 0.5, "scan_delay_seconds": 0.5}),
+    )
+    .await;
+    app.ecr
+        .put_registry_scanning_configuration()
+        .scan_type(aws_sdk_ecr::types::ScanType::Enhanced)
+        .rules(
+            aws_sdk_ecr::types::RegistryScanningRule::builder()
+                .scan_frequency(aws_sdk_ecr::types::ScanFrequency::ContinuousScan)
+                .repository_filters(
+                    aws_sdk_ecr::types::ScanningRepositoryFilter::builder()
+                        .filter(format!("{}*", app.prefix))
+                        .filter_type(aws_sdk_ecr::types::ScanningRepositoryFilterType::Wildcard)
+                        .build()
+                        .expect("filter"),
+                )
+                .build()
+                .expect("rule"),
+        )
+        .send()
+        .await
+        .expect("enhanced scanning");
+    let repository = create(&app, "enhanced", false).await;
+    app.start_worker().await;
+    let digest = push_image(&app.ecr, &repository, "v1", &app.prefix).await;
+
+    let scanned = app
+        .eventually("enhanced scan recorded", WAIT, || async {
+            image(&app, &repository, &digest)
+                .await
+                .filter(|i| i.scan.status.as_deref() == Some("SCANNED"))
+        })
+        .await;
+    assert_eq!(
+        scanned.scan.raw_status.as_deref(),
+        Some("ACTIVE"),
+        "continuous enhanced scanning reports ACTIVE"
+    );
+    let inspector_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM evidence WHERE kind = 'scan_completed' AND detail->'change'->>'source' = 'enhanced'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert!(
+        inspector_events >= 1,
+        "the Inspector2 Scan event (repository named by ARN) was processed"
+    );
+    let posture = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(
+        posture[0].controls["ECR.1"].status, "PASS",
+        "{:?}",
+        posture[0].controls["ECR.1"]
+    );
+    app.finish().await;
+}

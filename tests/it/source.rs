@@ -42,7 +42,10 @@ async fn visibility_is_renewed_while_work_runs_and_lapses_after() {
     // Well past the 3 s visibility of the receive: without renewal SQS would hand the message
     // to another consumer by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(receive(&app, 3, 0).await.is_empty(), "renewed: still invisible");
+    assert!(
+        receive(&app, 3, 0).await.is_empty(),
+        "renewed: still invisible"
+    );
 
     done.cancel();
     lease.await.expect("lease task");
@@ -61,7 +64,10 @@ async fn a_partial_batch_delete_failure_is_reported_per_entry() {
     handles.push("not-a-receipt-handle".to_owned());
 
     let failed = delete_messages(&app.sqs, &app.queue_url, &handles).await;
-    assert_eq!(failed, 1, "the bogus entry fails behind HTTP 200; the good one is deleted");
+    assert_eq!(
+        failed, 1,
+        "the bogus entry fails behind HTTP 200; the good one is deleted"
+    );
     assert_eq!(app.queue_depth(&app.queue_url).await, (0, 0));
     app.finish().await;
 }
