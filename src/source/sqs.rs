@@ -178,13 +178,27 @@ impl SqsConsumer {
     }
 
     async fn receive(&self) -> Result<Vec<Message>, AwsErrorClass> {
+        let wait = self.settings.wait_time.min(Duration::from_secs(20));
+        // The shared SDK timeouts are shorter than a long poll. An attempt abandoned mid-poll
+        // leaves the server-side poll running: it takes the next message, marks it in flight
+        // and answers a closed connection, so the message vanishes for a whole visibility
+        // timeout and gains a receive on its way to the DLQ. The attempt must outlast the poll.
+        let attempt = wait + Duration::from_secs(10);
+        let timeouts = aws_sdk_sqs::config::Builder::default().timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(attempt * 3)
+                .build(),
+        );
         self.client
             .receive_message()
             .queue_url(&self.settings.queue_url)
             .max_number_of_messages(self.settings.batch_size)
-            .wait_time_seconds(self.settings.wait_time.as_secs().min(20) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
             .visibility_timeout(self.settings.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
             .map(|output| output.messages.unwrap_or_default())

@@ -264,12 +264,17 @@ impl TestApp {
 
     /// Starts the real worker (consumer and HTTP endpoints) in-process.
     pub async fn start_worker(&mut self) {
+        self.start_worker_polling(Duration::from_secs(1)).await;
+    }
+
+    /// Starts the worker with a chosen long-poll wait (production uses 20 s).
+    pub async fn start_worker_polling(&mut self, wait_time: Duration) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         self.http_addr = listener.local_addr().ok();
         let mut settings = SqsSettings::new(self.queue_url.clone());
-        settings.wait_time = Duration::from_secs(1);
+        settings.wait_time = wait_time;
         settings.retry_base = Duration::from_secs(1);
         settings.retry_max = Duration::from_secs(2);
         settings.visibility_timeout = Duration::from_secs(10);
@@ -369,6 +374,17 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Removes what the emulator queued for the test's own set-up calls (CreateRepository…),
+    /// so a test can start from an empty queue.
+    pub async fn wait_for_drain_without_worker(&self) {
+        let _ = self
+            .sqs
+            .purge_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await;
     }
 
     /// Polls `check` until it returns `Some`, or fails the test after `timeout`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ecr_audit::source::sqs::{delete_messages, extend_visibility};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, create_repository_envelope};
 
 async fn receive(app: &TestApp, visibility_seconds: i32, wait_seconds: i32) -> Vec<String> {
     app.sqs
@@ -69,5 +69,30 @@ async fn a_partial_batch_delete_failure_is_reported_per_entry() {
         "the bogus entry fails behind HTTP 200; the good one is deleted"
     );
     assert_eq!(app.queue_depth(&app.queue_url).await, (0, 0));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_message_arriving_during_a_long_idle_poll_is_received_at_once() {
+    let mut app = TestApp::new().await;
+    let name = app.create_repository("idle").await;
+    app.wait_for_drain_without_worker().await;
+    // Production's 20 s long poll, idle for longer than the SDK's default attempt timeout.
+    app.start_worker_polling(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let id = format!("{}late", app.prefix);
+    app.send_raw(&create_repository_envelope(
+        &id,
+        &name,
+        "arn:aws:iam::123456789012:user/a",
+    ))
+    .await;
+    // An abandoned poll would have swallowed the message for a whole visibility timeout (10 s).
+    app.eventually(
+        "the message is processed by the running poll",
+        Duration::from_secs(7),
+        || async { (app.evidence_count(&id).await == 1).then_some(()) },
+    )
+    .await;
     app.finish().await;
 }
