@@ -243,3 +243,18 @@ async fn concurrent_writers_produce_one_valid_chain(pool: PgPool) {
         ChainReport::Valid { .. }
     ));
 }
+
+#[tokio::test]
+async fn the_store_speaks_tls_to_postgres_when_the_url_requires_it() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = Store::connect(&format!("{url}{separator}sslmode=require"), 1)
+        .await
+        .expect("a TLS connection (the services script gives Postgres a certificate)");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .expect("pg_stat_ssl");
+    assert!(encrypted);
+}
