@@ -49,8 +49,23 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Worker(args) => {
             let sdk = load_sdk_config().await;
             let metrics = Arc::new(Metrics::new());
-            let pipeline =
-                Arc::new(build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?);
+            let pipeline = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
+            let mut background = crate::worker::Background::new(args.recheck_poll);
+            background.queue_metrics_interval = args.queue_metrics_interval;
+            let pipeline = match &args.alert_bus {
+                Some(bus) => {
+                    let store = pipeline.store().clone().with_alerts(true);
+                    background.alerts = Some(crate::export::alerts::AlertPublisher::new(
+                        store.clone(),
+                        aws_sdk_eventbridge::Client::new(&sdk),
+                        bus.clone(),
+                        Arc::clone(&metrics),
+                    ));
+                    pipeline.with_store(store)
+                }
+                None => pipeline,
+            };
+            let pipeline = Arc::new(pipeline);
             let listener = TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("binding {}", args.http_addr))?;
@@ -65,7 +80,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 pipeline,
                 aws_sdk_sqs::Client::new(&sdk),
                 settings,
-                args.recheck_poll,
+                background,
                 listener,
                 shutdown,
             )

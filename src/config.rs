@@ -141,6 +141,12 @@ pub struct WorkerArgs {
     /// How often the worker looks for due signature re-checks.
     #[arg(long, env = "ECR_AUDIT_RECHECK_POLL", default_value = "5s", value_parser = duration)]
     pub recheck_poll: Duration,
+    /// EventBridge bus (name or ARN) for alert events; unset = no alert events.
+    #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
+    pub alert_bus: Option<String>,
+    /// How often the queue depth gauges are refreshed (GetQueueAttributes).
+    #[arg(long, env = "ECR_AUDIT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub queue_metrics_interval: Duration,
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,

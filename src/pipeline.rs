@@ -95,6 +95,13 @@ impl Pipeline {
         &self.store
     }
 
+    /// The same pipeline writing through `store` (e.g. one that queues alert events).
+    #[must_use]
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -172,7 +179,7 @@ impl Pipeline {
         }
         match self.store.commit_batch(plans).await {
             Ok(outcome) => {
-                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                self.record_commit(&outcome);
                 outcome
                     .committed
                     .into_iter()
@@ -185,7 +192,7 @@ impl Pipeline {
                     fates.push(
                         match self.store.commit_batch(std::slice::from_ref(plan)).await {
                             Ok(outcome) => {
-                                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                                self.record_commit(&outcome);
                                 MessageFate::Done(
                                     outcome
                                         .committed
@@ -202,6 +209,12 @@ impl Pipeline {
             }
             Err(err) => plans.iter().map(|_| store_fate(&err)).collect(),
         }
+    }
+
+    fn record_commit(&self, outcome: &crate::store::BatchOutcome) {
+        self.metrics.unsigned_pushes(outcome.first_unsigned);
+        self.metrics.control_regressions(&outcome.regressions);
+        self.metrics.batch_committed();
     }
 
     /// Runs up to `limit` due signature re-checks; returns how many were claimed.

@@ -3,5 +3,6 @@
 //! Both hand the pipeline the same [`crate::pipeline::InboundMessage`] and carry out the
 //! [`crate::pipeline::MessageFate`] it returns.
 
+pub mod depth;
 pub mod file;
 pub mod sqs;

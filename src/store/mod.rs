@@ -7,6 +7,7 @@
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
+pub mod alerts;
 mod digest;
 pub mod evidence;
 pub mod views;
@@ -165,12 +166,16 @@ pub struct BatchOutcome {
     pub committed: Vec<Committed>,
     /// Digests that became `UNSIGNED` for the first time in this batch.
     pub first_unsigned: u64,
+    /// Controls that went from PASS to FAIL in this batch (one entry per repository).
+    pub regressions: Vec<ControlId>,
 }
 
 /// The Postgres store.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Whether transitions worth a page are queued in `alert_outbox` (an alert bus is set).
+    alerts: bool,
 }
 
 impl Store {
@@ -185,11 +190,24 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("ecr-audit"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            alerts: false,
+        })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            alerts: false,
+        }
+    }
+
+    /// Queue alert events for transitions worth a page (when an alert bus is configured).
+    #[must_use]
+    pub fn with_alerts(mut self, enabled: bool) -> Self {
+        self.alerts = enabled;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -224,7 +242,7 @@ impl Store {
         // SQS receives, which would otherwise send it to the dead-letter queue.
         let mut attempt = 0;
         loop {
-            match write::commit_batch(&self.pool, plans).await {
+            match write::commit_batch(&self.pool, plans, self.alerts).await {
                 Err(err) if err.is_conflict() && attempt < 5 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
@@ -266,7 +284,7 @@ impl Store {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
     ) -> Result<u64, StoreError> {
-        write::finish_rechecks(tx, results).await
+        write::finish_rechecks(tx, results, self.alerts).await
     }
 
     /// Repositories per control and status, over repositories that still exist.
@@ -298,6 +316,57 @@ impl Store {
 }
 
 impl Store {
+    /// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
+    /// share the outbox); finish with [`Store::finish_alerts`].
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn claim_alerts(
+        &self,
+        limit: i64,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Postgres>,
+            Vec<alerts::PendingAlert>,
+        ),
+        StoreError,
+    > {
+        let mut tx = self.pool.begin().await?;
+        let claimed = alerts::claim_due(&mut tx, limit).await?;
+        Ok((tx, claimed))
+    }
+
+    /// Records what publishing did and commits.
+    ///
+    /// # Errors
+    /// When the database fails; the alerts are then published again later.
+    pub async fn finish_alerts(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        results: &[(i64, alerts::AlertDelivery)],
+    ) -> Result<(), StoreError> {
+        alerts::finish(&mut tx, results).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Alerts not yet accepted by EventBridge, and the end time of the last successful
+    /// reconcile sweep.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub async fn operational_counts(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let backlog: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alert_outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let last_reconcile: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT max(finished_at) FROM reconcile_runs WHERE succeeded")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((backlog, last_reconcile))
+    }
+
     /// Existing images (not artifacts) per signature status and per scan status, and the
     /// number of signature re-checks due now.
     ///

@@ -67,6 +67,8 @@ pub struct TestApp {
     /// The signing grace window the pipeline uses (short, so tests see UNSIGNED quickly).
     pub signing_grace_ms: i64,
     pub http_addr: Option<SocketAddr>,
+    /// EventBridge bus the worker puts alert events on; `None` = no alerts.
+    pub alert_bus: Option<String>,
 }
 
 impl TestApp {
@@ -224,6 +226,7 @@ impl TestApp {
             worker_started: false,
             signing_grace_ms: 3_000,
             http_addr: None,
+            alert_bus: None,
         }
     }
 
@@ -249,7 +252,7 @@ impl TestApp {
             Arc::new(EcrRegistry::new(self.sdk.clone(), Arc::clone(&metrics)));
         Pipeline::new(
             CachedRegistry::new(registry, Duration::from_secs(300)),
-            self.store.clone(),
+            self.store.clone().with_alerts(self.alert_bus.is_some()),
             metrics,
             PipelineSettings {
                 parse_context: ParseContext {
@@ -260,6 +263,21 @@ impl TestApp {
                 signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
             },
         )
+    }
+
+    /// The worker's background work as tests run it: fast polls, alerts when a bus is set.
+    fn background(&self, pipeline: &Pipeline) -> ecr_audit::worker::Background {
+        let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
+        background.queue_metrics_interval = Duration::from_secs(1);
+        background.alerts = self.alert_bus.as_ref().map(|bus| {
+            ecr_audit::export::alerts::AlertPublisher::new(
+                pipeline.store().clone(),
+                self.events.clone(),
+                bus.clone(),
+                Arc::clone(pipeline.metrics()),
+            )
+        });
+        background
     }
 
     /// Starts the real worker (consumer and HTTP endpoints) in-process.
@@ -280,11 +298,13 @@ impl TestApp {
         settings.visibility_timeout = Duration::from_secs(10);
         settings.shutdown_grace = Duration::from_secs(10);
         let token = CancellationToken::new();
+        let pipeline = self.pipeline();
+        let background = self.background(&pipeline);
         let handle = tokio::spawn(ecr_audit::worker::run(
-            Arc::new(self.pipeline()),
+            Arc::new(pipeline),
             self.sqs.clone(),
             settings,
-            Duration::from_millis(200),
+            background,
             listener,
             token.clone(),
         ));
