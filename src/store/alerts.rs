@@ -18,6 +18,9 @@ pub const CONTROL_REGRESSION_ALERT: &str = "ECR Audit Control Regression";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
+/// Who pushed a digest, with which tag, when.
+type PushRecord = (Option<String>, Option<String>, Option<DateTime<Utc>>);
+
 /// What one evidence record means for paging, if anything.
 pub(super) enum AlertKind {
     Signature { status: String },
@@ -66,17 +69,16 @@ pub(super) async fn enqueue(
     });
     let (detail_type, specific) = match kind {
         AlertKind::Signature { status } => {
-            let pushed: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> =
-                sqlx::query_as(
-                    "SELECT pushed_by, push_tag, pushed_at FROM images
+            let pushed: Option<PushRecord> = sqlx::query_as(
+                "SELECT pushed_by, push_tag, pushed_at FROM images
                       WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
-                )
-                .bind(&record.account)
-                .bind(&record.region)
-                .bind(&record.repository)
-                .bind(&record.digest)
-                .fetch_optional(&mut **tx)
-                .await?;
+            )
+            .bind(&record.account)
+            .bind(&record.region)
+            .bind(&record.repository)
+            .bind(&record.digest)
+            .fetch_optional(&mut **tx)
+            .await?;
             let (pushed_by, tag, pushed_at) = pushed.unwrap_or_default();
             (
                 SIGNATURE_ALERT,
