@@ -366,13 +366,13 @@ impl Pipeline {
     }
 
     async fn repository_write(&self, key: RepositoryKey) -> Result<RepositoryWrite, EnrichError> {
-        let facts: RepositoryFacts = self.registry.repository(&key).await?;
-        let controls = evaluate::repository_controls(&facts, &self.policy);
-        Ok(RepositoryWrite {
-            key,
-            facts,
-            controls,
-        })
+        let (facts, registry) = tokio::join!(
+            self.registry.repository(&key),
+            self.registry.registry(&key.account, &key.region)
+        );
+        let facts: RepositoryFacts = facts?;
+        let registry = registry?;
+        Ok(repository_write(key, facts, &registry, &self.policy))
     }
 
     async fn plan_event(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
@@ -610,6 +610,32 @@ pub fn next_signature_check(
         SignatureStatus::Unsigned | SignatureStatus::Failed | SignatureStatus::Untrusted => {
             (attempts < 6).then(|| now + doubling(3600, 86_400))
         }
+    }
+}
+
+/// Evaluates one repository read against its registry's settings.
+pub fn repository_write(
+    key: RepositoryKey,
+    facts: RepositoryFacts,
+    registry: &crate::enrich::RegistryFacts,
+    policy: &ControlPolicy,
+) -> RepositoryWrite {
+    let controls = evaluate::repository_controls(&facts, registry, policy);
+    let scanning = match &facts.state {
+        crate::enrich::RepositoryState::Present(settings) => evaluate::effective_scanning(
+            &registry.scanning,
+            key.name.as_str(),
+            settings.scan_on_push,
+        )
+        .known()
+        .cloned(),
+        _ => None,
+    };
+    RepositoryWrite {
+        key,
+        facts,
+        scanning,
+        controls,
     }
 }
 

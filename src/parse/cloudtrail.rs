@@ -50,11 +50,16 @@ impl RepositoryCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "name")]
 pub enum RegistryCall {
-    PutRegistryScanningConfiguration { scan_type: Option<String> },
+    PutRegistryScanningConfiguration {
+        scan_type: Option<String>,
+    },
     PutRegistryPolicy,
     DeleteRegistryPolicy,
     PutSigningConfiguration,
     DeleteSigningConfiguration,
+    /// Not a CloudTrail call: ECR's own `ECR Scan Resource Change` event, which reports that
+    /// enhanced scanning frequencies changed for some repositories.
+    ScanResourceChange,
 }
 
 impl RegistryCall {
@@ -65,6 +70,7 @@ impl RegistryCall {
             Self::DeleteRegistryPolicy => "DeleteRegistryPolicy",
             Self::PutSigningConfiguration => "PutSigningConfiguration",
             Self::DeleteSigningConfiguration => "DeleteSigningConfiguration",
+            Self::ScanResourceChange => "ECR Scan Resource Change",
         }
     }
 }

@@ -89,6 +89,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct RepositoryWrite {
     pub key: RepositoryKey,
     pub facts: RepositoryFacts,
+    /// The effective scanning evaluation derived from the registry's rules (for the
+    /// `scan_frequency` column); `None` when unknown.
+    pub scanning: Option<crate::enrich::ScanningConfiguration>,
     /// `None` when the repository no longer exists.
     pub controls: Option<BTreeMap<ControlId, Verdict>>,
 }

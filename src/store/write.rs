@@ -425,7 +425,7 @@ async fn upsert_repository(
         RepositoryState::Unreadable { .. } => (None, None),
     };
     let mutability = settings.and_then(|s| s.tag_mutability.known());
-    let scanning = settings.and_then(|s| s.scanning.known());
+    let scanning = write.scanning.as_ref().filter(|_| settings.is_some());
     let encryption = settings.and_then(|s| s.encryption.known());
     let key_manager = encryption
         .and_then(|e| e.key_manager.as_ref())
