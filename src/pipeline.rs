@@ -95,6 +95,28 @@ impl Pipeline {
         &self.store
     }
 
+    pub fn policy(&self) -> &ControlPolicy {
+        &self.policy
+    }
+
+    /// Drops every cached fact of one registry (a sweep is about to read it afresh).
+    pub fn forget_registry(
+        &self,
+        account: &crate::domain::AccountId,
+        region: &crate::domain::Region,
+    ) {
+        self.registry.invalidate_registry(account, region);
+    }
+
+    /// Plans one event (enrich + evaluate) without committing it.
+    ///
+    /// # Errors
+    /// [`EnrichError`] when AWS could not answer for now.
+    pub async fn plan(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
+        self.invalidate_for(&event);
+        self.plan_event(event).await
+    }
+
     /// The same pipeline writing through `store` (e.g. one that queues alert events).
     #[must_use]
     pub fn with_store(mut self, store: Store) -> Self {
@@ -211,7 +233,8 @@ impl Pipeline {
         }
     }
 
-    fn record_commit(&self, outcome: &crate::store::BatchOutcome) {
+    /// Counts what a committed batch did (also for batches committed by the reconcile sweep).
+    pub fn record_commit(&self, outcome: &crate::store::BatchOutcome) {
         self.metrics.unsigned_pushes(outcome.first_unsigned);
         self.metrics.control_regressions(&outcome.regressions);
         self.metrics.batch_committed();

@@ -15,6 +15,7 @@ use crate::export::alerts::AlertPublisher;
 use crate::export::http::{self, HttpState};
 use crate::pipeline::Pipeline;
 use crate::source::depth::poll_queue_depth;
+use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub struct Background {
     pub queue_metrics_interval: Duration,
     /// Publishes alert events when an alert bus is configured.
     pub alerts: Option<AlertPublisher>,
+    /// The periodic reconcile sweep and its interval.
+    pub reconcile: Option<(Reconciler, Duration)>,
 }
 
 impl Background {
@@ -41,6 +44,7 @@ impl Background {
             recheck_poll,
             queue_metrics_interval: Duration::from_secs(15),
             alerts: None,
+            reconcile: None,
         }
     }
 }
@@ -89,6 +93,13 @@ pub async fn run(
         tasks.push(tokio::spawn(
             alerts.run(Duration::from_secs(1), http_shutdown.clone()),
         ));
+    }
+    if let Some((reconciler, interval)) = background.reconcile {
+        tasks.push(tokio::spawn(run_periodically(
+            reconciler,
+            interval,
+            background_stop.clone(),
+        )));
     }
     let consumed = SqsConsumer::new(sqs, settings, pipeline)
         .run(shutdown)

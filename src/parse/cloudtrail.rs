@@ -29,11 +29,15 @@ pub enum RepositoryCall {
     },
     SetRepositoryPolicy,
     DeleteRepositoryPolicy,
+    /// Not a CloudTrail call: a reconcile sweep saw the repository differ from what was
+    /// stored (settings changed, created or deleted without an event reaching us).
+    ObservedByReconcile,
 }
 
 impl RepositoryCall {
     pub fn name(&self) -> &'static str {
         match self {
+            Self::ObservedByReconcile => "ObservedByReconcile",
             Self::CreateRepository => "CreateRepository",
             Self::DeleteRepository => "DeleteRepository",
             Self::PutImageTagMutability { .. } => "PutImageTagMutability",

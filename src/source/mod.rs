@@ -5,4 +5,5 @@
 
 pub mod depth;
 pub mod file;
+pub mod reconcile;
 pub mod sqs;

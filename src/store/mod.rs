@@ -318,7 +318,155 @@ impl Store {
     }
 }
 
+/// What is stored about one registry, for a reconcile sweep to compare with.
+#[derive(Debug, Default)]
+pub struct ReconcileSnapshot {
+    /// Repository name → (present, control → status).
+    pub repositories: std::collections::HashMap<String, (bool, BTreeMap<String, String>)>,
+    /// Repository name → digests stored as present.
+    pub images: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+/// Held while this process sweeps; other replicas skip their sweep meanwhile.
+pub struct ReconcileLock {
+    connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+/// Arbitrary but fixed: the advisory lock key of the reconcile sweep.
+const RECONCILE_LOCK_KEY: i64 = 0x0ec2_a0d1;
+
+impl ReconcileLock {
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(RECONCILE_LOCK_KEY)
+            .execute(&mut *self.connection)
+            .await;
+    }
+}
+
 impl Store {
+    /// Takes the sweep lock unless another replica holds it or finished a sweep less than
+    /// `fresh_for` ago.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn try_reconcile_lock(
+        &self,
+        fresh_for: Duration,
+    ) -> Result<Option<ReconcileLock>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RECONCILE_LOCK_KEY)
+            .fetch_one(&mut *connection)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let lock = ReconcileLock { connection };
+        let (_, last) = self.operational_counts().await?;
+        let fresh = last.is_some_and(|at| {
+            Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                < fresh_for
+        });
+        if fresh {
+            lock.release().await;
+            return Ok(None);
+        }
+        Ok(Some(lock))
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn start_reconcile_run(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO reconcile_runs (started_at) VALUES (now()) RETURNING id",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn finish_reconcile_run(
+        &self,
+        run: i64,
+        succeeded: bool,
+        repositories: u64,
+        images: u64,
+        changes: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE reconcile_runs SET finished_at = now(), succeeded = $2, repositories = $3,
+                    images = $4, changes = $5, error = $6
+              WHERE id = $1",
+        )
+        .bind(run)
+        .bind(succeeded)
+        .bind(count(repositories))
+        .bind(count(images))
+        .bind(count(changes))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn reconcile_snapshot(
+        &self,
+        account: &crate::domain::AccountId,
+        region: &crate::domain::Region,
+    ) -> Result<ReconcileSnapshot, StoreError> {
+        let mut snapshot = ReconcileSnapshot::default();
+        let repositories: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT name, present FROM repositories WHERE account = $1 AND region = $2",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (name, present) in repositories {
+            snapshot
+                .repositories
+                .insert(name, (present, BTreeMap::new()));
+        }
+        let controls: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT repository, control, status FROM control_results
+              WHERE account = $1 AND region = $2",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (repository, control, status) in controls {
+            if let Some((_, map)) = snapshot.repositories.get_mut(&repository) {
+                map.insert(control, status);
+            }
+        }
+        let images: Vec<(String, String)> = sqlx::query_as(
+            "SELECT repository, digest FROM images
+              WHERE account = $1 AND region = $2 AND present",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (repository, digest) in images {
+            snapshot
+                .images
+                .entry(repository)
+                .or_default()
+                .insert(digest);
+        }
+        Ok(snapshot)
+    }
+
     /// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
     /// share the outbox); finish with [`Store::finish_alerts`].
     ///

@@ -8,6 +8,7 @@ mod alerts;
 mod cli;
 mod helpers;
 mod pipeline;
+mod reconcile;
 mod signatures;
 mod source;
 mod store;
