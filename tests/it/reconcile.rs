@@ -411,7 +411,7 @@ async fn a_sweep_of_512_repositories_gives_every_combination_its_documented_verd
 /// The emulator's request counters for one account: operation → count.
 async fn emulator_requests(account: &str) -> BTreeMap<String, f64> {
     let url = format!(
-        "{}/_emulator/requests",
+        "{}/_emulator/requests?account={account}",
         std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
     );
     let body: serde_json::Value = reqwest::get(url)
@@ -420,12 +420,7 @@ async fn emulator_requests(account: &str) -> BTreeMap<String, f64> {
         .json()
         .await
         .expect("json");
-    let scoped = body
-        .get("by_account")
-        .and_then(|b| b.get(account))
-        .unwrap_or(&body);
-    scoped
-        .as_object()
+    body.as_object()
         .map(|m| {
             m.iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))

@@ -167,7 +167,7 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     );
     assert!(matches!(
         store.verify_chain().await.expect("verify"),
-        ChainReport::Valid { records: 8, .. }
+        ChainReport::Valid { records: 11, .. }
     ));
 }
 
