@@ -12,7 +12,10 @@ every rule and target that a test or the demo created fires exactly as for a
   `id`, `account`, `region`, `time` and `resources`; moto put a new event whose
   account was the receiving bus's;
 - an SQS target in another account or region is that queue; moto looked the
-  queue name up in the rule's own account and region.
+  queue name up in the rule's own account and region;
+- a pattern can match inside arrays of objects (`detail.resources.type` matches
+  an event whose `detail.resources` holds an object with that `type`), as
+  EventBridge does; moto's matcher never looked into such arrays.
 
 `/_emulator/config` `emit_events: false` silences `emit` (nothing reaches any
 bus) so that tests can change state behind the auditor's back.
@@ -29,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
-from moto.events.models import EventsBackend, Rule, events_backends
+from moto.events.models import EventPattern, EventsBackend, Rule, events_backends
 from moto.events.utils import EventTemplateParser
 from moto.sqs.models import sqs_backends
 from moto.utilities.arns import parse_arn
@@ -160,6 +163,40 @@ def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input
             self.targets = everything
 
 
+def _collect(flat: dict[str, Any], key: str, value: Any) -> None:
+    """Adds a leaf value under `key`; several values under one key (from an array of objects) become a list."""
+    if key not in flat:
+        flat[key] = value
+        return
+    existing = flat[key] if isinstance(flat[key], list) else [flat[key]]
+    flat[key] = existing + (value if isinstance(value, list) else [value])
+
+
+def _flatten_event(node: Any, prefix: str = "", result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """moto's flattening (dotted paths to leaf values), extended into arrays of objects:
+    every element's leaves are collected under the array's path, so `resources.type` lists
+    the `type` of each element of `resources`."""
+    if result is None:
+        result = {}
+    if not isinstance(node, dict):
+        return result
+    for name, value in node.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict) and value:
+            _flatten_event(value, key, result)
+        elif isinstance(value, list) and any(isinstance(element, dict) for element in value):
+            for element in value:
+                if isinstance(element, dict):
+                    for leaf, leaf_value in _flatten_event(element, key, {}).items():
+                        _collect(result, leaf, leaf_value)
+                else:
+                    _collect(result, key, element)
+        else:
+            _collect(result, key, value)
+    return result
+
+
 def install() -> None:
     EventTemplateParser.parse = staticmethod(_aws_shaped_target_input)  # type: ignore[assignment]
     Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign]
+    EventPattern._flatten_dict = staticmethod(_flatten_event)  # type: ignore[method-assign]
