@@ -256,7 +256,7 @@ impl Pipeline {
         for claim in claims {
             let attempts = u32::try_from(claim.attempts).unwrap_or(0) + 1;
             let result = match self
-                .signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts)
+                .signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts, true)
                 .await
             {
                 Ok(write) => Ok(write),
@@ -272,17 +272,24 @@ impl Pipeline {
         Ok(count)
     }
 
-    /// Reads every signature source of a digest and judges it, with the next re-check.
+    /// Reads the signature sources of a digest and judges it, with the next re-check.
+    /// `every_source` is false only for a digest's own push event (see below).
     async fn signature_write(
         &self,
         key: &RepositoryKey,
         digest: &Digest,
         pushed_at: DateTime<Utc>,
         attempts: u32,
+        every_source: bool,
     ) -> Result<SignatureWrite, EnrichError> {
+        // Inside the grace window the verdict cannot be UNSIGNED, so the Cosign tag look-up
+        // (a third call) is left to the re-checks and to the signature's own push event; once
+        // the window is over every source is read, as a missed signature would be a false
+        // UNSIGNED.
+        let cosign_tag = every_source || Utc::now() >= pushed_at + self.signing_grace;
         let (managed, artifacts) = tokio::join!(
             self.registry.signing_statuses(key, digest),
-            self.registry.signature_artifacts(key, digest)
+            self.registry.signature_artifacts(key, digest, cosign_tag)
         );
         let managed = managed?;
         let artifacts = artifacts?;
@@ -421,6 +428,35 @@ impl Pipeline {
                 tag,
             } => {
                 let key = Self::key(event, repository);
+                // The CloudTrail record of a push whose image action was already evaluated only
+                // adds who pushed: no AWS call (either event may be lost, so whichever comes
+                // first does the full evaluation).
+                if let Change::ImagePushRecorded { tag, .. } = &event.change {
+                    let evaluated =
+                        self.store
+                            .image_evaluated(&key, digest)
+                            .await
+                            .map_err(|err| EnrichError::Transient {
+                                operation: "store:image_evaluated",
+                                target: key.to_string(),
+                                message: err.to_string(),
+                            })?;
+                    if evaluated {
+                        plan.image = Some(ImageWrite {
+                            key,
+                            digest: digest.clone(),
+                            presence: ImagePresence::Pushed,
+                            event_time: event.time,
+                            lookup: None,
+                            push_tag: tag.clone(),
+                            settings: None,
+                            pushed_by: event.actor.clone(),
+                            storage_class: None,
+                            artifact: None,
+                        });
+                        return Ok(plan);
+                    }
+                }
                 let (repository_write, lookup) = tokio::join!(
                     self.repository_write(key.clone()),
                     self.registry.image(&key, digest)
@@ -460,8 +496,10 @@ impl Pipeline {
                         Some(_) => {}
                         None => {
                             let pushed_at = facts.pushed_at.unwrap_or(event.time);
-                            plan.signatures
-                                .push(self.signature_write(&key, digest, pushed_at, 0).await?);
+                            plan.signatures.push(
+                                self.signature_write(&key, digest, pushed_at, 0, false)
+                                    .await?,
+                            );
                             plan.scans.push(ScanWrite {
                                 key: key.clone(),
                                 digest: digest.clone(),
@@ -601,7 +639,8 @@ impl Pipeline {
             ImageLookup::Found(facts) => {
                 let pushed_at = facts.pushed_at.unwrap_or_else(Utc::now);
                 Ok(Some(
-                    self.signature_write(key, subject, pushed_at, 0).await?,
+                    self.signature_write(key, subject, pushed_at, 0, true)
+                        .await?,
                 ))
             }
             ImageLookup::NotFound | ImageLookup::Unreadable { .. } => Ok(None),

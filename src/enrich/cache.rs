@@ -164,8 +164,11 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         &self,
         key: &RepositoryKey,
         digest: &Digest,
+        cosign_tag: bool,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
-        self.inner.signature_artifacts(key, digest).await
+        self.inner
+            .signature_artifacts(key, digest, cosign_tag)
+            .await
     }
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
@@ -241,6 +244,7 @@ mod tests {
             &self,
             _: &RepositoryKey,
             _: &Digest,
+            _: bool,
         ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
             Ok(Fact::Known(Vec::new()))
         }

@@ -699,6 +699,7 @@ impl Registry for EcrRegistry {
         &self,
         key: &RepositoryKey,
         digest: &Digest,
+        cosign_tag: bool,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
         let clients = self.clients_for(key).await;
         let mut found = Vec::new();
@@ -757,6 +758,9 @@ impl Registry for EcrRegistry {
             }
         }
 
+        if !cosign_tag {
+            return Ok(Fact::Known(found));
+        }
         // Cosign's tag convention predates OCI referrers and is still the common form.
         let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
         self.pace("ecr:DescribeImages").await;

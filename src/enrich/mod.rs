@@ -244,7 +244,8 @@ pub trait Registry: Send + Sync {
         digest: &Digest,
     ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError>;
 
-    /// Notation and Cosign signatures stored next to a digest (referrers and the Cosign tag).
+    /// Notation and Cosign signatures stored next to a digest: its referrers, and with
+    /// `cosign_tag` also Cosign's `sha256-<hex>.sig` tag (one more call).
     ///
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
@@ -252,6 +253,7 @@ pub trait Registry: Send + Sync {
         &self,
         key: &RepositoryKey,
         digest: &Digest,
+        cosign_tag: bool,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError>;
 
     /// A Signer profile's status (`Active`, `Revoked`, `Canceled`), cached briefly.
@@ -340,8 +342,9 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
         &self,
         key: &RepositoryKey,
         digest: &Digest,
+        cosign_tag: bool,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
-        (**self).signature_artifacts(key, digest).await
+        (**self).signature_artifacts(key, digest, cosign_tag).await
     }
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {

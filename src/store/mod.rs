@@ -564,6 +564,29 @@ impl Store {
         ))
     }
 
+    /// Whether a digest was already evaluated (its signature judged or its artifact subject
+    /// recorded), so a later hint about the same push needs no AWS read.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn image_evaluated(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM images
+                 WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4
+                   AND (signature_checked_at IS NOT NULL OR artifact_of IS NOT NULL))",
+        )
+        .bind(key.account.as_str())
+        .bind(key.region.as_str())
+        .bind(key.name.as_str())
+        .bind(digest.as_str())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The repositories known to exist in one registry, for re-evaluation after a
     /// registry-wide change.
     ///
