@@ -15,13 +15,14 @@ use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::aws::load_sdk_config;
 use crate::enrich::cache::CachedRegistry;
-use crate::enrich::ecr::EcrRegistry;
+use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
 use crate::export::metrics::Metrics;
 use crate::export::views;
 use crate::parse::ParseContext;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::source::file::{self, IngestCounts};
+use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
 use crate::store::views::ChainReport;
@@ -49,8 +50,30 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Worker(args) => {
             let sdk = load_sdk_config().await;
             let metrics = Arc::new(Metrics::new());
-            let pipeline =
-                Arc::new(build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?);
+            let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
+            let pipeline = built.pipeline;
+            let mut background = crate::worker::Background::new(args.recheck_poll);
+            background.queue_metrics_interval = args.queue_metrics_interval;
+            let pipeline = match &args.alert_bus {
+                Some(bus) => {
+                    let store = pipeline.store().clone().with_alerts(true);
+                    background.alerts = Some(crate::export::alerts::AlertPublisher::new(
+                        store.clone(),
+                        aws_sdk_eventbridge::Client::new(&sdk),
+                        bus.clone(),
+                        Arc::clone(&metrics),
+                    ));
+                    pipeline.with_store(store)
+                }
+                None => pipeline,
+            };
+            let pipeline = Arc::new(pipeline);
+            if !args.reconcile_interval.is_zero() {
+                background.reconcile = Some((
+                    Reconciler::new(Arc::clone(&pipeline), built.registry, built.targets),
+                    args.reconcile_interval,
+                ));
+            }
             let listener = TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("binding {}", args.http_addr))?;
@@ -65,7 +88,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 pipeline,
                 aws_sdk_sqs::Client::new(&sdk),
                 settings,
-                args.recheck_poll,
+                background,
                 listener,
                 shutdown,
             )
@@ -74,7 +97,9 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Ingest(args) => {
             let sdk = load_sdk_config().await;
-            let pipeline = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new())).await?;
+            let pipeline = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new()))
+                .await?
+                .pipeline;
             let name = args.file.display().to_string();
             let reader: Box<dyn AsyncRead + Unpin + Send> = if name == "-" {
                 Box::new(tokio::io::stdin())
@@ -92,6 +117,36 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             } else {
                 exit::OK
             })
+        }
+        Command::Reconcile(args) => {
+            let sdk = load_sdk_config().await;
+            let built = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new())).await?;
+            let reconciler =
+                Reconciler::new(Arc::new(built.pipeline), built.registry, built.targets);
+            let progress = ProgressBar::new();
+            let report = reconciler.sweep(&progress).await;
+            progress.finish();
+            let report = report.context("reconcile sweep")?;
+            println!(
+                "reconciled {} repositories and {} images; {} change(s) recorded{}",
+                report.repositories,
+                report.images,
+                report.total_changes(),
+                if report.changes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        report
+                            .changes
+                            .iter()
+                            .map(|(kind, n)| format!("{kind} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+            Ok(exit::OK)
         }
         Command::Posture(args) => {
             let rows = connect(&args.database)
@@ -159,25 +214,54 @@ pub async fn build_pipeline(
     args: &PipelineArgs,
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<Pipeline> {
+) -> anyhow::Result<BuiltPipeline> {
     let store = connect(&args.database).await?;
     let default_account = match &args.account_id {
         Some(account) => AccountId::parse(account).context("ECR_AUDIT_ACCOUNT_ID")?,
         None => caller_account(sdk).await?,
     };
     let default_region = match sdk.region() {
-        Some(region) => Some(Region::parse(region.as_ref()).context("AWS_REGION")?),
+        Some(region) => Region::parse(region.as_ref()).context("AWS_REGION")?,
         None => bail!("no AWS region configured: set AWS_REGION"),
     };
-    let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::new(sdk.clone(), Arc::clone(&metrics)));
-    Ok(Pipeline::new(
-        CachedRegistry::new(registry, args.repository_cache_ttl),
+    let mut account_roles = std::collections::HashMap::new();
+    let mut accounts = vec![default_account.clone()];
+    for (account, role) in &args.accounts {
+        let account = AccountId::parse(account).context("ECR_AUDIT_ACCOUNTS")?;
+        if !accounts.contains(&account) {
+            accounts.push(account.clone());
+        }
+        account_roles.insert(account, role.clone());
+    }
+    let regions = if args.regions.is_empty() {
+        vec![default_region.clone()]
+    } else {
+        args.regions
+            .iter()
+            .map(|r| Region::parse(r.trim()).context("ECR_AUDIT_REGIONS"))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let targets = accounts
+        .iter()
+        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .collect();
+    let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::with_options(
+        sdk.clone(),
+        Arc::clone(&metrics),
+        account_roles,
+        ApiPacing {
+            calls_per_second: std::num::NonZeroU32::new(args.api_rate)
+                .context("ECR_AUDIT_API_RATE must be at least 1")?,
+        },
+    ));
+    let pipeline = Pipeline::new(
+        CachedRegistry::new(Arc::clone(&registry), args.repository_cache_ttl),
         store,
         metrics,
         PipelineSettings {
             parse_context: ParseContext {
                 default_account: Some(default_account),
-                default_region,
+                default_region: Some(default_region),
             },
             policy: ControlPolicy {
                 kms_key_allow_list: args.kms_key_allow_list.clone(),
@@ -185,7 +269,52 @@ pub async fn build_pipeline(
             signing_grace: chrono::Duration::from_std(args.signing_grace)
                 .context("ECR_AUDIT_SIGNING_GRACE is too long")?,
         },
-    ))
+    );
+    Ok(BuiltPipeline {
+        pipeline,
+        registry,
+        targets,
+    })
+}
+
+/// A pipeline with what a reconcile sweep needs beside it.
+pub struct BuiltPipeline {
+    pub pipeline: Pipeline,
+    /// The uncached registry reader the pipeline's cache wraps.
+    pub registry: Arc<dyn Registry>,
+    /// Every (account, region) the sweep covers.
+    pub targets: Vec<(AccountId, Region)>,
+}
+
+/// A terminal progress bar for a sweep; hidden when stderr is not a terminal.
+struct ProgressBar(indicatif::ProgressBar);
+
+impl ProgressBar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} reconcile {pos}/{len} repositories [{elapsed_precise}] {wide_bar}",
+        ) {
+            bar.set_style(style);
+        }
+        Self(bar)
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl SweepProgress for ProgressBar {
+    fn repositories_found(&self, count: u64) {
+        self.0.inc_length(count);
+    }
+    fn repository_done(&self) {
+        self.0.inc(1);
+    }
 }
 
 async fn caller_account(sdk: &SdkConfig) -> anyhow::Result<AccountId> {

@@ -85,6 +85,9 @@ pub enum Command {
     Images(ImagesArgs),
     /// Check the evidence hash chain in the database.
     Verify(DatabaseArgs),
+    /// Sweep every repository and image of the configured accounts and regions once, and
+    /// record what changed without an event.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -117,6 +120,30 @@ pub struct PipelineArgs {
     /// ECR.5: when set (comma-separated KMS key ARNs), only these customer-managed keys pass.
     #[arg(long, env = "ECR_AUDIT_KMS_KEY_ALLOW_LIST", value_delimiter = ',')]
     pub kms_key_allow_list: Vec<String>,
+    /// Extra accounts to audit, as `ACCOUNT_ID=ROLE_ARN` (comma-separated): events from such an
+    /// account are read through the role (STS AssumeRole), and reconcile sweeps it too.
+    #[arg(long, env = "ECR_AUDIT_ACCOUNTS", value_delimiter = ',', value_parser = account_role)]
+    pub accounts: Vec<(String, String)>,
+    /// Regions reconcile sweeps (comma-separated); default: `AWS_REGION`. Events are always
+    /// read in the region they name.
+    #[arg(long, env = "ECR_AUDIT_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Calls a second allowed per AWS operation, so sweeps stay under ECR's API quotas.
+    #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 20)]
+    pub api_rate: u32,
+}
+
+fn account_role(text: &str) -> Result<(String, String), String> {
+    let (account, role) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: write ACCOUNT_ID=ROLE_ARN"))?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{account:?} is not a 12-digit account id"));
+    }
+    if !role.starts_with("arn:") {
+        return Err(format!("{role:?} is not a role ARN"));
+    }
+    Ok((account.to_owned(), role.to_owned()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,9 +168,25 @@ pub struct WorkerArgs {
     /// How often the worker looks for due signature re-checks.
     #[arg(long, env = "ECR_AUDIT_RECHECK_POLL", default_value = "5s", value_parser = duration)]
     pub recheck_poll: Duration,
+    /// How often the worker sweeps every repository and image (also once at start-up); `0s`
+    /// turns the sweep off.
+    #[arg(long, env = "ECR_AUDIT_RECONCILE_INTERVAL", default_value = "1h", value_parser = duration)]
+    pub reconcile_interval: Duration,
+    /// EventBridge bus (name or ARN) for alert events; unset = no alert events.
+    #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
+    pub alert_bus: Option<String>,
+    /// How often the queue depth gauges are refreshed (GetQueueAttributes).
+    #[arg(long, env = "ECR_AUDIT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub queue_metrics_interval: Duration,
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -186,6 +229,20 @@ mod tests {
             .parse()
             .expect("infallible");
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn accounts_are_written_as_id_equals_role() {
+        assert_eq!(
+            account_role("210987654321=arn:aws:iam::210987654321:role/ecr-audit-read"),
+            Ok((
+                "210987654321".to_owned(),
+                "arn:aws:iam::210987654321:role/ecr-audit-read".to_owned()
+            ))
+        );
+        assert!(account_role("210987654321").is_err());
+        assert!(account_role("2109=arn:aws:iam::2109:role/x").is_err());
+        assert!(account_role("210987654321=role/x").is_err());
     }
 
     #[test]

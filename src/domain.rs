@@ -178,7 +178,8 @@ impl fmt::Display for RepositoryKey {
     }
 }
 
-/// A Security Hub control that ecr-audit evaluates per repository.
+/// A control ecr-audit evaluates per repository: the Security Hub ECR controls, and the
+/// `ECRA.*` checks of its own from the ECR security practices (docs/CONTROLS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ControlId {
     #[serde(rename = "ECR.1")]
@@ -189,10 +190,27 @@ pub enum ControlId {
     Ecr3,
     #[serde(rename = "ECR.5")]
     Ecr5,
+    /// The repository policy grants access to any principal (`"Principal": "*"`).
+    #[serde(rename = "ECRA.1")]
+    PublicPolicy,
+    /// The repository policy grants another account access without `aws:PrincipalOrgID`.
+    #[serde(rename = "ECRA.2")]
+    CrossAccountWithoutOrg,
+    /// No managed-signing rule covers the repository.
+    #[serde(rename = "ECRA.3")]
+    SigningCoverage,
 }
 
 impl ControlId {
-    pub const ALL: [ControlId; 4] = [Self::Ecr1, Self::Ecr2, Self::Ecr3, Self::Ecr5];
+    pub const ALL: [ControlId; 7] = [
+        Self::Ecr1,
+        Self::Ecr2,
+        Self::Ecr3,
+        Self::Ecr5,
+        Self::PublicPolicy,
+        Self::CrossAccountWithoutOrg,
+        Self::SigningCoverage,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,6 +218,9 @@ impl ControlId {
             Self::Ecr2 => "ECR.2",
             Self::Ecr3 => "ECR.3",
             Self::Ecr5 => "ECR.5",
+            Self::PublicPolicy => "ECRA.1",
+            Self::CrossAccountWithoutOrg => "ECRA.2",
+            Self::SigningCoverage => "ECRA.3",
         }
     }
 

@@ -95,6 +95,35 @@ impl Pipeline {
         &self.store
     }
 
+    pub fn policy(&self) -> &ControlPolicy {
+        &self.policy
+    }
+
+    /// Drops every cached fact of one registry (a sweep is about to read it afresh).
+    pub fn forget_registry(
+        &self,
+        account: &crate::domain::AccountId,
+        region: &crate::domain::Region,
+    ) {
+        self.registry.invalidate_registry(account, region);
+    }
+
+    /// Plans one event (enrich + evaluate) without committing it.
+    ///
+    /// # Errors
+    /// [`EnrichError`] when AWS could not answer for now.
+    pub async fn plan(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
+        self.invalidate_for(&event);
+        self.plan_event(event).await
+    }
+
+    /// The same pipeline writing through `store` (e.g. one that queues alert events).
+    #[must_use]
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -172,7 +201,7 @@ impl Pipeline {
         }
         match self.store.commit_batch(plans).await {
             Ok(outcome) => {
-                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                self.record_commit(&outcome);
                 outcome
                     .committed
                     .into_iter()
@@ -185,7 +214,7 @@ impl Pipeline {
                     fates.push(
                         match self.store.commit_batch(std::slice::from_ref(plan)).await {
                             Ok(outcome) => {
-                                self.metrics.unsigned_pushes(outcome.first_unsigned);
+                                self.record_commit(&outcome);
                                 MessageFate::Done(
                                     outcome
                                         .committed
@@ -202,6 +231,13 @@ impl Pipeline {
             }
             Err(err) => plans.iter().map(|_| store_fate(&err)).collect(),
         }
+    }
+
+    /// Counts what a committed batch did (also for batches committed by the reconcile sweep).
+    pub fn record_commit(&self, outcome: &crate::store::BatchOutcome) {
+        self.metrics.unsigned_pushes(outcome.first_unsigned);
+        self.metrics.control_regressions(&outcome.regressions);
+        self.metrics.batch_committed();
     }
 
     /// Runs up to `limit` due signature re-checks; returns how many were claimed.
@@ -353,13 +389,13 @@ impl Pipeline {
     }
 
     async fn repository_write(&self, key: RepositoryKey) -> Result<RepositoryWrite, EnrichError> {
-        let facts: RepositoryFacts = self.registry.repository(&key).await?;
-        let controls = evaluate::repository_controls(&facts, &self.policy);
-        Ok(RepositoryWrite {
-            key,
-            facts,
-            controls,
-        })
+        let (facts, registry) = tokio::join!(
+            self.registry.repository(&key),
+            self.registry.registry(&key.account, &key.region)
+        );
+        let facts: RepositoryFacts = facts?;
+        let registry = registry?;
+        Ok(repository_write(key, facts, &registry, &self.policy))
     }
 
     async fn plan_event(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
@@ -597,6 +633,32 @@ pub fn next_signature_check(
         SignatureStatus::Unsigned | SignatureStatus::Failed | SignatureStatus::Untrusted => {
             (attempts < 6).then(|| now + doubling(3600, 86_400))
         }
+    }
+}
+
+/// Evaluates one repository read against its registry's settings.
+pub fn repository_write(
+    key: RepositoryKey,
+    facts: RepositoryFacts,
+    registry: &crate::enrich::RegistryFacts,
+    policy: &ControlPolicy,
+) -> RepositoryWrite {
+    let controls = evaluate::repository_controls(&facts, registry, policy);
+    let scanning = match &facts.state {
+        crate::enrich::RepositoryState::Present(settings) => evaluate::effective_scanning(
+            &registry.scanning,
+            key.name.as_str(),
+            settings.scan_on_push,
+        )
+        .known()
+        .cloned(),
+        _ => None,
+    };
+    RepositoryWrite {
+        key,
+        facts,
+        scanning,
+        controls,
     }
 }
 

@@ -11,8 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::export::alerts::AlertPublisher;
 use crate::export::http::{self, HttpState};
 use crate::pipeline::Pipeline;
+use crate::source::depth::poll_queue_depth;
+use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,29 @@ pub enum WorkerError {
     Http(#[from] std::io::Error),
 }
 
+/// The work the worker does beside consuming the queue.
+pub struct Background {
+    /// How often due signature re-checks are looked for.
+    pub recheck_poll: Duration,
+    /// How often the queue depth gauges are refreshed.
+    pub queue_metrics_interval: Duration,
+    /// Publishes alert events when an alert bus is configured.
+    pub alerts: Option<AlertPublisher>,
+    /// The periodic reconcile sweep and its interval.
+    pub reconcile: Option<(Reconciler, Duration)>,
+}
+
+impl Background {
+    pub fn new(recheck_poll: Duration) -> Self {
+        Self {
+            recheck_poll,
+            queue_metrics_interval: Duration::from_secs(15),
+            alerts: None,
+            reconcile: None,
+        }
+    }
+}
+
 /// Runs until `shutdown` is cancelled (or the queue turns out to be unusable).
 ///
 /// # Errors
@@ -31,7 +57,7 @@ pub async fn run(
     pipeline: Arc<Pipeline>,
     sqs: aws_sdk_sqs::Client,
     settings: SqsSettings,
-    recheck_poll: Duration,
+    background: Background,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
@@ -47,19 +73,43 @@ pub async fn run(
     let http_shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, state, http_shutdown.clone()));
 
-    let rechecks_stop = shutdown.child_token();
-    let rechecks = tokio::spawn(run_rechecks(
-        Arc::clone(&pipeline),
-        recheck_poll,
-        rechecks_stop.clone(),
-    ));
+    let background_stop = shutdown.child_token();
+    let mut tasks = vec![
+        tokio::spawn(run_rechecks(
+            Arc::clone(&pipeline),
+            background.recheck_poll,
+            background_stop.clone(),
+        )),
+        tokio::spawn(poll_queue_depth(
+            sqs.clone(),
+            settings.queue_url.clone(),
+            Arc::clone(pipeline.metrics()),
+            background.queue_metrics_interval,
+            background_stop.clone(),
+        )),
+    ];
+    if let Some(alerts) = background.alerts {
+        // Alerts keep flowing while the consumer drains; they stop with the endpoints.
+        tasks.push(tokio::spawn(
+            alerts.run(Duration::from_secs(1), http_shutdown.clone()),
+        ));
+    }
+    if let Some((reconciler, interval)) = background.reconcile {
+        tasks.push(tokio::spawn(run_periodically(
+            reconciler,
+            interval,
+            background_stop.clone(),
+        )));
+    }
     let consumed = SqsConsumer::new(sqs, settings, pipeline)
         .run(shutdown)
         .await;
-    rechecks_stop.cancel();
-    let _ = rechecks.await;
+    background_stop.cancel();
     // The endpoints stay up until the consumer has drained, so the last scrape sees it all.
     http_shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
     let served = server.await.unwrap_or(Ok(()));
     consumed?;
     served?;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{EnrichError, Fact, ImageLookup, Registry, RepositoryFacts, ScanFacts};
+use super::{
+    EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry, RegistryFacts,
+    RepositoryFacts, ScanFacts,
+};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 
@@ -25,6 +28,7 @@ pub struct CachedRegistry<R> {
 #[derive(Default)]
 struct CacheState {
     entries: HashMap<RepositoryKey, (Instant, RepositoryFacts)>,
+    registries: HashMap<(AccountId, Region), (Instant, RegistryFacts)>,
     /// When each repository, and each registry, was last invalidated: a read that started
     /// before that must not be cached, or a slow read racing a change event would put the
     /// old settings back for a whole TTL.
@@ -74,6 +78,7 @@ impl<R: Registry> CachedRegistry<R> {
         state
             .entries
             .retain(|key, _| !(key.account == *account && key.region == *region));
+        state.registries.remove(&(account.clone(), region.clone()));
         state
             .registry_invalidated
             .insert((account.clone(), region.clone()), Instant::now());
@@ -97,6 +102,46 @@ impl<R: Registry> Registry for CachedRegistry<R> {
                 .insert(key.clone(), (Instant::now(), facts.clone()));
         }
         Ok(facts)
+    }
+
+    async fn registry(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<RegistryFacts, EnrichError> {
+        let id = (account.clone(), region.clone());
+        if let Some((stored_at, facts)) = self.state().registries.get(&id)
+            && stored_at.elapsed() < self.ttl
+        {
+            return Ok(facts.clone());
+        }
+        let started = Instant::now();
+        let facts = self.inner.registry(account, region).await?;
+        let mut state = self.state();
+        let raced = state
+            .registry_invalidated
+            .get(&id)
+            .is_some_and(|at| *at >= started);
+        if !raced {
+            state.registries.insert(id, (Instant::now(), facts.clone()));
+        }
+        Ok(facts)
+    }
+
+    /// Sweeps always read through: they exist to catch what the cache cannot know.
+    async fn list_repositories(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        self.inner.list_repositories(account, region).await
+    }
+
+    async fn list_images(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+        self.inner.list_images(key).await
     }
 
     async fn image(
@@ -149,6 +194,7 @@ mod tests {
     #[derive(Default)]
     struct FakeRegistry {
         reads: AtomicUsize,
+        registry_reads: AtomicUsize,
     }
 
     #[async_trait]
@@ -159,6 +205,27 @@ mod tests {
                 observed_at: Utc::now(),
                 state: RepositoryState::Absent,
             })
+        }
+        async fn registry(&self, _: &AccountId, _: &Region) -> Result<RegistryFacts, EnrichError> {
+            self.registry_reads.fetch_add(1, Ordering::SeqCst);
+            Ok(RegistryFacts {
+                observed_at: Utc::now(),
+                scanning: Fact::Unknown("fake".into()),
+                signing: Fact::Known(Vec::new()),
+            })
+        }
+        async fn list_repositories(
+            &self,
+            _: &AccountId,
+            _: &Region,
+        ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+            Ok(Fact::Known(Vec::new()))
+        }
+        async fn list_images(
+            &self,
+            _: &RepositoryKey,
+        ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+            Ok(Fact::Known(Vec::new()))
         }
         async fn image(&self, _: &RepositoryKey, _: &Digest) -> Result<ImageLookup, EnrichError> {
             Ok(ImageLookup::NotFound)
@@ -221,6 +288,24 @@ mod tests {
             6,
             "only account 1's entries were dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn registry_settings_are_read_once_per_registry_until_a_registry_change() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::from_secs(60));
+        let a = key("111111111111", "app");
+        let c = key("222222222222", "app");
+        for k in [&a, &a, &c] {
+            cache.registry(&k.account, &k.region).await.expect("read");
+        }
+        assert_eq!(cache.inner.registry_reads.load(Ordering::SeqCst), 2);
+        // A repository change leaves the registry's settings alone; a registry change doesn't.
+        cache.invalidate(&a);
+        cache.registry(&a.account, &a.region).await.expect("read");
+        assert_eq!(cache.inner.registry_reads.load(Ordering::SeqCst), 2);
+        cache.invalidate_registry(&a.account, &a.region);
+        cache.registry(&a.account, &a.region).await.expect("read");
+        assert_eq!(cache.inner.registry_reads.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

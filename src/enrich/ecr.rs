@@ -1,22 +1,30 @@
-//! [`Registry`] over the AWS SDK: ECR for repositories and images, KMS for key ownership.
+//! [`Registry`] over the AWS SDK: ECR for repositories and images, KMS for key ownership,
+//! Signer for profile status.
 //!
-//! Clients are made per region from the one shared `SdkConfig`, so an event is read in the
-//! region it happened in. Calls are counted per operation and outcome for the metrics.
+//! Clients are made per account and region from the one shared `SdkConfig`, so an event is
+//! read in the account and region it happened in; an account configured with a role is read
+//! through STS `AssumeRole` credentials that the SDK caches and refreshes. Calls are counted
+//! per operation and outcome for the metrics, and paced per operation so that a reconcile
+//! sweep never trips ECR's API quotas.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ecr::types::ImageIdentifier;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::aws::{AwsErrorClass, classify};
 use super::{
-    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, Registry, RepositoryFacts,
-    RepositorySettings, RepositoryState, ScanFacts, ScanningConfiguration, TagMutability,
+    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry,
+    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
+    ScanFacts, ScanRule, SigningRuleFacts, TagMutability,
 };
-use crate::domain::{Digest, Region, RepositoryKey};
+use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::evaluate::artifact::{ArtifactKind, kind_of_artifact_type};
 use crate::evaluate::signature::{ManagedSigning, SignatureArtifact, SignatureKind};
 use crate::export::metrics::{ApiOutcome, Metrics};
@@ -30,20 +38,56 @@ struct RegionalClients {
 
 type ProfileCache = HashMap<String, (std::time::Instant, Fact<String>)>;
 
+/// Repositories whose lifecycle and policy a sweep reads at once.
+const SWEEP_CONCURRENCY: usize = 8;
+
+/// How fast each ECR/KMS/Signer operation may be called, per process. ECR's documented
+/// per-operation rate quotas are in the tens of calls a second per account and region; a
+/// sweep paced below them leaves room for the event path.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPacing {
+    pub calls_per_second: NonZeroU32,
+}
+
+impl Default for ApiPacing {
+    fn default() -> Self {
+        Self {
+            calls_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
 /// The SDK-backed registry reader.
 pub struct EcrRegistry {
     sdk_config: SdkConfig,
-    clients: Mutex<HashMap<Region, RegionalClients>>,
+    /// Accounts read through an assumed role; any other account with the base credentials.
+    account_roles: HashMap<AccountId, String>,
+    clients: tokio::sync::Mutex<HashMap<(AccountId, Region), RegionalClients>>,
     profiles: Mutex<ProfileCache>,
+    /// KMS key ownership never changes for a key ARN: read once per key.
+    key_managers: Mutex<HashMap<String, Fact<String>>>,
+    pacing: DefaultKeyedRateLimiter<&'static str>,
     metrics: Arc<Metrics>,
 }
 
 impl EcrRegistry {
     pub fn new(sdk_config: SdkConfig, metrics: Arc<Metrics>) -> Self {
+        Self::with_options(sdk_config, metrics, HashMap::new(), ApiPacing::default())
+    }
+
+    pub fn with_options(
+        sdk_config: SdkConfig,
+        metrics: Arc<Metrics>,
+        account_roles: HashMap<AccountId, String>,
+        pacing: ApiPacing,
+    ) -> Self {
         Self {
             sdk_config,
-            clients: Mutex::new(HashMap::new()),
+            account_roles,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
+            key_managers: Mutex::new(HashMap::new()),
+            pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
             metrics,
         }
     }
@@ -54,34 +98,59 @@ impl EcrRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn clients(&self, region: &Region) -> RegionalClients {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        clients
-            .entry(region.clone())
-            .or_insert_with(|| {
-                let region = aws_config::Region::new(region.as_str().to_owned());
-                RegionalClients {
-                    ecr: aws_sdk_ecr::Client::from_conf(
-                        aws_sdk_ecr::config::Builder::from(&self.sdk_config)
-                            .region(region.clone())
-                            .build(),
-                    ),
-                    kms: aws_sdk_kms::Client::from_conf(
-                        aws_sdk_kms::config::Builder::from(&self.sdk_config)
-                            .region(region.clone())
-                            .build(),
-                    ),
-                    signer: aws_sdk_signer::Client::from_conf(
-                        aws_sdk_signer::config::Builder::from(&self.sdk_config)
-                            .region(region)
-                            .build(),
-                    ),
-                }
-            })
-            .clone()
+    /// Waits for the operation's turn under its rate limit.
+    async fn pace(&self, operation: &'static str) {
+        self.pacing.until_key_ready(&operation).await;
+    }
+
+    async fn clients(&self, account: &AccountId, region: &Region) -> RegionalClients {
+        let mut clients = self.clients.lock().await;
+        if let Some(found) = clients.get(&(account.clone(), region.clone())) {
+            return found.clone();
+        }
+        let aws_region = aws_config::Region::new(region.as_str().to_owned());
+        let config = match self.account_roles.get(account) {
+            Some(role_arn) => {
+                // The provider caches the temporary credentials and refreshes them before
+                // they expire.
+                let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+                    .session_name("ecr-audit")
+                    .region(aws_region.clone())
+                    .configure(&self.sdk_config)
+                    .build()
+                    .await;
+                self.sdk_config
+                    .to_builder()
+                    .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
+                        provider,
+                    ))
+                    .build()
+            }
+            None => self.sdk_config.clone(),
+        };
+        let made = RegionalClients {
+            ecr: aws_sdk_ecr::Client::from_conf(
+                aws_sdk_ecr::config::Builder::from(&config)
+                    .region(aws_region.clone())
+                    .build(),
+            ),
+            kms: aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(&config)
+                    .region(aws_region.clone())
+                    .build(),
+            ),
+            signer: aws_sdk_signer::Client::from_conf(
+                aws_sdk_signer::config::Builder::from(&config)
+                    .region(aws_region)
+                    .build(),
+            ),
+        };
+        clients.insert((account.clone(), region.clone()), made.clone());
+        made
+    }
+
+    async fn clients_for(&self, key: &RepositoryKey) -> RegionalClients {
+        self.clients(&key.account, &key.region).await
     }
 
     /// Records the call's outcome and turns the SDK result into "answer or lasting error code".
@@ -121,6 +190,7 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
     ) -> Result<Fact<bool>, EnrichError> {
+        self.pace("ecr:GetLifecyclePolicy").await;
         let result = clients
             .ecr
             .get_lifecycle_policy()
@@ -135,59 +205,26 @@ impl EcrRegistry {
         })
     }
 
-    async fn scanning(
+    async fn repository_policy(
         &self,
         clients: &RegionalClients,
         key: &RepositoryKey,
-    ) -> Result<Fact<ScanningConfiguration>, EnrichError> {
+    ) -> Result<Fact<Option<String>>, EnrichError> {
+        self.pace("ecr:GetRepositoryPolicy").await;
         let result = clients
             .ecr
-            .batch_get_repository_scanning_configuration()
-            .repository_names(key.name.as_str())
+            .get_repository_policy()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
             .send()
             .await;
-        let output =
-            match self.settle("ecr:BatchGetRepositoryScanningConfiguration", key, result)? {
-                Ok(output) => output,
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!(
-                        "BatchGetRepositoryScanningConfiguration: {code}: {message}"
-                    )));
-                }
-            };
-        if let Some(config) = output
-            .scanning_configurations()
-            .iter()
-            .find(|c| c.repository_name() == Some(key.name.as_str()))
-        {
-            return Ok(match config.scan_frequency() {
-                Some(frequency) => Fact::Known(ScanningConfiguration {
-                    scan_frequency: frequency.as_str().to_owned(),
-                    scan_on_push: config.scan_on_push(),
-                    applied_filters: config
-                        .applied_scan_filters()
-                        .iter()
-                        .map(|f| f.filter().to_owned())
-                        .collect(),
-                }),
-                None => Fact::Unknown("ECR reported no scan frequency".to_owned()),
-            });
-        }
-        let failure = output
-            .failures()
-            .iter()
-            .find(|f| f.repository_name() == Some(key.name.as_str()))
-            .map(|f| {
-                format!(
-                    "{}: {}",
-                    f.failure_code().map(|c| c.as_str()).unwrap_or("UNKNOWN"),
-                    f.failure_reason().unwrap_or_default()
-                )
-            })
-            .unwrap_or_else(|| "no configuration returned for the repository".to_owned());
-        Ok(Fact::Unknown(format!(
-            "BatchGetRepositoryScanningConfiguration: {failure}"
-        )))
+        Ok(match self.settle("ecr:GetRepositoryPolicy", key, result)? {
+            Ok(output) => Fact::Known(output.policy_text().map(str::to_owned)),
+            Err((code, _)) if code == "RepositoryPolicyNotFoundException" => Fact::Known(None),
+            Err((code, message)) => {
+                Fact::Unknown(format!("GetRepositoryPolicy: {code}: {message}"))
+            }
+        })
     }
 
     async fn key_manager(
@@ -196,45 +233,208 @@ impl EcrRegistry {
         key: &RepositoryKey,
         kms_key: &str,
     ) -> Result<Fact<String>, EnrichError> {
+        if let Some(known) = self
+            .key_managers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(kms_key)
+        {
+            return Ok(known.clone());
+        }
+        self.pace("kms:DescribeKey").await;
         let result = clients.kms.describe_key().key_id(kms_key).send().await;
-        Ok(match self.settle("kms:DescribeKey", key, result)? {
+        let manager = match self.settle("kms:DescribeKey", key, result)? {
             Ok(output) => match output.key_metadata().and_then(|m| m.key_manager()) {
                 Some(manager) => Fact::Known(manager.as_str().to_owned()),
                 None => Fact::Unknown("KMS DescribeKey returned no KeyManager".to_owned()),
             },
             Err((code, message)) => Fact::Unknown(format!("KMS DescribeKey: {code}: {message}")),
+        };
+        // Only a definite answer is kept; a refusal may be lifted by a policy change.
+        if let Fact::Known(_) = &manager {
+            self.key_managers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(kms_key.to_owned(), manager.clone());
+        }
+        Ok(manager)
+    }
+
+    /// A repository's settings from its `DescribeRepositories` entry plus the per-repository
+    /// reads no listing includes (lifecycle policy, repository policy, key ownership).
+    async fn settings_of(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+        repository: &aws_sdk_ecr::types::Repository,
+    ) -> Result<RepositorySettings, EnrichError> {
+        let tag_mutability = match repository.image_tag_mutability() {
+            Some(mode) => Fact::Known(TagMutability {
+                mode: mode.as_str().to_owned(),
+                exclusion_filters: repository
+                    .image_tag_mutability_exclusion_filters()
+                    .iter()
+                    .map(|f| f.filter().to_owned())
+                    .collect(),
+            }),
+            None => Fact::Unknown("DescribeRepositories returned no imageTagMutability".to_owned()),
+        };
+        let (lifecycle_policy, policy) = tokio::join!(
+            self.lifecycle_policy(clients, key),
+            self.repository_policy(clients, key)
+        );
+        let encryption = match repository.encryption_configuration() {
+            // ECR's default when nothing was chosen at creation.
+            None => Fact::Known(Encryption {
+                encryption_type: "AES256".to_owned(),
+                kms_key: None,
+                key_manager: None,
+            }),
+            Some(config) => {
+                let encryption_type = config.encryption_type().as_str().to_owned();
+                let kms_key = config.kms_key().map(str::to_owned);
+                let key_manager = match (&*encryption_type, &kms_key) {
+                    ("KMS" | "KMS_DSSE", Some(kms_key)) => {
+                        Some(self.key_manager(clients, key, kms_key).await?)
+                    }
+                    // KMS without a key is the AWS-managed aws/ecr key.
+                    ("KMS" | "KMS_DSSE", None) => Some(Fact::Known("AWS".to_owned())),
+                    _ => None,
+                };
+                Fact::Known(Encryption {
+                    encryption_type,
+                    kms_key,
+                    key_manager,
+                })
+            }
+        };
+        Ok(RepositorySettings {
+            arn: repository
+                .repository_arn()
+                .map_or_else(|| key.arn(), str::to_owned),
+            tag_mutability,
+            scan_on_push: repository
+                .image_scanning_configuration()
+                .is_some_and(|c| c.scan_on_push()),
+            lifecycle_policy: lifecycle_policy?,
+            encryption,
+            policy: policy?,
         })
     }
-}
 
-/// The registry's per-repository answer and the repository's own `scanOnPush` flag, combined:
-/// AWS documents both as making a repository scan on push, and it is not verified that
-/// `BatchGetRepositoryScanningConfiguration` always folds the flag in (the emulator does not),
-/// so a flag that is set upgrades `MANUAL` to `SCAN_ON_PUSH` here.
-fn with_repository_flag(
-    scanning: Fact<ScanningConfiguration>,
-    repository_scan_on_push: bool,
-) -> Fact<ScanningConfiguration> {
-    scanning.map(|mut s| {
-        if repository_scan_on_push {
-            s.scan_on_push = true;
-            if s.scan_frequency == "MANUAL" {
-                s.scan_frequency = "SCAN_ON_PUSH".to_owned();
-            }
-        }
-        s
-    })
+    async fn registry_scanning(
+        &self,
+        clients: &RegionalClients,
+        target: &str,
+    ) -> Result<Fact<RegistryScanning>, EnrichError> {
+        self.pace("ecr:GetRegistryScanningConfiguration").await;
+        let result = clients
+            .ecr
+            .get_registry_scanning_configuration()
+            .send()
+            .await;
+        Ok(
+            match self.settle("ecr:GetRegistryScanningConfiguration", &target, result)? {
+                Ok(output) => {
+                    let config = output.scanning_configuration();
+                    Fact::Known(RegistryScanning {
+                        // ECR's default when the registry was never configured.
+                        scan_type: config
+                            .and_then(|c| c.scan_type())
+                            .map_or("BASIC", |t| t.as_str())
+                            .to_owned(),
+                        rules: config
+                            .map(|c| c.rules())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|rule| ScanRule {
+                                frequency: rule.scan_frequency().as_str().to_owned(),
+                                filters: rule
+                                    .repository_filters()
+                                    .iter()
+                                    .map(|f| f.filter().to_owned())
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                }
+                Err((code, message)) => Fact::Unknown(format!(
+                    "GetRegistryScanningConfiguration: {code}: {message}"
+                )),
+            },
+        )
+    }
+
+    async fn registry_signing(
+        &self,
+        clients: &RegionalClients,
+        target: &str,
+    ) -> Result<Fact<Vec<SigningRuleFacts>>, EnrichError> {
+        self.pace("ecr:GetSigningConfiguration").await;
+        let result = clients.ecr.get_signing_configuration().send().await;
+        Ok(
+            match self.settle("ecr:GetSigningConfiguration", &target, result)? {
+                Ok(output) => Fact::Known(
+                    output
+                        .signing_configuration()
+                        .map(|c| c.rules())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|rule| SigningRuleFacts {
+                            profile_arn: rule.signing_profile_arn().to_owned(),
+                            filters: rule
+                                .repository_filters()
+                                .iter()
+                                .map(|f| f.filter().to_owned())
+                                .collect(),
+                        })
+                        .collect(),
+                ),
+                Err((code, _)) if code == "SigningConfigurationNotFoundException" => {
+                    Fact::Known(Vec::new())
+                }
+                Err((code, message)) => {
+                    Fact::Unknown(format!("GetSigningConfiguration: {code}: {message}"))
+                }
+            },
+        )
+    }
 }
 
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
 
+fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
+    ImageFacts {
+        tags: detail.image_tags().to_vec(),
+        pushed_at: detail.image_pushed_at().and_then(to_chrono),
+        manifest_media_type: detail.image_manifest_media_type().map(str::to_owned),
+        artifact_media_type: detail.artifact_media_type().map(str::to_owned),
+        // A malformed subject digest from the API is not trusted as an identifier.
+        subject_digest: detail
+            .subject_manifest_digest()
+            .and_then(|d| Digest::parse(d).ok()),
+        size_bytes: detail.image_size_in_bytes(),
+        scan: detail.image_scan_status().and_then(|status| {
+            Some(ScanFacts {
+                raw_status: status.status()?.as_str().to_owned(),
+                severity_counts: severity_counts(
+                    detail
+                        .image_scan_findings_summary()
+                        .and_then(|s| s.finding_severity_counts()),
+                ),
+            })
+        }),
+    }
+}
+
 #[async_trait]
 impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
-        let clients = self.clients(&key.region);
+        let clients = self.clients_for(key).await;
         let observed_at = Utc::now();
+        self.pace("ecr:DescribeRepositories").await;
         let result = clients
             .ecr
             .describe_repositories()
@@ -264,68 +464,146 @@ impl Registry for EcrRegistry {
                 state: RepositoryState::Absent,
             });
         };
-
-        let tag_mutability = match repository.image_tag_mutability() {
-            Some(mode) => Fact::Known(TagMutability {
-                mode: mode.as_str().to_owned(),
-                exclusion_filters: repository
-                    .image_tag_mutability_exclusion_filters()
-                    .iter()
-                    .map(|f| f.filter().to_owned())
-                    .collect(),
-            }),
-            None => Fact::Unknown("DescribeRepositories returned no imageTagMutability".to_owned()),
-        };
-        let repository_scan_on_push = repository
-            .image_scanning_configuration()
-            .is_some_and(|c| c.scan_on_push());
-        let encryption_config = repository.encryption_configuration().map(|c| {
-            (
-                c.encryption_type().as_str().to_owned(),
-                c.kms_key().map(str::to_owned),
-            )
-        });
-
-        let (lifecycle_policy, scanning) = tokio::join!(
-            self.lifecycle_policy(&clients, key),
-            self.scanning(&clients, key)
-        );
-        let encryption = match encryption_config {
-            // ECR's default when nothing was chosen at creation.
-            None => Fact::Known(Encryption {
-                encryption_type: "AES256".to_owned(),
-                kms_key: None,
-                key_manager: None,
-            }),
-            Some((encryption_type, kms_key)) => {
-                let key_manager = match (&*encryption_type, &kms_key) {
-                    ("KMS" | "KMS_DSSE", Some(kms_key)) => {
-                        Some(self.key_manager(&clients, key, kms_key).await?)
-                    }
-                    // KMS without a key is the AWS-managed aws/ecr key.
-                    ("KMS" | "KMS_DSSE", None) => Some(Fact::Known("AWS".to_owned())),
-                    _ => None,
-                };
-                Fact::Known(Encryption {
-                    encryption_type,
-                    kms_key,
-                    key_manager,
-                })
-            }
-        };
-
+        let settings = self.settings_of(&clients, key, &repository).await?;
         Ok(RepositoryFacts {
             observed_at,
-            state: RepositoryState::Present(Box::new(RepositorySettings {
-                arn: repository
-                    .repository_arn()
-                    .map_or_else(|| key.arn(), str::to_owned),
-                tag_mutability,
-                scanning: with_repository_flag(scanning?, repository_scan_on_push),
-                lifecycle_policy: lifecycle_policy?,
-                encryption,
-            })),
+            state: RepositoryState::Present(Box::new(settings)),
         })
+    }
+
+    async fn registry(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<RegistryFacts, EnrichError> {
+        let clients = self.clients(account, region).await;
+        let observed_at = Utc::now();
+        let target = format!("{account}/{region}");
+        let (scanning, signing) = tokio::join!(
+            self.registry_scanning(&clients, &target),
+            self.registry_signing(&clients, &target)
+        );
+        Ok(RegistryFacts {
+            observed_at,
+            scanning: scanning?,
+            signing: signing?,
+        })
+    }
+
+    async fn list_repositories(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        let clients = self.clients(account, region).await;
+        let target = format!("{account}/{region}");
+        let mut described = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace("ecr:DescribeRepositories").await;
+            let observed_at = Utc::now();
+            self.pace("ecr:DescribeRepositories").await;
+            let result = clients
+                .ecr
+                .describe_repositories()
+                .registry_id(account.as_str())
+                .max_results(1000)
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle("ecr:DescribeRepositories", &target, result)? {
+                Ok(output) => {
+                    described.extend(
+                        output
+                            .repositories()
+                            .iter()
+                            .map(|r| (observed_at, r.clone())),
+                    );
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!(
+                        "DescribeRepositories: {code}: {message}"
+                    )));
+                }
+            }
+        }
+        let listed: Vec<Result<Option<ListedRepository>, EnrichError>> =
+            stream::iter(described.into_iter().map(|(observed_at, repository)| {
+                let clients = &clients;
+                async move {
+                    // A name ECR returns that we cannot represent is skipped, not guessed at.
+                    let Some(name) = repository
+                        .repository_name()
+                        .and_then(|n| RepositoryName::parse(n).ok())
+                    else {
+                        return Ok(None);
+                    };
+                    let key = RepositoryKey {
+                        account: account.clone(),
+                        region: region.clone(),
+                        name,
+                    };
+                    let settings = self.settings_of(clients, &key, &repository).await?;
+                    Ok(Some(ListedRepository {
+                        key,
+                        facts: RepositoryFacts {
+                            observed_at,
+                            state: RepositoryState::Present(Box::new(settings)),
+                        },
+                    }))
+                }
+            }))
+            .buffered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        let mut repositories = Vec::with_capacity(listed.len());
+        for entry in listed {
+            if let Some(found) = entry? {
+                repositories.push(found);
+            }
+        }
+        Ok(Fact::Known(repositories))
+    }
+
+    async fn list_images(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+        let clients = self.clients_for(key).await;
+        let mut images = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace("ecr:DescribeImages").await;
+            let result = clients
+                .ecr
+                .describe_images()
+                .registry_id(key.account.as_str())
+                .repository_name(key.name.as_str())
+                .max_results(1000)
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle("ecr:DescribeImages", key, result)? {
+                Ok(output) => {
+                    images.extend(output.image_details().iter().filter_map(|detail| {
+                        let digest = Digest::parse(detail.image_digest()?).ok()?;
+                        Some((digest, image_facts(detail)))
+                    }));
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!("DescribeImages: {code}: {message}")));
+                }
+            }
+        }
+        Ok(Fact::Known(images))
     }
 
     async fn image(
@@ -333,7 +611,8 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
         digest: &Digest,
     ) -> Result<ImageLookup, EnrichError> {
-        let clients = self.clients(&key.region);
+        let clients = self.clients_for(key).await;
+        self.pace("ecr:DescribeImages").await;
         let result = clients
             .ecr
             .describe_images()
@@ -366,27 +645,7 @@ impl Registry for EcrRegistry {
         else {
             return Ok(ImageLookup::NotFound);
         };
-        Ok(ImageLookup::Found(ImageFacts {
-            tags: detail.image_tags().to_vec(),
-            pushed_at: detail.image_pushed_at().and_then(to_chrono),
-            manifest_media_type: detail.image_manifest_media_type().map(str::to_owned),
-            artifact_media_type: detail.artifact_media_type().map(str::to_owned),
-            // A malformed subject digest from the API is not trusted as an identifier.
-            subject_digest: detail
-                .subject_manifest_digest()
-                .and_then(|d| Digest::parse(d).ok()),
-            size_bytes: detail.image_size_in_bytes(),
-            scan: detail.image_scan_status().and_then(|status| {
-                Some(ScanFacts {
-                    raw_status: status.status()?.as_str().to_owned(),
-                    severity_counts: severity_counts(
-                        detail
-                            .image_scan_findings_summary()
-                            .and_then(|s| s.finding_severity_counts()),
-                    ),
-                })
-            }),
-        }))
+        Ok(ImageLookup::Found(image_facts(detail)))
     }
 
     async fn signing_statuses(
@@ -394,7 +653,8 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
         digest: &Digest,
     ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
-        let clients = self.clients(&key.region);
+        let clients = self.clients_for(key).await;
+        self.pace("ecr:DescribeImageSigningStatus").await;
         let result = clients
             .ecr
             .describe_image_signing_status()
@@ -440,10 +700,11 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
         digest: &Digest,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
-        let clients = self.clients(&key.region);
+        let clients = self.clients_for(key).await;
         let mut found = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
+            self.pace("ecr:ListImageReferrers").await;
             let result = clients
                 .ecr
                 .list_image_referrers()
@@ -498,6 +759,7 @@ impl Registry for EcrRegistry {
 
         // Cosign's tag convention predates OCI referrers and is still the common form.
         let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
+        self.pace("ecr:DescribeImages").await;
         let result = clients
             .ecr
             .describe_images()
@@ -535,7 +797,9 @@ impl Registry for EcrRegistry {
         }
         // arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME
         let parts: Vec<&str> = profile_arn.split(':').collect();
-        let (Some(region), Some(name)) = (parts.get(3), profile_arn.rsplit('/').next()) else {
+        let (Some(region), Some(account), Some(name)) =
+            (parts.get(3), parts.get(4), profile_arn.rsplit('/').next())
+        else {
             return Ok(Fact::Unknown(format!(
                 "not a signing profile ARN: {profile_arn}"
             )));
@@ -545,7 +809,13 @@ impl Registry for EcrRegistry {
                 "no region in signing profile ARN {profile_arn}"
             )));
         };
-        let clients = self.clients(&region);
+        let Ok(account) = AccountId::parse(account) else {
+            return Ok(Fact::Unknown(format!(
+                "no account in signing profile ARN {profile_arn}"
+            )));
+        };
+        let clients = self.clients(&account, &region).await;
+        self.pace("signer:GetSigningProfile").await;
         let result = clients
             .signer
             .get_signing_profile()
@@ -575,7 +845,8 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
         digest: &Digest,
     ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
-        let clients = self.clients(&key.region);
+        let clients = self.clients_for(key).await;
+        self.pace("ecr:DescribeImageScanFindings").await;
         let result = clients
             .ecr
             .describe_image_scan_findings()

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Digest, RepositoryKey};
+use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
 
 /// A fact that may be unreadable.
@@ -35,6 +35,13 @@ impl<T> Fact<T> {
         match self {
             Self::Known(value) => Some(value),
             Self::Unknown(_) => None,
+        }
+    }
+
+    pub fn as_ref(&self) -> Fact<&T> {
+        match self {
+            Self::Known(value) => Fact::Known(value),
+            Self::Unknown(reason) => Fact::Unknown(reason.clone()),
         }
     }
 
@@ -71,9 +78,47 @@ pub enum RepositoryState {
 pub struct RepositorySettings {
     pub arn: String,
     pub tag_mutability: Fact<TagMutability>,
-    pub scanning: Fact<ScanningConfiguration>,
+    /// The repository's own (deprecated) scan-on-push flag; the effective frequency also
+    /// depends on the registry's rules ([`RegistryFacts`]).
+    pub scan_on_push: bool,
     pub lifecycle_policy: Fact<bool>,
     pub encryption: Fact<Encryption>,
+    /// The repository policy text; `Known(None)` when the repository has none.
+    pub policy: Fact<Option<String>>,
+}
+
+/// Registry-wide settings of one account and region, read once and shared by its
+/// repositories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryFacts {
+    pub observed_at: DateTime<Utc>,
+    pub scanning: Fact<RegistryScanning>,
+    /// Managed-signing rules; empty when the registry has no signing configuration.
+    pub signing: Fact<Vec<SigningRuleFacts>>,
+}
+
+/// `GetRegistryScanningConfiguration`, enum values raw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryScanning {
+    /// `BASIC`, `ENHANCED`, or a newer value.
+    pub scan_type: String,
+    pub rules: Vec<ScanRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRule {
+    /// `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
+    pub frequency: String,
+    /// Wildcard repository filters.
+    pub filters: Vec<String>,
+}
+
+/// One managed-signing rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningRuleFacts {
+    pub profile_arn: String,
+    /// Repository filters; none means every repository.
+    pub filters: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,14 +129,23 @@ pub struct TagMutability {
     pub exclusion_filters: Vec<String>,
 }
 
+/// A repository's effective scanning, as evaluation derives it from the registry's rules and
+/// the repository's flag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanningConfiguration {
     /// The effective frequency: `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
     pub scan_frequency: String,
     /// The repository's own (deprecated) scan-on-push flag.
     pub scan_on_push: bool,
-    /// The registry rule filters that matched, as ECR reports them.
+    /// The registry rule filters that matched.
     pub applied_filters: Vec<String>,
+}
+
+/// One repository as a reconcile sweep lists it, with the image digests it holds.
+#[derive(Debug, Clone)]
+pub struct ListedRepository {
+    pub key: RepositoryKey,
+    pub facts: RepositoryFacts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +196,36 @@ pub trait Registry: Send + Sync {
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError>;
+
+    /// Reads the registry-wide settings of an account and region.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn registry(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<RegistryFacts, EnrichError>;
+
+    /// Every repository of a registry with its settings, read in as few calls as the APIs
+    /// allow (for the reconcile sweep). `Unknown` when the listing itself is refused.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn list_repositories(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<ListedRepository>>, EnrichError>;
+
+    /// Every image of a repository (paginated `DescribeImages`).
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn list_images(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError>;
 
     /// Reads one image of a repository.
     ///
@@ -211,6 +295,29 @@ impl EnrichError {
 impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
         (**self).repository(key).await
+    }
+
+    async fn registry(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<RegistryFacts, EnrichError> {
+        (**self).registry(account, region).await
+    }
+
+    async fn list_repositories(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        (**self).list_repositories(account, region).await
+    }
+
+    async fn list_images(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+        (**self).list_images(key).await
     }
 
     async fn image(

@@ -5,6 +5,7 @@
 //! know are reported verbatim as `UNKNOWN`, not guessed at.
 
 pub mod artifact;
+pub mod policy;
 pub mod signature;
 
 use std::collections::BTreeMap;
@@ -14,8 +15,8 @@ use wildmatch::WildMatch;
 
 use crate::domain::{ControlId, Verdict};
 use crate::enrich::{
-    Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration,
-    TagMutability,
+    Encryption, Fact, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
+    RepositoryState, ScanningConfiguration, SigningRuleFacts, TagMutability,
 };
 
 /// Operator choices that change how controls are judged.
@@ -28,6 +29,7 @@ pub struct ControlPolicy {
 /// The verdict of every control for one repository; `None` when the repository is gone.
 pub fn repository_controls(
     facts: &RepositoryFacts,
+    registry: &RegistryFacts,
     policy: &ControlPolicy,
 ) -> Option<BTreeMap<ControlId, Verdict>> {
     match &facts.state {
@@ -43,18 +45,40 @@ pub fn repository_controls(
                 })
                 .collect(),
         ),
-        RepositoryState::Present(settings) => Some(present_controls(settings, policy)),
+        RepositoryState::Present(settings) => Some(present_controls(settings, registry, policy)),
     }
+}
+
+/// A repository's name from its ARN (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME`).
+fn arn_part(arn: &str, index: usize) -> &str {
+    arn.split(':').nth(index).unwrap_or_default()
 }
 
 fn present_controls(
     settings: &RepositorySettings,
+    registry: &RegistryFacts,
     policy: &ControlPolicy,
 ) -> BTreeMap<ControlId, Verdict> {
+    let name = arn_part(&settings.arn, 5)
+        .strip_prefix("repository/")
+        .unwrap_or_default();
+    let scanning = effective_scanning(&registry.scanning, name, settings.scan_on_push);
+    let repository_policy = settings.policy.as_ref().map(|p| p.as_deref());
     BTreeMap::from([
+        (ControlId::Ecr1, with_fact(&scanning, ecr1_scanning)),
         (
-            ControlId::Ecr1,
-            with_fact(&settings.scanning, ecr1_scanning),
+            ControlId::PublicPolicy,
+            with_fact(&repository_policy, |p| policy::public_access(*p)),
+        ),
+        (
+            ControlId::CrossAccountWithoutOrg,
+            with_fact(&repository_policy, |p| {
+                policy::cross_account_access(*p, arn_part(&settings.arn, 4))
+            }),
+        ),
+        (
+            ControlId::SigningCoverage,
+            with_fact(&registry.signing, |rules| signing_coverage(rules, name)),
         ),
         (
             ControlId::Ecr2,
@@ -69,6 +93,107 @@ fn present_controls(
             with_fact(&settings.encryption, |e| ecr5_encryption(e, policy)),
         ),
     ])
+}
+
+/// Whether a registry scanning filter matches a repository name, as ECR documents it: a
+/// filter with `*` matches when the wildcards stand for any run of characters (anchored); a
+/// filter without one matches every name that contains it.
+pub fn scan_filter_matches(filter: &str, repository: &str) -> bool {
+    if filter.contains('*') {
+        WildMatch::new(filter).matches(repository)
+    } else {
+        repository.contains(filter)
+    }
+}
+
+/// A repository's effective scanning under the registry's configuration.
+///
+/// - `ENHANCED`: Inspector scans what the rules select; if both rules match, continuous scanning
+///   wins; the repository's own `scanOnPush` flag has no effect; nothing matched = `MANUAL`.
+/// - `BASIC` (also when the registry was never configured): a matching `SCAN_ON_PUSH` rule or
+///   the repository's own `scanOnPush` flag makes it `SCAN_ON_PUSH`; otherwise `MANUAL`.
+/// - A scan type this version does not know yields its name as the frequency, so ECR.1 reads
+///   `UNKNOWN` rather than guessing.
+pub fn effective_scanning(
+    registry: &Fact<RegistryScanning>,
+    repository: &str,
+    scan_on_push: bool,
+) -> Fact<ScanningConfiguration> {
+    let scanning = match registry {
+        Fact::Known(scanning) => scanning,
+        Fact::Unknown(reason) => {
+            return Fact::Unknown(format!("registry scanning configuration: {reason}"));
+        }
+    };
+    let matching: Vec<(&str, Vec<String>)> = scanning
+        .rules
+        .iter()
+        .filter_map(|rule| {
+            let filters: Vec<String> = rule
+                .filters
+                .iter()
+                .filter(|f| scan_filter_matches(f, repository))
+                .cloned()
+                .collect();
+            (!filters.is_empty()).then_some((rule.frequency.as_str(), filters))
+        })
+        .collect();
+    let matched = |frequency: &str| {
+        matching
+            .iter()
+            .find(|(f, _)| *f == frequency)
+            .map(|(_, filters)| filters.clone())
+    };
+    let (frequency, applied_filters) = match scanning.scan_type.as_str() {
+        "ENHANCED" => {
+            if let Some(filters) = matched("CONTINUOUS_SCAN") {
+                ("CONTINUOUS_SCAN".to_owned(), filters)
+            } else if let Some(filters) = matched("SCAN_ON_PUSH") {
+                ("SCAN_ON_PUSH".to_owned(), filters)
+            } else {
+                ("MANUAL".to_owned(), Vec::new())
+            }
+        }
+        "BASIC" => match matched("SCAN_ON_PUSH") {
+            Some(filters) => ("SCAN_ON_PUSH".to_owned(), filters),
+            None if scan_on_push => ("SCAN_ON_PUSH".to_owned(), Vec::new()),
+            None => ("MANUAL".to_owned(), Vec::new()),
+        },
+        other => (format!("{other} scan type"), Vec::new()),
+    };
+    Fact::Known(ScanningConfiguration {
+        scan_frequency: frequency,
+        scan_on_push,
+        applied_filters,
+    })
+}
+
+/// Whether a managed-signing filter matches (`WILDCARD_MATCH`: `*` stands for any run of
+/// characters; a filter without `*` names one repository exactly).
+fn signing_filter_matches(filter: &str, repository: &str) -> bool {
+    WildMatch::new(filter).matches(repository)
+}
+
+/// ECRA.3: is every push to the repository signed by ECR managed signing?
+pub fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> Verdict {
+    let covering = rules.iter().find(|rule| {
+        rule.filters.is_empty()
+            || rule
+                .filters
+                .iter()
+                .any(|f| signing_filter_matches(f, repository))
+    });
+    match (covering, rules.is_empty()) {
+        (Some(rule), _) => Verdict::pass(format!(
+            "managed signing rule with profile {} covers the repository",
+            rule.profile_arn
+        )),
+        (None, true) => Verdict::fail("the registry has no managed signing configuration"),
+        (None, false) => Verdict::fail(format!(
+            "none of the {} managed signing rule(s) matches the repository",
+            rules.len()
+        )),
+    }
 }
 
 fn with_fact<T>(fact: &Fact<T>, judge: impl FnOnce(&T) -> Verdict) -> Verdict {

@@ -11,17 +11,28 @@ fn settings() -> RepositorySettings {
             mode: "IMMUTABLE".into(),
             exclusion_filters: vec![],
         }),
-        scanning: Fact::Known(ScanningConfiguration {
-            scan_frequency: "SCAN_ON_PUSH".into(),
-            scan_on_push: true,
-            applied_filters: vec![],
-        }),
+        scan_on_push: true,
         lifecycle_policy: Fact::Known(true),
         encryption: Fact::Known(Encryption {
             encryption_type: "KMS".into(),
             kms_key: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
             key_manager: Some(Fact::Known("CUSTOMER".into())),
         }),
+        policy: Fact::Known(None),
+    }
+}
+
+fn registry() -> RegistryFacts {
+    RegistryFacts {
+        observed_at: Utc::now(),
+        scanning: Fact::Known(RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: vec![],
+        }),
+        signing: Fact::Known(vec![SigningRuleFacts {
+            profile_arn: "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release".into(),
+            filters: vec![],
+        }]),
     }
 }
 
@@ -30,7 +41,7 @@ fn verdicts(settings: RepositorySettings, policy: &ControlPolicy) -> BTreeMap<Co
         observed_at: Utc::now(),
         state: RepositoryState::Present(Box::new(settings)),
     };
-    repository_controls(&facts, policy).expect("present repository has controls")
+    repository_controls(&facts, &registry(), policy).expect("present repository has controls")
 }
 
 fn status(settings: RepositorySettings, control: ControlId) -> (ControlStatus, String) {
@@ -45,24 +56,121 @@ fn a_fully_configured_repository_passes_everything() {
     assert!(v.values().all(|v| v.status == Pass), "{v:?}");
 }
 
+fn scanning(scan_type: &str, rules: &[(&str, &[&str])]) -> Fact<RegistryScanning> {
+    Fact::Known(RegistryScanning {
+        scan_type: scan_type.into(),
+        rules: rules
+            .iter()
+            .map(|(frequency, filters)| crate::enrich::ScanRule {
+                frequency: (*frequency).into(),
+                filters: filters.iter().map(|f| (*f).into()).collect(),
+            })
+            .collect(),
+    })
+}
+
 #[test]
-fn ecr1_follows_the_effective_scan_frequency() {
-    for (frequency, expected) in [
-        ("SCAN_ON_PUSH", Pass),
-        ("CONTINUOUS_SCAN", Pass),
-        ("MANUAL", Fail),
-        ("SOMETHING_NEW", Unknown),
+fn scan_filters_match_as_ecr_documents_them() {
+    // With a wildcard: anchored, `*` for any run of characters (also none).
+    assert!(scan_filter_matches("prod-*", "prod-api"));
+    assert!(scan_filter_matches("prod-*", "prod-"));
+    assert!(!scan_filter_matches("prod-*", "team/prod-api"));
+    assert!(scan_filter_matches("*/api", "team/api"));
+    assert!(scan_filter_matches("*", "anything"));
+    // Without one: any name containing the filter.
+    assert!(scan_filter_matches("prod", "team/prod-api"));
+    assert!(!scan_filter_matches("prod", "staging-api"));
+}
+
+#[test]
+fn effective_scan_frequency_follows_scan_type_rules_and_the_repository_flag() {
+    let both: &[(&str, &[&str])] = &[("SCAN_ON_PUSH", &["api"]), ("CONTINUOUS_SCAN", &["prod-*"])];
+    for (scan_type, rules, repository, flag, expected) in [
+        // ENHANCED: continuous wins when both rules match; the repository flag is ignored.
+        ("ENHANCED", both, "prod-api", false, "CONTINUOUS_SCAN"),
+        ("ENHANCED", both, "team/api", false, "SCAN_ON_PUSH"),
+        ("ENHANCED", both, "web", true, "MANUAL"),
+        ("BASIC", both, "web", false, "MANUAL"),
+        // BASIC: a matching scan-on-push rule, or the repository's own flag.
+        (
+            "BASIC",
+            &[("SCAN_ON_PUSH", &["*"][..])][..],
+            "web",
+            false,
+            "SCAN_ON_PUSH",
+        ),
+        (
+            "BASIC",
+            &[("SCAN_ON_PUSH", &["prod-*"][..])][..],
+            "web",
+            false,
+            "MANUAL",
+        ),
+        ("BASIC", &[][..], "web", true, "SCAN_ON_PUSH"),
+        ("BASIC", &[][..], "web", false, "MANUAL"),
+        (
+            "BASIC",
+            &[("MANUAL", &["*"][..])][..],
+            "web",
+            false,
+            "MANUAL",
+        ),
+    ] {
+        let got = effective_scanning(&scanning(scan_type, rules), repository, flag);
+        assert_eq!(
+            got.known().map(|s| s.scan_frequency.as_str()),
+            Some(expected),
+            "{scan_type} {repository} flag={flag}"
+        );
+    }
+}
+
+#[test]
+fn ecr1_passes_scan_on_push_and_continuous_and_fails_manual() {
+    for (registry_scanning, flag, expected) in [
+        (scanning("BASIC", &[]), true, Pass),
+        (
+            scanning("ENHANCED", &[("CONTINUOUS_SCAN", &["*"][..])]),
+            false,
+            Pass,
+        ),
+        (scanning("BASIC", &[]), false, Fail),
+        (scanning("SOMETHING_NEW", &[]), true, Unknown),
+        (Fact::Unknown("AccessDeniedException".into()), true, Unknown),
     ] {
         let mut s = settings();
-        s.scanning = Fact::Known(ScanningConfiguration {
-            scan_frequency: frequency.into(),
-            scan_on_push: false,
-            applied_filters: vec!["prod-*".into()],
-        });
-        let (got, reason) = status(s, ControlId::Ecr1);
-        assert_eq!(got, expected, "{frequency}: {reason}");
-        assert!(reason.contains(frequency), "{reason}");
+        s.scan_on_push = flag;
+        let facts = RepositoryFacts {
+            observed_at: Utc::now(),
+            state: RepositoryState::Present(Box::new(s)),
+        };
+        let mut registry = registry();
+        registry.scanning = registry_scanning;
+        let v = repository_controls(&facts, &registry, &ControlPolicy::default()).expect("v");
+        assert_eq!(
+            v[&ControlId::Ecr1].status,
+            expected,
+            "{}",
+            v[&ControlId::Ecr1].reason
+        );
     }
+}
+
+#[test]
+fn ecra3_needs_a_managed_signing_rule_matching_the_repository() {
+    let rule = |filters: &[&str]| SigningRuleFacts {
+        profile_arn: "arn:aws:signer:us-east-1:123456789012:/signing-profiles/p".into(),
+        filters: filters.iter().map(|f| (*f).into()).collect(),
+    };
+    assert_eq!(signing_coverage(&[rule(&[])], "app").status, Pass);
+    assert_eq!(
+        signing_coverage(&[rule(&["prod-*"])], "prod-app").status,
+        Pass
+    );
+    assert_eq!(signing_coverage(&[rule(&["prod-*"])], "app").status, Fail);
+    assert_eq!(signing_coverage(&[rule(&["app"])], "app").status, Pass);
+    assert_eq!(signing_coverage(&[rule(&["app"])], "app-2").status, Fail);
+    assert_eq!(signing_coverage(&[], "app").status, Fail);
 }
 
 #[test]
@@ -150,11 +258,12 @@ fn ecr5_allow_list_restricts_customer_keys() {
 #[test]
 fn unreadable_facts_are_unknown_never_pass() {
     let mut s = settings();
-    s.scanning = Fact::Unknown("AccessDeniedException".into());
     s.lifecycle_policy = Fact::Unknown("AccessDeniedException".into());
+    s.policy = Fact::Unknown("AccessDeniedException".into());
     let v = verdicts(s, &ControlPolicy::default());
-    assert_eq!(v[&ControlId::Ecr1].status, Unknown);
     assert_eq!(v[&ControlId::Ecr3].status, Unknown);
+    assert_eq!(v[&ControlId::PublicPolicy].status, Unknown);
+    assert_eq!(v[&ControlId::CrossAccountWithoutOrg].status, Unknown);
 
     let facts = RepositoryFacts {
         observed_at: Utc::now(),
@@ -162,14 +271,14 @@ fn unreadable_facts_are_unknown_never_pass() {
             reason: "denied".into(),
         },
     };
-    let v = repository_controls(&facts, &ControlPolicy::default()).expect("controls");
+    let v = repository_controls(&facts, &registry(), &ControlPolicy::default()).expect("controls");
     assert!(v.values().all(|v| v.status == Unknown));
 
     let gone = RepositoryFacts {
         observed_at: Utc::now(),
         state: RepositoryState::Absent,
     };
-    assert!(repository_controls(&gone, &ControlPolicy::default()).is_none());
+    assert!(repository_controls(&gone, &registry(), &ControlPolicy::default()).is_none());
 }
 
 #[test]

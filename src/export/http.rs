@@ -62,6 +62,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         }
         Err(err) => warn!(error = %err, "could not refresh image gauges"),
     }
+    match state.store.operational_counts().await {
+        Ok((alert_backlog, last_reconcile)) => state
+            .metrics
+            .set_operational_counts(alert_backlog, last_reconcile),
+        Err(err) => warn!(error = %err, "could not refresh operational gauges"),
+    }
     match state.metrics.render() {
         Ok(body) => (
             [(

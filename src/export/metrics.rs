@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
@@ -84,7 +85,65 @@ pub struct Metrics {
     image_scans: Family<ScanLabels, Gauge>,
     unsigned_pushes: Counter,
     recheck_backlog: Gauge,
+    queue_messages: Family<QueueLabels, Gauge>,
+    control_regressions: Family<SingleControlLabels, Counter>,
+    last_commit: FloatGauge,
+    reconcile_duration: FloatGauge,
+    reconcile_last_success: FloatGauge,
+    reconcile_drift: Family<KindLabels, Counter>,
+    alert_events: Family<AlertLabels, Counter>,
+    alert_backlog: Gauge,
 }
+
+/// Which queue a depth gauge describes.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "variant names are the label values Prometheus shows"
+)]
+pub enum QueueRole {
+    main,
+    dead_letter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: QueueRole,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SingleControlLabels {
+    control: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Whether EventBridge accepted an alert event.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[expect(
+    non_camel_case_types,
+    reason = "variant names are the label values Prometheus shows"
+)]
+pub enum AlertOutcome {
+    published,
+    failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    outcome: AlertOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignatureLabels {
@@ -172,7 +231,73 @@ impl Metrics {
             "Signature re-checks that are due now and not yet done, from stored state",
             recheck_backlog.clone(),
         );
+        let queue_messages = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_messages",
+            "Messages in the main queue and its dead-letter queue (SQS approximate counts), by state (visible, in_flight)",
+            queue_messages.clone(),
+        );
+        let control_regressions = Family::<SingleControlLabels, Counter>::default();
+        registry.register(
+            "control_regressions",
+            "Repositories whose control went from PASS to FAIL, committed by this process",
+            control_regressions.clone(),
+        );
+        let last_commit = FloatGauge::default();
+        registry.register_with_unit(
+            "last_commit_timestamp",
+            "Unix time of this process's last committed batch",
+            prometheus_client::registry::Unit::Seconds,
+            last_commit.clone(),
+        );
+        let reconcile_duration = FloatGauge::default();
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of this process's last completed reconcile sweep",
+            prometheus_client::registry::Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let reconcile_last_success = FloatGauge::default();
+        registry.register_with_unit(
+            "reconcile_last_success_timestamp",
+            "Unix time at which the last successful reconcile sweep (by any replica) finished, from stored state; 0 before the first",
+            prometheus_client::registry::Unit::Seconds,
+            reconcile_last_success.clone(),
+        );
+        let reconcile_drift = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "reconcile_drift",
+            "Changes a reconcile sweep found that no event had reported, by kind",
+            reconcile_drift.clone(),
+        );
+        let alert_events = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alert_events",
+            "Alert events put on the EventBridge alert bus, by outcome (published, failed)",
+            alert_events.clone(),
+        );
+        let alert_backlog = Gauge::default();
+        registry.register(
+            "alert_backlog",
+            "Alert events recorded but not yet accepted by EventBridge, from stored state",
+            alert_backlog.clone(),
+        );
+        registry.register(
+            "build",
+            "The running ecr-audit version",
+            prometheus_client::metrics::info::Info::new(VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
         Self {
+            queue_messages,
+            control_regressions,
+            last_commit,
+            reconcile_duration,
+            reconcile_last_success,
+            reconcile_drift,
+            alert_events,
+            alert_backlog,
             images,
             image_scans,
             unsigned_pushes,
@@ -273,6 +398,64 @@ impl Metrics {
         self.recheck_backlog.set(recheck_backlog);
     }
 
+    pub fn queue_depth(&self, queue: QueueRole, visible: i64, in_flight: i64) {
+        self.queue_messages
+            .get_or_create(&QueueLabels {
+                queue,
+                state: "visible",
+            })
+            .set(visible);
+        self.queue_messages
+            .get_or_create(&QueueLabels {
+                queue,
+                state: "in_flight",
+            })
+            .set(in_flight);
+    }
+
+    pub fn control_regressions(&self, controls: &[ControlId]) {
+        for control in controls {
+            self.control_regressions
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn batch_committed(&self) {
+        let now = chrono::Utc::now();
+        self.last_commit
+            .set(now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0);
+    }
+
+    pub fn reconcile_finished(&self, duration: std::time::Duration) {
+        self.reconcile_duration.set(duration.as_secs_f64());
+    }
+
+    pub fn reconcile_drift(&self, kind: &'static str, count: u64) {
+        self.reconcile_drift
+            .get_or_create(&KindLabels { kind })
+            .inc_by(count);
+    }
+
+    pub fn alert_event(&self, outcome: AlertOutcome) {
+        self.alert_events
+            .get_or_create(&AlertLabels { outcome })
+            .inc();
+    }
+
+    /// Replaces the operational gauges read from the store.
+    pub fn set_operational_counts(
+        &self,
+        alert_backlog: i64,
+        last_reconcile: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        self.alert_backlog.set(alert_backlog);
+        self.reconcile_last_success
+            .set(last_reconcile.map_or(0.0, |t| t.timestamp() as f64));
+    }
+
     /// Renders the OpenMetrics text exposition.
     ///
     /// # Errors
@@ -306,6 +489,13 @@ mod tests {
         metrics.set_control_counts(&[]);
         metrics.set_image_counts(&[], &[], 0);
         metrics.unsigned_pushes(1);
+        metrics.queue_depth(QueueRole::dead_letter, 1, 0);
+        metrics.control_regressions(&[ControlId::Ecr2]);
+        metrics.batch_committed();
+        metrics.reconcile_finished(std::time::Duration::from_secs(3));
+        metrics.reconcile_drift("image_added", 2);
+        metrics.alert_event(AlertOutcome::published);
+        metrics.set_operational_counts(0, None);
         let text = metrics.render().expect("render");
         let docs = include_str!("../../docs/METRICS.md");
         let names = exported_names(&text);

@@ -29,11 +29,15 @@ pub enum RepositoryCall {
     },
     SetRepositoryPolicy,
     DeleteRepositoryPolicy,
+    /// Not a CloudTrail call: a reconcile sweep saw the repository differ from what was
+    /// stored (settings changed, created or deleted without an event reaching us).
+    ObservedByReconcile,
 }
 
 impl RepositoryCall {
     pub fn name(&self) -> &'static str {
         match self {
+            Self::ObservedByReconcile => "ObservedByReconcile",
             Self::CreateRepository => "CreateRepository",
             Self::DeleteRepository => "DeleteRepository",
             Self::PutImageTagMutability { .. } => "PutImageTagMutability",
@@ -50,11 +54,16 @@ impl RepositoryCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "name")]
 pub enum RegistryCall {
-    PutRegistryScanningConfiguration { scan_type: Option<String> },
+    PutRegistryScanningConfiguration {
+        scan_type: Option<String>,
+    },
     PutRegistryPolicy,
     DeleteRegistryPolicy,
     PutSigningConfiguration,
     DeleteSigningConfiguration,
+    /// Not a CloudTrail call: ECR's own `ECR Scan Resource Change` event, which reports that
+    /// enhanced scanning frequencies changed for some repositories.
+    ScanResourceChange,
 }
 
 impl RegistryCall {
@@ -65,6 +74,7 @@ impl RegistryCall {
             Self::DeleteRegistryPolicy => "DeleteRegistryPolicy",
             Self::PutSigningConfiguration => "PutSigningConfiguration",
             Self::DeleteSigningConfiguration => "DeleteSigningConfiguration",
+            Self::ScanResourceChange => "ECR Scan Resource Change",
         }
     }
 }

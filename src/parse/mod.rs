@@ -288,6 +288,10 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
         ("aws.ecr", "ECR Image Action") => image_action(detail)?,
         ("aws.ecr", "ECR Referrer Action") => referrer_action(detail)?,
         ("aws.ecr", "ECR Image Scan") => scan_completed(detail, ScanSource::Basic)?,
+        // Every affected repository is re-read, so the list in the detail is not needed.
+        ("aws.ecr", "ECR Scan Resource Change") => Change::RegistryChanged {
+            call: cloudtrail::RegistryCall::ScanResourceChange,
+        },
         ("aws.inspector2", "Inspector2 Scan") => scan_completed(detail, ScanSource::Enhanced)?,
         ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
         _ => Change::Ignored {

@@ -7,6 +7,7 @@
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
+pub mod alerts;
 mod digest;
 pub mod evidence;
 pub mod views;
@@ -88,6 +89,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct RepositoryWrite {
     pub key: RepositoryKey,
     pub facts: RepositoryFacts,
+    /// The effective scanning evaluation derived from the registry's rules (for the
+    /// `scan_frequency` column); `None` when unknown.
+    pub scanning: Option<crate::enrich::ScanningConfiguration>,
     /// `None` when the repository no longer exists.
     pub controls: Option<BTreeMap<ControlId, Verdict>>,
 }
@@ -165,12 +169,16 @@ pub struct BatchOutcome {
     pub committed: Vec<Committed>,
     /// Digests that became `UNSIGNED` for the first time in this batch.
     pub first_unsigned: u64,
+    /// Controls that went from PASS to FAIL in this batch (one entry per repository).
+    pub regressions: Vec<ControlId>,
 }
 
 /// The Postgres store.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Whether transitions worth a page are queued in `alert_outbox` (an alert bus is set).
+    alerts: bool,
 }
 
 impl Store {
@@ -185,11 +193,24 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("ecr-audit"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            alerts: false,
+        })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            alerts: false,
+        }
+    }
+
+    /// Queue alert events for transitions worth a page (when an alert bus is configured).
+    #[must_use]
+    pub fn with_alerts(mut self, enabled: bool) -> Self {
+        self.alerts = enabled;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -224,7 +245,7 @@ impl Store {
         // SQS receives, which would otherwise send it to the dead-letter queue.
         let mut attempt = 0;
         loop {
-            match write::commit_batch(&self.pool, plans).await {
+            match write::commit_batch(&self.pool, plans, self.alerts).await {
                 Err(err) if err.is_conflict() && attempt < 5 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
@@ -266,7 +287,7 @@ impl Store {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
     ) -> Result<u64, StoreError> {
-        write::finish_rechecks(tx, results).await
+        write::finish_rechecks(tx, results, self.alerts).await
     }
 
     /// Repositories per control and status, over repositories that still exist.
@@ -297,7 +318,206 @@ impl Store {
     }
 }
 
+/// What is stored about one registry, for a reconcile sweep to compare with.
+#[derive(Debug, Default)]
+pub struct ReconcileSnapshot {
+    /// Repository name → (present, control → status).
+    pub repositories: std::collections::HashMap<String, (bool, BTreeMap<String, String>)>,
+    /// Repository name → digests stored as present.
+    pub images: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+/// Held while this process sweeps; other replicas skip their sweep meanwhile.
+pub struct ReconcileLock {
+    connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+/// Arbitrary but fixed: the advisory lock key of the reconcile sweep.
+const RECONCILE_LOCK_KEY: i64 = 0x0ec2_a0d1;
+
+impl ReconcileLock {
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(RECONCILE_LOCK_KEY)
+            .execute(&mut *self.connection)
+            .await;
+    }
+}
+
 impl Store {
+    /// Takes the sweep lock unless another replica holds it or finished a sweep less than
+    /// `fresh_for` ago.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn try_reconcile_lock(
+        &self,
+        fresh_for: Duration,
+    ) -> Result<Option<ReconcileLock>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RECONCILE_LOCK_KEY)
+            .fetch_one(&mut *connection)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let lock = ReconcileLock { connection };
+        let (_, last) = self.operational_counts().await?;
+        let fresh = last.is_some_and(|at| {
+            Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                < fresh_for
+        });
+        if fresh {
+            lock.release().await;
+            return Ok(None);
+        }
+        Ok(Some(lock))
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn start_reconcile_run(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO reconcile_runs (started_at) VALUES (now()) RETURNING id",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn finish_reconcile_run(
+        &self,
+        run: i64,
+        succeeded: bool,
+        repositories: u64,
+        images: u64,
+        changes: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE reconcile_runs SET finished_at = now(), succeeded = $2, repositories = $3,
+                    images = $4, changes = $5, error = $6
+              WHERE id = $1",
+        )
+        .bind(run)
+        .bind(succeeded)
+        .bind(count(repositories))
+        .bind(count(images))
+        .bind(count(changes))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// When the database fails.
+    pub async fn reconcile_snapshot(
+        &self,
+        account: &crate::domain::AccountId,
+        region: &crate::domain::Region,
+    ) -> Result<ReconcileSnapshot, StoreError> {
+        let mut snapshot = ReconcileSnapshot::default();
+        let repositories: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT name, present FROM repositories WHERE account = $1 AND region = $2",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (name, present) in repositories {
+            snapshot
+                .repositories
+                .insert(name, (present, BTreeMap::new()));
+        }
+        let controls: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT repository, control, status FROM control_results
+              WHERE account = $1 AND region = $2",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (repository, control, status) in controls {
+            if let Some((_, map)) = snapshot.repositories.get_mut(&repository) {
+                map.insert(control, status);
+            }
+        }
+        let images: Vec<(String, String)> = sqlx::query_as(
+            "SELECT repository, digest FROM images
+              WHERE account = $1 AND region = $2 AND present",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (repository, digest) in images {
+            snapshot
+                .images
+                .entry(repository)
+                .or_default()
+                .insert(digest);
+        }
+        Ok(snapshot)
+    }
+
+    /// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
+    /// share the outbox); finish with [`Store::finish_alerts`].
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn claim_alerts(
+        &self,
+        limit: i64,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Postgres>,
+            Vec<alerts::PendingAlert>,
+        ),
+        StoreError,
+    > {
+        let mut tx = self.pool.begin().await?;
+        let claimed = alerts::claim_due(&mut tx, limit).await?;
+        Ok((tx, claimed))
+    }
+
+    /// Records what publishing did and commits.
+    ///
+    /// # Errors
+    /// When the database fails; the alerts are then published again later.
+    pub async fn finish_alerts(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        results: &[(i64, alerts::AlertDelivery)],
+    ) -> Result<(), StoreError> {
+        alerts::finish(&mut tx, results).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Alerts not yet accepted by EventBridge, and the end time of the last successful
+    /// reconcile sweep.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub async fn operational_counts(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let backlog: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alert_outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let last_reconcile: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT max(finished_at) FROM reconcile_runs WHERE succeeded")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((backlog, last_reconcile))
+    }
+
     /// Existing images (not artifacts) per signature status and per scan status, and the
     /// number of signature re-checks due now.
     ///

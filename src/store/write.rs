@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::alerts::{AlertKind, alert_kind, enqueue};
 use super::digest::{apply_scan, apply_signature, postpone};
 use super::evidence::{ChainedRecord, truncate_to_micros};
 use super::{
@@ -27,6 +28,7 @@ struct PendingEvidence {
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
+    alerts: bool,
 ) -> Result<BatchOutcome, StoreError> {
     let mut tx = pool.begin().await?;
 
@@ -85,19 +87,22 @@ pub(super) async fn commit_batch(
         }
     }
 
+    let mut regressions = Vec::new();
     if !pending.is_empty() {
-        append_to_chain(&mut tx, pending, &mut outcomes).await?;
+        regressions = append_to_chain(&mut tx, pending, &mut outcomes, alerts).await?;
     }
     tx.commit().await?;
     Ok(BatchOutcome {
         committed: outcomes,
         first_unsigned,
+        regressions,
     })
 }
 
 pub(super) async fn finish_rechecks(
     mut tx: Transaction<'static, Postgres>,
     results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
+    alerts: bool,
 ) -> Result<u64, StoreError> {
     let recorded_at = truncate_to_micros(Utc::now());
     let mut first_unsigned = 0;
@@ -134,7 +139,7 @@ pub(super) async fn finish_rechecks(
     }
     if !pending.is_empty() {
         let mut ignored = vec![Committed::Processed; pending.len()];
-        append_to_chain(&mut tx, pending, &mut ignored).await?;
+        append_to_chain(&mut tx, pending, &mut ignored, alerts).await?;
     }
     tx.commit().await?;
     Ok(first_unsigned)
@@ -420,7 +425,7 @@ async fn upsert_repository(
         RepositoryState::Unreadable { .. } => (None, None),
     };
     let mutability = settings.and_then(|s| s.tag_mutability.known());
-    let scanning = settings.and_then(|s| s.scanning.known());
+    let scanning = write.scanning.as_ref().filter(|_| settings.is_some());
     let encryption = settings.and_then(|s| s.encryption.known());
     let key_manager = encryption
         .and_then(|e| e.key_manager.as_ref())
@@ -607,12 +612,15 @@ async fn upsert_image(
 
 /// Puts the pending records on the chain. Locking the head row orders every appender; a record
 /// whose event id another transaction recorded first is dropped and its plan becomes a
-/// duplicate.
+/// duplicate. Transitions worth a page get their alert row here, beside their evidence; the
+/// controls that regressed from PASS to FAIL are returned for the metrics.
 async fn append_to_chain(
     tx: &mut Transaction<'_, Postgres>,
     pending: Vec<PendingEvidence>,
     outcomes: &mut [Committed],
-) -> Result<(), StoreError> {
+    alerts: bool,
+) -> Result<Vec<ControlId>, StoreError> {
+    let mut regressions = Vec::new();
     let (mut seq, mut prev_hash): (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut **tx)
@@ -656,6 +664,16 @@ async fn append_to_chain(
         .await?;
         match inserted {
             Some(_) => {
+                if let Some(kind) = alert_kind(&record) {
+                    if let AlertKind::Regression { control } = &kind
+                        && let Some(control) = ControlId::from_str_opt(control)
+                    {
+                        regressions.push(control);
+                    }
+                    if alerts {
+                        enqueue(tx, &record, &hash, kind).await?;
+                    }
+                }
                 seq = record.seq;
                 prev_hash = hash;
             }
@@ -671,5 +689,5 @@ async fn append_to_chain(
         .bind(&prev_hash)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(regressions)
 }

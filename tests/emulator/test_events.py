@@ -181,3 +181,25 @@ def test_events_follow_the_account_header(client):
     event = json.loads(message["Body"])
     assert event["account"] == other
     assert event["detail"]["userIdentity"]["arn"] == f"arn:aws:iam::{other}:user/emulator"
+
+
+def test_patterns_match_inside_arrays_of_objects(client):
+    """EventBridge matches `detail.resources.type` against every element of `detail.resources`
+    (the Inspector2 Finding branch of infra/cloudformation/central.yaml relies on it)."""
+    sqs, events = client("sqs"), client("events")
+    url = sqs.create_queue(QueueName="findings")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="ecr-findings", EventPattern=json.dumps({
+        "source": ["aws.inspector2"], "detail-type": ["Inspector2 Finding"],
+        "detail": {"resources": {"type": ["AWS_ECR_CONTAINER_IMAGE"]}}}))
+    events.put_targets(Rule="ecr-findings", Targets=[{"Id": "q", "Arn": arn}])
+
+    def finding(name: str, *types: str) -> dict:
+        detail = {"findingArn": name, "resources": [{"type": t, "id": f"{name}-{t}"} for t in types]}
+        return {"Source": "aws.inspector2", "DetailType": "Inspector2 Finding", "Detail": json.dumps(detail)}
+
+    events.put_events(Entries=[finding("ecr", "AWS_ECR_CONTAINER_IMAGE"), finding("ec2", "AWS_EC2_INSTANCE"),
+                               finding("both", "AWS_EC2_INSTANCE", "AWS_ECR_CONTAINER_IMAGE"), finding("none")])
+
+    received = [json.loads(m["Body"])["detail"]["findingArn"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(received) == ["both", "ecr"]

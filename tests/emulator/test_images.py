@@ -81,6 +81,67 @@ def test_immutable_tags_honour_wildcard_exclusions(ecr):
     assert refused.value.response["Error"]["Code"] == "ImageTagAlreadyExistsException"
 
 
+def can_move(ecr, repository: str, tag: str, seed: str) -> bool:
+    """Pushes `tag` twice with different images: True if the second push moved the tag."""
+    ecr.put_image(repositoryName=repository, imageManifest=oci_manifest(f"{seed}-first"), imageTag=tag)
+    try:
+        ecr.put_image(repositoryName=repository, imageManifest=oci_manifest(f"{seed}-second"), imageTag=tag)
+    except ClientError as refused:
+        assert refused.response["Error"]["Code"] == "ImageTagAlreadyExistsException"
+        return False
+    return True
+
+
+# Tags a regular expression would exclude (moto: `re.match(filter, tag)`) but an anchored
+# AWS wildcard does not, and the other way round.
+@pytest.mark.parametrize(
+    "filters, tag, excluded",
+    [
+        (["dev-*"], "dev-42", True),
+        (["dev-*"], "devx", False),        # regex: "dev" then zero or more "-"
+        (["latest"], "latest", True),
+        (["latest"], "latest-rc", False),  # regex: prefix match
+        (["1.0"], "1x0", False),           # regex: "." is any character
+        (["*-rc"], "2.1-rc", True),        # regex: "*" cannot start a pattern
+        (["*-rc"], "2.1-rc1", False),
+        (["v*.*"], "v2.3", True),
+        (["v*.*"], "v2", False),
+    ],
+)
+def test_exclusion_filters_are_anchored_wildcards(ecr, filters, tag, excluded):
+    exclusion = [{"filter": f, "filterType": "WILDCARD"} for f in filters]
+    ecr.create_repository(repositoryName="immutable-but", imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+                          imageTagMutabilityExclusionFilters=exclusion)
+    ecr.create_repository(repositoryName="mutable-but", imageTagMutability="MUTABLE_WITH_EXCLUSION",
+                          imageTagMutabilityExclusionFilters=exclusion)
+
+    assert can_move(ecr, "immutable-but", tag, "i") is excluded
+    assert can_move(ecr, "mutable-but", tag, "m") is not excluded
+
+
+def test_put_image_tag_mutability_validates_and_echoes_filters(ecr):
+    ecr.create_repository(repositoryName="settings")
+    exclusion = [{"filter": "dev-*", "filterType": "WILDCARD"}]
+
+    answer = ecr.put_image_tag_mutability(repositoryName="settings", imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+                                          imageTagMutabilityExclusionFilters=exclusion)
+
+    assert answer["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert answer["imageTagMutabilityExclusionFilters"] == exclusion
+    [repository] = ecr.describe_repositories(repositoryNames=["settings"])["repositories"]
+    assert repository["imageTagMutabilityExclusionFilters"] == exclusion
+    for mutability, filters in (("MUTABLE", exclusion), ("IMMUTABLE_WITH_EXCLUSION", None),
+                                ("IMMUTABLE_WITH_EXCLUSION", [{"filter": "bad/tag", "filterType": "WILDCARD"}])):
+        request = {"repositoryName": "settings", "imageTagMutability": mutability}
+        if filters:
+            request["imageTagMutabilityExclusionFilters"] = filters
+        with pytest.raises(ClientError) as refused:
+            ecr.put_image_tag_mutability(**request)
+        assert refused.value.response["Error"]["Code"] == "InvalidParameterException", (mutability, filters)
+    [unchanged] = ecr.describe_repositories(repositoryNames=["settings"])["repositories"]
+    assert (unchanged["imageTagMutability"], unchanged["imageTagMutabilityExclusionFilters"]) == ("IMMUTABLE_WITH_EXCLUSION", exclusion)
+
+
 def test_describe_images_shows_artifact_type_and_subject(ecr):
     ecr.create_repository(repositoryName="artifacts")
     image = oci_manifest("image")

@@ -4,9 +4,8 @@ Emulator gaps that matter here (besides those listed in test_central_stack.py):
 - moto forwards an event to another account's bus without checking the central bus
   policy or the rule's RoleArn, so the forwarding test proves the wiring (target ARN,
   patterns), not the permissions;
-- a forwarded event arrives with `account` set to the central account; AWS keeps the
-  spoke's account id (which the worker relies on to pick the spoke role), so the test
-  does not assert `account`;
+- a forwarded event keeps its `id`, `account` and `region` (the emulator forwards the
+  event itself, as EventBridge does; moto alone re-stamped it with the central account);
 - IAM does not evaluate trust policies: that only the central task role (with the
   external id) can assume the reader role is checked by reading the policy, not by
   trying.
@@ -104,6 +103,8 @@ def test_spoke_events_reach_the_central_queue(aws: ClientFactory, spoke_stack: S
     assert dropped not in received
     body = received[forwarded]
     assert body["source"] == "aws.ecr" and body["detail-type"] == "ECR Image Action"
+    # The worker picks the spoke's reader role by this account id.
+    assert body["account"] == spoke_stack.account
     assert body["detail"]["repository-name"] == f"team/app-{forwarded}"
 
 

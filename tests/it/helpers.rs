@@ -67,6 +67,12 @@ pub struct TestApp {
     /// The signing grace window the pipeline uses (short, so tests see UNSIGNED quickly).
     pub signing_grace_ms: i64,
     pub http_addr: Option<SocketAddr>,
+    /// EventBridge bus the worker puts alert events on; `None` = no alerts.
+    pub alert_bus: Option<String>,
+    /// The account this test's credentials act in.
+    pub account: String,
+    /// Accounts the pipeline reads through an assumed role.
+    pub account_roles: std::collections::HashMap<AccountId, String>,
 }
 
 impl TestApp {
@@ -106,7 +112,9 @@ impl TestApp {
                 ),
             ))
             .build();
-        Self::with_sdk(sdk, true).await
+        let mut app = Self::with_sdk(sdk, true).await;
+        app.account = account;
+        app
     }
 
     async fn with_sdk(sdk: SdkConfig, own_account: bool) -> Self {
@@ -224,6 +232,9 @@ impl TestApp {
             worker_started: false,
             signing_grace_ms: 3_000,
             http_addr: None,
+            alert_bus: None,
+            account: ACCOUNT.to_owned(),
+            account_roles: std::collections::HashMap::new(),
         }
     }
 
@@ -243,13 +254,38 @@ impl TestApp {
         name
     }
 
+    /// The uncached registry reader the pipeline uses (fast pacing: the emulator has no quotas).
+    pub fn registry(&self, metrics: &Arc<Metrics>) -> Arc<dyn Registry> {
+        Arc::new(EcrRegistry::with_options(
+            self.sdk.clone(),
+            Arc::clone(metrics),
+            self.account_roles.clone(),
+            ecr_audit::enrich::ecr::ApiPacing {
+                calls_per_second: std::num::NonZeroU32::new(2000).expect("non-zero"),
+            },
+        ))
+    }
+
+    /// A reconcile sweep over this test's account (and the role accounts) in its region.
+    pub fn reconciler(&self) -> ecr_audit::source::reconcile::Reconciler {
+        let pipeline = Arc::new(self.pipeline());
+        let registry = self.registry(pipeline.metrics());
+        let mut targets = vec![(
+            AccountId::parse(&self.account).expect("account"),
+            Region::parse(REGION).expect("region"),
+        )];
+        for account in self.account_roles.keys() {
+            targets.push((account.clone(), Region::parse(REGION).expect("region")));
+        }
+        ecr_audit::source::reconcile::Reconciler::new(pipeline, registry, targets)
+    }
+
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
-        let registry: Arc<dyn Registry> =
-            Arc::new(EcrRegistry::new(self.sdk.clone(), Arc::clone(&metrics)));
+        let registry = self.registry(&metrics);
         Pipeline::new(
             CachedRegistry::new(registry, Duration::from_secs(300)),
-            self.store.clone(),
+            self.store.clone().with_alerts(self.alert_bus.is_some()),
             metrics,
             PipelineSettings {
                 parse_context: ParseContext {
@@ -260,6 +296,21 @@ impl TestApp {
                 signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
             },
         )
+    }
+
+    /// The worker's background work as tests run it: fast polls, alerts when a bus is set.
+    fn background(&self, pipeline: &Pipeline) -> ecr_audit::worker::Background {
+        let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
+        background.queue_metrics_interval = Duration::from_secs(1);
+        background.alerts = self.alert_bus.as_ref().map(|bus| {
+            ecr_audit::export::alerts::AlertPublisher::new(
+                pipeline.store().clone(),
+                self.events.clone(),
+                bus.clone(),
+                Arc::clone(pipeline.metrics()),
+            )
+        });
+        background
     }
 
     /// Starts the real worker (consumer and HTTP endpoints) in-process.
@@ -280,11 +331,13 @@ impl TestApp {
         settings.visibility_timeout = Duration::from_secs(10);
         settings.shutdown_grace = Duration::from_secs(10);
         let token = CancellationToken::new();
+        let pipeline = self.pipeline();
+        let background = self.background(&pipeline);
         let handle = tokio::spawn(ecr_audit::worker::run(
-            Arc::new(self.pipeline()),
+            Arc::new(pipeline),
             self.sqs.clone(),
             settings,
-            Duration::from_millis(200),
+            background,
             listener,
             token.clone(),
         ));
@@ -419,6 +472,25 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("count evidence")
+    }
+
+    /// Deletes this test's EventBridge rules: from now on no event reaches the queue.
+    pub async fn remove_rules(&mut self) {
+        for rule in std::mem::take(&mut self.rule_names) {
+            let _ = self
+                .events
+                .remove_targets()
+                .rule(&rule)
+                .ids("queue")
+                .send()
+                .await;
+            self.events
+                .delete_rule()
+                .name(&rule)
+                .send()
+                .await
+                .expect("delete rule");
+        }
     }
 
     /// Stops the worker, checks that nothing was left behind, drops the world.

@@ -4,9 +4,11 @@
 //! `AWS_ENDPOINT_URL`, dummy credentials). Each test gets its own database, queue and
 //! repository-name prefix, so tests run in parallel.
 
+mod alerts;
 mod cli;
 mod helpers;
 mod pipeline;
+mod reconcile;
 mod signatures;
 mod source;
 mod store;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
 use ecr_audit::enrich::{
-    Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration,
-    TagMutability,
+    Encryption, Fact, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
+    RepositoryState, TagMutability,
 };
 use ecr_audit::evaluate::{ControlPolicy, repository_controls};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
@@ -31,24 +31,32 @@ fn facts(mode: &str, observed_offset_secs: i64) -> RepositoryFacts {
                 mode: mode.into(),
                 exclusion_filters: vec![],
             }),
-            scanning: Fact::Known(ScanningConfiguration {
-                scan_frequency: "SCAN_ON_PUSH".into(),
-                scan_on_push: true,
-                applied_filters: vec![],
-            }),
+            scan_on_push: true,
             lifecycle_policy: Fact::Known(true),
             encryption: Fact::Known(Encryption {
                 encryption_type: "AES256".into(),
                 kms_key: None,
                 key_manager: None,
             }),
+            policy: Fact::Known(None),
         })),
+    }
+}
+
+fn registry_facts() -> RegistryFacts {
+    RegistryFacts {
+        observed_at: Utc::now(),
+        scanning: Fact::Known(RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: vec![],
+        }),
+        signing: Fact::Known(vec![]),
     }
 }
 
 fn plan(id: &str, facts: RepositoryFacts) -> Plan {
     let controls: Option<BTreeMap<ControlId, Verdict>> =
-        repository_controls(&facts, &ControlPolicy::default());
+        repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
     Plan::Event(Box::new(EventPlan {
         event: AuditEvent {
             id: id.to_owned(),
@@ -68,6 +76,7 @@ fn plan(id: &str, facts: RepositoryFacts) -> Plan {
         repositories: vec![RepositoryWrite {
             key: key(),
             facts,
+            scanning: None,
             controls,
         }],
         image: None,
@@ -147,6 +156,9 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
             "a/team/app/ECR.2",
             "a/team/app/ECR.3",
             "a/team/app/ECR.5",
+            "a/team/app/ECRA.1",
+            "a/team/app/ECRA.2",
+            "a/team/app/ECRA.3",
             "b",
             "b/team/app/ECR.2",
             "c"
@@ -155,7 +167,7 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     );
     assert!(matches!(
         store.verify_chain().await.expect("verify"),
-        ChainReport::Valid { records: 8, .. }
+        ChainReport::Valid { records: 11, .. }
     ));
 }
 

@@ -6,7 +6,8 @@ these records, so the emulator writes one per ECR call that is not read-only,
 with the request members as `requestParameters`, the response as
 `responseElements` (null on failure), and `errorCode`/`errorMessage` when the
 call failed. The caller is configurable: a request header, or a default set
-over the control API, or an IAM user named `emulator` in the call's account.
+over the control API, or the assumed role whose STS credentials signed the
+call, or an IAM user named `emulator` in the call's account.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
+
+from moto.sts.models import sts_backends
 
 from . import events
 from .calls import AwsCall
@@ -59,11 +62,15 @@ def user_identity(arn: str, kind: str | None, access_key: str) -> dict[str, Any]
 
 
 def caller(environ: dict[str, Any], call: AwsCall) -> dict[str, Any]:
-    """The caller of this request: its header, else the configured default, else `user/emulator`."""
+    """The caller of this request: its header, else the configured default, else the assumed role of
+    its STS credentials, else `user/emulator`."""
     if environ.get(CALLER_ARN_HEADER):
         return user_identity(environ[CALLER_ARN_HEADER], environ.get(CALLER_TYPE_HEADER), call.access_key)
     if STORE.identity:
         return user_identity(STORE.identity["arn"], STORE.identity.get("type"), call.access_key)
+    assumed = sts_backends[call.account]["aws"].get_assumed_role_from_access_key(call.access_key)
+    if assumed is not None:
+        return user_identity(assumed.arn, None, call.access_key)
     return user_identity(f"arn:aws:iam::{call.account}:user/emulator", None, call.access_key)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from . import events
 from .counters import COUNTER
@@ -64,29 +65,46 @@ def _faults(method: str, body: dict[str, Any]) -> Response:
     return 200, {"faults": FAULTS.to_json()}
 
 
-def _requests(method: str, body: dict[str, Any]) -> Response:
+def _requests(method: str, body: dict[str, Any], query: dict[str, str]) -> Response:
+    unknown = set(query) - {"account", "region", "by"}
+    if unknown or query.get("by", "account") != "account":
+        raise BadRequest("query parameters: account=ID, region=NAME, by=account")
+    account, region = query.get("account"), query.get("region")
     if method == "DELETE":
-        COUNTER.clear()
-    return 200, COUNTER.snapshot()
+        COUNTER.clear(account, region)
+    if "by" in query:
+        return 200, COUNTER.by_account()
+    return 200, COUNTER.snapshot(account, region)
 
 
-def _events(method: str, body: dict[str, Any]) -> Response:
+def _events(method: str, body: dict[str, Any], query: dict[str, str]) -> Response:
+    if set(query) - {"account"}:
+        raise BadRequest("query parameters: account=ID")
     if method == "DELETE":
         events.RECENT.clear()
-    return 200, {"events": list(events.RECENT)}
+    return 200, {"events": [e for e in list(events.RECENT) if query.get("account", e["account"]) == e["account"]]}
 
 
-ROUTES: dict[str, tuple[set[str], Callable[[str, dict[str, Any]], Response]]] = {
-    "/_emulator/config": ({"GET", "POST"}, _config),
-    "/_emulator/identity": ({"GET", "POST", "DELETE"}, _identity),
-    "/_emulator/scan-results": ({"GET", "POST", "DELETE"}, _scan_results),
-    "/_emulator/faults": ({"GET", "POST", "DELETE"}, _faults),
+def _without_query(handler: Callable[[str, dict[str, Any]], Response]) -> Callable[[str, dict[str, Any], dict[str, str]], Response]:
+    def handle(method: str, body: dict[str, Any], query: dict[str, str]) -> Response:
+        if query:
+            raise BadRequest(f"this endpoint takes no query parameters, got {sorted(query)}")
+        return handler(method, body)
+
+    return handle
+
+
+ROUTES: dict[str, tuple[set[str], Callable[[str, dict[str, Any], dict[str, str]], Response]]] = {
+    "/_emulator/config": ({"GET", "POST"}, _without_query(_config)),
+    "/_emulator/identity": ({"GET", "POST", "DELETE"}, _without_query(_identity)),
+    "/_emulator/scan-results": ({"GET", "POST", "DELETE"}, _without_query(_scan_results)),
+    "/_emulator/faults": ({"GET", "POST", "DELETE"}, _without_query(_faults)),
     "/_emulator/requests": ({"GET", "DELETE"}, _requests),
     "/_emulator/events": ({"GET", "DELETE"}, _events),
 }
 
 
-def handle(method: str, path: str, raw_body: bytes, reset: Callable[[], None]) -> Response:
+def handle(method: str, path: str, query_string: str, raw_body: bytes, reset: Callable[[], None]) -> Response:
     """Answers one control request with (HTTP status, JSON value)."""
     path = path.rstrip("/")
     if path == "/_emulator/reset":
@@ -103,6 +121,7 @@ def handle(method: str, path: str, raw_body: bytes, reset: Callable[[], None]) -
         body = json.loads(raw_body or b"{}")
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
-        return handler(method, body)
+        query = {key: values[-1] for key, values in parse_qs(query_string, keep_blank_values=True).items()}
+        return handler(method, body, query)
     except (ValueError, BadRequest) as problem:
         return 400, {"error": str(problem)}

@@ -7,18 +7,58 @@ are added as response methods, which moto's dispatcher finds by name.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from moto.core.responses import ActionResult
-from moto.ecr.models import ECRBackend, Image, Repository
+from moto.ecr.models import ECRBackend, Image, Repository, RepoTagMutability
 from moto.ecr.responses import ECRResponse
 
-from . import images, manifests, paging, scanning, signing
+from . import images, manifests, paging, registry_settings, scanning, signing
 from .errors import AwsError
 from .state import STORE, RegistryState
 
 bad_token = paging.service_error("InvalidParameterException")
+#: ImageTagMutabilityExclusionFilter.filter in the API reference (botocore checks only the length).
+EXCLUSION_FILTER = re.compile(r"^[0-9a-zA-Z._*-]{1,128}$")
+_MOTO_PUT_IMAGE_TAG_MUTABILITY = ECRBackend.put_image_tag_mutability
+
+
+def _check_exclusion_filters(mutability: str | None, filters: list[dict[str, str]] | None) -> None:
+    for exclusion in filters or []:
+        if not EXCLUSION_FILTER.match(str(exclusion.get("filter", ""))):
+            raise AwsError(
+                "InvalidParameterException",
+                f"Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: "
+                f"'{exclusion.get('filter')}' is not a valid tag filter",
+            )
+    if mutability in list(RepoTagMutability):
+        ECRBackend.validate_image_tag_mutability_params_compatibility(mutability, filters or None)
+
+
+def create_repository(self: ECRBackend, *args: Any, **kwargs: Any) -> Repository:
+    """CreateRepository with the tag filter pattern checked (moto checks only filterType)."""
+    _check_exclusion_filters(kwargs.get("image_tag_mutability"), kwargs.get("image_tag_mutability_exclusion_filters"))
+    return scanning.create_repository(self, *args, **kwargs)
+
+
+def put_image_tag_mutability(
+    self: ECRBackend,
+    registry_id: str | None,
+    repository_name: str,
+    image_tag_mutability: str,
+    image_tag_mutability_exclusion_filters: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """As CreateRepository: filters only with a *_WITH_EXCLUSION mode (moto silently turned MUTABLE plus
+    filters into MUTABLE_WITH_EXCLUSION), and the response echoes the filters as AWS's does."""
+    _check_exclusion_filters(image_tag_mutability, image_tag_mutability_exclusion_filters)
+    response = _MOTO_PUT_IMAGE_TAG_MUTABILITY(
+        self, registry_id, repository_name, image_tag_mutability, image_tag_mutability_exclusion_filters
+    )
+    if image_tag_mutability_exclusion_filters:
+        response["imageTagMutabilityExclusionFilters"] = image_tag_mutability_exclusion_filters
+    return response
 
 
 def put_image(
@@ -133,6 +173,17 @@ def _referrer(manifest: manifests.Manifest) -> dict[str, Any]:
     return out
 
 
+def get_registry_scanning_configuration(self: ECRResponse) -> ActionResult:
+    return ActionResult({"registryId": self.current_account,
+                         "scanningConfiguration": self.ecr_backend.registry_scanning_configuration})
+
+
+def put_registry_scanning_configuration(self: ECRResponse) -> ActionResult:
+    """Answers the configuration as stored (moto echoed the request, so an omitted scanType came back null)."""
+    self.ecr_backend.put_registry_scanning_configuration(self._get_param("scanType"), self._get_param("rules"))
+    return ActionResult({"registryScanningConfiguration": self.ecr_backend.registry_scanning_configuration})
+
+
 def put_signing_configuration(self: ECRResponse) -> ActionResult:
     return ActionResult(signing.put_configuration(self.ecr_backend, self._get_param("signingConfiguration") or {}))
 
@@ -159,6 +210,9 @@ BACKEND_METHODS = {
     "start_image_scan": scanning.start_image_scan,
     "describe_image_scan_findings": scanning.describe_image_scan_findings,
     "batch_get_repository_scanning_configuration": scanning.batch_get_repository_scanning_configuration,
+    "put_registry_scanning_configuration": scanning.put_registry_scanning_configuration,
+    "create_repository": create_repository,
+    "put_image_tag_mutability": put_image_tag_mutability,
 }
 RESPONSE_METHODS = {
     "describe_images": describe_images,
@@ -168,6 +222,9 @@ RESPONSE_METHODS = {
     "get_signing_configuration": get_signing_configuration,
     "delete_signing_configuration": delete_signing_configuration,
     "describe_image_signing_status": describe_image_signing_status,
+    "get_registry_scanning_configuration": get_registry_scanning_configuration,
+    "put_registry_scanning_configuration": put_registry_scanning_configuration,
+    **registry_settings.RESPONSE_METHODS,
 }
 
 

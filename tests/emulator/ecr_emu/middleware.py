@@ -64,7 +64,7 @@ class EmulatorMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
         if path.startswith("/_emulator"):
-            status, value = control.handle(method, path, calls.read_body(environ), reset_everything)
+            status, value = control.handle(method, path, environ.get("QUERY_STRING", ""), calls.read_body(environ), reset_everything)
             return _reply(start_response, status, [("Content-Type", "application/json")], json.dumps(value).encode())
         if path.rstrip("/") == "/moto-api/reset" and method == "POST":
             reset_everything()
@@ -75,7 +75,7 @@ class EmulatorMiddleware:
         return self._aws_call(environ, start_response, call)
 
     def _aws_call(self, environ: dict[str, Any], start_response: Callable[..., Any], call: calls.AwsCall) -> Iterable[bytes]:
-        COUNTER.record(call.key)
+        COUNTER.record(call.key, call.account, call.region)
         content_type = environ.get("CONTENT_TYPE") or "application/x-amz-json-1.1"
         latency_ms, fault = FAULTS.decide(call)
         if latency_ms:

@@ -2,13 +2,16 @@
 
 moto starts no scan on push and answers DescribeImageScanFindings with a fixed
 fake finding. Here the effective scan frequency of a repository decides
-(registry rules with AWS wildcard filters, the repository's own scanOnPush
+(registry rules with AWS's scanning filters, the repository's own scanOnPush
 flag in BASIC mode, continuous winning over scan-on-push), a scan runs for the
 configured delay, ends with the configured outcome, and emits the event AWS
 emits: `ECR Image Scan` for basic scans, `Inspector2 Scan` for enhanced ones.
+A registry scanning configuration that changes repositories' frequency under
+enhanced scanning emits `ECR Scan Resource Change`.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +19,17 @@ from moto.ecr.exceptions import LimitExceededException, ScanNotFoundException
 from moto.ecr.models import ECRBackend, Image, Repository, ecr_backends
 
 from . import events, findings, images, wildcard
+from .errors import AwsError
 from .state import STORE, RegistryState, ScanRecord, schedule
+
+#: Frequencies a registry rule may set per scan type (API reference of RegistryScanningRule:
+#: ENHANCED supports CONTINUOUS_SCAN and SCAN_ON_PUSH, BASIC supports SCAN_ON_PUSH). MANUAL
+#: is in the enum and accepted here as a rule that selects repositories for no scanning
+#: (whether AWS accepts it is not documented).
+RULE_FREQUENCIES = {"BASIC": {"SCAN_ON_PUSH", "MANUAL"}, "ENHANCED": {"CONTINUOUS_SCAN", "SCAN_ON_PUSH", "MANUAL"}}
+SCAN_FILTER = re.compile(r"^[a-z0-9*](?:[._\-/a-z0-9*]?[a-z0-9*]+)*$")
+MAX_RULES = 2
+MAX_FILTERS = 100
 
 SUCCESS = {False: "COMPLETE", True: "ACTIVE"}
 DESCRIPTIONS = {
@@ -43,10 +56,16 @@ def is_enhanced(backend: ECRBackend) -> bool:
 
 
 def effective_frequency(backend: ECRBackend, repo: Repository) -> tuple[str, list[dict[str, str]]]:
-    """The repository's scan frequency and the filter that set it, as BatchGetRepositoryScanningConfiguration shows."""
+    """The repository's scan frequency and the filter that set it, as BatchGetRepositoryScanningConfiguration shows.
+
+    Precedence: CONTINUOUS_SCAN (enhanced only), then SCAN_ON_PUSH, then, in BASIC
+    mode only, the repository's own deprecated scanOnPush flag (*assumed*: AWS does not
+    say how the two combine), then MANUAL. "Any repositories not matching an enhanced
+    scanning filter will have scanning disabled" (user guide), so ENHANCED ignores the flag.
+    """
     matched: dict[str, dict[str, str]] = {}
     for rule in backend.registry_scanning_configuration.get("rules") or []:
-        hit = wildcard.any_filter_matches(rule.get("repositoryFilters") or [], repo.name)
+        hit = wildcard.any_filter_matches(rule.get("repositoryFilters") or [], repo.name, wildcard.scan_filter_matches)
         if hit is not None:
             matched.setdefault(rule["scanFrequency"], hit)
     order = ("CONTINUOUS_SCAN", "SCAN_ON_PUSH") if is_enhanced(backend) else ("SCAN_ON_PUSH",)
@@ -55,7 +74,81 @@ def effective_frequency(backend: ECRBackend, repo: Repository) -> tuple[str, lis
             return frequency, [matched[frequency]]
     if not is_enhanced(backend) and (repo.image_scanning_configuration or {}).get("scanOnPush"):
         return "SCAN_ON_PUSH", []
-    return "MANUAL", []
+    return "MANUAL", [matched["MANUAL"]] if "MANUAL" in matched else []
+
+
+def _invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterException", f"Invalid parameter at 'rules' failed to satisfy constraint: '{message}'")
+
+
+def _validate(scan_type: str, rules: list[dict[str, Any]]) -> None:
+    """The limits of the API reference; the messages are the emulator's own."""
+    if scan_type not in RULE_FREQUENCIES:
+        raise AwsError("InvalidParameterException", "Invalid parameter at 'scanType' failed to satisfy constraint: 'Member must satisfy enum value set: [BASIC, ENHANCED]'")
+    if len(rules) > MAX_RULES:
+        raise _invalid(f"at most {MAX_RULES} rules are allowed")
+    for rule in rules:
+        frequency = rule.get("scanFrequency")
+        if frequency not in RULE_FREQUENCIES[scan_type]:
+            raise _invalid(f"scan frequency {frequency} is not supported for scan type {scan_type}")
+        filters = rule.get("repositoryFilters") or []
+        if len(filters) > MAX_FILTERS:
+            raise _invalid(f"at most {MAX_FILTERS} repository filters are allowed per rule")
+        for repository_filter in filters:
+            if repository_filter.get("filterType") != "WILDCARD":
+                raise _invalid("the only supported filterType is WILDCARD")
+            if not SCAN_FILTER.match(str(repository_filter.get("filter", ""))) or len(repository_filter["filter"]) > 255:
+                raise _invalid(f"'{repository_filter.get('filter')}' is not a valid repository filter")
+
+
+def _frequencies(backend: ECRBackend) -> dict[str, str]:
+    return {name: effective_frequency(backend, repo)[0] for name, repo in backend.repositories.items()}
+
+
+def emit_scan_resource_change(backend: ECRBackend, changes: list[tuple[Repository, str, str]]) -> None:
+    """`ECR Scan Resource Change`, shaped as the ECR user guide's example: one event, every changed repository."""
+    detail = {
+        "action-type": "SCAN_FREQUENCY_CHANGE",
+        "repositories": [
+            {"repository-name": repo.name, "repository-arn": repo.arn, "scan-frequency": new, "previous-scan-frequency": old}
+            for repo, old, new in changes
+        ],
+        "resource-type": "REPOSITORY",
+        "scan-type": backend.registry_scanning_configuration.get("scanType", "BASIC"),
+    }
+    events.emit(backend.account_id, backend.region_name, "aws.ecr", "ECR Scan Resource Change", detail)
+
+
+def put_registry_scanning_configuration(self: ECRBackend, scan_type: str | None, rules: list[dict[str, Any]] | None) -> None:
+    """Validates, stores, and reports every repository whose frequency changed under enhanced scanning.
+
+    AWS documents the event "when enhanced scanning is turned on"; a change away from
+    ENHANCED is reported too, with `scan-type` BASIC (*assumed*).
+    """
+    scan_type, rules = scan_type or "BASIC", list(rules or [])
+    _validate(scan_type, rules)
+    previous_type = self.registry_scanning_configuration.get("scanType", "BASIC")
+    before = _frequencies(self)
+    _MOTO_PUT_REGISTRY_SCANNING_CONFIGURATION(self, scan_type, rules)
+    after = _frequencies(self)
+    if "ENHANCED" not in (previous_type, scan_type):
+        return
+    changes = [(self.repositories[name], before[name], after[name]) for name in sorted(after) if before[name] != after[name]]
+    if changes:
+        emit_scan_resource_change(self, changes)
+
+
+def create_repository(self: ECRBackend, *args: Any, **kwargs: Any) -> Repository:
+    """A new repository that an enhanced rule selects is a scan resource change too (*assumed*: previous MANUAL)."""
+    repo = _MOTO_CREATE_REPOSITORY(self, *args, **kwargs)
+    frequency, _ = effective_frequency(self, repo)
+    if is_enhanced(self) and frequency != "MANUAL":
+        emit_scan_resource_change(self, [(repo, "MANUAL", frequency)])
+    return repo
+
+
+_MOTO_PUT_REGISTRY_SCANNING_CONFIGURATION = ECRBackend.put_registry_scanning_configuration
+_MOTO_CREATE_REPOSITORY = ECRBackend.create_repository
 
 
 def batch_get_repository_scanning_configuration(self: ECRBackend, names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:

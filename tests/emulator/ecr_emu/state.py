@@ -28,7 +28,7 @@ def _env_seconds(name: str, default: float) -> float:
 
 @dataclass
 class Settings:
-    """Knobs that change how fast asynchronous work completes."""
+    """Knobs that change how fast asynchronous work completes, and whether AWS's events are put at all."""
 
     signing_delay: float = field(
         default_factory=lambda: _env_seconds("ECR_EMU_SIGNING_DELAY_SECONDS", 2.0)
@@ -36,18 +36,25 @@ class Settings:
     scan_delay: float = field(
         default_factory=lambda: _env_seconds("ECR_EMU_SCAN_DELAY_SECONDS", 2.0)
     )
+    #: False makes every change silent (no ECR, Inspector or CloudTrail event), as if
+    #: AWS lost the events or nobody listened: the drift a reconcile must find.
+    emit_events: bool = True
 
-    def to_json(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "signing_delay_seconds": self.signing_delay,
             "scan_delay_seconds": self.scan_delay,
+            "emit_events": self.emit_events,
         }
 
     def update(self, body: dict[str, Any]) -> None:
-        if "signing_delay_seconds" in body:
-            self.signing_delay = float(body["signing_delay_seconds"])
-        if "scan_delay_seconds" in body:
-            self.scan_delay = float(body["scan_delay_seconds"])
+        """Applies a validated partial update; raises ValueError before changing anything."""
+        if "emit_events" in body and not isinstance(body["emit_events"], bool):
+            raise ValueError("'emit_events' must be true or false")
+        delays = {key: float(body[key]) for key in ("signing_delay_seconds", "scan_delay_seconds") if key in body}
+        self.signing_delay = delays.get("signing_delay_seconds", self.signing_delay)
+        self.scan_delay = delays.get("scan_delay_seconds", self.scan_delay)
+        self.emit_events = body.get("emit_events", self.emit_events)
 
 
 @dataclass
@@ -85,12 +92,18 @@ class ScanRecord:
 
 @dataclass
 class RegistryState:
-    """What one account's registry in one region holds beyond moto's backend."""
+    """What one account's registry in one region holds beyond moto's backend.
+
+    Pull-through cache rules are keyed by `ecrRepositoryPrefix`, repository
+    creation templates by `prefix`; both hold the API's member names.
+    """
 
     signing_configuration: dict[str, Any] | None = None
     signing: dict[tuple[str, str], list[SigningRecord]] = field(default_factory=dict)
     scans: dict[tuple[str, str], ScanRecord] = field(default_factory=dict)
     manual_scan_days: dict[tuple[str, str], str] = field(default_factory=dict)
+    pull_through_cache_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    creation_templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def forget_image(self, repository: str, digest: str) -> None:
         key = (repository, digest)

@@ -1,0 +1,155 @@
+//! Alert events: transitions worth a page, put on the operator's EventBridge bus.
+//!
+//! The store queues one outbox row per transition in the same transaction as its evidence;
+//! this publisher drains the outbox with `PutEvents`. EventBridge can accept an event and the
+//! acknowledgement still be lost, so delivery is at least once: consumers deduplicate on
+//! `detail.alert_id`, which is the evidence record's event id. A failed put never blocks the
+//! pipeline: the row waits with a growing delay (visible as `ecr_audit_alert_backlog`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::export::metrics::{AlertOutcome, Metrics};
+use crate::source::sqs::backoff;
+use crate::store::alerts::{AlertDelivery, PendingAlert};
+use crate::store::{Store, StoreError};
+
+/// `source` of every alert event (EventBridge reserves `aws.*` for AWS).
+pub const ALERT_SOURCE: &str = "ecr-audit";
+/// `PutEvents` takes at most ten entries.
+const PUT_EVENTS_MAX: i64 = 10;
+
+pub struct AlertPublisher {
+    store: Store,
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+    metrics: Arc<Metrics>,
+}
+
+impl AlertPublisher {
+    pub fn new(
+        store: Store,
+        client: aws_sdk_eventbridge::Client,
+        bus: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            bus,
+            metrics,
+        }
+    }
+
+    /// Publishes up to ten due alerts; returns how many were claimed.
+    ///
+    /// # Errors
+    /// When the database fails; the claimed alerts are released and published later.
+    pub async fn publish_due(&self) -> Result<usize, StoreError> {
+        let (tx, alerts) = self.store.claim_alerts(PUT_EVENTS_MAX).await?;
+        if alerts.is_empty() {
+            let _ = tx.rollback().await;
+            return Ok(0);
+        }
+        let entries: Vec<PutEventsRequestEntry> =
+            alerts.iter().map(|alert| self.entry(alert)).collect();
+        let result = self
+            .client
+            .put_events()
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let results: Vec<(i64, AlertDelivery)> = match result {
+            Ok(output) => alerts
+                .iter()
+                .enumerate()
+                .map(|(i, alert)| {
+                    // PutEvents answers entry by entry, in request order, behind HTTP 200.
+                    let failure = match output.entries().get(i) {
+                        Some(entry) if entry.error_code().is_none() => None,
+                        Some(entry) => Some(format!(
+                            "{}: {}",
+                            entry.error_code().unwrap_or_default(),
+                            entry.error_message().unwrap_or_default()
+                        )),
+                        None => Some("no result for the entry".to_owned()),
+                    };
+                    (alert.id, self.delivery(alert, failure))
+                })
+                .collect(),
+            Err(err) => {
+                let reason = format!("{:?}", crate::enrich::aws::classify(&err));
+                alerts
+                    .iter()
+                    .map(|alert| (alert.id, self.delivery(alert, Some(reason.clone()))))
+                    .collect()
+            }
+        };
+        let count = results.len();
+        self.store.finish_alerts(tx, &results).await?;
+        Ok(count)
+    }
+
+    fn entry(&self, alert: &PendingAlert) -> PutEventsRequestEntry {
+        let resource = match (
+            alert.detail.get("account").and_then(|v| v.as_str()),
+            alert.detail.get("region").and_then(|v| v.as_str()),
+            alert.detail.get("repository").and_then(|v| v.as_str()),
+        ) {
+            (Some(account), Some(region), Some(repository)) => Some(format!(
+                "arn:aws:ecr:{region}:{account}:repository/{repository}"
+            )),
+            _ => None,
+        };
+        PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(ALERT_SOURCE)
+            .detail_type(&alert.detail_type)
+            .detail(alert.detail.to_string())
+            .set_resources(resource.map(|r| vec![r]))
+            .build()
+    }
+
+    fn delivery(&self, alert: &PendingAlert, failure: Option<String>) -> AlertDelivery {
+        match failure {
+            None => {
+                self.metrics.alert_event(AlertOutcome::published);
+                AlertDelivery::Published
+            }
+            Some(error) => {
+                self.metrics.alert_event(AlertOutcome::failed);
+                let attempt = u32::try_from(alert.attempts).unwrap_or(0) + 1;
+                let delay = backoff(Duration::from_secs(2), Duration::from_secs(600), attempt);
+                warn!(
+                    alert.id = alert.id,
+                    attempt, "alert event not accepted, retrying in {delay:?}: {error}"
+                );
+                AlertDelivery::Failed {
+                    error,
+                    retry_at: Utc::now()
+                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                }
+            }
+        }
+    }
+
+    /// Publishes until none is due, then waits `poll`; stops at `shutdown`.
+    pub async fn run(self, poll: Duration, shutdown: CancellationToken) {
+        loop {
+            match self.publish_due().await {
+                Ok(n) if n as i64 == PUT_EVENTS_MAX && !shutdown.is_cancelled() => continue,
+                Ok(_) => {}
+                Err(err) => warn!(error = %err, "alert outbox unavailable; alerts stay queued"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The reconcile sweep: lists what exists and records what changed without an event.
+//!
+//! ECR's own events are best effort and rules only forward what happens while they exist, so
+//! state drifts. A sweep lists every repository (with its settings) and every image of the
+//! configured accounts and regions, compares them with what is stored, and turns each
+//! difference into a synthetic event (`detail-type` [`RECONCILE_DETAIL_TYPE`], id
+//! `reconcile/RUN/…`) that goes through the same planning and store as a real one, so the
+//! evidence says "observed by reconcile". Repository drift is committed from the listing
+//! itself; a new or vanished digest is planned like a push or delete (reading its signature
+//! and scan state).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::{StreamExt, stream};
+use tracing::{info, warn};
+
+use crate::domain::{AccountId, ControlId, Digest, Region, RepositoryName};
+use crate::enrich::{EnrichError, Fact, ListedRepository, Registry, RepositoryState};
+use crate::parse::{AuditEvent, Change, RepositoryCall};
+use crate::pipeline::{Pipeline, repository_write};
+use crate::store::{EventPlan, Plan, StoreError};
+
+/// `detail_type` of the events a sweep synthesises.
+pub const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
+
+/// Repositories whose images are listed and planned at once.
+const REPOSITORY_CONCURRENCY: usize = 4;
+/// Synthetic events committed per transaction.
+const COMMIT_CHUNK: usize = 20;
+
+/// Why a sweep did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Aws(#[from] EnrichError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{target}: {reason}")]
+    Unreadable { target: String, reason: String },
+}
+
+/// What a sweep saw and changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub repositories: u64,
+    pub images: u64,
+    /// Drift kind → how many.
+    pub changes: BTreeMap<&'static str, u64>,
+}
+
+impl SweepReport {
+    pub fn total_changes(&self) -> u64 {
+        self.changes.values().sum()
+    }
+}
+
+/// One repository's images as listed: (images, synthetic events, added, deleted).
+type ImageDrift = (u64, Vec<AuditEvent>, u64, u64);
+
+/// Progress callbacks, for a progress bar.
+pub trait SweepProgress: Send + Sync {
+    fn repositories_found(&self, _count: u64) {}
+    fn repository_done(&self) {}
+}
+
+impl SweepProgress for () {}
+
+pub struct Reconciler {
+    pipeline: Arc<Pipeline>,
+    registry: Arc<dyn Registry>,
+    targets: Vec<(AccountId, Region)>,
+}
+
+impl Reconciler {
+    /// `registry` should read through (no cache): a sweep exists to see what a cache cannot.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        registry: Arc<dyn Registry>,
+        targets: Vec<(AccountId, Region)>,
+    ) -> Self {
+        Self {
+            pipeline,
+            registry,
+            targets,
+        }
+    }
+
+    /// One full sweep over every target, recorded in `reconcile_runs`.
+    ///
+    /// # Errors
+    /// [`ReconcileError`] when a listing or the database fails; what was committed before
+    /// stays committed, and the next sweep starts over.
+    pub async fn sweep(&self, progress: &dyn SweepProgress) -> Result<SweepReport, ReconcileError> {
+        let store = self.pipeline.store();
+        let run = store.start_reconcile_run().await?;
+        let started = Instant::now();
+        let mut report = SweepReport::default();
+        let mut result = Ok(());
+        for (account, region) in &self.targets {
+            if let Err(err) = self
+                .sweep_registry(run, account, region, progress, &mut report)
+                .await
+            {
+                result = Err(err);
+                break;
+            }
+        }
+        let error = result.as_ref().err().map(ToString::to_string);
+        store
+            .finish_reconcile_run(
+                run,
+                error.is_none(),
+                report.repositories,
+                report.images,
+                report.total_changes(),
+                error.as_deref(),
+            )
+            .await?;
+        let metrics = self.pipeline.metrics();
+        metrics.reconcile_finished(started.elapsed());
+        for (kind, count) in &report.changes {
+            metrics.reconcile_drift(kind, *count);
+        }
+        result.map(|()| report)
+    }
+
+    async fn sweep_registry(
+        &self,
+        run: i64,
+        account: &AccountId,
+        region: &Region,
+        progress: &dyn SweepProgress,
+        report: &mut SweepReport,
+    ) -> Result<(), ReconcileError> {
+        let store = self.pipeline.store();
+        // Also refreshes the event path's view of the registry.
+        self.pipeline.forget_registry(account, region);
+        let registry_facts = self.registry.registry(account, region).await?;
+        let listed = match self.registry.list_repositories(account, region).await? {
+            Fact::Known(listed) => listed,
+            Fact::Unknown(reason) => {
+                return Err(ReconcileError::Unreadable {
+                    target: format!("{account}/{region}"),
+                    reason,
+                });
+            }
+        };
+        progress.repositories_found(listed.len() as u64);
+        report.repositories += listed.len() as u64;
+        let snapshot = store.reconcile_snapshot(account, region).await?;
+        let policy = self.pipeline.policy().clone();
+        let event = |id: String, change: Change| synthetic_event(run, account, region, id, change);
+
+        // Repositories: settings drift is committed from the listing itself.
+        let mut plans = Vec::new();
+        let listed_names: HashSet<&str> = listed.iter().map(|r| r.key.name.as_str()).collect();
+        for ListedRepository { key, facts } in &listed {
+            let write = repository_write(key.clone(), facts.clone(), &registry_facts, &policy);
+            let stored = snapshot.repositories.get(key.name.as_str());
+            let kind = match (stored, &write.controls) {
+                (None | Some((false, _)), _) => Some("repository_added"),
+                (Some((true, controls)), Some(now)) if !same_statuses(controls, now) => {
+                    Some("repository_changed")
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                *report.changes.entry(kind).or_default() += 1;
+                plans.push(Plan::Event(Box::new(EventPlan {
+                    event: event(
+                        key.name.to_string(),
+                        Change::RepositoryChanged {
+                            repository: key.name.clone(),
+                            call: RepositoryCall::ObservedByReconcile,
+                        },
+                    ),
+                    ignored: false,
+                    repositories: vec![write],
+                    image: None,
+                    signatures: Vec::new(),
+                    scans: Vec::new(),
+                })));
+            }
+        }
+        // Repositories deleted while nobody listened: planned like a DeleteRepository call,
+        // which re-reads the repository (and finds it absent).
+        let mut events = Vec::new();
+        for (name, (present, _)) in &snapshot.repositories {
+            if *present
+                && !listed_names.contains(name.as_str())
+                && let Ok(repository) = RepositoryName::parse(name)
+            {
+                *report.changes.entry("repository_deleted").or_default() += 1;
+                events.push(event(
+                    name.clone(),
+                    Change::RepositoryChanged {
+                        repository,
+                        call: RepositoryCall::ObservedByReconcile,
+                    },
+                ));
+            }
+        }
+        self.commit(plans).await?;
+        self.plan_and_commit(events).await?;
+
+        // Images, repository by repository.
+        let image_results: Vec<Result<ImageDrift, ReconcileError>> = stream::iter(
+            listed
+                .iter()
+                .map(|repository| {
+                    Box::pin(self.image_drift(
+                        run,
+                        repository,
+                        snapshot.images.get(repository.key.name.as_str()),
+                        progress,
+                    ))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(REPOSITORY_CONCURRENCY)
+        .collect()
+        .await;
+        let mut events = Vec::new();
+        for result in image_results {
+            let (images, drift, added, deleted) = result?;
+            report.images += images;
+            *report.changes.entry("image_added").or_default() += added;
+            *report.changes.entry("image_deleted").or_default() += deleted;
+            events.extend(drift);
+        }
+        report.changes.retain(|_, n| *n > 0);
+        self.plan_and_commit(events).await?;
+        info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
+        Ok(())
+    }
+
+    /// Lists one repository's images and returns synthetic events for the digests that
+    /// appeared or vanished since they were stored.
+    async fn image_drift(
+        &self,
+        run: i64,
+        repository: &ListedRepository,
+        stored: Option<&HashSet<String>>,
+        progress: &dyn SweepProgress,
+    ) -> Result<ImageDrift, ReconcileError> {
+        let result = self.image_drift_of(run, repository, stored).await;
+        progress.repository_done();
+        result
+    }
+
+    async fn image_drift_of(
+        &self,
+        run: i64,
+        ListedRepository { key, facts }: &ListedRepository,
+        stored: Option<&HashSet<String>>,
+    ) -> Result<ImageDrift, ReconcileError> {
+        if !matches!(facts.state, RepositoryState::Present(_)) {
+            return Ok((0, Vec::new(), 0, 0));
+        }
+        let event = |id: String, change: Change| {
+            synthetic_event(run, &key.account, &key.region, id, change)
+        };
+        let images = match self.registry.list_images(key).await? {
+            Fact::Known(images) => images,
+            Fact::Unknown(reason) => {
+                return Err(ReconcileError::Unreadable {
+                    target: key.to_string(),
+                    reason,
+                });
+            }
+        };
+        let empty = HashSet::new();
+        let stored = stored.unwrap_or(&empty);
+        let listed: HashSet<&str> = images.iter().map(|(d, _)| d.as_str()).collect();
+        let mut events = Vec::new();
+        let (mut added, mut deleted) = (0, 0);
+        for (digest, image) in &images {
+            if !stored.contains(digest.as_str()) {
+                added += 1;
+                let mut synthetic = event(
+                    format!("{}/{}/present", key.name, digest),
+                    Change::ImagePushed {
+                        repository: key.name.clone(),
+                        digest: digest.clone(),
+                        tag: None,
+                        manifest_media_type: image.manifest_media_type.clone(),
+                        artifact_media_type: image.artifact_media_type.clone(),
+                    },
+                );
+                // The push happened when ECR says, not when the sweep noticed it.
+                synthetic.time = image.pushed_at.unwrap_or(synthetic.time);
+                events.push(synthetic);
+            }
+        }
+        for digest in stored.iter().filter(|d| !listed.contains(d.as_str())) {
+            let Ok(parsed) = Digest::parse(digest) else {
+                continue;
+            };
+            deleted += 1;
+            events.push(event(
+                format!("{}/{}/absent", key.name, digest),
+                Change::ImageDeleted {
+                    repository: key.name.clone(),
+                    digest: parsed,
+                    tag: None,
+                },
+            ));
+        }
+        Ok((images.len() as u64, events, added, deleted))
+    }
+
+    async fn plan_and_commit(&self, events: Vec<AuditEvent>) -> Result<(), ReconcileError> {
+        for chunk in events.chunks(COMMIT_CHUNK) {
+            let mut plans = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                plans.push(Plan::Event(Box::new(
+                    self.pipeline.plan(event.clone()).await?,
+                )));
+            }
+            self.commit(plans).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, plans: Vec<Plan>) -> Result<(), ReconcileError> {
+        for chunk in plans.chunks(COMMIT_CHUNK) {
+            let outcome = self.pipeline.store().commit_batch(chunk).await?;
+            self.pipeline.record_commit(&outcome);
+        }
+        Ok(())
+    }
+}
+
+fn synthetic_event(
+    run: i64,
+    account: &AccountId,
+    region: &Region,
+    id: String,
+    change: Change,
+) -> AuditEvent {
+    AuditEvent {
+        id: format!("reconcile/{run}/{account}/{region}/{id}"),
+        time: Utc::now(),
+        account: account.clone(),
+        region: region.clone(),
+        detail_type: RECONCILE_DETAIL_TYPE.to_owned(),
+        actor: None,
+        change,
+    }
+}
+
+fn same_statuses(
+    stored: &BTreeMap<String, String>,
+    now: &BTreeMap<ControlId, crate::domain::Verdict>,
+) -> bool {
+    now.len() == stored.len()
+        && now.iter().all(|(control, verdict)| {
+            stored.get(control.as_str()).map(String::as_str) == Some(verdict.status.as_str())
+        })
+}
+
+/// Sweeps at start-up and then every `interval`, one replica at a time (a Postgres advisory
+/// lock), skipping a sweep when another replica finished one within half an interval.
+pub async fn run_periodically(
+    reconciler: Reconciler,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let store = reconciler.pipeline.store();
+        match store.try_reconcile_lock(interval / 2).await {
+            Ok(Some(lock)) => {
+                match reconciler.sweep(&()).await {
+                    Ok(report) => info!(
+                        repositories = report.repositories,
+                        images = report.images,
+                        changes = report.total_changes(),
+                        "reconcile sweep finished"
+                    ),
+                    Err(err) => {
+                        warn!(error = %err, "reconcile sweep failed; the next one starts over")
+                    }
+                }
+                lock.release().await;
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "reconcile skipped: database unavailable"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
