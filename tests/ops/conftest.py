@@ -140,6 +140,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "ECR_AUDIT_RETRY_BASE": "1s",
             "ECR_AUDIT_VISIBILITY_TIMEOUT": "30s",
             "ECR_AUDIT_RECONCILE_INTERVAL": "10s",
+            "ECR_AUDIT_QUEUE_METRICS_INTERVAL": "1s",
             "ECR_AUDIT_ALERT_BUS": ALERT_BUS,
             "ECR_AUDIT_LOG_FORMAT": "json",
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),

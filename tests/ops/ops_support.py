@@ -70,6 +70,8 @@ class PromQuery:
 class SqlQuery:
     panel: str
     sql: str
+    title: str = ""
+    panel_type: str = ""
 
 
 def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -96,7 +98,8 @@ def dashboard_sql() -> list[SqlQuery]:
         for panel in _panels(board):
             for target in panel.get("targets", []):
                 if "rawSql" in target:
-                    queries.append(SqlQuery(f"{panel['title']} [{target['refId']}]", target["rawSql"]))
+                    queries.append(SqlQuery(f"{panel['title']} [{target['refId']}]", target["rawSql"],
+                                            panel["title"], panel["type"]))
     return queries
 
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from ops_support import JOB, World, alert_rules, dashboard_promql, dashboard_sql, eventually, grafana_promql, grafana_sql, psql
+from scenario import DRIFTED, REGRESSED
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,35 @@ def test_evidence_sql_returns_rows(world: World, query) -> None:
     if len(rows) == 1 and len(rows[0]) == 1:
         (value,) = rows[0].values()
         assert float(value) > 0, f"{query.panel}: counted {value}, the scenario made it happen{_describe(world)}"
+
+
+def _panel_rows(world: World, title: str, panel_type: str = "table") -> list[dict[str, str]]:
+    (query,) = [q for q in SQL if q.title == title and q.panel_type == panel_type]
+    start = world.started_at - timedelta(hours=1)
+    return psql(world.database_url, grafana_sql(query.sql, start, datetime.now(timezone.utc) + timedelta(minutes=5)))
+
+
+def test_evidence_panels_show_what_the_scenario_did(world: World) -> None:
+    """Not only rows: the rows an auditor looks for, with the columns the panels promise."""
+    def person(name: str) -> str:
+        return f"arn:aws:iam::{world.account}:user/{name}"
+
+    transitions = _panel_rows(world, "Latest control transitions")
+    assert {"repository": REGRESSED, "control": "ECR.2", "from": "PASS", "to": "FAIL", "actor": person("mallory")}.items() \
+        <= next((r for r in transitions if r["repository"] == REGRESSED and r["to"] == "FAIL"), {}).items(), transitions
+    drift = [r for r in transitions if r["repository"] == DRIFTED and r["control"] == "ECR.3" and r["to"] == "FAIL"]
+    assert drift and drift[0]["from"] == "PASS" and drift[0]["actor"] == "(observed by reconcile)", \
+        f"the lifecycle policy deleted while routing was cut: {drift}{_describe(world)}"
+
+    unsigned = _panel_rows(world, "Images without a trusted signature")
+    hotfix = [r for r in unsigned if r["repository"] == "legacy/tools" and r["tag"] == "hotfix"]
+    assert hotfix and hotfix[0]["signature"] == "UNSIGNED" and hotfix[0]["pushed_by"] == person("alice"), unsigned
+    assert hotfix[0]["pushed_at"] and hotfix[0]["unsigned since"], hotfix
+
+    failing = _panel_rows(world, "Failing repositories, with reasons")
+    assert any(r["repository"] == "vendor/mirror" and r["control"] == "ECR.5" and r["status"] == "UNKNOWN" and r["reason"]
+               for r in failing), failing
+    assert any(r["repository"] == "legacy/tools" and r["control"] == "ECR.1" and r["status"] == "FAIL" for r in failing), failing
 
 
 def test_worker_down_fires_when_the_worker_stops(world: World) -> None:
