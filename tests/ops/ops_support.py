@@ -80,27 +80,24 @@ def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])  # collapsed rows keep their panels inside
 
 
-def dashboard_promql() -> list[PromQuery]:
-    queries = []
+def _targets(key: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(dashboard file name, panel, target) for every query target that has `key`."""
     for path in sorted(DASHBOARDS.glob("*.json")):
         board = json.loads(path.read_text())
         for panel in _panels(board):
             for target in panel.get("targets", []):
-                if "expr" in target:
-                    queries.append(PromQuery(path.name, f"{panel['title']} [{target['refId']}]", target["expr"]))
-    return queries
+                if key in target:
+                    yield path.name, panel, target
+
+
+def dashboard_promql() -> list[PromQuery]:
+    return [PromQuery(name, f"{panel['title']} [{target['refId']}]", target["expr"])
+            for name, panel, target in _targets("expr")]
 
 
 def dashboard_sql() -> list[SqlQuery]:
-    queries = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        board = json.loads(path.read_text())
-        for panel in _panels(board):
-            for target in panel.get("targets", []):
-                if "rawSql" in target:
-                    queries.append(SqlQuery(f"{panel['title']} [{target['refId']}]", target["rawSql"],
-                                            panel["title"], panel["type"]))
-    return queries
+    return [SqlQuery(f"{panel['title']} [{target['refId']}]", target["rawSql"], panel["title"], panel["type"])
+            for _, panel, target in _targets("rawSql")]
 
 
 def alert_rules() -> dict[str, str]:
