@@ -145,6 +145,15 @@ struct VersionLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The `kind` values of `ecr_audit_reconcile_drift_total`.
+pub const RECONCILE_DRIFT_KINDS: [&str; 5] = [
+    "repository_added",
+    "repository_changed",
+    "repository_deleted",
+    "image_added",
+    "image_deleted",
+];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignatureLabels {
     signature: &'static str,
@@ -289,6 +298,20 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        // Series that start at 0, so rate() and increase() see their first event.
+        for control in ControlId::ALL {
+            control_regressions
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .get();
+        }
+        for outcome in [AlertOutcome::published, AlertOutcome::failed] {
+            alert_events.get_or_create(&AlertLabels { outcome }).get();
+        }
+        for kind in RECONCILE_DRIFT_KINDS {
+            reconcile_drift.get_or_create(&KindLabels { kind }).get();
+        }
         Self {
             queue_messages,
             control_regressions,
