@@ -154,8 +154,8 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 .posture(args.repository.as_deref())
                 .await?;
             match args.format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                OutputFormat::Table => print!("{}", views::posture_table(&rows)),
+                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
+                OutputFormat::Table => emit(&views::posture_table(&rows))?,
             }
             Ok(exit::OK)
         }
@@ -165,8 +165,8 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
                 .images(args.repository.as_deref())
                 .await?;
             match args.format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                OutputFormat::Table => print!("{}", views::images_table(&rows)),
+                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
+                OutputFormat::Table => emit(&views::images_table(&rows))?,
             }
             Ok(exit::OK)
         }
@@ -284,6 +284,20 @@ pub struct BuiltPipeline {
     pub registry: Arc<dyn Registry>,
     /// Every (account, region) the sweep covers.
     pub targets: Vec<(AccountId, Region)>,
+}
+
+/// Writes command output to stdout. A reader that stops early (`| head`) is not an error:
+/// `println!` would panic on the broken pipe.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// A terminal progress bar for a sweep; hidden when stderr is not a terminal.

@@ -163,9 +163,32 @@ impl Pipeline {
             }))
             .await;
 
+        // A settings change batched with other events about the same repository: the
+        // change's own plan records the control transition, so that the evidence names the
+        // caller who made it (the others read the same new settings but have no actor).
+        let changed: std::collections::HashSet<RepositoryKey> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Plan(Plan::Event(plan))
+                    if matches!(plan.event.change, Change::RepositoryChanged { .. }) =>
+                {
+                    Some(plan.repositories.iter().map(|r| r.key.clone()))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
         let plans: Vec<Plan> = prepared
             .iter()
             .filter_map(|p| match p {
+                Prepared::Plan(Plan::Event(plan))
+                    if !changed.is_empty()
+                        && !matches!(plan.event.change, Change::RepositoryChanged { .. }) =>
+                {
+                    let mut plan = plan.clone();
+                    plan.repositories.retain(|r| !changed.contains(&r.key));
+                    Some(Plan::Event(plan))
+                }
                 Prepared::Plan(plan) => Some(plan.clone()),
                 Prepared::Failed(_) => None,
             })

@@ -67,6 +67,9 @@ pub struct SqsConsumer {
     client: aws_sdk_sqs::Client,
     settings: SqsSettings,
     pipeline: Arc<Pipeline>,
+    /// Set when a batch could not reach the database: receiving pauses until it answers, so
+    /// an outage does not spend the queue's receives and push messages to the DLQ.
+    database_down: std::sync::atomic::AtomicBool,
 }
 
 struct Received {
@@ -84,6 +87,7 @@ impl SqsConsumer {
             client,
             settings,
             pipeline,
+            database_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -122,6 +126,12 @@ impl SqsConsumer {
                     Err(_) => break Ok(()),
                 },
             };
+            if this.database_down.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = this.wait_for_database() => {}
+                }
+            }
             let received = tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 received = this.receive() => received,
@@ -175,6 +185,24 @@ impl SqsConsumer {
             info!("consumer stopped; no work in flight");
         }
         result
+    }
+
+    /// Pings the database with backoff until it answers.
+    async fn wait_for_database(&self) {
+        let mut attempt = 0;
+        warn!("database unavailable: receiving paused until it answers");
+        while self.pipeline.store().ping().await.is_err() {
+            attempt += 1;
+            tokio::time::sleep(backoff(
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+                attempt,
+            ))
+            .await;
+        }
+        self.database_down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        info!("database answers again: receiving resumes");
     }
 
     async fn receive(&self) -> Result<Vec<Message>, AwsErrorClass> {
@@ -245,6 +273,13 @@ impl SqsConsumer {
             heartbeat.cancel();
             let _ = extender.await;
 
+            if fates
+                .iter()
+                .any(|f| matches!(f, MessageFate::Retry { code, .. } if *code == "db_unavailable"))
+            {
+                self.database_down
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             let mut to_delete = Vec::new();
             let mut to_delay = Vec::new();
             for (handle, fate) in handles.iter().zip(&fates) {

@@ -1,0 +1,570 @@
+//! Benchmarks of issue 9, printed as one table: `scripts/bench` runs them.
+//!
+//! Throughput and latency measure ecr-audit's own work: the registry is an in-memory reader
+//! that answers at once (repository facts cached in steady state), so the figures are the
+//! pipeline and Postgres, not the emulator (which serves a few hundred calls a second and
+//! would only measure itself). The AWS call counts, on the other hand, are taken at the
+//! emulator with the real SDK reader, because that is where calls are real.
+//!
+//! Modes: `throughput N` (pipeline vs COPY ceiling vs one transaction per event, latency
+//! percentiles), `rss N` (peak RSS of an N-event ingest, run in a process of its own),
+//! `calls N` (AWS calls per push event and per repository in a sweep, at the emulator).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ecr_audit::domain::{AccountId, Digest, Region, RepositoryKey};
+use ecr_audit::enrich::cache::CachedRegistry;
+use ecr_audit::enrich::{
+    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry,
+    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
+    ScanFacts, SigningRuleFacts, TagMutability,
+};
+use ecr_audit::evaluate::ControlPolicy;
+use ecr_audit::evaluate::signature::{ManagedSigning, SignatureArtifact};
+use ecr_audit::export::metrics::Metrics;
+use ecr_audit::parse::{InputFormat, ParseContext};
+use ecr_audit::pipeline::{InboundMessage, MessageFate, Pipeline, PipelineSettings};
+use ecr_audit::store::Store;
+use futures::StreamExt;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const PROFILE: &str = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release";
+
+/// A registry that knows every image and answers at once: managed signing COMPLETE.
+struct InstantRegistry;
+
+#[async_trait]
+impl Registry for InstantRegistry {
+    async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        Ok(RepositoryFacts {
+            observed_at: Utc::now(),
+            state: RepositoryState::Present(Box::new(RepositorySettings {
+                arn: key.arn(),
+                tag_mutability: Fact::Known(TagMutability {
+                    mode: "IMMUTABLE".into(),
+                    exclusion_filters: vec![],
+                }),
+                scan_on_push: true,
+                lifecycle_policy: Fact::Known(true),
+                encryption: Fact::Known(Encryption {
+                    encryption_type: "AES256".into(),
+                    kms_key: None,
+                    key_manager: None,
+                }),
+                policy: Fact::Known(None),
+            })),
+        })
+    }
+    async fn registry(&self, _: &AccountId, _: &Region) -> Result<RegistryFacts, EnrichError> {
+        Ok(RegistryFacts {
+            observed_at: Utc::now(),
+            scanning: Fact::Known(RegistryScanning {
+                scan_type: "BASIC".into(),
+                rules: vec![],
+            }),
+            signing: Fact::Known(vec![SigningRuleFacts {
+                profile_arn: PROFILE.into(),
+                filters: vec![],
+            }]),
+        })
+    }
+    async fn list_repositories(
+        &self,
+        _: &AccountId,
+        _: &Region,
+    ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        Ok(Fact::Known(vec![]))
+    }
+    async fn list_images(
+        &self,
+        _: &RepositoryKey,
+    ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+        Ok(Fact::Known(vec![]))
+    }
+    async fn image(&self, _: &RepositoryKey, _: &Digest) -> Result<ImageLookup, EnrichError> {
+        Ok(ImageLookup::Found(ImageFacts {
+            tags: vec!["v1".into()],
+            pushed_at: Some(Utc::now()),
+            manifest_media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            artifact_media_type: None,
+            subject_digest: None,
+            size_bytes: Some(1234),
+            scan: Some(ScanFacts {
+                raw_status: "COMPLETE".into(),
+                severity_counts: BTreeMap::from([("HIGH".into(), 1)]),
+            }),
+        }))
+    }
+    async fn signing_statuses(
+        &self,
+        _: &RepositoryKey,
+        _: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        Ok(Fact::Known(vec![ManagedSigning {
+            profile_arn: PROFILE.into(),
+            status: "COMPLETE".into(),
+            failure_code: None,
+            failure_reason: None,
+        }]))
+    }
+    async fn signature_artifacts(
+        &self,
+        _: &RepositoryKey,
+        _: &Digest,
+        _: bool,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        Ok(Fact::Known(vec![]))
+    }
+    async fn profile_status(&self, _: &str) -> Result<Fact<String>, EnrichError> {
+        Ok(Fact::Known("Active".into()))
+    }
+    async fn scan(
+        &self,
+        _: &RepositoryKey,
+        _: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+        Ok(Fact::Known(None))
+    }
+}
+
+fn digest(i: usize, salt: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(format!("{salt}-{i}").as_bytes()))
+    )
+}
+
+/// ECR Image Action PUSH envelopes over 50 repositories.
+fn push_messages(n: usize, salt: &str) -> Vec<InboundMessage> {
+    (0..n)
+        .map(|i| {
+            let body = json!({
+                "version": "0", "id": format!("{salt}-{i}"), "detail-type": "ECR Image Action",
+                "source": "aws.ecr", "account": ACCOUNT, "time": Utc::now().to_rfc3339(),
+                "region": REGION, "resources": [],
+                "detail": {"result": "SUCCESS", "action-type": "PUSH",
+                           "repository-name": format!("bench/app-{}", i % 50),
+                           "image-digest": digest(i, salt), "image-tag": format!("v{i}"),
+                           "manifest-media-type": "application/vnd.oci.image.manifest.v1+json"}
+            });
+            InboundMessage {
+                source: "sqs",
+                message_id: Some(format!("{salt}-{i}")),
+                body: body.to_string().into_bytes(),
+                format: InputFormat::Envelope,
+            }
+        })
+        .collect()
+}
+
+async fn fresh_database(name: &str) -> (PgPool, PgConnectOptions) {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (run through scripts/bench)");
+    let admin_options: PgConnectOptions = url.parse().expect("DATABASE_URL");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin_options.clone())
+        .await
+        .expect("connect");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin)
+        .await
+        .expect("create");
+    let options = admin_options.database(name);
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(options.clone())
+        .await
+        .expect("connect bench db");
+    Store::from_pool(pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    (pool, options)
+}
+
+fn pipeline(pool: &PgPool) -> Pipeline {
+    let registry: Arc<dyn Registry> = Arc::new(InstantRegistry);
+    Pipeline::new(
+        CachedRegistry::new(registry, Duration::from_secs(3600)),
+        Store::from_pool(pool.clone()),
+        Arc::new(Metrics::new()),
+        PipelineSettings {
+            parse_context: ParseContext {
+                default_account: AccountId::parse(ACCOUNT).ok(),
+                default_region: Region::parse(REGION).ok(),
+            },
+            policy: ControlPolicy::default(),
+            signing_grace: chrono::Duration::minutes(15),
+        },
+    )
+}
+
+/// Runs the messages as the worker does (batches of 10, four at once); returns the elapsed
+/// time and every message's latency (its batch's duration) in milliseconds.
+async fn run_batches(pipeline: &Pipeline, messages: &[InboundMessage]) -> (Duration, Vec<f64>) {
+    let started = Instant::now();
+    let latencies: Vec<Vec<f64>> = futures::stream::iter(messages.chunks(10))
+        .map(|batch| async move {
+            let begun = Instant::now();
+            let fates = pipeline.process_batch(batch).await;
+            assert!(
+                fates.iter().all(|f| matches!(f, MessageFate::Done(_))),
+                "{fates:?}"
+            );
+            vec![begun.elapsed().as_secs_f64() * 1000.0; batch.len()]
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    (started.elapsed(), all)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+const TABLES: [&str; 4] = ["repositories", "control_results", "images", "evidence"];
+
+/// Copies the rows a run wrote into a fresh database with COPY: the raw write ceiling for
+/// the same data.
+async fn copy_ceiling(source: &PgPool) -> (Duration, u64) {
+    let (target, _) = fresh_database("bench_copy").await;
+    let mut dumps = Vec::new();
+    let mut rows = 0;
+    for table in TABLES {
+        let mut connection = source.acquire().await.expect("acquire");
+        let mut out = connection
+            .copy_out_raw(&format!("COPY {table} TO STDOUT"))
+            .await
+            .expect("copy out");
+        let mut data = Vec::new();
+        while let Some(chunk) = out.next().await {
+            data.extend_from_slice(&chunk.expect("chunk"));
+        }
+        rows += data.iter().filter(|b| **b == b'\n').count() as u64;
+        dumps.push((table, data));
+    }
+    let started = Instant::now();
+    let mut tx = target.begin().await.expect("begin");
+    for (table, data) in &dumps {
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY {table} FROM STDIN"))
+            .await
+            .expect("copy in");
+        copy.send(data.as_slice()).await.expect("send");
+        copy.finish().await.expect("finish");
+    }
+    tx.commit().await.expect("commit");
+    (started.elapsed(), rows)
+}
+
+async fn throughput(n: usize) {
+    let (pool, _) = fresh_database("bench_pipeline").await;
+    let pipeline = pipeline(&pool);
+    // Warm the repository cache, as in steady state.
+    run_batches(&pipeline, &push_messages(50, "warm")).await;
+    let messages = push_messages(n, "main");
+    let (elapsed, latencies) = run_batches(&pipeline, &messages).await;
+    let rate = n as f64 / elapsed.as_secs_f64();
+
+    let (copy_elapsed, copy_rows) = copy_ceiling(&pool).await;
+    let events_written = n + 50;
+    let copy_rate = events_written as f64 / copy_elapsed.as_secs_f64();
+
+    let (baseline_pool, _) = fresh_database("bench_baseline").await;
+    let baseline = pipeline_for_baseline(&baseline_pool);
+    let singles = push_messages(n.min(2000), "single");
+    let started = Instant::now();
+    for message in &singles {
+        let fates = baseline.process_batch(std::slice::from_ref(message)).await;
+        assert!(matches!(fates[0], MessageFate::Done(_)));
+    }
+    let baseline_rate = singles.len() as f64 / started.elapsed().as_secs_f64();
+
+    println!("| measure | figure | target |");
+    println!("|---|---|---|");
+    println!(
+        "| pipeline ingest, facts cached ({n} push events, batches of 10, 4 in flight) | {rate:.0} events/s | |"
+    );
+    println!(
+        "| COPY ceiling (the same {copy_rows} rows into the same tables) | {copy_rate:.0} events/s | |"
+    );
+    println!(
+        "| pipeline / COPY ceiling | {:.0} % | ≥ 25 % |",
+        100.0 * rate / copy_rate
+    );
+    println!(
+        "| one transaction per event, one at a time ({} events) | {baseline_rate:.0} events/s | |",
+        singles.len()
+    );
+    println!(
+        "| pipeline / one-per-event baseline | {:.1}× | ≥ 10× |",
+        rate / baseline_rate
+    );
+    println!(
+        "| receive → commit latency p50 | {:.1} ms | |",
+        percentile(&latencies, 0.50)
+    );
+    println!(
+        "| receive → commit latency p99 | {:.1} ms | < 50 ms |",
+        percentile(&latencies, 0.99)
+    );
+}
+
+fn pipeline_for_baseline(pool: &PgPool) -> Pipeline {
+    pipeline(pool)
+}
+
+async fn rss(n: usize) {
+    let (pool, _) = fresh_database("bench_rss").await;
+    let pipeline = pipeline(&pool);
+    let started = Instant::now();
+    // Generated lazily, as `ingest` streams a file: memory must not grow with n.
+    let mut done = 0;
+    while done < n {
+        let chunk = push_messages(1000.min(n - done), &format!("rss{done}"));
+        run_batches(&pipeline, &chunk).await;
+        done += chunk.len();
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ? kB")
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .to_owned();
+    println!(
+        "| peak RSS, {n}-event ingest ({:.0} s) | {peak} | ≤ 64 MiB |",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn emulator_calls(account: &str) -> f64 {
+    let url = format!(
+        "{}/_emulator/requests?account={account}",
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
+    );
+    let body: serde_json::Value = reqwest::get(url)
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("json");
+    body.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with("sqs.") && !k.starts_with("events."))
+                .filter_map(|(_, v)| v.as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn calls(n: usize) {
+    let sdk = ecr_audit::enrich::aws::load_sdk_config().await;
+    let ecr = aws_sdk_ecr::Client::new(&sdk);
+    let (pool, _) = fresh_database("bench_calls").await;
+    let metrics = Arc::new(Metrics::new());
+    let registry: Arc<dyn Registry> = Arc::new(ecr_audit::enrich::ecr::EcrRegistry::with_options(
+        sdk.clone(),
+        Arc::clone(&metrics),
+        Default::default(),
+        ecr_audit::enrich::ecr::ApiPacing {
+            calls_per_second: std::num::NonZeroU32::new(1000).expect("non-zero"),
+        },
+    ));
+    let pipeline = Arc::new(Pipeline::new(
+        CachedRegistry::new(Arc::clone(&registry), Duration::from_secs(3600)),
+        Store::from_pool(pool.clone()),
+        metrics,
+        PipelineSettings {
+            parse_context: ParseContext {
+                default_account: AccountId::parse(ACCOUNT).ok(),
+                default_region: Region::parse(REGION).ok(),
+            },
+            policy: ControlPolicy::default(),
+            signing_grace: chrono::Duration::minutes(15),
+        },
+    ));
+    let run = Utc::now().timestamp();
+    let repository = format!("bench-calls-{run}");
+    ecr.create_repository()
+        .repository_name(&repository)
+        .send()
+        .await
+        .expect("create");
+    let mut pushes = Vec::new();
+    for i in 0..=n {
+        let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": digest(i, &format!("c{run}"))},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 10, "digest": digest(i, &format!("l{run}"))}]})
+        .to_string();
+        let pushed = ecr
+            .put_image()
+            .repository_name(&repository)
+            .image_tag(format!("v{i}"))
+            .image_manifest(manifest)
+            .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .expect("push");
+        pushes.push(
+            pushed
+                .image()
+                .and_then(|i| i.image_id())
+                .and_then(|i| i.image_digest())
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    // What EventBridge delivers for each push: the image action and the CloudTrail record.
+    let events = |i: usize, digest: &str| {
+        let time = Utc::now().to_rfc3339();
+        let action = json!({"version": "0", "id": format!("a{run}-{i}"), "detail-type": "ECR Image Action",
+            "source": "aws.ecr", "account": ACCOUNT, "time": time, "region": REGION, "resources": [],
+            "detail": {"result": "SUCCESS", "action-type": "PUSH", "repository-name": repository,
+                       "image-digest": digest, "image-tag": format!("v{i}")}});
+        let trail = json!({"version": "0", "id": format!("t{run}-{i}"), "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.ecr", "account": ACCOUNT, "time": time, "region": REGION, "resources": [],
+            "detail": {"eventID": format!("ct{run}-{i}"), "eventTime": time, "eventSource": "ecr.amazonaws.com",
+                       "eventName": "PutImage", "awsRegion": REGION, "eventType": "AwsApiCall",
+                       "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/ci/bench"},
+                       "requestParameters": {"repositoryName": repository, "imageTag": format!("v{i}")},
+                       "responseElements": {"image": {"imageId": {"imageDigest": digest, "imageTag": format!("v{i}")}}}}});
+        [action, trail].map(|body| InboundMessage {
+            source: "sqs",
+            message_id: None,
+            body: body.to_string().into_bytes(),
+            format: InputFormat::Envelope,
+        })
+    };
+    // The first push warms the repository cache (steady state is with facts cached).
+    pipeline.process_batch(&events(0, &pushes[0])).await;
+    let before = emulator_calls(ACCOUNT).await;
+    for (i, digest) in pushes.iter().enumerate().skip(1) {
+        let fates = pipeline.process_batch(&events(i, digest)).await;
+        assert!(
+            fates.iter().all(|f| matches!(f, MessageFate::Done(_))),
+            "{fates:?}"
+        );
+    }
+    let per_event = (emulator_calls(ACCOUNT).await - before) / (2 * n) as f64;
+
+    // A full sweep of a registry of its own.
+    let sweep_account = format!("5{:011}", run % 100_000_000_000);
+    let assumed = aws_sdk_sts::Client::new(&sdk)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{sweep_account}:role/bench"))
+        .role_session_name("bench")
+        .send()
+        .await
+        .expect("assume role");
+    let credentials = assumed.credentials().expect("credentials");
+    let swept_sdk = sdk
+        .to_builder()
+        .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
+            aws_sdk_ecr::config::Credentials::new(
+                credentials.access_key_id(),
+                credentials.secret_access_key(),
+                Some(credentials.session_token().to_owned()),
+                None,
+                "bench",
+            ),
+        ))
+        .build();
+    let swept_ecr = aws_sdk_ecr::Client::new(&swept_sdk);
+    let repositories = 200;
+    for r in 0..repositories {
+        swept_ecr
+            .create_repository()
+            .repository_name(format!("sweep-{r}"))
+            .send()
+            .await
+            .expect("create");
+    }
+    let sweep_registry: Arc<dyn Registry> =
+        Arc::new(ecr_audit::enrich::ecr::EcrRegistry::with_options(
+            swept_sdk,
+            Arc::new(Metrics::new()),
+            Default::default(),
+            ecr_audit::enrich::ecr::ApiPacing {
+                calls_per_second: std::num::NonZeroU32::new(1000).expect("non-zero"),
+            },
+        ));
+    let (sweep_pool, _) = fresh_database("bench_sweep").await;
+    let sweep_pipeline = Arc::new(Pipeline::new(
+        CachedRegistry::new(Arc::clone(&sweep_registry), Duration::from_secs(3600)),
+        Store::from_pool(sweep_pool),
+        Arc::new(Metrics::new()),
+        PipelineSettings {
+            parse_context: ParseContext::default(),
+            policy: ControlPolicy::default(),
+            signing_grace: chrono::Duration::minutes(15),
+        },
+    ));
+    let before = emulator_calls(&sweep_account).await;
+    let started = Instant::now();
+    let report = ecr_audit::source::reconcile::Reconciler::new(
+        sweep_pipeline,
+        sweep_registry,
+        vec![(
+            AccountId::parse(&sweep_account).expect("account"),
+            Region::parse(REGION).expect("region"),
+        )],
+    )
+    .sweep(&())
+    .await
+    .expect("sweep");
+    let sweep_time = started.elapsed();
+    let per_repository = (emulator_calls(&sweep_account).await - before) / repositories as f64;
+    assert_eq!(report.repositories, repositories as u64);
+    println!(
+        "| AWS calls per push event, steady state ({n} pushes = {} events, at the emulator) | {per_event:.2} | ≤ 3 |",
+        2 * n
+    );
+    println!(
+        "| AWS calls per repository, full sweep ({repositories} repositories, at the emulator, {:.1} s) | {per_repository:.2} | ≤ 2 |",
+        sweep_time.as_secs_f64()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mode = args.first().map(String::as_str).unwrap_or("throughput");
+    let n: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match mode {
+            "throughput" => throughput(n).await,
+            "rss" => rss(n).await,
+            "calls" => calls(n).await,
+            other => eprintln!("unknown mode {other}: throughput | rss | calls"),
+        }
+    });
+}
