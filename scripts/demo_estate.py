@@ -1,8 +1,10 @@
 """Seeds a realistic ECR estate into the emulator for `scripts/demo`, through real API calls.
 
 Subcommands:
-  routing          create the queue, its dead-letter queue and the EventBridge rules of
-                   production routing; print `export ECR_AUDIT_QUEUE_URL=...`
+  routing          deploy infra/cloudformation/central.yaml into the emulator (routing only:
+                   the queue, its dead-letter queue and the EventBridge rules production
+                   uses) with CreateStack; print `export ECR_AUDIT_QUEUE_URL=...` from the
+                   stack's outputs
   seed             create repositories with mixed settings, push images as several people,
                    and regress a repository's policy half-way through
   wait-drained     wait until the queue holds no message, visible or in flight
@@ -18,12 +20,14 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
 
 import boto3
 
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 REGION = os.environ.get("AWS_REGION", "us-east-1")
-QUEUE = "ecr-audit-demo"
+CENTRAL_TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "cloudformation" / "central.yaml"
+STACK = "ecr-audit-demo"
 
 PEOPLE = {
     "ci": "arn:aws:sts::123456789012:assumed-role/github-actions-deployer/run-4711",
@@ -47,24 +51,45 @@ def client(service: str, caller: str | None = None):
 
 
 def routing() -> None:
-    sqs, events = client("sqs"), client("events")
-    dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    queue = sqs.create_queue(QueueName=QUEUE, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-        "VisibilityTimeout": "60"})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rules = {
-        "ecr-audit-ecr-events": {"source": ["aws.ecr"], "detail-type": [
-            "ECR Image Action", "ECR Image Scan", "ECR Referrer Action", "ECR Scan Resource Change"]},
-        "ecr-audit-inspector-events": {"source": ["aws.inspector2"]},
-        "ecr-audit-cloudtrail-ecr": {"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
-                                     "detail": {"eventSource": ["ecr.amazonaws.com"]}},
-    }
-    for name, pattern in rules.items():
-        events.put_rule(Name=name, EventPattern=json.dumps(pattern))
-        events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
-    print(f"export ECR_AUDIT_QUEUE_URL={queue}")
+    """The demo's events travel exactly as in production: through the rules and queue of the
+    central stack, deployed here with DeployService=false (the worker runs locally).
+
+    The emulator ignores the stack's queue policies and DLQ alarm (docs/DEPLOY.md); the
+    rules, the queue, the DLQ and the redrive policy are real. A stack left by an earlier
+    `scripts/demo --keep` on the same emulator is reused."""
+    cfn = client("cloudformation")
+    try:
+        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+    except cfn.exceptions.ClientError:
+        stack = None
+    if stack is None or stack["StackStatus"] != "CREATE_COMPLETE":
+        if stack is not None:
+            cfn.delete_stack(StackName=STACK)
+        cfn.create_stack(
+            StackName=STACK,
+            TemplateBody=CENTRAL_TEMPLATE.read_text(),
+            Parameters=[{"ParameterKey": "DeployService", "ParameterValue": "false"}],
+            Capabilities=["CAPABILITY_IAM"],
+        )
+        stack = wait_for_stack(cfn)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    print(f"stack {STACK}: rules {', '.join(outputs[k].rsplit('/', 1)[1] for k in ('EcrEventsRuleArn', 'InspectorEventsRuleArn', 'CloudTrailEventsRuleArn'))}",
+          file=sys.stderr)
+    print(f"export ECR_AUDIT_QUEUE_URL={outputs['QueueUrl']}")
+
+
+def wait_for_stack(cfn, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+        if not stack["StackStatus"].endswith("_IN_PROGRESS"):
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"{STACK} still {stack['StackStatus']} after {timeout:.0f}s")
+        time.sleep(0.2)
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        sys.exit(f"{STACK}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
+    return stack
 
 
 def manifest(repository: str, n: int) -> str:

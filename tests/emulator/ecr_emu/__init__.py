@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import ecr, events, inspector, kms, signer
+from . import ecr, events, inspector, kms, signer, sqs
 from .counters import COUNTER
 from .faults import FAULTS
 from .middleware import EmulatorMiddleware
@@ -29,6 +29,7 @@ def install() -> None:
     signer.install()
     inspector.install()
     events.install()
+    sqs.install()
     STORE.on_reset(COUNTER.clear)
     STORE.on_reset(FAULTS.clear)
     STORE.on_reset(events.RECENT.clear)

@@ -13,10 +13,56 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+class FairLock:
+    """A re-entrant lock that serves waiting threads in arrival order.
+
+    threading.RLock lets a thread that releases and at once re-acquires win over
+    threads already waiting; under a burst of calls from one client (a sweep of
+    hundreds of repositories) another client's calls could wait for seconds. Here
+    each waiter takes a ticket and the lock goes to the oldest ticket.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._next_ticket = 0
+        self._serving = 0
+
+    def acquire(self) -> bool:
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._condition.wait_for(lambda: self._owner is None and self._serving == ticket)
+            self._serving += 1
+            self._owner, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._condition:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a FairLock not held by this thread")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._condition.notify_all()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_: Any) -> None:
+        self.release()
+
+
 #: Serialises every request to the services this extension touches (ECR,
 #: Signer, Inspector2, EventBridge) with the timers that complete signing and
-#: scans. SQS is left out on purpose: its long polls would block everybody.
-LOCK = threading.RLock()
+#: scans, first come first served. SQS is left out on purpose: its long polls
+#: would block everybody.
+LOCK = FairLock()
 
 DEFAULT_REGION = "us-east-1"
 
