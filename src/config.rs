@@ -129,7 +129,7 @@ pub struct PipelineArgs {
     #[arg(long, env = "ECR_AUDIT_REGIONS", value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Calls a second allowed per AWS operation, so sweeps stay under ECR's API quotas.
-    #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 20)]
+    #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 50)]
     pub api_rate: u32,
 }
 

@@ -69,6 +69,16 @@ pub struct PipelineSettings {
     pub signing_grace: chrono::Duration,
 }
 
+/// What [`Pipeline::plan_present_image`] found.
+struct PresentImage {
+    image: ImageWrite,
+    repository: RepositoryWrite,
+    signatures: Vec<SignatureWrite>,
+    scans: Vec<ScanWrite>,
+    /// Whether ECR still has the digest.
+    exists: bool,
+}
+
 enum Prepared {
     Plan(Plan),
     Failed(EnrichError),
@@ -480,71 +490,17 @@ impl Pipeline {
                         return Ok(plan);
                     }
                 }
-                let (repository_write, lookup) = tokio::join!(
-                    self.repository_write(key.clone()),
-                    self.registry.image(&key, digest)
-                );
-                let repository_write = repository_write?;
-                let observed_at = Utc::now();
-                let lookup = lookup?;
-                // The tag this push wrote: the event's, or for an untagged event the only tag
-                // ECR knows, if there is exactly one.
-                let push_tag = tag.clone().or_else(|| match &lookup {
-                    ImageLookup::Found(facts) if facts.tags.len() == 1 => {
-                        facts.tags.first().cloned()
-                    }
-                    _ => None,
-                });
-                let settings =
-                    evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
                 let pushed_by = match &event.change {
                     Change::ImagePushRecorded { .. } => event.actor.clone(),
                     _ => None,
                 };
-                let mut artifact = None;
-                if let ImageLookup::Found(facts) = &lookup {
-                    artifact = artifact_subject(
-                        facts.artifact_media_type.as_deref(),
-                        facts.subject_digest.as_ref(),
-                        &facts.tags,
-                    );
-                    match &artifact {
-                        // A signature arrived: its subject may have just become signed.
-                        Some((subject, kind)) if kind.is_signature() => {
-                            if let Some(write) = self.subject_signature_write(&key, subject).await?
-                            {
-                                plan.signatures.push(write);
-                            }
-                        }
-                        Some(_) => {}
-                        None => {
-                            let pushed_at = facts.pushed_at.unwrap_or(event.time);
-                            plan.signatures.push(
-                                self.signature_write(&key, digest, pushed_at, 0, false)
-                                    .await?,
-                            );
-                            plan.scans.push(ScanWrite {
-                                key: key.clone(),
-                                digest: digest.clone(),
-                                facts: facts.scan.clone(),
-                                checked_at: observed_at,
-                            });
-                        }
-                    }
-                }
-                plan.image = Some(ImageWrite {
-                    key,
-                    digest: digest.clone(),
-                    presence: ImagePresence::Pushed,
-                    event_time: event.time,
-                    lookup: Some((observed_at, lookup)),
-                    push_tag,
-                    settings: Some(settings),
-                    pushed_by,
-                    storage_class: None,
-                    artifact,
-                });
-                plan.repositories.push(repository_write);
+                let found = self
+                    .plan_present_image(event, key, digest, tag.clone(), pushed_by)
+                    .await?;
+                plan.image = Some(found.image);
+                plan.repositories.push(found.repository);
+                plan.signatures.extend(found.signatures);
+                plan.scans.extend(found.scans);
             }
             Change::ImageDeleted {
                 repository, digest, ..
@@ -604,13 +560,37 @@ impl Pipeline {
                 repository, digest, ..
             } => {
                 let key = Self::key(event, repository);
+                // Events arrive in any order: a scan result about a digest whose push is not
+                // recorded yet (still in flight in another batch, or lost) evaluates the
+                // image in full, so the result has a row to land on and a slower push
+                // carrying an older scan state cannot overwrite it.
+                let evaluated = self
+                    .store
+                    .image_evaluated(&key, digest)
+                    .await
+                    .map_err(|err| EnrichError::Transient {
+                        operation: "store:image_evaluated",
+                        target: key.to_string(),
+                        message: err.to_string(),
+                    })?;
+                if !evaluated {
+                    let found = self
+                        .plan_present_image(event, key.clone(), digest, None, None)
+                        .await?;
+                    if found.exists {
+                        plan.image = Some(found.image);
+                        plan.repositories.push(found.repository);
+                        plan.signatures.extend(found.signatures);
+                    }
+                }
                 // The event is a hint: the scan state is read back, whatever the event said.
+                let checked_at = Utc::now();
                 if let Fact::Known(facts) = self.registry.scan(&key, digest).await? {
                     plan.scans.push(ScanWrite {
                         key,
                         digest: digest.clone(),
                         facts,
-                        checked_at: Utc::now(),
+                        checked_at,
                     });
                 }
             }
@@ -653,6 +633,85 @@ impl Pipeline {
     }
 
     /// Re-judges the subject of a signature artifact, when the subject still exists.
+    /// Everything a digest that exists now means: the image row (settings at push, artifact
+    /// or not), its repository, its signature verdict and the scan state `DescribeImages`
+    /// reports.
+    async fn plan_present_image(
+        &self,
+        event: &AuditEvent,
+        key: RepositoryKey,
+        digest: &Digest,
+        tag: Option<String>,
+        pushed_by: Option<crate::domain::Actor>,
+    ) -> Result<PresentImage, EnrichError> {
+        // Dated before the reads: a read is as old as its request, not its slowest sibling.
+        let observed_at = Utc::now();
+        let (repository_write, lookup) = tokio::join!(
+            self.repository_write(key.clone()),
+            self.registry.image(&key, digest)
+        );
+        let repository_write = repository_write?;
+        let lookup = lookup?;
+        // The tag this push wrote: the event's, or for an untagged event the only tag ECR
+        // knows, if there is exactly one.
+        let push_tag = tag.or_else(|| match &lookup {
+            ImageLookup::Found(facts) if facts.tags.len() == 1 => facts.tags.first().cloned(),
+            _ => None,
+        });
+        let settings = evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
+        let mut signatures = Vec::new();
+        let mut scans = Vec::new();
+        let mut artifact = None;
+        if let ImageLookup::Found(facts) = &lookup {
+            artifact = artifact_subject(
+                facts.artifact_media_type.as_deref(),
+                facts.subject_digest.as_ref(),
+                &facts.tags,
+            );
+            match &artifact {
+                // A signature arrived: its subject may have just become signed.
+                Some((subject, kind)) if kind.is_signature() => {
+                    if let Some(write) = self.subject_signature_write(&key, subject).await? {
+                        signatures.push(write);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let pushed_at = facts.pushed_at.unwrap_or(event.time);
+                    signatures.push(
+                        self.signature_write(&key, digest, pushed_at, 0, false)
+                            .await?,
+                    );
+                    scans.push(ScanWrite {
+                        key: key.clone(),
+                        digest: digest.clone(),
+                        facts: facts.scan.clone(),
+                        checked_at: observed_at,
+                    });
+                }
+            }
+        }
+        let exists = matches!(lookup, ImageLookup::Found(_));
+        Ok(PresentImage {
+            image: ImageWrite {
+                key,
+                digest: digest.clone(),
+                presence: ImagePresence::Pushed,
+                event_time: event.time,
+                lookup: Some((observed_at, lookup)),
+                push_tag,
+                settings: Some(settings),
+                pushed_by,
+                storage_class: None,
+                artifact,
+            },
+            repository: repository_write,
+            signatures,
+            scans,
+            exists,
+        })
+    }
+
     async fn subject_signature_write(
         &self,
         key: &RepositoryKey,

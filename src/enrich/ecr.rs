@@ -41,9 +41,10 @@ type ProfileCache = HashMap<String, (std::time::Instant, Fact<String>)>;
 /// Repositories whose lifecycle and policy a sweep reads at once.
 const SWEEP_CONCURRENCY: usize = 8;
 
-/// How fast each ECR/KMS/Signer operation may be called, per process. ECR's documented
-/// per-operation rate quotas are in the tens of calls a second per account and region; a
-/// sweep paced below them leaves room for the event path.
+/// How fast each ECR/KMS/Signer operation may be called, per process. AWS publishes no rate
+/// quota for ECR's describe/get calls (only for push and pull), but throttles them; pacing a
+/// sweep keeps it from crowding out the event path, and throttling that still happens is
+/// retried by the SDK.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiPacing {
     pub calls_per_second: NonZeroU32,
@@ -52,7 +53,7 @@ pub struct ApiPacing {
 impl Default for ApiPacing {
     fn default() -> Self {
         Self {
-            calls_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            calls_per_second: NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN),
         }
     }
 }

@@ -199,11 +199,14 @@ fn signature_transition_record(
 
 fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
     match plan {
+        // Scan-only and signature-only plans follow the same repository order as the rest.
         Plan::Event(p) => (
             p.repositories
                 .first()
                 .map(|r| &r.key)
-                .or(p.image.as_ref().map(|i| &i.key)),
+                .or(p.image.as_ref().map(|i| &i.key))
+                .or(p.scans.first().map(|s| &s.key))
+                .or(p.signatures.first().map(|s| &s.key)),
             Some(p.event.time),
         ),
         Plan::Rejected(_) => (None, None),

@@ -590,3 +590,106 @@ async fn shutdown_finishes_in_flight_work_and_leaves_the_rest_on_the_queue() {
     assert_eq!(app.evidence_count(&id).await, 1);
     app.finish().await;
 }
+
+/// A scan result overtaking its push (another batch, or a lost push event): the scan must not
+/// be lost, and the slower push, carrying an older scan state, must not overwrite it.
+#[tokio::test]
+async fn a_scan_result_that_overtakes_its_push_is_kept() {
+    let app = TestApp::new().await;
+    let name = app.create_repository("overtaken").await;
+    let digest = push_image(&app.ecr, &name, "v1", &format!("{}o", app.prefix)).await;
+    let pipeline = app.pipeline();
+    let parse = ecr_audit::parse::ParseContext {
+        default_account: ecr_audit::domain::AccountId::parse(ACCOUNT).ok(),
+        default_region: ecr_audit::domain::Region::parse("us-east-1").ok(),
+    };
+    let message = |id: &str, detail_type: &str, detail: Value| {
+        let body = envelope(id, "2026-11-20T10:00:00Z", detail_type, detail);
+        ecr_audit::parse::parse(
+            body.as_bytes(),
+            ecr_audit::parse::InputFormat::Envelope,
+            &parse,
+        )
+        .expect("parse")
+    };
+    // The push is planned while the image is not scanned yet...
+    let push = pipeline
+        .plan(message(
+            &format!("{}push", app.prefix),
+            "ECR Image Action",
+            image_action(&name, &digest, "PUSH", Some("v1")),
+        ))
+        .await
+        .expect("plan push");
+
+    // ...then a manual scan completes and its event is processed first.
+    let _ = reqwest::Client::new()
+        .post(format!(
+            "{}/_emulator/scan-results",
+            std::env::var("AWS_ENDPOINT_URL").expect("endpoint")
+        ))
+        .json(&json!({"repositoryName": name, "status": "COMPLETE",
+                      "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 2, "MEDIUM": 3}}))
+        .send()
+        .await
+        .expect("scan results");
+    app.ecr
+        .start_image_scan()
+        .repository_name(&name)
+        .image_id(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(&digest)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("start scan");
+    app.eventually("the scan completes", WAIT, || async {
+        let findings = app
+            .ecr
+            .describe_image_scan_findings()
+            .repository_name(&name)
+            .image_id(
+                aws_sdk_ecr::types::ImageIdentifier::builder()
+                    .image_digest(&digest)
+                    .build(),
+            )
+            .send()
+            .await
+            .ok()?;
+        (findings.image_scan_status()?.status()?.as_str() == "COMPLETE").then_some(())
+    })
+    .await;
+    let scan_event = ecr_audit::pipeline::InboundMessage {
+        source: "sqs",
+        message_id: None,
+        body: envelope(
+            &format!("{}scan", app.prefix),
+            "2026-11-20T10:00:05Z",
+            "ECR Image Scan",
+            json!({"scan-status": "COMPLETE", "repository-name": name, "image-digest": digest,
+                   "image-tags": ["v1"], "finding-severity-counts": {"CRITICAL": 1, "HIGH": 2, "MEDIUM": 3}}),
+        )
+        .into_bytes(),
+        format: ecr_audit::parse::InputFormat::Envelope,
+    };
+    let fates = pipeline.process_batch(&[scan_event]).await;
+    assert!(
+        matches!(fates[0], ecr_audit::pipeline::MessageFate::Done(_)),
+        "{fates:?}"
+    );
+
+    // The push commits last, with what it read before the scan.
+    app.store
+        .commit_batch(&[ecr_audit::store::Plan::Event(Box::new(push))])
+        .await
+        .expect("commit push");
+    let images = app.store.images(Some(&name)).await.expect("images");
+    let image = images.iter().find(|i| i.digest == digest).expect("image");
+    assert_eq!(image.scan.status.as_deref(), Some("SCANNED"), "{image:?}");
+    assert_eq!(
+        (image.scan.critical, image.scan.high, image.scan.medium),
+        (Some(1), Some(2), Some(3))
+    );
+    app.finish().await;
+}
