@@ -9,6 +9,9 @@
 
 mod digest;
 pub mod evidence;
+pub mod export;
+pub mod history;
+pub mod retention;
 pub mod views;
 mod write;
 
