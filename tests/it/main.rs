@@ -5,6 +5,7 @@
 //! repository-name prefix, so tests run in parallel.
 
 mod cli;
+mod evidence;
 mod helpers;
 mod pipeline;
 mod signatures;

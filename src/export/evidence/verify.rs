@@ -545,12 +545,6 @@ impl Walk {
             hash: hash.clone(),
         });
         let mismatch = |what: String| at_end(Problem::ManifestMismatch(what));
-        if manifest.count != self.count {
-            return mismatch(format!(
-                "it counts {} records, the file holds {}",
-                manifest.count, self.count
-            ));
-        }
         if manifest.first != self.first {
             return mismatch(format!(
                 "it names the first record {:?}, the file starts with {:?}",
@@ -563,6 +557,12 @@ impl Walk {
                 "it names the last record {:?}, the file ends with {:?}: records were removed from the end",
                 manifest.last.as_ref().map(|l| l.seq),
                 last.as_ref().map(|l| l.seq)
+            ));
+        }
+        if manifest.count != self.count {
+            return mismatch(format!(
+                "it counts {} records, the file holds {}",
+                manifest.count, self.count
             ));
         }
         if manifest.recorded_at != self.recorded_at || manifest.event_time != self.event_time {
