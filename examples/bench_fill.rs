@@ -15,7 +15,10 @@ use sqlx::Connection;
 const CHUNK: i64 = 20_000;
 
 fn record(seq: i64, prev_hash: String) -> ChainedRecord {
-    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default();
+    let start = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
     let at = start + Duration::milliseconds(seq * 250);
     let repository = format!("team{}/service-{}", seq % 17, seq % 211);
     let transition = seq % 10 >= 7;
@@ -129,7 +132,9 @@ async fn main() -> anyhow::Result<()> {
         .bind(&prev_hash)
         .execute(&mut connection)
         .await?;
-    sqlx::query("ANALYZE evidence").execute(&mut connection).await?;
+    sqlx::query("ANALYZE evidence")
+        .execute(&mut connection)
+        .await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "filled {records} chained records in {seconds:.1} s ({:.0} records/s); head {prev_hash}",

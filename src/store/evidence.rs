@@ -14,8 +14,10 @@ use sha2::{Digest as _, Sha256};
 /// The chain's starting point.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One evidence record as stored, exported and verified.
+/// One evidence record as stored, exported and verified. Reading one refuses unknown members,
+/// so nothing can ride along in an export unhashed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainedRecord {
     pub seq: i64,
     #[serde(with = "micros")]

@@ -354,7 +354,7 @@ fn export(pool: &PgPool, dir: &Path, format: &str, extra: &[&str]) -> PathBuf {
     path
 }
 
-async fn assert_broken_at(store: &Store, expected: impl Fn(&ChainReport) -> bool, what: &str) {
+async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> bool>, what: &str) {
     let report = store.verify_chain().await.expect("verify");
     assert!(expected(&report), "{what}: {report:?}");
 }
@@ -462,162 +462,95 @@ async fn tampering_in_the_database_is_detected_and_located(pool: PgPool) {
     ];
     let hash = |seq: i64| chain[seq as usize - 1].1.clone();
 
-    // Edited: a verdict changed in place.
-    tamper(
-        &pool,
-        &["UPDATE evidence SET detail = jsonb_set(detail, '{to,status}', '\"PASS\"') WHERE seq = 9"],
-    )
-    .await;
-    // seq 9 may not be a transition; any edit of its detail breaks its hash all the same.
-    tamper(
-        &pool,
-        &["UPDATE evidence SET outcome = 'ignored' WHERE seq = 9"],
-    )
-    .await;
-    assert_broken_at(
-        &store,
-        |r| {
-            matches!(
-                r,
-                ChainReport::Broken(ChainBreak::HashMismatch { seq: 9, .. })
-            )
-        },
-        "edited",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-
-    // Edited and re-hashed: the next record's link breaks.
-    let mut forged = chain[8].0.clone();
-    forged.actor = Some("arn:aws:iam::123456789012:user/nobody".into());
-    let forged_hash = forged.compute_hash();
-    tamper(
-        &pool,
-        &[&format!(
-            "UPDATE evidence SET actor = '{}', hash = '{forged_hash}' WHERE seq = 9",
-            forged.actor.as_deref().unwrap_or_default()
-        )],
-    )
-    .await;
-    assert_broken_at(
-        &store,
-        |r| matches!(r, ChainReport::Broken(ChainBreak::Broken { seq: 10, .. })),
-        "re-hashed edit",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-
-    // Removed from the middle, the start and the end.
-    tamper(&pool, &["DELETE FROM evidence WHERE seq = 7"]).await;
-    assert_broken_at(
-        &store,
-        |r| {
-            matches!(
-                r,
-                ChainReport::Broken(ChainBreak::OutOfSequence {
-                    seq: 8,
-                    expected: 7,
-                    ..
-                })
-            )
-        },
-        "removed",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-    tamper(&pool, &["DELETE FROM evidence WHERE seq = 1"]).await;
-    assert_broken_at(
-        &store,
-        |r| {
-            matches!(
-                r,
-                ChainReport::Broken(ChainBreak::Unanchored { seq: 2, .. })
-            )
-        },
-        "removed first",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-    tamper(&pool, &[&format!("DELETE FROM evidence WHERE seq = {n}")]).await;
-    assert_broken_at(
-        &store,
-        |r| matches!(r, ChainReport::HeadMismatch { last_seq, head_seq, .. } if *last_seq == n - 1 && *head_seq == n),
-        "removed last",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-
-    // Inserted: a forged record in place of seq 7, correctly linked to seq 6 and with a valid
-    // hash of its own; seq 8 no longer links to it.
+    // A forged record in place of seq 7, correctly linked to seq 6 and with a valid hash of its
+    // own: seq 8 no longer links to it.
     let mut inserted = chain[6].0.clone();
     inserted.event_id = "forged".into();
-    inserted.prev_hash = hash(6);
     let inserted_hash = inserted.compute_hash();
-    tamper(
-        &pool,
-        &[
-            "DELETE FROM evidence WHERE seq = 7",
-            &format!(
-                "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account, region, repository, digest, tag, actor, detail, prev_hash, hash)
-                 SELECT 7, recorded_at, 'forged', event_time, kind, outcome, account, region, repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}'
-                   FROM evidence_copy WHERE seq = 7"
-            ),
-        ],
-    )
-    .await;
-    assert_broken_at(
-        &store,
-        |r| matches!(r, ChainReport::Broken(ChainBreak::Broken { seq: 8, .. })),
-        "inserted",
-    )
-    .await;
-    tamper(&pool, &restore).await;
-    // Appended after the head without moving the head row.
+    // One re-hashed edit: the record itself checks out, the next record's link breaks.
+    let mut rehashed = chain[8].0.clone();
+    rehashed.actor = Some("arn:aws:iam::123456789012:user/nobody".into());
+    // One record appended after the head without moving the head row.
     let mut appended = chain[0].0.clone();
     appended.seq = n + 1;
     appended.event_id = "appended".into();
     appended.prev_hash = hash(n);
-    tamper(
-        &pool,
-        &[&format!(
-            "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, detail, prev_hash, hash)
-             SELECT {}, recorded_at, 'appended', event_time, kind, outcome, detail, '{}', '{}' FROM evidence_copy WHERE seq = 1",
-            n + 1,
-            hash(n),
-            appended.compute_hash()
-        )],
-    )
-    .await;
-    assert_broken_at(
-        &store,
-        |r| matches!(r, ChainReport::HeadMismatch { .. } | ChainReport::Broken(_)),
-        "appended",
-    )
-    .await;
-    tamper(&pool, &restore).await;
 
-    // Reordered: two records swap places.
-    tamper(
-        &pool,
-        &[
-            "UPDATE evidence SET seq = -5 WHERE seq = 5",
-            "UPDATE evidence SET seq = 5 WHERE seq = 6",
-            "UPDATE evidence SET seq = 6 WHERE seq = -5",
-        ],
-    )
-    .await;
-    assert_broken_at(
-        &store,
-        |r| {
-            matches!(
-                r,
-                ChainReport::Broken(ChainBreak::HashMismatch { seq: 5, .. })
-            )
-        },
-        "reordered",
-    )
-    .await;
-    tamper(&pool, &restore).await;
+    type Expect = Box<dyn Fn(&ChainReport) -> bool>;
+    let cases: Vec<(&str, Vec<String>, Expect)> = vec![
+        (
+            "edited",
+            vec!["UPDATE evidence SET outcome = 'ignored' WHERE seq = 9".into()],
+            Box::new(|r| matches!(r, ChainReport::Broken(ChainBreak::HashMismatch { seq: 9, .. }))),
+        ),
+        (
+            "edited and re-hashed",
+            vec![format!(
+                "UPDATE evidence SET actor = '{}', hash = '{}' WHERE seq = 9",
+                rehashed.actor.as_deref().unwrap_or_default(),
+                rehashed.compute_hash()
+            )],
+            Box::new(|r| matches!(r, ChainReport::Broken(ChainBreak::Broken { seq: 10, .. }))),
+        ),
+        (
+            "removed from the middle",
+            vec!["DELETE FROM evidence WHERE seq = 7".into()],
+            Box::new(|r| {
+                matches!(r, ChainReport::Broken(ChainBreak::OutOfSequence { seq: 8, expected: 7, .. }))
+            }),
+        ),
+        (
+            "removed from the start",
+            vec!["DELETE FROM evidence WHERE seq = 1".into()],
+            Box::new(|r| matches!(r, ChainReport::Broken(ChainBreak::Unanchored { seq: 2, .. }))),
+        ),
+        (
+            "removed from the end",
+            vec![format!("DELETE FROM evidence WHERE seq = {n}")],
+            Box::new(move |r| {
+                matches!(r, ChainReport::HeadMismatch { last_seq, head_seq, .. } if *last_seq == n - 1 && *head_seq == n)
+            }),
+        ),
+        (
+            "inserted",
+            vec![
+                "DELETE FROM evidence WHERE seq = 7".into(),
+                format!(
+                    "INSERT INTO evidence SELECT seq, recorded_at, 'forged', event_time, kind, outcome, account, region,
+                            repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}'
+                       FROM evidence_copy WHERE seq = 7"
+                ),
+            ],
+            Box::new(|r| matches!(r, ChainReport::Broken(ChainBreak::Broken { seq: 8, .. }))),
+        ),
+        (
+            "appended behind the head's back",
+            vec![format!(
+                "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, detail, prev_hash, hash)
+                 SELECT {}, recorded_at, 'appended', event_time, kind, outcome, detail, '{}', '{}'
+                   FROM evidence_copy WHERE seq = 1",
+                n + 1,
+                hash(n),
+                appended.compute_hash()
+            )],
+            Box::new(|r| matches!(r, ChainReport::HeadMismatch { .. } | ChainReport::Broken(_))),
+        ),
+        (
+            "reordered",
+            vec![
+                "UPDATE evidence SET seq = -5 WHERE seq = 5".into(),
+                "UPDATE evidence SET seq = 5 WHERE seq = 6".into(),
+                "UPDATE evidence SET seq = 6 WHERE seq = -5".into(),
+            ],
+            Box::new(|r| matches!(r, ChainReport::Broken(ChainBreak::HashMismatch { seq: 5, .. }))),
+        ),
+    ];
+    for (what, statements, expected) in cases {
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        tamper(&pool, &statements).await;
+        assert_broken_at(&store, expected, what).await;
+        tamper(&pool, &restore).await;
+    }
     assert!(matches!(
         store.verify_chain().await.expect("verify"),
         ChainReport::Valid { .. }

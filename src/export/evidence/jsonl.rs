@@ -3,12 +3,11 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{EvidenceWriter, Manifest};
-use crate::store::evidence::{ChainedRecord, micros};
+use crate::store::evidence::ChainedRecord;
 
 /// A record line as written: the canonical fields in their canonical order, then `hash`.
 #[derive(Serialize)]
@@ -18,51 +17,18 @@ struct RecordLine<'a> {
     hash: &'a str,
 }
 
-/// A record line as read back; unknown members are refused, so nothing can be slipped in.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReadLine {
-    seq: i64,
-    #[serde(with = "micros")]
-    recorded_at: DateTime<Utc>,
-    event_id: String,
-    #[serde(with = "micros")]
-    event_time: DateTime<Utc>,
-    kind: String,
-    outcome: String,
-    account: Option<String>,
-    region: Option<String>,
-    repository: Option<String>,
-    digest: Option<String>,
-    tag: Option<String>,
-    actor: Option<String>,
-    detail: Value,
-    prev_hash: String,
-    hash: String,
-}
-
-impl ReadLine {
-    pub(super) fn into_record(self) -> (ChainedRecord, String) {
-        (
-            ChainedRecord {
-                seq: self.seq,
-                recorded_at: self.recorded_at,
-                event_id: self.event_id,
-                event_time: self.event_time,
-                kind: self.kind,
-                outcome: self.outcome,
-                account: self.account,
-                region: self.region,
-                repository: self.repository,
-                digest: self.digest,
-                tag: self.tag,
-                actor: self.actor,
-                detail: self.detail,
-                prev_hash: self.prev_hash,
-            },
-            self.hash,
-        )
-    }
+/// Reads a record line back: the canonical record (no other member allowed) and its hash.
+///
+/// # Errors
+/// What is malformed.
+pub(super) fn read_record(mut value: Value) -> Result<(ChainedRecord, String), String> {
+    let hash = value
+        .as_object_mut()
+        .and_then(|members| members.remove("hash"))
+        .and_then(|hash| hash.as_str().map(str::to_owned))
+        .ok_or("no hash member")?;
+    let record = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok((record, hash))
 }
 
 /// The manifest line.

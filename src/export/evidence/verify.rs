@@ -15,9 +15,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::jsonl::{ManifestLine, ReadLine};
+use super::jsonl::{self, ManifestLine};
 use super::ocsf::OcsfLine;
-use super::{ChainPoint, ExportFormat, FirstRecord, Manifest, Scope, TimeRange, csv};
+use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
 use crate::store::evidence::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
 
 /// What is wrong at a record (or at the end of the file).
@@ -140,7 +140,7 @@ pub fn verify_file(
     };
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let manifest = manifest.map(|(_, m)| m);
-    let mut walk = Walk::new(manifest.clone(), previous.cloned());
+    let mut walk = Walk::new(manifest.clone(), previous.cloned(), format);
     let reader = BufReader::with_capacity(1 << 16, file);
     let outcome = match format {
         ExportFormat::Csv => walk_csv(reader, &mut walk),
@@ -153,14 +153,14 @@ pub fn verify_file(
     };
     Ok(outcome.map(|(start, gaps)| FileReport {
         format,
-        manifest: manifest.unwrap_or_else(|| unreachable_manifest(format)),
+        manifest: manifest.unwrap_or_else(|| placeholder_manifest(format)),
         start,
         gaps,
     }))
 }
 
-/// `finish` fails without a manifest, so a report always has one; this keeps the types simple.
-fn unreachable_manifest(format: ExportFormat) -> Manifest {
+/// An empty manifest: `finish` fails without a real one, so a report never shows this.
+fn placeholder_manifest(format: ExportFormat) -> Manifest {
     Manifest {
         manifest_version: super::MANIFEST_VERSION,
         producer: String::new(),
@@ -308,9 +308,7 @@ fn walk_line(
             if value.get("manifest").is_some() {
                 return walk.manifest_line(number);
             }
-            let (record, hash) = serde_json::from_value::<ReadLine>(value)
-                .map_err(|e| malformed(e.to_string()))?
-                .into_record();
+            let (record, hash) = jsonl::read_record(value).map_err(malformed)?;
             walk.check(number, &record, &hash, None)
         }
     }
@@ -390,29 +388,31 @@ struct Walk {
     manifest: Option<Manifest>,
     previous_file: Option<ChainPoint>,
     manifest_seen: bool,
+    /// The last record's seq, hash, event id and line.
     last: Option<(i64, String, String, u64)>,
-    first: Option<FirstRecord>,
-    count: u64,
+    /// What the records read so far add up to, built as the exporter builds its manifest.
+    seen: ManifestBuilder,
     gaps: u64,
-    recorded_at: Option<TimeRange>,
-    event_time: Option<TimeRange>,
     anchored_by: Option<i64>,
 }
 
 type Readings = fn(&ChainedRecord) -> Vec<ChainedRecord>;
 
 impl Walk {
-    fn new(manifest: Option<Manifest>, previous_file: Option<ChainPoint>) -> Self {
+    fn new(
+        manifest: Option<Manifest>,
+        previous_file: Option<ChainPoint>,
+        format: ExportFormat,
+    ) -> Self {
         Self {
             manifest,
             previous_file,
             manifest_seen: false,
             last: None,
-            first: None,
-            count: 0,
+            seen: ManifestBuilder {
+                manifest: placeholder_manifest(format),
+            },
             gaps: 0,
-            recorded_at: None,
-            event_time: None,
             anchored_by: None,
         }
     }
@@ -497,23 +497,14 @@ impl Walk {
         {
             return fail!(Problem::NotSelected);
         }
-        if self.first.is_none() {
-            self.first = Some(FirstRecord {
-                seq: record.seq,
-                hash: hash.to_owned(),
-                prev_hash: record.prev_hash.clone(),
-            });
-        }
+        self.seen.observe(record, hash);
         if let (Some(first), Some((seq, claimed))) =
-            (&self.first, checkpoint_continues_from(record))
+            (&self.seen.manifest.first, checkpoint_continues_from(record))
             && seq == first.seq - 1
             && claimed == first.prev_hash
         {
             self.anchored_by = Some(record.seq);
         }
-        self.count += 1;
-        TimeRange::widen(&mut self.recorded_at, record.recorded_at);
-        TimeRange::widen(&mut self.event_time, record.event_time);
         self.last = Some((record.seq, hash.to_owned(), record.event_id.clone(), line));
         Ok(())
     }
@@ -545,11 +536,11 @@ impl Walk {
             hash: hash.clone(),
         });
         let mismatch = |what: String| at_end(Problem::ManifestMismatch(what));
-        if manifest.first != self.first {
+        if manifest.first != self.seen.manifest.first {
             return mismatch(format!(
                 "it names the first record {:?}, the file starts with {:?}",
                 manifest.first.as_ref().map(|f| f.seq),
-                self.first.as_ref().map(|f| f.seq)
+                self.seen.manifest.first.as_ref().map(|f| f.seq)
             ));
         }
         if manifest.last != last {
@@ -559,17 +550,21 @@ impl Walk {
                 last.as_ref().map(|l| l.seq)
             ));
         }
-        if manifest.count != self.count {
+        if manifest.count != self.seen.manifest.count {
             return mismatch(format!(
                 "it counts {} records, the file holds {}",
-                manifest.count, self.count
+                manifest.count, self.seen.manifest.count
             ));
         }
-        if manifest.recorded_at != self.recorded_at || manifest.event_time != self.event_time {
+        if manifest.recorded_at != self.seen.manifest.recorded_at
+            || manifest.event_time != self.seen.manifest.event_time
+        {
             return mismatch("its time ranges differ from the records'".to_owned());
         }
         match manifest.scope {
-            Scope::Full if last.as_ref() != Some(&manifest.chain_head) && self.count > 0 => {
+            Scope::Full
+                if last.as_ref() != Some(&manifest.chain_head) && self.seen.manifest.count > 0 =>
+            {
                 return mismatch(format!(
                     "a full export must end at the chain head (seq {}), the file ends at seq {:?}",
                     manifest.chain_head.seq,
@@ -585,7 +580,7 @@ impl Walk {
             }
             _ => {}
         }
-        let start = match (&self.first, manifest.scope) {
+        let start = match (&self.seen.manifest.first, manifest.scope) {
             (None, _) => Start::Empty,
             (Some(_), Scope::Filtered) => Start::Subset,
             (Some(_), _) if self.previous_file.is_some() => Start::PreviousFile,
@@ -603,6 +598,8 @@ impl Walk {
         };
         if manifest.scope == Scope::Full {
             let expected = self
+                .seen
+                .manifest
                 .first
                 .as_ref()
                 .filter(|f| f.seq > 1)
@@ -615,5 +612,111 @@ impl Walk {
             }
         }
         Ok((start, self.gaps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::super::{EvidenceWriter, csv::CsvWriter, jsonl::JsonlWriter};
+    use super::*;
+    use crate::store::evidence::{EvidenceFilter, truncate_to_micros};
+
+    fn chain(n: i64, detail_bytes: usize) -> Vec<(ChainedRecord, String)> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let record = ChainedRecord {
+                    seq,
+                    recorded_at: truncate_to_micros(Utc::now()),
+                    event_id: format!("e{seq}"),
+                    event_time: truncate_to_micros(Utc::now()),
+                    kind: "image_pushed".into(),
+                    outcome: "processed".into(),
+                    account: Some("123456789012".into()),
+                    region: None,
+                    repository: Some("app".into()),
+                    digest: None,
+                    tag: (seq == 2).then(String::new),
+                    actor: None,
+                    detail: json!({"padding": "x".repeat(detail_bytes), "n": seq}),
+                    prev_hash: prev.clone(),
+                };
+                let hash = record.compute_hash();
+                prev = hash.clone();
+                (record, hash)
+            })
+            .collect()
+    }
+
+    fn write(format: ExportFormat, records: &[(ChainedRecord, String)]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+        let mut builder = ManifestBuilder {
+            manifest: placeholder_manifest(format),
+        };
+        builder.manifest.scope = Scope::Full;
+        builder.manifest.filters = EvidenceFilter::default();
+        {
+            let mut writer: Box<dyn EvidenceWriter> = match format {
+                ExportFormat::Csv => Box::new(CsvWriter::new(file.as_file_mut()).expect("csv")),
+                _ => Box::new(JsonlWriter::new(file.as_file_mut())),
+            };
+            for (record, hash) in records {
+                builder.observe(record, hash);
+                writer.record(record, hash).expect("write");
+            }
+            if let Some((record, hash)) = records.last() {
+                builder.manifest.chain_head = ChainPoint {
+                    seq: record.seq,
+                    hash: hash.clone(),
+                };
+            }
+            writer.finish(&builder.manifest).expect("finish");
+        }
+        file.as_file_mut().flush().expect("flush");
+        file
+    }
+
+    #[test]
+    fn a_manifest_behind_long_record_lines_is_found_from_the_end() {
+        // Records longer than the 64 KiB read-back chunk, and a trailing blank line.
+        let records = chain(3, 100_000);
+        let file = write(ExportFormat::Jsonl, &records);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(file.path())
+            .and_then(|mut f| f.write_all(b"\n\n"))
+            .expect("append");
+        let report = verify_file(file.path(), None)
+            .expect("read")
+            .expect("verifies");
+        assert_eq!(report.manifest.count, 3);
+        assert_eq!(report.start, Start::Genesis);
+    }
+
+    #[test]
+    fn csv_keeps_an_empty_string_apart_from_null_through_the_hash() {
+        // Record 2 has tag = "" (not null); CSV writes both as an empty cell.
+        let records = chain(4, 10);
+        let file = write(ExportFormat::Csv, &records);
+        let report = verify_file(file.path(), None)
+            .expect("read")
+            .expect("verifies");
+        assert_eq!(report.format, ExportFormat::Csv);
+        assert_eq!(report.manifest.last.map(|l| l.seq), Some(4));
+    }
+
+    #[test]
+    fn a_file_without_records_or_manifest_is_not_an_export() {
+        let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+        file.write_all(b"hello\n").expect("write");
+        assert!(matches!(
+            verify_file(file.path(), None),
+            Err(VerifyError::UnknownFormat { .. })
+        ));
     }
 }
