@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Command, DatabaseArgs, OutputFormat, PipelineArgs};
+use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, PipelineArgs};
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::aws::load_sdk_config;
@@ -25,7 +25,7 @@ use crate::source::file::{self, IngestCounts};
 use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
-use crate::store::views::ChainReport;
+use crate::store::history::HistoryCoverage;
 
 /// Process exit codes; part of the CLI contract.
 pub mod exit {
@@ -149,10 +149,15 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Posture(args) => {
-            let rows = connect(&args.database)
-                .await?
-                .posture(args.repository.as_deref())
-                .await?;
+            let store = connect(&args.database).await?;
+            let rows = match args.at {
+                Some(at) => {
+                    let (state, coverage) = store.as_of(at).await?;
+                    warn_history_coverage(at, &coverage);
+                    state.posture(args.repository.as_deref())
+                }
+                None => store.posture(args.repository.as_deref()).await?,
+            };
             match args.format {
                 OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
                 OutputFormat::Table => emit(&views::posture_table(&rows))?,
@@ -160,36 +165,24 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Images(args) => {
-            let rows = connect(&args.database)
-                .await?
-                .images(args.repository.as_deref())
-                .await?;
+            let store = connect(&args.database).await?;
+            let rows = match args.at {
+                Some(at) => {
+                    let (state, coverage) = store.as_of(at).await?;
+                    warn_history_coverage(at, &coverage);
+                    state.images(args.repository.as_deref())
+                }
+                None => store.images(args.repository.as_deref()).await?,
+            };
             match args.format {
                 OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
                 OutputFormat::Table => emit(&views::images_table(&rows))?,
             }
             Ok(exit::OK)
         }
-        Command::Verify(db) => match connect(&db).await?.verify_chain().await? {
-            ChainReport::Valid { records, head_hash } => {
-                println!("OK: {records} evidence records verified; head {head_hash}");
-                Ok(exit::OK)
-            }
-            ChainReport::Broken(broken) => {
-                println!("BROKEN: {broken}");
-                Ok(exit::INCOMPLETE)
-            }
-            ChainReport::HeadMismatch {
-                records,
-                last_seq,
-                head_seq,
-            } => {
-                println!(
-                    "BROKEN: {records} records verified up to seq {last_seq}, but the chain head names seq {head_seq}: records were removed from the end"
-                );
-                Ok(exit::INCOMPLETE)
-            }
-        },
+        Command::Verify(args) => evidence_cli::verify(args).await,
+        Command::Export(args) => evidence_cli::export(args).await,
+        Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
     }
 }
 
@@ -370,5 +363,317 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Says on stderr when an `--at` answer cannot be complete from the stored chain alone.
+fn warn_history_coverage(at: chrono::DateTime<chrono::Utc>, coverage: &HistoryCoverage) {
+    match coverage.oldest_recorded_at {
+        Some(oldest) if at < oldest => eprintln!(
+            "note: {at} is before the oldest stored evidence ({oldest}); the answer is empty or partial: replay the archives for earlier times"
+        ),
+        _ if coverage.archived_before => eprintln!(
+            "note: older evidence was archived; repositories and images last recorded before the checkpoint are missing from this answer"
+        ),
+        _ => {}
+    }
+}
+
+// Evidence (issue 7): export, offline verification, retention.
+mod evidence_cli {
+    use std::io::{IsTerminal, Write};
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, bail};
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use sha2::{Digest as _, Sha256};
+
+    use super::{connect, exit};
+    use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
+    use crate::export::evidence::verify::{FileReport, Start, verify_file};
+    use crate::export::evidence::{ChainPoint, Manifest, Scope, write_export};
+    use crate::store::Store;
+    use crate::store::evidence::EvidenceFilter;
+    use crate::store::retention::Checkpoint;
+    use crate::store::views::ChainReport;
+
+    /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, CI, pipes).
+    fn progress_bar() -> ProgressBar {
+        if !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {human_pos}/{human_len} records [{bar:30}] {per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    }
+
+    /// A file written beside its destination and renamed into place only when complete, so
+    /// an interrupted export never leaves a plausible file behind.
+    struct AtomicFile {
+        partial: PathBuf,
+        target: PathBuf,
+        file: std::io::BufWriter<std::fs::File>,
+    }
+
+    impl AtomicFile {
+        fn create(target: &Path) -> anyhow::Result<Self> {
+            let mut name = target
+                .file_name()
+                .context("--output names no file")?
+                .to_owned();
+            name.push(".partial");
+            let partial = target.with_file_name(name);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            Ok(Self {
+                partial,
+                target: target.to_owned(),
+                file: std::io::BufWriter::with_capacity(1 << 20, file),
+            })
+        }
+
+        fn commit(self) -> anyhow::Result<()> {
+            let file = self.file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            std::fs::rename(&self.partial, &self.target)
+                .with_context(|| format!("renaming into {}", self.target.display()))?;
+            Ok(())
+        }
+    }
+
+    async fn stream(
+        store: &Store,
+        filter: &EvidenceFilter,
+        format: crate::export::evidence::ExportFormat,
+        out: impl Write,
+    ) -> anyhow::Result<Manifest> {
+        let bar = progress_bar();
+        let snapshot = store
+            .evidence_snapshot(filter, !bar.is_hidden())
+            .await
+            .context("opening the evidence snapshot")?;
+        if let Some(total) = snapshot.matching {
+            bar.set_length(total);
+        }
+        let manifest = write_export(snapshot, filter, format, out, || bar.inc(1))
+            .await
+            .context("exporting evidence")?;
+        bar.finish_and_clear();
+        Ok(manifest)
+    }
+
+    pub(super) async fn export(args: ExportArgs) -> anyhow::Result<i32> {
+        let store = connect(&args.database).await?;
+        let filter = EvidenceFilter {
+            since: args.since,
+            until: args.until,
+            repository: args.repository,
+            control: args.control,
+            through_seq: None,
+        };
+        let manifest = match &args.output {
+            Some(path) => {
+                let mut file = AtomicFile::create(path)?;
+                let manifest = stream(&store, &filter, args.format, &mut file.file).await?;
+                file.commit()?;
+                manifest
+            }
+            None => {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+                let manifest = stream(&store, &filter, args.format, &mut out).await?;
+                out.flush()?;
+                manifest
+            }
+        };
+        eprintln!(
+            "exported {} evidence records ({}); last hash {}",
+            manifest.count,
+            scope_words(manifest.scope),
+            manifest.last.as_ref().map_or("-", |l| l.hash.as_str())
+        );
+        Ok(exit::OK)
+    }
+
+    fn scope_words(scope: Scope) -> &'static str {
+        match scope {
+            Scope::Full => "full export",
+            Scope::Range => "archive of a chain prefix",
+            Scope::Filtered => "filtered export",
+        }
+    }
+
+    pub(super) async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
+        if args.files.is_empty() {
+            let Some(database_url) = args.database_url else {
+                bail!("give export files to verify, or set DATABASE_URL to verify the database");
+            };
+            let db = DatabaseArgs {
+                database_url,
+                db_max_connections: args.db_max_connections,
+            };
+            return verify_database(&connect(&db).await?).await;
+        }
+        let mut previous: Option<ChainPoint> = None;
+        for path in &args.files {
+            let name = path.display();
+            match verify_file(path, previous.as_ref())? {
+                Ok(report) => {
+                    println!("OK: {name}: {}", describe(&report));
+                    previous = match report.manifest.scope {
+                        Scope::Filtered => None,
+                        _ => report.manifest.last.clone().or(previous),
+                    };
+                }
+                Err(bad) => {
+                    println!("BROKEN: {name}: {bad}");
+                    return Ok(exit::INCOMPLETE);
+                }
+            }
+        }
+        Ok(exit::OK)
+    }
+
+    /// What a verified file proves, in words an auditor can act on.
+    fn describe(report: &FileReport) -> String {
+        let m = &report.manifest;
+        let range = match (&m.first, &m.last) {
+            (Some(first), Some(last)) => format!("seq {}..{}", first.seq, last.seq),
+            _ => "no records".to_owned(),
+        };
+        let start = match &report.start {
+            Start::Genesis => "starting at the genesis".to_owned(),
+            Start::Checkpoint { checkpoint_seq } => {
+                format!(
+                    "continuing from archived records, as the checkpoint at seq {checkpoint_seq} in the file attests"
+                )
+            }
+            Start::PreviousFile => "continuing the previous file".to_owned(),
+            Start::Continues { seq, hash } => format!(
+                "continuing from seq {seq} hash {hash} (verify it together with the archive that ends there)"
+            ),
+            Start::Subset | Start::Empty => String::new(),
+        };
+        match m.scope {
+            Scope::Full => format!(
+                "{} records, {range}, {start}, ending at the chain head {} as of {}; every hash and link verified",
+                m.count,
+                m.chain_head.hash,
+                crate::export::evidence::canonical_time(m.exported_at)
+            ),
+            Scope::Range => format!(
+                "{} records, {range}, archive of a chain prefix {start}; every hash and link verified, last hash {}",
+                m.count,
+                m.last.as_ref().map_or("-", |l| l.hash.as_str())
+            ),
+            Scope::Filtered => format!(
+                "{} records, {range}, filtered by {}; every record's hash verified, links verified between consecutive records, {} gaps where records outside the filter were skipped; that no matching record is missing cannot be proven from a filtered export (compare with a full export or the database)",
+                m.count,
+                serde_json::to_string(&m.filters).unwrap_or_default(),
+                report.gaps
+            ),
+        }
+    }
+
+    async fn verify_database(store: &Store) -> anyhow::Result<i32> {
+        Ok(match store.verify_chain().await? {
+            ChainReport::Valid {
+                records,
+                head_hash,
+                continues_from,
+            } => {
+                match continues_from {
+                    Some(seq) => println!(
+                        "OK: {records} evidence records verified; head {head_hash}; the chain continues from seq {seq}, archived behind a checkpoint"
+                    ),
+                    None => println!("OK: {records} evidence records verified; head {head_hash}"),
+                }
+                exit::OK
+            }
+            ChainReport::Broken(broken) => {
+                println!("BROKEN: {broken}");
+                exit::INCOMPLETE
+            }
+            ChainReport::HeadMismatch {
+                records,
+                last_seq,
+                head_seq,
+            } => {
+                println!(
+                    "BROKEN: {records} records verified up to seq {last_seq}, but the chain head names seq {head_seq}: records were removed from the end"
+                );
+                exit::INCOMPLETE
+            }
+        })
+    }
+
+    pub(super) async fn archive(args: ArchiveArgs) -> anyhow::Result<i32> {
+        let store = connect(&args.database).await?;
+        let Some(prefix) = store.archivable_prefix(args.before).await? else {
+            println!(
+                "nothing to archive: no stored evidence was recorded before {}",
+                args.before
+            );
+            return Ok(exit::OK);
+        };
+        let filter = EvidenceFilter {
+            through_seq: Some(prefix.last_seq),
+            ..EvidenceFilter::default()
+        };
+        let mut file = AtomicFile::create(&args.output)?;
+        let manifest = stream(&store, &filter, args.format, &mut file.file).await?;
+        file.commit()?;
+        // Nothing is dropped unless the archive on disk verifies and covers exactly the prefix.
+        let report = match verify_file(&args.output, None)? {
+            Ok(report) => report,
+            Err(bad) => {
+                bail!("the archive just written does not verify ({bad}); nothing was dropped")
+            }
+        };
+        let (Some(first), Some(last)) = (&report.manifest.first, &report.manifest.last) else {
+            bail!("the archive is empty; nothing was dropped");
+        };
+        if first.seq != prefix.first_seq
+            || last.seq != prefix.last_seq
+            || report.manifest != manifest
+        {
+            bail!(
+                "the archive covers seq {}..{} but seq {}..{} was to be archived; nothing was dropped",
+                first.seq,
+                last.seq,
+                prefix.first_seq,
+                prefix.last_seq
+            );
+        }
+        let sha256 = {
+            let mut hasher = Sha256::new();
+            let mut reader = std::fs::File::open(&args.output)?;
+            std::io::copy(&mut reader, &mut hasher)?;
+            hex::encode(hasher.finalize())
+        };
+        let checkpoint = Checkpoint {
+            prefix: prefix.clone(),
+            last_hash: last.hash.clone(),
+            before: args.before,
+            archive_name: args
+                .output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            archive_format: args.format.as_str().to_owned(),
+            archive_sha256: sha256.clone(),
+        };
+        let (checkpoint_seq, dropped) = store.drop_archived(&checkpoint).await?;
+        println!(
+            "archived {} records (seq {}..{}) to {} (sha256 {sha256}); checkpoint at seq {checkpoint_seq}; dropped {dropped} records from the database",
+            manifest.count,
+            prefix.first_seq,
+            prefix.last_seq,
+            args.output.display()
+        );
+        Ok(exit::OK)
     }
 }

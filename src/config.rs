@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::export::evidence::ExportFormat;
 
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
@@ -83,8 +86,14 @@ pub enum Command {
     Posture(PostureArgs),
     /// One row per image digest with its posture.
     Images(ImagesArgs),
-    /// Check the evidence hash chain in the database.
-    Verify(DatabaseArgs),
+    // Evidence (issue 7): export, offline verification, retention.
+    /// Check the evidence hash chain: in the database, or in export files without a database.
+    Verify(VerifyArgs),
+    /// Export evidence records with their hash chain and a closing manifest, streamed.
+    Export(ExportArgs),
+    /// Evidence retention: archive old records to a file and drop them from the database.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Sweep every repository and image of the configured accounts and regions once, and
     /// record what changed without an event.
     Reconcile(ReconcileArgs),
@@ -206,6 +215,9 @@ pub struct PostureArgs {
     /// Only this repository.
     #[arg(long)]
     pub repository: Option<String>,
+    /// Answer as of this time (2026-10-01 or RFC 3339), from the evidence records.
+    #[arg(long, value_parser = evidence_time)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -217,6 +229,75 @@ pub struct ImagesArgs {
     /// Only this repository.
     #[arg(long)]
     pub repository: Option<String>,
+    /// Answer as of this time (2026-10-01 or RFC 3339), from the evidence records.
+    #[arg(long, value_parser = evidence_time)]
+    pub at: Option<DateTime<Utc>>,
+}
+
+// Evidence (issue 7): the flags of `verify`, `export` and `evidence archive`.
+
+fn evidence_time(text: &str) -> Result<DateTime<Utc>, String> {
+    crate::export::evidence::parse_time(text)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Export files to verify offline, in chain order (an archive, then the next, …); without
+    /// files, the chain in the database is verified.
+    pub files: Vec<PathBuf>,
+    /// Postgres connection URL (only to verify the database).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Connections in the pool.
+    #[arg(long, env = "ECR_AUDIT_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// csv (RFC 4180), jsonl (JSON Lines) or ocsf (OCSF 1.3.0 Compliance Finding).
+    #[arg(long)]
+    pub format: ExportFormat,
+    /// Only records recorded at or after this time (2026-10-01 or RFC 3339).
+    #[arg(long, value_parser = evidence_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only records recorded before this time.
+    #[arg(long, value_parser = evidence_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only records about this repository.
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// Only the transitions of this control (ECR.1, ECR.2, …).
+    #[arg(long)]
+    pub control: Option<String>,
+    /// Write here (atomically, on success) instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Export the oldest records (those recorded before --before) to a file, verify the file,
+    /// then drop them from the database behind a checkpoint record that keeps the chain
+    /// verifiable.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Archive the records recorded before this time (use the first of a month: 2026-10-01).
+    #[arg(long, value_parser = evidence_time)]
+    pub before: DateTime<Utc>,
+    /// The archive file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The archive's format.
+    #[arg(long, default_value = "jsonl")]
+    pub format: ExportFormat,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Outputs: Prometheus metrics, the HTTP endpoints, and the CLI views.
+//! Outputs: Prometheus metrics, the HTTP endpoints, the CLI views, and evidence files.
 
 pub mod alerts;
+pub mod evidence;
 pub mod http;
 pub mod metrics;
 pub mod views;

@@ -14,8 +14,10 @@ use sha2::{Digest as _, Sha256};
 /// The chain's starting point.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One evidence record as stored, exported and verified.
+/// One evidence record as stored, exported and verified. Reading one refuses unknown members,
+/// so nothing can ride along in an export unhashed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainedRecord {
     pub seq: i64,
     #[serde(with = "micros")]
@@ -50,7 +52,7 @@ pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(time)
 }
 
-mod micros {
+pub(crate) mod micros {
     use super::*;
     use serde::{Deserializer, Serializer};
 
@@ -81,6 +83,12 @@ pub enum ChainBreak {
         event_id: String,
         expected: i64,
     },
+    /// The oldest stored record is not the genesis and no checkpoint on the chain says which
+    /// hash it continues from: records were removed from the start outside retention.
+    #[error(
+        "record seq {seq} (event {event_id}) is the oldest stored record, but no checkpoint accounts for the records before it: they were removed outside retention"
+    )]
+    Unanchored { seq: i64, event_id: String },
 }
 
 /// Checks records one at a time, in order, in constant memory.
@@ -143,6 +151,141 @@ impl ChainVerifier {
         self.verified += 1;
         Ok(())
     }
+}
+
+/// An evidence row as selected by the chain queries (`SELECT` [`EVIDENCE_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EvidenceRow {
+    seq: i64,
+    recorded_at: DateTime<Utc>,
+    event_id: String,
+    event_time: DateTime<Utc>,
+    kind: String,
+    outcome: String,
+    account: Option<String>,
+    region: Option<String>,
+    repository: Option<String>,
+    digest: Option<String>,
+    tag: Option<String>,
+    actor: Option<String>,
+    detail: Value,
+    prev_hash: String,
+    hash: String,
+}
+
+/// The columns [`EvidenceRow`] reads, in table order.
+pub(crate) const EVIDENCE_COLUMNS: &str = "seq, recorded_at, event_id, event_time, kind, outcome, account, region, \
+     repository, digest, tag, actor, detail, prev_hash, hash";
+
+impl EvidenceRow {
+    /// The record and its stored hash.
+    pub(crate) fn into_record(self) -> (ChainedRecord, String) {
+        (
+            ChainedRecord {
+                seq: self.seq,
+                recorded_at: self.recorded_at,
+                event_id: self.event_id,
+                event_time: self.event_time,
+                kind: self.kind,
+                outcome: self.outcome,
+                account: self.account,
+                region: self.region,
+                repository: self.repository,
+                digest: self.digest,
+                tag: self.tag,
+                actor: self.actor,
+                detail: self.detail,
+                prev_hash: self.prev_hash,
+            },
+            self.hash,
+        )
+    }
+}
+
+/// Which records an export or archive selects. Empty: the whole stored chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceFilter {
+    /// Records recorded at or after this time (`recorded_at`, not the event time: a late
+    /// event lands in the export of the day it was recorded, so consecutive exports neither
+    /// miss nor repeat a record).
+    #[serde(with = "micros_opt")]
+    pub since: Option<DateTime<Utc>>,
+    /// Records recorded before this time.
+    #[serde(with = "micros_opt")]
+    pub until: Option<DateTime<Utc>>,
+    pub repository: Option<String>,
+    /// Only the transitions of this control (`control_transition` records naming it).
+    pub control: Option<String>,
+    /// Only records up to this seq (retention archives a prefix of the chain).
+    pub through_seq: Option<i64>,
+}
+
+impl EvidenceFilter {
+    /// Whether the filter selects the whole chain.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the filter keeps a subset that may skip records (anything but a prefix).
+    pub fn is_subset(&self) -> bool {
+        self.since.is_some()
+            || self.until.is_some()
+            || self.repository.is_some()
+            || self.control.is_some()
+    }
+
+    /// The same test the export query applies, for checking an export offline.
+    pub fn matches(&self, record: &ChainedRecord) -> bool {
+        self.since.is_none_or(|t| record.recorded_at >= t)
+            && self.until.is_none_or(|t| record.recorded_at < t)
+            && self
+                .repository
+                .as_ref()
+                .is_none_or(|r| record.repository.as_ref() == Some(r))
+            && self.control.as_ref().is_none_or(|c| {
+                record.kind == "control_transition"
+                    && record.detail.get("control").and_then(Value::as_str) == Some(c)
+            })
+            && self.through_seq.is_none_or(|s| record.seq <= s)
+    }
+}
+
+pub(crate) mod micros_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::micros::serialize(time, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|text| {
+            DateTime::parse_from_rfc3339(&text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+/// The kind of the record retention appends before it drops the records it archived.
+pub const CHECKPOINT_KIND: &str = "checkpoint";
+
+/// Where a checkpoint record says the retained chain continues from: the last archived record.
+pub fn checkpoint_continues_from(record: &ChainedRecord) -> Option<(i64, String)> {
+    if record.kind != CHECKPOINT_KIND {
+        return None;
+    }
+    let from = record.detail.get("continues_from")?;
+    Some((
+        from.get("seq")?.as_i64()?,
+        from.get("hash")?.as_str()?.to_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 pub mod alerts;
 mod digest;
 pub mod evidence;
+pub mod export;
+pub mod history;
+pub mod retention;
 pub mod views;
 mod write;
 

@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::evidence::{ChainBreak, ChainVerifier, ChainedRecord};
+use super::evidence::{ChainBreak, ChainVerifier, EVIDENCE_COLUMNS, EvidenceRow};
 use super::{Store, StoreError};
 
 /// One control's verdict as shown to users.
@@ -107,12 +107,32 @@ struct ImageRecord {
     scan_medium: Option<i32>,
 }
 
+/// Where the stored chain starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainStart {
+    Empty,
+    /// The oldest stored record is seq 1.
+    Genesis,
+    /// Retention archived every record up to `seq`, whose hash was `hash`.
+    Checkpoint {
+        seq: i64,
+        hash: String,
+    },
+    /// The oldest stored record is not seq 1 and no checkpoint explains why.
+    Unanchored {
+        seq: i64,
+        event_id: String,
+    },
+}
+
 /// The outcome of verifying the stored chain.
 #[derive(Debug)]
 pub enum ChainReport {
     Valid {
         records: u64,
         head_hash: String,
+        /// The seq of the last archived record, when retention has archived the chain's start.
+        continues_from: Option<i64>,
     },
     Broken(ChainBreak),
     /// Every record verified, but the head row names another end of the chain.
@@ -216,19 +236,32 @@ impl Store {
 
     /// Walks the whole evidence chain in `seq` order, in constant memory.
     ///
+    /// The oldest stored record must be the genesis (seq 1), or retention must have left a
+    /// checkpoint record on the chain naming the seq and hash it continues from; the walk then
+    /// starts from that hash, and the checkpoint record itself is verified when the walk
+    /// reaches it, so its claim is as tamper-evident as any other record.
+    ///
     /// # Errors
     /// When the query fails; a broken chain is a report, not an error.
     pub async fn verify_chain(&self) -> Result<ChainReport, StoreError> {
-        let mut verifier = ChainVerifier::new(None);
-        let mut last_seq = 0;
-        let mut last_hash = super::evidence::GENESIS_HASH.to_owned();
+        let anchor = match self.chain_start().await? {
+            ChainStart::Empty | ChainStart::Genesis => None,
+            ChainStart::Checkpoint { seq, hash } => Some((seq, hash)),
+            ChainStart::Unanchored { seq, event_id } => {
+                return Ok(ChainReport::Broken(ChainBreak::Unanchored {
+                    seq,
+                    event_id,
+                }));
+            }
+        };
+        let continues_from = anchor.as_ref().map(|(seq, _)| *seq);
+        // From the genesis the first record must be seq 1 naming 64 zeros.
+        let start = anchor.unwrap_or((0, super::evidence::GENESIS_HASH.to_owned()));
+        let mut verifier = ChainVerifier::new(Some(start.clone()));
+        let (mut last_seq, mut last_hash) = start;
         {
-            let mut rows = sqlx::query_as::<_, EvidenceRow>(
-                "SELECT seq, recorded_at, event_id, event_time, kind, outcome, account, region,
-                        repository, digest, tag, actor, detail, prev_hash, hash
-                   FROM evidence ORDER BY seq",
-            )
-            .fetch(self.pool());
+            let sql = format!("SELECT {EVIDENCE_COLUMNS} FROM evidence ORDER BY seq");
+            let mut rows = sqlx::query_as::<_, EvidenceRow>(&sql).fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
                 let (record, hash) = row.into_record();
                 if let Err(broken) = verifier.check(&record, &hash) {
@@ -252,49 +285,40 @@ impl Store {
         Ok(ChainReport::Valid {
             records: verifier.verified,
             head_hash,
+            continues_from,
         })
     }
-}
 
-#[derive(sqlx::FromRow)]
-struct EvidenceRow {
-    seq: i64,
-    recorded_at: DateTime<Utc>,
-    event_id: String,
-    event_time: DateTime<Utc>,
-    kind: String,
-    outcome: String,
-    account: Option<String>,
-    region: Option<String>,
-    repository: Option<String>,
-    digest: Option<String>,
-    tag: Option<String>,
-    actor: Option<String>,
-    detail: Value,
-    prev_hash: String,
-    hash: String,
-}
-
-impl EvidenceRow {
-    fn into_record(self) -> (ChainedRecord, String) {
-        (
-            ChainedRecord {
-                seq: self.seq,
-                recorded_at: self.recorded_at,
-                event_id: self.event_id,
-                event_time: self.event_time,
-                kind: self.kind,
-                outcome: self.outcome,
-                account: self.account,
-                region: self.region,
-                repository: self.repository,
-                digest: self.digest,
-                tag: self.tag,
-                actor: self.actor,
-                detail: self.detail,
-                prev_hash: self.prev_hash,
-            },
-            self.hash,
+    /// Where the stored chain starts: at the genesis, or after the records a checkpoint
+    /// archived.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub async fn chain_start(&self) -> Result<ChainStart, StoreError> {
+        let oldest: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, event_id FROM evidence ORDER BY seq LIMIT 1")
+                .fetch_optional(self.pool())
+                .await?;
+        let Some((seq, event_id)) = oldest else {
+            return Ok(ChainStart::Empty);
+        };
+        if seq == 1 {
+            return Ok(ChainStart::Genesis);
+        }
+        let claimed: Option<String> = sqlx::query_scalar(
+            "SELECT detail->'continues_from'->>'hash' FROM evidence
+              WHERE kind = 'checkpoint'
+                AND (detail->'continues_from'->>'seq')::bigint = $1
+              ORDER BY seq DESC LIMIT 1",
         )
+        .bind(seq - 1)
+        .fetch_optional(self.pool())
+        .await?
+        .flatten();
+        Ok(match claimed {
+            // The walk checks the oldest record's prev_hash against the claimed hash.
+            Some(hash) => ChainStart::Checkpoint { seq: seq - 1, hash },
+            None => ChainStart::Unanchored { seq, event_id },
+        })
     }
 }

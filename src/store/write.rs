@@ -405,12 +405,21 @@ fn image_json(image: &ImageWrite) -> Value {
         Some((_, ImageLookup::Found(facts))) => json!(facts.tags),
         _ => Value::Null,
     };
+    let pushed_at = match &image.lookup {
+        Some((_, ImageLookup::Found(facts))) => facts.pushed_at,
+        _ => None,
+    }
+    .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
+    // `pushed_at` and the artifact fields let `images --at` answer from the evidence alone.
     json!({
         "presence": presence,
         "tags": tags,
         "settings": image.settings,
         "pushed_by": image.pushed_by.as_ref().map(|a| &a.arn),
+        "pushed_at": pushed_at.map(|t| truncate_to_micros(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "storage_class": image.storage_class,
+        "artifact_of": image.artifact.as_ref().map(|(subject, _)| subject.as_str()),
+        "artifact_kind": image.artifact.as_ref().map(|(_, kind)| kind.as_str()),
     })
 }
 
@@ -611,6 +620,31 @@ async fn upsert_image(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Appends records built outside a batch (a retention checkpoint) at the head of the chain;
+/// their `seq` and `prev_hash` are filled in here. Returns how many were inserted (a record
+/// whose event id is already on the chain is skipped).
+pub(super) async fn append_records(
+    tx: &mut Transaction<'_, Postgres>,
+    records: Vec<ChainedRecord>,
+) -> Result<usize, StoreError> {
+    let mut outcomes = vec![Committed::Processed; records.len()];
+    let pending = records
+        .into_iter()
+        .enumerate()
+        .map(|(plan_index, record)| PendingEvidence {
+            plan_index,
+            is_event_record: true,
+            record,
+        })
+        .collect();
+    // A checkpoint is never worth a page.
+    append_to_chain(tx, pending, &mut outcomes, false).await?;
+    Ok(outcomes
+        .iter()
+        .filter(|o| **o == Committed::Processed)
+        .count())
 }
 
 /// Puts the pending records on the chain. Locking the head row orders every appender; a record

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod cli;
+mod evidence;
 mod helpers;
 mod pipeline;
 mod reconcile;

@@ -1,0 +1,67 @@
+//! JSON Lines: each line is the canonical record with its `hash` appended, the last line is
+//! `{"manifest": {…}}`.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{EvidenceWriter, Manifest};
+use crate::store::evidence::ChainedRecord;
+
+/// A record line as written: the canonical fields in their canonical order, then `hash`.
+#[derive(Serialize)]
+struct RecordLine<'a> {
+    #[serde(flatten)]
+    record: &'a ChainedRecord,
+    hash: &'a str,
+}
+
+/// Reads a record line back: the canonical record (no other member allowed) and its hash.
+///
+/// # Errors
+/// What is malformed.
+pub(super) fn read_record(mut value: Value) -> Result<(ChainedRecord, String), String> {
+    let hash = value
+        .as_object_mut()
+        .and_then(|members| members.remove("hash"))
+        .and_then(|hash| hash.as_str().map(str::to_owned))
+        .ok_or("no hash member")?;
+    let record = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok((record, hash))
+}
+
+/// The manifest line.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ManifestLine {
+    pub(super) manifest: Manifest,
+}
+
+pub(super) struct JsonlWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonlWriter<W> {
+    pub(super) fn new(out: W) -> Self {
+        Self { out }
+    }
+}
+
+impl<W: Write> EvidenceWriter for JsonlWriter<W> {
+    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, &RecordLine { record, hash })?;
+        self.out.write_all(b"\n")
+    }
+
+    fn finish(&mut self, manifest: &Manifest) -> std::io::Result<()> {
+        serde_json::to_writer(
+            &mut self.out,
+            &ManifestLine {
+                manifest: manifest.clone(),
+            },
+        )?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}

@@ -1,0 +1,273 @@
+//! Evidence files: streamed exports in CSV, JSON Lines and OCSF, and their offline verification.
+//!
+//! Every format carries, for each record, the full canonical record (the fields the hash
+//! covers) and its `hash`, then closes with a [`Manifest`]: how many records, the first and
+//! last chain positions, the time range, the filters, and the chain head at the moment of the
+//! export. [`verify`] checks a file with no database: recomputes every hash, follows the links,
+//! checks the manifest against what it read. See `docs/EVIDENCE.md` for what an auditor can and
+//! cannot conclude from a filtered export.
+
+mod csv;
+mod jsonl;
+pub mod ocsf;
+pub mod verify;
+
+use std::io::Write;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::evidence::{ChainedRecord, EvidenceFilter, micros};
+use crate::store::export::{EvidenceSnapshot, StreamError};
+
+/// The version of the manifest's shape.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// RFC 4180 CSV: one row per record, then a manifest row.
+    Csv,
+    /// JSON Lines: one canonical record (plus its hash) per line, then a manifest line.
+    Jsonl,
+    /// OCSF 1.3.0 Compliance Finding (class 2003) per record, then a Base Event manifest.
+    Ocsf,
+}
+
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
+            Self::Ocsf => "ocsf",
+        }
+    }
+}
+
+/// What an export covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every stored record, from the oldest to the chain head at the export: contiguous, and
+    /// its last record is the head.
+    Full,
+    /// A prefix of the stored chain up to `filters.through_seq` (a retention archive):
+    /// contiguous.
+    Range,
+    /// A subset picked by time, repository or control: records may be skipped between two
+    /// exported ones.
+    Filtered,
+}
+
+/// A position on the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainPoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// The first exported record: its position and the hash it continues from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstRecord {
+    pub seq: i64,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+/// An inclusive time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRange {
+    #[serde(with = "micros")]
+    pub from: DateTime<Utc>,
+    #[serde(with = "micros")]
+    pub to: DateTime<Utc>,
+}
+
+impl TimeRange {
+    fn widen(range: &mut Option<Self>, time: DateTime<Utc>) {
+        match range {
+            Some(r) => {
+                r.from = r.from.min(time);
+                r.to = r.to.max(time);
+            }
+            None => {
+                *range = Some(Self {
+                    from: time,
+                    to: time,
+                })
+            }
+        }
+    }
+}
+
+/// The closing manifest of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub producer: String,
+    pub format: ExportFormat,
+    /// The OCSF schema version of an OCSF export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf_version: Option<String>,
+    #[serde(with = "micros")]
+    pub exported_at: DateTime<Utc>,
+    pub scope: Scope,
+    pub filters: EvidenceFilter,
+    pub count: u64,
+    pub first: Option<FirstRecord>,
+    pub last: Option<ChainPoint>,
+    /// `recorded_at` of the earliest and latest exported record.
+    pub recorded_at: Option<TimeRange>,
+    /// `event_time` of the earliest and latest exported record.
+    pub event_time: Option<TimeRange>,
+    /// The chain head when the export's snapshot was taken.
+    pub chain_head: ChainPoint,
+    /// Where the stored chain started at the export: the last record retention archived
+    /// (`None` when the chain still starts at the genesis).
+    pub chain_continues_from: Option<ChainPoint>,
+}
+
+/// A format's writer: records in chain order, then the manifest.
+trait EvidenceWriter {
+    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()>;
+    fn finish(&mut self, manifest: &Manifest) -> std::io::Result<()>;
+}
+
+/// Accumulates the manifest while records stream past.
+struct ManifestBuilder {
+    manifest: Manifest,
+}
+
+impl ManifestBuilder {
+    fn observe(&mut self, record: &ChainedRecord, hash: &str) {
+        let m = &mut self.manifest;
+        m.count += 1;
+        if m.first.is_none() {
+            m.first = Some(FirstRecord {
+                seq: record.seq,
+                hash: hash.to_owned(),
+                prev_hash: record.prev_hash.clone(),
+            });
+        }
+        m.last = Some(ChainPoint {
+            seq: record.seq,
+            hash: hash.to_owned(),
+        });
+        TimeRange::widen(&mut m.recorded_at, record.recorded_at);
+        TimeRange::widen(&mut m.event_time, record.event_time);
+    }
+}
+
+/// The producer string written into manifests and OCSF metadata.
+pub fn producer() -> String {
+    format!("ecr-audit {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Formats a time the way the canonical serialisation does.
+pub fn canonical_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Streams the snapshot's records into `out` in `format` and closes with the manifest;
+/// `progress` is called once per record. Returns the manifest written.
+///
+/// # Errors
+/// The first database or write error; the output is then incomplete and has no manifest.
+pub async fn write_export<W: Write>(
+    snapshot: EvidenceSnapshot,
+    filter: &EvidenceFilter,
+    format: ExportFormat,
+    out: W,
+    mut progress: impl FnMut(),
+) -> Result<Manifest, StreamError<std::io::Error>> {
+    let scope = if filter.is_subset() {
+        Scope::Filtered
+    } else if filter.through_seq.is_some() {
+        Scope::Range
+    } else {
+        Scope::Full
+    };
+    let chain_continues_from = snapshot
+        .oldest
+        .as_ref()
+        .filter(|oldest| oldest.seq > 1)
+        .map(|oldest| ChainPoint {
+            seq: oldest.seq - 1,
+            hash: oldest.hash.clone(),
+        });
+    let mut builder = ManifestBuilder {
+        manifest: Manifest {
+            manifest_version: MANIFEST_VERSION,
+            producer: producer(),
+            format,
+            ocsf_version: (format == ExportFormat::Ocsf).then(|| ocsf::OCSF_VERSION.to_owned()),
+            exported_at: crate::store::evidence::truncate_to_micros(Utc::now()),
+            scope,
+            filters: filter.clone(),
+            count: 0,
+            first: None,
+            last: None,
+            recorded_at: None,
+            event_time: None,
+            chain_head: ChainPoint {
+                seq: snapshot.head.seq,
+                hash: snapshot.head.hash.clone(),
+            },
+            chain_continues_from,
+        },
+    };
+    let mut writer: Box<dyn EvidenceWriter> = match format {
+        ExportFormat::Csv => Box::new(csv::CsvWriter::new(out).map_err(StreamError::Sink)?),
+        ExportFormat::Jsonl => Box::new(jsonl::JsonlWriter::new(out)),
+        ExportFormat::Ocsf => Box::new(ocsf::OcsfWriter::new(out)),
+    };
+    snapshot
+        .for_each(|record, hash| {
+            builder.observe(&record, &hash);
+            progress();
+            writer.record(&record, &hash)
+        })
+        .await?;
+    writer
+        .finish(&builder.manifest)
+        .map_err(StreamError::Sink)?;
+    Ok(builder.manifest)
+}
+
+/// Reads a time flag: RFC 3339 (`2026-10-01T00:00:00Z`) or a date (`2026-10-01`, midnight UTC).
+///
+/// # Errors
+/// When the text is neither.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{text:?} is not a time: write 2026-10-01 or 2026-10-01T12:00:00Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_dates_or_rfc3339() {
+        assert_eq!(
+            parse_time("2026-10-01").map(canonical_time),
+            Ok("2026-10-01T00:00:00.000000Z".to_owned())
+        );
+        assert_eq!(
+            parse_time("2026-10-01T12:30:00+02:00").map(canonical_time),
+            Ok("2026-10-01T10:30:00.000000Z".to_owned())
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! OCSF export: one Compliance Finding (class 2003, OCSF 1.3.0) per evidence record, one per
+//! line, closed by the manifest as an OCSF Base Event (class 0).
+//!
+//! The mapping is a pure function of the record, its hash and the producer version, so the
+//! verifier recomputes each line from the chained record it carries
+//! (`unmapped.ecr_audit.record`) and refuses a line whose mapped attributes differ: an edit
+//! of `compliance.status` is as visible as an edit of the record. The mapping table is in
+//! `docs/EVIDENCE.md`.
+
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+
+use super::{EvidenceWriter, Manifest};
+use crate::store::evidence::ChainedRecord;
+
+/// The pinned OCSF schema version.
+pub const OCSF_VERSION: &str = "1.3.0";
+/// The version of this mapping; a verifier that does not know it checks only the chain.
+pub const MAPPING_VERSION: u64 = 1;
+
+const CLASS_UID: i64 = 2003;
+const CATEGORY_UID: i64 = 2;
+/// Security Hub's standard for the ECR.* controls.
+const FSBP: &str = "AWS Foundational Security Best Practices v1.0.0";
+/// ecr-audit's own checks (signatures, events without a control).
+const OWN_STANDARD: &str = "ecr-audit";
+
+fn millis(time: chrono::DateTime<chrono::Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// OCSF `severity_id` and caption.
+fn severity(id: i64) -> (i64, &'static str) {
+    match id {
+        1 => (1, "Informational"),
+        2 => (2, "Low"),
+        3 => (3, "Medium"),
+        4 => (4, "High"),
+        _ => (0, "Unknown"),
+    }
+}
+
+/// Security Hub's severity of a failing control (ECR.1 High; ECR.2, ECR.3, ECR.5 Medium).
+fn control_fail_severity(control: &str) -> i64 {
+    if control == "ECR.1" { 4 } else { 3 }
+}
+
+/// The compliance object and severity of a record.
+fn compliance(record: &ChainedRecord) -> (Value, i64) {
+    let detail = &record.detail;
+    let status_of = |status: &str| match status {
+        "PASS" => (1, "Pass"),
+        "FAIL" => (3, "Fail"),
+        // OCSF's Warning is "did not yield a result due to missing information": UNKNOWN.
+        _ => (2, "Warning"),
+    };
+    match record.kind.as_str() {
+        "control_transition" => {
+            let control = detail
+                .get("control")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let to = detail.get("to");
+            let status = to
+                .and_then(|t| t.get("status"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let reason = to
+                .and_then(|t| t.get("reason"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let (status_id, caption) = status_of(status);
+            let standard = if control.starts_with("ECR.") {
+                FSBP
+            } else {
+                OWN_STANDARD
+            };
+            let severity = match status {
+                "PASS" => 1,
+                "FAIL" => control_fail_severity(control),
+                _ => 2,
+            };
+            (
+                json!({"standards": [standard], "control": control, "status_id": status_id,
+                       "status": caption, "status_code": status, "status_detail": reason}),
+                severity,
+            )
+        }
+        "signature_transition" => {
+            let to = detail.get("to").and_then(Value::as_str).unwrap_or_default();
+            let (status_id, caption, severity) = match to {
+                "SIGNED" => (1, "Pass", 1),
+                "UNSIGNED" | "FAILED" | "UNTRUSTED" => (3, "Fail", 3),
+                _ => (2, "Warning", 1),
+            };
+            (
+                json!({"standards": [OWN_STANDARD], "control": "image-signature",
+                       "status_id": status_id, "status": caption, "status_code": to,
+                       "status_detail": detail.get("reason").cloned().unwrap_or(Value::Null)}),
+                severity,
+            )
+        }
+        _ => (json!({"standards": [OWN_STANDARD]}), 1),
+    }
+}
+
+fn title(record: &ChainedRecord) -> String {
+    let subject = match (&record.repository, &record.digest) {
+        (Some(r), Some(d)) => format!(" {r}@{d}"),
+        (Some(r), None) => format!(" {r}"),
+        _ => String::new(),
+    };
+    match record.kind.as_str() {
+        "control_transition" => {
+            let control = record
+                .detail
+                .get("control")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let to = record
+                .detail
+                .pointer("/to/status")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            format!("{control} {to}:{subject}")
+        }
+        "signature_transition" => {
+            let to = record
+                .detail
+                .get("to")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            format!("signature {to}:{subject}")
+        }
+        kind => format!("{kind}:{subject}").trim_end_matches(':').to_owned(),
+    }
+}
+
+/// The Compliance Finding for one record.
+pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Value {
+    let (compliance, severity_id) = compliance(record);
+    let (severity_id, severity_caption) = severity(severity_id);
+    let has_previous = matches!(
+        record.kind.as_str(),
+        "control_transition" | "signature_transition"
+    ) && record.detail.get("from").is_some_and(|f| !f.is_null());
+    let (activity_id, activity) = if has_previous {
+        (2, "Update")
+    } else {
+        (1, "Create")
+    };
+    let title = title(record);
+    let mut event = Map::new();
+    event.insert("activity_id".into(), json!(activity_id));
+    event.insert("activity_name".into(), json!(activity));
+    event.insert("category_uid".into(), json!(CATEGORY_UID));
+    event.insert("category_name".into(), json!("Findings"));
+    event.insert("class_uid".into(), json!(CLASS_UID));
+    event.insert("class_name".into(), json!("Compliance Finding"));
+    event.insert("type_uid".into(), json!(CLASS_UID * 100 + activity_id));
+    event.insert(
+        "type_name".into(),
+        json!(format!("Compliance Finding: {activity}")),
+    );
+    event.insert("severity_id".into(), json!(severity_id));
+    event.insert("severity".into(), json!(severity_caption));
+    event.insert("time".into(), json!(millis(record.event_time)));
+    event.insert("message".into(), json!(title));
+    let mut profiles = vec!["cloud"];
+    if record.actor.is_some() {
+        profiles.push("host");
+    }
+    event.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "product": {"name": "ecr-audit", "vendor_name": "ecr-audit", "version": product_version},
+            "profiles": profiles,
+            "uid": record.event_id,
+            "sequence": record.seq,
+            "logged_time": millis(record.recorded_at),
+            "log_name": "evidence",
+        }),
+    );
+    let mut cloud = Map::new();
+    cloud.insert("provider".into(), json!("AWS"));
+    if let Some(region) = &record.region {
+        cloud.insert("region".into(), json!(region));
+    }
+    if let Some(account) = &record.account {
+        cloud.insert(
+            "account".into(),
+            json!({"uid": account, "type_id": 10, "type": "AWS Account"}),
+        );
+    }
+    event.insert("cloud".into(), Value::Object(cloud));
+    event.insert(
+        "finding_info".into(),
+        json!({
+            "uid": record.event_id,
+            "title": title,
+            "types": [record.kind],
+            "created_time": millis(record.recorded_at),
+            "first_seen_time": millis(record.event_time),
+        }),
+    );
+    event.insert("compliance".into(), compliance);
+    let mut resources = Vec::new();
+    if let Some(repository) = &record.repository {
+        let mut resource = json!({"type": "AWS::ECR::Repository", "name": repository});
+        if let (Some(account), Some(region)) = (&record.account, &record.region) {
+            resource["uid"] = json!(format!(
+                "arn:aws:ecr:{region}:{account}:repository/{repository}"
+            ));
+            resource["region"] = json!(region);
+        }
+        resources.push(resource);
+    }
+    if let Some(digest) = &record.digest {
+        let mut image = json!({"type": "AWS::ECR::Image", "uid": digest});
+        if let Some(repository) = &record.repository {
+            image["name"] = json!(format!("{repository}@{digest}"));
+        }
+        if let Some(tag) = &record.tag {
+            image["labels"] = json!([tag]);
+        }
+        resources.push(image);
+    }
+    if !resources.is_empty() {
+        event.insert("resources".into(), Value::Array(resources));
+    }
+    if let Some(actor) = &record.actor {
+        event.insert("actor".into(), json!({"user": {"uid": actor}}));
+    }
+    event.insert(
+        "unmapped".into(),
+        json!({"ecr_audit": {"mapping": MAPPING_VERSION, "record": record, "hash": hash}}),
+    );
+    Value::Object(event)
+}
+
+/// The manifest as an OCSF Base Event, so a SIEM ingesting the file sees only OCSF events.
+pub fn manifest_event(manifest: &Manifest) -> Value {
+    json!({
+        "activity_id": 99,
+        "activity_name": "Other",
+        "category_uid": 0,
+        "category_name": "Uncategorized",
+        "class_uid": 0,
+        "class_name": "Base Event",
+        "type_uid": 99,
+        "type_name": "Base Event: Other",
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": millis(manifest.exported_at),
+        "message": format!("ecr-audit evidence export manifest: {} records", manifest.count),
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {"name": "ecr-audit", "vendor_name": "ecr-audit", "version": env!("CARGO_PKG_VERSION")},
+            "log_name": "evidence",
+        },
+        "unmapped": {"ecr_audit_manifest": manifest},
+    })
+}
+
+/// What an OCSF line holds.
+pub(super) enum OcsfLine {
+    Record {
+        record: Box<ChainedRecord>,
+        hash: String,
+        /// `Some(problem)` when the mapped attributes differ from the mapping of the record.
+        mapping_mismatch: Option<String>,
+    },
+    Manifest(Box<Manifest>),
+}
+
+/// Reads one OCSF line.
+///
+/// # Errors
+/// A description of what is malformed.
+pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
+    if let Some(manifest) = line.pointer("/unmapped/ecr_audit_manifest") {
+        let manifest: Manifest =
+            serde_json::from_value(manifest.clone()).map_err(|e| format!("manifest: {e}"))?;
+        return Ok(OcsfLine::Manifest(Box::new(manifest)));
+    }
+    let chained = line
+        .pointer("/unmapped/ecr_audit")
+        .ok_or("no unmapped.ecr_audit member: not an ecr-audit evidence finding")?;
+    let record: ChainedRecord = serde_json::from_value(
+        chained
+            .get("record")
+            .cloned()
+            .ok_or("no unmapped.ecr_audit.record")?,
+    )
+    .map_err(|e| format!("unmapped.ecr_audit.record: {e}"))?;
+    let hash = chained
+        .get("hash")
+        .and_then(Value::as_str)
+        .ok_or("no unmapped.ecr_audit.hash")?
+        .to_owned();
+    let mapping_mismatch = match chained.get("mapping").and_then(Value::as_u64) {
+        Some(MAPPING_VERSION) => {
+            let version = line
+                .pointer("/metadata/product/version")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let expected = finding(&record, &hash, version);
+            (expected != *line).then(|| first_difference(&expected, line, ""))
+        }
+        other => Some(format!("unknown mapping version {other:?}")),
+    };
+    Ok(OcsfLine::Record {
+        record: Box::new(record),
+        hash,
+        mapping_mismatch,
+    })
+}
+
+/// The path of the first attribute where two values differ.
+fn first_difference(expected: &Value, found: &Value, path: &str) -> String {
+    match (expected, found) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys()) {
+                let here = format!("{path}.{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) if x == y => {}
+                    (Some(x), Some(y)) => return first_difference(x, y, &here),
+                    _ => return format!("{} is added or missing", here.trim_start_matches('.')),
+                }
+            }
+            format!("{} differs", path.trim_start_matches('.'))
+        }
+        _ => format!("{} differs", path.trim_start_matches('.')),
+    }
+}
+
+pub(crate) struct OcsfWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> OcsfWriter<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Self { out }
+    }
+}
+
+impl<W: Write> EvidenceWriter for OcsfWriter<W> {
+    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()> {
+        serde_json::to_writer(
+            &mut self.out,
+            &finding(record, hash, env!("CARGO_PKG_VERSION")),
+        )?;
+        self.out.write_all(b"\n")
+    }
+
+    fn finish(&mut self, manifest: &Manifest) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, &manifest_event(manifest))?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}

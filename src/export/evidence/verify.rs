@@ -1,0 +1,722 @@
+//! Offline verification of an evidence file: no database, constant memory.
+//!
+//! The format is recognised from the file (the closing manifest names it; without one, the
+//! first line). The manifest is read first (the file's last line), so the walk knows whether
+//! the export must be contiguous (`full`, `range`) or may skip records (`filtered`), and which
+//! filters every record must satisfy. Then every record is checked in order: its hash against
+//! its content, its `prev_hash` against the record before it wherever the two are consecutive,
+//! its seq strictly after the previous one, and (OCSF) its mapped attributes against the
+//! mapping of the record it carries. The first problem is reported with its line, seq and
+//! event id.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::jsonl::{self, ManifestLine};
+use super::ocsf::OcsfLine;
+use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
+use crate::store::evidence::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
+
+/// What is wrong at a record (or at the end of the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("not a readable record: {0}")]
+    Malformed(String),
+    #[error("its hash does not match its content: the record was edited")]
+    HashMismatch,
+    #[error(
+        "its prev_hash does not match the hash of the record before it (seq {before}): a record was edited and re-hashed, or inserted"
+    )]
+    Broken { before: i64 },
+    #[error(
+        "its seq is not after the previous record's ({after}): records were reordered or duplicated"
+    )]
+    OutOfOrder { after: i64 },
+    #[error("expected seq {expected}: records were removed before it")]
+    Missing { expected: i64 },
+    #[error("it does not continue the previous file, which ends at seq {seq} with hash {hash}")]
+    DoesNotContinue { seq: i64, hash: String },
+    #[error("it does not satisfy the export's filters: it was inserted")]
+    NotSelected,
+    #[error("its OCSF attributes differ from the mapping of the chained record it carries: {0}")]
+    MappingMismatch(String),
+    #[error(
+        "the export starts at seq {seq}, but neither the genesis nor a checkpoint record in it accounts for the records before"
+    )]
+    Unanchored { seq: i64 },
+    #[error("the manifest does not match the records: {0}")]
+    ManifestMismatch(String),
+    #[error("the file has no closing manifest: it was truncated, or the manifest was removed")]
+    NoManifest,
+    #[error("content after the manifest")]
+    TrailingData,
+}
+
+/// The first bad record of a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {problem}")]
+pub struct BadRecord {
+    pub location: String,
+    /// The record's line number (1-based; for CSV, the line its row starts on).
+    pub line: u64,
+    pub seq: Option<i64>,
+    pub event_id: Option<String>,
+    pub problem: Problem,
+}
+
+/// Why a file could not be verified at all (as opposed to being found altered).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not an ecr-audit evidence export (neither CSV, JSON Lines nor OCSF)")]
+    UnknownFormat { path: String },
+}
+
+/// Where a verified file's chain starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// At seq 1, from the genesis hash.
+    Genesis,
+    /// After a checkpoint record in the file that names the hash it continues from.
+    Checkpoint {
+        checkpoint_seq: i64,
+    },
+    /// Where the previous file given ended.
+    PreviousFile,
+    /// After records outside the file: seq and hash it continues from (an archive slice whose
+    /// predecessor was not given).
+    Continues {
+        seq: i64,
+        hash: String,
+    },
+    /// A filtered export: a subset, so where it starts proves nothing about the rest.
+    Subset,
+    Empty,
+}
+
+/// A file that verified.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub format: ExportFormat,
+    pub manifest: Manifest,
+    pub start: Start,
+    /// Places where a filtered export skips records (their seqs are not in the file).
+    pub gaps: u64,
+}
+
+/// Verifies one file; `previous` is the last position of the file before it when several
+/// files are verified as one chain.
+///
+/// # Errors
+/// [`VerifyError`] when the file cannot be read or is not an export; `Ok(Err(_))` names the
+/// first bad record of an export that was altered.
+pub fn verify_file(
+    path: &Path,
+    previous: Option<&ChainPoint>,
+) -> Result<Result<FileReport, BadRecord>, VerifyError> {
+    let io = |source| VerifyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let last = last_line(&mut file).map_err(io)?;
+    let manifest = last.as_deref().and_then(read_manifest);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let format = match &manifest {
+        Some((format, _)) => *format,
+        None => sniff(&mut file)
+            .map_err(io)?
+            .ok_or_else(|| VerifyError::UnknownFormat {
+                path: path.display().to_string(),
+            })?,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let manifest = manifest.map(|(_, m)| m);
+    let mut walk = Walk::new(manifest.clone(), previous.cloned(), format);
+    let reader = BufReader::with_capacity(1 << 16, file);
+    let outcome = match format {
+        ExportFormat::Csv => walk_csv(reader, &mut walk),
+        ExportFormat::Jsonl | ExportFormat::Ocsf => walk_lines(reader, format, &mut walk),
+    };
+    let outcome = match outcome {
+        Ok(Ok(())) => walk.finish(),
+        Ok(Err(bad)) => Err(bad),
+        Err(err) => return Err(io(err)),
+    };
+    Ok(outcome.map(|(start, gaps)| FileReport {
+        format,
+        manifest: manifest.unwrap_or_else(|| placeholder_manifest(format)),
+        start,
+        gaps,
+    }))
+}
+
+/// An empty manifest: `finish` fails without a real one, so a report never shows this.
+fn placeholder_manifest(format: ExportFormat) -> Manifest {
+    Manifest {
+        manifest_version: super::MANIFEST_VERSION,
+        producer: String::new(),
+        format,
+        ocsf_version: None,
+        exported_at: chrono::DateTime::UNIX_EPOCH,
+        scope: Scope::Filtered,
+        filters: Default::default(),
+        count: 0,
+        first: None,
+        last: None,
+        recorded_at: None,
+        event_time: None,
+        chain_head: ChainPoint {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        },
+        chain_continues_from: None,
+    }
+}
+
+/// The last non-empty line, read backwards from the end (at most 16 MiB).
+fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+    const CHUNK: u64 = 64 * 1024;
+    const LIMIT: u64 = 16 * 1024 * 1024;
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut tail: Vec<u8> = Vec::new();
+    let mut position = len;
+    loop {
+        let trimmed_len = tail
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if let Some(newline) = tail[..trimmed_len].iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(
+                String::from_utf8_lossy(&tail[newline + 1..trimmed_len]).into_owned(),
+            ));
+        }
+        if position == 0 {
+            return Ok((trimmed_len > 0)
+                .then(|| String::from_utf8_lossy(&tail[..trimmed_len]).into_owned()));
+        }
+        if len - position >= LIMIT {
+            return Ok(None);
+        }
+        let step = CHUNK.min(position);
+        position -= step;
+        file.seek(SeekFrom::Start(position))?;
+        let mut chunk = vec![0; usize::try_from(step).unwrap_or(0)];
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+    }
+}
+
+/// The manifest on a last line, in whichever format.
+fn read_manifest(line: &str) -> Option<(ExportFormat, Manifest)> {
+    if let Ok(value) = serde_json::from_str::<Value>(line) {
+        if let Ok(ManifestLine { manifest }) = serde_json::from_value(value.clone()) {
+            return Some((ExportFormat::Jsonl, manifest));
+        }
+        if let Ok(OcsfLine::Manifest(manifest)) = super::ocsf::read_line(&value) {
+            return Some((ExportFormat::Ocsf, *manifest));
+        }
+        return None;
+    }
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line.as_bytes());
+    let row = reader.records().next()?.ok()?;
+    if row.get(0) != Some("manifest") {
+        return None;
+    }
+    let manifest = serde_json::from_str(row.get(13)?).ok()?;
+    Some((ExportFormat::Csv, manifest))
+}
+
+/// The format of a file without a manifest, from its first line.
+fn sniff(file: &mut File) -> std::io::Result<Option<ExportFormat>> {
+    let mut first = String::new();
+    BufReader::new(file.take(16 * 1024 * 1024)).read_line(&mut first)?;
+    if first.starts_with(csv::HEADER[0]) {
+        return Ok(Some(ExportFormat::Csv));
+    }
+    Ok(match serde_json::from_str::<Value>(&first) {
+        Ok(value) if value.get("class_uid").is_some() => Some(ExportFormat::Ocsf),
+        Ok(value) if value.get("seq").is_some() => Some(ExportFormat::Jsonl),
+        _ => None,
+    })
+}
+
+fn walk_lines<R: BufRead>(
+    mut reader: R,
+    format: ExportFormat,
+    walk: &mut Walk,
+) -> std::io::Result<Result<(), BadRecord>> {
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(Ok(()));
+        }
+        number += 1;
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        if let Err(bad) = walk_line(text, format, number, walk) {
+            return Ok(Err(bad));
+        }
+    }
+}
+
+fn walk_line(
+    text: &str,
+    format: ExportFormat,
+    number: u64,
+    walk: &mut Walk,
+) -> Result<(), BadRecord> {
+    let malformed = |problem: String| walk.bad(number, None, Problem::Malformed(problem));
+    if walk.manifest_seen {
+        return Err(walk.bad(number, None, Problem::TrailingData));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    match format {
+        ExportFormat::Ocsf => match super::ocsf::read_line(&value).map_err(malformed)? {
+            OcsfLine::Manifest(_) => walk.manifest_line(number),
+            OcsfLine::Record {
+                record,
+                hash,
+                mapping_mismatch,
+            } => {
+                if let Some(difference) = mapping_mismatch {
+                    return Err(walk.bad(
+                        number,
+                        Some(&record),
+                        Problem::MappingMismatch(difference),
+                    ));
+                }
+                walk.check(number, &record, &hash, None)
+            }
+        },
+        _ => {
+            if value.get("manifest").is_some() {
+                return walk.manifest_line(number);
+            }
+            let (record, hash) = jsonl::read_record(value).map_err(malformed)?;
+            walk.check(number, &record, &hash, None)
+        }
+    }
+}
+
+fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), BadRecord>> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    match reader.headers() {
+        Ok(header) if header.iter().eq(csv::HEADER) => {}
+        Ok(_) => {
+            return Ok(Err(walk.bad(
+                1,
+                None,
+                Problem::Malformed(format!("the header row is not {}", csv::HEADER.join(","))),
+            )));
+        }
+        Err(err) => return Ok(Err(walk.bad(1, None, Problem::Malformed(err.to_string())))),
+    }
+    let mut row = ::csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut row) {
+            Ok(false) => return Ok(Ok(())),
+            Ok(true) => {}
+            Err(err) => {
+                if let ::csv::ErrorKind::Io(_) = err.kind() {
+                    return Err(std::io::Error::other(err));
+                }
+                return Ok(Err(walk.bad(
+                    line,
+                    None,
+                    Problem::Malformed(err.to_string()),
+                )));
+            }
+        }
+        if walk.manifest_seen {
+            return Ok(Err(walk.bad(line, None, Problem::TrailingData)));
+        }
+        match row.get(0) {
+            Some("manifest") => {
+                if let Err(bad) = walk.manifest_line(line) {
+                    return Ok(Err(bad));
+                }
+            }
+            Some("evidence") => {
+                let (record, hash) = match csv::read_record(&row) {
+                    Ok(read) => read,
+                    Err(err) => {
+                        return Ok(Err(walk.bad(
+                            line,
+                            None,
+                            Problem::Malformed(err.to_string()),
+                        )));
+                    }
+                };
+                if let Err(bad) = walk.check(line, &record, &hash, Some(csv::empty_string_readings))
+                {
+                    return Ok(Err(bad));
+                }
+            }
+            other => {
+                return Ok(Err(walk.bad(
+                    line,
+                    None,
+                    Problem::Malformed(format!("unknown record_type {other:?}")),
+                )));
+            }
+        }
+    }
+}
+
+/// The walk's state: constant size whatever the file's length.
+struct Walk {
+    manifest: Option<Manifest>,
+    previous_file: Option<ChainPoint>,
+    manifest_seen: bool,
+    /// The last record's seq, hash, event id and line.
+    last: Option<(i64, String, String, u64)>,
+    /// What the records read so far add up to, built as the exporter builds its manifest.
+    seen: ManifestBuilder,
+    gaps: u64,
+    anchored_by: Option<i64>,
+}
+
+type Readings = fn(&ChainedRecord) -> Vec<ChainedRecord>;
+
+impl Walk {
+    fn new(
+        manifest: Option<Manifest>,
+        previous_file: Option<ChainPoint>,
+        format: ExportFormat,
+    ) -> Self {
+        Self {
+            manifest,
+            previous_file,
+            manifest_seen: false,
+            last: None,
+            seen: ManifestBuilder {
+                manifest: placeholder_manifest(format),
+            },
+            gaps: 0,
+            anchored_by: None,
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        // Without a manifest the walk is as strict as it can be; `finish` fails anyway.
+        self.manifest.as_ref().map_or(Scope::Full, |m| m.scope)
+    }
+
+    fn bad(&self, line: u64, record: Option<&ChainedRecord>, problem: Problem) -> BadRecord {
+        let location = match record {
+            Some(r) => format!("line {line}, record seq {} (event {})", r.seq, r.event_id),
+            None => format!("line {line}"),
+        };
+        BadRecord {
+            location,
+            line,
+            seq: record.map(|r| r.seq),
+            event_id: record.map(|r| r.event_id.clone()),
+            problem,
+        }
+    }
+
+    fn manifest_line(&mut self, line: u64) -> Result<(), BadRecord> {
+        // The manifest read from the end must be this line: anything after it is extra.
+        self.manifest_seen = true;
+        if self.manifest.is_none() {
+            return Err(self.bad(line, None, Problem::TrailingData));
+        }
+        Ok(())
+    }
+
+    fn check(
+        &mut self,
+        line: u64,
+        record: &ChainedRecord,
+        hash: &str,
+        readings: Option<Readings>,
+    ) -> Result<(), BadRecord> {
+        macro_rules! fail {
+            ($problem:expr) => {
+                Err(self.bad(line, Some(record), $problem))
+            };
+        }
+        let hash_ok = record.compute_hash() == hash
+            || readings.is_some_and(|r| r(record).iter().any(|c| c.compute_hash() == hash));
+        if !hash_ok {
+            return fail!(Problem::HashMismatch);
+        }
+        let scope = self.scope();
+        match (&self.last, &self.previous_file) {
+            (Some((seq, last_hash, _, _)), _) => {
+                if record.seq <= *seq {
+                    return fail!(Problem::OutOfOrder { after: *seq });
+                }
+                if record.seq == seq + 1 {
+                    if record.prev_hash != *last_hash {
+                        return fail!(Problem::Broken { before: *seq });
+                    }
+                } else if scope == Scope::Filtered {
+                    self.gaps += 1;
+                } else {
+                    return fail!(Problem::Missing { expected: seq + 1 });
+                }
+            }
+            (None, Some(previous)) if scope != Scope::Filtered => {
+                if record.seq != previous.seq + 1 || record.prev_hash != previous.hash {
+                    return fail!(Problem::DoesNotContinue {
+                        seq: previous.seq,
+                        hash: previous.hash.clone(),
+                    });
+                }
+            }
+            (None, _) => {
+                if record.seq == 1 && record.prev_hash != GENESIS_HASH {
+                    return fail!(Problem::Broken { before: 0 });
+                }
+            }
+        }
+        if let Some(manifest) = &self.manifest
+            && !manifest.filters.matches(record)
+        {
+            return fail!(Problem::NotSelected);
+        }
+        self.seen.observe(record, hash);
+        if let (Some(first), Some((seq, claimed))) =
+            (&self.seen.manifest.first, checkpoint_continues_from(record))
+            && seq == first.seq - 1
+            && claimed == first.prev_hash
+        {
+            self.anchored_by = Some(record.seq);
+        }
+        self.last = Some((record.seq, hash.to_owned(), record.event_id.clone(), line));
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(Start, u64), BadRecord> {
+        let at_end = |problem| {
+            let (line, location, seq, event_id) = match &self.last {
+                Some((seq, _, event_id, line)) => (
+                    *line,
+                    format!("after line {line}, the last record seq {seq} (event {event_id})"),
+                    Some(*seq),
+                    Some(event_id.clone()),
+                ),
+                None => (0, "the file".to_owned(), None, None),
+            };
+            Err(BadRecord {
+                location,
+                line,
+                seq,
+                event_id,
+                problem,
+            })
+        };
+        let Some(manifest) = self.manifest.as_ref().filter(|_| self.manifest_seen) else {
+            return at_end(Problem::NoManifest);
+        };
+        let last = self.last.as_ref().map(|(seq, hash, _, _)| ChainPoint {
+            seq: *seq,
+            hash: hash.clone(),
+        });
+        let mismatch = |what: String| at_end(Problem::ManifestMismatch(what));
+        if manifest.first != self.seen.manifest.first {
+            return mismatch(format!(
+                "it names the first record {:?}, the file starts with {:?}",
+                manifest.first.as_ref().map(|f| f.seq),
+                self.seen.manifest.first.as_ref().map(|f| f.seq)
+            ));
+        }
+        if manifest.last != last {
+            return mismatch(format!(
+                "it names the last record {:?}, the file ends with {:?}: records were removed from the end",
+                manifest.last.as_ref().map(|l| l.seq),
+                last.as_ref().map(|l| l.seq)
+            ));
+        }
+        if manifest.count != self.seen.manifest.count {
+            return mismatch(format!(
+                "it counts {} records, the file holds {}",
+                manifest.count, self.seen.manifest.count
+            ));
+        }
+        if manifest.recorded_at != self.seen.manifest.recorded_at
+            || manifest.event_time != self.seen.manifest.event_time
+        {
+            return mismatch("its time ranges differ from the records'".to_owned());
+        }
+        match manifest.scope {
+            Scope::Full
+                if last.as_ref() != Some(&manifest.chain_head) && self.seen.manifest.count > 0 =>
+            {
+                return mismatch(format!(
+                    "a full export must end at the chain head (seq {}), the file ends at seq {:?}",
+                    manifest.chain_head.seq,
+                    last.as_ref().map(|l| l.seq)
+                ));
+            }
+            Scope::Range if last.as_ref().map(|l| l.seq) != manifest.filters.through_seq => {
+                return mismatch(format!(
+                    "an archive must end at seq {:?}, the file ends at seq {:?}",
+                    manifest.filters.through_seq,
+                    last.as_ref().map(|l| l.seq)
+                ));
+            }
+            _ => {}
+        }
+        let start = match (&self.seen.manifest.first, manifest.scope) {
+            (None, _) => Start::Empty,
+            (Some(_), Scope::Filtered) => Start::Subset,
+            (Some(_), _) if self.previous_file.is_some() => Start::PreviousFile,
+            (Some(first), _) if first.seq == 1 => Start::Genesis,
+            (Some(first), scope) => match self.anchored_by {
+                Some(checkpoint_seq) => Start::Checkpoint { checkpoint_seq },
+                None if scope == Scope::Full => {
+                    return at_end(Problem::Unanchored { seq: first.seq });
+                }
+                None => Start::Continues {
+                    seq: first.seq - 1,
+                    hash: first.prev_hash.clone(),
+                },
+            },
+        };
+        if manifest.scope == Scope::Full {
+            let expected = self
+                .seen
+                .manifest
+                .first
+                .as_ref()
+                .filter(|f| f.seq > 1)
+                .map(|f| ChainPoint {
+                    seq: f.seq - 1,
+                    hash: f.prev_hash.clone(),
+                });
+            if manifest.chain_continues_from != expected {
+                return mismatch("its chain start differs from the first record's".to_owned());
+            }
+        }
+        Ok((start, self.gaps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::super::{EvidenceWriter, csv::CsvWriter, jsonl::JsonlWriter};
+    use super::*;
+    use crate::store::evidence::{EvidenceFilter, truncate_to_micros};
+
+    fn chain(n: i64, detail_bytes: usize) -> Vec<(ChainedRecord, String)> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let record = ChainedRecord {
+                    seq,
+                    recorded_at: truncate_to_micros(Utc::now()),
+                    event_id: format!("e{seq}"),
+                    event_time: truncate_to_micros(Utc::now()),
+                    kind: "image_pushed".into(),
+                    outcome: "processed".into(),
+                    account: Some("123456789012".into()),
+                    region: None,
+                    repository: Some("app".into()),
+                    digest: None,
+                    tag: (seq == 2).then(String::new),
+                    actor: None,
+                    detail: json!({"padding": "x".repeat(detail_bytes), "n": seq}),
+                    prev_hash: prev.clone(),
+                };
+                let hash = record.compute_hash();
+                prev = hash.clone();
+                (record, hash)
+            })
+            .collect()
+    }
+
+    fn write(format: ExportFormat, records: &[(ChainedRecord, String)]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+        let mut builder = ManifestBuilder {
+            manifest: placeholder_manifest(format),
+        };
+        builder.manifest.scope = Scope::Full;
+        builder.manifest.filters = EvidenceFilter::default();
+        {
+            let mut writer: Box<dyn EvidenceWriter> = match format {
+                ExportFormat::Csv => Box::new(CsvWriter::new(file.as_file_mut()).expect("csv")),
+                _ => Box::new(JsonlWriter::new(file.as_file_mut())),
+            };
+            for (record, hash) in records {
+                builder.observe(record, hash);
+                writer.record(record, hash).expect("write");
+            }
+            if let Some((record, hash)) = records.last() {
+                builder.manifest.chain_head = ChainPoint {
+                    seq: record.seq,
+                    hash: hash.clone(),
+                };
+            }
+            writer.finish(&builder.manifest).expect("finish");
+        }
+        file.as_file_mut().flush().expect("flush");
+        file
+    }
+
+    #[test]
+    fn a_manifest_behind_long_record_lines_is_found_from_the_end() {
+        // Records longer than the 64 KiB read-back chunk, and a trailing blank line.
+        let records = chain(3, 100_000);
+        let file = write(ExportFormat::Jsonl, &records);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(file.path())
+            .and_then(|mut f| f.write_all(b"\n\n"))
+            .expect("append");
+        let report = verify_file(file.path(), None)
+            .expect("read")
+            .expect("verifies");
+        assert_eq!(report.manifest.count, 3);
+        assert_eq!(report.start, Start::Genesis);
+    }
+
+    #[test]
+    fn csv_keeps_an_empty_string_apart_from_null_through_the_hash() {
+        // Record 2 has tag = "" (not null); CSV writes both as an empty cell.
+        let records = chain(4, 10);
+        let file = write(ExportFormat::Csv, &records);
+        let report = verify_file(file.path(), None)
+            .expect("read")
+            .expect("verifies");
+        assert_eq!(report.format, ExportFormat::Csv);
+        assert_eq!(report.manifest.last.map(|l| l.seq), Some(4));
+    }
+
+    #[test]
+    fn a_file_without_records_or_manifest_is_not_an_export() {
+        let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+        file.write_all(b"hello\n").expect("write");
+        assert!(matches!(
+            verify_file(file.path(), None),
+            Err(VerifyError::UnknownFormat { .. })
+        ));
+    }
+}

@@ -1,0 +1,458 @@
+//! "As of time T": the `posture` and `images` views answered from the evidence alone.
+//!
+//! Every evidence record carries the verdicts after its event (`detail.repositories[]` with
+//! `controls_after` and whether the write `applied`; `detail.image_after`; `detail.signatures`,
+//! `detail.scans`; transition records with their `to` verdict). Replaying the records recorded
+//! at or before T, in chain order, through [`AsOf`] rebuilds what ecr-audit knew at T. The
+//! fold is pure and keeps one entry per repository and digest, not per record.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use super::evidence::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
+use super::views::{ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView};
+use super::{Store, StoreError};
+use crate::domain::ScanStatus;
+
+type RepositoryId = (String, String, String);
+type ImageId = (String, String, String, String);
+
+#[derive(Debug, Clone, Default)]
+struct RepositoryAsOf {
+    present: bool,
+    controls: BTreeMap<String, ControlView>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ImageAsOf {
+    present: bool,
+    /// Event time of the push or delete that set `present`: an older event does not undo it.
+    state_changed_at: Option<DateTime<Utc>>,
+    tags: Vec<String>,
+    pushed_at: Option<DateTime<Utc>>,
+    pushed_by: Option<(DateTime<Utc>, String)>,
+    artifact_of: Option<String>,
+    artifact_kind: Option<String>,
+    settings: Option<Value>,
+    signature: Option<(String, Vec<String>, Option<String>)>,
+    scan_status: Option<String>,
+    scan_raw: Option<String>,
+    scan_counts: Option<Value>,
+}
+
+/// The state rebuilt from evidence records, fed in chain order.
+#[derive(Debug, Default)]
+pub struct AsOf {
+    repositories: BTreeMap<RepositoryId, RepositoryAsOf>,
+    images: BTreeMap<ImageId, ImageAsOf>,
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+fn time(value: Option<&Value>) -> Option<DateTime<Utc>> {
+    value
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn control_view(verdict: &Value) -> Option<ControlView> {
+    Some(ControlView {
+        status: text(verdict.get("status"))?,
+        reason: text(verdict.get("reason")).unwrap_or_default(),
+    })
+}
+
+impl AsOf {
+    /// Applies one record; records must come in chain order.
+    pub fn apply(&mut self, record: &ChainedRecord) {
+        let (Some(account), Some(region)) = (&record.account, &record.region) else {
+            return;
+        };
+        let detail = &record.detail;
+        for write in detail
+            .get("repositories")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if write.get("applied").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            let Some(name) = text(write.get("repository")) else {
+                continue;
+            };
+            let entry = self
+                .repositories
+                .entry((account.clone(), region.clone(), name))
+                .or_insert_with(|| RepositoryAsOf {
+                    present: true,
+                    ..RepositoryAsOf::default()
+                });
+            match write.get("state").and_then(Value::as_str) {
+                Some("present") => entry.present = true,
+                Some("absent") => entry.present = false,
+                _ => {}
+            }
+            if let Some(controls) = write.get("controls_after").and_then(Value::as_object) {
+                for (control, verdict) in controls {
+                    if let Some(view) = control_view(verdict) {
+                        entry.controls.insert(control.clone(), view);
+                    }
+                }
+            }
+        }
+        if record.kind == "control_transition"
+            && let (Some(repository), Some(control), Some(to)) = (
+                &record.repository,
+                text(detail.get("control")),
+                detail.get("to").and_then(control_view),
+            )
+        {
+            self.repositories
+                .entry((account.clone(), region.clone(), repository.clone()))
+                .or_insert_with(|| RepositoryAsOf {
+                    present: true,
+                    ..RepositoryAsOf::default()
+                })
+                .controls
+                .insert(control, to);
+        }
+        let Some(repository) = &record.repository else {
+            return;
+        };
+        let image_id = |digest: &str| {
+            (
+                account.clone(),
+                region.clone(),
+                repository.clone(),
+                digest.to_owned(),
+            )
+        };
+        if let (Some(digest), Some(after)) = (&record.digest, detail.get("image_after")) {
+            self.apply_image(image_id(digest), record.event_time, after);
+        }
+        for signature in detail
+            .get("signatures")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(digest), Some(status)) =
+                (text(signature.get("digest")), text(signature.get("status")))
+                && let Some(image) = self.images.get_mut(&image_id(&digest))
+                && image.artifact_of.is_none()
+            {
+                image.signature = Some((
+                    status,
+                    sources(signature.get("sources")),
+                    text(signature.get("reason")),
+                ));
+            }
+        }
+        if record.kind == "signature_transition"
+            && let (Some(digest), Some(to)) = (&record.digest, text(detail.get("to")))
+            && let Some(image) = self.images.get_mut(&image_id(digest))
+        {
+            image.signature = Some((
+                to,
+                sources(detail.get("sources")),
+                text(detail.get("reason")),
+            ));
+        }
+        for scan in detail
+            .get("scans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(digest) = text(scan.get("digest")) else {
+                continue;
+            };
+            let Some(image) = self.images.get_mut(&image_id(&digest)) else {
+                continue;
+            };
+            if image.artifact_of.is_some() {
+                continue;
+            }
+            match text(scan.get("raw_status")) {
+                None => {
+                    image.scan_status = Some(ScanStatus::NotScanned.as_str().to_owned());
+                    image.scan_raw = None;
+                    image.scan_counts = None;
+                }
+                Some(raw) => {
+                    // An unknown raw status keeps the last known status, as the store does.
+                    if let Some(status) = ScanStatus::from_raw(&raw) {
+                        image.scan_status = Some(status.as_str().to_owned());
+                    }
+                    image.scan_raw = Some(raw);
+                    image.scan_counts = scan.get("severity_counts").cloned();
+                }
+            }
+        }
+    }
+
+    fn apply_image(&mut self, id: ImageId, event_time: DateTime<Utc>, after: &Value) {
+        let image = self.images.entry(id).or_default();
+        let presence = after.get("presence").and_then(Value::as_str);
+        if matches!(presence, Some("pushed" | "deleted"))
+            && image.state_changed_at.is_none_or(|at| event_time >= at)
+        {
+            image.present = presence == Some("pushed");
+            image.state_changed_at = Some(event_time);
+        }
+        if let Some(tags) = after.get("tags").and_then(Value::as_array) {
+            image.tags = tags
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+        }
+        if image.pushed_at.is_none() {
+            image.pushed_at =
+                time(after.get("pushed_at")).or((presence == Some("pushed")).then_some(event_time));
+        }
+        // The earliest PutImage names who introduced the digest, as in the store.
+        if let Some(by) = text(after.get("pushed_by"))
+            && image
+                .pushed_by
+                .as_ref()
+                .is_none_or(|(at, _)| event_time < *at)
+        {
+            image.pushed_by = Some((event_time, by));
+        }
+        if image.artifact_of.is_none() {
+            image.artifact_of = text(after.get("artifact_of"));
+            image.artifact_kind = text(after.get("artifact_kind"));
+        }
+        if image.settings.is_none() {
+            image.settings = after.get("settings").filter(|s| !s.is_null()).cloned();
+        }
+    }
+
+    /// The repositories that existed, with their control verdicts (the `posture` shape).
+    pub fn posture(&self, repository: Option<&str>) -> Vec<PostureRow> {
+        self.repositories
+            .iter()
+            .filter(|((_, _, name), state)| state.present && repository.is_none_or(|r| r == name))
+            .map(|((account, region, name), state)| PostureRow {
+                account: account.clone(),
+                region: region.clone(),
+                repository: name.clone(),
+                controls: state.controls.clone(),
+            })
+            .collect()
+    }
+
+    /// The digests that existed, newest push first (the `images` shape).
+    pub fn images(&self, repository: Option<&str>) -> Vec<ImageRow> {
+        let mut rows: Vec<ImageRow> = self
+            .images
+            .iter()
+            .filter(|((_, _, name, _), image)| {
+                image.present && repository.is_none_or(|r| r == name)
+            })
+            .map(|((account, region, name, digest), image)| {
+                image_row(account, region, name, digest, image)
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.pushed_at.cmp(&a.pushed_at).then_with(|| {
+                (&a.account, &a.region, &a.repository, &a.digest).cmp(&(
+                    &b.account,
+                    &b.region,
+                    &b.repository,
+                    &b.digest,
+                ))
+            })
+        });
+        rows
+    }
+}
+
+fn sources(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &ImageAsOf) -> ImageRow {
+    let settings = image.settings.as_ref();
+    let setting = |key: &str| settings.and_then(|s| s.get(key));
+    let count = |severity: &str| {
+        image
+            .scan_counts
+            .as_ref()
+            .map(|c| c.get(severity).and_then(Value::as_i64).unwrap_or(0))
+    };
+    let artifact = image.artifact_of.is_some();
+    ImageRow {
+        account: account.to_owned(),
+        region: region.to_owned(),
+        repository: name.to_owned(),
+        digest: digest.to_owned(),
+        tags: image.tags.clone(),
+        pushed_at: image.pushed_at,
+        pushed_by: image.pushed_by.as_ref().map(|(_, by)| by.clone()),
+        artifact_of: image.artifact_of.clone(),
+        artifact_kind: image.artifact_kind.clone(),
+        signature: SignatureView {
+            status: if artifact {
+                None
+            } else {
+                image.signature.as_ref().map(|s| s.0.clone())
+            },
+            sources: image
+                .signature
+                .as_ref()
+                .map(|s| s.1.clone())
+                .unwrap_or_default(),
+            reason: image.signature.as_ref().and_then(|s| s.2.clone()),
+        },
+        scan: ScanView {
+            status: if artifact {
+                None
+            } else {
+                image.scan_status.clone()
+            },
+            raw_status: image.scan_raw.clone(),
+            critical: count("CRITICAL"),
+            high: count("HIGH"),
+            medium: count("MEDIUM"),
+        },
+        tag_immutability: text(setting("tag_immutability")),
+        tag_protected: setting("tag_protected").and_then(Value::as_bool),
+        encryption: EncryptionView {
+            encryption_type: text(setting("encryption_type")),
+            kms_key: text(setting("kms_key")),
+            customer_managed: setting("customer_managed_key").and_then(Value::as_bool),
+        },
+    }
+}
+
+/// How much of the history the retained chain covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCoverage {
+    /// When the oldest retained record was recorded; `None` when there is no evidence.
+    pub oldest_recorded_at: Option<DateTime<Utc>>,
+    /// Retention archived the records before the oldest retained one: subjects last written
+    /// before it are missing from an answer rebuilt from the database alone.
+    pub archived_before: bool,
+}
+
+impl Store {
+    /// Rebuilds the state recorded at or before `at` by replaying the stored chain.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub async fn as_of(&self, at: DateTime<Utc>) -> Result<(AsOf, HistoryCoverage), StoreError> {
+        let oldest: Option<(i64, DateTime<Utc>)> =
+            sqlx::query_as("SELECT seq, recorded_at FROM evidence ORDER BY seq LIMIT 1")
+                .fetch_optional(self.pool())
+                .await?;
+        let mut state = AsOf::default();
+        let sql =
+            format!("SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE recorded_at <= $1 ORDER BY seq");
+        let mut rows = sqlx::query_as::<_, EvidenceRow>(&sql)
+            .bind(at)
+            .fetch(self.pool());
+        while let Some(row) = rows.try_next().await? {
+            state.apply(&row.into_record().0);
+        }
+        Ok((
+            state,
+            HistoryCoverage {
+                oldest_recorded_at: oldest.map(|(_, at)| at),
+                archived_before: oldest.is_some_and(|(seq, _)| seq > 1),
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(seq: i64, kind: &str, digest: Option<&str>, detail: Value) -> ChainedRecord {
+        ChainedRecord {
+            seq,
+            recorded_at: Utc::now(),
+            event_id: format!("e{seq}"),
+            event_time: DateTime::from_timestamp(1_700_000_000 + seq, 0).unwrap_or_default(),
+            kind: kind.into(),
+            outcome: "processed".into(),
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository: Some("app".into()),
+            digest: digest.map(str::to_owned),
+            tag: None,
+            actor: None,
+            detail,
+            prev_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn replay_keeps_the_last_applied_verdicts_and_presence() {
+        let mut state = AsOf::default();
+        let controls = |ecr2: &str| {
+            json!({"repositories": [{"repository": "app", "state": "present", "applied": true,
+                "controls_after": {"ECR.2": {"status": ecr2, "reason": "r"}}}]})
+        };
+        state.apply(&record(1, "repository_changed", None, controls("PASS")));
+        state.apply(&record(2, "repository_changed", None, controls("FAIL")));
+        let mut stale = controls("PASS");
+        stale["repositories"][0]["applied"] = json!(false);
+        state.apply(&record(3, "repository_changed", None, stale));
+        assert_eq!(state.posture(None)[0].controls["ECR.2"].status, "FAIL");
+
+        let digest = "sha256:aa";
+        state.apply(&record(
+            4,
+            "image_pushed",
+            Some(digest),
+            json!({"image_after": {"presence": "pushed", "tags": ["v1"], "pushed_by": "arn:me",
+                   "settings": {"tag_immutability": "IMMUTABLE", "encryption_type": "KMS"}},
+                   "signatures": [{"digest": digest, "status": "PENDING", "sources": []}],
+                   "scans": [{"digest": digest, "raw_status": "COMPLETE", "severity_counts": {"HIGH": 2}}]}),
+        ));
+        state.apply(&record(
+            5,
+            "signature_transition",
+            Some(digest),
+            json!({"from": "PENDING", "to": "UNSIGNED", "reason": "grace over", "sources": []}),
+        ));
+        let images = state.images(None);
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].signature.status.as_deref(), Some("UNSIGNED"));
+        assert_eq!(images[0].scan.status.as_deref(), Some("SCANNED"));
+        assert_eq!(images[0].scan.high, Some(2));
+        assert_eq!(images[0].tag_immutability.as_deref(), Some("IMMUTABLE"));
+        assert_eq!(images[0].pushed_by.as_deref(), Some("arn:me"));
+
+        state.apply(&record(
+            6,
+            "image_deleted",
+            Some(digest),
+            json!({"image_after": {"presence": "deleted", "tags": null}}),
+        ));
+        assert!(state.images(None).is_empty());
+        let absent = json!({"repositories": [{"repository": "app", "state": "absent", "applied": true,
+            "controls_after": null}]});
+        state.apply(&record(7, "repository_changed", None, absent));
+        assert!(state.posture(None).is_empty());
+    }
+}
