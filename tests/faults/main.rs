@@ -172,7 +172,7 @@ async fn drained(app: &TestApp, queue: &str) -> bool {
 async fn killed_at_random_points_the_worker_loses_and_duplicates_nothing() {
     let app = TestApp::new().await;
     let (queue, dlq) = queue_with_dlq(&app, "kill", 50).await;
-    let events = 2000;
+    let events = 4000;
     let prefix = format!("{}k-", app.prefix);
     let bodies: Vec<String> = (0..events)
         .map(|i| failed_call(&format!("{prefix}{i}"), &app.repo("victim")))
@@ -184,11 +184,12 @@ async fn killed_at_random_points_the_worker_loses_and_duplicates_nothing() {
         .map_or(7, |d| d.as_nanos() as u64);
     println!("seed {seed}");
     let mut random = Lcg(seed);
-    let trials = 12;
+    let trials = 16;
     let mut progress = Vec::new();
     for trial in 0..trials {
         let mut worker = start_worker(&app, &queue, &[]);
-        tokio::time::sleep(Duration::from_millis(300 + random.next(1200))).await;
+        // Long enough to start and take batches, short enough to die in the middle of them.
+        tokio::time::sleep(Duration::from_millis(150 + random.next(700))).await;
         if trial % 4 == 3 {
             // A graceful stop in the middle of batches: finished or left, never half-applied.
             signal(&worker, "TERM");
@@ -271,6 +272,21 @@ async fn while_postgres_is_down_nothing_is_deleted_and_the_worker_recovers() {
     app.finish().await;
 }
 
+/// Calls of one `service.Operation` the emulator answered in the shared test account.
+async fn emulator_count(operation: &str) -> f64 {
+    let url = format!(
+        "{}/_emulator/requests?account={ACCOUNT}",
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
+    );
+    let body: Value = reqwest::get(url)
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("json");
+    body.get(operation).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
 fn services(action: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
     let status = Command::new(format!("{root}/scripts/services"))
@@ -318,6 +334,7 @@ async fn with_30_percent_of_ecr_calls_throttled_everything_is_processed() {
         )
         .await;
     }
+    let signing_calls_before = emulator_count("ecr.DescribeImageSigningStatus").await;
     let mut digests = Vec::new();
     for i in 0..40 {
         digests.push(
@@ -340,12 +357,24 @@ async fn with_30_percent_of_ecr_calls_throttled_everything_is_processed() {
                 .then_some(images.len())
         })
         .await;
+    app.wait_for_drain().await;
     emulator("/_emulator/faults", reqwest::Method::DELETE, json!({})).await;
     assert!(outcome >= digests.len());
-    app.wait_for_drain().await;
     let text = app.scrape().await;
+    // The throttling happened: the emulator answered more calls than the worker saw succeed
+    // (the SDK retried the throttled ones).
+    let answered = emulator_count("ecr.DescribeImageSigningStatus").await - signing_calls_before;
+    let succeeded = helpers::metric_value(
+        &text,
+        "ecr_audit_aws_api_calls_total",
+        &[
+            ("operation", "ecr:DescribeImageSigningStatus"),
+            ("outcome", "ok"),
+        ],
+    )
+    .unwrap_or(0.0);
     println!(
-        "throttled: transient outcomes {:?}, retried messages {:?}",
+        "throttled: DescribeImageSigningStatus answered {answered}, succeeded {succeeded}; transient after SDK retries {:?}; messages retried {:?}",
         helpers::metric_value(
             &text,
             "ecr_audit_aws_api_calls_total",
@@ -356,6 +385,10 @@ async fn with_30_percent_of_ecr_calls_throttled_everything_is_processed() {
             "ecr_audit_message_retries_total",
             &[("code", "aws_transient")]
         )
+    );
+    assert!(
+        answered > succeeded * 1.15,
+        "no throttling seen: {answered} answered vs {succeeded} succeeded"
     );
     // finish() asserts the DLQ is empty.
     app.finish().await;
