@@ -226,7 +226,7 @@ async fn run_batches(pipeline: &Pipeline, messages: &[InboundMessage]) -> (Durat
             );
             vec![begun.elapsed().as_secs_f64() * 1000.0; batch.len()]
         })
-        .buffer_unordered(4)
+        .buffer_unordered(in_flight())
         .collect()
         .await;
     let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
@@ -303,7 +303,8 @@ async fn throughput(n: usize) {
     println!("| measure | figure | target |");
     println!("|---|---|---|");
     println!(
-        "| pipeline ingest, facts cached ({n} push events, batches of 10, 4 in flight) | {rate:.0} events/s | |"
+        "| pipeline ingest, facts cached ({n} push events, batches of 10, {} in flight) | {rate:.0} events/s | |",
+        in_flight()
     );
     println!(
         "| COPY ceiling (the same {copy_rows} rows into the same tables) | {copy_rate:.0} events/s | |"
@@ -567,4 +568,12 @@ fn main() {
             other => eprintln!("unknown mode {other}: throughput | rss | calls"),
         }
     });
+}
+
+/// Batches in flight, as `ECR_AUDIT_MAX_IN_FLIGHT_BATCHES` (default 4).
+fn in_flight() -> usize {
+    std::env::var("ECR_AUDIT_MAX_IN_FLIGHT_BATCHES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4)
 }

@@ -662,7 +662,19 @@ async fn append_to_chain(
         sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut **tx)
             .await?;
+    // With the head locked no other appender can add records, so the ids already on the
+    // chain now are all there will be: one query finds them, one statement appends the rest
+    // (the head lock is held for two round trips, not one per record).
+    let ids: Vec<&str> = pending.iter().map(|p| p.record.event_id.as_str()).collect();
+    let existing: HashSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT event_id FROM evidence WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
     let mut dropped_plans = HashSet::new();
+    let mut chained: Vec<(ChainedRecord, String)> = Vec::with_capacity(pending.len());
     for PendingEvidence {
         plan_index,
         is_event_record,
@@ -672,53 +684,34 @@ async fn append_to_chain(
         if dropped_plans.contains(&plan_index) {
             continue;
         }
-        record.seq = seq + 1;
-        record.prev_hash = prev_hash.clone();
-        let hash = record.compute_hash();
-        let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
-                  region, repository, digest, tag, actor, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (event_id) DO NOTHING
-             RETURNING seq",
-        )
-        .bind(record.seq)
-        .bind(record.recorded_at)
-        .bind(&record.event_id)
-        .bind(record.event_time)
-        .bind(&record.kind)
-        .bind(&record.outcome)
-        .bind(&record.account)
-        .bind(&record.region)
-        .bind(&record.repository)
-        .bind(&record.digest)
-        .bind(&record.tag)
-        .bind(&record.actor)
-        .bind(&record.detail)
-        .bind(&record.prev_hash)
-        .bind(&hash)
-        .fetch_optional(&mut **tx)
-        .await?;
-        match inserted {
-            Some(_) => {
-                if let Some(kind) = alert_kind(&record) {
-                    if let AlertKind::Regression { control } = &kind
-                        && let Some(control) = ControlId::from_str_opt(control)
-                    {
-                        regressions.push(control);
-                    }
-                    if alerts {
-                        enqueue(tx, &record, &hash, kind).await?;
-                    }
-                }
-                seq = record.seq;
-                prev_hash = hash;
-            }
-            None if is_event_record => {
+        if existing.contains(&record.event_id) {
+            // Another transaction recorded this event first: the plan is a duplicate.
+            if is_event_record {
                 outcomes[plan_index] = Committed::Duplicate;
                 dropped_plans.insert(plan_index);
             }
-            None => {}
+            continue;
+        }
+        record.seq = seq + 1;
+        record.prev_hash = prev_hash.clone();
+        let hash = record.compute_hash();
+        seq = record.seq;
+        prev_hash = hash.clone();
+        chained.push((record, hash));
+    }
+    if !chained.is_empty() {
+        insert_records(tx, &chained).await?;
+    }
+    for (record, hash) in &chained {
+        if let Some(kind) = alert_kind(record) {
+            if let AlertKind::Regression { control } = &kind
+                && let Some(control) = ControlId::from_str_opt(control)
+            {
+                regressions.push(control);
+            }
+            if alerts {
+                enqueue(tx, record, hash, kind).await?;
+            }
         }
     }
     sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -727,4 +720,74 @@ async fn append_to_chain(
         .execute(&mut **tx)
         .await?;
     Ok(regressions)
+}
+
+/// Inserts chained records in one statement (arrays unnested column by column).
+async fn insert_records(
+    tx: &mut Transaction<'_, Postgres>,
+    chained: &[(ChainedRecord, String)],
+) -> Result<(), StoreError> {
+    let column = |f: fn(&ChainedRecord) -> Option<String>| -> Vec<Option<String>> {
+        chained.iter().map(|(r, _)| f(r)).collect()
+    };
+    sqlx::query(
+        "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
+              region, repository, digest, tag, actor, detail, prev_hash, hash)
+         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[],
+              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+              $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[])",
+    )
+    .bind(chained.iter().map(|(r, _)| r.seq).collect::<Vec<_>>())
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.recorded_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.event_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.event_time)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.kind.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.outcome.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|r| r.account.clone()))
+    .bind(column(|r| r.region.clone()))
+    .bind(column(|r| r.repository.clone()))
+    .bind(column(|r| r.digest.clone()))
+    .bind(column(|r| r.tag.clone()))
+    .bind(column(|r| r.actor.clone()))
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.detail.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        chained
+            .iter()
+            .map(|(r, _)| r.prev_hash.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(chained.iter().map(|(_, h)| h.clone()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
