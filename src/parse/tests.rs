@@ -514,3 +514,25 @@ proptest! {
         let _ = parse(&body, InputFormat::Envelope, &ctx());
     }
 }
+
+#[test]
+fn a_scan_frequency_change_re_reads_the_registry() {
+    let event = json!({
+        "version": "0", "id": "scan-freq-1", "detail-type": "ECR Scan Resource Change",
+        "source": "aws.ecr", "account": "111122223333", "time": "2026-11-20T10:00:00Z",
+        "region": "eu-west-1", "resources": [],
+        "detail": {"action-type": "SCAN_FREQUENCY_CHANGE", "scan-type": "ENHANCED",
+                   "repositories": [{"repository-name": "team/app",
+                                     "repository-arn": "arn:aws:ecr:eu-west-1:111122223333:repository/team/app",
+                                     "scan-frequency": "CONTINUOUS_SCAN",
+                                     "previous-scan-frequency": "MANUAL"}]}
+    });
+    let parsed = parse_value(&event, InputFormat::Envelope).expect("parse");
+    assert_eq!(
+        parsed.change,
+        Change::RegistryChanged {
+            call: RegistryCall::ScanResourceChange
+        }
+    );
+    assert_eq!(parsed.change.kind(), "registry_changed");
+}
