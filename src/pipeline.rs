@@ -465,15 +465,7 @@ impl Pipeline {
                 // adds who pushed: no AWS call (either event may be lost, so whichever comes
                 // first does the full evaluation).
                 if let Change::ImagePushRecorded { tag, .. } = &event.change {
-                    let evaluated =
-                        self.store
-                            .image_evaluated(&key, digest)
-                            .await
-                            .map_err(|err| EnrichError::Transient {
-                                operation: "store:image_evaluated",
-                                target: key.to_string(),
-                                message: err.to_string(),
-                            })?;
+                    let evaluated = self.image_evaluated(&key, digest).await?;
                     if evaluated {
                         plan.image = Some(ImageWrite {
                             key,
@@ -564,15 +556,7 @@ impl Pipeline {
                 // recorded yet (still in flight in another batch, or lost) evaluates the
                 // image in full, so the result has a row to land on and a slower push
                 // carrying an older scan state cannot overwrite it.
-                let evaluated = self
-                    .store
-                    .image_evaluated(&key, digest)
-                    .await
-                    .map_err(|err| EnrichError::Transient {
-                        operation: "store:image_evaluated",
-                        target: key.to_string(),
-                        message: err.to_string(),
-                    })?;
+                let evaluated = self.image_evaluated(&key, digest).await?;
                 if !evaluated {
                     let found = self
                         .plan_present_image(event, key.clone(), digest, None, None)
@@ -633,6 +617,22 @@ impl Pipeline {
     }
 
     /// Re-judges the subject of a signature artifact, when the subject still exists.
+    /// Whether the digest was already evaluated; a database failure retries the message.
+    async fn image_evaluated(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<bool, EnrichError> {
+        self.store
+            .image_evaluated(key, digest)
+            .await
+            .map_err(|err| EnrichError::Transient {
+                operation: "store:image_evaluated",
+                target: key.to_string(),
+                message: err.to_string(),
+            })
+    }
+
     /// Everything a digest that exists now means: the image row (settings at push, artifact
     /// or not), its repository, its signature verdict and the scan state `DescribeImages`
     /// reports.

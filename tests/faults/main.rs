@@ -29,20 +29,7 @@ async fn queue_with_dlq(app: &TestApp, name: &str, max_receive: u32) -> (String,
         .expect("dlq")
         .queue_url
         .expect("url");
-    let dlq_arn = app
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("arn")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("arn");
+    let dlq_arn = helpers::queue_arn(&app.sqs, &dlq).await;
     let queue = app
         .sqs
         .create_queue()

@@ -28,20 +28,7 @@ async fn route_alerts_to_queue(app: &TestApp, bus: &str) -> String {
         .expect("create alert queue")
         .queue_url
         .expect("url");
-    let arn = app
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue arn")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("arn");
+    let arn = crate::helpers::queue_arn(&app.sqs, &queue_url).await;
     let rule = format!("{bus}-all");
     app.events
         .put_rule()

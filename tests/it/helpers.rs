@@ -538,7 +538,8 @@ impl TestApp {
     }
 }
 
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+/// The ARN of a queue.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     sqs.get_queue_attributes()
         .queue_url(url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)

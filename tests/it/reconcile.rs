@@ -543,20 +543,7 @@ async fn events_from_two_accounts_are_each_enriched_in_their_own_account() {
     );
     // The same repository name in both accounts, with opposite settings.
     let name = central.repo("shared");
-    let queue_arn = member
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&member.queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("arn")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("arn");
+    let queue_arn = crate::helpers::queue_arn(&member.sqs, &member.queue_url).await;
     member
         .events
         .put_rule()
