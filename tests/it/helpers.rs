@@ -532,7 +532,7 @@ impl TestApp {
 }
 
 /// An EventBridge rule sending what `pattern` matches to the queue `queue_arn`.
-async fn route_to_queue(
+pub async fn route_to_queue(
     events: &aws_sdk_eventbridge::Client,
     rule: &str,
     pattern: &Value,

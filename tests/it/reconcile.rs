@@ -17,7 +17,7 @@ use ecr_audit::store::views::PostureRow;
 use futures::{StreamExt, stream};
 use serde_json::json;
 
-use crate::helpers::{TestApp, push_image};
+use crate::helpers::{TestApp, push_image, route_to_queue};
 
 const LIFECYCLE: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#;
 const OTHER_ACCOUNT: &str = "210987654321";
@@ -560,30 +560,13 @@ async fn events_from_two_accounts_are_each_enriched_in_their_own_account() {
                 .cloned()
         })
         .expect("arn");
-    member
-        .events
-        .put_rule()
-        .name("shared-name")
-        .event_pattern(
-            json!({"source": ["aws.ecr"], "detail": {"repository-name": [name]}}).to_string(),
-        )
-        .send()
-        .await
-        .expect("rule");
-    member
-        .events
-        .put_targets()
-        .rule("shared-name")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("target");
+    route_to_queue(
+        &member.events,
+        "shared-name",
+        &json!({"source": ["aws.ecr"], "detail": {"repository-name": [name]}}),
+        &queue_arn,
+    )
+    .await;
     for (app, mode) in [
         (&central, ImageTagMutability::Immutable),
         (&member, ImageTagMutability::Mutable),
