@@ -74,6 +74,8 @@ impl Registry for InstantRegistry {
                 profile_arn: PROFILE.into(),
                 filters: vec![],
             }]),
+            pull_through_rules: Fact::Known(vec![]),
+            creation_templates: Fact::Known(vec![]),
         })
     }
     async fn list_repositories(

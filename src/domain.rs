@@ -199,10 +199,14 @@ pub enum ControlId {
     /// No managed-signing rule covers the repository.
     #[serde(rename = "ECRA.3")]
     SigningCoverage,
+    /// The repository was created by a pull-through cache rule that no repository creation
+    /// template covers.
+    #[serde(rename = "ECRA.4")]
+    PullThroughTemplate,
 }
 
 impl ControlId {
-    pub const ALL: [ControlId; 7] = [
+    pub const ALL: [ControlId; 8] = [
         Self::Ecr1,
         Self::Ecr2,
         Self::Ecr3,
@@ -210,6 +214,7 @@ impl ControlId {
         Self::PublicPolicy,
         Self::CrossAccountWithoutOrg,
         Self::SigningCoverage,
+        Self::PullThroughTemplate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +226,7 @@ impl ControlId {
             Self::PublicPolicy => "ECRA.1",
             Self::CrossAccountWithoutOrg => "ECRA.2",
             Self::SigningCoverage => "ECRA.3",
+            Self::PullThroughTemplate => "ECRA.4",
         }
     }
 

@@ -215,6 +215,8 @@ mod tests {
                 observed_at: Utc::now(),
                 scanning: Fact::Unknown("fake".into()),
                 signing: Fact::Known(Vec::new()),
+                pull_through_rules: Fact::Known(Vec::new()),
+                creation_templates: Fact::Known(Vec::new()),
             })
         }
         async fn list_repositories(

@@ -20,9 +20,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::aws::{AwsErrorClass, classify};
 use super::{
-    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry,
-    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
-    ScanFacts, ScanRule, SigningRuleFacts, TagMutability,
+    CreationTemplate, Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository,
+    PullThroughRule, Registry, RegistryFacts, RegistryScanning, RepositoryFacts,
+    RepositorySettings, RepositoryState, ScanFacts, ScanRule, SigningRuleFacts, TagMutability,
 };
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::evaluate::artifact::{ArtifactKind, kind_of_artifact_type};
@@ -400,6 +400,93 @@ impl EcrRegistry {
             },
         )
     }
+    async fn pull_through_rules(
+        &self,
+        clients: &RegionalClients,
+        target: &str,
+    ) -> Result<Fact<Vec<PullThroughRule>>, EnrichError> {
+        let mut rules = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace("ecr:DescribePullThroughCacheRules").await;
+            let result = clients
+                .ecr
+                .describe_pull_through_cache_rules()
+                .max_results(1000)
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle("ecr:DescribePullThroughCacheRules", &target, result)? {
+                Ok(output) => {
+                    rules.extend(output.pull_through_cache_rules().iter().filter_map(|rule| {
+                        Some(PullThroughRule {
+                            // A rule without a prefix cannot be matched to repositories.
+                            prefix: rule.ecr_repository_prefix()?.to_owned(),
+                            upstream_url: rule
+                                .upstream_registry_url()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        })
+                    }));
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!(
+                        "DescribePullThroughCacheRules: {code}: {message}"
+                    )));
+                }
+            }
+        }
+        Ok(Fact::Known(rules))
+    }
+
+    async fn creation_templates(
+        &self,
+        clients: &RegionalClients,
+        target: &str,
+    ) -> Result<Fact<Vec<CreationTemplate>>, EnrichError> {
+        let mut templates = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace("ecr:DescribeRepositoryCreationTemplates").await;
+            let result = clients
+                .ecr
+                .describe_repository_creation_templates()
+                .max_results(1000)
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle("ecr:DescribeRepositoryCreationTemplates", &target, result)? {
+                Ok(output) => {
+                    templates.extend(output.repository_creation_templates().iter().filter_map(
+                        |template| {
+                            Some(CreationTemplate {
+                                prefix: template.prefix()?.to_owned(),
+                                applied_for: template
+                                    .applied_for()
+                                    .iter()
+                                    .map(|a| a.as_str().to_owned())
+                                    .collect(),
+                            })
+                        },
+                    ));
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!(
+                        "DescribeRepositoryCreationTemplates: {code}: {message}"
+                    )));
+                }
+            }
+        }
+        Ok(Fact::Known(templates))
+    }
 }
 
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
@@ -480,14 +567,18 @@ impl Registry for EcrRegistry {
         let clients = self.clients(account, region).await;
         let observed_at = Utc::now();
         let target = format!("{account}/{region}");
-        let (scanning, signing) = tokio::join!(
+        let (scanning, signing, pull_through_rules, creation_templates) = tokio::join!(
             self.registry_scanning(&clients, &target),
-            self.registry_signing(&clients, &target)
+            self.registry_signing(&clients, &target),
+            self.pull_through_rules(&clients, &target),
+            self.creation_templates(&clients, &target)
         );
         Ok(RegistryFacts {
             observed_at,
             scanning: scanning?,
             signing: signing?,
+            pull_through_rules: pull_through_rules?,
+            creation_templates: creation_templates?,
         })
     }
 
@@ -503,7 +594,6 @@ impl Registry for EcrRegistry {
         loop {
             self.pace("ecr:DescribeRepositories").await;
             let observed_at = Utc::now();
-            self.pace("ecr:DescribeRepositories").await;
             let result = clients
                 .ecr
                 .describe_repositories()

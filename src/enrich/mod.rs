@@ -95,6 +95,30 @@ pub struct RegistryFacts {
     pub scanning: Fact<RegistryScanning>,
     /// Managed-signing rules; empty when the registry has no signing configuration.
     pub signing: Fact<Vec<SigningRuleFacts>>,
+    /// Pull-through cache rules (`DescribePullThroughCacheRules`); empty when there are none.
+    pub pull_through_rules: Fact<Vec<PullThroughRule>>,
+    /// Repository creation templates (`DescribeRepositoryCreationTemplates`); empty when there
+    /// are none.
+    pub creation_templates: Fact<Vec<CreationTemplate>>,
+}
+
+/// One pull-through cache rule: repositories named `PREFIX/…` are created from the upstream
+/// on first pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullThroughRule {
+    /// `ecrRepositoryPrefix`, as ECR reports it (`ROOT` when the rule has no prefix).
+    pub prefix: String,
+    pub upstream_url: String,
+}
+
+/// One repository creation template: the settings ECR gives a repository it creates whose
+/// name the prefix covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreationTemplate {
+    /// `prefix`; `ROOT` applies to every repository.
+    pub prefix: String,
+    /// `appliedFor` raw: `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`, `REPLICATION`, or newer values.
+    pub applied_for: Vec<String>,
 }
 
 /// `GetRegistryScanningConfiguration`, enum values raw.

@@ -15,8 +15,9 @@ use wildmatch::WildMatch;
 
 use crate::domain::{ControlId, Verdict};
 use crate::enrich::{
-    Encryption, Fact, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
-    RepositoryState, ScanningConfiguration, SigningRuleFacts, TagMutability,
+    CreationTemplate, Encryption, Fact, PullThroughRule, RegistryFacts, RegistryScanning,
+    RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration, SigningRuleFacts,
+    TagMutability,
 };
 
 /// Operator choices that change how controls are judged.
@@ -79,6 +80,14 @@ fn present_controls(
         (
             ControlId::SigningCoverage,
             with_fact(&registry.signing, |rules| signing_coverage(rules, name)),
+        ),
+        (
+            ControlId::PullThroughTemplate,
+            pull_through_template(
+                &registry.pull_through_rules,
+                &registry.creation_templates,
+                name,
+            ),
         ),
         (
             ControlId::Ecr2,
@@ -192,6 +201,101 @@ pub fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> Verdict
         (None, false) => Verdict::fail(format!(
             "none of the {} managed signing rule(s) matches the repository",
             rules.len()
+        )),
+    }
+}
+
+/// The prefix keyword that stands for "every repository" in rules and templates.
+const ROOT_PREFIX: &str = "ROOT";
+
+/// A prefix without the `/` ECR always assumes at its end.
+fn bare_prefix(prefix: &str) -> &str {
+    prefix.trim_end_matches('/')
+}
+
+/// The pull-through cache rule that creates `repository`, if any: the rule whose prefix
+/// (plus the `/` ECR assumes) starts the name, the longest when several do; a `ROOT` rule
+/// (ECR to ECR) serves every name no other rule's prefix starts.
+pub fn pull_through_rule_for<'r>(
+    rules: &'r [PullThroughRule],
+    repository: &str,
+) -> Option<&'r PullThroughRule> {
+    rules
+        .iter()
+        .filter(|rule| rule.prefix != ROOT_PREFIX)
+        .filter(|rule| {
+            repository
+                .strip_prefix(bare_prefix(&rule.prefix))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|rule| bare_prefix(&rule.prefix).len())
+        .or_else(|| rules.iter().find(|rule| rule.prefix == ROOT_PREFIX))
+}
+
+/// The repository creation template that applies to what a pull-through cache rule with
+/// `rule_prefix` creates: one applied for `PULL_THROUGH_CACHE` whose prefix is `ROOT`, equals
+/// the rule's, or is a whole-segment prefix of it. The most specific one is named.
+pub fn covering_template<'t>(
+    templates: &'t [CreationTemplate],
+    rule_prefix: &str,
+) -> Option<&'t CreationTemplate> {
+    let rule_prefix = bare_prefix(rule_prefix);
+    templates
+        .iter()
+        .filter(|t| t.applied_for.iter().any(|a| a == "PULL_THROUGH_CACHE"))
+        .filter(|t| {
+            let prefix = bare_prefix(&t.prefix);
+            t.prefix == ROOT_PREFIX
+                || prefix == rule_prefix
+                || rule_prefix
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|t| {
+            if t.prefix == ROOT_PREFIX {
+                0
+            } else {
+                bare_prefix(&t.prefix).len() + 1
+            }
+        })
+}
+
+/// ECRA.4: was the repository created by a pull-through cache rule that no repository
+/// creation template covers (so it got ECR's defaults: mutable tags, AES256, no lifecycle
+/// policy)? A repository no rule's prefix matches passes.
+pub fn pull_through_template(
+    rules: &Fact<Vec<PullThroughRule>>,
+    templates: &Fact<Vec<CreationTemplate>>,
+    repository: &str,
+) -> Verdict {
+    let rules = match rules {
+        Fact::Known(rules) => rules,
+        Fact::Unknown(reason) => {
+            return Verdict::unknown(format!("pull-through cache rules: {reason}"));
+        }
+    };
+    let Some(rule) = pull_through_rule_for(rules, repository) else {
+        return Verdict::pass("not created by a pull-through cache rule");
+    };
+    let templates = match templates {
+        Fact::Known(templates) => templates,
+        Fact::Unknown(reason) => {
+            return Verdict::unknown(format!(
+                "pull-through cache rule {} (upstream {}): repository creation templates: {reason}",
+                rule.prefix, rule.upstream_url
+            ));
+        }
+    };
+    match covering_template(templates, &rule.prefix) {
+        Some(template) => Verdict::pass(format!(
+            "pull-through cache rule {} (upstream {}) is covered by repository creation template {}",
+            rule.prefix, rule.upstream_url, template.prefix
+        )),
+        None => Verdict::fail(format!(
+            "pull-through cache rule {} (upstream {}) has no repository creation template applied for \
+             PULL_THROUGH_CACHE covering its prefix: repositories it creates get ECR's defaults \
+             (mutable tags, AES256, no lifecycle policy)",
+            rule.prefix, rule.upstream_url
         )),
     }
 }

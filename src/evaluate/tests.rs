@@ -33,6 +33,8 @@ fn registry() -> RegistryFacts {
             profile_arn: "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release".into(),
             filters: vec![],
         }]),
+        pull_through_rules: Fact::Known(vec![]),
+        creation_templates: Fact::Known(vec![]),
     }
 }
 
@@ -328,4 +330,144 @@ fn image_settings_record_repository_state_at_push() {
     assert_eq!(s.tag_protected, Some(true));
     assert_eq!(s.encryption_type.as_deref(), Some("KMS"));
     assert_eq!(s.customer_managed_key, Some(true));
+}
+
+fn ptc_rule(prefix: &str) -> PullThroughRule {
+    PullThroughRule {
+        prefix: prefix.into(),
+        upstream_url: format!("{prefix}.upstream.example"),
+    }
+}
+
+fn template(prefix: &str, applied_for: &[&str]) -> CreationTemplate {
+    CreationTemplate {
+        prefix: prefix.into(),
+        applied_for: applied_for.iter().map(|a| (*a).to_owned()).collect(),
+    }
+}
+
+fn ecra4(rules: &[&str], templates: &[CreationTemplate], repository: &str) -> Verdict {
+    pull_through_template(
+        &Fact::Known(rules.iter().map(|p| ptc_rule(p)).collect()),
+        &Fact::Known(templates.to_vec()),
+        repository,
+    )
+}
+
+#[test]
+fn ecra4_repositories_no_rule_created_pass() {
+    let v = ecra4(&["hub"], &[], "app");
+    assert_eq!(v.status, Pass);
+    assert_eq!(v.reason, "not created by a pull-through cache rule");
+    // The prefix is a whole path segment: `hubble/x` and a bare `hub` are not the rule's.
+    assert_eq!(ecra4(&["hub"], &[], "hubble/x").status, Pass);
+    assert_eq!(ecra4(&["hub"], &[], "hub").status, Pass);
+    assert_eq!(ecra4(&[], &[], "hub/library/nginx").status, Pass);
+}
+
+#[test]
+fn ecra4_fails_a_rule_no_pull_through_template_covers_and_names_rule_and_upstream() {
+    let v = ecra4(&["hub"], &[], "hub/library/nginx");
+    assert_eq!(v.status, Fail);
+    assert!(v.reason.contains("rule hub"), "{}", v.reason);
+    assert!(v.reason.contains("hub.upstream.example"), "{}", v.reason);
+    // Templates for other purposes or other prefixes do not cover it.
+    for templates in [
+        vec![template("hub", &["CREATE_ON_PUSH", "REPLICATION"])],
+        vec![template("ROOT", &["CREATE_ON_PUSH"])],
+        vec![template("hub/library", &["PULL_THROUGH_CACHE"])],
+        vec![template("hu", &["PULL_THROUGH_CACHE"])],
+        vec![template("other", &["PULL_THROUGH_CACHE"])],
+    ] {
+        assert_eq!(
+            ecra4(&["hub"], &templates, "hub/library/nginx").status,
+            Fail,
+            "{templates:?}"
+        );
+    }
+}
+
+#[test]
+fn ecra4_passes_when_a_template_covers_the_rule_prefix() {
+    for covering in [
+        template("ROOT", &["PULL_THROUGH_CACHE"]),
+        template("hub", &["CREATE_ON_PUSH", "PULL_THROUGH_CACHE"]),
+        template("hub/", &["PULL_THROUGH_CACHE"]),
+        template("team", &["PULL_THROUGH_CACHE"]),
+    ] {
+        let rule = if covering.prefix == "team" {
+            "team/hub"
+        } else {
+            "hub"
+        };
+        let v = ecra4(
+            &[rule],
+            std::slice::from_ref(&covering),
+            &format!("{rule}/library/nginx"),
+        );
+        assert_eq!(v.status, Pass, "{covering:?}: {}", v.reason);
+        assert!(v.reason.contains(&covering.prefix), "{}", v.reason);
+    }
+    // The most specific template is named.
+    let v = ecra4(
+        &["hub"],
+        &[
+            template("ROOT", &["PULL_THROUGH_CACHE"]),
+            template("hub", &["PULL_THROUGH_CACHE"]),
+        ],
+        "hub/x",
+    );
+    assert!(v.reason.ends_with("template hub"), "{}", v.reason);
+}
+
+#[test]
+fn ecra4_judges_the_most_specific_rule_and_root_serves_the_rest() {
+    let templates = [template("hub/library", &["PULL_THROUGH_CACHE"])];
+    assert_eq!(
+        ecra4(&["hub", "hub/library"], &templates, "hub/library/nginx").status,
+        Pass
+    );
+    assert_eq!(
+        ecra4(&["hub", "hub/library"], &templates, "hub/other/x").status,
+        Fail
+    );
+    // An ECR-to-ECR rule with prefix ROOT serves names no other rule's prefix starts.
+    let v = ecra4(&["ROOT", "hub"], &[], "app");
+    assert_eq!(v.status, Fail);
+    assert!(v.reason.contains("rule ROOT"), "{}", v.reason);
+    assert_eq!(
+        ecra4(
+            &["ROOT"],
+            &[template("ROOT", &["PULL_THROUGH_CACHE"])],
+            "app"
+        )
+        .status,
+        Pass
+    );
+}
+
+#[test]
+fn ecra4_unreadable_rules_or_templates_are_unknown() {
+    fn denied<T>() -> Fact<T> {
+        Fact::Unknown("AccessDeniedException: no".to_owned())
+    }
+    let v = pull_through_template(&denied(), &Fact::Known(vec![]), "app");
+    assert_eq!(v.status, Unknown);
+    assert!(v.reason.contains("AccessDeniedException"));
+    // Templates only matter for a repository a rule created.
+    let rules = Fact::Known(vec![ptc_rule("hub")]);
+    assert_eq!(pull_through_template(&rules, &denied(), "app").status, Pass);
+    let v = pull_through_template(&rules, &denied(), "hub/x");
+    assert_eq!(v.status, Unknown);
+    assert!(v.reason.contains("rule hub"), "{}", v.reason);
+}
+
+#[test]
+fn every_control_is_evaluated_for_a_present_repository() {
+    let v = verdicts(settings(), &ControlPolicy::default());
+    assert_eq!(
+        v.keys().copied().collect::<Vec<_>>(),
+        ControlId::ALL.to_vec()
+    );
+    assert_eq!(v[&ControlId::PullThroughTemplate].status, Pass);
 }

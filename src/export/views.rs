@@ -65,6 +65,7 @@ pub fn posture_table(rows: &[PostureRow]) -> String {
             "ECRA.1",
             "ECRA.2",
             "ECRA.3",
+            "ECRA.4",
             "WHY NOT PASS",
         ],
         &body,

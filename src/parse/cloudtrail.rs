@@ -61,6 +61,22 @@ pub enum RegistryCall {
     DeleteRegistryPolicy,
     PutSigningConfiguration,
     DeleteSigningConfiguration,
+    /// Pull-through cache rules and repository creation templates decide ECRA.4.
+    CreatePullThroughCacheRule {
+        ecr_repository_prefix: Option<String>,
+    },
+    DeletePullThroughCacheRule {
+        ecr_repository_prefix: Option<String>,
+    },
+    CreateRepositoryCreationTemplate {
+        prefix: Option<String>,
+    },
+    UpdateRepositoryCreationTemplate {
+        prefix: Option<String>,
+    },
+    DeleteRepositoryCreationTemplate {
+        prefix: Option<String>,
+    },
     /// Not a CloudTrail call: ECR's own `ECR Scan Resource Change` event, which reports that
     /// enhanced scanning frequencies changed for some repositories.
     ScanResourceChange,
@@ -74,6 +90,11 @@ impl RegistryCall {
             Self::DeleteRegistryPolicy => "DeleteRegistryPolicy",
             Self::PutSigningConfiguration => "PutSigningConfiguration",
             Self::DeleteSigningConfiguration => "DeleteSigningConfiguration",
+            Self::CreatePullThroughCacheRule { .. } => "CreatePullThroughCacheRule",
+            Self::DeletePullThroughCacheRule { .. } => "DeletePullThroughCacheRule",
+            Self::CreateRepositoryCreationTemplate { .. } => "CreateRepositoryCreationTemplate",
+            Self::UpdateRepositoryCreationTemplate { .. } => "UpdateRepositoryCreationTemplate",
+            Self::DeleteRepositoryCreationTemplate { .. } => "DeleteRepositoryCreationTemplate",
             Self::ScanResourceChange => "ECR Scan Resource Change",
         }
     }
@@ -197,6 +218,13 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
         });
     }
 
+    let param = |field: &'static str| -> Result<Option<String>, ParseError> {
+        Ok(params
+            .map(|p| opt_str(p, field))
+            .transpose()?
+            .flatten()
+            .map(str::to_owned))
+    };
     let registry_call = match name {
         "PutRegistryScanningConfiguration" => {
             Some(RegistryCall::PutRegistryScanningConfiguration {
@@ -211,6 +239,27 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
         "DeleteRegistryPolicy" => Some(RegistryCall::DeleteRegistryPolicy),
         "PutSigningConfiguration" => Some(RegistryCall::PutSigningConfiguration),
         "DeleteSigningConfiguration" => Some(RegistryCall::DeleteSigningConfiguration),
+        "CreatePullThroughCacheRule" => Some(RegistryCall::CreatePullThroughCacheRule {
+            ecr_repository_prefix: param("ecrRepositoryPrefix")?,
+        }),
+        "DeletePullThroughCacheRule" => Some(RegistryCall::DeletePullThroughCacheRule {
+            ecr_repository_prefix: param("ecrRepositoryPrefix")?,
+        }),
+        "CreateRepositoryCreationTemplate" => {
+            Some(RegistryCall::CreateRepositoryCreationTemplate {
+                prefix: param("prefix")?,
+            })
+        }
+        "UpdateRepositoryCreationTemplate" => {
+            Some(RegistryCall::UpdateRepositoryCreationTemplate {
+                prefix: param("prefix")?,
+            })
+        }
+        "DeleteRepositoryCreationTemplate" => {
+            Some(RegistryCall::DeleteRepositoryCreationTemplate {
+                prefix: param("prefix")?,
+            })
+        }
         _ => None,
     };
     if let Some(call) = registry_call {

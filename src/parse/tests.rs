@@ -536,3 +536,69 @@ fn a_scan_frequency_change_re_reads_the_registry() {
     );
     assert_eq!(parsed.change.kind(), "registry_changed");
 }
+
+#[test]
+fn pull_through_rule_and_creation_template_calls_re_read_the_registry() {
+    let cases = [
+        (
+            "CreatePullThroughCacheRule",
+            json!({"ecrRepositoryPrefix": "hub", "upstreamRegistryUrl": "registry-1.docker.io"}),
+            RegistryCall::CreatePullThroughCacheRule {
+                ecr_repository_prefix: Some("hub".into()),
+            },
+        ),
+        (
+            "DeletePullThroughCacheRule",
+            json!({"ecrRepositoryPrefix": "hub"}),
+            RegistryCall::DeletePullThroughCacheRule {
+                ecr_repository_prefix: Some("hub".into()),
+            },
+        ),
+        (
+            "CreateRepositoryCreationTemplate",
+            json!({"prefix": "hub", "appliedFor": ["PULL_THROUGH_CACHE"]}),
+            RegistryCall::CreateRepositoryCreationTemplate {
+                prefix: Some("hub".into()),
+            },
+        ),
+        (
+            "UpdateRepositoryCreationTemplate",
+            json!({"prefix": "ROOT", "appliedFor": ["CREATE_ON_PUSH"]}),
+            RegistryCall::UpdateRepositoryCreationTemplate {
+                prefix: Some("ROOT".into()),
+            },
+        ),
+        (
+            "DeleteRepositoryCreationTemplate",
+            json!({"prefix": "hub"}),
+            RegistryCall::DeleteRepositoryCreationTemplate {
+                prefix: Some("hub".into()),
+            },
+        ),
+    ];
+    for (event_name, params, expected) in cases {
+        let parsed = parse_value(
+            &cloudtrail(event_name, params, Value::Null),
+            InputFormat::Envelope,
+        )
+        .expect(event_name);
+        assert_eq!(expected.name(), event_name);
+        assert_eq!(
+            parsed.change,
+            Change::RegistryChanged { call: expected },
+            "{event_name}"
+        );
+        assert_eq!(parsed.change.kind(), "registry_changed");
+    }
+    // Changing a rule's credentials does not change what it creates.
+    let update = parse_value(
+        &cloudtrail(
+            "UpdatePullThroughCacheRule",
+            json!({"ecrRepositoryPrefix": "hub", "credentialArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/hub"}),
+            Value::Null,
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("update");
+    assert_eq!(update.change.kind(), "ignored");
+}

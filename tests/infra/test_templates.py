@@ -28,7 +28,8 @@ POSTURE_CALLS = {
     "DeleteLifecyclePolicy", "SetRepositoryPolicy", "DeleteRepositoryPolicy", "PutRegistryPolicy",
     "DeleteRegistryPolicy", "PutImageScanningConfiguration", "PutRegistryScanningConfiguration",
     "PutSigningConfiguration", "DeleteSigningConfiguration", "CreatePullThroughCacheRule",
-    "DeletePullThroughCacheRule", "CreateRepositoryCreationTemplate", "DeleteRepositoryCreationTemplate",
+    "DeletePullThroughCacheRule", "CreateRepositoryCreationTemplate",
+    "UpdateRepositoryCreationTemplate", "DeleteRepositoryCreationTemplate",
     "PutReplicationConfiguration", "PutAccountSetting", "UpdateImageStorageClass", "BatchDeleteImage", "PutImage",
     # Lifecycle expiry, delivered as "AWS Service Event via CloudTrail".
     "PolicyExecutionEvent",

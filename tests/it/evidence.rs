@@ -73,6 +73,8 @@ fn registry_facts() -> RegistryFacts {
             rules: vec![],
         }),
         signing: Fact::Known(vec![]),
+        pull_through_rules: Fact::Known(vec![]),
+        creation_templates: Fact::Known(vec![]),
     }
 }
 

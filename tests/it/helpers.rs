@@ -190,26 +190,7 @@ impl TestApp {
         let mut rule_names = Vec::new();
         for (name, pattern) in patterns {
             let rule = format!("{prefix}{name}");
-            events
-                .put_rule()
-                .name(&rule)
-                .event_pattern(pattern.to_string())
-                .send()
-                .await
-                .expect("put rule");
-            events
-                .put_targets()
-                .rule(&rule)
-                .targets(
-                    aws_sdk_eventbridge::types::Target::builder()
-                        .id("queue")
-                        .arn(&arn)
-                        .build()
-                        .expect("target"),
-                )
-                .send()
-                .await
-                .expect("put targets");
+            route_to_queue(&events, &rule, &pattern, &arn).await;
             rule_names.push(rule);
         }
 
@@ -475,6 +456,18 @@ impl TestApp {
     }
 
     /// Deletes this test's EventBridge rules: from now on no event reaches the queue.
+    /// Routes this account's registry-wide CloudTrail calls (they name no repository, so the
+    /// per-test prefix rules miss them) to the test's queue, as the production rule does. Only
+    /// for tests in an account of their own.
+    pub async fn route_registry_calls(&mut self, event_names: &[&str]) {
+        let rule = format!("{}registry", self.prefix);
+        let pattern = json!({"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
+                             "detail": {"eventName": event_names}});
+        let arn = queue_arn(&self.sqs, &self.queue_url).await;
+        route_to_queue(&self.events, &rule, &pattern, &arn).await;
+        self.rule_names.push(rule);
+    }
+
     pub async fn remove_rules(&mut self) {
         for rule in std::mem::take(&mut self.rule_names) {
             let _ = self
@@ -536,6 +529,35 @@ impl TestApp {
         }
         assert_eq!(dead, (0, 0), "messages were dead-lettered");
     }
+}
+
+/// An EventBridge rule sending what `pattern` matches to the queue `queue_arn`.
+pub async fn route_to_queue(
+    events: &aws_sdk_eventbridge::Client,
+    rule: &str,
+    pattern: &Value,
+    queue_arn: &str,
+) {
+    events
+        .put_rule()
+        .name(rule)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("put rule");
+    events
+        .put_targets()
+        .rule(rule)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("put targets");
 }
 
 /// The ARN of a queue.

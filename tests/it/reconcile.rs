@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageTagMutability, ImageTagMutabilityExclusionFilter,
-    ImageTagMutabilityExclusionFilterType, RegistryScanningRule, ScanFrequency, ScanType,
-    ScanningRepositoryFilter, ScanningRepositoryFilterType, SigningConfiguration,
+    ImageTagMutabilityExclusionFilterType, RctAppliedFor, RegistryScanningRule, ScanFrequency,
+    ScanType, ScanningRepositoryFilter, ScanningRepositoryFilterType, SigningConfiguration,
     SigningRepositoryFilter, SigningRepositoryFilterType, SigningRule,
 };
 use ecr_audit::domain::AccountId;
@@ -17,7 +17,7 @@ use ecr_audit::store::views::PostureRow;
 use futures::{StreamExt, stream};
 use serde_json::json;
 
-use crate::helpers::{TestApp, push_image};
+use crate::helpers::{TestApp, push_image, route_to_queue};
 
 const LIFECYCLE: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":14},"action":{"type":"expire"}}]}"#;
 const OTHER_ACCOUNT: &str = "210987654321";
@@ -98,6 +98,8 @@ impl Case {
                 )),
             ),
             ("ECRA.3", pass(self.signed())),
+            // The registry's one pull-through cache rule (prefix `hub`) created none of them.
+            ("ECRA.4", "PASS"),
         ])
     }
 }
@@ -239,6 +241,7 @@ async fn create_case(app: &TestApp, case: &Case, customer_key: &str) {
 }
 
 async fn configure_registry(app: &TestApp) {
+    create_pull_through_rule(app, "hub").await;
     app.ecr
         .put_registry_scanning_configuration()
         .scan_type(ScanType::Enhanced)
@@ -544,30 +547,13 @@ async fn events_from_two_accounts_are_each_enriched_in_their_own_account() {
     // The same repository name in both accounts, with opposite settings.
     let name = central.repo("shared");
     let queue_arn = crate::helpers::queue_arn(&member.sqs, &member.queue_url).await;
-    member
-        .events
-        .put_rule()
-        .name("shared-name")
-        .event_pattern(
-            json!({"source": ["aws.ecr"], "detail": {"repository-name": [name]}}).to_string(),
-        )
-        .send()
-        .await
-        .expect("rule");
-    member
-        .events
-        .put_targets()
-        .rule("shared-name")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("target");
+    route_to_queue(
+        &member.events,
+        "shared-name",
+        &json!({"source": ["aws.ecr"], "detail": {"repository-name": [name]}}),
+        &queue_arn,
+    )
+    .await;
     for (app, mode) in [
         (&central, ImageTagMutability::Immutable),
         (&member, ImageTagMutability::Mutable),
@@ -652,4 +638,149 @@ async fn forward_all(from: &TestApp, to_url: &str, to: &aws_sdk_sqs::Client) {
         }
     }
     assert!(moved >= 1, "no member event arrived");
+}
+
+async fn create_pull_through_rule(app: &TestApp, prefix: &str) {
+    app.ecr
+        .create_pull_through_cache_rule()
+        .ecr_repository_prefix(prefix)
+        .upstream_registry_url("registry-1.docker.io")
+        .send()
+        .await
+        .expect("pull-through cache rule");
+}
+
+/// ECRA.4 status and reason of each named repository, from the stored posture.
+async fn ecra4(app: &TestApp, names: &[&str]) -> Vec<(String, String)> {
+    let rows = app.store.posture(None).await.expect("posture");
+    names
+        .iter()
+        .map(|name| {
+            let row = rows
+                .iter()
+                .find(|r| r.repository == *name)
+                .unwrap_or_else(|| panic!("{name} not in posture: {rows:#?}"));
+            let view = &row.controls["ECRA.4"];
+            (view.status.clone(), view.reason.clone())
+        })
+        .collect()
+}
+
+/// The latest ECRA.4 transition of a repository: (from, to, cause kind, cause event id).
+async fn ecra4_transition(
+    app: &TestApp,
+    repository: &str,
+) -> (Option<String>, String, String, String) {
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM evidence
+          WHERE kind = 'control_transition' AND repository = $1 AND detail->>'control' = 'ECRA.4'
+          ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(repository)
+    .fetch_one(&app.pool)
+    .await
+    .expect("ECRA.4 transition evidence");
+    (
+        detail["from"]["status"].as_str().map(str::to_owned),
+        detail["to"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        detail["cause_kind"].as_str().unwrap_or_default().to_owned(),
+        detail["cause_event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_pull_through_rule_no_creation_template_covers_fails_ecra4_until_one_does() {
+    let mut app = TestApp::new_in_own_account().await;
+    app.route_registry_calls(&[
+        "CreatePullThroughCacheRule",
+        "DeletePullThroughCacheRule",
+        "CreateRepositoryCreationTemplate",
+        "UpdateRepositoryCreationTemplate",
+        "DeleteRepositoryCreationTemplate",
+    ])
+    .await;
+    app.start_worker().await;
+    // Repository names carry the test's prefix, so the rule's prefix does too.
+    let rule_prefix = app.repo("hub");
+    create_pull_through_rule(&app, &rule_prefix).await;
+    // The emulator pulls nothing, so the repository the rule would create on first pull is
+    // created directly, with the name and the defaults the rule would give it.
+    let cached = app.create_repository("hub/library/nginx").await;
+    let own = app.create_repository("app").await;
+    app.wait_for_drain().await;
+
+    let verdicts = ecra4(&app, &[&cached, &own]).await;
+    assert_eq!(verdicts[0].0, "FAIL", "{verdicts:?}");
+    assert!(
+        verdicts[0].1.contains(&format!("rule {rule_prefix} "))
+            && verdicts[0].1.contains("registry-1.docker.io"),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts[1],
+        (
+            "PASS".to_owned(),
+            "not created by a pull-through cache rule".to_owned()
+        )
+    );
+
+    // A template for the rule's prefix arrives as a CloudTrail event: the registry is re-read
+    // and every repository re-judged.
+    app.ecr
+        .create_repository_creation_template()
+        .prefix(&rule_prefix)
+        .applied_for(RctAppliedFor::PullThroughCache)
+        .send()
+        .await
+        .expect("creation template");
+    app.wait_for_drain().await;
+    let verdicts = ecra4(&app, &[&cached, &own]).await;
+    assert_eq!(verdicts[0].0, "PASS", "{verdicts:?}");
+    assert!(
+        verdicts[0].1.ends_with(&format!("template {rule_prefix}")),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts[1].0, "PASS", "{verdicts:?}");
+    let (from, to, cause_kind, cause) = ecra4_transition(&app, &cached).await;
+    assert_eq!(
+        (from.as_deref(), to.as_str(), cause_kind.as_str()),
+        (Some("FAIL"), "PASS", "registry_changed"),
+        "caused by {cause}"
+    );
+    assert!(!cause.starts_with("reconcile/"), "{cause}");
+
+    // With no event flowing, the template is narrowed to replication only; reconcile sees the
+    // rule uncovered again and records the transition as observed by reconcile.
+    app.stop_worker().await;
+    app.remove_rules().await;
+    app.ecr
+        .update_repository_creation_template()
+        .prefix(&rule_prefix)
+        .applied_for(RctAppliedFor::Replication)
+        .send()
+        .await
+        .expect("update template");
+    let report = app.reconciler().sweep(&()).await.expect("sweep");
+    assert_eq!(
+        report.changes.get("repository_changed"),
+        Some(&1),
+        "only the cached repository changed: {report:?}"
+    );
+    let verdicts = ecra4(&app, &[&cached, &own]).await;
+    assert_eq!(verdicts[0].0, "FAIL", "{verdicts:?}");
+    let (from, to, _, cause) = ecra4_transition(&app, &cached).await;
+    assert_eq!((from.as_deref(), to.as_str()), (Some("PASS"), "FAIL"));
+    assert!(cause.starts_with("reconcile/"), "{cause}");
+    let verify = app.store.verify_chain().await.expect("verify");
+    assert!(
+        matches!(verify, ecr_audit::store::views::ChainReport::Valid { .. }),
+        "{verify:?}"
+    );
+    app.finish().await;
 }

@@ -51,6 +51,8 @@ fn registry_facts() -> RegistryFacts {
             rules: vec![],
         }),
         signing: Fact::Known(vec![]),
+        pull_through_rules: Fact::Known(vec![]),
+        creation_templates: Fact::Known(vec![]),
     }
 }
 
@@ -159,6 +161,7 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
             "a/team/app/ECRA.1",
             "a/team/app/ECRA.2",
             "a/team/app/ECRA.3",
+            "a/team/app/ECRA.4",
             "b",
             "b/team/app/ECR.2",
             "c"
@@ -167,7 +170,7 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     );
     assert!(matches!(
         store.verify_chain().await.expect("verify"),
-        ChainReport::Valid { records: 11, .. }
+        ChainReport::Valid { records: 12, .. }
     ));
 }
 
