@@ -173,36 +173,7 @@ impl Pipeline {
             }))
             .await;
 
-        // A settings change batched with other events about the same repository: the
-        // change's own plan records the control transition, so that the evidence names the
-        // caller who made it (the others read the same new settings but have no actor).
-        let changed: std::collections::HashSet<RepositoryKey> = prepared
-            .iter()
-            .filter_map(|p| match p {
-                Prepared::Plan(Plan::Event(plan))
-                    if matches!(plan.event.change, Change::RepositoryChanged { .. }) =>
-                {
-                    Some(plan.repositories.iter().map(|r| r.key.clone()))
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let plans: Vec<Plan> = prepared
-            .iter()
-            .filter_map(|p| match p {
-                Prepared::Plan(Plan::Event(plan))
-                    if !changed.is_empty()
-                        && !matches!(plan.event.change, Change::RepositoryChanged { .. }) =>
-                {
-                    let mut plan = plan.clone();
-                    plan.repositories.retain(|r| !changed.contains(&r.key));
-                    Some(Plan::Event(plan))
-                }
-                Prepared::Plan(plan) => Some(plan.clone()),
-                Prepared::Failed(_) => None,
-            })
-            .collect();
+        let plans = Self::attribute_repository_changes(&prepared);
         let committed = self.commit(&plans).await;
 
         let mut committed = committed.into_iter();
@@ -224,6 +195,36 @@ impl Pipeline {
             self.observe(message, prepared, fate);
         }
         fates
+    }
+
+    /// Only the events that change a repository's settings (CloudTrail calls, with their
+    /// caller), a repository's first sighting, and reconcile move its control state. A push or
+    /// a scan reads the repository too, and may read a change whose own event has not been
+    /// processed yet: recording the transition there would attribute it to the push, with no
+    /// caller. So such reads of a known repository are used for the image (settings at push)
+    /// but written only if the repository is not stored yet (decided inside the transaction,
+    /// so concurrent batches cannot race it); the change's own event (or, if it is lost, the
+    /// next reconcile sweep) records the transition.
+    fn attribute_repository_changes(prepared: &[Prepared]) -> Vec<Plan> {
+        prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Plan(Plan::Event(plan))
+                    if !matches!(
+                        plan.event.change,
+                        Change::RepositoryChanged { .. } | Change::RegistryChanged { .. }
+                    ) =>
+                {
+                    let mut plan = plan.clone();
+                    for write in &mut plan.repositories {
+                        write.only_if_new = true;
+                    }
+                    Some(Plan::Event(plan))
+                }
+                Prepared::Plan(plan) => Some(plan.clone()),
+                Prepared::Failed(_) => None,
+            })
+            .collect()
     }
 
     /// Commits the batch; when the database refuses it, commits plan by plan so that one bad
@@ -780,6 +781,7 @@ pub fn repository_write(
         facts,
         scanning,
         controls,
+        only_if_new: false,
     }
 }
 

@@ -97,6 +97,9 @@ pub struct RepositoryWrite {
     pub scanning: Option<crate::enrich::ScanningConfiguration>,
     /// `None` when the repository no longer exists.
     pub controls: Option<BTreeMap<ControlId, Verdict>>,
+    /// Written only when the repository is not stored yet: a read made for another purpose
+    /// (a push, a scan) must not move known control state (see `Pipeline`).
+    pub only_if_new: bool,
 }
 
 /// How an event changes whether a digest exists.

@@ -463,7 +463,7 @@ async fn upsert_repository(
               facts = EXCLUDED.facts,
               observed_at = EXCLUDED.observed_at,
               updated_at = now()
-         WHERE r.observed_at < EXCLUDED.observed_at
+         WHERE r.observed_at < EXCLUDED.observed_at AND NOT $16
          RETURNING true",
     )
     .bind(write.key.account.as_str())
@@ -481,6 +481,7 @@ async fn upsert_repository(
     .bind(key_manager)
     .bind(serde_json::to_value(facts).unwrap_or(Value::Null))
     .bind(facts.observed_at)
+    .bind(write.only_if_new)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(written.unwrap_or(false))

@@ -115,6 +115,7 @@ fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
             facts,
             scanning: None,
             controls,
+            only_if_new: false,
         }],
         image: None,
         signatures: vec![],

@@ -693,3 +693,90 @@ async fn a_scan_result_that_overtakes_its_push_is_kept() {
     );
     app.finish().await;
 }
+
+/// A push read after a settings change but processed before the change's own CloudTrail
+/// event must not take the change's transition (it has no caller): the CloudTrail event
+/// records it, with the caller.
+#[tokio::test]
+async fn a_push_that_reads_a_change_first_leaves_the_transition_to_its_caller() {
+    let app = TestApp::new().await;
+    let pipeline = app.pipeline();
+    let name = app.repo("attributed");
+    app.ecr
+        .create_repository()
+        .repository_name(&name)
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("create");
+    let batch = |body: String| {
+        vec![ecr_audit::pipeline::InboundMessage {
+            source: "sqs",
+            message_id: None,
+            body: body.into_bytes(),
+            format: ecr_audit::parse::InputFormat::Envelope,
+        }]
+    };
+    pipeline
+        .process_batch(&batch(create_repository_envelope(
+            &format!("{}create", app.prefix),
+            &name,
+            "arn:aws:iam::123456789012:user/alice",
+        )))
+        .await;
+    app.ecr
+        .put_image_tag_mutability()
+        .repository_name(&name)
+        .image_tag_mutability(ImageTagMutability::Mutable)
+        .send()
+        .await
+        .expect("mutable");
+    let digest = push_image(&app.ecr, &name, "v1", &format!("{}a", app.prefix)).await;
+    // The push first, on a replica whose cache is cold: it reads MUTABLE, and records the
+    // image's settings at push.
+    app.pipeline()
+        .process_batch(&batch(envelope(
+            &format!("{}push", app.prefix),
+            "2026-11-20T10:00:05Z",
+            "ECR Image Action",
+            image_action(&name, &digest, "PUSH", Some("v1")),
+        )))
+        .await;
+    let images = app.store.images(Some(&name)).await.expect("images");
+    assert_eq!(images[0].tag_immutability.as_deref(), Some("MUTABLE"));
+    // Then the change's own event.
+    let mallory = "arn:aws:sts::123456789012:assumed-role/AdminSSO/mallory";
+    let change_id = format!("{}mutable", app.prefix);
+    pipeline
+        .process_batch(&batch(envelope(
+            &change_id,
+            "2026-11-20T10:00:04Z",
+            "AWS API Call via CloudTrail",
+            cloudtrail(
+                &change_id,
+                "2026-11-20T10:00:04Z",
+                "PutImageTagMutability",
+                json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}),
+                mallory,
+            ),
+        )))
+        .await;
+    let transitions: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT event_id, actor FROM evidence
+          WHERE kind = 'control_transition' AND repository = $1 AND detail->>'control' = 'ECR.2'
+          ORDER BY seq",
+    )
+    .bind(&name)
+    .fetch_all(&app.pool)
+    .await
+    .expect("transitions");
+    assert_eq!(transitions.len(), 2, "{transitions:?}");
+    assert!(
+        transitions[0]
+            .0
+            .starts_with(&format!("{}create", app.prefix))
+    );
+    assert!(transitions[1].0.starts_with(&change_id), "{transitions:?}");
+    assert_eq!(transitions[1].1.as_deref(), Some(mallory));
+    app.finish().await;
+}

@@ -80,6 +80,7 @@ fn plan(id: &str, facts: RepositoryFacts) -> Plan {
             facts,
             scanning: None,
             controls,
+            only_if_new: false,
         }],
         image: None,
         signatures: vec![],
