@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::json::{opt_bool, opt_object, opt_str, req_str, time};
+use super::json::{opt_bool, opt_id, opt_object, opt_str, req_str, time};
 use super::{AuditEvent, Change, EnvelopeFallback, ParseContext, ParseError, identifier};
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryName};
 
@@ -118,7 +118,7 @@ pub(super) fn parse_detail(
     fallback: &EnvelopeFallback,
     envelope_id: Option<&str>,
 ) -> Result<AuditEvent, ParseError> {
-    let id = match opt_str(detail, "eventID")? {
+    let id = match opt_id(detail, "eventID")? {
         Some(id) => id,
         None => envelope_id.ok_or(ParseError::MissingField("eventID"))?,
     };

@@ -30,6 +30,26 @@ pub(super) fn req_str<'a>(object: &'a Value, field: &'static str) -> Result<&'a 
     opt_str(object, field)?.ok_or(ParseError::MissingField(field))
 }
 
+/// Reads an optional idempotency key: like [`opt_str`], but an empty string is refused, because
+/// every event carrying an empty key would be taken for a redelivery of the first one and
+/// dropped as a duplicate.
+pub(super) fn opt_id<'a>(
+    object: &'a Value,
+    field: &'static str,
+) -> Result<Option<&'a str>, ParseError> {
+    match opt_str(object, field)? {
+        Some("") => Err(ParseError::WrongType {
+            field,
+            expected: "a non-empty string",
+        }),
+        id => Ok(id),
+    }
+}
+
+pub(super) fn req_id<'a>(object: &'a Value, field: &'static str) -> Result<&'a str, ParseError> {
+    opt_id(object, field)?.ok_or(ParseError::MissingField(field))
+}
+
 pub(super) fn opt_object<'a>(
     object: &'a Value,
     field: &'static str,

@@ -270,7 +270,7 @@ pub fn parse(
 }
 
 fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, ParseError> {
-    let id = json::req_str(envelope, "id")?;
+    let id = json::req_id(envelope, "id")?;
     let detail_type = json::req_str(envelope, "detail-type")?;
     let source = json::req_str(envelope, "source")?;
     let time = json::time(json::req_str(envelope, "time")?, "time")?;
@@ -419,7 +419,8 @@ fn referrer_action(detail: &Value) -> Result<Change, ParseError> {
     })
 }
 
-/// Reads `finding-severity-counts`: only present severities appear; non-numbers are refused.
+/// Reads `finding-severity-counts`: only present severities appear; anything but a
+/// non-negative integer is refused, and so is a severity name holding NUL.
 fn severity_counts(detail: &Value) -> Result<std::collections::BTreeMap<String, i64>, ParseError> {
     let Some(counts) = json::opt_object(detail, "finding-severity-counts")? else {
         return Ok(std::collections::BTreeMap::new());
@@ -427,10 +428,23 @@ fn severity_counts(detail: &Value) -> Result<std::collections::BTreeMap<String, 
     let mut out = std::collections::BTreeMap::new();
     if let Some(map) = counts.as_object() {
         for (severity, count) in map {
-            let count = count.as_i64().ok_or(ParseError::WrongType {
-                field: "finding-severity-counts",
-                expected: "an object of integer counts",
-            })?;
+            // The counts are stored in jsonb evidence, which refuses NUL in keys as in values:
+            // accepted, such a key would fail the transaction on every delivery.
+            if severity.contains('\0') {
+                return Err(ParseError::WrongType {
+                    field: "finding-severity-counts",
+                    expected: "an object keyed by severity names without NUL characters",
+                });
+            }
+            // A negative count would read as "no findings" wherever counts are compared to 0.
+            let count =
+                count
+                    .as_i64()
+                    .filter(|count| *count >= 0)
+                    .ok_or(ParseError::WrongType {
+                        field: "finding-severity-counts",
+                        expected: "an object of non-negative integer counts",
+                    })?;
             out.insert(severity.to_ascii_uppercase(), count);
         }
     }

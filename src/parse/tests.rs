@@ -444,6 +444,78 @@ fn inspector_findings_and_referrers_are_hints_about_a_digest() {
     );
 }
 
+/// Found by the `parse_cloudtrail` fuzz target (minimised input below): an empty id was
+/// accepted, so every later event with an empty id would have been dropped as a duplicate of
+/// the first.
+#[test]
+fn empty_event_ids_are_refused() {
+    let minimised = br#"{"eventTime":"2026-11-20T10:00:04Z","eventName":"","eventID":""}"#;
+    assert_eq!(
+        parse(minimised, InputFormat::CloudTrailRecord, &ctx()),
+        Err(ParseError::WrongType {
+            field: "eventID",
+            expected: "a non-empty string"
+        })
+    );
+
+    let mut envelope = image_action("PUSH", json!({}));
+    envelope["id"] = json!("");
+    assert_eq!(
+        parse_value(&envelope, InputFormat::Envelope).map_err(|e| e.code()),
+        Err("wrong_type")
+    );
+
+    // An empty eventID inside an envelope is refused too, not replaced by the envelope's id.
+    let mut wrapped = cloudtrail(
+        "DeleteLifecyclePolicy",
+        json!({"repositoryName": "team/app"}),
+        Value::Null,
+    );
+    wrapped["detail"]["eventID"] = json!("");
+    assert_eq!(
+        parse_value(&wrapped, InputFormat::Envelope),
+        Err(ParseError::WrongType {
+            field: "eventID",
+            expected: "a non-empty string"
+        })
+    );
+}
+
+/// Found by the `parse_envelope` fuzz target (minimised inputs below). A NUL in a severity name
+/// was accepted, and jsonb (the evidence detail) refuses it even in keys, so the message would
+/// have failed its transaction on every delivery instead of being rejected once; a negative
+/// count was accepted and would have read as "no findings".
+#[test]
+fn severity_counts_with_nul_names_or_negative_counts_are_refused() {
+    let nul_name = br#"{"rs":"0","id":"00","detail-type":"Inspector2 Scan","source":"aws.inspector2","time":"2026-11-20T10:00:00Z","detail":{"scan-status":"INE","repository-name":"arp","image-digest":"sha256:0b4d2a5f6c1e3d7a9b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a","finding-severity-counts":{"...\u0000TA":4}}}"#;
+    assert_eq!(
+        parse(nul_name, InputFormat::Envelope, &ctx()),
+        Err(ParseError::WrongType {
+            field: "finding-severity-counts",
+            expected: "an object keyed by severity names without NUL characters"
+        })
+    );
+
+    let negative = br#"{"id":"-","detail-type":"Inspector2 Scan","source":"aws.inspector2","time":"2026-11-20T10:00:00Z","rgi":[],"detail":{"scan-status":"T","repository-name":"tem","image-digest":"sha256:0b4d2a5f6c1e3d7a9b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a","finding-severity-counts":{"":-2,"TH":3}}}"#;
+    assert_eq!(
+        parse(negative, InputFormat::Envelope, &ctx()),
+        Err(ParseError::WrongType {
+            field: "finding-severity-counts",
+            expected: "an object of non-negative integer counts"
+        })
+    );
+
+    // Zero stays a count: only what is below it is refused.
+    let mut zero = image_action("PUSH", json!({}));
+    zero["detail-type"] = json!("ECR Image Scan");
+    zero["detail"] = json!({"scan-status": "COMPLETE", "repository-name": "team/app",
+        "image-digest": DIGEST, "finding-severity-counts": {"CRITICAL": 0}});
+    assert_eq!(
+        parse_value(&zero, InputFormat::Envelope).map(|e| e.change.kind()),
+        Ok("scan_completed")
+    );
+}
+
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
