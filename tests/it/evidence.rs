@@ -14,10 +14,7 @@ use ecr_audit::domain::{
     AccountId, Actor, ControlId, Digest, Region, RepositoryKey, RepositoryName, SignatureStatus,
     Verdict,
 };
-use ecr_audit::enrich::{
-    Encryption, Fact, ImageFacts, ImageLookup, RegistryFacts, RegistryScanning, RepositoryFacts,
-    RepositorySettings, RepositoryState, ScanFacts, TagMutability,
-};
+use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
@@ -45,37 +42,11 @@ fn digest(n: u32) -> Digest {
 }
 
 fn repository_facts(repository: &str, mode: &str) -> RepositoryFacts {
-    RepositoryFacts {
-        observed_at: Utc::now(),
-        state: RepositoryState::Present(Box::new(RepositorySettings {
-            arn: key(repository).arn(),
-            tag_mutability: Fact::Known(TagMutability {
-                mode: mode.into(),
-                exclusion_filters: vec![],
-            }),
-            scan_on_push: true,
-            lifecycle_policy: Fact::Known(true),
-            encryption: Fact::Known(Encryption {
-                encryption_type: "AES256".into(),
-                kms_key: None,
-                key_manager: None,
-            }),
-            policy: Fact::Known(None),
-        })),
-    }
+    crate::helpers::repository_facts_at(&key(repository), mode, 0)
 }
 
 fn registry_facts() -> RegistryFacts {
-    RegistryFacts {
-        observed_at: Utc::now(),
-        scanning: Fact::Known(RegistryScanning {
-            scan_type: "BASIC".into(),
-            rules: vec![],
-        }),
-        signing: Fact::Known(vec![]),
-        pull_through_rules: Fact::Known(vec![]),
-        creation_templates: Fact::Known(vec![]),
-    }
+    crate::helpers::plain_registry_facts()
 }
 
 fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {

@@ -712,3 +712,48 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A repository read as the store tests build it: `mode` tag mutability, scan on push,
+/// a lifecycle policy, AES256, no policy; read `observed_offset_secs` from now.
+pub fn repository_facts_at(
+    key: &ecr_audit::domain::RepositoryKey,
+    mode: &str,
+    observed_offset_secs: i64,
+) -> ecr_audit::enrich::RepositoryFacts {
+    use ecr_audit::enrich::{
+        Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, TagMutability,
+    };
+    RepositoryFacts {
+        observed_at: chrono::Utc::now() + chrono::Duration::seconds(observed_offset_secs),
+        state: RepositoryState::Present(Box::new(RepositorySettings {
+            arn: key.arn(),
+            tag_mutability: Fact::Known(TagMutability {
+                mode: mode.into(),
+                exclusion_filters: vec![],
+            }),
+            scan_on_push: true,
+            lifecycle_policy: Fact::Known(true),
+            encryption: Fact::Known(Encryption {
+                encryption_type: "AES256".into(),
+                kms_key: None,
+                key_manager: None,
+            }),
+            policy: Fact::Known(None),
+        })),
+    }
+}
+
+/// A registry with basic scanning and no rules, signing, pull-through rules or templates.
+pub fn plain_registry_facts() -> ecr_audit::enrich::RegistryFacts {
+    use ecr_audit::enrich::{Fact, RegistryFacts, RegistryScanning};
+    RegistryFacts {
+        observed_at: chrono::Utc::now(),
+        scanning: Fact::Known(RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: vec![],
+        }),
+        signing: Fact::Known(vec![]),
+        pull_through_rules: Fact::Known(vec![]),
+        creation_templates: Fact::Known(vec![]),
+    }
+}

@@ -2,12 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
-use ecr_audit::enrich::{
-    Encryption, Fact, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
-    RepositoryState, TagMutability,
-};
+use ecr_audit::enrich::{RegistryFacts, RepositoryFacts};
 use ecr_audit::evaluate::{ControlPolicy, repository_controls};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
 use ecr_audit::store::views::ChainReport;
@@ -23,37 +20,11 @@ fn key() -> RepositoryKey {
 }
 
 fn facts(mode: &str, observed_offset_secs: i64) -> RepositoryFacts {
-    RepositoryFacts {
-        observed_at: Utc::now() + Duration::seconds(observed_offset_secs),
-        state: RepositoryState::Present(Box::new(RepositorySettings {
-            arn: key().arn(),
-            tag_mutability: Fact::Known(TagMutability {
-                mode: mode.into(),
-                exclusion_filters: vec![],
-            }),
-            scan_on_push: true,
-            lifecycle_policy: Fact::Known(true),
-            encryption: Fact::Known(Encryption {
-                encryption_type: "AES256".into(),
-                kms_key: None,
-                key_manager: None,
-            }),
-            policy: Fact::Known(None),
-        })),
-    }
+    crate::helpers::repository_facts_at(&key(), mode, observed_offset_secs)
 }
 
 fn registry_facts() -> RegistryFacts {
-    RegistryFacts {
-        observed_at: Utc::now(),
-        scanning: Fact::Known(RegistryScanning {
-            scan_type: "BASIC".into(),
-            rules: vec![],
-        }),
-        signing: Fact::Known(vec![]),
-        pull_through_rules: Fact::Known(vec![]),
-        creation_templates: Fact::Known(vec![]),
-    }
+    crate::helpers::plain_registry_facts()
 }
 
 fn plan(id: &str, facts: RepositoryFacts) -> Plan {
