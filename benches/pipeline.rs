@@ -197,7 +197,7 @@ async fn fresh_database(name: &str) -> (PgPool, PgConnectOptions) {
     (pool, options)
 }
 
-fn pipeline(pool: &PgPool) -> Pipeline {
+fn instant_pipeline(pool: &PgPool) -> Pipeline {
     let registry: Arc<dyn Registry> = Arc::new(InstantRegistry);
     Pipeline::new(
         CachedRegistry::new(registry, Duration::from_secs(3600)),
@@ -281,7 +281,7 @@ async fn copy_ceiling(source: &PgPool) -> (Duration, u64) {
 
 async fn throughput(n: usize) {
     let (pool, _) = fresh_database("bench_pipeline").await;
-    let pipeline = pipeline(&pool);
+    let pipeline = instant_pipeline(&pool);
     // Warm the repository cache, as in steady state.
     run_batches(&pipeline, &push_messages(50, "warm")).await;
     let messages = push_messages(n, "main");
@@ -293,7 +293,7 @@ async fn throughput(n: usize) {
     let copy_rate = events_written as f64 / copy_elapsed.as_secs_f64();
 
     let (baseline_pool, _) = fresh_database("bench_baseline").await;
-    let baseline = pipeline_for_baseline(&baseline_pool);
+    let baseline = instant_pipeline(&baseline_pool);
     let singles = push_messages(n.min(2000), "single");
     let started = Instant::now();
     for message in &singles {
@@ -333,13 +333,9 @@ async fn throughput(n: usize) {
     );
 }
 
-fn pipeline_for_baseline(pool: &PgPool) -> Pipeline {
-    pipeline(pool)
-}
-
 async fn rss(n: usize) {
     let (pool, _) = fresh_database("bench_rss").await;
-    let pipeline = pipeline(&pool);
+    let pipeline = instant_pipeline(&pool);
     let started = Instant::now();
     // Generated lazily, as `ingest` streams a file: memory must not grow with n.
     let mut done = 0;

@@ -186,6 +186,49 @@ impl EcrRegistry {
         }
     }
 
+    /// Reads every page of a listing, each page paced and settled like any call. `page` sends
+    /// the request for a continuation token; `items` splits an answer into its items and the
+    /// next token. A lasting error makes the whole listing `Unknown`.
+    async fn all_pages<O, E, T, Fut>(
+        &self,
+        operation: &'static str,
+        target: &(dyn std::fmt::Display + Sync),
+        mut page: impl FnMut(Option<String>) -> Fut,
+        mut items: impl FnMut(&O) -> (Vec<T>, Option<String>),
+    ) -> Result<Fact<Vec<T>>, EnrichError>
+    where
+        Fut: std::future::Future<
+                Output = Result<
+                    O,
+                    aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>,
+                >,
+            >,
+        E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut all = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace(operation).await;
+            let result = page(next_token.take()).await;
+            match self.settle(operation, target, result)? {
+                Ok(output) => {
+                    let (found, token) = items(&output);
+                    all.extend(found);
+                    match token {
+                        Some(token) => next_token = Some(token),
+                        None => return Ok(Fact::Known(all)),
+                    }
+                }
+                Err((code, message)) => {
+                    let name = operation
+                        .split_once(':')
+                        .map_or(operation, |(_, name)| name);
+                    return Ok(Fact::Unknown(format!("{name}: {code}: {message}")));
+                }
+            }
+        }
+    }
+
     async fn lifecycle_policy(
         &self,
         clients: &RegionalClients,
@@ -405,20 +448,22 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<Vec<PullThroughRule>>, EnrichError> {
-        let mut rules = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pace("ecr:DescribePullThroughCacheRules").await;
-            let result = clients
-                .ecr
-                .describe_pull_through_cache_rules()
-                .max_results(1000)
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            match self.settle("ecr:DescribePullThroughCacheRules", &target, result)? {
-                Ok(output) => {
-                    rules.extend(output.pull_through_cache_rules().iter().filter_map(|rule| {
+        self.all_pages(
+            "ecr:DescribePullThroughCacheRules",
+            &target,
+            |token| {
+                clients
+                    .ecr
+                    .describe_pull_through_cache_rules()
+                    .max_results(1000)
+                    .set_next_token(token)
+                    .send()
+            },
+            |output| {
+                let rules = output
+                    .pull_through_cache_rules()
+                    .iter()
+                    .filter_map(|rule| {
                         Some(PullThroughRule {
                             // A rule without a prefix cannot be matched to repositories.
                             prefix: rule.ecr_repository_prefix()?.to_owned(),
@@ -427,20 +472,12 @@ impl EcrRegistry {
                                 .unwrap_or_default()
                                 .to_owned(),
                         })
-                    }));
-                    match output.next_token() {
-                        Some(token) => next_token = Some(token.to_owned()),
-                        None => break,
-                    }
-                }
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!(
-                        "DescribePullThroughCacheRules: {code}: {message}"
-                    )));
-                }
-            }
-        }
-        Ok(Fact::Known(rules))
+                    })
+                    .collect();
+                (rules, output.next_token().map(str::to_owned))
+            },
+        )
+        .await
     }
 
     async fn creation_templates(
@@ -448,44 +485,36 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<Vec<CreationTemplate>>, EnrichError> {
-        let mut templates = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pace("ecr:DescribeRepositoryCreationTemplates").await;
-            let result = clients
-                .ecr
-                .describe_repository_creation_templates()
-                .max_results(1000)
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            match self.settle("ecr:DescribeRepositoryCreationTemplates", &target, result)? {
-                Ok(output) => {
-                    templates.extend(output.repository_creation_templates().iter().filter_map(
-                        |template| {
-                            Some(CreationTemplate {
-                                prefix: template.prefix()?.to_owned(),
-                                applied_for: template
-                                    .applied_for()
-                                    .iter()
-                                    .map(|a| a.as_str().to_owned())
-                                    .collect(),
-                            })
-                        },
-                    ));
-                    match output.next_token() {
-                        Some(token) => next_token = Some(token.to_owned()),
-                        None => break,
-                    }
-                }
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!(
-                        "DescribeRepositoryCreationTemplates: {code}: {message}"
-                    )));
-                }
-            }
-        }
-        Ok(Fact::Known(templates))
+        self.all_pages(
+            "ecr:DescribeRepositoryCreationTemplates",
+            &target,
+            |token| {
+                clients
+                    .ecr
+                    .describe_repository_creation_templates()
+                    .max_results(1000)
+                    .set_next_token(token)
+                    .send()
+            },
+            |output| {
+                let templates = output
+                    .repository_creation_templates()
+                    .iter()
+                    .filter_map(|template| {
+                        Some(CreationTemplate {
+                            prefix: template.prefix()?.to_owned(),
+                            applied_for: template
+                                .applied_for()
+                                .iter()
+                                .map(|a| a.as_str().to_owned())
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                (templates, output.next_token().map(str::to_owned))
+            },
+        )
+        .await
     }
 }
 
@@ -589,41 +618,35 @@ impl Registry for EcrRegistry {
     ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
         let clients = self.clients(account, region).await;
         let target = format!("{account}/{region}");
-        let mut described = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pace("ecr:DescribeRepositories").await;
-            let observed_at = Utc::now();
-            let result = clients
-                .ecr
-                .describe_repositories()
-                .registry_id(account.as_str())
-                .max_results(1000)
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            match self.settle("ecr:DescribeRepositories", &target, result)? {
-                Ok(output) => {
-                    described.extend(
-                        output
-                            .repositories()
-                            .iter()
-                            .map(|r| (observed_at, r.clone())),
-                    );
-                    match output.next_token() {
-                        Some(token) => next_token = Some(token.to_owned()),
-                        None => break,
-                    }
-                }
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!(
-                        "DescribeRepositories: {code}: {message}"
-                    )));
-                }
-            }
-        }
+        // Dated before the first page: a listing is as old as its first request.
+        let observed_at = Utc::now();
+        let described = match self
+            .all_pages(
+                "ecr:DescribeRepositories",
+                &target,
+                |token| {
+                    clients
+                        .ecr
+                        .describe_repositories()
+                        .registry_id(account.as_str())
+                        .max_results(1000)
+                        .set_next_token(token)
+                        .send()
+                },
+                |output| {
+                    (
+                        output.repositories().to_vec(),
+                        output.next_token().map(str::to_owned),
+                    )
+                },
+            )
+            .await?
+        {
+            Fact::Known(described) => described,
+            Fact::Unknown(reason) => return Ok(Fact::Unknown(reason)),
+        };
         let listed: Vec<Result<Option<ListedRepository>, EnrichError>> =
-            stream::iter(described.into_iter().map(|(observed_at, repository)| {
+            stream::iter(described.into_iter().map(|repository| {
                 let clients = &clients;
                 async move {
                     // A name ECR returns that we cannot represent is skipped, not guessed at.
@@ -665,36 +688,32 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
     ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
         let clients = self.clients_for(key).await;
-        let mut images = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pace("ecr:DescribeImages").await;
-            let result = clients
-                .ecr
-                .describe_images()
-                .registry_id(key.account.as_str())
-                .repository_name(key.name.as_str())
-                .max_results(1000)
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            match self.settle("ecr:DescribeImages", key, result)? {
-                Ok(output) => {
-                    images.extend(output.image_details().iter().filter_map(|detail| {
+        self.all_pages(
+            "ecr:DescribeImages",
+            key,
+            |token| {
+                clients
+                    .ecr
+                    .describe_images()
+                    .registry_id(key.account.as_str())
+                    .repository_name(key.name.as_str())
+                    .max_results(1000)
+                    .set_next_token(token)
+                    .send()
+            },
+            |output| {
+                let images = output
+                    .image_details()
+                    .iter()
+                    .filter_map(|detail| {
                         let digest = Digest::parse(detail.image_digest()?).ok()?;
                         Some((digest, image_facts(detail)))
-                    }));
-                    match output.next_token() {
-                        Some(token) => next_token = Some(token.to_owned()),
-                        None => break,
-                    }
-                }
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!("DescribeImages: {code}: {message}")));
-                }
-            }
-        }
-        Ok(Fact::Known(images))
+                    })
+                    .collect();
+                (images, output.next_token().map(str::to_owned))
+            },
+        )
+        .await
     }
 
     async fn image(

@@ -447,9 +447,8 @@ impl Metrics {
     }
 
     pub fn batch_committed(&self) {
-        let now = chrono::Utc::now();
         self.last_commit
-            .set(now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0);
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
     pub fn reconcile_finished(&self, duration: std::time::Duration) {
