@@ -146,3 +146,33 @@ def test_batch_get_image_returns_the_exact_bytes_pushed(ecr):
     got = ecr.batch_get_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": "odd-spacing"}])["images"][0]
     assert got["imageManifest"] == manifest
     assert got["imageId"]["imageDigest"] == sha256(manifest.encode())
+
+
+def test_with_require_layers_put_image_needs_its_blobs_uploaded_first(ecr, control):
+    config, layer = b'{"architecture":"amd64"}', b"layer bytes"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": len(layer)}],
+    })
+    assert control("POST", "/_emulator/config", {"require_layers": True})["require_layers"] is True
+    upload(ecr, config)
+    with pytest.raises(ClientError) as missing:
+        ecr.put_image(repositoryName=REPOSITORY, imageManifest=manifest, imageTag="v1")
+    assert error_code(missing) == "LayersNotFoundException"
+    assert sha256(layer) in missing.value.response["Error"]["Message"]
+    assert sha256(config) not in missing.value.response["Error"]["Message"]
+
+    upload(ecr, layer)
+    pushed = ecr.put_image(repositoryName=REPOSITORY, imageManifest=manifest, imageTag="v1")
+    assert pushed["image"]["imageId"]["imageDigest"] == sha256(manifest.encode())
+
+
+def test_repository_names_with_slashes_have_working_download_urls(ecr):
+    ecr.create_repository(repositoryName="team/api/service")
+    upload_id = ecr.initiate_layer_upload(repositoryName="team/api/service")["uploadId"]
+    ecr.upload_layer_part(repositoryName="team/api/service", uploadId=upload_id, partFirstByte=0, partLastByte=4, layerPartBlob=b"nest!")
+    ecr.complete_layer_upload(repositoryName="team/api/service", uploadId=upload_id, layerDigests=[sha256(b"nest!")])
+    url = ecr.get_download_url_for_layer(repositoryName="team/api/service", layerDigest=sha256(b"nest!"))["downloadUrl"]
+    assert "/team/api/service/" in url
+    assert fetch(url) == b"nest!"

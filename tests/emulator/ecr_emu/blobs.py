@@ -28,6 +28,7 @@ from moto.ecr.responses import ECRResponse
 
 from .errors import AwsError
 from .images import DIGEST_PATTERN
+from .manifests import Manifest
 from .state import LOCK, STORE
 
 #: What InitiateLayerUpload tells clients to send per part (AWS answers a partSize too).
@@ -252,10 +253,18 @@ def _plain(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes
     return status, [("Content-Type", "text/plain")], message.encode()
 
 
-def missing_layers(account: str, region: str, repository: str, digests: list[str]) -> list[str]:
-    """The digests among `digests` that the repository does not hold (for PutImage's optional layer check)."""
-    stored = BLOBS.repository(account, region, repository)
-    return [digest for digest in digests if digest not in stored]
+def check_layers_present(backend: ECRBackend, repo: Repository, manifest: Manifest) -> None:
+    """With `require_layers` on, PutImage refuses a manifest naming a config or layer the repository does not hold
+    (the PutImage API reference lists LayersNotFoundException)."""
+    if not STORE.settings.require_layers:
+        return
+    stored = BLOBS.repository(backend.account_id, backend.region_name, repo.name)
+    missing = [digest for digest in manifest.blob_digests if digest not in stored]
+    if missing:
+        raise AwsError(
+            "LayersNotFoundException",
+            f"The specified layers could not be found, or the specified layer is not valid for this repository: {', '.join(missing)}",
+        )
 
 
 RESPONSE_METHODS = {

@@ -4,9 +4,9 @@ The emulator and the tests sign with one library (`tests/signing/notation.py`,
 written with `cryptography`, `jwcrypto` and `pycose`), independent of the
 Rust verifier. That library is a directory of plain modules (`notation`
 imports `pki`), not a package: this module puts `tests/signing/` on the
-import path and forwards
-`sign_jws` and `sign_cose` to it, importing it on first use so that the
-emulator starts (and everything but managed signing works) without it.
+import path and forwards `sign_jws` and `sign_cose` to it, importing it on
+first use so that the emulator starts (and everything but managed signing
+works) without it.
 """
 from __future__ import annotations
 

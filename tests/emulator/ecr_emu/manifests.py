@@ -36,6 +36,8 @@ class Manifest:
     subject_digest: str | None
     annotations: dict[str, str]
     blob_sizes: int
+    #: The config and layer digests the manifest names, in order (empty for an index).
+    blob_digests: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -79,4 +81,5 @@ def parse(text: str, declared_media_type: str | None) -> Manifest:
         subject_digest=subject.get("digest"),
         annotations=dict(body.get("annotations") or {}),
         blob_sizes=sum(int(blob.get("size") or 0) for blob in blobs),
+        blob_digests=tuple(str(blob["digest"]) for blob in blobs if blob.get("digest")),
     )
