@@ -30,6 +30,16 @@ def upload(ecr, data: bytes, part_size: int = 4) -> dict:
     return ecr.complete_layer_upload(repositoryName=REPOSITORY, uploadId=upload_id, layerDigests=[sha256(data)])
 
 
+def reference(ecr, data: bytes, repository: str = REPOSITORY) -> None:
+    """Pushes a manifest whose one layer is `data`: ECR hands out download URLs only for referenced layers."""
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": sha256(data), "size": len(data)}],
+    }
+    ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest))
+
+
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url) as response:
         return response.read()
@@ -54,6 +64,11 @@ def test_a_blob_pushed_in_parts_is_read_back_through_the_download_url(ecr, endpo
     assert availability["layers"] == [{"layerDigest": sha256(data), "layerAvailability": "AVAILABLE", "layerSize": len(data)}]
     assert [(f["layerDigest"], f["failureCode"]) for f in availability["failures"]] == [(sha256(b"other"), "MissingLayerDigest")]
 
+    with pytest.raises(ClientError) as unreferenced:
+        ecr.get_download_url_for_layer(repositoryName=REPOSITORY, layerDigest=sha256(data))
+    assert error_code(unreferenced) == "LayersNotFoundException"
+
+    reference(ecr, data)
     answer = ecr.get_download_url_for_layer(repositoryName=REPOSITORY, layerDigest=sha256(data))
     assert answer["layerDigest"] == sha256(data)
     assert answer["downloadUrl"].startswith(endpoint + "/_emulator/blobs/123456789012/us-east-1/team-api/sha256%3A")
@@ -63,6 +78,7 @@ def test_a_blob_pushed_in_parts_is_read_back_through_the_download_url(ecr, endpo
 def test_a_tampered_download_url_is_refused(ecr):
     data = b"blob"
     upload(ecr, data)
+    reference(ecr, data)
     url = ecr.get_download_url_for_layer(repositoryName=REPOSITORY, layerDigest=sha256(data))["downloadUrl"]
     scheme, netloc, path, query, _ = urlsplit(url)
     later = query.replace("expires=", "expires=9")
@@ -120,7 +136,9 @@ def test_unknown_digest_and_unknown_repository(ecr):
 
 def test_blobs_are_per_repository_and_gone_after_reset(ecr, control):
     upload(ecr, b"only here")
+    reference(ecr, b"only here")
     ecr.create_repository(repositoryName="elsewhere")
+    reference(ecr, b"only here", "elsewhere")
     with pytest.raises(ClientError) as other:
         ecr.get_download_url_for_layer(repositoryName="elsewhere", layerDigest=sha256(b"only here"))
     assert error_code(other) == "LayersNotFoundException"
@@ -173,6 +191,7 @@ def test_repository_names_with_slashes_have_working_download_urls(ecr):
     upload_id = ecr.initiate_layer_upload(repositoryName="team/api/service")["uploadId"]
     ecr.upload_layer_part(repositoryName="team/api/service", uploadId=upload_id, partFirstByte=0, partLastByte=4, layerPartBlob=b"nest!")
     ecr.complete_layer_upload(repositoryName="team/api/service", uploadId=upload_id, layerDigests=[sha256(b"nest!")])
+    reference(ecr, b"nest!", "team/api/service")
     url = ecr.get_download_url_for_layer(repositoryName="team/api/service", layerDigest=sha256(b"nest!"))["downloadUrl"]
     assert "/team/api/service/" in url
     assert fetch(url) == b"nest!"

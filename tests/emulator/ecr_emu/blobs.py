@@ -26,8 +26,8 @@ from moto.core.responses import ActionResult
 from moto.ecr.models import ECRBackend, Repository
 from moto.ecr.responses import ECRResponse
 
+from . import images
 from .errors import AwsError
-from .images import DIGEST_PATTERN
 from .manifests import Manifest
 from .state import LOCK, STORE
 
@@ -190,7 +190,7 @@ def batch_check_layer_availability(self: ECRResponse) -> ActionResult:
     layers: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for digest in self._get_param("layerDigests") or []:
-        if not DIGEST_PATTERN.fullmatch(str(digest)):
+        if not images.DIGEST_PATTERN.fullmatch(str(digest)):
             failures.append({"layerDigest": digest, "failureCode": "InvalidLayerDigest", "failureReason": "Invalid layer digest"})
         elif digest in stored:
             layers.append({"layerDigest": digest, "layerAvailability": "AVAILABLE", "layerSize": len(stored[digest])})
@@ -219,12 +219,17 @@ def _blob_of(path: str) -> tuple[str, str, str, str] | None:
     return parts[0], parts[1], "/".join(parts[2:-1]), parts[-1]
 
 
+def _referenced(repo: Repository, digest: str) -> bool:
+    return any(digest in images.manifest_of(image).blob_digests for image in repo.images)
+
+
 def get_download_url_for_layer(self: ECRResponse) -> ActionResult:
-    """GetDownloadUrlForLayer: a URL for a stored blob, LayersNotFoundException for any other digest."""
+    """GetDownloadUrlForLayer: a URL for a stored blob that an image of the repository references (the API
+    reference: "You can only get URLs for image layers that are referenced in an image"), else LayersNotFoundException."""
     repo = _repository(self)
     digest = str(self._get_param("layerDigest") or "")
     account, region = self.ecr_backend.account_id, self.ecr_backend.region_name
-    if BLOBS.get(account, region, repo.name, digest) is None:
+    if BLOBS.get(account, region, repo.name, digest) is None or not _referenced(repo, digest):
         raise AwsError("LayersNotFoundException", f"The layer '{digest}' could not be found in the repository '{repo.name}'.")
     host = self.headers.get("Host") or "127.0.0.1"
     return ActionResult({"downloadUrl": download_url(host, account, region, repo.name, digest), "layerDigest": digest})
