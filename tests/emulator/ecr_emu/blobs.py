@@ -203,10 +203,10 @@ def _url_signature(blob: tuple[str, str, str, str], expires: int) -> str:
     return hmac.new(_URL_KEY, f"{'/'.join(blob)}?{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-def download_url(host: str, account: str, region: str, repository: str, digest: str, now: float | None = None) -> str:
+def download_url(host: str, account: str, region: str, repository: str, digest: str) -> str:
     """A URL the emulator serves for one blob, valid for URL_LIFETIME_SECONDS."""
     path = BLOB_PATH + "/".join(quote(part, safe="/") for part in (account, region, repository, digest))
-    expires = int((now if now is not None else time.time()) + URL_LIFETIME_SECONDS)
+    expires = int(time.time() + URL_LIFETIME_SECONDS)
     signature = _url_signature((account, region, repository, digest), expires)
     return f"http://{host}{path}?expires={expires}&signature={signature}"
 
