@@ -13,8 +13,11 @@ import json
 import urllib.request
 from datetime import datetime, timezone
 
+import boto3
+import botocore.config
 import cbor2
 import pytest
+from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -149,8 +152,6 @@ def test_cose_on_request_through_the_profile_signing_parameters(ecr, signer, end
 
 
 def test_an_unknown_signature_format_is_refused(signer):
-    from botocore.exceptions import ClientError
-
     with pytest.raises(ClientError) as refused:
         signer.put_signing_profile(profileName="odd", platformId=NOTATION, signingParameters={"signatureFormat": "pgp"})
     assert refused.value.response["Error"]["Code"] == "ValidationException"
@@ -169,3 +170,26 @@ def test_each_profile_version_has_its_own_leaf_under_one_root(ecr, signer, endpo
     assert first_chain[0] != second_chain[0]
     assert first_chain[1:] == second_chain[1:]
     assert x509.load_der_x509_certificate(base64.b64decode(second_chain[-1])) == emulated_root(endpoint)
+
+
+def test_a_profile_of_another_account_signs_with_that_accounts_leaf(ecr, client, endpoint):
+    credentials = client("sts").assume_role(RoleArn="arn:aws:iam::210987654321:role/signer", RoleSessionName="central-signer")["Credentials"]
+    owner = boto3.client(
+        "signer", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"], aws_session_token=credentials["SessionToken"],
+        config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    shared = owner.put_signing_profile(profileName="central", platformId=NOTATION)
+    ecr.put_signing_configuration(signingConfiguration={"rules": [{"signingProfileArn": shared["arn"]}]})
+    ecr.create_repository(repositoryName="team-api")
+    image = oci_manifest("cross-account")
+    ecr.put_image(repositoryName="team-api", imageManifest=image, imageTag="v1")
+    [referrer] = ecr.list_image_referrers(repositoryName="team-api", subjectId={"imageDigest": digest_of(image)})["referrers"]
+    signature = json.loads(ecr.batch_get_image(repositoryName="team-api", imageIds=[{"imageDigest": referrer["digest"]}])["images"][0]["imageManifest"])
+    envelope = json.loads(envelope_of(ecr, signature))
+    protected = json.loads(b64url(envelope["protected"]))
+    assert protected[PROFILE_VERSION] == shared["profileVersionArn"]
+    assert protected[JOB].startswith("arn:aws:signer:us-east-1:210987654321:/signing-jobs/")
+    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in envelope["header"]["x5c"]]
+    verify_chain(chain, emulated_root(endpoint))
+    assert chain[1].subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "210987654321"
