@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import ecr, events, inspector, kms, signer, sqs
+from . import blobs, ecr, events, inspector, kms, notary, signer, signer_revocation, sqs
 from .counters import COUNTER
 from .faults import FAULTS
 from .middleware import EmulatorMiddleware
@@ -27,6 +27,9 @@ def install() -> None:
     ecr.install()
     kms.install()
     signer.install()
+    signer_revocation.install()
+    notary.install()
+    blobs.install()
     inspector.install()
     events.install()
     sqs.install()

@@ -2,7 +2,8 @@
 
 In AWS, CloudTrail records each write call (successful or not) and hands it
 to EventBridge on the default bus. ecr-audit learns who changed what from
-these records, so the emulator writes one per ECR call that is not read-only,
+these records, so the emulator writes one per ECR call that is not read-only
+(and per Signer revocation call, see `signer_revocation`),
 with the request members as `requestParameters`, the response as
 `responseElements` (null on failure), and `errorCode`/`errorMessage` when the
 call failed. The caller is configurable: a request header, or a default set
@@ -19,7 +20,7 @@ from typing import Any
 
 from moto.sts.models import sts_backends
 
-from . import events
+from . import events, signer_revocation
 from .calls import AwsCall
 from .state import STORE
 
@@ -31,7 +32,7 @@ UNLOGGED_MEMBERS = ("layerPartBlob",)
 
 
 def is_recorded(call: AwsCall) -> bool:
-    return call.service == "ecr" and not call.operation.startswith(READ_ONLY_PREFIXES)
+    return (call.service == "ecr" and not call.operation.startswith(READ_ONLY_PREFIXES)) or signer_revocation.is_recorded(call)
 
 
 def _principal_id(prefix: str, arn: str) -> str:
@@ -86,14 +87,14 @@ def record(environ: dict[str, Any], call: AwsCall, status: int, headers: dict[st
         response = json.loads(body) if body else None
     except ValueError:
         response = None
-    parameters = call.json_body()
+    parameters = signer_revocation.trail_parameters(environ, call) if call.service == "signer" else call.json_body()
     if parameters is not None:
         parameters = {k: v for k, v in parameters.items() if k not in UNLOGGED_MEMBERS}
     detail: dict[str, Any] = {
         "eventVersion": "1.08",
         "userIdentity": caller(environ, call),
         "eventTime": events.iso_seconds(datetime.now(timezone.utc)),
-        "eventSource": "ecr.amazonaws.com",
+        "eventSource": f"{call.service}.amazonaws.com",
         "eventName": call.operation,
         "awsRegion": call.region,
         "sourceIPAddress": environ.get("REMOTE_ADDR", "127.0.0.1"),
@@ -114,4 +115,4 @@ def record(environ: dict[str, Any], call: AwsCall, status: int, headers: dict[st
             "eventCategory": "Management",
         }
     )
-    events.emit(call.account, call.region, "aws.ecr", "AWS API Call via CloudTrail", detail)
+    events.emit(call.account, call.region, f"aws.{call.service}", "AWS API Call via CloudTrail", detail)

@@ -15,7 +15,7 @@ from moto.core.responses import ActionResult
 from moto.ecr.models import ECRBackend, Image, Repository, RepoTagMutability
 from moto.ecr.responses import ECRResponse
 
-from . import images, manifests, paging, registry_settings, scanning, signing
+from . import blobs, images, manifests, paging, registry_settings, scanning, signing
 from .errors import AwsError
 from .state import STORE, RegistryState
 
@@ -78,6 +78,7 @@ def put_image(
             f"Invalid parameter at 'imageDigest' failed to satisfy constraint: '{digest}' does not match "
             f"the digest of the image manifest, '{manifest.digest}'",
         )
+    blobs.check_layers_present(self, repo, manifest)
     image, is_new = images.store(self, repo, manifest, image_tag)
     if is_new:
         scanning.on_push(self, repo, image)

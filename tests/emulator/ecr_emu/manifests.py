@@ -1,4 +1,4 @@
-"""Reading image manifests the way ECR does, and writing Notation signatures.
+"""Reading image manifests the way ECR does.
 
 ECR names every manifest by the sha256 of its exact bytes, so two pushes of
 the same bytes are the same image and a re-serialised manifest is another
@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from .errors import AwsError
 
@@ -20,7 +18,6 @@ NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 OCI_EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"{}").hexdigest()
-JWS_ENVELOPE = "application/jose+json"
 
 
 def sha256_digest(data: bytes) -> str:
@@ -39,6 +36,8 @@ class Manifest:
     subject_digest: str | None
     annotations: dict[str, str]
     blob_sizes: int
+    #: The config and layer digests the manifest names, in order (empty for an index).
+    blob_digests: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -82,29 +81,5 @@ def parse(text: str, declared_media_type: str | None) -> Manifest:
         subject_digest=subject.get("digest"),
         annotations=dict(body.get("annotations") or {}),
         blob_sizes=sum(int(blob.get("size") or 0) for blob in blobs),
+        blob_digests=tuple(str(blob["digest"]) for blob in blobs if blob.get("digest")),
     )
-
-
-def notation_signature(subject: Manifest, profile_arn: str, signed_at: datetime) -> str:
-    """A Notation signature manifest for `subject`, as managed signing stores it.
-
-    The signature envelope is a stand-in (no real cryptography): only the
-    manifest, its artifact type and its subject matter to a registry client.
-    """
-    envelope = json.dumps(
-        {"payload": subject.digest, "signingProfileArn": profile_arn, "signedAt": signed_at.isoformat()},
-        sort_keys=True,
-    ).encode("utf-8")
-    manifest: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": NOTATION_SIGNATURE,
-        "config": {"mediaType": OCI_EMPTY, "digest": OCI_EMPTY_DIGEST, "size": 2},
-        "layers": [{"mediaType": JWS_ENVELOPE, "digest": sha256_digest(envelope), "size": len(envelope)}],
-        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
-        "annotations": {
-            "io.cncf.notary.x509chain.thumbprint#S256": json.dumps([hashlib.sha256(profile_arn.encode()).hexdigest()]),
-            "org.opencontainers.image.created": signed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
-    return json.dumps(manifest, separators=(",", ":"))

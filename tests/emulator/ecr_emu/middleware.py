@@ -1,6 +1,7 @@
 """The WSGI layer in front of moto's server application.
 
-For each request it: answers `/_emulator/...` itself; counts signed AWS calls;
+For each request it: answers `/_emulator/...` itself (blob download URLs and
+the Signer roots included); counts signed AWS calls;
 applies injected latency and faults; runs calls to the services the extension
 changes under the shared lock; writes the CloudTrail event of state-changing
 ECR calls from the finished response; answers operations moto lacks with an
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from moto.moto_api._internal.models import moto_api_backend
 
-from . import calls, cloudtrail, control
+from . import blobs, calls, cloudtrail, control, signer_revocation
 from .counters import COUNTER
 from .faults import FAULTS, error_response, render_error
 from .state import LOCK, STORE
@@ -23,7 +24,7 @@ from .state import LOCK, STORE
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: Services whose calls run under the lock (SQS is left out: long polls would hold it).
 LOCKED_SERVICES = {"ecr", "signer", "inspector2", "events"}
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
+STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented"}
 
 
 def _status_line(status: int) -> str:
@@ -63,6 +64,12 @@ class EmulatorMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path.startswith(blobs.BLOB_PATH) and method in ("GET", "HEAD"):
+            status, headers, body = blobs.serve(path, environ.get("QUERY_STRING", ""))
+            return _reply(start_response, status, headers, b"" if method == "HEAD" else body)
+        signer_answer = signer_revocation.serve(path, environ.get("QUERY_STRING", "")) if method == "GET" else None
+        if signer_answer is not None:
+            return _reply(start_response, *signer_answer)
         if path.startswith("/_emulator"):
             status, value = control.handle(method, path, environ.get("QUERY_STRING", ""), calls.read_body(environ), reset_everything)
             return _reply(start_response, status, [("Content-Type", "application/json")], json.dumps(value).encode())

@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from moto.ecr.models import ECRBackend, Image, Repository, ecr_backends
-from moto.signer.models import signer_backends
+from moto.signer.models import SigningProfile, signer_backends
 
-from . import images, manifests, wildcard
+from . import images, manifests, notary, wildcard
 from .errors import AwsError
 from .state import STORE, SigningRecord, schedule
 
@@ -97,12 +97,16 @@ def on_push(backend: ECRBackend, repo: Repository, image: Image) -> None:
     schedule(STORE.settings.signing_delay, lambda: _finish(account, region, key, records))
 
 
+def _profile_of(profile_arn: str) -> SigningProfile | None:
+    parsed = PROFILE_ARN.match(profile_arn)
+    if not parsed:
+        return None
+    return signer_backends[parsed["account"]][parsed["region"]].signing_profiles.get(parsed["name"])
+
+
 def _profile_problem(profile_arn: str) -> tuple[str, str] | None:
     """Why `profile_arn` cannot sign right now, as (failureCode, failureReason), or None if it can."""
-    parsed = PROFILE_ARN.match(profile_arn)
-    profile = None
-    if parsed:
-        profile = signer_backends[parsed["account"]][parsed["region"]].signing_profiles.get(parsed["name"])
+    profile = _profile_of(profile_arn)
     if profile is None:
         return "SIGNING_PROFILE_NOT_FOUND", f"The signing profile '{profile_arn}' does not exist."
     if profile.status != "Active":
@@ -121,7 +125,8 @@ def _finish(account: str, region: str, key: tuple[str, str], records: list[Signi
         if problem:
             record.status, (record.failure_code, record.failure_reason) = "FAILED", problem
             continue
-        signature = manifests.notation_signature(images.manifest_of(image), record.profile_arn, datetime.now(timezone.utc))
+        profile = _profile_of(record.profile_arn)
+        signature = notary.signature_manifest(backend, repo, images.manifest_of(image), profile, datetime.now(timezone.utc))
         images.store(backend, repo, manifests.parse(signature, None), None)
         record.status = "COMPLETE"
 

@@ -85,22 +85,28 @@ class Settings:
     #: False makes every change silent (no ECR, Inspector or CloudTrail event), as if
     #: AWS lost the events or nobody listened: the drift a reconcile must find.
     emit_events: bool = True
+    #: True makes PutImage refuse a manifest whose config or layers were not uploaded, as AWS does;
+    #: off by default because most tests push manifests that name made-up blobs.
+    require_layers: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "signing_delay_seconds": self.signing_delay,
             "scan_delay_seconds": self.scan_delay,
             "emit_events": self.emit_events,
+            "require_layers": self.require_layers,
         }
 
     def update(self, body: dict[str, Any]) -> None:
         """Applies a validated partial update; raises ValueError before changing anything."""
-        if "emit_events" in body and not isinstance(body["emit_events"], bool):
-            raise ValueError("'emit_events' must be true or false")
+        for flag in ("emit_events", "require_layers"):
+            if flag in body and not isinstance(body[flag], bool):
+                raise ValueError(f"'{flag}' must be true or false")
         delays = {key: float(body[key]) for key in ("signing_delay_seconds", "scan_delay_seconds") if key in body}
         self.signing_delay = delays.get("signing_delay_seconds", self.signing_delay)
         self.scan_delay = delays.get("scan_delay_seconds", self.scan_delay)
         self.emit_events = body.get("emit_events", self.emit_events)
+        self.require_layers = body.get("require_layers", self.require_layers)
 
 
 @dataclass
