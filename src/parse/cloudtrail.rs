@@ -217,69 +217,75 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
             error_message: opt_str(detail, "errorMessage")?.map(|m| m.chars().take(500).collect()),
         });
     }
-
-    let param = |field: &'static str| -> Result<Option<String>, ParseError> {
-        Ok(params
-            .map(|p| opt_str(p, field))
-            .transpose()?
-            .flatten()
-            .map(str::to_owned))
-    };
-    let registry_call = match name {
-        "PutRegistryScanningConfiguration" => {
-            Some(RegistryCall::PutRegistryScanningConfiguration {
-                scan_type: params
-                    .map(|p| opt_str(p, "scanType"))
-                    .transpose()?
-                    .flatten()
-                    .map(str::to_owned),
-            })
-        }
-        "PutRegistryPolicy" => Some(RegistryCall::PutRegistryPolicy),
-        "DeleteRegistryPolicy" => Some(RegistryCall::DeleteRegistryPolicy),
-        "PutSigningConfiguration" => Some(RegistryCall::PutSigningConfiguration),
-        "DeleteSigningConfiguration" => Some(RegistryCall::DeleteSigningConfiguration),
-        "CreatePullThroughCacheRule" => Some(RegistryCall::CreatePullThroughCacheRule {
-            ecr_repository_prefix: param("ecrRepositoryPrefix")?,
-        }),
-        "DeletePullThroughCacheRule" => Some(RegistryCall::DeletePullThroughCacheRule {
-            ecr_repository_prefix: param("ecrRepositoryPrefix")?,
-        }),
-        "CreateRepositoryCreationTemplate" => {
-            Some(RegistryCall::CreateRepositoryCreationTemplate {
-                prefix: param("prefix")?,
-            })
-        }
-        "UpdateRepositoryCreationTemplate" => {
-            Some(RegistryCall::UpdateRepositoryCreationTemplate {
-                prefix: param("prefix")?,
-            })
-        }
-        "DeleteRepositoryCreationTemplate" => {
-            Some(RegistryCall::DeleteRepositoryCreationTemplate {
-                prefix: param("prefix")?,
-            })
-        }
-        _ => None,
-    };
-    if let Some(call) = registry_call {
+    if let Some(call) = registry_call(name, params)? {
         return Ok(Change::RegistryChanged { call });
     }
-
     let Some(repository) = repository else {
-        return Ok(Change::Ignored {
-            reason: format!("CloudTrail ECR call {name} is not evaluated by this version"),
-        });
+        return Ok(not_evaluated(name));
     };
-    let call = match name {
+    if name == "PutImage" {
+        return put_image(detail, repository, params);
+    }
+    Ok(match repository_call(name, params)? {
+        Some(call) => Change::RepositoryChanged { repository, call },
+        None => not_evaluated(name),
+    })
+}
+
+fn not_evaluated(name: &str) -> Change {
+    Change::Ignored {
+        reason: format!("CloudTrail ECR call {name} is not evaluated by this version"),
+    }
+}
+
+/// A string request parameter, if the call carried it.
+fn param(params: Option<&Value>, field: &'static str) -> Result<Option<String>, ParseError> {
+    Ok(params
+        .map(|p| opt_str(p, field))
+        .transpose()?
+        .flatten()
+        .map(str::to_owned))
+}
+
+/// The registry-wide calls that change posture; `None` for every other call.
+fn registry_call(name: &str, params: Option<&Value>) -> Result<Option<RegistryCall>, ParseError> {
+    Ok(Some(match name {
+        "PutRegistryScanningConfiguration" => RegistryCall::PutRegistryScanningConfiguration {
+            scan_type: param(params, "scanType")?,
+        },
+        "PutRegistryPolicy" => RegistryCall::PutRegistryPolicy,
+        "DeleteRegistryPolicy" => RegistryCall::DeleteRegistryPolicy,
+        "PutSigningConfiguration" => RegistryCall::PutSigningConfiguration,
+        "DeleteSigningConfiguration" => RegistryCall::DeleteSigningConfiguration,
+        "CreatePullThroughCacheRule" => RegistryCall::CreatePullThroughCacheRule {
+            ecr_repository_prefix: param(params, "ecrRepositoryPrefix")?,
+        },
+        "DeletePullThroughCacheRule" => RegistryCall::DeletePullThroughCacheRule {
+            ecr_repository_prefix: param(params, "ecrRepositoryPrefix")?,
+        },
+        "CreateRepositoryCreationTemplate" => RegistryCall::CreateRepositoryCreationTemplate {
+            prefix: param(params, "prefix")?,
+        },
+        "UpdateRepositoryCreationTemplate" => RegistryCall::UpdateRepositoryCreationTemplate {
+            prefix: param(params, "prefix")?,
+        },
+        "DeleteRepositoryCreationTemplate" => RegistryCall::DeleteRepositoryCreationTemplate {
+            prefix: param(params, "prefix")?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// The repository calls that change posture (other than `PutImage`); `None` for the rest.
+fn repository_call(
+    name: &str,
+    params: Option<&Value>,
+) -> Result<Option<RepositoryCall>, ParseError> {
+    Ok(Some(match name {
         "CreateRepository" => RepositoryCall::CreateRepository,
         "DeleteRepository" => RepositoryCall::DeleteRepository,
         "PutImageTagMutability" => RepositoryCall::PutImageTagMutability {
-            image_tag_mutability: params
-                .map(|p| opt_str(p, "imageTagMutability"))
-                .transpose()?
-                .flatten()
-                .map(str::to_owned),
+            image_tag_mutability: param(params, "imageTagMutability")?,
         },
         "PutLifecyclePolicy" => RepositoryCall::PutLifecyclePolicy,
         "DeleteLifecyclePolicy" => RepositoryCall::DeleteLifecyclePolicy,
@@ -294,14 +300,8 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
         },
         "SetRepositoryPolicy" => RepositoryCall::SetRepositoryPolicy,
         "DeleteRepositoryPolicy" => RepositoryCall::DeleteRepositoryPolicy,
-        "PutImage" => return put_image(detail, repository, params),
-        other => {
-            return Ok(Change::Ignored {
-                reason: format!("CloudTrail ECR call {other} is not evaluated by this version"),
-            });
-        }
-    };
-    Ok(Change::RepositoryChanged { repository, call })
+        _ => return Ok(None),
+    }))
 }
 
 fn put_image(

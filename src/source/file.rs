@@ -70,60 +70,28 @@ pub async fn ingest<R: AsyncRead + Unpin>(
     };
     let mut reader = BufReader::new(reader);
     let mut counts = IngestCounts::default();
-
-    // Peek at the first non-blank line to tell JSON Lines from one whole document.
-    let mut first = Vec::new();
-    loop {
-        first.clear();
-        if reader
-            .read_until(b'\n', &mut first)
-            .await
-            .map_err(read_error)?
-            == 0
-        {
-            return Ok(counts);
-        }
-        if !first.iter().all(u8::is_ascii_whitespace) {
-            break;
-        }
-    }
+    let Some(first) = first_non_blank_line(&mut reader)
+        .await
+        .map_err(read_error)?
+    else {
+        return Ok(counts);
+    };
+    // The first non-blank line tells JSON Lines (an event per line) from one whole document.
     let first_line_is_event = serde_json::from_slice::<Value>(&first)
         .is_ok_and(|v| v.is_object() && v.get("Records").is_none());
-
     if first_line_is_event {
-        let mut batch = vec![message(name, 1, first, InputFormat::Envelope)];
-        let mut line_number = 1;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(read_error)?
-                == 0
-            {
-                break;
-            }
-            line_number += 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            batch.push(message(
-                name,
-                line_number,
-                line.clone(),
-                InputFormat::Envelope,
-            ));
-            if batch.len() >= INGEST_BATCH {
-                run_batch(pipeline, std::mem::take(&mut batch), &mut counts).await;
-                on_progress(&counts);
-            }
-        }
-        run_batch(pipeline, batch, &mut counts).await;
-        on_progress(&counts);
+        ingest_lines(
+            pipeline,
+            &mut reader,
+            name,
+            first,
+            &mut counts,
+            &mut on_progress,
+        )
+        .await
+        .map_err(read_error)?;
         return Ok(counts);
     }
-
     let mut document = first;
     reader
         .read_to_end(&mut document)
@@ -135,6 +103,59 @@ pub async fn ingest<R: AsyncRead + Unpin>(
         on_progress(&counts);
     }
     Ok(counts)
+}
+
+/// The first line that is not blank, or `None` at the end of the input.
+async fn first_non_blank_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(None);
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// JSON Lines: `first` is line 1; every later non-blank line is one envelope, run in batches.
+async fn ingest_lines<R: AsyncRead + Unpin>(
+    pipeline: &Pipeline,
+    reader: &mut BufReader<R>,
+    name: &str,
+    first: Vec<u8>,
+    counts: &mut IngestCounts,
+    on_progress: &mut impl FnMut(&IngestCounts),
+) -> std::io::Result<()> {
+    let mut batch = vec![message(name, 1, first, InputFormat::Envelope)];
+    let mut line_number = 1;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            break;
+        }
+        line_number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        batch.push(message(
+            name,
+            line_number,
+            line.clone(),
+            InputFormat::Envelope,
+        ));
+        if batch.len() >= INGEST_BATCH {
+            run_batch(pipeline, std::mem::take(&mut batch), counts).await;
+            on_progress(counts);
+        }
+    }
+    run_batch(pipeline, batch, counts).await;
+    on_progress(counts);
+    Ok(())
 }
 
 fn message(name: &str, index: usize, body: Vec<u8>, format: InputFormat) -> InboundMessage {

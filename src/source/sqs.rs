@@ -146,17 +146,10 @@ impl SqsConsumer {
                         drop(permit);
                     });
                 }
-                Err(AwsErrorClass::Service { code, message })
-                    if code.contains("NonExistentQueue")
-                        || code.contains("AccessDenied")
-                        || code == "QueueDoesNotExist" =>
-                {
-                    break Err(SourceError::QueueUnusable {
-                        queue_url: this.settings.queue_url.clone(),
-                        reason: format!("{code}: {message}"),
-                    });
-                }
                 Err(err) => {
+                    if let Some(unusable) = this.unusable_queue(&err) {
+                        break Err(unusable);
+                    }
                     consecutive_failures = consecutive_failures.saturating_add(1);
                     let delay = backoff(
                         Duration::from_millis(500),
@@ -171,20 +164,38 @@ impl SqsConsumer {
                 }
             }
         };
+        this.drain(tracker).await;
+        result
+    }
 
+    /// A receive error that retrying cannot fix: the queue is gone or access is denied.
+    fn unusable_queue(&self, err: &AwsErrorClass) -> Option<SourceError> {
+        let AwsErrorClass::Service { code, message } = err else {
+            return None;
+        };
+        let unusable = code.contains("NonExistentQueue")
+            || code.contains("AccessDenied")
+            || code == "QueueDoesNotExist";
+        unusable.then(|| SourceError::QueueUnusable {
+            queue_url: self.settings.queue_url.clone(),
+            reason: format!("{code}: {message}"),
+        })
+    }
+
+    /// Lets in-flight batches finish within the shutdown grace.
+    async fn drain(&self, tracker: TaskTracker) {
         tracker.close();
-        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait())
+        if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
             .await
             .is_err()
         {
             warn!(
-                grace = ?this.settings.shutdown_grace,
+                grace = ?self.settings.shutdown_grace,
                 "in-flight batches did not finish within the grace period; their messages were not deleted and will be redelivered"
             );
         } else {
             info!("consumer stopped; no work in flight");
         }
-        result
     }
 
     /// Pings the database with backoff until it answers.
@@ -236,31 +247,7 @@ impl SqsConsumer {
     async fn handle_batch(&self, messages: Vec<Message>) {
         let span = info_span!("batch", messages = messages.len());
         async {
-            let mut inbound = Vec::with_capacity(messages.len());
-            let mut handles = Vec::with_capacity(messages.len());
-            for message in messages {
-                let Some(receipt_handle) = message.receipt_handle().map(str::to_owned) else {
-                    // Without a handle the message can be neither deleted nor extended; SQS
-                    // will deliver it again.
-                    continue;
-                };
-                let receive_count = message
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1);
-                inbound.push(InboundMessage {
-                    source: "sqs",
-                    message_id: message.message_id().map(str::to_owned),
-                    body: message.body.unwrap_or_default().into_bytes(),
-                    format: InputFormat::Envelope,
-                });
-                handles.push(Received {
-                    receipt_handle,
-                    receive_count,
-                });
-            }
-
+            let (inbound, handles) = inbound_messages(messages);
             let heartbeat = CancellationToken::new();
             let extender = tokio::spawn(extend_visibility(
                 self.client.clone(),
@@ -272,34 +259,39 @@ impl SqsConsumer {
             let fates = self.pipeline.process_batch(&inbound).await;
             heartbeat.cancel();
             let _ = extender.await;
-
-            if fates
-                .iter()
-                .any(|f| matches!(f, MessageFate::Retry { code, .. } if *code == "db_unavailable"))
-            {
-                self.database_down
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            let mut to_delete = Vec::new();
-            let mut to_delay = Vec::new();
-            for (handle, fate) in handles.iter().zip(&fates) {
-                match fate {
-                    MessageFate::Done(_) => to_delete.push(handle.receipt_handle.clone()),
-                    MessageFate::Retry { .. } | MessageFate::DeadLetter { .. } => to_delay.push((
-                        handle.receipt_handle.clone(),
-                        backoff(
-                            self.settings.retry_base,
-                            self.settings.retry_max,
-                            handle.receive_count,
-                        ),
-                    )),
-                }
-            }
-            self.delete(to_delete).await;
-            self.delay(to_delay).await;
+            self.settle(&handles, &fates).await;
         }
         .instrument(span)
         .await;
+    }
+
+    /// Deletes what is done and gives the rest back with backoff; a database outage pauses
+    /// receiving.
+    async fn settle(&self, handles: &[Received], fates: &[MessageFate]) {
+        if fates
+            .iter()
+            .any(|f| matches!(f, MessageFate::Retry { code, .. } if *code == "db_unavailable"))
+        {
+            self.database_down
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut to_delete = Vec::new();
+        let mut to_delay = Vec::new();
+        for (handle, fate) in handles.iter().zip(fates) {
+            match fate {
+                MessageFate::Done(_) => to_delete.push(handle.receipt_handle.clone()),
+                MessageFate::Retry { .. } | MessageFate::DeadLetter { .. } => to_delay.push((
+                    handle.receipt_handle.clone(),
+                    backoff(
+                        self.settings.retry_base,
+                        self.settings.retry_max,
+                        handle.receive_count,
+                    ),
+                )),
+            }
+        }
+        self.delete(to_delete).await;
+        self.delay(to_delay).await;
     }
 
     async fn delete(&self, receipt_handles: Vec<String>) {
@@ -370,6 +362,35 @@ pub async fn delete_messages(
             total
         }
     }
+}
+
+/// The pipeline's view of each received message, and what is needed to delete or delay it.
+/// A message without a receipt handle can be neither deleted nor extended: SQS delivers it
+/// again, so it is left out.
+fn inbound_messages(messages: Vec<Message>) -> (Vec<InboundMessage>, Vec<Received>) {
+    let mut inbound = Vec::with_capacity(messages.len());
+    let mut handles = Vec::with_capacity(messages.len());
+    for message in messages {
+        let Some(receipt_handle) = message.receipt_handle().map(str::to_owned) else {
+            continue;
+        };
+        let receive_count = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        inbound.push(InboundMessage {
+            source: "sqs",
+            message_id: message.message_id().map(str::to_owned),
+            body: message.body.unwrap_or_default().into_bytes(),
+            format: InputFormat::Envelope,
+        });
+        handles.push(Received {
+            receipt_handle,
+            receive_count,
+        });
+    }
+    (inbound, handles)
 }
 
 /// Renews the visibility of a batch's messages every third of the timeout until cancelled.
