@@ -502,16 +502,22 @@ async fn enhanced_scanning_is_read_through_inspector_events() {
         Some("ACTIVE"),
         "continuous enhanced scanning reports ACTIVE"
     );
-    let inspector_events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM evidence WHERE kind = 'scan_completed' AND detail->'change'->>'source' = 'enhanced'",
+    // The push's own read may already see the finished scan, so the Inspector event can be
+    // processed after SCANNED shows: wait for its evidence rather than expect it at once.
+    app.eventually(
+        "the Inspector2 Scan event (repository named by ARN) was processed",
+        WAIT,
+        || async {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM evidence WHERE kind = 'scan_completed' AND detail->'change'->>'source' = 'enhanced'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+            (count >= 1).then_some(())
+        },
     )
-    .fetch_one(&app.pool)
-    .await
-    .expect("count");
-    assert!(
-        inspector_events >= 1,
-        "the Inspector2 Scan event (repository named by ARN) was processed"
-    );
+    .await;
     let posture = app.store.posture(Some(&repository)).await.expect("posture");
     assert_eq!(
         posture[0].controls["ECR.1"].status, "PASS",
