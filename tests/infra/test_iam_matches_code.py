@@ -113,12 +113,24 @@ def without_comments_and_tests(source: str) -> str:
     calls go to the emulator in unit tests, not to AWS under the task role)."""
     source = re.sub(r"//[^\n]*", "", source)
     while (marker := source.find("#[cfg(test)]")) >= 0:
-        start = source.find("{", marker)
-        end = matching_brace(source, start) if start >= 0 else -1
-        if end < 0:
-            return source[:marker]
+        # The item ends at its first `;` (`mod tests;`, `use …;`) or with the block its
+        # first `{` opens (`mod tests { … }`, `fn …() { … }`).
+        semicolon, brace = source.find(";", marker), source.find("{", marker)
+        if brace < 0 or 0 <= semicolon < brace:
+            end = semicolon if semicolon >= 0 else len(source) - 1
+        else:
+            end = matching_brace(source, brace)
+            if end < 0:
+                return source[:marker]
         source = source[:marker] + source[end + 1:]
     return source
+
+
+def files_of_test_modules(path: Path, source: str) -> set[Path]:
+    """The files of the modules a file declares as `#[cfg(test)] mod NAME;`."""
+    names = re.findall(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", source)
+    own_dir = path.parent if path.name in ("mod.rs", "lib.rs", "main.rs") else path.with_suffix("")
+    return {candidate for name in names for candidate in (own_dir / f"{name}.rs", own_dir / name / "mod.rs")}
 
 
 def matching_brace(text: str, start: int) -> int:
@@ -148,9 +160,13 @@ def called_operations() -> list[Call]:
         for method, operation in crate_operations(crate, version).items():
             by_method.setdefault(method, []).append((crate, operation))
 
+    sources = {path: path.read_text() for path in sorted(SRC.rglob("*.rs"))}
+    test_files = {f for path, source in sources.items() for f in files_of_test_modules(path, source)}
     calls = []
-    for path in sorted(SRC.rglob("*.rs")):
-        code = without_comments_and_tests(path.read_text())
+    for path, source in sources.items():
+        if path in test_files:
+            continue
+        code = without_comments_and_tests(source)
         mentioned = set(CRATE_MENTION.findall(code))
         for method in set(FLUENT_CALL.findall(code)):
             candidates = by_method.get(method, [])
@@ -189,6 +205,17 @@ def role_actions(template: dict[str, Any], role: str) -> set[str]:
 CALLS = called_operations()
 CENTRAL = load_template("central.yaml")
 SPOKE = load_template("spoke.yaml")
+
+
+def test_test_code_is_left_out() -> None:
+    code = without_comments_and_tests(
+        "fn live() { c.get_queue_url(); }\n#[cfg(test)]\nmod tests;\n// c.list_images()\n"
+        "#[cfg(test)]\nmod unit { fn t() { c.describe_images(); } }\nfn after() { c.receive_message(); }\n"
+    )
+    assert ".get_queue_url()" in code and ".receive_message()" in code
+    assert ".describe_images()" not in code and ".list_images()" not in code
+    declared = files_of_test_modules(SRC / "parse" / "mod.rs", "#[cfg(test)]\nmod tests;")
+    assert SRC / "parse" / "tests.rs" in declared
 
 
 def test_the_scan_finds_the_calls_the_worker_is_known_to_make() -> None:
