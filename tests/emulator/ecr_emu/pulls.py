@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.exceptions import ServiceException
 from moto.ecr.models import ECRBackend, Image, Repository, ecr_backends
 
 from . import ecr, events, images, manifests
@@ -130,6 +131,8 @@ def _pull_route(method: str, body: dict[str, Any], query: dict[str, str]) -> Res
             return 200, pull(body)
         except LookupError as missing:
             return 404, {"error": str(missing)}
+        except ServiceException as refused:  # e.g. the cached tag is immutable and held by another image
+            return 409, {"error": f"{refused.code}: {refused.message}"}
 
 
 ROUTES = {"/_emulator/pull": ({"POST"}, _pull_route)}
