@@ -223,3 +223,32 @@ def test_scan_resource_change_names_the_changed_repositories(ecr, event_queue):
         {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "prod-*", "filterType": "WILDCARD"}]}])
     [event] = of_type(event_queue(), "ECR Scan Resource Change")
     assert {r["repository-name"] for r in event["detail"]["repositories"]} == {"prod-api", "prod-web"}
+
+
+# ------------------------------------------------------------------ repositories ECR creates by itself
+def test_pull_through_repository_takes_its_creation_template(ecr, control):
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="quay", upstreamRegistryUrl="quay.io")
+    policy = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan",
+                                                                     "countNumber": 1}, "action": {"type": "expire"}}]})
+    ecr.create_repository_creation_template(prefix="ROOT", appliedFor=["PULL_THROUGH_CACHE"], imageTagMutability="MUTABLE")
+    ecr.create_repository_creation_template(
+        prefix="quay", appliedFor=["PULL_THROUGH_CACHE"], imageTagMutability="IMMUTABLE", lifecyclePolicy=policy,
+        resourceTags=[{"Key": "origin", "Value": "cache"}])
+    ecr.create_repository_creation_template(prefix="quay/coreos", appliedFor=["REPLICATION"], imageTagMutability="MUTABLE")
+    control("POST", "/_emulator/pull", {"repositoryName": "quay/coreos/etcd", "imageTag": "v3.5"})
+
+    [repo] = ecr.describe_repositories(repositoryNames=["quay/coreos/etcd"])["repositories"]
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert ecr.get_lifecycle_policy(repositoryName="quay/coreos/etcd")["lifecyclePolicyText"] == policy
+    assert ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"] == [{"Key": "origin", "Value": "cache"}]
+
+
+def test_replicated_repository_takes_the_destination_template(ecr, endpoint):
+    eu = in_region(endpoint, "ecr", "eu-west-1")
+    eu.create_repository_creation_template(prefix="ROOT", appliedFor=["REPLICATION"], imageTagMutability="IMMUTABLE")
+    ecr.put_replication_configuration(replicationConfiguration={"rules": [{
+        "destinations": [{"region": "eu-west-1", "registryId": ACCOUNT}]}]})
+    ecr.create_repository(repositoryName="svc")
+    ecr.put_image(repositoryName="svc", imageManifest=oci_manifest("svc"), imageTag="v1")
+    assert eu.describe_repositories(repositoryNames=["svc"])["repositories"][0]["imageTagMutability"] == "IMMUTABLE"
+    assert ecr.describe_repositories(repositoryNames=["svc"])["repositories"][0]["imageTagMutability"] == "MUTABLE"

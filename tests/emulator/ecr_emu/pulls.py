@@ -19,7 +19,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.ecr.models import ECRBackend, Image, Repository, ecr_backends
 
-from . import ecr, events, images, manifests
+from . import creation, ecr, events, images, manifests
 from .control import BadRequest, Response
 from .state import DEFAULT_REGION, LOCK, STORE
 
@@ -86,7 +86,7 @@ def _emit_cache_action(backend: ECRBackend, rule: dict[str, Any], repo: Reposito
 def _pull_through(backend: ECRBackend, rule: dict[str, Any], name: str, tag: str) -> Image:
     repo = backend.repositories.get(name)
     if repo is None:
-        repo = backend.create_repository(name, None, {}, None, "MUTABLE", [])
+        repo = creation.create_repository(backend, name, "PULL_THROUGH_CACHE")
     manifest = _upstream_manifest(rule, name, tag)
     image = images.find(repo, manifest.digest)
     if image is None or tag not in image.image_tags:

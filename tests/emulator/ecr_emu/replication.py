@@ -14,7 +14,7 @@ from typing import Any
 
 from moto.ecr.models import ECRBackend, Image, Repository, ecr_backends
 
-from . import events, images, manifests
+from . import creation, events, images, manifests
 from .errors import AwsError
 from .state import LOCK
 
@@ -44,7 +44,7 @@ def _store_replica(target: ECRBackend, name: str, manifest: manifests.Manifest, 
     """Stores the image in the destination; returns the event's `result`."""
     repo = target.repositories.get(name)
     if repo is None:
-        repo = target.create_repository(name, None, {}, None, "MUTABLE", [])
+        repo = creation.create_repository(target, name, "REPLICATION")
     image = images.find(repo, manifest.digest)
     if image is not None and (tag is None or tag in image.image_tags):
         return "SUCCESS"
