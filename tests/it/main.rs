@@ -7,6 +7,8 @@
 mod alerts;
 mod cli;
 mod evidence;
+mod faults;
+mod harness;
 mod helpers;
 mod pipeline;
 mod reconcile;

@@ -1,4 +1,5 @@
-//! Store behaviour against the real Postgres, one database per test (`#[sqlx::test]`).
+//! Store behaviour against the real Postgres, one database per test (`TestDb`: cloned from the
+//! migrated template).
 
 use std::collections::BTreeMap;
 
@@ -65,8 +66,10 @@ async fn ecr2(store: &Store) -> String {
         .clone()
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn the_same_event_twice_is_applied_once(pool: PgPool) {
+#[tokio::test]
+async fn the_same_event_twice_is_applied_once() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let first = store
         .commit_batch(&[plan("e1", facts("IMMUTABLE", 0))])
@@ -87,8 +90,10 @@ async fn the_same_event_twice_is_applied_once(pool: PgPool) {
     assert_eq!(ecr2(&store).await, "PASS", "a duplicate changes nothing");
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn older_facts_never_overwrite_newer_ones(pool: PgPool) {
+#[tokio::test]
+async fn older_facts_never_overwrite_newer_ones() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool);
     store
         .commit_batch(&[plan("newer", facts("MUTABLE", 10))])
@@ -101,8 +106,10 @@ async fn older_facts_never_overwrite_newer_ones(pool: PgPool) {
     assert_eq!(ecr2(&store).await, "FAIL");
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
+#[tokio::test]
+async fn transitions_are_evidence_and_the_chain_verifies() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     store
         .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
@@ -146,8 +153,10 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     ));
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn evidence_rejects_update_and_delete(pool: PgPool) {
+#[tokio::test]
+async fn evidence_rejects_update_and_delete() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     store
         .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
@@ -161,8 +170,10 @@ async fn evidence_rejects_update_and_delete(pool: PgPool) {
     assert!(delete.is_err_and(|e| e.to_string().contains("append-only")));
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn a_poison_body_is_stored_once(pool: PgPool) {
+#[tokio::test]
+async fn a_poison_body_is_stored_once() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let rejected = || {
         Plan::Rejected(RejectedMessage {
@@ -189,8 +200,10 @@ async fn a_poison_body_is_stored_once(pool: PgPool) {
     assert_eq!(count, 1);
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn concurrent_writers_produce_one_valid_chain(pool: PgPool) {
+#[tokio::test]
+async fn concurrent_writers_produce_one_valid_chain() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let mut tasks = Vec::new();
     for writer in 0..6 {
