@@ -22,8 +22,8 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{TestDb, TestQueue, TestRule, next_count, unique_suffix};
 pub use crate::harness::aws::queue_arn;
+use crate::harness::{TestDb, TestQueue, TestRule, next_count, unique_suffix};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
@@ -77,8 +77,7 @@ impl TestApp {
         let base = load_sdk_config().await;
         let account = format!(
             "4{:011}",
-            u64::from(next_count())
-                + u64::from(std::process::id()) * 1000
+            u64::from(next_count()) + u64::from(std::process::id()) * 1000
         );
         let credentials = aws_sdk_sts::Client::new(&base)
             .assume_role()
@@ -444,7 +443,12 @@ impl TestApp {
 
 /// An EventBridge rule sending what `pattern` matches to the queue `queue_arn`, in the account
 /// of `sdk`; deleted when the returned rule is dropped.
-pub async fn route_to_queue(sdk: &SdkConfig, rule: &str, pattern: &Value, queue_arn: &str) -> TestRule {
+pub async fn route_to_queue(
+    sdk: &SdkConfig,
+    rule: &str,
+    pattern: &Value,
+    queue_arn: &str,
+) -> TestRule {
     TestRule::to_queue(sdk, rule, pattern, queue_arn).await
 }
 

@@ -20,7 +20,8 @@ impl TestQueue {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), None).await;
         let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string()});
+        let redrive =
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string()});
         let url = create_queue(&sqs, name, Some(redrive)).await;
         let arn = queue_arn(&sqs, &url).await;
         Self {

@@ -43,10 +43,12 @@ impl TestDb {
             .get_or_init(|| ensure_template(admin.clone()))
             .await;
         let mut connection = admin.connect().await.expect("connect to the test Postgres");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
-            .execute(&mut connection)
-            .await
-            .unwrap_or_else(|e| panic!("clone {template} into {name}: {e}"));
+        sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("clone {template} into {name}: {e}"));
         let _ = connection.close().await;
         let options = admin.clone().database(name);
         let url = options.to_url_lossy().to_string();
@@ -101,7 +103,11 @@ pub fn template_name(migrations: &Path) -> String {
     files.sort();
     let mut hash = sha2::Sha256::new();
     for file in files {
-        hash.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        hash.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         hash.update([0]);
         hash.update(std::fs::read(&file).expect("read a migration"));
         hash.update([0]);

@@ -53,3 +53,5 @@ where
         Err(_) => eprintln!("test cleanup of {what} panicked"),
     }
 }
+
+mod tests;
