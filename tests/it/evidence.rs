@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ecr_audit::domain::{
-    AccountId, Actor, ControlId, Digest, Region, RepositoryKey, RepositoryName, SignatureStatus,
-    Verdict,
-};
+use ecr_audit::domain::{Actor, ControlId, Digest, RepositoryKey, SignatureStatus, Verdict};
 use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
@@ -26,15 +23,8 @@ use ecr_audit::store::{
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
-
 fn key(repository: &str) -> RepositoryKey {
-    RepositoryKey {
-        account: AccountId::parse(ACCOUNT).expect("account"),
-        region: Region::parse(REGION).expect("region"),
-        name: RepositoryName::parse(repository).expect("name"),
-    }
+    crate::fixtures::repository_key(repository)
 }
 
 fn digest(n: u32) -> Digest {
@@ -42,27 +32,15 @@ fn digest(n: u32) -> Digest {
 }
 
 fn repository_facts(repository: &str, mode: &str) -> RepositoryFacts {
-    crate::helpers::repository_facts_at(&key(repository), mode, 0)
+    crate::fixtures::repository_facts_at(&key(repository), mode, 0)
 }
 
 fn registry_facts() -> RegistryFacts {
-    crate::helpers::plain_registry_facts()
+    crate::fixtures::plain_registry_facts()
 }
 
 fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {
-    AuditEvent {
-        id: id.to_owned(),
-        time: Utc::now(),
-        account: key("ab").account,
-        region: key("ab").region,
-        detail_type: "AWS API Call via CloudTrail".into(),
-        actor: actor.map(|arn| Actor {
-            arn: arn.to_owned(),
-            identity_type: Some("AssumedRole".into()),
-            issuer_arn: None,
-        }),
-        change,
-    }
+    crate::fixtures::audit_event(id, change, actor)
 }
 
 /// A repository setting change and the re-read that evaluates its controls.

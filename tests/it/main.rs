@@ -8,6 +8,7 @@ mod alerts;
 mod cli;
 mod evidence;
 mod faults;
+mod fixtures;
 mod harness;
 mod helpers;
 mod pipeline;

@@ -1,63 +1,22 @@
 //! Store behaviour against the real Postgres, one database per test (`TestDb`: cloned from the
 //! migrated template).
 
-use std::collections::BTreeMap;
-
-use chrono::Utc;
-use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
-use ecr_audit::enrich::{RegistryFacts, RepositoryFacts};
-use ecr_audit::evaluate::{ControlPolicy, repository_controls};
-use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
+use ecr_audit::domain::RepositoryKey;
+use ecr_audit::enrich::RepositoryFacts;
 use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{Committed, EventPlan, Plan, RejectedMessage, RepositoryWrite, Store};
+use ecr_audit::store::{Committed, Plan, RejectedMessage, Store};
 use sqlx::PgPool;
 
 fn key() -> RepositoryKey {
-    RepositoryKey {
-        account: AccountId::parse("123456789012").expect("account"),
-        region: Region::parse("us-east-1").expect("region"),
-        name: RepositoryName::parse("team/app").expect("name"),
-    }
+    crate::fixtures::repository_key("team/app")
 }
 
 fn facts(mode: &str, observed_offset_secs: i64) -> RepositoryFacts {
-    crate::helpers::repository_facts_at(&key(), mode, observed_offset_secs)
-}
-
-fn registry_facts() -> RegistryFacts {
-    crate::helpers::plain_registry_facts()
+    crate::fixtures::repository_facts_at(&key(), mode, observed_offset_secs)
 }
 
 fn plan(id: &str, facts: RepositoryFacts) -> Plan {
-    let controls: Option<BTreeMap<ControlId, Verdict>> =
-        repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
-    Plan::Event(Box::new(EventPlan {
-        event: AuditEvent {
-            id: id.to_owned(),
-            time: Utc::now(),
-            account: key().account,
-            region: key().region,
-            detail_type: "AWS API Call via CloudTrail".into(),
-            actor: None,
-            change: Change::RepositoryChanged {
-                repository: key().name,
-                call: RepositoryCall::PutImageTagMutability {
-                    image_tag_mutability: None,
-                },
-            },
-        },
-        ignored: false,
-        repositories: vec![RepositoryWrite {
-            key: key(),
-            facts,
-            scanning: None,
-            controls,
-            only_if_new: false,
-        }],
-        image: None,
-        signatures: vec![],
-        scans: vec![],
-    }))
+    crate::fixtures::tag_mutability_plan(id, &key(), None, None, facts)
 }
 
 async fn ecr2(store: &Store) -> String {
