@@ -2,7 +2,7 @@
 //! and in every export format (detected and located), retention behind checkpoints, `--at`,
 //! and the OCSF export validated against the pinned OCSF 1.3.0 class definition.
 //!
-//! Against the real Postgres (`#[sqlx::test]`: a database per test, migrations applied) and
+//! Against the real Postgres (`TestDb`: a database per test, cloned from the migrated template) and
 //! the real binary for the command line.
 
 use std::collections::{BTreeMap, HashSet};
@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ecr_audit::domain::{
-    AccountId, Actor, ControlId, Digest, Region, RepositoryKey, RepositoryName, SignatureStatus,
-    Verdict,
-};
+use ecr_audit::domain::{Actor, ControlId, Digest, RepositoryKey, SignatureStatus, Verdict};
 use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
@@ -26,15 +23,8 @@ use ecr_audit::store::{
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
-
 fn key(repository: &str) -> RepositoryKey {
-    RepositoryKey {
-        account: AccountId::parse(ACCOUNT).expect("account"),
-        region: Region::parse(REGION).expect("region"),
-        name: RepositoryName::parse(repository).expect("name"),
-    }
+    crate::fixtures::repository_key(repository)
 }
 
 fn digest(n: u32) -> Digest {
@@ -42,27 +32,15 @@ fn digest(n: u32) -> Digest {
 }
 
 fn repository_facts(repository: &str, mode: &str) -> RepositoryFacts {
-    crate::helpers::repository_facts_at(&key(repository), mode, 0)
+    crate::fixtures::repository_facts_at(&key(repository), mode, 0)
 }
 
 fn registry_facts() -> RegistryFacts {
-    crate::helpers::plain_registry_facts()
+    crate::fixtures::plain_registry_facts()
 }
 
 fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {
-    AuditEvent {
-        id: id.to_owned(),
-        time: Utc::now(),
-        account: key("ab").account,
-        region: key("ab").region,
-        detail_type: "AWS API Call via CloudTrail".into(),
-        actor: actor.map(|arn| Actor {
-            arn: arn.to_owned(),
-            identity_type: Some("AssumedRole".into()),
-            issuer_arn: None,
-        }),
-        change,
-    }
+    crate::fixtures::audit_event(id, change, actor)
 }
 
 /// A repository setting change and the re-read that evaluates its controls.
@@ -345,8 +323,10 @@ async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> b
 // ---------------------------------------------------------------------------------------------
 // The chain under concurrent writers.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn concurrent_writers_append_one_chain_that_never_forks(pool: PgPool) {
+#[tokio::test]
+async fn concurrent_writers_append_one_chain_that_never_forks() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let writers = 8;
     let batches = 12;
@@ -424,8 +404,10 @@ async fn concurrent_writers_append_one_chain_that_never_forks(pool: PgPool) {
 // ---------------------------------------------------------------------------------------------
 // Tampering in the database.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn tampering_in_the_database_is_detected_and_located(pool: PgPool) {
+#[tokio::test]
+async fn tampering_in_the_database_is_detected_and_located() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let chain = records(&pool).await;
@@ -628,8 +610,10 @@ fn edit_record(format: &str, line: &str, mapped: bool) -> String {
     }
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn tampering_in_every_export_format_is_detected_and_located(pool: PgPool) {
+#[tokio::test]
+async fn tampering_in_every_export_format_is_detected_and_located() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let chain = records(&pool).await;
@@ -731,8 +715,10 @@ async fn tampering_in_every_export_format_is_detected_and_located(pool: PgPool) 
     }
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn a_filtered_export_verifies_and_says_what_it_cannot_prove(pool: PgPool) {
+#[tokio::test]
+async fn a_filtered_export_verifies_and_says_what_it_cannot_prove() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -797,10 +783,10 @@ async fn a_filtered_export_verifies_and_says_what_it_cannot_prove(pool: PgPool) 
 // ---------------------------------------------------------------------------------------------
 // Retention.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies(
-    pool: PgPool,
-) {
+#[tokio::test]
+async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let old = records(&pool).await;
@@ -936,8 +922,10 @@ fn sha256_file(path: &Path) -> String {
 // ---------------------------------------------------------------------------------------------
 // "As of time T".
 
-#[sqlx::test(migrations = "./migrations")]
-async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence(pool: PgPool) {
+#[tokio::test]
+async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     commit(&store, vec![repository_plan("a1", "team/app", "IMMUTABLE")]).await;
     commit(&store, vec![push_plan("a2", "team/app", 1, "v1")]).await;
@@ -1037,8 +1025,10 @@ async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence(pool: PgP
 // ---------------------------------------------------------------------------------------------
 // OCSF against the pinned class definition.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_class(pool: PgPool) {
+#[tokio::test]
+async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_class() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,6 +7,9 @@
 mod alerts;
 mod cli;
 mod evidence;
+mod faults;
+mod fixtures;
+mod harness;
 mod helpers;
 mod pipeline;
 mod reconcile;
