@@ -1098,3 +1098,109 @@ async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_cla
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fixture of a chain written by the code before typed evidence (issue 13).
+
+/// Writes `tests/fixtures/evidence-v1.sql`: every evidence kind the writer produced before
+/// typed evidence, after a retention archive (so a checkpoint heads the retained chain).
+/// Run by hand, against that code, with
+/// `EVIDENCE_FIXTURE_OUT=tests/fixtures/evidence-v1.sql cargo nextest run --run-ignored only -E 'test(write_the_evidence_v1_fixture)'`.
+#[sqlx::test(migrations = "./migrations")]
+#[ignore = "regenerates a committed fixture; run by hand"]
+async fn write_the_evidence_v1_fixture(pool: PgPool) {
+    let Ok(out) = std::env::var("EVIDENCE_FIXTURE_OUT") else {
+        return;
+    };
+    let store = Store::from_pool(pool.clone()).with_alerts(true);
+    history(&store).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut_off = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    commit(
+        &store,
+        vec![repository_plan("v1-1", "team/app", "IMMUTABLE")],
+    )
+    .await;
+    commit(&store, vec![push_plan("v1-2", "team/app", 9, "v9")]).await;
+    commit(
+        &store,
+        vec![signature_plan(
+            "v1-3",
+            "team/app",
+            9,
+            SignatureStatus::Unsigned,
+        )],
+    )
+    .await;
+    commit(&store, vec![delete_plan("v1-4", "team/web", 2)]).await;
+    commit(&store, vec![repository_plan("v1-5", "team/app", "MUTABLE")]).await;
+    let mut ignored = repository_plan("v1-6", "team/web", "IMMUTABLE");
+    if let Plan::Event(plan) = &mut ignored {
+        plan.ignored = true;
+        plan.repositories.clear();
+        plan.event.change = Change::Ignored {
+            reason: "not an ECR change".into(),
+        };
+    }
+    commit(&store, vec![ignored]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = ecr_audit(&pool)
+        .args([
+            "evidence",
+            "archive",
+            "--before",
+            &cut_off.to_rfc3339(),
+            "--output",
+        ])
+        .arg(dir.path().join("archive.jsonl"))
+        .output()
+        .expect("run archive");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    commit(
+        &store,
+        vec![repository_plan("v1-7", "team/app", "IMMUTABLE")],
+    )
+    .await;
+
+    let dump = std::process::Command::new("pg_dump")
+        .args([
+            "--data-only",
+            "--inserts",
+            "--table=evidence",
+            "--table=alert_outbox",
+        ])
+        .arg(database_url(&pool).split('?').next().unwrap_or_default())
+        .output()
+        .expect("pg_dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let (seq, hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1")
+            .fetch_one(&pool)
+            .await
+            .expect("head");
+    let mut text = String::from(
+        "-- Evidence written by ecr-audit before typed evidence (issue 13), after a retention\n\
+         -- archive: rows of `evidence` and `alert_outbox` from pg_dump --data-only --inserts,\n\
+         -- and the chain head. Regenerate only with the code that wrote it (see\n\
+         -- tests/it/evidence.rs, write_the_evidence_v1_fixture).\n",
+    );
+    for line in String::from_utf8_lossy(&dump.stdout).lines() {
+        if line.starts_with("INSERT INTO") {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!(
+        "UPDATE public.evidence_chain_head SET seq = {seq}, hash = '{hash}' WHERE id = 1;\n"
+    ));
+    std::fs::write(out, text).expect("write fixture");
+}
