@@ -57,8 +57,8 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             let pipeline = match &args.alert_bus {
                 Some(bus) => {
                     let store = pipeline.store().clone().with_alerts(true);
-                    background.alerts = Some(crate::export::alerts::AlertPublisher::new(
-                        store.clone(),
+                    background.alerts = Some(crate::alerts::AlertPublisher::new(
+                        store.pool().clone(),
                         aws_sdk_eventbridge::Client::new(&sdk),
                         bus.clone(),
                         Arc::clone(&metrics),
@@ -390,10 +390,10 @@ mod evidence_cli {
 
     use super::{connect, exit};
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
+    use crate::evidence::chain::EvidenceFilter;
     use crate::export::evidence::verify::{FileReport, Start, verify_file};
     use crate::export::evidence::{ChainPoint, Manifest, Scope, write_export};
     use crate::store::Store;
-    use crate::store::evidence::EvidenceFilter;
     use crate::store::retention::Checkpoint;
     use crate::store::views::ChainReport;
 

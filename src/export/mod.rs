@@ -1,6 +1,5 @@
 //! Outputs: Prometheus metrics, the HTTP endpoints, the CLI views, and evidence files.
 
-pub mod alerts;
 pub mod evidence;
 pub mod http;
 pub mod metrics;

@@ -9,8 +9,8 @@
 use futures::TryStreamExt;
 use sqlx::{Postgres, Transaction};
 
-use super::evidence::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceFilter, EvidenceRow};
 use super::{Store, StoreError};
+use crate::evidence::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceFilter, EvidenceRow};
 
 /// Why streaming stopped: the database, or the consumer of the records.
 #[derive(Debug, thiserror::Error)]

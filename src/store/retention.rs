@@ -8,10 +8,11 @@
 //! that the newest checkpoint covers, and `UPDATE`/`TRUNCATE` stay forbidden.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::json;
 
-use super::evidence::{CHECKPOINT_KIND, ChainedRecord, truncate_to_micros};
 use super::{Store, StoreError, write};
+use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
+use crate::evidence::detail::{ArchivedRange, ChainPoint, CheckpointDetail, to_detail_value};
+use crate::evidence::kind::EvidenceKind;
 
 /// Why retention refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,34 +111,7 @@ impl Store {
                 last_seq: prefix.last_seq,
             });
         }
-        let now = truncate_to_micros(Utc::now());
-        let record = ChainedRecord {
-            seq: 0,
-            recorded_at: now,
-            event_id: format!("checkpoint/{}/{}", prefix.last_seq, checkpoint.last_hash),
-            event_time: now,
-            kind: CHECKPOINT_KIND.to_owned(),
-            outcome: "processed".to_owned(),
-            account: None,
-            region: None,
-            repository: None,
-            digest: None,
-            tag: None,
-            actor: None,
-            detail: json!({
-                "continues_from": {"seq": prefix.last_seq, "hash": checkpoint.last_hash},
-                "archived": {
-                    "first_seq": prefix.first_seq,
-                    "last_seq": prefix.last_seq,
-                    "count": prefix.last_seq - prefix.first_seq + 1,
-                    "before": checkpoint.before.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    "file": checkpoint.archive_name,
-                    "format": checkpoint.archive_format,
-                    "sha256": checkpoint.archive_sha256,
-                },
-            }),
-            prev_hash: String::new(),
-        };
+        let record = checkpoint_record(checkpoint);
         write::append_records(&mut tx, vec![record]).await?;
         let checkpoint_seq: i64 = sqlx::query_scalar("SELECT seq FROM evidence_chain_head")
             .fetch_one(&mut *tx)
@@ -151,5 +125,44 @@ impl Store {
             .rows_affected();
         tx.commit().await.map_err(StoreError::from)?;
         Ok((checkpoint_seq, dropped))
+    }
+}
+
+/// The record that stands for an archived prefix on the chain.
+fn checkpoint_record(checkpoint: &Checkpoint) -> ChainedRecord {
+    let prefix = &checkpoint.prefix;
+    let detail = CheckpointDetail {
+        continues_from: ChainPoint {
+            seq: prefix.last_seq,
+            hash: checkpoint.last_hash.clone(),
+        },
+        archived: ArchivedRange {
+            first_seq: prefix.first_seq,
+            last_seq: prefix.last_seq,
+            count: prefix.last_seq - prefix.first_seq + 1,
+            before: checkpoint
+                .before
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            file: checkpoint.archive_name.clone(),
+            format: checkpoint.archive_format.clone(),
+            sha256: checkpoint.archive_sha256.clone(),
+        },
+    };
+    let now = truncate_to_micros(Utc::now());
+    ChainedRecord {
+        seq: 0,
+        recorded_at: now,
+        event_id: format!("checkpoint/{}/{}", prefix.last_seq, checkpoint.last_hash),
+        event_time: now,
+        kind: EvidenceKind::Checkpoint,
+        outcome: "processed".to_owned(),
+        account: None,
+        region: None,
+        repository: None,
+        digest: None,
+        tag: None,
+        actor: None,
+        detail: to_detail_value(&detail),
+        prev_hash: String::new(),
     }
 }

@@ -17,7 +17,7 @@ use std::io::Write;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::evidence::{ChainedRecord, EvidenceFilter, micros};
+use crate::evidence::chain::{ChainedRecord, EvidenceFilter, micros};
 use crate::store::export::{EvidenceSnapshot, StreamError};
 
 /// The version of the manifest's shape.
@@ -206,7 +206,7 @@ pub async fn write_export<W: Write>(
             producer: producer(),
             format,
             ocsf_version: (format == ExportFormat::Ocsf).then(|| ocsf::OCSF_VERSION.to_owned()),
-            exported_at: crate::store::evidence::truncate_to_micros(Utc::now()),
+            exported_at: crate::evidence::chain::truncate_to_micros(Utc::now()),
             scope,
             filters: filter.clone(),
             count: 0,

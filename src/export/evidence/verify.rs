@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::jsonl::{self, ManifestLine};
 use super::ocsf::OcsfLine;
 use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
-use crate::store::evidence::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
+use crate::evidence::chain::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
 
 /// What is wrong at a record (or at the end of the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -624,7 +624,7 @@ mod tests {
 
     use super::super::{EvidenceWriter, csv::CsvWriter, jsonl::JsonlWriter};
     use super::*;
-    use crate::store::evidence::{EvidenceFilter, truncate_to_micros};
+    use crate::evidence::chain::{EvidenceFilter, truncate_to_micros};
 
     fn chain(n: i64, detail_bytes: usize) -> Vec<(ChainedRecord, String)> {
         let mut prev = GENESIS_HASH.to_owned();
