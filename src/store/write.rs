@@ -668,7 +668,7 @@ pub(super) async fn append_records(
         })
         .collect();
     // A checkpoint is never worth a page.
-    Ok(append(&mut **tx, pending).await?.chained.len())
+    Ok(append(tx, pending).await?.chained.len())
 }
 
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
@@ -681,7 +681,7 @@ async fn append_to_chain(
     outcomes: &mut [Committed],
     alerts: bool,
 ) -> Result<Vec<ControlId>, StoreError> {
-    let appended = append(&mut **tx, pending).await?;
+    let appended = append(tx, pending).await?;
     for group in &appended.duplicate_groups {
         outcomes[*group] = Committed::Duplicate;
     }
@@ -692,7 +692,7 @@ async fn append_to_chain(
         };
         regressions.extend(kind.regressed_control());
         if alerts {
-            enqueue(&mut **tx, record, hash, kind).await?;
+            enqueue(tx, record, hash, kind).await?;
         }
     }
     Ok(regressions)
