@@ -391,8 +391,8 @@ mod evidence_cli {
     use super::{connect, exit};
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
     use crate::evidence::chain::EvidenceFilter;
-    use crate::export::evidence::verify::{FileReport, Start, verify_file};
-    use crate::export::evidence::{ChainPoint, Manifest, Scope, write_export};
+    use crate::evidence::export::verify::{FileReport, Start, verify_file};
+    use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
     use crate::store::Store;
     use crate::store::retention::Checkpoint;
     use crate::store::views::ChainReport;
@@ -448,14 +448,17 @@ mod evidence_cli {
     async fn stream(
         store: &Store,
         filter: &EvidenceFilter,
-        format: crate::export::evidence::ExportFormat,
+        format: crate::evidence::export::ExportFormat,
         out: impl Write,
     ) -> anyhow::Result<Manifest> {
         let bar = progress_bar();
-        let snapshot = store
-            .evidence_snapshot(filter, !bar.is_hidden())
-            .await
-            .context("opening the evidence snapshot")?;
+        let snapshot = crate::evidence::export::snapshot::evidence_snapshot(
+            store.pool(),
+            filter,
+            !bar.is_hidden(),
+        )
+        .await
+        .context("opening the evidence snapshot")?;
         if let Some(total) = snapshot.matching {
             bar.set_length(total);
         }
@@ -562,7 +565,7 @@ mod evidence_cli {
                 "{} records, {range}, {start}, ending at the chain head {} as of {}; every hash and link verified",
                 m.count,
                 m.chain_head.hash,
-                crate::export::evidence::canonical_time(m.exported_at)
+                crate::evidence::export::canonical_time(m.exported_at)
             ),
             Scope::Range => format!(
                 "{} records, {range}, archive of a chain prefix {start}; every hash and link verified, last hash {}",

@@ -3,12 +3,15 @@
 //! - [`chain`]: the record, its canonical serialisation and hash, the chain verifier, filters.
 //! - [`kind`] and [`detail`]: the closed set of kinds and the typed detail of each.
 //! - [`write`]: appending records at the head of the chain, inside the caller's transaction.
+//! - [`export`]: the snapshot stream, the CSV, JSON Lines and OCSF files, their manifest and
+//!   offline verification.
 //!
 //! This layer sits below `store`: it talks to Postgres through `sqlx` directly and never
 //! imports `store`, `source`, `export` or `pipeline`.
 
 pub mod chain;
 pub mod detail;
+pub mod export;
 pub mod kind;
 pub mod write;
 

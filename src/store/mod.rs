@@ -8,7 +8,6 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
-pub mod export;
 pub mod history;
 pub mod retention;
 pub mod views;

@@ -1,5 +1,7 @@
 //! Evidence files: streamed exports in CSV, JSON Lines and OCSF, and their offline verification.
 //!
+//! [`snapshot`] reads the chain out of Postgres in one consistent snapshot.
+//!
 //! Every format carries, for each record, the full canonical record (the fields the hash
 //! covers) and its `hash`, then closes with a [`Manifest`]: how many records, the first and
 //! last chain positions, the time range, the filters, and the chain head at the moment of the
@@ -10,6 +12,7 @@
 mod csv;
 mod jsonl;
 pub mod ocsf;
+pub mod snapshot;
 pub mod verify;
 
 use std::io::Write;
@@ -18,7 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::chain::{ChainedRecord, EvidenceFilter, micros};
-use crate::store::export::{EvidenceSnapshot, StreamError};
+use snapshot::{EvidenceSnapshot, StreamError};
 
 /// The version of the manifest's shape.
 pub const MANIFEST_VERSION: u32 = 1;
