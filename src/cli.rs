@@ -393,8 +393,8 @@ mod evidence_cli {
     use crate::evidence::chain::EvidenceFilter;
     use crate::evidence::export::verify::{FileReport, Start, verify_file};
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
+    use crate::evidence::retention::{self, Checkpoint};
     use crate::store::Store;
-    use crate::store::retention::Checkpoint;
     use crate::store::views::ChainReport;
 
     /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, CI, pipes).
@@ -615,7 +615,7 @@ mod evidence_cli {
 
     pub(super) async fn archive(args: ArchiveArgs) -> anyhow::Result<i32> {
         let store = connect(&args.database).await?;
-        let Some(prefix) = store.archivable_prefix(args.before).await? else {
+        let Some(prefix) = retention::archivable_prefix(store.pool(), args.before).await? else {
             println!(
                 "nothing to archive: no stored evidence was recorded before {}",
                 args.before
@@ -669,7 +669,7 @@ mod evidence_cli {
             archive_format: args.format.as_str().to_owned(),
             archive_sha256: sha256.clone(),
         };
-        let (checkpoint_seq, dropped) = store.drop_archived(&checkpoint).await?;
+        let (checkpoint_seq, dropped) = retention::drop_archived(store.pool(), &checkpoint).await?;
         println!(
             "archived {} records (seq {}..{}) to {} (sha256 {sha256}); checkpoint at seq {checkpoint_seq}; dropped {dropped} records from the database",
             manifest.count,

@@ -3,6 +3,7 @@
 //! - [`chain`]: the record, its canonical serialisation and hash, the chain verifier, filters.
 //! - [`kind`] and [`detail`]: the closed set of kinds and the typed detail of each.
 //! - [`write`]: appending records at the head of the chain, inside the caller's transaction.
+//! - [`retention`]: archiving a prefix of the chain behind a checkpoint record.
 //! - [`export`]: the snapshot stream, the CSV, JSON Lines and OCSF files, their manifest and
 //!   offline verification.
 //!
@@ -13,6 +14,7 @@ pub mod chain;
 pub mod detail;
 pub mod export;
 pub mod kind;
+pub mod retention;
 pub mod write;
 
 pub use chain::{ChainBreak, ChainVerifier, ChainedRecord, EvidenceFilter, GENESIS_HASH};

@@ -9,7 +9,6 @@
 
 mod digest;
 pub mod history;
-pub mod retention;
 pub mod views;
 mod write;
 

@@ -651,26 +651,6 @@ async fn upsert_image(
     Ok(())
 }
 
-/// Appends records built outside a batch (a retention checkpoint) at the head of the chain;
-/// their `seq` and `prev_hash` are filled in here. Returns how many were inserted (a record
-/// whose event id is already on the chain is skipped).
-pub(super) async fn append_records(
-    tx: &mut Transaction<'_, Postgres>,
-    records: Vec<ChainedRecord>,
-) -> Result<usize, StoreError> {
-    let pending = records
-        .into_iter()
-        .enumerate()
-        .map(|(group, record)| PendingRecord {
-            group,
-            is_lead: true,
-            record,
-        })
-        .collect();
-    // A checkpoint is never worth a page.
-    Ok(append(tx, pending).await?.chained.len())
-}
-
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
 /// another transaction recorded first becomes a duplicate. Transitions worth a page get their
 /// alert row here, beside their evidence; the controls that regressed from PASS to FAIL are

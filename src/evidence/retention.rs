@@ -8,17 +8,18 @@
 //! that the newest checkpoint covers, and `UPDATE`/`TRUNCATE` stay forbidden.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::PgPool;
 
-use super::{Store, StoreError, write};
-use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
-use crate::evidence::detail::{ArchivedRange, ChainPoint, CheckpointDetail, to_detail_value};
-use crate::evidence::kind::EvidenceKind;
+use super::chain::{ChainedRecord, truncate_to_micros};
+use super::detail::{ArchivedRange, ChainPoint, CheckpointDetail, to_detail_value};
+use super::kind::EvidenceKind;
+use super::write::{PendingRecord, append};
 
 /// Why retention refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Database(#[from] sqlx::Error),
     /// The chain's oldest record or the archived record changed since the archive was
     /// written (another archive ran): nothing was dropped.
     #[error(
@@ -48,84 +49,85 @@ pub struct Checkpoint {
     pub archive_sha256: String,
 }
 
-impl Store {
-    /// The longest prefix of the stored chain whose records were all recorded before
-    /// `before`; `None` when there is nothing to archive.
-    ///
-    /// A prefix, not "every record older than `before`": `recorded_at` is not strictly
-    /// increasing along the chain (concurrent batches), and only a prefix can be removed
-    /// without breaking it.
-    ///
-    /// # Errors
-    /// When a query fails.
-    pub async fn archivable_prefix(
-        &self,
-        before: DateTime<Utc>,
-    ) -> Result<Option<ArchivablePrefix>, StoreError> {
-        let (first, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT min(seq) FROM evidence),
+/// The longest prefix of the stored chain whose records were all recorded before
+/// `before`; `None` when there is nothing to archive.
+///
+/// A prefix, not "every record older than `before`": `recorded_at` is not strictly
+/// increasing along the chain (concurrent batches), and only a prefix can be removed
+/// without breaking it.
+///
+/// # Errors
+/// When a query fails.
+pub async fn archivable_prefix(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+) -> Result<Option<ArchivablePrefix>, sqlx::Error> {
+    let (first, first_kept): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT min(seq) FROM evidence),
                     (SELECT min(seq) FROM evidence WHERE recorded_at >= $1)",
-        )
-        .bind(before)
-        .fetch_one(self.pool())
-        .await?;
-        let Some(first_seq) = first else {
-            return Ok(None);
-        };
-        let last_seq = match first_kept {
-            Some(kept) => kept - 1,
-            None => {
-                sqlx::query_scalar::<_, i64>("SELECT max(seq) FROM evidence")
-                    .fetch_one(self.pool())
-                    .await?
-            }
-        };
-        Ok((last_seq >= first_seq).then_some(ArchivablePrefix {
-            first_seq,
-            last_seq,
-        }))
-    }
-
-    /// Appends the checkpoint record and drops the archived prefix, in one transaction;
-    /// returns the checkpoint's seq and the number of records dropped.
-    ///
-    /// # Errors
-    /// [`RetentionError::Moved`] when the chain's start or the archived record no longer
-    /// match (nothing is dropped then); database errors.
-    pub async fn drop_archived(
-        &self,
-        checkpoint: &Checkpoint,
-    ) -> Result<(i64, u64), RetentionError> {
-        let mut tx = self.pool().begin().await.map_err(StoreError::from)?;
-        let prefix = &checkpoint.prefix;
-        let (first, last_hash): (Option<i64>, Option<String>) = sqlx::query_as(
-            "SELECT (SELECT min(seq) FROM evidence), (SELECT hash FROM evidence WHERE seq = $1)",
-        )
-        .bind(prefix.last_seq)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        if first != Some(prefix.first_seq) || last_hash.as_deref() != Some(&checkpoint.last_hash) {
-            return Err(RetentionError::Moved {
-                expected_first: prefix.first_seq,
-                last_seq: prefix.last_seq,
-            });
+    )
+    .bind(before)
+    .fetch_one(pool)
+    .await?;
+    let Some(first_seq) = first else {
+        return Ok(None);
+    };
+    let last_seq = match first_kept {
+        Some(kept) => kept - 1,
+        None => {
+            sqlx::query_scalar::<_, i64>("SELECT max(seq) FROM evidence")
+                .fetch_one(pool)
+                .await?
         }
-        let record = checkpoint_record(checkpoint);
-        write::append_records(&mut tx, vec![record]).await?;
-        let checkpoint_seq: i64 = sqlx::query_scalar("SELECT seq FROM evidence_chain_head")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        let dropped = sqlx::query("DELETE FROM evidence WHERE seq <= $1")
-            .bind(prefix.last_seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .rows_affected();
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok((checkpoint_seq, dropped))
+    };
+    Ok((last_seq >= first_seq).then_some(ArchivablePrefix {
+        first_seq,
+        last_seq,
+    }))
+}
+
+/// Appends the checkpoint record and drops the archived prefix, in one transaction;
+/// returns the checkpoint's seq and the number of records dropped.
+///
+/// # Errors
+/// [`RetentionError::Moved`] when the chain's start or the archived record no longer
+/// match (nothing is dropped then); database errors.
+pub async fn drop_archived(
+    pool: &PgPool,
+    checkpoint: &Checkpoint,
+) -> Result<(i64, u64), RetentionError> {
+    let mut tx = pool.begin().await?;
+    let prefix = &checkpoint.prefix;
+    let (first, last_hash): (Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT min(seq) FROM evidence), (SELECT hash FROM evidence WHERE seq = $1)",
+    )
+    .bind(prefix.last_seq)
+    .fetch_one(&mut *tx)
+    .await?;
+    if first != Some(prefix.first_seq) || last_hash.as_deref() != Some(&checkpoint.last_hash) {
+        return Err(RetentionError::Moved {
+            expected_first: prefix.first_seq,
+            last_seq: prefix.last_seq,
+        });
     }
+    let record = checkpoint_record(checkpoint);
+    // A checkpoint is never worth a page: no alert is queued beside it.
+    let pending = PendingRecord {
+        group: 0,
+        is_lead: true,
+        record,
+    };
+    append(&mut tx, vec![pending]).await?;
+    let checkpoint_seq: i64 = sqlx::query_scalar("SELECT seq FROM evidence_chain_head")
+        .fetch_one(&mut *tx)
+        .await?;
+    let dropped = sqlx::query("DELETE FROM evidence WHERE seq <= $1")
+        .bind(prefix.last_seq)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok((checkpoint_seq, dropped))
 }
 
 /// The record that stands for an archived prefix on the chain.
