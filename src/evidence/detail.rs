@@ -227,3 +227,78 @@ impl ChainedRecord {
 pub fn to_detail_value<T: Serialize>(detail: &T) -> Value {
     serde_json::to_value(detail).unwrap_or(Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::ControlStatus;
+
+    /// The JSON the typed details produce is the JSON the writer produced before them:
+    /// `null` where a member was `null`, absent where it was left out.
+    #[test]
+    fn typed_details_serialise_as_the_untyped_writer_did() {
+        let transition = ControlTransitionDetail {
+            control: "ECR.2".into(),
+            from: None,
+            to: Verdict {
+                status: ControlStatus::Fail,
+                reason: "r".into(),
+            },
+            cause_event_id: "e1".into(),
+            cause_kind: "repository_changed".into(),
+        };
+        assert_eq!(
+            to_detail_value(&transition),
+            json!({"control": "ECR.2", "from": null, "to": {"status": "FAIL", "reason": "r"},
+                   "cause_event_id": "e1", "cause_kind": "repository_changed"})
+        );
+        let event = EventDetail {
+            detail_type: "ECR Image Action".into(),
+            change: json!({"ImagePushed": {}}),
+            repositories: None,
+            image_after: Some(ImageAfter {
+                presence: ImagePresenceLabel::Deleted,
+                tags: None,
+                settings: None,
+                pushed_by: None,
+                pushed_at: None,
+                storage_class: None,
+                artifact_of: None,
+                artifact_kind: None,
+            }),
+            scans: None,
+            signatures: None,
+        };
+        assert_eq!(
+            to_detail_value(&event),
+            json!({"detail_type": "ECR Image Action", "change": {"ImagePushed": {}},
+                   "image_after": {"presence": "deleted", "tags": null, "settings": null,
+                                   "pushed_by": null, "pushed_at": null, "storage_class": null,
+                                   "artifact_of": null, "artifact_kind": null}})
+        );
+    }
+
+    #[test]
+    fn a_detail_without_its_kinds_shape_is_unreadable_not_an_error() {
+        let record = ChainedRecord {
+            seq: 1,
+            recorded_at: chrono::Utc::now(),
+            event_id: "e".into(),
+            event_time: chrono::Utc::now(),
+            kind: EvidenceKind::SignatureTransition,
+            outcome: "processed".into(),
+            account: None,
+            region: None,
+            repository: None,
+            digest: None,
+            tag: None,
+            actor: None,
+            detail: json!({"to": "SOMETHING_NEW"}),
+            prev_hash: String::new(),
+        };
+        assert_eq!(record.typed_detail(), EvidenceDetail::Unreadable);
+        assert!(record.signature_transition().is_none());
+    }
+}
