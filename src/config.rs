@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::export::evidence::ExportFormat;
+use crate::evidence::export::ExportFormat;
 
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
@@ -237,7 +237,7 @@ pub struct ImagesArgs {
 // Evidence (issue 7): the flags of `verify`, `export` and `evidence archive`.
 
 fn evidence_time(text: &str) -> Result<DateTime<Utc>, String> {
-    crate::export::evidence::parse_time(text)
+    crate::evidence::export::parse_time(text)
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,16 +15,21 @@
 //! - [`parse`]: pure; bytes → [`parse::AuditEvent`], or a reason to reject.
 //! - [`enrich`]: authoritative state from ECR and KMS behind the [`enrich::Registry`] trait.
 //! - [`evaluate`]: pure; facts → control verdicts and a digest's settings.
+//! - [`evidence`]: the hash-chained evidence record, its kinds and typed details, appends.
+//! - [`alerts`]: the alert outbox written beside the evidence, and its publisher.
 //! - [`store`]: Postgres; one transaction per batch, evidence on a hash chain.
 //! - [`export`]: metrics, HTTP endpoints, CLI views.
 //! - [`pipeline`] wires the stages for one batch; [`worker`] runs the consumer and HTTP server;
 //!   [`cli`] and [`config`] are the command line.
 
+pub mod alerts;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod enrich;
 pub mod evaluate;
+pub mod evidence;
 pub mod export;
 pub mod parse;
 pub mod pipeline;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::export::alerts::AlertPublisher;
+use crate::alerts::AlertPublisher;
 use crate::export::http::{self, HttpState};
 use crate::pipeline::Pipeline;
 use crate::source::depth::poll_queue_depth;

@@ -7,12 +7,8 @@
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
-pub mod alerts;
 mod digest;
-pub mod evidence;
-pub mod export;
 pub mod history;
-pub mod retention;
 pub mod views;
 mod write;
 
@@ -471,40 +467,6 @@ impl Store {
                 .insert(digest);
         }
         Ok(snapshot)
-    }
-
-    /// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
-    /// share the outbox); finish with [`Store::finish_alerts`].
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn claim_alerts(
-        &self,
-        limit: i64,
-    ) -> Result<
-        (
-            sqlx::Transaction<'static, sqlx::Postgres>,
-            Vec<alerts::PendingAlert>,
-        ),
-        StoreError,
-    > {
-        let mut tx = self.pool.begin().await?;
-        let claimed = alerts::claim_due(&mut tx, limit).await?;
-        Ok((tx, claimed))
-    }
-
-    /// Records what publishing did and commits.
-    ///
-    /// # Errors
-    /// When the database fails; the alerts are then published again later.
-    pub async fn finish_alerts(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        results: &[(i64, alerts::AlertDelivery)],
-    ) -> Result<(), StoreError> {
-        alerts::finish(&mut tx, results).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Alerts not yet accepted by EventBridge, and the end time of the last successful

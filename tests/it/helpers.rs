@@ -234,8 +234,8 @@ impl TestApp {
         let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
         background.queue_metrics_interval = Duration::from_secs(1);
         background.alerts = self.alert_bus.as_ref().map(|bus| {
-            ecr_audit::export::alerts::AlertPublisher::new(
-                pipeline.store().clone(),
+            ecr_audit::alerts::AlertPublisher::new(
+                pipeline.store().pool().clone(),
                 self.events.clone(),
                 bus.clone(),
                 Arc::clone(pipeline.metrics()),
