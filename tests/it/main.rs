@@ -8,6 +8,7 @@ mod alerts;
 mod cli;
 mod evidence;
 mod helpers;
+mod http;
 mod pipeline;
 mod reconcile;
 mod signatures;
