@@ -104,6 +104,10 @@ async fn slow_loris_clients_are_cut_off_while_the_worker_serves_and_processes() 
         closed_after.push(closed.expect("a slow client's connection was never closed"));
     }
     closed_after.sort();
+    // The figures for docs (visible with --no-capture).
+    eprintln!(
+        "healthz {health_took:?}, metrics {metrics_took:?}, slow clients closed after {closed_after:?}"
+    );
     // The first are cut at the header-read timeout, not before (that would be a refusal);
     // those that waited for a slot are accepted later and cut a timeout after that.
     assert!(
