@@ -120,3 +120,38 @@ async fn slow_loris_clients_are_cut_off_while_the_worker_serves_and_processes() 
     );
     app.finish().await;
 }
+
+fn posture_lines(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("ecr_audit_control_repositories"))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_reuse_the_posture_counts_for_the_cache_interval() {
+    let mut app = TestApp::new().await;
+    app.http.metrics_cache = Duration::from_secs(60);
+    app.start_worker().await;
+    let before = app.scrape().await;
+
+    let name = app.create_repository("cached").await;
+    let id = format!("{}evt", app.prefix);
+    app.send_raw(&create_repository_envelope(
+        &id,
+        &name,
+        "arn:aws:iam::123456789012:user/bob",
+    ))
+    .await;
+    app.eventually("the event's evidence", Duration::from_secs(20), || async {
+        (app.evidence_count(&id).await == 1).then_some(())
+    })
+    .await;
+    let stored = app.store.control_counts().await.expect("control counts");
+    assert!(!stored.is_empty(), "the repository's controls are stored");
+
+    // Within the interval the scrape answers from the counts read the first time.
+    let after = app.scrape().await;
+    assert_eq!(posture_lines(&before), posture_lines(&after));
+    app.finish().await;
+}
