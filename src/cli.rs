@@ -54,6 +54,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             let pipeline = built.pipeline;
             let mut background = crate::worker::Background::new(args.recheck_poll);
             background.queue_metrics_interval = args.queue_metrics_interval;
+            background.http = args.http.limits();
             let pipeline = match &args.alert_bus {
                 Some(bus) => {
                     let store = pipeline.store().clone().with_alerts(true);

@@ -57,6 +57,8 @@ pub struct TestApp {
     /// The signing grace window the pipeline uses (short, so tests see UNSIGNED quickly).
     pub signing_grace_ms: i64,
     pub http_addr: Option<SocketAddr>,
+    /// The worker's HTTP bounds; no /metrics cache, so a scrape sees what was just stored.
+    pub http: ecr_audit::export::http::HttpLimits,
     /// EventBridge bus the worker puts alert events on; `None` = no alerts.
     pub alert_bus: Option<String>,
     /// The account this test's credentials act in.
@@ -163,6 +165,10 @@ impl TestApp {
             worker_started: false,
             signing_grace_ms: 3_000,
             http_addr: None,
+            http: ecr_audit::export::http::HttpLimits {
+                metrics_cache: Duration::ZERO,
+                ..Default::default()
+            },
             alert_bus: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
@@ -233,6 +239,7 @@ impl TestApp {
     fn background(&self, pipeline: &Pipeline) -> ecr_audit::worker::Background {
         let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
         background.queue_metrics_interval = Duration::from_secs(1);
+        background.http = self.http;
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

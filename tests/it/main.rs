@@ -11,6 +11,7 @@ mod faults;
 mod fixtures;
 mod harness;
 mod helpers;
+mod http;
 mod pipeline;
 mod reconcile;
 mod signatures;
