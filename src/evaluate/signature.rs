@@ -16,41 +16,37 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::SignatureStatus;
-use crate::enrich::Fact;
-
-/// One `signingStatuses[]` entry of `DescribeImageSigningStatus`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManagedSigning {
-    pub profile_arn: String,
-    /// `IN_PROGRESS`, `COMPLETE`, `FAILED`, or a newer value kept verbatim.
-    pub status: String,
-    pub failure_code: Option<String>,
-    pub failure_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignatureKind {
-    Notation,
-    Cosign,
-}
-
-/// A signature artifact found next to the digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignatureArtifact {
-    pub kind: SignatureKind,
-    /// The artifact's digest, or the Cosign tag.
-    pub reference: String,
-    pub pushed_at: Option<DateTime<Utc>>,
-}
+use crate::facts::{
+    Fact, ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus,
+};
 
 /// Everything read about one digest's signatures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignatureFacts {
     pub managed: Fact<Vec<ManagedSigning>>,
     pub artifacts: Fact<Vec<SignatureArtifact>>,
-    /// Signer profile status (`Active`, `Revoked`, `Canceled`) per profile ARN seen above.
-    pub profiles: BTreeMap<String, Fact<String>>,
+    /// Signer profile status per profile ARN of a completed managed signature
+    /// ([`profiles_to_check`]).
+    pub profiles: BTreeMap<String, Fact<ProfileStatus>>,
+}
+
+/// Whether a managed-signing entry produced a signature: only a `COMPLETE` entry counts, and
+/// only its profile's status decides whether it is trusted.
+pub fn managed_signature_complete(entry: &ManagedSigning) -> bool {
+    entry.status == SigningStatus::Complete
+}
+
+/// The Signer profiles whose status the verdict needs: those of completed managed
+/// signatures, each once, in order of appearance.
+pub fn profiles_to_check(managed: &Fact<Vec<ManagedSigning>>) -> Vec<&str> {
+    let mut profiles: Vec<&str> = Vec::new();
+    let entries = managed.known().map_or(&[][..], Vec::as_slice);
+    for entry in entries.iter().filter(|m| managed_signature_complete(m)) {
+        if !profiles.contains(&entry.profile_arn.as_str()) {
+            profiles.push(&entry.profile_arn);
+        }
+    }
+    profiles
 }
 
 /// The status with the sources that justify it.
@@ -74,9 +70,9 @@ pub fn signature_verdict(
 
     let mut trusted = Vec::new();
     let mut untrusted = Vec::new();
-    for entry in managed.iter().filter(|m| m.status == "COMPLETE") {
+    for entry in managed.iter().filter(|m| managed_signature_complete(m)) {
         match facts.profiles.get(&entry.profile_arn) {
-            Some(Fact::Known(status)) if status == "Active" => {
+            Some(Fact::Known(ProfileStatus::Active)) => {
                 trusted.push(format!("managed:{}", entry.profile_arn));
             }
             Some(Fact::Known(status)) => {
@@ -92,7 +88,7 @@ pub fn signature_verdict(
             )),
         }
     }
-    let managed_complete = managed.iter().any(|m| m.status == "COMPLETE");
+    let managed_complete = managed.iter().any(managed_signature_complete);
     for artifact in artifacts {
         match artifact.kind {
             SignatureKind::Notation if managed_complete => {}
@@ -129,13 +125,16 @@ pub fn signature_verdict(
         sources: Vec::new(),
         reason: format!("{reason}{unread_note}"),
     };
-    if let Some(entry) = managed.iter().find(|m| m.status == "IN_PROGRESS") {
+    if let Some(entry) = managed
+        .iter()
+        .find(|m| m.status == SigningStatus::InProgress)
+    {
         return verdict(
             SignatureStatus::Pending,
             format!("managed signing with {} is in progress", entry.profile_arn),
         );
     }
-    if let Some(entry) = managed.iter().find(|m| m.status == "FAILED") {
+    if let Some(entry) = managed.iter().find(|m| m.status == SigningStatus::Failed) {
         return verdict(
             SignatureStatus::Failed,
             format!(
@@ -200,7 +199,7 @@ mod tests {
                     .into_iter()
                     .map(|(status, code)| ManagedSigning {
                         profile_arn: PROFILE.into(),
-                        status: status.into(),
+                        status: SigningStatus::from_raw(status),
                         failure_code: code.map(str::to_owned),
                         failure_reason: code.map(|_| "profile revoked".to_owned()),
                     })
@@ -217,7 +216,9 @@ mod tests {
                     .collect(),
             ),
             profiles: profile
-                .map(|p| BTreeMap::from([(PROFILE.to_owned(), Fact::Known(p.to_owned()))]))
+                .map(|p| {
+                    BTreeMap::from([(PROFILE.to_owned(), Fact::Known(ProfileStatus::from_raw(p)))])
+                })
                 .unwrap_or_default(),
         }
     }

@@ -18,10 +18,12 @@ use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
 use crate::domain::{AccountId, ControlId, Digest, Region, RepositoryName};
-use crate::enrich::{EnrichError, Fact, ListedRepository, Registry, RepositoryState};
+use crate::enrich::{EnrichError, Registry};
+use crate::facts::{Fact, ListedRepository, RepositoryState};
 use crate::parse::{AuditEvent, Change, RepositoryCall};
-use crate::pipeline::{Pipeline, repository_write};
-use crate::store::{EventPlan, Plan, StoreError};
+use crate::pipeline::Pipeline;
+use crate::plan::{EventPlan, Plan};
+use crate::store::StoreError;
 
 /// `detail_type` of the events a sweep synthesises.
 pub const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
@@ -151,14 +153,17 @@ impl Reconciler {
         progress.repositories_found(listed.len() as u64);
         report.repositories += listed.len() as u64;
         let snapshot = store.reconcile_snapshot(account, region).await?;
-        let policy = self.pipeline.policy().clone();
         let event = |id: String, change: Change| synthetic_event(run, account, region, id, change);
 
         // Repositories: settings drift is committed from the listing itself.
         let mut plans = Vec::new();
         let listed_names: HashSet<&str> = listed.iter().map(|r| r.key.name.as_str()).collect();
         for ListedRepository { key, facts } in &listed {
-            let write = repository_write(key.clone(), facts.clone(), &registry_facts, &policy);
+            let write = self.pipeline.planner().repository_write(
+                key.clone(),
+                facts.clone(),
+                &registry_facts,
+            );
             let stored = snapshot.repositories.get(key.name.as_str());
             let kind = match (stored, &write.controls) {
                 (None | Some((false, _)), _) => Some("repository_added"),
@@ -169,20 +174,16 @@ impl Reconciler {
             };
             if let Some(kind) = kind {
                 *report.changes.entry(kind).or_default() += 1;
-                plans.push(Plan::Event(Box::new(EventPlan {
-                    event: event(
-                        key.name.to_string(),
-                        Change::RepositoryChanged {
-                            repository: key.name.clone(),
-                            call: RepositoryCall::ObservedByReconcile,
-                        },
-                    ),
-                    ignored: false,
-                    repositories: vec![write],
-                    image: None,
-                    signatures: Vec::new(),
-                    scans: Vec::new(),
-                })));
+                let observed = event(
+                    key.name.to_string(),
+                    Change::RepositoryChanged {
+                        repository: key.name.clone(),
+                        call: RepositoryCall::ObservedByReconcile,
+                    },
+                );
+                plans.push(Plan::Event(Box::new(EventPlan::repository(
+                    observed, write,
+                ))));
             }
         }
         // Repositories deleted while nobody listened: planned like a DeleteRepository call,
@@ -327,8 +328,7 @@ impl Reconciler {
 
     async fn commit(&self, plans: Vec<Plan>) -> Result<(), ReconcileError> {
         for chunk in plans.chunks(COMMIT_CHUNK) {
-            let outcome = self.pipeline.store().commit_batch(chunk).await?;
-            self.pipeline.record_commit(&outcome);
+            self.pipeline.commit_plans(chunk).await?;
         }
         Ok(())
     }

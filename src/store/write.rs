@@ -15,7 +15,7 @@ use super::{
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
 use crate::domain::{ControlId, RepositoryKey, Verdict};
-use crate::enrich::{Fact, ImageLookup, RepositoryState};
+use crate::facts::{Fact, ImageLookup, RepositoryState};
 
 /// An evidence record waiting for its place on the chain.
 struct PendingEvidence {
