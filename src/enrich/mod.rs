@@ -13,6 +13,8 @@
 pub mod aws;
 pub mod cache;
 pub mod ecr;
+#[cfg(test)]
+pub mod fake;
 
 use async_trait::async_trait;
 

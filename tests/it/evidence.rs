@@ -14,15 +14,16 @@ use ecr_audit::domain::{
     AccountId, Actor, ControlId, Digest, Region, RepositoryKey, RepositoryName, SignatureStatus,
     Verdict,
 };
-use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
+use ecr_audit::facts::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
+use ecr_audit::plan::{
+    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite,
+};
+use ecr_audit::store::Store;
 use ecr_audit::store::evidence::{ChainBreak, ChainedRecord};
 use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{
-    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite, Store,
-};
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 

@@ -9,12 +9,10 @@ use aws_config::SdkConfig;
 use ecr_audit::domain::{AccountId, Region};
 use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
-use ecr_audit::enrich::cache::CachedRegistry;
 use ecr_audit::enrich::ecr::EcrRegistry;
-use ecr_audit::evaluate::ControlPolicy;
 use ecr_audit::export::metrics::Metrics;
 use ecr_audit::parse::ParseContext;
-use ecr_audit::pipeline::{Pipeline, PipelineSettings};
+use ecr_audit::pipeline::Pipeline;
 use ecr_audit::source::sqs::SqsSettings;
 use ecr_audit::store::Store;
 use serde_json::{Value, json};
@@ -264,19 +262,18 @@ impl TestApp {
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
         let registry = self.registry(&metrics);
-        Pipeline::new(
-            CachedRegistry::new(registry, Duration::from_secs(300)),
+        Pipeline::builder(
+            registry,
             self.store.clone().with_alerts(self.alert_bus.is_some()),
-            metrics,
-            PipelineSettings {
-                parse_context: ParseContext {
-                    default_account: AccountId::parse(ACCOUNT).ok(),
-                    default_region: Region::parse(REGION).ok(),
-                },
-                policy: ControlPolicy::default(),
-                signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
-            },
         )
+        .metrics(metrics)
+        .cache_ttl(Duration::from_secs(300))
+        .parse_context(ParseContext {
+            default_account: AccountId::parse(ACCOUNT).ok(),
+            default_region: Region::parse(REGION).ok(),
+        })
+        .signing_grace(chrono::Duration::milliseconds(self.signing_grace_ms))
+        .build()
     }
 
     /// The worker's background work as tests run it: fast polls, alerts when a bus is set.
@@ -719,8 +716,8 @@ pub fn repository_facts_at(
     key: &ecr_audit::domain::RepositoryKey,
     mode: &str,
     observed_offset_secs: i64,
-) -> ecr_audit::enrich::RepositoryFacts {
-    use ecr_audit::enrich::{
+) -> ecr_audit::facts::RepositoryFacts {
+    use ecr_audit::facts::{
         Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, TagMutability,
     };
     RepositoryFacts {
@@ -744,8 +741,8 @@ pub fn repository_facts_at(
 }
 
 /// A registry with basic scanning and no rules, signing, pull-through rules or templates.
-pub fn plain_registry_facts() -> ecr_audit::enrich::RegistryFacts {
-    use ecr_audit::enrich::{Fact, RegistryFacts, RegistryScanning};
+pub fn plain_registry_facts() -> ecr_audit::facts::RegistryFacts {
+    use ecr_audit::facts::{Fact, RegistryFacts, RegistryScanning};
     RegistryFacts {
         observed_at: chrono::Utc::now(),
         scanning: Fact::Known(RegistryScanning {

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
-use ecr_audit::enrich::{RegistryFacts, RepositoryFacts};
 use ecr_audit::evaluate::{ControlPolicy, repository_controls};
+use ecr_audit::facts::{RegistryFacts, RepositoryFacts};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
+use ecr_audit::plan::{EventPlan, Plan, RejectedMessage, RepositoryWrite};
 use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{Committed, EventPlan, Plan, RejectedMessage, RepositoryWrite, Store};
+use ecr_audit::store::{Committed, Store};
 use sqlx::PgPool;
 
 fn key() -> RepositoryKey {
