@@ -246,6 +246,8 @@ pub async fn build_pipeline(
                 .context("ECR_AUDIT_API_RATE must be at least 1")?,
         },
     ));
+    let signing_grace = chrono::Duration::from_std(args.signing_grace)
+        .context("ECR_AUDIT_SIGNING_GRACE is too long")?;
     let pipeline = Pipeline::builder(Arc::clone(&registry), store)
         .metrics(metrics)
         .cache_ttl(args.repository_cache_ttl)
@@ -256,10 +258,7 @@ pub async fn build_pipeline(
         .policy(ControlPolicy {
             kms_key_allow_list: args.kms_key_allow_list.clone(),
         })
-        .signing_grace(
-            chrono::Duration::from_std(args.signing_grace)
-                .context("ECR_AUDIT_SIGNING_GRACE is too long")?,
-        )
+        .signing_grace(signing_grace)
         .build();
     Ok(BuiltPipeline {
         pipeline,

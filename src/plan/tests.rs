@@ -14,6 +14,29 @@ use crate::facts::{
 };
 use crate::parse::{Change, RegistryCall, RepositoryCall, ScanSource};
 
+/// (case, tag mutability, event tag, tags ECR knows, push tag, tag protected)
+type PushCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<bool>,
+);
+/// (case, image facts, whose signatures, artifact kind, scan rows)
+type JudgedCase = (
+    &'static str,
+    Option<ImageFacts>,
+    Option<Digest>,
+    Option<ArtifactKind>,
+    usize,
+);
+/// (ECR's answer, the scan row written)
+type ScanRead = (
+    Fact<Option<crate::facts::ScanFacts>>,
+    Option<Option<&'static str>>,
+);
+
 const PROFILE: &str = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release";
 
 fn key() -> RepositoryKey {
@@ -126,14 +149,7 @@ async fn judge(fake: &FakeRegistry, reads: SignatureReads, grace: Duration) -> S
 #[tokio::test]
 async fn a_push_records_the_settings_at_push_and_infers_its_tag() {
     // (case, tag mutability, event tag, tags ECR knows, push tag, tag protected)
-    let cases: [(
-        &str,
-        &str,
-        Option<&str>,
-        &[&str],
-        Option<&str>,
-        Option<bool>,
-    ); 5] = [
+    let cases: [PushCase; 5] = [
         (
             "the event's tag",
             "IMMUTABLE",
@@ -189,13 +205,7 @@ async fn a_pushed_digest_is_judged_itself_or_re_judges_its_subject() {
     let subject = digest("5b");
     let cosign_tag = format!("sha256-{}.sig", "5b".repeat(32));
     // (case, image facts, whose signatures, artifact kind, scan rows)
-    let cases: Vec<(
-        &str,
-        Option<ImageFacts>,
-        Option<Digest>,
-        Option<ArtifactKind>,
-        usize,
-    )> = vec![
+    let cases: Vec<JudgedCase> = vec![
         ("an image", Some(image(&["v1"], None, None)), None, None, 1),
         (
             "a Notation signature",
@@ -302,7 +312,7 @@ async fn a_scan_is_read_back_whatever_its_event_said() {
         },
     ];
     // (ECR's answer, the scan row written)
-    let reads: [(Fact<Option<crate::facts::ScanFacts>>, Option<Option<&str>>); 3] = [
+    let reads: [ScanRead; 3] = [
         (Fact::Known(Some(scan("COMPLETE"))), Some(Some("COMPLETE"))),
         (Fact::Known(None), Some(None)),
         (Fact::Unknown("AccessDeniedException".into()), None),
@@ -359,6 +369,25 @@ async fn a_scan_that_overtakes_its_push_plans_the_image_only_if_it_exists() {
     }
 }
 
+/// A repository read that found nothing, as any event may carry one.
+fn absent_repository_write() -> RepositoryWrite {
+    repository_write(
+        key(),
+        crate::facts::RepositoryFacts {
+            observed_at: Utc::now(),
+            state: crate::facts::RepositoryState::Absent,
+        },
+        &crate::facts::RegistryFacts {
+            observed_at: Utc::now(),
+            scanning: Fact::Unknown("not read".into()),
+            signing: Fact::Known(Vec::new()),
+            pull_through_rules: Fact::Known(Vec::new()),
+            creation_templates: Fact::Known(Vec::new()),
+        },
+        &ControlPolicy::default(),
+    )
+}
+
 #[test]
 fn only_repository_changing_calls_move_control_state() {
     let pushed_digest = digest("d1");
@@ -396,21 +425,7 @@ fn only_repository_changing_calls_move_control_state() {
             false,
         ),
     ];
-    let fake_read = repository_write(
-        key(),
-        crate::facts::RepositoryFacts {
-            observed_at: Utc::now(),
-            state: crate::facts::RepositoryState::Absent,
-        },
-        &crate::facts::RegistryFacts {
-            observed_at: Utc::now(),
-            scanning: Fact::Unknown("not read".into()),
-            signing: Fact::Known(Vec::new()),
-            pull_through_rules: Fact::Known(Vec::new()),
-            creation_templates: Fact::Known(Vec::new()),
-        },
-        &ControlPolicy::default(),
-    );
+    let fake_read = absent_repository_write();
     for (change, moves) in cases {
         let kind = change.kind();
         assert_eq!(moves_control_state(&change), moves, "{kind}");
@@ -489,15 +504,19 @@ async fn the_cosign_tag_is_read_once_the_grace_window_is_over_or_for_a_signature
     }
 }
 
-#[tokio::test]
-async fn managed_signing_reads_each_complete_profile_once() {
-    let signed = digest("e2");
-    let entry = |status: &str| ManagedSigning {
+/// One managed-signing entry of [`PROFILE`] with a raw status.
+fn managed_entry(status: &str) -> ManagedSigning {
+    ManagedSigning {
         profile_arn: PROFILE.into(),
         status: SigningStatus::from_raw(status),
         failure_code: None,
         failure_reason: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn managed_signing_reads_each_complete_profile_once() {
+    let signed = digest("e2");
     // (case, entries, profile status, verdict, profile reads)
     let cases = [
         (
@@ -531,7 +550,7 @@ async fn managed_signing_reads_each_complete_profile_once() {
     ];
     for (case, entries, profile, status, profile_reads) in cases {
         let fake = FakeRegistry::new()
-            .with_signing(&signed, entries.into_iter().map(entry).collect())
+            .with_signing(&signed, entries.into_iter().map(managed_entry).collect())
             .with_profile(PROFILE, profile);
         let now = Utc::now();
         let pushed_at: DateTime<Utc> = now - Duration::minutes(30);
@@ -588,6 +607,17 @@ fn deletes_and_events_without_reads_are_planned_at_once() {
     assert!(!plan.ignored && plan.image.is_none() && plan.repositories.is_empty());
 }
 
+/// What a push of `digest` tagged `v3` reads.
+fn push_reads(digest: &Digest, pushed_by: Option<Actor>, recorded: bool) -> Reads {
+    Reads::Push {
+        key: key(),
+        digest: digest.clone(),
+        tag: Some("v3".into()),
+        pushed_by,
+        recorded,
+    }
+}
+
 #[test]
 fn each_event_names_the_reads_it_needs() {
     let d = digest("f2");
@@ -598,26 +628,8 @@ fn each_event_names_the_reads_it_needs() {
     };
     let actor = event(recorded.clone()).actor;
     let cases: Vec<(Change, Reads)> = vec![
-        (
-            pushed(&d, Some("v3")),
-            Reads::Push {
-                key: key(),
-                digest: d.clone(),
-                tag: Some("v3".into()),
-                pushed_by: None,
-                recorded: false,
-            },
-        ),
-        (
-            recorded,
-            Reads::Push {
-                key: key(),
-                digest: d.clone(),
-                tag: Some("v3".into()),
-                pushed_by: actor,
-                recorded: true,
-            },
-        ),
+        (pushed(&d, Some("v3")), push_reads(&d, None, false)),
+        (recorded, push_reads(&d, actor, true)),
         (
             Change::ReferrerChanged {
                 repository: key().name,
