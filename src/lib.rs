@@ -13,11 +13,15 @@
 //! # Layout
 //! - [`source`]: the SQS consumer and the file reader for `ingest`.
 //! - [`parse`]: pure; bytes → [`parse::AuditEvent`], or a reason to reject.
+//! - [`facts`]: the contract between reading and judging: every fact type, depending on
+//!   [`domain`] only.
 //! - [`enrich`]: authoritative state from ECR and KMS behind the [`enrich::Registry`] trait.
 //! - [`evaluate`]: pure; facts → control verdicts and a digest's settings.
+//! - [`plan`]: pure; an event and the facts read for it → the writes of one event.
 //! - [`store`]: Postgres; one transaction per batch, evidence on a hash chain.
 //! - [`export`]: metrics, HTTP endpoints, CLI views.
-//! - [`pipeline`] wires the stages for one batch; [`worker`] runs the consumer and HTTP server;
+//! - [`pipeline`] orchestrates one batch (built with [`pipeline::Pipeline::builder`]);
+//!   [`worker`] runs the consumer and HTTP server;
 //!   [`cli`] and [`config`] are the command line.
 
 pub mod cli;

@@ -6,7 +6,7 @@
 //! ([`cache::CachedRegistry`]) and invalidated by the change events that concern them.
 //!
 //! A fact that could not be read for a lasting reason (access denied, API missing) is
-//! [`Fact::Unknown`](crate::facts::Fact::Unknown) with the reason, and evaluation turns it into `UNKNOWN`. Only transient
+//! [`Fact::Unknown`] with the reason, and evaluation turns it into `UNKNOWN`. Only transient
 //! failures (throttling after the SDK's own retries, timeouts, 5xx) are errors: they leave the
 //! message on the queue.
 

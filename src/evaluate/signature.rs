@@ -65,9 +65,54 @@ pub fn signature_verdict(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> SignatureVerdict {
+    let (trusted, untrusted) = trusted_sources(facts);
+    if !trusted.is_empty() {
+        return SignatureVerdict {
+            status: SignatureStatus::Signed,
+            reason: format!("signed by {}", trusted.join(", ")),
+            sources: trusted,
+        };
+    }
+    let unread_note = unread_note(facts);
+    let verdict = |status, reason: String| SignatureVerdict {
+        status,
+        sources: Vec::new(),
+        reason: format!("{reason}{unread_note}"),
+    };
+    if let Some((status, reason)) = managed_signing_state(facts) {
+        return verdict(status, reason);
+    }
+    if !untrusted.is_empty() {
+        return verdict(
+            SignatureStatus::Untrusted,
+            format!("only untrusted signatures: {}", untrusted.join("; ")),
+        );
+    }
+    let deadline = pushed_at + grace;
+    if now < deadline {
+        return verdict(
+            SignatureStatus::Pending,
+            format!(
+                "no signature yet; grace window ends {}",
+                deadline.to_rfc3339()
+            ),
+        );
+    }
+    verdict(
+        SignatureStatus::Unsigned,
+        format!(
+            "no signature {} after the push (grace window {}s)",
+            humanize(now - pushed_at),
+            grace.num_seconds()
+        ),
+    )
+}
+
+/// The trusted sources (`managed:…`, `notation:…`, `cosign:…`) and why the other completed
+/// managed signatures are not trusted.
+fn trusted_sources(facts: &SignatureFacts) -> (Vec<String>, Vec<String>) {
     let managed: &[ManagedSigning] = facts.managed.known().map_or(&[], Vec::as_slice);
     let artifacts: &[SignatureArtifact] = facts.artifacts.known().map_or(&[], Vec::as_slice);
-
     let mut trusted = Vec::new();
     let mut untrusted = Vec::new();
     for entry in managed.iter().filter(|m| managed_signature_complete(m)) {
@@ -96,7 +141,11 @@ pub fn signature_verdict(
             SignatureKind::Cosign => trusted.push(format!("cosign:{}", artifact.reference)),
         }
     }
+    (trusted, untrusted)
+}
 
+/// `; … could not be read (…)` for each source that could not be read, or nothing.
+fn unread_note(facts: &SignatureFacts) -> String {
     let unread: Vec<String> = [
         ("managed signing", &facts.managed.clone().map(|_| ())),
         ("signature artifacts", &facts.artifacts.clone().map(|_| ())),
@@ -107,70 +156,34 @@ pub fn signature_verdict(
         Fact::Known(()) => None,
     })
     .collect();
-    let unread_note = if unread.is_empty() {
+    if unread.is_empty() {
         String::new()
     } else {
         format!("; {}", unread.join("; "))
-    };
-
-    if !trusted.is_empty() {
-        return SignatureVerdict {
-            status: SignatureStatus::Signed,
-            reason: format!("signed by {}", trusted.join(", ")),
-            sources: trusted,
-        };
     }
-    let verdict = |status, reason: String| SignatureVerdict {
-        status,
-        sources: Vec::new(),
-        reason: format!("{reason}{unread_note}"),
-    };
+}
+
+/// Managed signing in progress or failed: it decides before untrusted signatures and the
+/// grace window do.
+fn managed_signing_state(facts: &SignatureFacts) -> Option<(SignatureStatus, String)> {
+    let managed: &[ManagedSigning] = facts.managed.known().map_or(&[], Vec::as_slice);
     if let Some(entry) = managed
         .iter()
         .find(|m| m.status == SigningStatus::InProgress)
     {
-        return verdict(
+        return Some((
             SignatureStatus::Pending,
             format!("managed signing with {} is in progress", entry.profile_arn),
-        );
+        ));
     }
-    if let Some(entry) = managed.iter().find(|m| m.status == SigningStatus::Failed) {
-        return verdict(
-            SignatureStatus::Failed,
-            format!(
-                "managed signing with {} failed: {} {}",
-                entry.profile_arn,
-                entry.failure_code.as_deref().unwrap_or("(no code)"),
-                entry.failure_reason.as_deref().unwrap_or("")
-            )
-            .trim_end()
-            .to_owned(),
-        );
-    }
-    if !untrusted.is_empty() {
-        return verdict(
-            SignatureStatus::Untrusted,
-            format!("only untrusted signatures: {}", untrusted.join("; ")),
-        );
-    }
-    let deadline = pushed_at + grace;
-    if now < deadline {
-        return verdict(
-            SignatureStatus::Pending,
-            format!(
-                "no signature yet; grace window ends {}",
-                deadline.to_rfc3339()
-            ),
-        );
-    }
-    verdict(
-        SignatureStatus::Unsigned,
-        format!(
-            "no signature {} after the push (grace window {}s)",
-            humanize(now - pushed_at),
-            grace.num_seconds()
-        ),
-    )
+    let entry = managed.iter().find(|m| m.status == SigningStatus::Failed)?;
+    let reason = format!(
+        "managed signing with {} failed: {} {}",
+        entry.profile_arn,
+        entry.failure_code.as_deref().unwrap_or("(no code)"),
+        entry.failure_reason.as_deref().unwrap_or("")
+    );
+    Some((SignatureStatus::Failed, reason.trim_end().to_owned()))
 }
 
 fn humanize(elapsed: Duration) -> String {
