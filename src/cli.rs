@@ -14,13 +14,12 @@ use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, Pipeli
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::aws::load_sdk_config;
-use crate::enrich::cache::CachedRegistry;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
 use crate::export::metrics::Metrics;
 use crate::export::views;
 use crate::parse::ParseContext;
-use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::pipeline::Pipeline;
 use crate::source::file::{self, IngestCounts};
 use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
@@ -248,22 +247,20 @@ pub async fn build_pipeline(
                 .context("ECR_AUDIT_API_RATE must be at least 1")?,
         },
     ));
-    let pipeline = Pipeline::new(
-        CachedRegistry::new(Arc::clone(&registry), args.repository_cache_ttl),
-        store,
-        metrics,
-        PipelineSettings {
-            parse_context: ParseContext {
-                default_account: Some(default_account),
-                default_region: Some(default_region),
-            },
-            policy: ControlPolicy {
-                kms_key_allow_list: args.kms_key_allow_list.clone(),
-            },
-            signing_grace: chrono::Duration::from_std(args.signing_grace)
-                .context("ECR_AUDIT_SIGNING_GRACE is too long")?,
-        },
-    );
+    let signing_grace = chrono::Duration::from_std(args.signing_grace)
+        .context("ECR_AUDIT_SIGNING_GRACE is too long")?;
+    let pipeline = Pipeline::builder(Arc::clone(&registry), store)
+        .metrics(metrics)
+        .cache_ttl(args.repository_cache_ttl)
+        .parse_context(ParseContext {
+            default_account: Some(default_account),
+            default_region: Some(default_region),
+        })
+        .policy(ControlPolicy {
+            kms_key_allow_list: args.kms_key_allow_list.clone(),
+        })
+        .signing_grace(signing_grace)
+        .build();
     Ok(BuiltPipeline {
         pipeline,
         registry,

@@ -14,7 +14,6 @@ use super::{
 };
 use crate::alerts::outbox::{alert_kind, enqueue};
 use crate::domain::{ControlId, RepositoryKey, Verdict};
-use crate::enrich::{Fact, ImageLookup, RepositoryState};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
     ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
@@ -22,6 +21,7 @@ use crate::evidence::detail::{
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
+use crate::facts::{Fact, ImageLookup, RepositoryState};
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
 type ControlChange = (String, ControlId, Option<Verdict>, Verdict);

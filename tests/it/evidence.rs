@@ -12,15 +12,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ecr_audit::alerts::outbox::{alert_kind, enqueue};
 use ecr_audit::domain::{Actor, ControlId, Digest, RepositoryKey, SignatureStatus, Verdict};
-use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
 use ecr_audit::evidence::{ChainBreak, ChainedRecord, EvidenceDetail, EvidenceKind};
+use ecr_audit::facts::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
-use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{
-    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite, Store,
+use ecr_audit::plan::{
+    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite,
 };
+use ecr_audit::store::Store;
+use ecr_audit::store::views::ChainReport;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 

@@ -7,13 +7,13 @@ use chrono::Utc;
 use ecr_audit::domain::{
     AccountId, Actor, ControlId, Region, RepositoryKey, RepositoryName, Verdict,
 };
-use ecr_audit::enrich::{
+use ecr_audit::evaluate::{ControlPolicy, repository_controls};
+use ecr_audit::facts::{
     Encryption, Fact, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
     RepositoryState, TagMutability,
 };
-use ecr_audit::evaluate::{ControlPolicy, repository_controls};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
-use ecr_audit::store::{EventPlan, Plan, RepositoryWrite};
+use ecr_audit::plan::{EventPlan, Plan, RepositoryWrite};
 
 use crate::helpers::{ACCOUNT, REGION};
 

@@ -9,12 +9,10 @@ use aws_config::SdkConfig;
 use ecr_audit::domain::{AccountId, Region};
 use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
-use ecr_audit::enrich::cache::CachedRegistry;
 use ecr_audit::enrich::ecr::EcrRegistry;
-use ecr_audit::evaluate::ControlPolicy;
 use ecr_audit::export::metrics::Metrics;
 use ecr_audit::parse::ParseContext;
-use ecr_audit::pipeline::{Pipeline, PipelineSettings};
+use ecr_audit::pipeline::Pipeline;
 use ecr_audit::source::sqs::SqsSettings;
 use ecr_audit::store::Store;
 use serde_json::{Value, json};
@@ -220,19 +218,18 @@ impl TestApp {
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
         let registry = self.registry(&metrics);
-        Pipeline::new(
-            CachedRegistry::new(registry, Duration::from_secs(300)),
+        Pipeline::builder(
+            registry,
             self.store.clone().with_alerts(self.alert_bus.is_some()),
-            metrics,
-            PipelineSettings {
-                parse_context: ParseContext {
-                    default_account: AccountId::parse(ACCOUNT).ok(),
-                    default_region: Region::parse(REGION).ok(),
-                },
-                policy: ControlPolicy::default(),
-                signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
-            },
         )
+        .metrics(metrics)
+        .cache_ttl(Duration::from_secs(300))
+        .parse_context(ParseContext {
+            default_account: AccountId::parse(ACCOUNT).ok(),
+            default_region: Region::parse(REGION).ok(),
+        })
+        .signing_grace(chrono::Duration::milliseconds(self.signing_grace_ms))
+        .build()
     }
 
     /// The worker's background work as tests run it: fast polls, alerts when a bus is set.

@@ -2,9 +2,10 @@
 //! migrated template).
 
 use ecr_audit::domain::RepositoryKey;
-use ecr_audit::enrich::RepositoryFacts;
+use ecr_audit::facts::RepositoryFacts;
+use ecr_audit::plan::{Plan, RejectedMessage};
 use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{Committed, Plan, RejectedMessage, Store};
+use ecr_audit::store::{Committed, Store};
 use sqlx::PgPool;
 
 fn key() -> RepositoryKey {
