@@ -17,17 +17,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use ecr_audit::domain::{AccountId, Digest, Region, RepositoryKey};
-use ecr_audit::enrich::cache::CachedRegistry;
-use ecr_audit::enrich::{
-    Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry,
-    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
-    ScanFacts, SigningRuleFacts, TagMutability,
-};
-use ecr_audit::evaluate::ControlPolicy;
-use ecr_audit::evaluate::signature::{ManagedSigning, SignatureArtifact};
+use ecr_audit::enrich::{EnrichError, Registry};
 use ecr_audit::export::metrics::Metrics;
+use ecr_audit::facts::{
+    Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
+    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
+    ScanFacts, SignatureArtifact, SigningRuleFacts, SigningStatus, TagMutability,
+};
 use ecr_audit::parse::{InputFormat, ParseContext};
-use ecr_audit::pipeline::{InboundMessage, MessageFate, Pipeline, PipelineSettings};
+use ecr_audit::pipeline::{InboundMessage, MessageFate, Pipeline};
 use ecr_audit::store::Store;
 use futures::StreamExt;
 use serde_json::json;
@@ -112,7 +110,7 @@ impl Registry for InstantRegistry {
     ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
         Ok(Fact::Known(vec![ManagedSigning {
             profile_arn: PROFILE.into(),
-            status: "COMPLETE".into(),
+            status: SigningStatus::Complete,
             failure_code: None,
             failure_reason: None,
         }]))
@@ -125,8 +123,8 @@ impl Registry for InstantRegistry {
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
         Ok(Fact::Known(vec![]))
     }
-    async fn profile_status(&self, _: &str) -> Result<Fact<String>, EnrichError> {
-        Ok(Fact::Known("Active".into()))
+    async fn profile_status(&self, _: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
+        Ok(Fact::Known(ProfileStatus::Active))
     }
     async fn scan(
         &self,
@@ -197,21 +195,20 @@ async fn fresh_database(name: &str) -> (PgPool, PgConnectOptions) {
     (pool, options)
 }
 
+/// The account and region the benchmark's events fall back on.
+fn bench_parse_context() -> ParseContext {
+    ParseContext {
+        default_account: AccountId::parse(ACCOUNT).ok(),
+        default_region: Region::parse(REGION).ok(),
+    }
+}
+
 fn instant_pipeline(pool: &PgPool) -> Pipeline {
     let registry: Arc<dyn Registry> = Arc::new(InstantRegistry);
-    Pipeline::new(
-        CachedRegistry::new(registry, Duration::from_secs(3600)),
-        Store::from_pool(pool.clone()),
-        Arc::new(Metrics::new()),
-        PipelineSettings {
-            parse_context: ParseContext {
-                default_account: AccountId::parse(ACCOUNT).ok(),
-                default_region: Region::parse(REGION).ok(),
-            },
-            policy: ControlPolicy::default(),
-            signing_grace: chrono::Duration::minutes(15),
-        },
-    )
+    Pipeline::builder(registry, Store::from_pool(pool.clone()))
+        .cache_ttl(Duration::from_secs(3600))
+        .parse_context(bench_parse_context())
+        .build()
 }
 
 /// Runs the messages as the worker does (batches of 10, four at once); returns the elapsed
@@ -392,19 +389,13 @@ async fn calls(n: usize) {
             calls_per_second: std::num::NonZeroU32::new(1000).expect("non-zero"),
         },
     ));
-    let pipeline = Arc::new(Pipeline::new(
-        CachedRegistry::new(Arc::clone(&registry), Duration::from_secs(3600)),
-        Store::from_pool(pool.clone()),
-        metrics,
-        PipelineSettings {
-            parse_context: ParseContext {
-                default_account: AccountId::parse(ACCOUNT).ok(),
-                default_region: Region::parse(REGION).ok(),
-            },
-            policy: ControlPolicy::default(),
-            signing_grace: chrono::Duration::minutes(15),
-        },
-    ));
+    let pipeline = Arc::new(
+        Pipeline::builder(Arc::clone(&registry), Store::from_pool(pool.clone()))
+            .metrics(metrics)
+            .cache_ttl(Duration::from_secs(3600))
+            .parse_context(bench_parse_context())
+            .build(),
+    );
     let run = Utc::now().timestamp();
     let repository = format!("bench-calls-{run}");
     ecr.create_repository()
@@ -511,16 +502,11 @@ async fn calls(n: usize) {
             },
         ));
     let (sweep_pool, _) = fresh_database("bench_sweep").await;
-    let sweep_pipeline = Arc::new(Pipeline::new(
-        CachedRegistry::new(Arc::clone(&sweep_registry), Duration::from_secs(3600)),
-        Store::from_pool(sweep_pool),
-        Arc::new(Metrics::new()),
-        PipelineSettings {
-            parse_context: ParseContext::default(),
-            policy: ControlPolicy::default(),
-            signing_grace: chrono::Duration::minutes(15),
-        },
-    ));
+    let sweep_pipeline = Arc::new(
+        Pipeline::builder(Arc::clone(&sweep_registry), Store::from_pool(sweep_pool))
+            .cache_ttl(Duration::from_secs(3600))
+            .build(),
+    );
     let before = emulator_calls(&sweep_account).await;
     let started = Instant::now();
     let report = ecr_audit::source::reconcile::Reconciler::new(

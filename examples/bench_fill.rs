@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
-use ecr_audit::store::evidence::{ChainedRecord, GENESIS_HASH};
+use ecr_audit::evidence::{ChainedRecord, EvidenceKind, GENESIS_HASH};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -66,7 +66,7 @@ fn record(seq: i64, prev_hash: String) -> ChainedRecord {
         recorded_at: at,
         event_id,
         event_time: at - Duration::seconds(2),
-        kind: kind.to_owned(),
+        kind: EvidenceKind::parse(kind),
         outcome: "processed".to_owned(),
         account: Some("123456789012".to_owned()),
         region: Some("us-east-1".to_owned()),
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 record.recorded_at.to_rfc3339(),
                 record.event_id.clone(),
                 record.event_time.to_rfc3339(),
-                record.kind.clone(),
+                record.kind.as_str().to_owned(),
                 record.outcome.clone(),
                 opt(&record.account),
                 opt(&record.region),

@@ -14,13 +14,12 @@ use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, Pipeli
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::aws::load_sdk_config;
-use crate::enrich::cache::CachedRegistry;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
 use crate::export::metrics::Metrics;
 use crate::export::views;
 use crate::parse::ParseContext;
-use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::pipeline::Pipeline;
 use crate::source::file::{self, IngestCounts};
 use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
@@ -54,11 +53,12 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
             let pipeline = built.pipeline;
             let mut background = crate::worker::Background::new(args.recheck_poll);
             background.queue_metrics_interval = args.queue_metrics_interval;
+            background.http = args.http.limits();
             let pipeline = match &args.alert_bus {
                 Some(bus) => {
                     let store = pipeline.store().clone().with_alerts(true);
-                    background.alerts = Some(crate::export::alerts::AlertPublisher::new(
-                        store.clone(),
+                    background.alerts = Some(crate::alerts::AlertPublisher::new(
+                        store.pool().clone(),
                         aws_sdk_eventbridge::Client::new(&sdk),
                         bus.clone(),
                         Arc::clone(&metrics),
@@ -247,22 +247,20 @@ pub async fn build_pipeline(
                 .context("ECR_AUDIT_API_RATE must be at least 1")?,
         },
     ));
-    let pipeline = Pipeline::new(
-        CachedRegistry::new(Arc::clone(&registry), args.repository_cache_ttl),
-        store,
-        metrics,
-        PipelineSettings {
-            parse_context: ParseContext {
-                default_account: Some(default_account),
-                default_region: Some(default_region),
-            },
-            policy: ControlPolicy {
-                kms_key_allow_list: args.kms_key_allow_list.clone(),
-            },
-            signing_grace: chrono::Duration::from_std(args.signing_grace)
-                .context("ECR_AUDIT_SIGNING_GRACE is too long")?,
-        },
-    );
+    let signing_grace = chrono::Duration::from_std(args.signing_grace)
+        .context("ECR_AUDIT_SIGNING_GRACE is too long")?;
+    let pipeline = Pipeline::builder(Arc::clone(&registry), store)
+        .metrics(metrics)
+        .cache_ttl(args.repository_cache_ttl)
+        .parse_context(ParseContext {
+            default_account: Some(default_account),
+            default_region: Some(default_region),
+        })
+        .policy(ControlPolicy {
+            kms_key_allow_list: args.kms_key_allow_list.clone(),
+        })
+        .signing_grace(signing_grace)
+        .build();
     Ok(BuiltPipeline {
         pipeline,
         registry,
@@ -390,11 +388,11 @@ mod evidence_cli {
 
     use super::{connect, exit};
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
-    use crate::export::evidence::verify::{FileReport, Start, verify_file};
-    use crate::export::evidence::{ChainPoint, Manifest, Scope, write_export};
+    use crate::evidence::chain::EvidenceFilter;
+    use crate::evidence::export::verify::{FileReport, Start, verify_file};
+    use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
+    use crate::evidence::retention::{self, Checkpoint};
     use crate::store::Store;
-    use crate::store::evidence::EvidenceFilter;
-    use crate::store::retention::Checkpoint;
     use crate::store::views::ChainReport;
 
     /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, CI, pipes).
@@ -448,14 +446,17 @@ mod evidence_cli {
     async fn stream(
         store: &Store,
         filter: &EvidenceFilter,
-        format: crate::export::evidence::ExportFormat,
+        format: crate::evidence::export::ExportFormat,
         out: impl Write,
     ) -> anyhow::Result<Manifest> {
         let bar = progress_bar();
-        let snapshot = store
-            .evidence_snapshot(filter, !bar.is_hidden())
-            .await
-            .context("opening the evidence snapshot")?;
+        let snapshot = crate::evidence::export::snapshot::evidence_snapshot(
+            store.pool(),
+            filter,
+            !bar.is_hidden(),
+        )
+        .await
+        .context("opening the evidence snapshot")?;
         if let Some(total) = snapshot.matching {
             bar.set_length(total);
         }
@@ -562,7 +563,7 @@ mod evidence_cli {
                 "{} records, {range}, {start}, ending at the chain head {} as of {}; every hash and link verified",
                 m.count,
                 m.chain_head.hash,
-                crate::export::evidence::canonical_time(m.exported_at)
+                crate::evidence::export::canonical_time(m.exported_at)
             ),
             Scope::Range => format!(
                 "{} records, {range}, archive of a chain prefix {start}; every hash and link verified, last hash {}",
@@ -612,7 +613,7 @@ mod evidence_cli {
 
     pub(super) async fn archive(args: ArchiveArgs) -> anyhow::Result<i32> {
         let store = connect(&args.database).await?;
-        let Some(prefix) = store.archivable_prefix(args.before).await? else {
+        let Some(prefix) = retention::archivable_prefix(store.pool(), args.before).await? else {
             println!(
                 "nothing to archive: no stored evidence was recorded before {}",
                 args.before
@@ -666,7 +667,7 @@ mod evidence_cli {
             archive_format: args.format.as_str().to_owned(),
             archive_sha256: sha256.clone(),
         };
-        let (checkpoint_seq, dropped) = store.drop_archived(&checkpoint).await?;
+        let (checkpoint_seq, dropped) = retention::drop_archived(store.pool(), &checkpoint).await?;
         println!(
             "archived {} records (seq {}..{}) to {} (sha256 {sha256}); checkpoint at seq {checkpoint_seq}; dropped {dropped} records from the database",
             manifest.count,

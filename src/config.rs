@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::export::evidence::ExportFormat;
+use crate::evidence::export::ExportFormat;
 
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
@@ -75,6 +75,10 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up and matched at once; boxing buys nothing"
+)]
 pub enum Command {
     /// Apply the database migrations.
     Migrate(DatabaseArgs),
@@ -165,6 +169,8 @@ pub struct WorkerArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "ECR_AUDIT_HTTP_ADDR", default_value = "127.0.0.1:9464")]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Batches (of up to 10 messages) processed at once.
     #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub max_in_flight_batches: usize,
@@ -190,6 +196,39 @@ pub struct WorkerArgs {
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+}
+
+/// The bounds of the HTTP endpoints (`src/export/http.rs`).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// How long a client may take to send request headers (or stay idle between requests)
+    /// before its connection is closed.
+    #[arg(long, env = "ECR_AUDIT_HTTP_HEADER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub http_header_timeout: Duration,
+    /// How long a request may take before it is answered with 503.
+    #[arg(long, env = "ECR_AUDIT_HTTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_request_timeout: Duration,
+    /// HTTP connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "ECR_AUDIT_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub http_max_connections: usize,
+    /// How long /metrics reuses the counts it read from the database.
+    #[arg(long, env = "ECR_AUDIT_HTTP_METRICS_CACHE", default_value = "5s", value_parser = duration)]
+    pub http_metrics_cache: Duration,
+    /// Database connections of the endpoints' own pool (apart from ECR_AUDIT_DB_MAX_CONNECTIONS).
+    #[arg(long, env = "ECR_AUDIT_HTTP_DB_CONNECTIONS", default_value_t = 2)]
+    pub http_db_connections: u32,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> crate::export::http::HttpLimits {
+        crate::export::http::HttpLimits {
+            header_read_timeout: self.http_header_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections.max(1),
+            metrics_cache: self.http_metrics_cache,
+            db_connections: self.http_db_connections.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -237,7 +276,7 @@ pub struct ImagesArgs {
 // Evidence (issue 7): the flags of `verify`, `export` and `evidence archive`.
 
 fn evidence_time(text: &str) -> Result<DateTime<Utc>, String> {
-    crate::export::evidence::parse_time(text)
+    crate::evidence::export::parse_time(text)
 }
 
 #[derive(Debug, Clone, Args)]

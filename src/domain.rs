@@ -392,6 +392,14 @@ impl SignatureStatus {
     pub fn from_str_opt(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
+
+    /// The statuses worth a page (docs/ALERTS.md); the OCSF export maps the same set to Fail.
+    pub const PAGING: [SignatureStatus; 3] = [Self::Unsigned, Self::Failed, Self::Untrusted];
+
+    /// Whether a digest reaching this status pages.
+    pub fn pages(self) -> bool {
+        Self::PAGING.contains(&self)
+    }
 }
 
 /// The scan status of a digest (DESIGN.md vocabulary); the raw ECR/Inspector status is kept

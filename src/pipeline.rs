@@ -1,32 +1,30 @@
-//! One batch through the stages: parse → enrich → evaluate → store.
+//! One batch through the stages: receive → parse → invalidate caches → read facts → plan →
+//! commit → fates.
 //!
-//! The pipeline decides each message's fate ([`MessageFate`]) and leaves carrying it out to
-//! the source (delete from SQS, change visibility, count a line of a file). Its effects are
-//! committed in one transaction per batch before any fate says "delete".
+//! Orchestration only: what an event means is decided by the planner (`crate::plan`), what is
+//! true now is read through the registry (`reads.rs`), and the pipeline decides each
+//! message's fate ([`MessageFate`]), leaving carrying it out to the source (delete from SQS,
+//! change visibility, count a line of a file). Its effects are committed in one transaction
+//! per batch before any fate says "delete".
+
+mod builder;
+mod reads;
+
+pub use builder::PipelineBuilder;
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use chrono::Utc;
+use tracing::warn;
 
-use chrono::{DateTime, Utc};
-use futures::{StreamExt, stream};
-use tracing::{info, warn};
-
-use crate::domain::{Digest, RepositoryKey, SignatureStatus};
+use crate::domain::{AccountId, Region};
 use crate::enrich::cache::CachedRegistry;
-use crate::enrich::{EnrichError, Fact, ImageLookup, Registry, RepositoryFacts};
-use crate::evaluate::artifact::artifact_subject;
-use crate::evaluate::signature::{SignatureFacts, signature_verdict};
-use crate::evaluate::{self, ControlPolicy};
+use crate::enrich::{EnrichError, Registry};
+use crate::evaluate::ControlPolicy;
 use crate::export::metrics::{EventOutcome, Metrics};
 use crate::parse::{self, AuditEvent, Change, InputFormat, ParseContext};
-use crate::store::{
-    Committed, EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite,
-    ScanWrite, SignatureWrite, Store, StoreError,
-};
-
-/// How many repositories a registry-wide change re-reads at once.
-const REGISTRY_FANOUT: usize = 8;
+use crate::plan::{self, EventPlan, Plan, Planner, RejectedMessage, SignatureReads};
+use crate::store::{BatchOutcome, Committed, Store, StoreError};
 
 /// One message as a source hands it over.
 #[derive(Debug, Clone)]
@@ -50,33 +48,13 @@ pub enum MessageFate {
     DeadLetter { code: &'static str, reason: String },
 }
 
-/// The stages, wired.
+/// The stages, wired; built with [`Pipeline::builder`].
 pub struct Pipeline {
     registry: CachedRegistry<Arc<dyn Registry>>,
     store: Store,
     metrics: Arc<Metrics>,
     parse_context: ParseContext,
-    policy: ControlPolicy,
-    signing_grace: chrono::Duration,
-}
-
-/// The pipeline's judgement settings.
-#[derive(Debug, Clone)]
-pub struct PipelineSettings {
-    pub parse_context: ParseContext,
-    pub policy: ControlPolicy,
-    /// How long a push may stay unsigned before it counts as `UNSIGNED`.
-    pub signing_grace: chrono::Duration,
-}
-
-/// What [`Pipeline::plan_present_image`] found.
-struct PresentImage {
-    image: ImageWrite,
-    repository: RepositoryWrite,
-    signatures: Vec<SignatureWrite>,
-    scans: Vec<ScanWrite>,
-    /// Whether ECR still has the digest.
-    exists: bool,
+    planner: Planner,
 }
 
 enum Prepared {
@@ -85,20 +63,9 @@ enum Prepared {
 }
 
 impl Pipeline {
-    pub fn new(
-        registry: CachedRegistry<Arc<dyn Registry>>,
-        store: Store,
-        metrics: Arc<Metrics>,
-        settings: PipelineSettings,
-    ) -> Self {
-        Self {
-            registry,
-            store,
-            metrics,
-            parse_context: settings.parse_context,
-            policy: settings.policy,
-            signing_grace: settings.signing_grace,
-        }
+    /// Starts wiring a pipeline that reads through `registry` (cached) and writes to `store`.
+    pub fn builder(registry: Arc<dyn Registry>, store: Store) -> PipelineBuilder {
+        PipelineBuilder::new(registry, store)
     }
 
     pub fn store(&self) -> &Store {
@@ -106,19 +73,19 @@ impl Pipeline {
     }
 
     pub fn policy(&self) -> &ControlPolicy {
-        &self.policy
+        &self.planner.policy
+    }
+
+    pub fn planner(&self) -> &Planner {
+        &self.planner
     }
 
     /// Drops every cached fact of one registry (a sweep is about to read it afresh).
-    pub fn forget_registry(
-        &self,
-        account: &crate::domain::AccountId,
-        region: &crate::domain::Region,
-    ) {
+    pub fn forget_registry(&self, account: &AccountId, region: &Region) {
         self.registry.invalidate_registry(account, region);
     }
 
-    /// Plans one event (enrich + evaluate) without committing it.
+    /// Plans one event (read facts + plan) without committing it.
     ///
     /// # Errors
     /// [`EnrichError`] when AWS could not answer for now.
@@ -140,44 +107,50 @@ impl Pipeline {
 
     /// Runs a batch; the fates are in the order of `messages`.
     pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<MessageFate> {
-        let parsed: Vec<Result<AuditEvent, RejectedMessage>> = messages
-            .iter()
-            .map(|m| {
-                parse::parse(&m.body, m.format, &self.parse_context).map_err(|err| {
-                    RejectedMessage {
-                        source: m.source,
-                        message_id: m.message_id.clone(),
-                        code: err.code(),
-                        reason: err.to_string(),
-                        body: m.body.clone(),
-                    }
-                })
-            })
-            .collect();
-
+        let parsed: Vec<Result<AuditEvent, RejectedMessage>> =
+            messages.iter().map(|m| self.parse(m)).collect();
         // Invalidate before any read of the batch, so a push batched with a settings change
         // sees the new settings.
         for event in parsed.iter().flatten() {
             self.invalidate_for(event);
         }
-
         let prepared: Vec<Prepared> =
-            futures::future::join_all(parsed.into_iter().map(|p| async {
-                match p {
-                    Err(rejected) => Prepared::Plan(Plan::Rejected(rejected)),
-                    Ok(event) => match self.plan_event(event).await {
-                        Ok(plan) => Prepared::Plan(Plan::Event(Box::new(plan))),
-                        Err(err) => Prepared::Failed(err),
-                    },
-                }
-            }))
-            .await;
-
+            futures::future::join_all(parsed.into_iter().map(|p| self.prepare(p))).await;
         let plans = Self::attribute_repository_changes(&prepared);
         let committed = self.commit(&plans).await;
+        let fates = Self::fates(&prepared, committed);
+        for ((message, prepared), fate) in messages.iter().zip(&prepared).zip(&fates) {
+            self.observe(message, prepared, fate);
+        }
+        fates
+    }
 
+    fn parse(&self, message: &InboundMessage) -> Result<AuditEvent, RejectedMessage> {
+        parse::parse(&message.body, message.format, &self.parse_context).map_err(|err| {
+            RejectedMessage {
+                source: message.source,
+                message_id: message.message_id.clone(),
+                code: err.code(),
+                reason: err.to_string(),
+                body: message.body.clone(),
+            }
+        })
+    }
+
+    async fn prepare(&self, parsed: Result<AuditEvent, RejectedMessage>) -> Prepared {
+        match parsed {
+            Err(rejected) => Prepared::Plan(Plan::Rejected(rejected)),
+            Ok(event) => match self.plan_event(event).await {
+                Ok(plan) => Prepared::Plan(Plan::Event(Box::new(plan))),
+                Err(err) => Prepared::Failed(err),
+            },
+        }
+    }
+
+    /// One fate per message: a failed read retries, the others take their commit's result.
+    fn fates(prepared: &[Prepared], committed: Vec<MessageFate>) -> Vec<MessageFate> {
         let mut committed = committed.into_iter();
-        let fates: Vec<MessageFate> = prepared
+        prepared
             .iter()
             .map(|p| match p {
                 Prepared::Failed(err) => MessageFate::Retry {
@@ -189,36 +162,18 @@ impl Pipeline {
                     reason: "no commit result".to_owned(),
                 }),
             })
-            .collect();
-
-        for ((message, prepared), fate) in messages.iter().zip(&prepared).zip(&fates) {
-            self.observe(message, prepared, fate);
-        }
-        fates
+            .collect()
     }
 
-    /// Only the events that change a repository's settings (CloudTrail calls, with their
-    /// caller), a repository's first sighting, and reconcile move its control state. A push or
-    /// a scan reads the repository too, and may read a change whose own event has not been
-    /// processed yet: recording the transition there would attribute it to the push, with no
-    /// caller. So such reads of a known repository are used for the image (settings at push)
-    /// but written only if the repository is not stored yet (decided inside the transaction,
-    /// so concurrent batches cannot race it); the change's own event (or, if it is lost, the
-    /// next reconcile sweep) records the transition.
+    /// The plans to commit, with repository reads of events that may not move control state
+    /// marked as such ([`plan::attribute_repository_changes`]).
     fn attribute_repository_changes(prepared: &[Prepared]) -> Vec<Plan> {
         prepared
             .iter()
             .filter_map(|p| match p {
-                Prepared::Plan(Plan::Event(plan))
-                    if !matches!(
-                        plan.event.change,
-                        Change::RepositoryChanged { .. } | Change::RegistryChanged { .. }
-                    ) =>
-                {
+                Prepared::Plan(Plan::Event(plan)) => {
                     let mut plan = plan.clone();
-                    for write in &mut plan.repositories {
-                        write.only_if_new = true;
-                    }
+                    plan::attribute_repository_changes(&mut plan);
                     Some(Plan::Event(plan))
                 }
                 Prepared::Plan(plan) => Some(plan.clone()),
@@ -233,33 +188,25 @@ impl Pipeline {
         if plans.is_empty() {
             return Vec::new();
         }
-        match self.store.commit_batch(plans).await {
-            Ok(outcome) => {
-                self.record_commit(&outcome);
-                outcome
-                    .committed
-                    .into_iter()
-                    .map(MessageFate::Done)
-                    .collect()
-            }
+        match self.commit_plans(plans).await {
+            Ok(outcome) => outcome
+                .committed
+                .into_iter()
+                .map(MessageFate::Done)
+                .collect(),
             Err(err) if !err.is_transient() && plans.len() > 1 => {
                 let mut fates = Vec::with_capacity(plans.len());
                 for plan in plans {
-                    fates.push(
-                        match self.store.commit_batch(std::slice::from_ref(plan)).await {
-                            Ok(outcome) => {
-                                self.record_commit(&outcome);
-                                MessageFate::Done(
-                                    outcome
-                                        .committed
-                                        .first()
-                                        .copied()
-                                        .unwrap_or(Committed::Duplicate),
-                                )
-                            }
-                            Err(err) => store_fate(&err),
-                        },
-                    );
+                    fates.push(match self.commit_plans(std::slice::from_ref(plan)).await {
+                        Ok(outcome) => MessageFate::Done(
+                            outcome
+                                .committed
+                                .first()
+                                .copied()
+                                .unwrap_or(Committed::Duplicate),
+                        ),
+                        Err(err) => store_fate(&err),
+                    });
                 }
                 fates
             }
@@ -267,8 +214,19 @@ impl Pipeline {
         }
     }
 
-    /// Counts what a committed batch did (also for batches committed by the reconcile sweep).
-    pub fn record_commit(&self, outcome: &crate::store::BatchOutcome) {
+    /// Commits plans in one transaction and counts what they did: the one commit path of
+    /// event batches and of the reconcile sweep.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails or refuses the batch; nothing is committed.
+    pub async fn commit_plans(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
+        let outcome = self.store.commit_batch(plans).await?;
+        self.record_commit(&outcome);
+        Ok(outcome)
+    }
+
+    /// Counts what a committed batch did.
+    pub fn record_commit(&self, outcome: &BatchOutcome) {
         self.metrics.unsigned_pushes(outcome.first_unsigned);
         self.metrics.control_regressions(&outcome.regressions);
         self.metrics.batch_committed();
@@ -289,10 +247,15 @@ impl Pipeline {
         let mut results = Vec::with_capacity(count);
         for claim in claims {
             let attempts = u32::try_from(claim.attempts).unwrap_or(0) + 1;
-            let result = match self
-                .signature_write(&claim.key, &claim.digest, claim.pushed_at, attempts, true)
-                .await
-            {
+            let reads = SignatureReads::new(
+                claim.key.clone(),
+                claim.digest.clone(),
+                claim.pushed_at,
+                attempts,
+                true,
+                (Utc::now(), self.planner.signing_grace),
+            );
+            let result = match self.read_signatures(reads).await {
                 Ok(write) => Ok(write),
                 Err(err) => {
                     warn!(image.digest = %claim.digest, repository.name = %claim.key.name, "signature re-check failed, retrying later: {err}");
@@ -304,59 +267,6 @@ impl Pipeline {
         let first_unsigned = self.store.finish_rechecks(tx, results).await?;
         self.metrics.unsigned_pushes(first_unsigned);
         Ok(count)
-    }
-
-    /// Reads the signature sources of a digest and judges it, with the next re-check.
-    /// `every_source` is false only for a digest's own push event (see below).
-    async fn signature_write(
-        &self,
-        key: &RepositoryKey,
-        digest: &Digest,
-        pushed_at: DateTime<Utc>,
-        attempts: u32,
-        every_source: bool,
-    ) -> Result<SignatureWrite, EnrichError> {
-        // Inside the grace window the verdict cannot be UNSIGNED, so the Cosign tag look-up
-        // (a third call) is left to the re-checks and to the signature's own push event; once
-        // the window is over every source is read, as a missed signature would be a false
-        // UNSIGNED.
-        let cosign_tag = every_source || Utc::now() >= pushed_at + self.signing_grace;
-        let (managed, artifacts) = tokio::join!(
-            self.registry.signing_statuses(key, digest),
-            self.registry.signature_artifacts(key, digest, cosign_tag)
-        );
-        let managed = managed?;
-        let artifacts = artifacts?;
-        let mut profiles = BTreeMap::new();
-        if let Fact::Known(entries) = &managed {
-            for entry in entries.iter().filter(|m| m.status == "COMPLETE") {
-                if !profiles.contains_key(&entry.profile_arn) {
-                    let status = self.registry.profile_status(&entry.profile_arn).await?;
-                    profiles.insert(entry.profile_arn.clone(), status);
-                }
-            }
-        }
-        let facts = SignatureFacts {
-            managed,
-            artifacts,
-            profiles,
-        };
-        let checked_at = Utc::now();
-        let verdict = signature_verdict(&facts, pushed_at, checked_at, self.signing_grace);
-        let next_check = next_signature_check(
-            verdict.status,
-            pushed_at + self.signing_grace,
-            checked_at,
-            attempts,
-        );
-        Ok(SignatureWrite {
-            key: key.clone(),
-            digest: digest.clone(),
-            pushed_at,
-            verdict,
-            checked_at,
-            next_check,
-        })
     }
 
     fn observe(&self, message: &InboundMessage, prepared: &Prepared, fate: &MessageFate) {
@@ -407,11 +317,8 @@ impl Pipeline {
     fn invalidate_for(&self, event: &AuditEvent) {
         match &event.change {
             Change::RepositoryChanged { repository, .. } => {
-                self.registry.invalidate(&RepositoryKey {
-                    account: event.account.clone(),
-                    region: event.region.clone(),
-                    name: repository.clone(),
-                })
+                self.registry
+                    .invalidate(&plan::repository_key(event, repository));
             }
             Change::RegistryChanged { .. } => {
                 self.registry
@@ -419,369 +326,6 @@ impl Pipeline {
             }
             _ => {}
         }
-    }
-
-    fn key(event: &AuditEvent, repository: &crate::domain::RepositoryName) -> RepositoryKey {
-        RepositoryKey {
-            account: event.account.clone(),
-            region: event.region.clone(),
-            name: repository.clone(),
-        }
-    }
-
-    async fn repository_write(&self, key: RepositoryKey) -> Result<RepositoryWrite, EnrichError> {
-        let (facts, registry) = tokio::join!(
-            self.registry.repository(&key),
-            self.registry.registry(&key.account, &key.region)
-        );
-        let facts: RepositoryFacts = facts?;
-        let registry = registry?;
-        Ok(repository_write(key, facts, &registry, &self.policy))
-    }
-
-    async fn plan_event(&self, event: AuditEvent) -> Result<EventPlan, EnrichError> {
-        let mut plan = EventPlan {
-            ignored: false,
-            repositories: Vec::new(),
-            image: None,
-            signatures: Vec::new(),
-            scans: Vec::new(),
-            event,
-        };
-        let event = &plan.event;
-        match &event.change {
-            Change::ImagePushed {
-                repository,
-                digest,
-                tag,
-                ..
-            }
-            | Change::ImagePushRecorded {
-                repository,
-                digest,
-                tag,
-            } => {
-                let key = Self::key(event, repository);
-                // The CloudTrail record of a push whose image action was already evaluated only
-                // adds who pushed: no AWS call (either event may be lost, so whichever comes
-                // first does the full evaluation).
-                if let Change::ImagePushRecorded { tag, .. } = &event.change {
-                    let evaluated = self.image_evaluated(&key, digest).await?;
-                    if evaluated {
-                        plan.image = Some(ImageWrite {
-                            key,
-                            digest: digest.clone(),
-                            presence: ImagePresence::Pushed,
-                            event_time: event.time,
-                            lookup: None,
-                            push_tag: tag.clone(),
-                            settings: None,
-                            pushed_by: event.actor.clone(),
-                            storage_class: None,
-                            artifact: None,
-                        });
-                        return Ok(plan);
-                    }
-                }
-                let pushed_by = match &event.change {
-                    Change::ImagePushRecorded { .. } => event.actor.clone(),
-                    _ => None,
-                };
-                let found = self
-                    .plan_present_image(event, key, digest, tag.clone(), pushed_by)
-                    .await?;
-                plan.image = Some(found.image);
-                plan.repositories.push(found.repository);
-                plan.signatures.extend(found.signatures);
-                plan.scans.extend(found.scans);
-            }
-            Change::ImageDeleted {
-                repository, digest, ..
-            } => {
-                plan.image = Some(ImageWrite {
-                    key: Self::key(event, repository),
-                    digest: digest.clone(),
-                    presence: ImagePresence::Deleted,
-                    event_time: event.time,
-                    lookup: None,
-                    push_tag: None,
-                    settings: None,
-                    pushed_by: None,
-                    storage_class: None,
-                    artifact: None,
-                });
-            }
-            Change::ImageStorageClassChanged {
-                repository,
-                digest,
-                storage_class,
-            } => {
-                let key = Self::key(event, repository);
-                let lookup = self.registry.image(&key, digest).await?;
-                plan.image = Some(ImageWrite {
-                    key,
-                    digest: digest.clone(),
-                    presence: ImagePresence::Unchanged,
-                    event_time: event.time,
-                    lookup: Some((Utc::now(), lookup)),
-                    push_tag: None,
-                    settings: None,
-                    pushed_by: None,
-                    storage_class: storage_class.clone(),
-                    artifact: None,
-                });
-            }
-            Change::ReferrerChanged {
-                repository, digest, ..
-            } => {
-                let key = Self::key(event, repository);
-                if let ImageLookup::Found(facts) = self.registry.image(&key, digest).await?
-                    && let Some((subject, _)) = artifact_subject(
-                        facts.artifact_media_type.as_deref(),
-                        facts.subject_digest.as_ref(),
-                        &facts.tags,
-                    )
-                    && let Some(write) = self.subject_signature_write(&key, &subject).await?
-                {
-                    plan.signatures.push(write);
-                }
-            }
-            Change::ScanCompleted {
-                repository, digest, ..
-            }
-            | Change::FindingChanged {
-                repository, digest, ..
-            } => {
-                let key = Self::key(event, repository);
-                // Events arrive in any order: a scan result about a digest whose push is not
-                // recorded yet (still in flight in another batch, or lost) evaluates the
-                // image in full, so the result has a row to land on and a slower push
-                // carrying an older scan state cannot overwrite it.
-                let evaluated = self.image_evaluated(&key, digest).await?;
-                if !evaluated {
-                    let found = self
-                        .plan_present_image(event, key.clone(), digest, None, None)
-                        .await?;
-                    if found.exists {
-                        plan.image = Some(found.image);
-                        plan.repositories.push(found.repository);
-                        plan.signatures.extend(found.signatures);
-                    }
-                }
-                // The event is a hint: the scan state is read back, whatever the event said.
-                let checked_at = Utc::now();
-                if let Fact::Known(facts) = self.registry.scan(&key, digest).await? {
-                    plan.scans.push(ScanWrite {
-                        key,
-                        digest: digest.clone(),
-                        facts,
-                        checked_at,
-                    });
-                }
-            }
-            Change::RepositoryChanged { repository, .. } => {
-                let write = self.repository_write(Self::key(event, repository)).await?;
-                plan.repositories.push(write);
-            }
-            Change::RegistryChanged { .. } => {
-                let keys = match self
-                    .store
-                    .known_repositories(&event.account, &event.region)
-                    .await
-                {
-                    Ok(keys) => keys,
-                    Err(err) => {
-                        return Err(EnrichError::Transient {
-                            operation: "store:known_repositories",
-                            target: format!("{}/{}", event.account, event.region),
-                            message: err.to_string(),
-                        });
-                    }
-                };
-                info!(
-                    repositories = keys.len(),
-                    "registry-wide change in {}/{}: re-reading every known repository",
-                    event.account,
-                    event.region
-                );
-                let writes: Vec<Result<RepositoryWrite, EnrichError>> = stream::iter(keys)
-                    .map(|key| self.repository_write(key))
-                    .buffered(REGISTRY_FANOUT)
-                    .collect()
-                    .await;
-                plan.repositories = writes.into_iter().collect::<Result<_, _>>()?;
-            }
-            Change::FailedApiCall { .. } => {}
-            Change::Ignored { .. } => plan.ignored = true,
-        }
-        Ok(plan)
-    }
-
-    /// Re-judges the subject of a signature artifact, when the subject still exists.
-    /// Whether the digest was already evaluated; a database failure retries the message.
-    async fn image_evaluated(
-        &self,
-        key: &RepositoryKey,
-        digest: &Digest,
-    ) -> Result<bool, EnrichError> {
-        self.store
-            .image_evaluated(key, digest)
-            .await
-            .map_err(|err| EnrichError::Transient {
-                operation: "store:image_evaluated",
-                target: key.to_string(),
-                message: err.to_string(),
-            })
-    }
-
-    /// Everything a digest that exists now means: the image row (settings at push, artifact
-    /// or not), its repository, its signature verdict and the scan state `DescribeImages`
-    /// reports.
-    async fn plan_present_image(
-        &self,
-        event: &AuditEvent,
-        key: RepositoryKey,
-        digest: &Digest,
-        tag: Option<String>,
-        pushed_by: Option<crate::domain::Actor>,
-    ) -> Result<PresentImage, EnrichError> {
-        // Dated before the reads: a read is as old as its request, not its slowest sibling.
-        let observed_at = Utc::now();
-        let (repository_write, lookup) = tokio::join!(
-            self.repository_write(key.clone()),
-            self.registry.image(&key, digest)
-        );
-        let repository_write = repository_write?;
-        let lookup = lookup?;
-        // The tag this push wrote: the event's, or for an untagged event the only tag ECR
-        // knows, if there is exactly one.
-        let push_tag = tag.or_else(|| match &lookup {
-            ImageLookup::Found(facts) if facts.tags.len() == 1 => facts.tags.first().cloned(),
-            _ => None,
-        });
-        let settings = evaluate::image_settings(&repository_write.facts, push_tag.as_deref());
-        let mut signatures = Vec::new();
-        let mut scans = Vec::new();
-        let mut artifact = None;
-        if let ImageLookup::Found(facts) = &lookup {
-            artifact = artifact_subject(
-                facts.artifact_media_type.as_deref(),
-                facts.subject_digest.as_ref(),
-                &facts.tags,
-            );
-            match &artifact {
-                // A signature arrived: its subject may have just become signed.
-                Some((subject, kind)) if kind.is_signature() => {
-                    if let Some(write) = self.subject_signature_write(&key, subject).await? {
-                        signatures.push(write);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    let pushed_at = facts.pushed_at.unwrap_or(event.time);
-                    signatures.push(
-                        self.signature_write(&key, digest, pushed_at, 0, false)
-                            .await?,
-                    );
-                    scans.push(ScanWrite {
-                        key: key.clone(),
-                        digest: digest.clone(),
-                        facts: facts.scan.clone(),
-                        checked_at: observed_at,
-                    });
-                }
-            }
-        }
-        let exists = matches!(lookup, ImageLookup::Found(_));
-        Ok(PresentImage {
-            image: ImageWrite {
-                key,
-                digest: digest.clone(),
-                presence: ImagePresence::Pushed,
-                event_time: event.time,
-                lookup: Some((observed_at, lookup)),
-                push_tag,
-                settings: Some(settings),
-                pushed_by,
-                storage_class: None,
-                artifact,
-            },
-            repository: repository_write,
-            signatures,
-            scans,
-            exists,
-        })
-    }
-
-    async fn subject_signature_write(
-        &self,
-        key: &RepositoryKey,
-        subject: &Digest,
-    ) -> Result<Option<SignatureWrite>, EnrichError> {
-        match self.registry.image(key, subject).await? {
-            ImageLookup::Found(facts) => {
-                let pushed_at = facts.pushed_at.unwrap_or_else(Utc::now);
-                Ok(Some(
-                    self.signature_write(key, subject, pushed_at, 0, true)
-                        .await?,
-                ))
-            }
-            ImageLookup::NotFound | ImageLookup::Unreadable { .. } => Ok(None),
-        }
-    }
-}
-
-/// When to look at a digest's signatures again.
-///
-/// `PENDING`: soon and more slowly each time, but never later than the end of the grace
-/// window, so `UNSIGNED` is declared on time. `UNSIGNED`, `FAILED`, `UNTRUSTED`: a few
-/// widening checks (1 h, 2 h, 4 h, …) in case a signature arrives without an event; after
-/// that the signature's own push event is what moves the digest. `SIGNED`: never.
-pub fn next_signature_check(
-    status: SignatureStatus,
-    grace_deadline: DateTime<Utc>,
-    now: DateTime<Utc>,
-    attempts: u32,
-) -> Option<DateTime<Utc>> {
-    let doubling = |base_seconds: i64, cap_seconds: i64| {
-        chrono::Duration::seconds((base_seconds << attempts.min(20)).min(cap_seconds))
-    };
-    match status {
-        SignatureStatus::Signed => None,
-        SignatureStatus::Pending if now < grace_deadline => {
-            Some((now + doubling(2, 300)).min(grace_deadline + chrono::Duration::milliseconds(10)))
-        }
-        SignatureStatus::Pending => Some(now + doubling(30, 3600)),
-        SignatureStatus::Unsigned | SignatureStatus::Failed | SignatureStatus::Untrusted => {
-            (attempts < 6).then(|| now + doubling(3600, 86_400))
-        }
-    }
-}
-
-/// Evaluates one repository read against its registry's settings.
-pub fn repository_write(
-    key: RepositoryKey,
-    facts: RepositoryFacts,
-    registry: &crate::enrich::RegistryFacts,
-    policy: &ControlPolicy,
-) -> RepositoryWrite {
-    let controls = evaluate::repository_controls(&facts, registry, policy);
-    let scanning = match &facts.state {
-        crate::enrich::RepositoryState::Present(settings) => evaluate::effective_scanning(
-            &registry.scanning,
-            key.name.as_str(),
-            settings.scan_on_push,
-        )
-        .known()
-        .cloned(),
-        _ => None,
-    };
-    RepositoryWrite {
-        key,
-        facts,
-        scanning,
-        controls,
-        only_if_new: false,
     }
 }
 
@@ -796,62 +340,5 @@ fn store_fate(err: &StoreError) -> MessageFate {
             code: err.code(),
             reason: err.to_string(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::{Duration, Utc};
-
-    use super::*;
-
-    #[test]
-    fn pending_rechecks_never_pass_the_end_of_the_grace_window() {
-        let now = Utc::now();
-        let deadline = now + Duration::seconds(3);
-        for attempts in 0..10 {
-            let due = next_signature_check(SignatureStatus::Pending, deadline, now, attempts)
-                .expect("pending is re-checked");
-            assert!(
-                due > now && due <= deadline + Duration::milliseconds(10),
-                "attempt {attempts}: {due}"
-            );
-        }
-        let long = now + Duration::hours(1);
-        assert_eq!(
-            next_signature_check(SignatureStatus::Pending, long, now, 0),
-            Some(now + Duration::seconds(2))
-        );
-        assert_eq!(
-            next_signature_check(SignatureStatus::Pending, long, now, 3),
-            Some(now + Duration::seconds(16))
-        );
-    }
-
-    #[test]
-    fn settled_statuses_are_checked_a_few_more_times_then_left_to_events() {
-        let now = Utc::now();
-        let past = now - Duration::minutes(1);
-        assert_eq!(
-            next_signature_check(SignatureStatus::Signed, past, now, 0),
-            None
-        );
-        assert_eq!(
-            next_signature_check(SignatureStatus::Unsigned, past, now, 0),
-            Some(now + Duration::hours(1))
-        );
-        assert_eq!(
-            next_signature_check(SignatureStatus::Unsigned, past, now, 2),
-            Some(now + Duration::hours(4))
-        );
-        assert_eq!(
-            next_signature_check(SignatureStatus::Untrusted, past, now, 6),
-            None
-        );
-        assert_eq!(
-            next_signature_check(SignatureStatus::Pending, past, now, 1),
-            Some(now + Duration::seconds(60)),
-            "managed signing still in progress after the window"
-        );
     }
 }

@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::export::alerts::AlertPublisher;
-use crate::export::http::{self, HttpState};
+use crate::alerts::AlertPublisher;
+use crate::export::http::{self, HttpLimits, HttpState};
 use crate::pipeline::Pipeline;
 use crate::source::depth::poll_queue_depth;
 use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -36,6 +37,8 @@ pub struct Background {
     pub alerts: Option<AlertPublisher>,
     /// The periodic reconcile sweep and its interval.
     pub reconcile: Option<(Reconciler, Duration)>,
+    /// The bounds of the HTTP endpoints and the size of their own database pool.
+    pub http: HttpLimits,
 }
 
 impl Background {
@@ -45,6 +48,7 @@ impl Background {
             queue_metrics_interval: Duration::from_secs(15),
             alerts: None,
             reconcile: None,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -61,17 +65,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let state = HttpState {
-        store: pipeline.store().clone(),
-        metrics: Arc::clone(pipeline.metrics()),
-        queue: Some((sqs.clone(), settings.queue_url.clone())),
-    };
+    let state = HttpState::new(
+        endpoint_store(pipeline.store(), &background.http),
+        Arc::clone(pipeline.metrics()),
+        Some((sqs.clone(), settings.queue_url.clone())),
+        background.http.metrics_cache,
+    );
     if let Ok(addr) = listener.local_addr() {
         info!(http.addr = %addr, "serving /metrics, /healthz, /readyz");
     }
     // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
     let http_shutdown = CancellationToken::new();
-    let server = tokio::spawn(http::serve(listener, state, http_shutdown.clone()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        state,
+        background.http,
+        http_shutdown.clone(),
+    ));
 
     let background_stop = shutdown.child_token();
     let mut tasks = vec![
@@ -114,6 +124,19 @@ pub async fn run(
     consumed?;
     served?;
     Ok(())
+}
+
+/// A pool of `limits.db_connections` to the pipeline's database, for the endpoints alone: a
+/// scrape storm or a slow `/readyz` then waits on its own connections, never the pipeline's.
+/// It connects lazily; the pipeline's pool has already proven the database reachable.
+fn endpoint_store(pipeline_store: &Store, limits: &HttpLimits) -> Store {
+    let options = pipeline_store.pool().connect_options();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(limits.db_connections.max(1))
+        // Shorter than the request timeout, so a starved endpoint answers with the real cause.
+        .acquire_timeout(limits.request_timeout / 2)
+        .connect_lazy_with((*options).clone());
+    Store::from_pool(pool)
 }
 
 /// Claims due signature re-checks in small batches until none is due, then sleeps `poll`.

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{
-    EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository, Registry, RegistryFacts,
-    RepositoryFacts, ScanFacts,
-};
+use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
-use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
+use crate::facts::{
+    Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, RegistryFacts,
+    RepositoryFacts, ScanFacts, SignatureArtifact,
+};
 
 pub struct CachedRegistry<R> {
     inner: R,
@@ -171,7 +171,7 @@ impl<R: Registry> Registry for CachedRegistry<R> {
             .await
     }
 
-    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         self.inner.profile_status(profile_arn).await
     }
 
@@ -192,7 +192,7 @@ mod tests {
 
     use super::*;
     use crate::domain::RepositoryName;
-    use crate::enrich::RepositoryState;
+    use crate::facts::RepositoryState;
 
     #[derive(Default)]
     struct FakeRegistry {
@@ -250,8 +250,8 @@ mod tests {
         ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
             Ok(Fact::Known(Vec::new()))
         }
-        async fn profile_status(&self, _: &str) -> Result<Fact<String>, EnrichError> {
-            Ok(Fact::Known("Active".into()))
+        async fn profile_status(&self, _: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
+            Ok(Fact::Known(ProfileStatus::Active))
         }
         async fn scan(
             &self,

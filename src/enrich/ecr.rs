@@ -19,15 +19,15 @@ use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::aws::{AwsErrorClass, classify};
-use super::{
-    CreationTemplate, Encryption, EnrichError, Fact, ImageFacts, ImageLookup, ListedRepository,
-    PullThroughRule, Registry, RegistryFacts, RegistryScanning, RepositoryFacts,
-    RepositorySettings, RepositoryState, ScanFacts, ScanRule, SigningRuleFacts, TagMutability,
-};
+use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
-use crate::evaluate::artifact::{ArtifactKind, kind_of_artifact_type};
-use crate::evaluate::signature::{ManagedSigning, SignatureArtifact, SignatureKind};
 use crate::export::metrics::{ApiOutcome, Metrics};
+use crate::facts::{
+    ArtifactKind, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository,
+    ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts, RegistryScanning,
+    RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule, SignatureArtifact,
+    SignatureKind, SigningRuleFacts, SigningStatus, TagMutability, kind_of_artifact_type,
+};
 
 #[derive(Clone)]
 struct RegionalClients {
@@ -36,7 +36,7 @@ struct RegionalClients {
     signer: aws_sdk_signer::Client,
 }
 
-type ProfileCache = HashMap<String, (std::time::Instant, Fact<String>)>;
+type ProfileCache = HashMap<String, (std::time::Instant, Fact<ProfileStatus>)>;
 
 /// Repositories whose lifecycle and policy a sweep reads at once.
 const SWEEP_CONCURRENCY: usize = 8;
@@ -785,7 +785,9 @@ impl Registry for EcrRegistry {
                         .iter()
                         .map(|s| ManagedSigning {
                             profile_arn: s.signing_profile_arn().unwrap_or_default().to_owned(),
-                            status: s.status().map_or("UNKNOWN", |s| s.as_str()).to_owned(),
+                            status: SigningStatus::from_raw(
+                                s.status().map_or("UNKNOWN", |s| s.as_str()),
+                            ),
                             failure_code: s.failure_code().map(str::to_owned),
                             failure_reason: s.failure_reason().map(str::to_owned),
                         })
@@ -903,7 +905,7 @@ impl Registry for EcrRegistry {
         Ok(Fact::Known(found))
     }
 
-    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         if let Some((read_at, status)) = self.profiles().get(profile_arn)
             && read_at.elapsed() < PROFILE_STATUS_TTL
         {
@@ -938,12 +940,12 @@ impl Registry for EcrRegistry {
             .await;
         let status = match self.settle("signer:GetSigningProfile", &profile_arn, result)? {
             Ok(output) => match output.status() {
-                Some(status) => Fact::Known(status.as_str().to_owned()),
+                Some(status) => Fact::Known(ProfileStatus::from_raw(status.as_str())),
                 None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
             },
             // A deleted profile vouches for nothing.
             Err((code, _)) if code == "ResourceNotFoundException" => {
-                Fact::Known("NotFound".to_owned())
+                Fact::Known(ProfileStatus::NotFound)
             }
             Err((code, message)) => Fact::Unknown(format!("GetSigningProfile: {code}: {message}")),
         };

@@ -13,204 +13,16 @@
 pub mod aws;
 pub mod cache;
 pub mod ecr;
+#[cfg(test)]
+pub mod fake;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
-use crate::evaluate::signature::{ManagedSigning, SignatureArtifact};
-
-/// A fact that may be unreadable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fact<T> {
-    Known(T),
-    /// Why the fact could not be read (e.g. `AccessDeniedException: …`).
-    Unknown(String),
-}
-
-impl<T> Fact<T> {
-    pub fn known(&self) -> Option<&T> {
-        match self {
-            Self::Known(value) => Some(value),
-            Self::Unknown(_) => None,
-        }
-    }
-
-    pub fn as_ref(&self) -> Fact<&T> {
-        match self {
-            Self::Known(value) => Fact::Known(value),
-            Self::Unknown(reason) => Fact::Unknown(reason.clone()),
-        }
-    }
-
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Fact<U> {
-        match self {
-            Self::Known(value) => Fact::Known(f(value)),
-            Self::Unknown(reason) => Fact::Unknown(reason),
-        }
-    }
-}
-
-/// What one read of a repository found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RepositoryFacts {
-    /// When the state was read: the version that decides which write wins in the store.
-    pub observed_at: DateTime<Utc>,
-    pub state: RepositoryState,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum RepositoryState {
-    Present(Box<RepositorySettings>),
-    /// `RepositoryNotFoundException`: deleted, or never existed.
-    Absent,
-    /// The repository itself could not be described (e.g. access denied).
-    Unreadable {
-        reason: String,
-    },
-}
-
-/// The settings the ECR controls are evaluated from, as ECR reports them (enum values raw).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RepositorySettings {
-    pub arn: String,
-    pub tag_mutability: Fact<TagMutability>,
-    /// The repository's own (deprecated) scan-on-push flag; the effective frequency also
-    /// depends on the registry's rules ([`RegistryFacts`]).
-    pub scan_on_push: bool,
-    pub lifecycle_policy: Fact<bool>,
-    pub encryption: Fact<Encryption>,
-    /// The repository policy text; `Known(None)` when the repository has none.
-    pub policy: Fact<Option<String>>,
-}
-
-/// Registry-wide settings of one account and region, read once and shared by its
-/// repositories.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegistryFacts {
-    pub observed_at: DateTime<Utc>,
-    pub scanning: Fact<RegistryScanning>,
-    /// Managed-signing rules; empty when the registry has no signing configuration.
-    pub signing: Fact<Vec<SigningRuleFacts>>,
-    /// Pull-through cache rules (`DescribePullThroughCacheRules`); empty when there are none.
-    pub pull_through_rules: Fact<Vec<PullThroughRule>>,
-    /// Repository creation templates (`DescribeRepositoryCreationTemplates`); empty when there
-    /// are none.
-    pub creation_templates: Fact<Vec<CreationTemplate>>,
-}
-
-/// One pull-through cache rule: repositories named `PREFIX/…` are created from the upstream
-/// on first pull.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullThroughRule {
-    /// `ecrRepositoryPrefix`, as ECR reports it (`ROOT` when the rule has no prefix).
-    pub prefix: String,
-    pub upstream_url: String,
-}
-
-/// One repository creation template: the settings ECR gives a repository it creates whose
-/// name the prefix covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreationTemplate {
-    /// `prefix`; `ROOT` applies to every repository.
-    pub prefix: String,
-    /// `appliedFor` raw: `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`, `REPLICATION`, or newer values.
-    pub applied_for: Vec<String>,
-}
-
-/// `GetRegistryScanningConfiguration`, enum values raw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryScanning {
-    /// `BASIC`, `ENHANCED`, or a newer value.
-    pub scan_type: String,
-    pub rules: Vec<ScanRule>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanRule {
-    /// `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
-    pub frequency: String,
-    /// Wildcard repository filters.
-    pub filters: Vec<String>,
-}
-
-/// One managed-signing rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SigningRuleFacts {
-    pub profile_arn: String,
-    /// Repository filters; none means every repository.
-    pub filters: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagMutability {
-    /// `MUTABLE`, `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION`, `MUTABLE_WITH_EXCLUSION`, or a newer
-    /// value kept verbatim.
-    pub mode: String,
-    pub exclusion_filters: Vec<String>,
-}
-
-/// A repository's effective scanning, as evaluation derives it from the registry's rules and
-/// the repository's flag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanningConfiguration {
-    /// The effective frequency: `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
-    pub scan_frequency: String,
-    /// The repository's own (deprecated) scan-on-push flag.
-    pub scan_on_push: bool,
-    /// The registry rule filters that matched.
-    pub applied_filters: Vec<String>,
-}
-
-/// One repository as a reconcile sweep lists it, with the image digests it holds.
-#[derive(Debug, Clone)]
-pub struct ListedRepository {
-    pub key: RepositoryKey,
-    pub facts: RepositoryFacts,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Encryption {
-    /// `AES256`, `KMS`, `KMS_DSSE`, or a newer value.
-    pub encryption_type: String,
-    pub kms_key: Option<String>,
-    /// `CUSTOMER` or `AWS` (KMS `DescribeKey`); `AWS` when KMS is used without a key, as that
-    /// means the AWS-managed `aws/ecr` key.
-    pub key_manager: Option<Fact<String>>,
-}
-
-/// What ECR says about one image digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageFacts {
-    pub tags: Vec<String>,
-    pub pushed_at: Option<DateTime<Utc>>,
-    pub manifest_media_type: Option<String>,
-    pub artifact_media_type: Option<String>,
-    pub subject_digest: Option<Digest>,
-    pub size_bytes: Option<i64>,
-    /// The scan state `DescribeImages` reports with the image, when it reports one.
-    pub scan: Option<ScanFacts>,
-}
-
-/// A scan result: the raw ECR/Inspector status and the severity counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanFacts {
-    pub raw_status: String,
-    /// Severity (upper case) → count; a missing severity means 0.
-    pub severity_counts: std::collections::BTreeMap<String, i64>,
-}
-
-/// The outcome of looking one image up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "lookup", rename_all = "snake_case")]
-pub enum ImageLookup {
-    Found(ImageFacts),
-    NotFound,
-    Unreadable { reason: String },
-}
+use crate::facts::{
+    Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, RegistryFacts,
+    RepositoryFacts, ScanFacts, SignatureArtifact,
+};
 
 /// Read access to ECR's authoritative state.
 #[async_trait]
@@ -284,7 +96,7 @@ pub trait Registry: Send + Sync {
     ///
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
-    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError>;
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError>;
 
     /// A digest's scan result; `Known(None)` when it was never scanned.
     ///
@@ -371,7 +183,7 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
         (**self).signature_artifacts(key, digest, cosign_tag).await
     }
 
-    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<String>, EnrichError> {
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         (**self).profile_status(profile_arn).await
     }
 

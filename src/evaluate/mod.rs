@@ -4,7 +4,6 @@
 //! `UNKNOWN` with the reason, never `PASS` (fail closed). Enum values this version does not
 //! know are reported verbatim as `UNKNOWN`, not guessed at.
 
-pub mod artifact;
 pub mod policy;
 pub mod signature;
 
@@ -14,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
 use crate::domain::{ControlId, Verdict};
-use crate::enrich::{
+use crate::facts::{
     CreationTemplate, Encryption, Fact, PullThroughRule, RegistryFacts, RegistryScanning,
     RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration, SigningRuleFacts,
     TagMutability,

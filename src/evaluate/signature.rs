@@ -16,41 +16,37 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::SignatureStatus;
-use crate::enrich::Fact;
-
-/// One `signingStatuses[]` entry of `DescribeImageSigningStatus`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManagedSigning {
-    pub profile_arn: String,
-    /// `IN_PROGRESS`, `COMPLETE`, `FAILED`, or a newer value kept verbatim.
-    pub status: String,
-    pub failure_code: Option<String>,
-    pub failure_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignatureKind {
-    Notation,
-    Cosign,
-}
-
-/// A signature artifact found next to the digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignatureArtifact {
-    pub kind: SignatureKind,
-    /// The artifact's digest, or the Cosign tag.
-    pub reference: String,
-    pub pushed_at: Option<DateTime<Utc>>,
-}
+use crate::facts::{
+    Fact, ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus,
+};
 
 /// Everything read about one digest's signatures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignatureFacts {
     pub managed: Fact<Vec<ManagedSigning>>,
     pub artifacts: Fact<Vec<SignatureArtifact>>,
-    /// Signer profile status (`Active`, `Revoked`, `Canceled`) per profile ARN seen above.
-    pub profiles: BTreeMap<String, Fact<String>>,
+    /// Signer profile status per profile ARN of a completed managed signature
+    /// ([`profiles_to_check`]).
+    pub profiles: BTreeMap<String, Fact<ProfileStatus>>,
+}
+
+/// Whether a managed-signing entry produced a signature: only a `COMPLETE` entry counts, and
+/// only its profile's status decides whether it is trusted.
+pub fn managed_signature_complete(entry: &ManagedSigning) -> bool {
+    entry.status == SigningStatus::Complete
+}
+
+/// The Signer profiles whose status the verdict needs: those of completed managed
+/// signatures, each once, in order of appearance.
+pub fn profiles_to_check(managed: &Fact<Vec<ManagedSigning>>) -> Vec<&str> {
+    let mut profiles: Vec<&str> = Vec::new();
+    let entries = managed.known().map_or(&[][..], Vec::as_slice);
+    for entry in entries.iter().filter(|m| managed_signature_complete(m)) {
+        if !profiles.contains(&entry.profile_arn.as_str()) {
+            profiles.push(&entry.profile_arn);
+        }
+    }
+    profiles
 }
 
 /// The status with the sources that justify it.
@@ -69,54 +65,7 @@ pub fn signature_verdict(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> SignatureVerdict {
-    let managed: &[ManagedSigning] = facts.managed.known().map_or(&[], Vec::as_slice);
-    let artifacts: &[SignatureArtifact] = facts.artifacts.known().map_or(&[], Vec::as_slice);
-
-    let mut trusted = Vec::new();
-    let mut untrusted = Vec::new();
-    for entry in managed.iter().filter(|m| m.status == "COMPLETE") {
-        match facts.profiles.get(&entry.profile_arn) {
-            Some(Fact::Known(status)) if status == "Active" => {
-                trusted.push(format!("managed:{}", entry.profile_arn));
-            }
-            Some(Fact::Known(status)) => {
-                untrusted.push(format!("signing profile {} is {status}", entry.profile_arn));
-            }
-            Some(Fact::Unknown(reason)) => untrusted.push(format!(
-                "status of signing profile {} could not be read: {reason}",
-                entry.profile_arn
-            )),
-            None => untrusted.push(format!(
-                "status of signing profile {} not read",
-                entry.profile_arn
-            )),
-        }
-    }
-    let managed_complete = managed.iter().any(|m| m.status == "COMPLETE");
-    for artifact in artifacts {
-        match artifact.kind {
-            SignatureKind::Notation if managed_complete => {}
-            SignatureKind::Notation => trusted.push(format!("notation:{}", artifact.reference)),
-            SignatureKind::Cosign => trusted.push(format!("cosign:{}", artifact.reference)),
-        }
-    }
-
-    let unread: Vec<String> = [
-        ("managed signing", &facts.managed.clone().map(|_| ())),
-        ("signature artifacts", &facts.artifacts.clone().map(|_| ())),
-    ]
-    .into_iter()
-    .filter_map(|(what, fact)| match fact {
-        Fact::Unknown(reason) => Some(format!("{what} could not be read ({reason})")),
-        Fact::Known(()) => None,
-    })
-    .collect();
-    let unread_note = if unread.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", unread.join("; "))
-    };
-
+    let (trusted, untrusted) = trusted_sources(facts);
     if !trusted.is_empty() {
         return SignatureVerdict {
             status: SignatureStatus::Signed,
@@ -124,29 +73,14 @@ pub fn signature_verdict(
             sources: trusted,
         };
     }
+    let unread_note = unread_note(facts);
     let verdict = |status, reason: String| SignatureVerdict {
         status,
         sources: Vec::new(),
         reason: format!("{reason}{unread_note}"),
     };
-    if let Some(entry) = managed.iter().find(|m| m.status == "IN_PROGRESS") {
-        return verdict(
-            SignatureStatus::Pending,
-            format!("managed signing with {} is in progress", entry.profile_arn),
-        );
-    }
-    if let Some(entry) = managed.iter().find(|m| m.status == "FAILED") {
-        return verdict(
-            SignatureStatus::Failed,
-            format!(
-                "managed signing with {} failed: {} {}",
-                entry.profile_arn,
-                entry.failure_code.as_deref().unwrap_or("(no code)"),
-                entry.failure_reason.as_deref().unwrap_or("")
-            )
-            .trim_end()
-            .to_owned(),
-        );
+    if let Some((status, reason)) = managed_signing_state(facts) {
+        return verdict(status, reason);
     }
     if !untrusted.is_empty() {
         return verdict(
@@ -172,6 +106,84 @@ pub fn signature_verdict(
             grace.num_seconds()
         ),
     )
+}
+
+/// The trusted sources (`managed:…`, `notation:…`, `cosign:…`) and why the other completed
+/// managed signatures are not trusted.
+fn trusted_sources(facts: &SignatureFacts) -> (Vec<String>, Vec<String>) {
+    let managed: &[ManagedSigning] = facts.managed.known().map_or(&[], Vec::as_slice);
+    let artifacts: &[SignatureArtifact] = facts.artifacts.known().map_or(&[], Vec::as_slice);
+    let mut trusted = Vec::new();
+    let mut untrusted = Vec::new();
+    for entry in managed.iter().filter(|m| managed_signature_complete(m)) {
+        match facts.profiles.get(&entry.profile_arn) {
+            Some(Fact::Known(ProfileStatus::Active)) => {
+                trusted.push(format!("managed:{}", entry.profile_arn));
+            }
+            Some(Fact::Known(status)) => {
+                untrusted.push(format!("signing profile {} is {status}", entry.profile_arn));
+            }
+            Some(Fact::Unknown(reason)) => untrusted.push(format!(
+                "status of signing profile {} could not be read: {reason}",
+                entry.profile_arn
+            )),
+            None => untrusted.push(format!(
+                "status of signing profile {} not read",
+                entry.profile_arn
+            )),
+        }
+    }
+    let managed_complete = managed.iter().any(managed_signature_complete);
+    for artifact in artifacts {
+        match artifact.kind {
+            SignatureKind::Notation if managed_complete => {}
+            SignatureKind::Notation => trusted.push(format!("notation:{}", artifact.reference)),
+            SignatureKind::Cosign => trusted.push(format!("cosign:{}", artifact.reference)),
+        }
+    }
+    (trusted, untrusted)
+}
+
+/// `; … could not be read (…)` for each source that could not be read, or nothing.
+fn unread_note(facts: &SignatureFacts) -> String {
+    let unread: Vec<String> = [
+        ("managed signing", &facts.managed.clone().map(|_| ())),
+        ("signature artifacts", &facts.artifacts.clone().map(|_| ())),
+    ]
+    .into_iter()
+    .filter_map(|(what, fact)| match fact {
+        Fact::Unknown(reason) => Some(format!("{what} could not be read ({reason})")),
+        Fact::Known(()) => None,
+    })
+    .collect();
+    if unread.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", unread.join("; "))
+    }
+}
+
+/// Managed signing in progress or failed: it decides before untrusted signatures and the
+/// grace window do.
+fn managed_signing_state(facts: &SignatureFacts) -> Option<(SignatureStatus, String)> {
+    let managed: &[ManagedSigning] = facts.managed.known().map_or(&[], Vec::as_slice);
+    if let Some(entry) = managed
+        .iter()
+        .find(|m| m.status == SigningStatus::InProgress)
+    {
+        return Some((
+            SignatureStatus::Pending,
+            format!("managed signing with {} is in progress", entry.profile_arn),
+        ));
+    }
+    let entry = managed.iter().find(|m| m.status == SigningStatus::Failed)?;
+    let reason = format!(
+        "managed signing with {} failed: {} {}",
+        entry.profile_arn,
+        entry.failure_code.as_deref().unwrap_or("(no code)"),
+        entry.failure_reason.as_deref().unwrap_or("")
+    );
+    Some((SignatureStatus::Failed, reason.trim_end().to_owned()))
 }
 
 fn humanize(elapsed: Duration) -> String {
@@ -200,7 +212,7 @@ mod tests {
                     .into_iter()
                     .map(|(status, code)| ManagedSigning {
                         profile_arn: PROFILE.into(),
-                        status: status.into(),
+                        status: SigningStatus::from_raw(status),
                         failure_code: code.map(str::to_owned),
                         failure_reason: code.map(|_| "profile revoked".to_owned()),
                     })
@@ -217,7 +229,9 @@ mod tests {
                     .collect(),
             ),
             profiles: profile
-                .map(|p| BTreeMap::from([(PROFILE.to_owned(), Fact::Known(p.to_owned()))]))
+                .map(|p| {
+                    BTreeMap::from([(PROFILE.to_owned(), Fact::Known(ProfileStatus::from_raw(p)))])
+                })
                 .unwrap_or_default(),
         }
     }

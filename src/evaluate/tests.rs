@@ -63,7 +63,7 @@ fn scanning(scan_type: &str, rules: &[(&str, &[&str])]) -> Fact<RegistryScanning
         scan_type: scan_type.into(),
         rules: rules
             .iter()
-            .map(|(frequency, filters)| crate::enrich::ScanRule {
+            .map(|(frequency, filters)| crate::facts::ScanRule {
                 frequency: (*frequency).into(),
                 filters: filters.iter().map(|f| (*f).into()).collect(),
             })

@@ -1,7 +1,5 @@
-//! Outputs: Prometheus metrics, the HTTP endpoints, the CLI views, and evidence files.
+//! Outputs: Prometheus metrics, the HTTP endpoints and the CLI views (evidence files are in `evidence::export`).
 
-pub mod alerts;
-pub mod evidence;
 pub mod http;
 pub mod metrics;
 pub mod views;

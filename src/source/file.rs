@@ -11,9 +11,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tracing::warn;
 
+use crate::backoff::backoff;
 use crate::parse::InputFormat;
 use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
-use crate::source::sqs::backoff;
 use crate::store::Committed;
 
 /// Events per transaction when ingesting a file.

@@ -18,10 +18,12 @@ use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
 use crate::domain::{AccountId, ControlId, Digest, Region, RepositoryName};
-use crate::enrich::{EnrichError, Fact, ListedRepository, Registry, RepositoryState};
+use crate::enrich::{EnrichError, Registry};
+use crate::facts::{Fact, ListedRepository, RegistryFacts, RepositoryState};
 use crate::parse::{AuditEvent, Change, RepositoryCall};
-use crate::pipeline::{Pipeline, repository_write};
-use crate::store::{EventPlan, Plan, StoreError};
+use crate::pipeline::Pipeline;
+use crate::plan::{EventPlan, Plan};
+use crate::store::{ReconcileSnapshot, StoreError};
 
 /// `detail_type` of the events a sweep synthesises.
 pub const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
@@ -151,58 +153,11 @@ impl Reconciler {
         progress.repositories_found(listed.len() as u64);
         report.repositories += listed.len() as u64;
         let snapshot = store.reconcile_snapshot(account, region).await?;
-        let policy = self.pipeline.policy().clone();
         let event = |id: String, change: Change| synthetic_event(run, account, region, id, change);
 
         // Repositories: settings drift is committed from the listing itself.
-        let mut plans = Vec::new();
-        let listed_names: HashSet<&str> = listed.iter().map(|r| r.key.name.as_str()).collect();
-        for ListedRepository { key, facts } in &listed {
-            let write = repository_write(key.clone(), facts.clone(), &registry_facts, &policy);
-            let stored = snapshot.repositories.get(key.name.as_str());
-            let kind = match (stored, &write.controls) {
-                (None | Some((false, _)), _) => Some("repository_added"),
-                (Some((true, controls)), Some(now)) if !same_statuses(controls, now) => {
-                    Some("repository_changed")
-                }
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                *report.changes.entry(kind).or_default() += 1;
-                plans.push(Plan::Event(Box::new(EventPlan {
-                    event: event(
-                        key.name.to_string(),
-                        Change::RepositoryChanged {
-                            repository: key.name.clone(),
-                            call: RepositoryCall::ObservedByReconcile,
-                        },
-                    ),
-                    ignored: false,
-                    repositories: vec![write],
-                    image: None,
-                    signatures: Vec::new(),
-                    scans: Vec::new(),
-                })));
-            }
-        }
-        // Repositories deleted while nobody listened: planned like a DeleteRepository call,
-        // which re-reads the repository (and finds it absent).
-        let mut events = Vec::new();
-        for (name, (present, _)) in &snapshot.repositories {
-            if *present
-                && !listed_names.contains(name.as_str())
-                && let Ok(repository) = RepositoryName::parse(name)
-            {
-                *report.changes.entry("repository_deleted").or_default() += 1;
-                events.push(event(
-                    name.clone(),
-                    Change::RepositoryChanged {
-                        repository,
-                        call: RepositoryCall::ObservedByReconcile,
-                    },
-                ));
-            }
-        }
+        let plans = self.changed_repositories(&listed, &snapshot, &registry_facts, &event, report);
+        let events = deleted_repositories(&listed, &snapshot, &event, report);
         self.commit(plans).await?;
         self.plan_and_commit(events).await?;
 
@@ -235,6 +190,41 @@ impl Reconciler {
         self.plan_and_commit(events).await?;
         info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
         Ok(())
+    }
+
+    /// Plans for the listed repositories that are new or whose control statuses changed.
+    fn changed_repositories(
+        &self,
+        listed: &[ListedRepository],
+        snapshot: &ReconcileSnapshot,
+        registry_facts: &RegistryFacts,
+        event: &impl Fn(String, Change) -> AuditEvent,
+        report: &mut SweepReport,
+    ) -> Vec<Plan> {
+        let mut plans = Vec::new();
+        for ListedRepository { key, facts } in listed {
+            let write = self.pipeline.planner().repository_write(
+                key.clone(),
+                facts.clone(),
+                registry_facts,
+            );
+            let stored = snapshot.repositories.get(key.name.as_str());
+            let kind = match (stored, &write.controls) {
+                (None | Some((false, _)), _) => Some("repository_added"),
+                (Some((true, controls)), Some(now)) if !same_statuses(controls, now) => {
+                    Some("repository_changed")
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                *report.changes.entry(kind).or_default() += 1;
+                let observed = event(key.name.to_string(), observed_change(key.name.clone()));
+                plans.push(Plan::Event(Box::new(EventPlan::repository(
+                    observed, write,
+                ))));
+            }
+        }
+        plans
     }
 
     /// Lists one repository's images and returns synthetic events for the digests that
@@ -327,10 +317,39 @@ impl Reconciler {
 
     async fn commit(&self, plans: Vec<Plan>) -> Result<(), ReconcileError> {
         for chunk in plans.chunks(COMMIT_CHUNK) {
-            let outcome = self.pipeline.store().commit_batch(chunk).await?;
-            self.pipeline.record_commit(&outcome);
+            self.pipeline.commit_plans(chunk).await?;
         }
         Ok(())
+    }
+}
+
+/// Repositories deleted while nobody listened: planned like a DeleteRepository call, which
+/// re-reads the repository (and finds it absent).
+fn deleted_repositories(
+    listed: &[ListedRepository],
+    snapshot: &ReconcileSnapshot,
+    event: &impl Fn(String, Change) -> AuditEvent,
+    report: &mut SweepReport,
+) -> Vec<AuditEvent> {
+    let listed_names: HashSet<&str> = listed.iter().map(|r| r.key.name.as_str()).collect();
+    let mut events = Vec::new();
+    for (name, (present, _)) in &snapshot.repositories {
+        if *present
+            && !listed_names.contains(name.as_str())
+            && let Ok(repository) = RepositoryName::parse(name)
+        {
+            *report.changes.entry("repository_deleted").or_default() += 1;
+            events.push(event(name.clone(), observed_change(repository)));
+        }
+    }
+    events
+}
+
+/// The change a sweep records for a repository it saw differ from what is stored.
+fn observed_change(repository: RepositoryName) -> Change {
+    Change::RepositoryChanged {
+        repository,
+        call: RepositoryCall::ObservedByReconcile,
     }
 }
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::backoff::backoff;
 use crate::enrich::aws::{AwsErrorClass, classify};
 use crate::parse::InputFormat;
 use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
@@ -452,28 +453,5 @@ async fn change_visibility(
             changes.len(),
             failed[0].code()
         )),
-    }
-}
-
-/// Exponential backoff: `base * 2^(attempt-1)`, capped.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    base.saturating_mul(1 << exponent).min(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_secs(5);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(base, max, 0), Duration::from_secs(5));
-        assert_eq!(backoff(base, max, 1), Duration::from_secs(5));
-        assert_eq!(backoff(base, max, 2), Duration::from_secs(10));
-        assert_eq!(backoff(base, max, 4), Duration::from_secs(40));
-        assert_eq!(backoff(base, max, 5), Duration::from_secs(60));
-        assert_eq!(backoff(base, max, u32::MAX), Duration::from_secs(60));
     }
 }

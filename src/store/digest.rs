@@ -4,32 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
 
-use super::StoreError;
+use super::{ScanWrite, SignatureWrite, StoreError};
 use crate::domain::{Digest, RepositoryKey, ScanStatus, SignatureStatus};
-use crate::enrich::ScanFacts;
-use crate::evaluate::signature::SignatureVerdict;
-
-/// A signature verdict for one digest, and when to look again.
-#[derive(Debug, Clone)]
-pub struct SignatureWrite {
-    pub key: RepositoryKey,
-    pub digest: Digest,
-    pub pushed_at: DateTime<Utc>,
-    pub verdict: SignatureVerdict,
-    /// When the facts behind the verdict were read: an older check never overwrites a newer.
-    pub checked_at: DateTime<Utc>,
-    /// `None`: no more re-checks (signed, or given up).
-    pub next_check: Option<DateTime<Utc>>,
-}
-
-/// A scan result for one digest; `None` facts mean never scanned.
-#[derive(Debug, Clone)]
-pub struct ScanWrite {
-    pub key: RepositoryKey,
-    pub digest: Digest,
-    pub facts: Option<ScanFacts>,
-    pub checked_at: DateTime<Utc>,
-}
 
 /// What applying a signature verdict changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::Value;
 
-use super::evidence::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
 use super::views::{ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView};
 use super::{Store, StoreError};
-use crate::domain::ScanStatus;
+use crate::domain::{ScanStatus, Verdict};
+use crate::evaluate::ImageSettings;
+use crate::evidence::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
+use crate::evidence::detail::{
+    EventDetail, EvidenceDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
+    RepositoryStateLabel, ScanAfter,
+};
 
 type RepositoryId = (String, String, String);
 type ImageId = (String, String, String, String);
@@ -36,11 +40,11 @@ struct ImageAsOf {
     pushed_by: Option<(DateTime<Utc>, String)>,
     artifact_of: Option<String>,
     artifact_kind: Option<String>,
-    settings: Option<Value>,
+    settings: Option<ImageSettings>,
     signature: Option<(String, Vec<String>, Option<String>)>,
     scan_status: Option<String>,
     scan_raw: Option<String>,
-    scan_counts: Option<Value>,
+    scan_counts: Option<BTreeMap<String, i64>>,
 }
 
 /// The state rebuilt from evidence records, fed in chain order.
@@ -50,22 +54,16 @@ pub struct AsOf {
     images: BTreeMap<ImageId, ImageAsOf>,
 }
 
-fn text(value: Option<&Value>) -> Option<String> {
-    value.and_then(Value::as_str).map(str::to_owned)
-}
-
-fn time(value: Option<&Value>) -> Option<DateTime<Utc>> {
-    value
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+fn time(text: Option<&str>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn control_view(verdict: &Value) -> Option<ControlView> {
-    Some(ControlView {
-        status: text(verdict.get("status"))?,
-        reason: text(verdict.get("reason")).unwrap_or_default(),
-    })
+fn control_view(verdict: &Verdict) -> ControlView {
+    ControlView {
+        status: verdict.status.as_str().to_owned(),
+        reason: verdict.reason.clone(),
+    }
 }
 
 impl AsOf {
@@ -74,164 +72,125 @@ impl AsOf {
         let (Some(account), Some(region)) = (&record.account, &record.region) else {
             return;
         };
-        let detail = &record.detail;
-        for write in detail
-            .get("repositories")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if write.get("applied").and_then(Value::as_bool) != Some(true) {
-                continue;
-            }
-            let Some(name) = text(write.get("repository")) else {
-                continue;
-            };
-            let entry = self
-                .repositories
-                .entry((account.clone(), region.clone(), name))
-                .or_insert_with(|| RepositoryAsOf {
-                    present: true,
-                    ..RepositoryAsOf::default()
-                });
-            match write.get("state").and_then(Value::as_str) {
-                Some("present") => entry.present = true,
-                Some("absent") => entry.present = false,
-                _ => {}
-            }
-            if let Some(controls) = write.get("controls_after").and_then(Value::as_object) {
-                for (control, verdict) in controls {
-                    if let Some(view) = control_view(verdict) {
-                        entry.controls.insert(control.clone(), view);
-                    }
+        let scope = (account.as_str(), region.as_str());
+        match record.typed_detail() {
+            EvidenceDetail::Event(detail) => self.apply_event(scope, record, &detail),
+            EvidenceDetail::ControlTransition(transition) => {
+                if let Some(repository) = &record.repository {
+                    self.repository(scope, repository)
+                        .controls
+                        .insert(transition.control, control_view(&transition.to));
                 }
             }
+            EvidenceDetail::SignatureTransition(transition) => {
+                if let (Some(repository), Some(digest)) = (&record.repository, &record.digest)
+                    && let Some(image) = self.images.get_mut(&image_id(scope, repository, digest))
+                {
+                    image.signature = Some((
+                        transition.to.as_str().to_owned(),
+                        transition.sources,
+                        Some(transition.reason),
+                    ));
+                }
+            }
+            EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {}
         }
-        if record.kind == "control_transition"
-            && let (Some(repository), Some(control), Some(to)) = (
-                &record.repository,
-                text(detail.get("control")),
-                detail.get("to").and_then(control_view),
-            )
-        {
-            self.repositories
-                .entry((account.clone(), region.clone(), repository.clone()))
-                .or_insert_with(|| RepositoryAsOf {
-                    present: true,
-                    ..RepositoryAsOf::default()
-                })
-                .controls
-                .insert(control, to);
+    }
+
+    /// The repository's entry; a repository first seen in the evidence existed.
+    fn repository(&mut self, (account, region): (&str, &str), name: &str) -> &mut RepositoryAsOf {
+        self.repositories
+            .entry((account.to_owned(), region.to_owned(), name.to_owned()))
+            .or_insert_with(|| RepositoryAsOf {
+                present: true,
+                ..RepositoryAsOf::default()
+            })
+    }
+
+    fn apply_event(&mut self, scope: (&str, &str), record: &ChainedRecord, detail: &EventDetail) {
+        for write in detail.repositories.iter().flatten() {
+            if write.applied {
+                self.apply_repository(scope, write);
+            }
         }
         let Some(repository) = &record.repository else {
             return;
         };
-        let image_id = |digest: &str| {
-            (
-                account.clone(),
-                region.clone(),
-                repository.clone(),
-                digest.to_owned(),
-            )
-        };
-        if let (Some(digest), Some(after)) = (&record.digest, detail.get("image_after")) {
-            self.apply_image(image_id(digest), record.event_time, after);
+        if let (Some(digest), Some(after)) = (&record.digest, &detail.image_after) {
+            self.apply_image(
+                image_id(scope, repository, digest),
+                record.event_time,
+                after,
+            );
         }
-        for signature in detail
-            .get("signatures")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(digest), Some(status)) =
-                (text(signature.get("digest")), text(signature.get("status")))
-                && let Some(image) = self.images.get_mut(&image_id(&digest))
+        for signature in detail.signatures.iter().flatten() {
+            if let Some(image) =
+                self.images
+                    .get_mut(&image_id(scope, repository, &signature.digest))
                 && image.artifact_of.is_none()
             {
                 image.signature = Some((
-                    status,
-                    sources(signature.get("sources")),
-                    text(signature.get("reason")),
+                    signature.status.as_str().to_owned(),
+                    signature.sources.clone(),
+                    Some(signature.reason.clone()),
                 ));
             }
         }
-        if record.kind == "signature_transition"
-            && let (Some(digest), Some(to)) = (&record.digest, text(detail.get("to")))
-            && let Some(image) = self.images.get_mut(&image_id(digest))
-        {
-            image.signature = Some((
-                to,
-                sources(detail.get("sources")),
-                text(detail.get("reason")),
-            ));
-        }
-        for scan in detail
-            .get("scans")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(digest) = text(scan.get("digest")) else {
-                continue;
-            };
-            let Some(image) = self.images.get_mut(&image_id(&digest)) else {
-                continue;
-            };
-            if image.artifact_of.is_some() {
-                continue;
-            }
-            match text(scan.get("raw_status")) {
-                None => {
-                    image.scan_status = Some(ScanStatus::NotScanned.as_str().to_owned());
-                    image.scan_raw = None;
-                    image.scan_counts = None;
-                }
-                Some(raw) => {
-                    // An unknown raw status keeps the last known status, as the store does.
-                    if let Some(status) = ScanStatus::from_raw(&raw) {
-                        image.scan_status = Some(status.as_str().to_owned());
-                    }
-                    image.scan_raw = Some(raw);
-                    image.scan_counts = scan.get("severity_counts").cloned();
-                }
+        for scan in detail.scans.iter().flatten() {
+            if let Some(image) = self
+                .images
+                .get_mut(&image_id(scope, repository, &scan.digest))
+                && image.artifact_of.is_none()
+            {
+                apply_scan(image, scan);
             }
         }
     }
 
-    fn apply_image(&mut self, id: ImageId, event_time: DateTime<Utc>, after: &Value) {
+    fn apply_repository(&mut self, scope: (&str, &str), write: &RepositoryAfter) {
+        let entry = self.repository(scope, &write.repository);
+        match write.state {
+            RepositoryStateLabel::Present => entry.present = true,
+            RepositoryStateLabel::Absent => entry.present = false,
+            RepositoryStateLabel::Unreadable => {}
+        }
+        for (control, verdict) in write.controls_after.iter().flatten() {
+            entry
+                .controls
+                .insert(control.clone(), control_view(verdict));
+        }
+    }
+
+    fn apply_image(&mut self, id: ImageId, event_time: DateTime<Utc>, after: &ImageAfter) {
         let image = self.images.entry(id).or_default();
-        let presence = after.get("presence").and_then(Value::as_str);
-        if matches!(presence, Some("pushed" | "deleted"))
+        let pushed = after.presence == ImagePresenceLabel::Pushed;
+        if after.presence != ImagePresenceLabel::Unchanged
             && image.state_changed_at.is_none_or(|at| event_time >= at)
         {
-            image.present = presence == Some("pushed");
+            image.present = pushed;
             image.state_changed_at = Some(event_time);
         }
-        if let Some(tags) = after.get("tags").and_then(Value::as_array) {
-            image.tags = tags
-                .iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect();
+        if let Some(tags) = &after.tags {
+            image.tags.clone_from(tags);
         }
         if image.pushed_at.is_none() {
-            image.pushed_at =
-                time(after.get("pushed_at")).or((presence == Some("pushed")).then_some(event_time));
+            image.pushed_at = time(after.pushed_at.as_deref()).or(pushed.then_some(event_time));
         }
         // The earliest PutImage names who introduced the digest, as in the store.
-        if let Some(by) = text(after.get("pushed_by"))
+        if let Some(by) = &after.pushed_by
             && image
                 .pushed_by
                 .as_ref()
                 .is_none_or(|(at, _)| event_time < *at)
         {
-            image.pushed_by = Some((event_time, by));
+            image.pushed_by = Some((event_time, by.clone()));
         }
         if image.artifact_of.is_none() {
-            image.artifact_of = text(after.get("artifact_of"));
-            image.artifact_kind = text(after.get("artifact_kind"));
+            image.artifact_of.clone_from(&after.artifact_of);
+            image.artifact_kind.clone_from(&after.artifact_kind);
         }
         if image.settings.is_none() {
-            image.settings = after.get("settings").filter(|s| !s.is_null()).cloned();
+            image.settings.clone_from(&after.settings);
         }
     }
 
@@ -275,26 +234,40 @@ impl AsOf {
     }
 }
 
-fn sources(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+fn image_id((account, region): (&str, &str), repository: &str, digest: &str) -> ImageId {
+    (
+        account.to_owned(),
+        region.to_owned(),
+        repository.to_owned(),
+        digest.to_owned(),
+    )
+}
+
+fn apply_scan(image: &mut ImageAsOf, scan: &ScanAfter) {
+    match &scan.raw_status {
+        None => {
+            image.scan_status = Some(ScanStatus::NotScanned.as_str().to_owned());
+            image.scan_raw = None;
+            image.scan_counts = None;
+        }
+        Some(raw) => {
+            // An unknown raw status keeps the last known status, as the store does.
+            if let Some(status) = ScanStatus::from_raw(raw) {
+                image.scan_status = Some(status.as_str().to_owned());
+            }
+            image.scan_raw = Some(raw.clone());
+            image.scan_counts.clone_from(&scan.severity_counts);
+        }
+    }
 }
 
 fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &ImageAsOf) -> ImageRow {
     let settings = image.settings.as_ref();
-    let setting = |key: &str| settings.and_then(|s| s.get(key));
     let count = |severity: &str| {
         image
             .scan_counts
             .as_ref()
-            .map(|c| c.get(severity).and_then(Value::as_i64).unwrap_or(0))
+            .map(|c| c.get(severity).copied().unwrap_or(0))
     };
     let artifact = image.artifact_of.is_some();
     ImageRow {
@@ -331,12 +304,12 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
             high: count("HIGH"),
             medium: count("MEDIUM"),
         },
-        tag_immutability: text(setting("tag_immutability")),
-        tag_protected: setting("tag_protected").and_then(Value::as_bool),
+        tag_immutability: settings.and_then(|s| s.tag_immutability.clone()),
+        tag_protected: settings.and_then(|s| s.tag_protected),
         encryption: EncryptionView {
-            encryption_type: text(setting("encryption_type")),
-            kms_key: text(setting("kms_key")),
-            customer_managed: setting("customer_managed_key").and_then(Value::as_bool),
+            encryption_type: settings.and_then(|s| s.encryption_type.clone()),
+            kms_key: settings.and_then(|s| s.kms_key.clone()),
+            customer_managed: settings.and_then(|s| s.customer_managed_key),
         },
     }
 }
@@ -382,7 +355,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -392,7 +365,7 @@ mod tests {
             recorded_at: Utc::now(),
             event_id: format!("e{seq}"),
             event_time: DateTime::from_timestamp(1_700_000_000 + seq, 0).unwrap_or_default(),
-            kind: kind.into(),
+            kind: crate::evidence::EvidenceKind::parse(kind),
             outcome: "processed".into(),
             account: Some("123456789012".into()),
             region: Some("us-east-1".into()),

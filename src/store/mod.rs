@@ -7,16 +7,12 @@
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
-pub mod alerts;
 mod digest;
-pub mod evidence;
-pub mod export;
 pub mod history;
-pub mod retention;
 pub mod views;
 mod write;
 
-pub use digest::{RecheckClaim, ScanWrite, SignatureChange, SignatureWrite};
+pub use digest::{RecheckClaim, SignatureChange};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,10 +21,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::domain::{Actor, ControlId, ControlStatus, Digest, RepositoryKey, Verdict};
-use crate::enrich::{ImageLookup, RepositoryFacts};
-use crate::evaluate::ImageSettings;
-use crate::parse::AuditEvent;
+use crate::domain::{ControlId, ControlStatus, Digest, RepositoryKey};
+// The writes a plan carries are the planner's types; store submodules reach them as `super::`.
+use crate::plan::{
+    EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite, ScanWrite,
+    SignatureWrite,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -85,77 +83,6 @@ impl From<sqlx::Error> for StoreError {
             Self::Unavailable(err)
         }
     }
-}
-
-/// One repository read and what it means for the controls.
-#[derive(Debug, Clone)]
-pub struct RepositoryWrite {
-    pub key: RepositoryKey,
-    pub facts: RepositoryFacts,
-    /// The effective scanning evaluation derived from the registry's rules (for the
-    /// `scan_frequency` column); `None` when unknown.
-    pub scanning: Option<crate::enrich::ScanningConfiguration>,
-    /// `None` when the repository no longer exists.
-    pub controls: Option<BTreeMap<ControlId, Verdict>>,
-    /// Written only when the repository is not stored yet: a read made for another purpose
-    /// (a push, a scan) must not move known control state (see `Pipeline`).
-    pub only_if_new: bool,
-}
-
-/// How an event changes whether a digest exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImagePresence {
-    Pushed,
-    Deleted,
-    /// The event says something about the image but not whether it exists.
-    Unchanged,
-}
-
-/// One digest's update.
-#[derive(Debug, Clone)]
-pub struct ImageWrite {
-    pub key: RepositoryKey,
-    pub digest: Digest,
-    pub presence: ImagePresence,
-    pub event_time: DateTime<Utc>,
-    /// ECR's answer now, with when it was read; `None` when not looked up.
-    pub lookup: Option<(DateTime<Utc>, ImageLookup)>,
-    pub push_tag: Option<String>,
-    /// The repository's settings at push time; only the first recorded value is kept.
-    pub settings: Option<ImageSettings>,
-    pub pushed_by: Option<Actor>,
-    pub storage_class: Option<String>,
-    /// When the digest is an artifact (signature, SBOM, attestation): its subject and kind.
-    pub artifact: Option<(Digest, crate::evaluate::artifact::ArtifactKind)>,
-}
-
-/// Everything one understood event changes.
-#[derive(Debug, Clone)]
-pub struct EventPlan {
-    pub event: AuditEvent,
-    pub ignored: bool,
-    /// Repositories re-read because of the event (several for a registry-wide change).
-    pub repositories: Vec<RepositoryWrite>,
-    pub image: Option<ImageWrite>,
-    /// Signature verdicts: the pushed digest's, or its subject's when a signature was pushed.
-    pub signatures: Vec<SignatureWrite>,
-    pub scans: Vec<ScanWrite>,
-}
-
-/// A message that can never be processed.
-#[derive(Debug, Clone)]
-pub struct RejectedMessage {
-    pub source: &'static str,
-    pub message_id: Option<String>,
-    pub code: &'static str,
-    pub reason: String,
-    pub body: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Plan {
-    Event(Box<EventPlan>),
-    Rejected(RejectedMessage),
 }
 
 /// What committing a plan did.
@@ -471,40 +398,6 @@ impl Store {
                 .insert(digest);
         }
         Ok(snapshot)
-    }
-
-    /// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
-    /// share the outbox); finish with [`Store::finish_alerts`].
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn claim_alerts(
-        &self,
-        limit: i64,
-    ) -> Result<
-        (
-            sqlx::Transaction<'static, sqlx::Postgres>,
-            Vec<alerts::PendingAlert>,
-        ),
-        StoreError,
-    > {
-        let mut tx = self.pool.begin().await?;
-        let claimed = alerts::claim_due(&mut tx, limit).await?;
-        Ok((tx, claimed))
-    }
-
-    /// Records what publishing did and commits.
-    ///
-    /// # Errors
-    /// When the database fails; the alerts are then published again later.
-    pub async fn finish_alerts(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        results: &[(i64, alerts::AlertDelivery)],
-    ) -> Result<(), StoreError> {
-        alerts::finish(&mut tx, results).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Alerts not yet accepted by EventBridge, and the end time of the last successful

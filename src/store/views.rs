@@ -7,8 +7,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::evidence::{ChainBreak, ChainVerifier, EVIDENCE_COLUMNS, EvidenceRow};
 use super::{Store, StoreError};
+use crate::evidence::chain::{ChainBreak, ChainVerifier, EVIDENCE_COLUMNS, EvidenceRow};
 
 /// One control's verdict as shown to users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -256,7 +256,7 @@ impl Store {
         };
         let continues_from = anchor.as_ref().map(|(seq, _)| *seq);
         // From the genesis the first record must be seq 1 naming 64 zeros.
-        let start = anchor.unwrap_or((0, super::evidence::GENESIS_HASH.to_owned()));
+        let start = anchor.unwrap_or((0, crate::evidence::chain::GENESIS_HASH.to_owned()));
         let mut verifier = ChainVerifier::new(Some(start.clone()));
         let (mut last_seq, mut last_hash) = start;
         {

@@ -7,23 +7,24 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::alerts::{AlertKind, alert_kind, enqueue};
 use super::digest::{apply_scan, apply_signature, postpone};
-use super::evidence::{ChainedRecord, truncate_to_micros};
 use super::{
     BatchOutcome, Committed, EventPlan, ImagePresence, ImageWrite, Plan, RecheckClaim,
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
+use crate::alerts::outbox::{alert_kind, enqueue};
 use crate::domain::{ControlId, RepositoryKey, Verdict};
-use crate::enrich::{Fact, ImageLookup, RepositoryState};
+use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
+use crate::evidence::detail::{
+    ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
+    RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail, to_detail_value,
+};
+use crate::evidence::kind::EvidenceKind;
+use crate::evidence::write::{PendingRecord, append};
+use crate::facts::{Fact, ImageLookup, RepositoryState};
 
-/// An evidence record waiting for its place on the chain.
-struct PendingEvidence {
-    plan_index: usize,
-    /// The event's own record (as opposed to a transition it caused).
-    is_event_record: bool,
-    record: ChainedRecord,
-}
+/// A control whose status an event changed: repository, control, old and new verdicts.
+type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
 
 pub(super) async fn commit_batch(
     pool: &PgPool,
@@ -71,13 +72,16 @@ pub(super) async fn commit_batch(
                 }
                 let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
                 first_unsigned += newly_unsigned;
-                pending.extend(records.into_iter().enumerate().map(|(i, record)| {
-                    PendingEvidence {
-                        plan_index: index,
-                        is_event_record: i == 0,
-                        record,
-                    }
-                }));
+                pending.extend(
+                    records
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, record)| PendingRecord {
+                            group: index,
+                            is_lead: i == 0,
+                            record,
+                        }),
+                );
                 outcomes[index] = if plan.ignored {
                     Committed::Ignored
                 } else {
@@ -121,9 +125,9 @@ pub(super) async fn finish_rechecks(
                         claim.digest,
                         claim.attempts + 1
                     );
-                    pending.push(PendingEvidence {
-                        plan_index: pending.len(),
-                        is_event_record: false,
+                    pending.push(PendingRecord {
+                        group: pending.len(),
+                        is_lead: false,
                         record: signature_transition_record(
                             &event_id,
                             "signature_recheck",
@@ -172,12 +176,20 @@ fn signature_transition_record(
     recorded_at: DateTime<Utc>,
     actor: Option<String>,
 ) -> ChainedRecord {
+    let detail = SignatureTransitionDetail {
+        from: change.from,
+        to: change.to,
+        reason: write.verdict.reason.clone(),
+        sources: write.verdict.sources.clone(),
+        first_unsigned: change.first_unsigned,
+        cause_kind: cause_kind.to_owned(),
+    };
     ChainedRecord {
         seq: 0,
         recorded_at,
         event_id: event_id.to_owned(),
         event_time: truncate_to_micros(write.checked_at),
-        kind: "signature_transition".to_owned(),
+        kind: EvidenceKind::SignatureTransition,
         outcome: "processed".to_owned(),
         account: Some(write.key.account.to_string()),
         region: Some(write.key.region.to_string()),
@@ -185,14 +197,7 @@ fn signature_transition_record(
         digest: Some(write.digest.to_string()),
         tag: None,
         actor,
-        detail: json!({
-            "from": change.from.map(|s| s.as_str()),
-            "to": change.to.as_str(),
-            "reason": write.verdict.reason,
-            "sources": write.verdict.sources,
-            "first_unsigned": change.first_unsigned,
-            "cause_kind": cause_kind,
-        }),
+        detail: to_detail_value(&detail),
         prev_hash: String::new(),
     }
 }
@@ -241,58 +246,18 @@ async fn apply_event(
     plan: &EventPlan,
     recorded_at: DateTime<Utc>,
 ) -> Result<(Vec<ChainedRecord>, u64), StoreError> {
-    let event = &plan.event;
-    let mut detail = serde_json::Map::new();
-    detail.insert("detail_type".into(), json!(event.detail_type));
-    detail.insert(
-        "change".into(),
-        serde_json::to_value(&event.change).unwrap_or(Value::Null),
-    );
-
     // Lock order, shared with the re-check path: a digest's re-check row before its image row.
     // Re-checks claim their rows first and then update the image; taking the image row first
     // here would let the two transactions wait on each other.
     for signature in &plan.signatures {
         lock_recheck(tx, signature).await?;
     }
-    let mut transitions = Vec::new();
-    let mut repositories = Vec::new();
-    for write in &plan.repositories {
-        let applied = upsert_repository(tx, write).await?;
-        repositories.push(json!({
-            "repository": write.key.name.as_str(),
-            "state": repository_state_label(&write.facts.state),
-            "facts_observed_at": write.facts.observed_at.to_rfc3339(),
-            "applied": applied,
-            "controls_after": write.controls.as_ref().map(controls_json),
-        }));
-        if let (Some(controls), true) = (&write.controls, applied) {
-            for (control, from, to) in upsert_controls(tx, write, controls).await? {
-                transitions.push((write.key.name.to_string(), control, from, to));
-            }
-        }
-    }
-    if !repositories.is_empty() {
-        detail.insert("repositories".into(), Value::Array(repositories));
-    }
+    let (repositories, transitions) = apply_repositories(tx, plan).await?;
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
-        detail.insert("image_after".into(), image_json(image));
     }
     for scan in &plan.scans {
         apply_scan(tx, scan).await?;
-    }
-    if !plan.scans.is_empty() {
-        detail.insert(
-            "scans".into(),
-            Value::Array(
-                plan.scans
-                    .iter()
-                    .map(|s| json!({"digest": s.digest.as_str(), "raw_status": s.facts.as_ref().map(|f| &f.raw_status),
-                                    "severity_counts": s.facts.as_ref().map(|f| &f.severity_counts)}))
-                    .collect(),
-            ),
-        );
     }
     let mut signature_changes = Vec::new();
     for signature in &plan.signatures {
@@ -300,28 +265,105 @@ async fn apply_event(
             signature_changes.push((signature, change));
         }
     }
-    if !plan.signatures.is_empty() {
-        detail.insert(
-            "signatures".into(),
-            Value::Array(
-                plan.signatures
-                    .iter()
-                    .map(|s| {
-                        json!({"digest": s.digest.as_str(), "status": s.verdict.status.as_str(),
-                                    "reason": s.verdict.reason, "sources": s.verdict.sources})
-                    })
-                    .collect(),
-            ),
-        );
-    }
 
-    let actor = event.actor.as_ref().map(|a| a.arn.clone());
-    let base = ChainedRecord {
+    let base = event_record(plan, &event_detail(plan, repositories), recorded_at);
+    let mut records = vec![base.clone()];
+    records.extend(
+        transitions
+            .into_iter()
+            .map(|change| control_transition_record(&base, plan, change)),
+    );
+    let event = &plan.event;
+    let mut first_unsigned = 0;
+    for (write, change) in signature_changes {
+        first_unsigned += u64::from(change.first_unsigned);
+        records.push(signature_transition_record(
+            &format!("{}/{}/signature", event.id, write.digest),
+            event.change.kind(),
+            write,
+            &change,
+            recorded_at,
+            base.actor.clone(),
+        ));
+    }
+    Ok((records, first_unsigned))
+}
+
+/// Writes the event's repository reads and their controls; returns what each write did and
+/// the controls whose status changed.
+async fn apply_repositories(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &EventPlan,
+) -> Result<(Vec<RepositoryAfter>, Vec<ControlChange>), StoreError> {
+    let mut transitions = Vec::new();
+    let mut repositories = Vec::new();
+    for write in &plan.repositories {
+        let applied = upsert_repository(tx, write).await?;
+        repositories.push(RepositoryAfter {
+            repository: write.key.name.to_string(),
+            state: repository_state_label(&write.facts.state),
+            facts_observed_at: write.facts.observed_at.to_rfc3339(),
+            applied,
+            controls_after: write.controls.as_ref().map(|controls| {
+                controls
+                    .iter()
+                    .map(|(c, v)| (c.as_str().to_owned(), v.clone()))
+                    .collect()
+            }),
+        });
+        if let (Some(controls), true) = (&write.controls, applied) {
+            for (control, from, to) in upsert_controls(tx, write, controls).await? {
+                transitions.push((write.key.name.to_string(), control, from, to));
+            }
+        }
+    }
+    Ok((repositories, transitions))
+}
+
+/// The detail of an event's own record: what it wrote, as the history (`--at`) replays it.
+fn event_detail(plan: &EventPlan, repositories: Vec<RepositoryAfter>) -> EventDetail {
+    let scans = plan
+        .scans
+        .iter()
+        .map(|s| ScanAfter {
+            digest: s.digest.to_string(),
+            raw_status: s.facts.as_ref().map(|f| f.raw_status.clone()),
+            severity_counts: s.facts.as_ref().map(|f| f.severity_counts.clone()),
+        })
+        .collect::<Vec<_>>();
+    let signatures = plan
+        .signatures
+        .iter()
+        .map(|s| SignatureAfter {
+            digest: s.digest.to_string(),
+            status: s.verdict.status,
+            reason: s.verdict.reason.clone(),
+            sources: s.verdict.sources.clone(),
+        })
+        .collect::<Vec<_>>();
+    EventDetail {
+        detail_type: plan.event.detail_type.clone(),
+        change: serde_json::to_value(&plan.event.change).unwrap_or(Value::Null),
+        repositories: (!repositories.is_empty()).then_some(repositories),
+        image_after: plan.image.as_ref().map(image_after),
+        scans: (!scans.is_empty()).then_some(scans),
+        signatures: (!signatures.is_empty()).then_some(signatures),
+    }
+}
+
+/// The event's own record, not yet chained.
+fn event_record(
+    plan: &EventPlan,
+    detail: &EventDetail,
+    recorded_at: DateTime<Utc>,
+) -> ChainedRecord {
+    let event = &plan.event;
+    ChainedRecord {
         seq: 0,
         recorded_at,
         event_id: event.id.clone(),
         event_time: truncate_to_micros(event.time),
-        kind: event.change.kind().to_owned(),
+        kind: EvidenceKind::parse(event.change.kind()),
         outcome: if plan.ignored { "ignored" } else { "processed" }.to_owned(),
         account: Some(event.account.to_string()),
         region: Some(event.region.to_string()),
@@ -335,92 +377,78 @@ async fn apply_event(
             }),
         digest: event.change.digest().map(ToString::to_string),
         tag: event.change.tag().map(str::to_owned),
-        actor: actor.clone(),
-        detail: Value::Object(detail),
+        actor: event.actor.as_ref().map(|a| a.arn.clone()),
+        detail: to_detail_value(detail),
         prev_hash: String::new(),
-    };
-    let mut records = vec![base.clone()];
-    for (repository, control, from, to) in transitions {
-        records.push(ChainedRecord {
-            event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
-            repository: Some(repository),
-            kind: "control_transition".to_owned(),
-            outcome: "processed".to_owned(),
-            digest: None,
-            tag: None,
-            detail: json!({
-                "control": control.as_str(),
-                "from": from.map(|v| json!({"status": v.status.as_str(), "reason": v.reason})),
-                "to": {"status": to.status.as_str(), "reason": to.reason},
-                "cause_event_id": event.id,
-                "cause_kind": event.change.kind(),
-            }),
-            ..base.clone()
-        });
     }
-    let mut first_unsigned = 0;
-    for (write, change) in signature_changes {
-        first_unsigned += u64::from(change.first_unsigned);
-        records.push(signature_transition_record(
-            &format!("{}/{}/signature", event.id, write.digest),
-            event.change.kind(),
-            write,
-            &change,
-            recorded_at,
-            actor.clone(),
-        ));
-    }
-    Ok((records, first_unsigned))
 }
 
-fn repository_state_label(state: &RepositoryState) -> &'static str {
+/// The record of a control transition an event caused; shares the event record's times,
+/// account, region and actor.
+fn control_transition_record(
+    base: &ChainedRecord,
+    plan: &EventPlan,
+    (repository, control, from, to): ControlChange,
+) -> ChainedRecord {
+    let event = &plan.event;
+    let detail = ControlTransitionDetail {
+        control: control.as_str().to_owned(),
+        from,
+        to,
+        cause_event_id: event.id.clone(),
+        cause_kind: event.change.kind().to_owned(),
+    };
+    ChainedRecord {
+        event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
+        repository: Some(repository),
+        kind: EvidenceKind::ControlTransition,
+        outcome: "processed".to_owned(),
+        digest: None,
+        tag: None,
+        detail: to_detail_value(&detail),
+        ..base.clone()
+    }
+}
+
+fn repository_state_label(state: &RepositoryState) -> RepositoryStateLabel {
     match state {
-        RepositoryState::Present(_) => "present",
-        RepositoryState::Absent => "absent",
-        RepositoryState::Unreadable { .. } => "unreadable",
+        RepositoryState::Present(_) => RepositoryStateLabel::Present,
+        RepositoryState::Absent => RepositoryStateLabel::Absent,
+        RepositoryState::Unreadable { .. } => RepositoryStateLabel::Unreadable,
     }
 }
 
-fn controls_json(controls: &BTreeMap<ControlId, Verdict>) -> Value {
-    Value::Object(
-        controls
-            .iter()
-            .map(|(c, v)| {
-                (
-                    c.as_str().to_owned(),
-                    json!({"status": v.status.as_str(), "reason": v.reason}),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn image_json(image: &ImageWrite) -> Value {
+fn image_after(image: &ImageWrite) -> ImageAfter {
     let presence = match image.presence {
-        ImagePresence::Pushed => "pushed",
-        ImagePresence::Deleted => "deleted",
-        ImagePresence::Unchanged => "unchanged",
+        ImagePresence::Pushed => ImagePresenceLabel::Pushed,
+        ImagePresence::Deleted => ImagePresenceLabel::Deleted,
+        ImagePresence::Unchanged => ImagePresenceLabel::Unchanged,
     };
-    let tags = match &image.lookup {
-        Some((_, ImageLookup::Found(facts))) => json!(facts.tags),
-        _ => Value::Null,
-    };
-    let pushed_at = match &image.lookup {
-        Some((_, ImageLookup::Found(facts))) => facts.pushed_at,
+    let found = match &image.lookup {
+        Some((_, ImageLookup::Found(facts))) => Some(facts),
         _ => None,
-    }
-    .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
+    };
+    let pushed_at = found
+        .and_then(|facts| facts.pushed_at)
+        .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
     // `pushed_at` and the artifact fields let `images --at` answer from the evidence alone.
-    json!({
-        "presence": presence,
-        "tags": tags,
-        "settings": image.settings,
-        "pushed_by": image.pushed_by.as_ref().map(|a| &a.arn),
-        "pushed_at": pushed_at.map(|t| truncate_to_micros(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        "storage_class": image.storage_class,
-        "artifact_of": image.artifact.as_ref().map(|(subject, _)| subject.as_str()),
-        "artifact_kind": image.artifact.as_ref().map(|(_, kind)| kind.as_str()),
-    })
+    ImageAfter {
+        presence,
+        tags: found.map(|facts| facts.tags.clone()),
+        settings: image.settings.clone(),
+        pushed_by: image.pushed_by.as_ref().map(|a| a.arn.clone()),
+        pushed_at: pushed_at
+            .map(|t| truncate_to_micros(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        storage_class: image.storage_class.clone(),
+        artifact_of: image
+            .artifact
+            .as_ref()
+            .map(|(subject, _)| subject.to_string()),
+        artifact_kind: image
+            .artifact
+            .as_ref()
+            .map(|(_, kind)| kind.as_str().to_owned()),
+    }
 }
 
 /// Writes the repository row unless the same read or a newer one is already stored (a push
@@ -623,172 +651,29 @@ async fn upsert_image(
     Ok(())
 }
 
-/// Appends records built outside a batch (a retention checkpoint) at the head of the chain;
-/// their `seq` and `prev_hash` are filled in here. Returns how many were inserted (a record
-/// whose event id is already on the chain is skipped).
-pub(super) async fn append_records(
-    tx: &mut Transaction<'_, Postgres>,
-    records: Vec<ChainedRecord>,
-) -> Result<usize, StoreError> {
-    let mut outcomes = vec![Committed::Processed; records.len()];
-    let pending = records
-        .into_iter()
-        .enumerate()
-        .map(|(plan_index, record)| PendingEvidence {
-            plan_index,
-            is_event_record: true,
-            record,
-        })
-        .collect();
-    // A checkpoint is never worth a page.
-    append_to_chain(tx, pending, &mut outcomes, false).await?;
-    Ok(outcomes
-        .iter()
-        .filter(|o| **o == Committed::Processed)
-        .count())
-}
-
-/// Puts the pending records on the chain. Locking the head row orders every appender; a record
-/// whose event id another transaction recorded first is dropped and its plan becomes a
-/// duplicate. Transitions worth a page get their alert row here, beside their evidence; the
-/// controls that regressed from PASS to FAIL are returned for the metrics.
+/// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
+/// another transaction recorded first becomes a duplicate. Transitions worth a page get their
+/// alert row here, beside their evidence; the controls that regressed from PASS to FAIL are
+/// returned for the metrics.
 async fn append_to_chain(
     tx: &mut Transaction<'_, Postgres>,
-    pending: Vec<PendingEvidence>,
+    pending: Vec<PendingRecord>,
     outcomes: &mut [Committed],
     alerts: bool,
 ) -> Result<Vec<ControlId>, StoreError> {
+    let appended = append(tx, pending).await?;
+    for group in &appended.duplicate_groups {
+        outcomes[*group] = Committed::Duplicate;
+    }
     let mut regressions = Vec::new();
-    let (mut seq, mut prev_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut **tx)
-            .await?;
-    // With the head locked no other appender can add records, so the ids already on the
-    // chain now are all there will be: one query finds them, one statement appends the rest
-    // (the head lock is held for two round trips, not one per record).
-    let ids: Vec<&str> = pending.iter().map(|p| p.record.event_id.as_str()).collect();
-    let existing: HashSet<String> =
-        sqlx::query_scalar::<_, String>("SELECT event_id FROM evidence WHERE event_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-    let mut dropped_plans = HashSet::new();
-    let mut chained: Vec<(ChainedRecord, String)> = Vec::with_capacity(pending.len());
-    for PendingEvidence {
-        plan_index,
-        is_event_record,
-        mut record,
-    } in pending
-    {
-        if dropped_plans.contains(&plan_index) {
+    for (record, hash) in &appended.chained {
+        let Some(kind) = alert_kind(record) else {
             continue;
-        }
-        if existing.contains(&record.event_id) {
-            // Another transaction recorded this event first: the plan is a duplicate.
-            if is_event_record {
-                outcomes[plan_index] = Committed::Duplicate;
-                dropped_plans.insert(plan_index);
-            }
-            continue;
-        }
-        record.seq = seq + 1;
-        record.prev_hash = prev_hash.clone();
-        let hash = record.compute_hash();
-        seq = record.seq;
-        prev_hash = hash.clone();
-        chained.push((record, hash));
-    }
-    if !chained.is_empty() {
-        insert_records(tx, &chained).await?;
-    }
-    for (record, hash) in &chained {
-        if let Some(kind) = alert_kind(record) {
-            if let AlertKind::Regression { control } = &kind
-                && let Some(control) = ControlId::from_str_opt(control)
-            {
-                regressions.push(control);
-            }
-            if alerts {
-                enqueue(tx, record, hash, kind).await?;
-            }
+        };
+        regressions.extend(kind.regressed_control());
+        if alerts {
+            enqueue(tx, record, hash, kind).await?;
         }
     }
-    sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev_hash)
-        .execute(&mut **tx)
-        .await?;
     Ok(regressions)
-}
-
-/// Inserts chained records in one statement (arrays unnested column by column).
-async fn insert_records(
-    tx: &mut Transaction<'_, Postgres>,
-    chained: &[(ChainedRecord, String)],
-) -> Result<(), StoreError> {
-    let column = |f: fn(&ChainedRecord) -> Option<String>| -> Vec<Option<String>> {
-        chained.iter().map(|(r, _)| f(r)).collect()
-    };
-    sqlx::query(
-        "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
-              region, repository, digest, tag, actor, detail, prev_hash, hash)
-         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[],
-              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-              $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[])",
-    )
-    .bind(chained.iter().map(|(r, _)| r.seq).collect::<Vec<_>>())
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.recorded_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.event_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.event_time)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.kind.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.outcome.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(column(|r| r.account.clone()))
-    .bind(column(|r| r.region.clone()))
-    .bind(column(|r| r.repository.clone()))
-    .bind(column(|r| r.digest.clone()))
-    .bind(column(|r| r.tag.clone()))
-    .bind(column(|r| r.actor.clone()))
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.detail.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        chained
-            .iter()
-            .map(|(r, _)| r.prev_hash.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(chained.iter().map(|(_, h)| h.clone()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

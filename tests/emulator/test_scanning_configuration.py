@@ -74,7 +74,7 @@ def test_repositories_created_after_the_configuration_are_covered(ecr):
     assert frequencies(ecr, ["my-team-app"]) == {"my-team-app": ("SCAN_ON_PUSH", True, ["team"])}
 
 
-def test_the_repository_flag_counts_in_basic_mode_only(ecr):
+def test_the_repository_flag_counts_only_without_a_registry_configuration(ecr):
     ecr.create_repository(repositoryName="flagged", imageScanningConfiguration={"scanOnPush": True})
     ecr.create_repository(repositoryName="plain")
     assert frequencies(ecr, ["flagged", "plain"]) == {"flagged": ("SCAN_ON_PUSH", True, []), "plain": ("MANUAL", False, [])}
@@ -83,8 +83,20 @@ def test_the_repository_flag_counts_in_basic_mode_only(ecr):
     assert frequencies(ecr, ["flagged"])["flagged"][0] == "MANUAL"
     ecr.put_image_scanning_configuration(repositoryName="flagged", imageScanningConfiguration={"scanOnPush": True})
 
+    # Once the registry has a configuration of its own, BASIC follows only its rules: a
+    # repository no SCAN_ON_PUSH filter matches is MANUAL, whatever its flag.
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": wildcard("nothing-*")}])
+    assert frequencies(ecr, ["flagged"])["flagged"] == ("MANUAL", False, [])
     ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": wildcard("nothing-*")}])
     assert frequencies(ecr, ["flagged"])["flagged"] == ("MANUAL", False, [])
+
+
+def test_at_most_25_repositories_per_call(ecr):
+    names = [f"r{i}" for i in range(26)]
+    with pytest.raises(ClientError) as refused:
+        ecr.batch_get_repository_scanning_configuration(repositoryNames=names)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert len(ecr.batch_get_repository_scanning_configuration(repositoryNames=names[:25])["failures"]) == 25
 
 
 def test_a_manual_rule_selects_without_scanning(ecr):
@@ -183,7 +195,8 @@ def test_leaving_enhanced_scanning_reports_the_new_frequencies(ecr, event_queue)
 
     assert change["detail"]["scan-type"] == "BASIC"
     assert {(r["repository-name"], r["previous-scan-frequency"], r["scan-frequency"]) for r in change["detail"]["repositories"]} == {
-        ("svc", "CONTINUOUS_SCAN", "SCAN_ON_PUSH"),
+        # The flag of "svc" no longer counts: the registry has a configuration.
+        ("svc", "CONTINUOUS_SCAN", "MANUAL"),
         ("other", "CONTINUOUS_SCAN", "MANUAL"),
     }
 

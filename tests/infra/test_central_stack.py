@@ -162,6 +162,7 @@ def test_task_role_is_scoped_to_this_stack(aws: ClientFactory, central_stack: St
     assert by_action["sqs:DeleteMessage"] == [outputs["QueueArn"]]
     assert by_action["sqs:ChangeMessageVisibility"] == [outputs["QueueArn"]]
     assert sorted(by_action["sqs:GetQueueAttributes"]) == sorted([outputs["QueueArn"], outputs["DeadLetterQueueArn"]])
+    assert by_action["sqs:GetQueueUrl"] == [outputs["DeadLetterQueueArn"]]
     assert by_action["events:PutEvents"] == [outputs["AlertBusArn"]]
     assert by_action["sts:AssumeRole"] == ["arn:aws:iam::*:role/ecr-audit-reader"]
     assert by_action["ecr:DescribeImages"] == [f"arn:aws:ecr:*:{central_stack.account}:repository/*"]

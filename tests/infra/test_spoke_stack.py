@@ -54,10 +54,10 @@ def test_reader_role_is_read_only(aws: ClientFactory, spoke_stack: Stack) -> Non
             assert statement["Effect"] == "Allow"
             actions.update(as_list(statement["Action"]))
             if statement["Resource"] == "*":
-                assert statement["Sid"] in {"EcrRegistry", "InspectorReadsSupportNoResourceType", "SignerList"}
+                assert statement["Sid"] == "EcrRegistry"
     readers = ("Describe", "List", "Get", "BatchGet")
     assert all(action.split(":")[1].startswith(readers) for action in actions), actions
-    assert {"ecr:DescribeRepositories", "inspector2:ListFindings", "signer:GetSigningProfile", "kms:DescribeKey"} <= actions
+    assert {"ecr:DescribeRepositories", "signer:GetSigningProfile", "kms:DescribeKey"} <= actions
 
 
 def test_forward_rules_target_the_central_default_bus(aws: ClientFactory, spoke_stack: Stack, central_account: str) -> None:

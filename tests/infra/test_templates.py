@@ -215,3 +215,40 @@ def test_every_suppression_is_justified_and_documented() -> None:
             for row in rows
         )
         assert listed, f"{template}/{resource}: {check} is not listed in a table row of docs/DEPLOY.md"
+
+
+def _deny_statements(policy: str) -> list[dict[str, Any]]:
+    document = CENTRAL["Resources"][policy]["Properties"]["PolicyDocument"]
+    return [s for s in document["Statement"] if s["Effect"] == "Deny" and "sqs:SendMessage" in as_list(s["Action"])]
+
+
+@pytest.mark.parametrize("policy,queue", [("QueuePolicy", "Queue"), ("DeadLetterQueuePolicy", "DeadLetterQueue")])
+def test_queue_policies_deny_every_sender_but_the_stack_rules(policy: str, queue: str) -> None:
+    """Issue 14 part 5: an explicit Deny of sqs:SendMessage for everyone else, on every queue."""
+    properties = CENTRAL["Resources"][policy]["Properties"]
+    assert properties["Queues"] == [{"Ref": queue}]
+    (deny,) = _deny_statements(policy)
+    assert deny["Principal"] == "*"
+    assert deny["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+    rule_arns = sorted(([{"Fn::GetAtt": [name, "Arn"]} for name in resources(CENTRAL, "AWS::Events::Rule")]), key=str)
+    condition_if = deny["Condition"]["Fn::If"]
+    assert condition_if[0] == "HasRedriveRole"
+    with_role, without_role = condition_if[1], condition_if[2]
+    # Only the negated, non-IfExists form denies callers without an aws:SourceArn: every other
+    # operator (ArnNotEqualsIfExists, ArnEquals, Null...) would leave them out of the Deny.
+    assert set(without_role) == {"ArnNotEquals"}
+    assert set(without_role["ArnNotEquals"]) == {"aws:SourceArn"}
+    assert sorted(without_role["ArnNotEquals"]["aws:SourceArn"], key=str) == rule_arns
+    assert set(with_role) == {"ArnNotEquals"}
+    assert sorted(with_role["ArnNotEquals"]["aws:SourceArn"], key=str) == rule_arns
+    assert with_role["ArnNotEquals"]["aws:PrincipalArn"] == {"Ref": "RedriveRoleArn"}
+    # The Allow for EventBridge stays, for exactly the same rules.
+    (allow,) = [s for s in properties["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"], key=str) == rule_arns
+
+
+def test_every_queue_has_a_policy_with_the_sender_deny() -> None:
+    covered = {q["Ref"] for p in resources(CENTRAL, "AWS::SQS::QueuePolicy").values() for q in p["Properties"]["Queues"]}
+    assert covered == set(resources(CENTRAL, "AWS::SQS::Queue"))
+    for name in resources(CENTRAL, "AWS::SQS::QueuePolicy"):
+        assert len(_deny_statements(name)) == 1, name

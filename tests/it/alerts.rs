@@ -11,48 +11,29 @@ use crate::helpers::{TestApp, metric_value, push_image};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Creates `bus` with a rule sending every ecr-audit event on it to a new queue.
-async fn route_alerts_to_queue(app: &TestApp, bus: &str) -> String {
+/// Creates `bus` with a rule sending every ecr-audit event on it to a new queue; the queue and
+/// the rule are deleted when dropped.
+async fn route_alerts_to_queue(
+    app: &TestApp,
+    bus: &str,
+) -> (crate::harness::TestQueue, crate::harness::TestRule) {
     app.events
         .create_event_bus()
         .name(bus)
         .send()
         .await
         .expect("create bus");
-    let queue_url = app
-        .sqs
-        .create_queue()
-        .queue_name(format!("{bus}-inbox"))
-        .send()
-        .await
-        .expect("create alert queue")
-        .queue_url
-        .expect("url");
-    let arn = crate::helpers::queue_arn(&app.sqs, &queue_url).await;
-    let rule = format!("{bus}-all");
-    app.events
-        .put_rule()
-        .name(&rule)
-        .event_bus_name(bus)
-        .event_pattern(json!({"source": ["ecr-audit"]}).to_string())
-        .send()
-        .await
-        .expect("rule");
-    app.events
-        .put_targets()
-        .rule(&rule)
-        .event_bus_name(bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("inbox")
-                .arn(arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("targets");
-    queue_url
+    let inbox = crate::harness::TestQueue::create(&app.sdk, &format!("{bus}-inbox"), 10).await;
+    let rule = crate::harness::TestRule::on_bus(
+        &app.sdk,
+        Some(bus),
+        &format!("{bus}-all"),
+        &json!({"source": ["ecr-audit"]}),
+        "inbox",
+        &inbox.arn,
+    )
+    .await;
+    (inbox, rule)
 }
 
 /// Every message currently on `queue_url`, as parsed EventBridge envelopes.
@@ -145,7 +126,8 @@ async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
     );
 
     // The bus appears; the waiting alerts go out with their retries.
-    let inbox = route_alerts_to_queue(&app, &bus).await;
+    let (inbox_queue, _inbox_rule) = route_alerts_to_queue(&app, &bus).await;
+    let inbox = inbox_queue.url.clone();
     let mut received = Vec::new();
     let started = std::time::Instant::now();
     while received.len() < 2 {

@@ -2,7 +2,7 @@
 //! and in every export format (detected and located), retention behind checkpoints, `--at`,
 //! and the OCSF export validated against the pinned OCSF 1.3.0 class definition.
 //!
-//! Against the real Postgres (`#[sqlx::test]`: a database per test, migrations applied) and
+//! Against the real Postgres (`TestDb`: a database per test, cloned from the migrated template) and
 //! the real binary for the command line.
 
 use std::collections::{BTreeMap, HashSet};
@@ -10,31 +10,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ecr_audit::domain::{
-    AccountId, Actor, ControlId, Digest, Region, RepositoryKey, RepositoryName, SignatureStatus,
-    Verdict,
-};
-use ecr_audit::enrich::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
+use ecr_audit::alerts::outbox::{alert_kind, enqueue};
+use ecr_audit::domain::{Actor, ControlId, Digest, RepositoryKey, SignatureStatus, Verdict};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
+use ecr_audit::evidence::{ChainBreak, ChainedRecord, EvidenceDetail, EvidenceKind};
+use ecr_audit::facts::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
-use ecr_audit::store::evidence::{ChainBreak, ChainedRecord};
-use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{
-    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite, Store,
+use ecr_audit::plan::{
+    EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite,
 };
+use ecr_audit::store::Store;
+use ecr_audit::store::views::ChainReport;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
-
 fn key(repository: &str) -> RepositoryKey {
-    RepositoryKey {
-        account: AccountId::parse(ACCOUNT).expect("account"),
-        region: Region::parse(REGION).expect("region"),
-        name: RepositoryName::parse(repository).expect("name"),
-    }
+    crate::fixtures::repository_key(repository)
 }
 
 fn digest(n: u32) -> Digest {
@@ -42,27 +34,15 @@ fn digest(n: u32) -> Digest {
 }
 
 fn repository_facts(repository: &str, mode: &str) -> RepositoryFacts {
-    crate::helpers::repository_facts_at(&key(repository), mode, 0)
+    crate::fixtures::repository_facts_at(&key(repository), mode, 0)
 }
 
 fn registry_facts() -> RegistryFacts {
-    crate::helpers::plain_registry_facts()
+    crate::fixtures::plain_registry_facts()
 }
 
 fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {
-    AuditEvent {
-        id: id.to_owned(),
-        time: Utc::now(),
-        account: key("ab").account,
-        region: key("ab").region,
-        detail_type: "AWS API Call via CloudTrail".into(),
-        actor: actor.map(|arn| Actor {
-            arn: arn.to_owned(),
-            identity_type: Some("AssumedRole".into()),
-            issuer_arn: None,
-        }),
-        change,
-    }
+    crate::fixtures::audit_event(id, change, actor)
 }
 
 /// A repository setting change and the re-read that evaluates its controls.
@@ -345,8 +325,10 @@ async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> b
 // ---------------------------------------------------------------------------------------------
 // The chain under concurrent writers.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn concurrent_writers_append_one_chain_that_never_forks(pool: PgPool) {
+#[tokio::test]
+async fn concurrent_writers_append_one_chain_that_never_forks() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let writers = 8;
     let batches = 12;
@@ -389,17 +371,14 @@ async fn concurrent_writers_append_one_chain_that_never_forks(pool: PgPool) {
     }
 
     let chain = records(&pool).await;
-    let events = chain
-        .iter()
-        .filter(|(r, _)| r.kind != "control_transition" && r.kind != "signature_transition")
-        .count();
+    let events = chain.iter().filter(|(r, _)| r.kind.is_event()).count();
     assert_eq!(
         events,
         (writers * batches * 3) as usize,
         "every event recorded once"
     );
     let mut predecessors = HashSet::new();
-    let mut previous = ecr_audit::store::evidence::GENESIS_HASH.to_owned();
+    let mut previous = ecr_audit::evidence::GENESIS_HASH.to_owned();
     for (index, (record, hash)) in chain.iter().enumerate() {
         assert_eq!(record.seq, index as i64 + 1, "seq without gaps");
         assert_eq!(
@@ -424,8 +403,10 @@ async fn concurrent_writers_append_one_chain_that_never_forks(pool: PgPool) {
 // ---------------------------------------------------------------------------------------------
 // Tampering in the database.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn tampering_in_the_database_is_detected_and_located(pool: PgPool) {
+#[tokio::test]
+async fn tampering_in_the_database_is_detected_and_located() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let chain = records(&pool).await;
@@ -628,8 +609,10 @@ fn edit_record(format: &str, line: &str, mapped: bool) -> String {
     }
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn tampering_in_every_export_format_is_detected_and_located(pool: PgPool) {
+#[tokio::test]
+async fn tampering_in_every_export_format_is_detected_and_located() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let chain = records(&pool).await;
@@ -731,8 +714,10 @@ async fn tampering_in_every_export_format_is_detected_and_located(pool: PgPool) 
     }
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn a_filtered_export_verifies_and_says_what_it_cannot_prove(pool: PgPool) {
+#[tokio::test]
+async fn a_filtered_export_verifies_and_says_what_it_cannot_prove() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -797,10 +782,10 @@ async fn a_filtered_export_verifies_and_says_what_it_cannot_prove(pool: PgPool) 
 // ---------------------------------------------------------------------------------------------
 // Retention.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies(
-    pool: PgPool,
-) {
+#[tokio::test]
+async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let old = records(&pool).await;
@@ -856,7 +841,7 @@ async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_ver
     let remaining = records(&pool).await;
     assert_eq!(remaining[0].0.seq, old.len() as i64 + 1);
     let checkpoint = &remaining.last().expect("checkpoint").0;
-    assert_eq!(checkpoint.kind, "checkpoint");
+    assert_eq!(checkpoint.kind, EvidenceKind::Checkpoint);
     assert_eq!(
         checkpoint.detail["continues_from"],
         json!({"seq": old.len(), "hash": old.last().expect("last").1})
@@ -936,8 +921,10 @@ fn sha256_file(path: &Path) -> String {
 // ---------------------------------------------------------------------------------------------
 // "As of time T".
 
-#[sqlx::test(migrations = "./migrations")]
-async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence(pool: PgPool) {
+#[tokio::test]
+async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     commit(&store, vec![repository_plan("a1", "team/app", "IMMUTABLE")]).await;
     commit(&store, vec![push_plan("a2", "team/app", 1, "v1")]).await;
@@ -1037,8 +1024,10 @@ async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence(pool: PgP
 // ---------------------------------------------------------------------------------------------
 // OCSF against the pinned class definition.
 
-#[sqlx::test(migrations = "./migrations")]
-async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_class(pool: PgPool) {
+#[tokio::test]
+async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_class() {
+    let db = crate::harness::TestDb::new().await;
+    let pool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     history(&store).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1097,4 +1086,147 @@ async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_cla
         text.contains("line 2: schema export: time: expected timestamp_t"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A chain written before typed evidence (issue 13): tests/fixtures/evidence-v1.sql.
+
+/// The fixture: evidence and alert rows written by the code before typed evidence.
+async fn load_v1_fixture(pool: &PgPool) {
+    sqlx::raw_sql(include_str!("../fixtures/evidence-v1.sql"))
+        .execute(pool)
+        .await
+        .expect("load the fixture");
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_chain_written_before_typed_evidence_verifies_in_the_database_and_offline(pool: PgPool) {
+    load_v1_fixture(&pool).await;
+    let store = Store::from_pool(pool.clone());
+    let report = store.verify_chain().await.expect("verify");
+    assert!(
+        matches!(
+            report,
+            ChainReport::Valid {
+                records: 13,
+                continues_from: Some(28),
+                ..
+            }
+        ),
+        "{report:?}"
+    );
+
+    // Every stored record reads as its kind and its typed detail, and hashes as stored.
+    let chain = records(&pool).await;
+    let kinds: HashSet<&str> = chain.iter().map(|(r, _)| r.kind.as_str()).collect();
+    for kind in [
+        "checkpoint",
+        "control_transition",
+        "signature_transition",
+        "image_pushed",
+        "image_deleted",
+        "image_push_recorded",
+        "repository_changed",
+        "ignored",
+    ] {
+        assert!(kinds.contains(kind), "the fixture has a {kind} record");
+    }
+    for (record, hash) in &chain {
+        assert_eq!(&record.compute_hash(), hash, "seq {}", record.seq);
+        assert!(
+            !matches!(record.kind, EvidenceKind::Other(_)),
+            "{}",
+            record.kind
+        );
+        assert_ne!(
+            record.typed_detail(),
+            EvidenceDetail::Unreadable,
+            "seq {} ({})",
+            record.seq,
+            record.kind
+        );
+    }
+
+    // Every export format of the old chain verifies offline.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for format in ["jsonl", "csv", "ocsf"] {
+        let path = export(&pool, dir.path(), format, &[]);
+        let (code, text) = verify_offline(&[&path]);
+        assert_eq!(code, Some(0), "{format}: {text}");
+        assert!(
+            text.contains("as the checkpoint at seq"),
+            "{format}: {text}"
+        );
+    }
+
+    // New records continue the old chain.
+    commit(&store, vec![repository_plan("v2-1", "team/app", "MUTABLE")]).await;
+    let report = store.verify_chain().await.expect("verify");
+    assert!(
+        matches!(report, ChainReport::Valid { records, continues_from: Some(28), .. } if records > 13),
+        "{report:?}"
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn alerts_and_history_read_a_chain_written_before_typed_evidence(pool: PgPool) {
+    load_v1_fixture(&pool).await;
+    let store = Store::from_pool(pool.clone());
+    let stored: BTreeMap<String, (String, Value)> = sqlx::query_as::<_, (String, String, Value)>(
+        "SELECT evidence_event_id, detail_type, detail FROM alert_outbox",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("alerts")
+    .into_iter()
+    .map(|(id, detail_type, detail)| (id, (detail_type, detail)))
+    .collect();
+
+    // The typed reading pages on exactly the records the old code paged on, with the same
+    // alert (the push columns come from the images table, which the fixture does not hold).
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("DELETE FROM alert_outbox")
+        .execute(&mut *tx)
+        .await
+        .expect("empty the outbox");
+    let chain = records(&pool).await;
+    let mut paged = 0;
+    for (record, hash) in &chain {
+        let Some(kind) = alert_kind(record) else {
+            continue;
+        };
+        paged += 1;
+        enqueue(&mut tx, record, hash, kind).await.expect("enqueue");
+        let (detail_type, detail): (String, Value) = sqlx::query_as(
+            "SELECT detail_type, detail FROM alert_outbox WHERE evidence_event_id = $1",
+        )
+        .bind(&record.event_id)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("alert row");
+        let (old_type, mut old) = stored[&record.event_id].clone();
+        let mut new = detail;
+        for push_member in ["tag", "pushed_by", "pushed_at"] {
+            old.as_object_mut().map(|o| o.remove(push_member));
+            new.as_object_mut().map(|o| o.remove(push_member));
+        }
+        assert_eq!((detail_type, new), (old_type, old), "{}", record.event_id);
+    }
+    assert_eq!(
+        paged, 2,
+        "the retained chain holds one signature alert and one regression"
+    );
+    tx.rollback().await.expect("rollback");
+
+    // `--at` replays the old chain: the retained repository and digest are there.
+    let (state, coverage) = store.as_of(Utc::now()).await.expect("as of");
+    assert!(coverage.archived_before);
+    let posture = state.posture(Some("team/app"));
+    assert_eq!(posture.len(), 1);
+    assert_eq!(posture[0].controls["ECR.2"].status, "PASS");
+    let images = state.images(Some("team/app"));
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0].signature.status.as_deref(), Some("UNSIGNED"));
+    assert_eq!(images[0].tag_immutability.as_deref(), Some("IMMUTABLE"));
+    assert_eq!(images[0].scan.high, Some(2));
 }

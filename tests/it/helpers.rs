@@ -9,37 +9,22 @@ use aws_config::SdkConfig;
 use ecr_audit::domain::{AccountId, Region};
 use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
-use ecr_audit::enrich::cache::CachedRegistry;
 use ecr_audit::enrich::ecr::EcrRegistry;
-use ecr_audit::evaluate::ControlPolicy;
 use ecr_audit::export::metrics::Metrics;
 use ecr_audit::parse::ParseContext;
-use ecr_audit::pipeline::{Pipeline, PipelineSettings};
+use ecr_audit::pipeline::Pipeline;
 use ecr_audit::source::sqs::SqsSettings;
 use ecr_audit::store::Store;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::harness::aws::queue_arn;
+use crate::harness::{TestDb, TestQueue, TestRule, next_count, unique_suffix};
+
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
-
-static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-fn unique_suffix() -> String {
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}{:x}{n}", std::process::id() % 10_000, nanos % 0xfffff)
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test (or eval \"$(scripts/services env)\")"))
-}
 
 pub struct TestApp {
     pub sdk: SdkConfig,
@@ -54,9 +39,12 @@ pub struct TestApp {
     pub store: Store,
     pub pool: PgPool,
     pub database_url: String,
-    database_name: String,
-    admin: PgPool,
-    rule_names: Vec<String>,
+    /// Declared before the queue and the database: `Drop` removes fields in this order, and the
+    /// rules go first so that nothing is routed to a queue being deleted.
+    rules: Vec<TestRule>,
+    queue: TestQueue,
+    /// Held for its `Drop`: the database lives exactly as long as the app.
+    _db: TestDb,
     worker: Option<(
         CancellationToken,
         JoinHandle<Result<(), ecr_audit::worker::WorkerError>>,
@@ -67,6 +55,8 @@ pub struct TestApp {
     /// The signing grace window the pipeline uses (short, so tests see UNSIGNED quickly).
     pub signing_grace_ms: i64,
     pub http_addr: Option<SocketAddr>,
+    /// The worker's HTTP bounds; no /metrics cache, so a scrape sees what was just stored.
+    pub http: ecr_audit::export::http::HttpLimits,
     /// EventBridge bus the worker puts alert events on; `None` = no alerts.
     pub alert_bus: Option<String>,
     /// The account this test's credentials act in.
@@ -87,8 +77,7 @@ impl TestApp {
         let base = load_sdk_config().await;
         let account = format!(
             "4{:011}",
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64
-                + u64::from(std::process::id()) * 1000
+            u64::from(next_count()) + u64::from(std::process::id()) * 1000
         );
         let credentials = aws_sdk_sts::Client::new(&base)
             .assume_role()
@@ -124,52 +113,14 @@ impl TestApp {
         let suffix = unique_suffix();
         let prefix = format!("t{suffix}-");
 
-        let admin_options: PgConnectOptions = env("DATABASE_URL").parse().expect("DATABASE_URL");
-        let admin = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(admin_options.clone())
-            .await
-            .expect("connect to the test Postgres");
-        let database_name = format!("it_{suffix}");
-        sqlx::query(&format!("CREATE DATABASE \"{database_name}\""))
-            .execute(&admin)
-            .await
-            .expect("create test database");
-        let options = admin_options.clone().database(&database_name);
-        let database_url = options.to_url_lossy().to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .expect("connect to the test database");
-        let store = Store::from_pool(pool.clone());
-        store.migrate().await.expect("migrate");
+        let db = TestDb::named(&format!("it_{suffix}")).await;
+        let store = db.store();
+        let pool = db.pool.clone();
+        let database_url = db.url.clone();
 
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let events = aws_sdk_eventbridge::Client::new(&sdk);
-
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(format!("{prefix}dlq"))
-            .send()
-            .await
-            .expect("create DLQ")
-            .queue_url
-            .expect("DLQ url");
-        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(format!("{prefix}queue"))
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
-            )
-            .send()
-            .await
-            .expect("create queue")
-            .queue_url
-            .expect("queue url");
-        let arn = queue_arn(&sqs, &queue_url).await;
+        let queue = TestQueue::create(&sdk, &format!("{prefix}queue"), 3).await;
 
         // The production routing, narrowed to this test's repositories.
         let patterns = [
@@ -187,11 +138,10 @@ impl TestApp {
         if own_account {
             patterns.push(("inspector", json!({"source": ["aws.inspector2"]})));
         }
-        let mut rule_names = Vec::new();
+        let mut rules = Vec::new();
         for (name, pattern) in patterns {
             let rule = format!("{prefix}{name}");
-            route_to_queue(&events, &rule, &pattern, &arn).await;
-            rule_names.push(rule);
+            rules.push(TestRule::to_queue(&sdk, &rule, &pattern, &queue.arn).await);
         }
 
         Self {
@@ -200,19 +150,23 @@ impl TestApp {
             sqs,
             events,
             sdk,
-            queue_url,
-            dlq_url,
+            queue_url: queue.url.clone(),
+            dlq_url: queue.dlq_url.clone(),
             prefix,
             store,
             pool,
             database_url,
-            database_name,
-            admin,
-            rule_names,
+            rules,
+            queue,
+            _db: db,
             worker: None,
             worker_started: false,
             signing_grace_ms: 3_000,
             http_addr: None,
+            http: ecr_audit::export::http::HttpLimits {
+                metrics_cache: Duration::ZERO,
+                ..Default::default()
+            },
             alert_bus: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
@@ -264,28 +218,28 @@ impl TestApp {
     pub fn pipeline(&self) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
         let registry = self.registry(&metrics);
-        Pipeline::new(
-            CachedRegistry::new(registry, Duration::from_secs(300)),
+        Pipeline::builder(
+            registry,
             self.store.clone().with_alerts(self.alert_bus.is_some()),
-            metrics,
-            PipelineSettings {
-                parse_context: ParseContext {
-                    default_account: AccountId::parse(ACCOUNT).ok(),
-                    default_region: Region::parse(REGION).ok(),
-                },
-                policy: ControlPolicy::default(),
-                signing_grace: chrono::Duration::milliseconds(self.signing_grace_ms),
-            },
         )
+        .metrics(metrics)
+        .cache_ttl(Duration::from_secs(300))
+        .parse_context(ParseContext {
+            default_account: AccountId::parse(ACCOUNT).ok(),
+            default_region: Region::parse(REGION).ok(),
+        })
+        .signing_grace(chrono::Duration::milliseconds(self.signing_grace_ms))
+        .build()
     }
 
     /// The worker's background work as tests run it: fast polls, alerts when a bus is set.
     fn background(&self, pipeline: &Pipeline) -> ecr_audit::worker::Background {
         let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
         background.queue_metrics_interval = Duration::from_secs(1);
+        background.http = self.http;
         background.alerts = self.alert_bus.as_ref().map(|bus| {
-            ecr_audit::export::alerts::AlertPublisher::new(
-                pipeline.store().clone(),
+            ecr_audit::alerts::AlertPublisher::new(
+                pipeline.store().pool().clone(),
                 self.events.clone(),
                 bus.clone(),
                 Arc::clone(pipeline.metrics()),
@@ -455,7 +409,6 @@ impl TestApp {
             .expect("count evidence")
     }
 
-    /// Deletes this test's EventBridge rules: from now on no event reaches the queue.
     /// Routes this account's registry-wide CloudTrail calls (they name no repository, so the
     /// per-test prefix rules miss them) to the test's queue, as the production rule does. Only
     /// for tests in an account of their own.
@@ -463,27 +416,13 @@ impl TestApp {
         let rule = format!("{}registry", self.prefix);
         let pattern = json!({"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
                              "detail": {"eventName": event_names}});
-        let arn = queue_arn(&self.sqs, &self.queue_url).await;
-        route_to_queue(&self.events, &rule, &pattern, &arn).await;
-        self.rule_names.push(rule);
+        let rule = TestRule::to_queue(&self.sdk, &rule, &pattern, &self.queue.arn).await;
+        self.rules.push(rule);
     }
 
+    /// Deletes this test's EventBridge rules: from now on no event reaches the queue.
     pub async fn remove_rules(&mut self) {
-        for rule in std::mem::take(&mut self.rule_names) {
-            let _ = self
-                .events
-                .remove_targets()
-                .rule(&rule)
-                .ids("queue")
-                .send()
-                .await;
-            self.events
-                .delete_rule()
-                .name(&rule)
-                .send()
-                .await
-                .expect("delete rule");
-        }
+        self.rules.clear();
     }
 
     /// Stops the worker, checks that nothing was left behind, drops the world.
@@ -491,36 +430,11 @@ impl TestApp {
         self.stop_worker().await;
         let leftover = self.queue_depth(&self.queue_url).await;
         let dead = self.queue_depth(&self.dlq_url).await;
-        for rule in &self.rule_names {
-            let _ = self
-                .events
-                .remove_targets()
-                .rule(rule)
-                .ids("queue")
-                .send()
-                .await;
-            let _ = self.events.delete_rule().name(rule).send().await;
-        }
-        let _ = self
-            .sqs
-            .delete_queue()
-            .queue_url(&self.queue_url)
-            .send()
-            .await;
-        let _ = self
-            .sqs
-            .delete_queue()
-            .queue_url(&self.dlq_url)
-            .send()
-            .await;
+        let worker_started = self.worker_started;
         self.pool.close().await;
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.database_name
-        ))
-        .execute(&self.admin)
-        .await;
-        if self.worker_started {
+        // The rules, the queues and the database go here (`Drop`), before the verdict.
+        drop(self);
+        if worker_started {
             assert_eq!(
                 leftover,
                 (0, 0),
@@ -531,47 +445,15 @@ impl TestApp {
     }
 }
 
-/// An EventBridge rule sending what `pattern` matches to the queue `queue_arn`.
+/// An EventBridge rule sending what `pattern` matches to the queue `queue_arn`, in the account
+/// of `sdk`; deleted when the returned rule is dropped.
 pub async fn route_to_queue(
-    events: &aws_sdk_eventbridge::Client,
+    sdk: &SdkConfig,
     rule: &str,
     pattern: &Value,
     queue_arn: &str,
-) {
-    events
-        .put_rule()
-        .name(rule)
-        .event_pattern(pattern.to_string())
-        .send()
-        .await
-        .expect("put rule");
-    events
-        .put_targets()
-        .rule(rule)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("put targets");
-}
-
-/// The ARN of a queue.
-pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .cloned()
-        .expect("queue ARN")
+) -> TestRule {
+    TestRule::to_queue(sdk, rule, pattern, queue_arn).await
 }
 
 /// Makes the emulator record `actor` as the caller of this request in its CloudTrail event.
@@ -711,49 +593,4 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// A repository read as the store tests build it: `mode` tag mutability, scan on push,
-/// a lifecycle policy, AES256, no policy; read `observed_offset_secs` from now.
-pub fn repository_facts_at(
-    key: &ecr_audit::domain::RepositoryKey,
-    mode: &str,
-    observed_offset_secs: i64,
-) -> ecr_audit::enrich::RepositoryFacts {
-    use ecr_audit::enrich::{
-        Encryption, Fact, RepositoryFacts, RepositorySettings, RepositoryState, TagMutability,
-    };
-    RepositoryFacts {
-        observed_at: chrono::Utc::now() + chrono::Duration::seconds(observed_offset_secs),
-        state: RepositoryState::Present(Box::new(RepositorySettings {
-            arn: key.arn(),
-            tag_mutability: Fact::Known(TagMutability {
-                mode: mode.into(),
-                exclusion_filters: vec![],
-            }),
-            scan_on_push: true,
-            lifecycle_policy: Fact::Known(true),
-            encryption: Fact::Known(Encryption {
-                encryption_type: "AES256".into(),
-                kms_key: None,
-                key_manager: None,
-            }),
-            policy: Fact::Known(None),
-        })),
-    }
-}
-
-/// A registry with basic scanning and no rules, signing, pull-through rules or templates.
-pub fn plain_registry_facts() -> ecr_audit::enrich::RegistryFacts {
-    use ecr_audit::enrich::{Fact, RegistryFacts, RegistryScanning};
-    RegistryFacts {
-        observed_at: chrono::Utc::now(),
-        scanning: Fact::Known(RegistryScanning {
-            scan_type: "BASIC".into(),
-            rules: vec![],
-        }),
-        signing: Fact::Known(vec![]),
-        pull_through_rules: Fact::Known(vec![]),
-        creation_templates: Fact::Known(vec![]),
-    }
 }

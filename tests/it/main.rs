@@ -7,7 +7,11 @@
 mod alerts;
 mod cli;
 mod evidence;
+mod faults;
+mod fixtures;
+mod harness;
 mod helpers;
+mod http;
 mod pipeline;
 mod reconcile;
 mod signatures;

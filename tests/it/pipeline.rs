@@ -681,7 +681,7 @@ async fn a_scan_result_that_overtakes_its_push_is_kept() {
 
     // The push commits last, with what it read before the scan.
     app.store
-        .commit_batch(&[ecr_audit::store::Plan::Event(Box::new(push))])
+        .commit_batch(&[ecr_audit::plan::Plan::Event(Box::new(push))])
         .await
         .expect("commit push");
     let images = app.store.images(Some(&name)).await.expect("images");

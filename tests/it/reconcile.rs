@@ -547,8 +547,8 @@ async fn events_from_two_accounts_are_each_enriched_in_their_own_account() {
     // The same repository name in both accounts, with opposite settings.
     let name = central.repo("shared");
     let queue_arn = crate::helpers::queue_arn(&member.sqs, &member.queue_url).await;
-    route_to_queue(
-        &member.events,
+    let shared_name_rule = route_to_queue(
+        &member.sdk,
         "shared-name",
         &json!({"source": ["aws.ecr"], "detail": {"repository-name": [name]}}),
         &queue_arn,
@@ -570,14 +570,7 @@ async fn events_from_two_accounts_are_each_enriched_in_their_own_account() {
     // The member's events travel to the central queue (what the spoke stack's forwarding rule
     // does; tests/infra proves that routing).
     forward_all(&member, &central.queue_url, &central.sqs).await;
-    let _ = member
-        .events
-        .remove_targets()
-        .rule("shared-name")
-        .ids("queue")
-        .send()
-        .await;
-    let _ = member.events.delete_rule().name("shared-name").send().await;
+    drop(shared_name_rule);
     central.start_worker().await;
     central.wait_for_drain().await;
 

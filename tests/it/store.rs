@@ -1,62 +1,23 @@
-//! Store behaviour against the real Postgres, one database per test (`#[sqlx::test]`).
+//! Store behaviour against the real Postgres, one database per test (`TestDb`: cloned from the
+//! migrated template).
 
-use std::collections::BTreeMap;
-
-use chrono::Utc;
-use ecr_audit::domain::{AccountId, ControlId, Region, RepositoryKey, RepositoryName, Verdict};
-use ecr_audit::enrich::{RegistryFacts, RepositoryFacts};
-use ecr_audit::evaluate::{ControlPolicy, repository_controls};
-use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
+use ecr_audit::domain::RepositoryKey;
+use ecr_audit::facts::RepositoryFacts;
+use ecr_audit::plan::{Plan, RejectedMessage};
 use ecr_audit::store::views::ChainReport;
-use ecr_audit::store::{Committed, EventPlan, Plan, RejectedMessage, RepositoryWrite, Store};
+use ecr_audit::store::{Committed, Store};
 use sqlx::PgPool;
 
 fn key() -> RepositoryKey {
-    RepositoryKey {
-        account: AccountId::parse("123456789012").expect("account"),
-        region: Region::parse("us-east-1").expect("region"),
-        name: RepositoryName::parse("team/app").expect("name"),
-    }
+    crate::fixtures::repository_key("team/app")
 }
 
 fn facts(mode: &str, observed_offset_secs: i64) -> RepositoryFacts {
-    crate::helpers::repository_facts_at(&key(), mode, observed_offset_secs)
-}
-
-fn registry_facts() -> RegistryFacts {
-    crate::helpers::plain_registry_facts()
+    crate::fixtures::repository_facts_at(&key(), mode, observed_offset_secs)
 }
 
 fn plan(id: &str, facts: RepositoryFacts) -> Plan {
-    let controls: Option<BTreeMap<ControlId, Verdict>> =
-        repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
-    Plan::Event(Box::new(EventPlan {
-        event: AuditEvent {
-            id: id.to_owned(),
-            time: Utc::now(),
-            account: key().account,
-            region: key().region,
-            detail_type: "AWS API Call via CloudTrail".into(),
-            actor: None,
-            change: Change::RepositoryChanged {
-                repository: key().name,
-                call: RepositoryCall::PutImageTagMutability {
-                    image_tag_mutability: None,
-                },
-            },
-        },
-        ignored: false,
-        repositories: vec![RepositoryWrite {
-            key: key(),
-            facts,
-            scanning: None,
-            controls,
-            only_if_new: false,
-        }],
-        image: None,
-        signatures: vec![],
-        scans: vec![],
-    }))
+    crate::fixtures::tag_mutability_plan(id, &key(), None, None, facts)
 }
 
 async fn ecr2(store: &Store) -> String {
@@ -65,8 +26,10 @@ async fn ecr2(store: &Store) -> String {
         .clone()
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn the_same_event_twice_is_applied_once(pool: PgPool) {
+#[tokio::test]
+async fn the_same_event_twice_is_applied_once() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let first = store
         .commit_batch(&[plan("e1", facts("IMMUTABLE", 0))])
@@ -87,8 +50,10 @@ async fn the_same_event_twice_is_applied_once(pool: PgPool) {
     assert_eq!(ecr2(&store).await, "PASS", "a duplicate changes nothing");
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn older_facts_never_overwrite_newer_ones(pool: PgPool) {
+#[tokio::test]
+async fn older_facts_never_overwrite_newer_ones() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool);
     store
         .commit_batch(&[plan("newer", facts("MUTABLE", 10))])
@@ -101,8 +66,10 @@ async fn older_facts_never_overwrite_newer_ones(pool: PgPool) {
     assert_eq!(ecr2(&store).await, "FAIL");
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
+#[tokio::test]
+async fn transitions_are_evidence_and_the_chain_verifies() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     store
         .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
@@ -146,8 +113,10 @@ async fn transitions_are_evidence_and_the_chain_verifies(pool: PgPool) {
     ));
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn evidence_rejects_update_and_delete(pool: PgPool) {
+#[tokio::test]
+async fn evidence_rejects_update_and_delete() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     store
         .commit_batch(&[plan("a", facts("IMMUTABLE", 0))])
@@ -161,8 +130,10 @@ async fn evidence_rejects_update_and_delete(pool: PgPool) {
     assert!(delete.is_err_and(|e| e.to_string().contains("append-only")));
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn a_poison_body_is_stored_once(pool: PgPool) {
+#[tokio::test]
+async fn a_poison_body_is_stored_once() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let rejected = || {
         Plan::Rejected(RejectedMessage {
@@ -189,8 +160,10 @@ async fn a_poison_body_is_stored_once(pool: PgPool) {
     assert_eq!(count, 1);
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn concurrent_writers_produce_one_valid_chain(pool: PgPool) {
+#[tokio::test]
+async fn concurrent_writers_produce_one_valid_chain() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
     let store = Store::from_pool(pool.clone());
     let mut tasks = Vec::new();
     for writer in 0..6 {

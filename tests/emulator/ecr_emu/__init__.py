@@ -10,10 +10,28 @@ from __future__ import annotations
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import blobs, ecr, events, inspector, kms, notary, signer, signer_revocation, sqs
+from . import (
+    blobs,
+    control,
+    ecr,
+    ecr_public,
+    events,
+    in_use,
+    inspector,
+    kms,
+    kms_signing,
+    lifecycle,
+    notary,
+    pulls,
+    replication,
+    s3_lock,
+    signer,
+    signer_revocation,
+    sqs,
+)
 from .counters import COUNTER
 from .faults import FAULTS
-from .middleware import EmulatorMiddleware
+from .middleware import OWN_SERVICES, EmulatorMiddleware
 from .state import STORE
 
 _installed = False
@@ -33,6 +51,15 @@ def install() -> None:
     inspector.install()
     events.install()
     sqs.install()
+    # After ecr/inspector: these wrap what those installed.
+    pulls.install()
+    replication.install()
+    in_use.install()
+    kms_signing.install()
+    s3_lock.install()
+    ecr_public.install()
+    OWN_SERVICES["ecr-public"] = ecr_public.handle
+    control.ROUTES.update({**pulls.ROUTES, **lifecycle.ROUTES, **in_use.ROUTES})
     STORE.on_reset(COUNTER.clear)
     STORE.on_reset(FAULTS.clear)
     STORE.on_reset(events.RECENT.clear)

@@ -3,7 +3,7 @@
 moto starts no scan on push and answers DescribeImageScanFindings with a fixed
 fake finding. Here the effective scan frequency of a repository decides
 (registry rules with AWS's scanning filters, the repository's own scanOnPush
-flag in BASIC mode, continuous winning over scan-on-push), a scan runs for the
+flag only while the registry has no scanning configuration, continuous winning over scan-on-push), a scan runs for the
 configured delay, ends with the configured outcome, and emits the event AWS
 emits: `ECR Image Scan` for basic scans, `Inspector2 Scan` for enhanced ones.
 A registry scanning configuration that changes repositories' frequency under
@@ -30,6 +30,8 @@ RULE_FREQUENCIES = {"BASIC": {"SCAN_ON_PUSH", "MANUAL"}, "ENHANCED": {"CONTINUOU
 SCAN_FILTER = re.compile(r"^[a-z0-9*](?:[._\-/a-z0-9*]?[a-z0-9*]+)*$")
 MAX_RULES = 2
 MAX_FILTERS = 100
+#: BatchGetRepositoryScanningConfiguration's repositoryNames: 1 to 25 names (API reference).
+MAX_NAMES_PER_BATCH = 25
 
 SUCCESS = {False: "COMPLETE", True: "ACTIVE"}
 DESCRIPTIONS = {
@@ -58,10 +60,12 @@ def is_enhanced(backend: ECRBackend) -> bool:
 def effective_frequency(backend: ECRBackend, repo: Repository) -> tuple[str, list[dict[str, str]]]:
     """The repository's scan frequency and the filter that set it, as BatchGetRepositoryScanningConfiguration shows.
 
-    Precedence: CONTINUOUS_SCAN (enhanced only), then SCAN_ON_PUSH, then, in BASIC
-    mode only, the repository's own deprecated scanOnPush flag (*assumed*: AWS does not
-    say how the two combine), then MANUAL. "Any repositories not matching an enhanced
-    scanning filter will have scanning disabled" (user guide), so ENHANCED ignores the flag.
+    Precedence: CONTINUOUS_SCAN (enhanced only), then SCAN_ON_PUSH, then MANUAL: "If scan
+    on push is not specified, then the MANUAL scan frequency is set by default" (API
+    reference, RegistryScanningRule), and "Any repositories not matching an enhanced
+    scanning filter will have scanning disabled" (user guide). The repository's own
+    deprecated scanOnPush flag counts only in a registry that never had a scanning
+    configuration put (*assumed*: the registry-level configuration supersedes it).
     """
     matched: dict[str, dict[str, str]] = {}
     for rule in backend.registry_scanning_configuration.get("rules") or []:
@@ -72,7 +76,8 @@ def effective_frequency(backend: ECRBackend, repo: Repository) -> tuple[str, lis
     for frequency in order:
         if frequency in matched:
             return frequency, [matched[frequency]]
-    if not is_enhanced(backend) and (repo.image_scanning_configuration or {}).get("scanOnPush"):
+    legacy = not getattr(backend, "emu_registry_scanning_put", False)
+    if legacy and (repo.image_scanning_configuration or {}).get("scanOnPush"):
         return "SCAN_ON_PUSH", []
     return "MANUAL", [matched["MANUAL"]] if "MANUAL" in matched else []
 
@@ -130,6 +135,7 @@ def put_registry_scanning_configuration(self: ECRBackend, scan_type: str | None,
     previous_type = self.registry_scanning_configuration.get("scanType", "BASIC")
     before = _frequencies(self)
     _MOTO_PUT_REGISTRY_SCANNING_CONFIGURATION(self, scan_type, rules)
+    self.emu_registry_scanning_put = True
     after = _frequencies(self)
     if "ENHANCED" not in (previous_type, scan_type):
         return
@@ -153,6 +159,9 @@ _MOTO_CREATE_REPOSITORY = ECRBackend.create_repository
 
 def batch_get_repository_scanning_configuration(self: ECRBackend, names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Replaces moto's version, whose filter matching and rule precedence differ from AWS."""
+    if not 1 <= len(names) <= MAX_NAMES_PER_BATCH:
+        raise AwsError("InvalidParameterException", "Invalid parameter at 'repositoryNames' failed to satisfy constraint: "
+                       f"'Member must have length less than or equal to {MAX_NAMES_PER_BATCH}'")
     configs, missing = [], []
     for name in names:
         repo = self.repositories.get(name)

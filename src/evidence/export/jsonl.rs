@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{EvidenceWriter, Manifest};
-use crate::store::evidence::ChainedRecord;
+use crate::evidence::chain::ChainedRecord;
 
 /// A record line as written: the canonical fields in their canonical order, then `hash`.
 #[derive(Serialize)]

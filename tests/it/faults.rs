@@ -3,11 +3,8 @@
 //!
 //! These tests take the shared services away from everyone (they stop Postgres and make the
 //! emulator throttle), so they run in their own step after the main suite, one at a time:
-//! `cargo nextest run --test faults --test-threads 1` (see scripts/test).
-
-#[path = "../it/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
+//! `cargo nextest run -E 'test(/^faults::/)' --test-threads 1`, and the main step leaves them
+//! out (see scripts/test).
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -16,35 +13,12 @@ use std::time::{Duration, Instant};
 use ecr_audit::store::views::ChainReport;
 use serde_json::{Value, json};
 
-use helpers::{ACCOUNT, TestApp, envelope};
+use crate::harness::TestQueue;
+use crate::helpers::{self, ACCOUNT, TestApp, envelope};
 
 /// A queue of its own with a redrive policy: `max_receive` receives before the DLQ.
-async fn queue_with_dlq(app: &TestApp, name: &str, max_receive: u32) -> (String, String) {
-    let dlq = app
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}{name}-dlq", app.prefix))
-        .send()
-        .await
-        .expect("dlq")
-        .queue_url
-        .expect("url");
-    let dlq_arn = helpers::queue_arn(&app.sqs, &dlq).await;
-    let queue = app
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}{name}", app.prefix))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string()})
-                .to_string(),
-        )
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
-    (queue, dlq)
+async fn queue_with_dlq(app: &TestApp, name: &str, max_receive: u32) -> TestQueue {
+    TestQueue::create(&app.sdk, &format!("{}{name}", app.prefix), max_receive).await
 }
 
 async fn send_all(app: &TestApp, queue: &str, bodies: &[String]) {
@@ -158,7 +132,8 @@ async fn drained(app: &TestApp, queue: &str) -> bool {
 #[tokio::test]
 async fn killed_at_random_points_the_worker_loses_and_duplicates_nothing() {
     let app = TestApp::new().await;
-    let (queue, dlq) = queue_with_dlq(&app, "kill", 50).await;
+    let fixture = queue_with_dlq(&app, "kill", 50).await;
+    let (queue, dlq) = (fixture.url.clone(), fixture.dlq_url.clone());
     let events = 4000;
     let prefix = format!("{}k-", app.prefix);
     let bodies: Vec<String> = (0..events)
@@ -213,7 +188,8 @@ async fn while_postgres_is_down_nothing_is_deleted_and_the_worker_recovers() {
     let app = TestApp::new().await;
     // Few receives allowed: a worker that kept receiving during the outage would push the
     // messages to the DLQ; it must pause instead.
-    let (queue, dlq) = queue_with_dlq(&app, "outage", 4).await;
+    let fixture = queue_with_dlq(&app, "outage", 4).await;
+    let (queue, dlq) = (fixture.url.clone(), fixture.dlq_url.clone());
     let prefix = format!("{}o-", app.prefix);
     let mut worker = start_worker(&app, &queue, &[]);
     let first: Vec<String> = (0..200)

@@ -1,4 +1,4 @@
-//! Pure recognition of artifacts: signatures, SBOMs and attestations are about an image, not
+//! Media-type classification of artifacts: signatures, SBOMs and attestations are about an image, not
 //! images, so they take no signature or scan status and are never counted or alerted on.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The evidence record and its hash chain.
+//! The evidence record, its canonical form and hash, and the chain verifier.
 //!
 //! `hash = hex(SHA-256(canonical JSON of the record))`, where the canonical JSON is the
 //! [`ChainedRecord`] serialised with its fields in declaration order, `detail` with object keys
@@ -10,6 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use super::kind::EvidenceKind;
 
 /// The chain's starting point.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -25,7 +27,7 @@ pub struct ChainedRecord {
     pub event_id: String,
     #[serde(with = "micros")]
     pub event_time: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EvidenceKind,
     pub outcome: String,
     pub account: Option<String>,
     pub region: Option<String>,
@@ -186,7 +188,7 @@ impl EvidenceRow {
                 recorded_at: self.recorded_at,
                 event_id: self.event_id,
                 event_time: self.event_time,
-                kind: self.kind,
+                kind: EvidenceKind::from(self.kind),
                 outcome: self.outcome,
                 account: self.account,
                 region: self.region,
@@ -244,8 +246,9 @@ impl EvidenceFilter {
                 .as_ref()
                 .is_none_or(|r| record.repository.as_ref() == Some(r))
             && self.control.as_ref().is_none_or(|c| {
-                record.kind == "control_transition"
-                    && record.detail.get("control").and_then(Value::as_str) == Some(c)
+                record
+                    .control_transition()
+                    .is_some_and(|transition| transition.control == *c)
             })
             && self.through_seq.is_none_or(|s| record.seq <= s)
     }
@@ -273,19 +276,10 @@ pub(crate) mod micros_opt {
     }
 }
 
-/// The kind of the record retention appends before it drops the records it archived.
-pub const CHECKPOINT_KIND: &str = "checkpoint";
-
 /// Where a checkpoint record says the retained chain continues from: the last archived record.
 pub fn checkpoint_continues_from(record: &ChainedRecord) -> Option<(i64, String)> {
-    if record.kind != CHECKPOINT_KIND {
-        return None;
-    }
-    let from = record.detail.get("continues_from")?;
-    Some((
-        from.get("seq")?.as_i64()?,
-        from.get("hash")?.as_str()?.to_owned(),
-    ))
+    let from = record.checkpoint()?.continues_from;
+    Some((from.seq, from.hash))
 }
 
 #[cfg(test)]
@@ -303,7 +297,7 @@ mod tests {
                     recorded_at: truncate_to_micros(Utc::now()),
                     event_id: format!("event-{seq}"),
                     event_time: truncate_to_micros(Utc::now()),
-                    kind: "image_pushed".into(),
+                    kind: EvidenceKind::ImagePushed,
                     outcome: "processed".into(),
                     account: Some("123456789012".into()),
                     region: Some("us-east-1".into()),

@@ -12,7 +12,9 @@ use std::io::Write;
 use serde_json::{Map, Value, json};
 
 use super::{EvidenceWriter, Manifest};
-use crate::store::evidence::ChainedRecord;
+use crate::domain::{ControlStatus, SignatureStatus};
+use crate::evidence::chain::ChainedRecord;
+use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail, SignatureTransitionDetail};
 
 /// The pinned OCSF schema version.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -46,111 +48,138 @@ fn control_fail_severity(control: &str) -> i64 {
     if control == "ECR.1" { 4 } else { 3 }
 }
 
-/// The compliance object and severity of a record.
-fn compliance(record: &ChainedRecord) -> (Value, i64) {
-    let detail = &record.detail;
-    let status_of = |status: &str| match status {
-        "PASS" => (1, "Pass"),
-        "FAIL" => (3, "Fail"),
+/// OCSF compliance `status_id` and caption of a control status.
+fn control_status(status: ControlStatus) -> (i64, &'static str) {
+    match status {
+        ControlStatus::Pass => (1, "Pass"),
+        ControlStatus::Fail => (3, "Fail"),
         // OCSF's Warning is "did not yield a result due to missing information": UNKNOWN.
-        _ => (2, "Warning"),
+        ControlStatus::Unknown => (2, "Warning"),
+    }
+}
+
+/// The compliance object and severity of a control transition.
+fn control_compliance(transition: &ControlTransitionDetail) -> (Value, i64) {
+    let control = transition.control.as_str();
+    let status = transition.to.status;
+    let (status_id, caption) = control_status(status);
+    let standard = if control.starts_with("ECR.") {
+        FSBP
+    } else {
+        OWN_STANDARD
     };
-    match record.kind.as_str() {
-        "control_transition" => {
-            let control = detail
-                .get("control")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let to = detail.get("to");
-            let status = to
-                .and_then(|t| t.get("status"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let reason = to
-                .and_then(|t| t.get("reason"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let (status_id, caption) = status_of(status);
-            let standard = if control.starts_with("ECR.") {
-                FSBP
-            } else {
-                OWN_STANDARD
-            };
-            let severity = match status {
-                "PASS" => 1,
-                "FAIL" => control_fail_severity(control),
-                _ => 2,
-            };
-            (
-                json!({"standards": [standard], "control": control, "status_id": status_id,
-                       "status": caption, "status_code": status, "status_detail": reason}),
-                severity,
-            )
-        }
-        "signature_transition" => {
-            let to = detail.get("to").and_then(Value::as_str).unwrap_or_default();
-            let (status_id, caption, severity) = match to {
-                "SIGNED" => (1, "Pass", 1),
-                "UNSIGNED" | "FAILED" | "UNTRUSTED" => (3, "Fail", 3),
-                _ => (2, "Warning", 1),
-            };
-            (
-                json!({"standards": [OWN_STANDARD], "control": "image-signature",
-                       "status_id": status_id, "status": caption, "status_code": to,
-                       "status_detail": detail.get("reason").cloned().unwrap_or(Value::Null)}),
-                severity,
-            )
-        }
+    let severity = match status {
+        ControlStatus::Pass => 1,
+        ControlStatus::Fail => control_fail_severity(control),
+        ControlStatus::Unknown => 2,
+    };
+    (
+        json!({"standards": [standard], "control": control, "status_id": status_id,
+               "status": caption, "status_code": status.as_str(),
+               "status_detail": transition.to.reason}),
+        severity,
+    )
+}
+
+/// The compliance object and severity of a signature transition: the statuses that page are
+/// failures (the same set as docs/ALERTS.md, `SignatureStatus::pages`).
+fn signature_compliance(transition: &SignatureTransitionDetail) -> (Value, i64) {
+    let to = transition.to;
+    let (status_id, caption, severity) = if to == SignatureStatus::Signed {
+        (1, "Pass", 1)
+    } else if to.pages() {
+        (3, "Fail", 3)
+    } else {
+        (2, "Warning", 1)
+    };
+    (
+        json!({"standards": [OWN_STANDARD], "control": "image-signature",
+               "status_id": status_id, "status": caption, "status_code": to.as_str(),
+               "status_detail": transition.reason}),
+        severity,
+    )
+}
+
+/// The compliance object and severity of a record.
+fn compliance(detail: &EvidenceDetail) -> (Value, i64) {
+    match detail {
+        EvidenceDetail::ControlTransition(transition) => control_compliance(transition),
+        EvidenceDetail::SignatureTransition(transition) => signature_compliance(transition),
         _ => (json!({"standards": [OWN_STANDARD]}), 1),
     }
 }
 
-fn title(record: &ChainedRecord) -> String {
+fn title(record: &ChainedRecord, detail: &EvidenceDetail) -> String {
     let subject = match (&record.repository, &record.digest) {
         (Some(r), Some(d)) => format!(" {r}@{d}"),
         (Some(r), None) => format!(" {r}"),
         _ => String::new(),
     };
-    match record.kind.as_str() {
-        "control_transition" => {
-            let control = record
-                .detail
-                .get("control")
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            let to = record
-                .detail
-                .pointer("/to/status")
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            format!("{control} {to}:{subject}")
+    match detail {
+        EvidenceDetail::ControlTransition(transition) => {
+            format!("{} {}:{subject}", transition.control, transition.to.status)
         }
-        "signature_transition" => {
-            let to = record
-                .detail
-                .get("to")
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            format!("signature {to}:{subject}")
+        EvidenceDetail::SignatureTransition(transition) => {
+            format!("signature {}:{subject}", transition.to.as_str())
         }
-        kind => format!("{kind}:{subject}").trim_end_matches(':').to_owned(),
+        _ => format!("{}:{subject}", record.kind)
+            .trim_end_matches(':')
+            .to_owned(),
+    }
+}
+
+/// Whether the record updates a status it names (a transition with a `from`).
+fn has_previous(detail: &EvidenceDetail) -> bool {
+    match detail {
+        EvidenceDetail::ControlTransition(transition) => transition.from.is_some(),
+        EvidenceDetail::SignatureTransition(transition) => transition.from.is_some(),
+        _ => false,
     }
 }
 
 /// The Compliance Finding for one record.
 pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Value {
-    let (compliance, severity_id) = compliance(record);
+    let detail = record.typed_detail();
+    let (compliance, severity_id) = compliance(&detail);
+    let title = title(record, &detail);
+    let mut event = classification(has_previous(&detail), severity_id);
+    event.insert("time".into(), json!(millis(record.event_time)));
+    event.insert("message".into(), json!(title));
+    event.insert("metadata".into(), metadata(record, product_version));
+    event.insert("cloud".into(), cloud(record));
+    event.insert(
+        "finding_info".into(),
+        json!({
+            "uid": record.event_id,
+            "title": title,
+            "types": [record.kind],
+            "created_time": millis(record.recorded_at),
+            "first_seen_time": millis(record.event_time),
+        }),
+    );
+    event.insert("compliance".into(), compliance);
+    let resources = resources(record);
+    if !resources.is_empty() {
+        event.insert("resources".into(), Value::Array(resources));
+    }
+    if let Some(actor) = &record.actor {
+        event.insert("actor".into(), json!({"user": {"uid": actor}}));
+    }
+    event.insert(
+        "unmapped".into(),
+        json!({"ecr_audit": {"mapping": MAPPING_VERSION, "record": record, "hash": hash}}),
+    );
+    Value::Object(event)
+}
+
+/// The class, activity and severity attributes.
+fn classification(has_previous: bool, severity_id: i64) -> Map<String, Value> {
     let (severity_id, severity_caption) = severity(severity_id);
-    let has_previous = matches!(
-        record.kind.as_str(),
-        "control_transition" | "signature_transition"
-    ) && record.detail.get("from").is_some_and(|f| !f.is_null());
     let (activity_id, activity) = if has_previous {
         (2, "Update")
     } else {
         (1, "Create")
     };
-    let title = title(record);
     let mut event = Map::new();
     event.insert("activity_id".into(), json!(activity_id));
     event.insert("activity_name".into(), json!(activity));
@@ -165,24 +194,26 @@ pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Val
     );
     event.insert("severity_id".into(), json!(severity_id));
     event.insert("severity".into(), json!(severity_caption));
-    event.insert("time".into(), json!(millis(record.event_time)));
-    event.insert("message".into(), json!(title));
+    event
+}
+
+fn metadata(record: &ChainedRecord, product_version: &str) -> Value {
     let mut profiles = vec!["cloud"];
     if record.actor.is_some() {
         profiles.push("host");
     }
-    event.insert(
-        "metadata".into(),
-        json!({
-            "version": OCSF_VERSION,
-            "product": {"name": "ecr-audit", "vendor_name": "ecr-audit", "version": product_version},
-            "profiles": profiles,
-            "uid": record.event_id,
-            "sequence": record.seq,
-            "logged_time": millis(record.recorded_at),
-            "log_name": "evidence",
-        }),
-    );
+    json!({
+        "version": OCSF_VERSION,
+        "product": {"name": "ecr-audit", "vendor_name": "ecr-audit", "version": product_version},
+        "profiles": profiles,
+        "uid": record.event_id,
+        "sequence": record.seq,
+        "logged_time": millis(record.recorded_at),
+        "log_name": "evidence",
+    })
+}
+
+fn cloud(record: &ChainedRecord) -> Value {
     let mut cloud = Map::new();
     cloud.insert("provider".into(), json!("AWS"));
     if let Some(region) = &record.region {
@@ -194,18 +225,11 @@ pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Val
             json!({"uid": account, "type_id": 10, "type": "AWS Account"}),
         );
     }
-    event.insert("cloud".into(), Value::Object(cloud));
-    event.insert(
-        "finding_info".into(),
-        json!({
-            "uid": record.event_id,
-            "title": title,
-            "types": [record.kind],
-            "created_time": millis(record.recorded_at),
-            "first_seen_time": millis(record.event_time),
-        }),
-    );
-    event.insert("compliance".into(), compliance);
+    Value::Object(cloud)
+}
+
+/// The repository and the image the record is about.
+fn resources(record: &ChainedRecord) -> Vec<Value> {
     let mut resources = Vec::new();
     if let Some(repository) = &record.repository {
         let mut resource = json!({"type": "AWS::ECR::Repository", "name": repository});
@@ -227,17 +251,7 @@ pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Val
         }
         resources.push(image);
     }
-    if !resources.is_empty() {
-        event.insert("resources".into(), Value::Array(resources));
-    }
-    if let Some(actor) = &record.actor {
-        event.insert("actor".into(), json!({"user": {"uid": actor}}));
-    }
-    event.insert(
-        "unmapped".into(),
-        json!({"ecr_audit": {"mapping": MAPPING_VERSION, "record": record, "hash": hash}}),
-    );
-    Value::Object(event)
+    resources
 }
 
 /// The manifest as an OCSF Base Event, so a SIEM ingesting the file sees only OCSF events.

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::jsonl::{self, ManifestLine};
 use super::ocsf::OcsfLine;
 use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
-use crate::store::evidence::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
+use crate::evidence::chain::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
 
 /// What is wrong at a record (or at the end of the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -510,77 +510,112 @@ impl Walk {
     }
 
     fn finish(&self) -> Result<(Start, u64), BadRecord> {
-        let at_end = |problem| {
-            let (line, location, seq, event_id) = match &self.last {
-                Some((seq, _, event_id, line)) => (
-                    *line,
-                    format!("after line {line}, the last record seq {seq} (event {event_id})"),
-                    Some(*seq),
-                    Some(event_id.clone()),
-                ),
-                None => (0, "the file".to_owned(), None, None),
-            };
-            Err(BadRecord {
-                location,
-                line,
-                seq,
-                event_id,
-                problem,
-            })
-        };
         let Some(manifest) = self.manifest.as_ref().filter(|_| self.manifest_seen) else {
-            return at_end(Problem::NoManifest);
+            return Err(self.at_end(Problem::NoManifest));
         };
         let last = self.last.as_ref().map(|(seq, hash, _, _)| ChainPoint {
             seq: *seq,
             hash: hash.clone(),
         });
-        let mismatch = |what: String| at_end(Problem::ManifestMismatch(what));
-        if manifest.first != self.seen.manifest.first {
-            return mismatch(format!(
+        let mismatch = |what| self.at_end(Problem::ManifestMismatch(what));
+        if let Some(what) = self.manifest_mismatch(manifest, last.as_ref()) {
+            return Err(mismatch(what));
+        }
+        let start = self.start(manifest).map_err(|p| self.at_end(p))?;
+        if let Some(what) = self.chain_start_mismatch(manifest) {
+            return Err(mismatch(what));
+        }
+        Ok((start, self.gaps))
+    }
+
+    /// A problem found after the last record, located there.
+    fn at_end(&self, problem: Problem) -> BadRecord {
+        let (line, location, seq, event_id) = match &self.last {
+            Some((seq, _, event_id, line)) => (
+                *line,
+                format!("after line {line}, the last record seq {seq} (event {event_id})"),
+                Some(*seq),
+                Some(event_id.clone()),
+            ),
+            None => (0, "the file".to_owned(), None, None),
+        };
+        BadRecord {
+            location,
+            line,
+            seq,
+            event_id,
+            problem,
+        }
+    }
+
+    /// How the manifest's claims differ from the records seen, if they do.
+    fn manifest_mismatch(&self, manifest: &Manifest, last: Option<&ChainPoint>) -> Option<String> {
+        let seen = &self.seen.manifest;
+        if manifest.first != seen.first {
+            return Some(format!(
                 "it names the first record {:?}, the file starts with {:?}",
                 manifest.first.as_ref().map(|f| f.seq),
-                self.seen.manifest.first.as_ref().map(|f| f.seq)
+                seen.first.as_ref().map(|f| f.seq)
             ));
         }
-        if manifest.last != last {
-            return mismatch(format!(
+        if manifest.last.as_ref() != last {
+            return Some(format!(
                 "it names the last record {:?}, the file ends with {:?}: records were removed from the end",
                 manifest.last.as_ref().map(|l| l.seq),
-                last.as_ref().map(|l| l.seq)
+                last.map(|l| l.seq)
             ));
         }
-        if manifest.count != self.seen.manifest.count {
-            return mismatch(format!(
+        if manifest.count != seen.count {
+            return Some(format!(
                 "it counts {} records, the file holds {}",
-                manifest.count, self.seen.manifest.count
+                manifest.count, seen.count
             ));
         }
-        if manifest.recorded_at != self.seen.manifest.recorded_at
-            || manifest.event_time != self.seen.manifest.event_time
-        {
-            return mismatch("its time ranges differ from the records'".to_owned());
+        if manifest.recorded_at != seen.recorded_at || manifest.event_time != seen.event_time {
+            return Some("its time ranges differ from the records'".to_owned());
         }
+        Self::end_mismatch(manifest, last, seen.count)
+    }
+
+    /// A full export ends at the chain head, an archive at its `through_seq`.
+    fn end_mismatch(manifest: &Manifest, last: Option<&ChainPoint>, count: u64) -> Option<String> {
         match manifest.scope {
-            Scope::Full
-                if last.as_ref() != Some(&manifest.chain_head) && self.seen.manifest.count > 0 =>
-            {
-                return mismatch(format!(
-                    "a full export must end at the chain head (seq {}), the file ends at seq {:?}",
-                    manifest.chain_head.seq,
-                    last.as_ref().map(|l| l.seq)
-                ));
-            }
-            Scope::Range if last.as_ref().map(|l| l.seq) != manifest.filters.through_seq => {
-                return mismatch(format!(
-                    "an archive must end at seq {:?}, the file ends at seq {:?}",
-                    manifest.filters.through_seq,
-                    last.as_ref().map(|l| l.seq)
-                ));
-            }
-            _ => {}
+            Scope::Full if last != Some(&manifest.chain_head) && count > 0 => Some(format!(
+                "a full export must end at the chain head (seq {}), the file ends at seq {:?}",
+                manifest.chain_head.seq,
+                last.map(|l| l.seq)
+            )),
+            Scope::Range if last.map(|l| l.seq) != manifest.filters.through_seq => Some(format!(
+                "an archive must end at seq {:?}, the file ends at seq {:?}",
+                manifest.filters.through_seq,
+                last.map(|l| l.seq)
+            )),
+            _ => None,
         }
-        let start = match (&self.seen.manifest.first, manifest.scope) {
+    }
+
+    /// A full export names where the chain starts: the first record's predecessor.
+    fn chain_start_mismatch(&self, manifest: &Manifest) -> Option<String> {
+        if manifest.scope != Scope::Full {
+            return None;
+        }
+        let expected = self
+            .seen
+            .manifest
+            .first
+            .as_ref()
+            .filter(|f| f.seq > 1)
+            .map(|f| ChainPoint {
+                seq: f.seq - 1,
+                hash: f.prev_hash.clone(),
+            });
+        (manifest.chain_continues_from != expected)
+            .then(|| "its chain start differs from the first record's".to_owned())
+    }
+
+    /// Where the file's records start from.
+    fn start(&self, manifest: &Manifest) -> Result<Start, Problem> {
+        Ok(match (&self.seen.manifest.first, manifest.scope) {
             (None, _) => Start::Empty,
             (Some(_), Scope::Filtered) => Start::Subset,
             (Some(_), _) if self.previous_file.is_some() => Start::PreviousFile,
@@ -588,30 +623,14 @@ impl Walk {
             (Some(first), scope) => match self.anchored_by {
                 Some(checkpoint_seq) => Start::Checkpoint { checkpoint_seq },
                 None if scope == Scope::Full => {
-                    return at_end(Problem::Unanchored { seq: first.seq });
+                    return Err(Problem::Unanchored { seq: first.seq });
                 }
                 None => Start::Continues {
                     seq: first.seq - 1,
                     hash: first.prev_hash.clone(),
                 },
             },
-        };
-        if manifest.scope == Scope::Full {
-            let expected = self
-                .seen
-                .manifest
-                .first
-                .as_ref()
-                .filter(|f| f.seq > 1)
-                .map(|f| ChainPoint {
-                    seq: f.seq - 1,
-                    hash: f.prev_hash.clone(),
-                });
-            if manifest.chain_continues_from != expected {
-                return mismatch("its chain start differs from the first record's".to_owned());
-            }
-        }
-        Ok((start, self.gaps))
+        })
     }
 }
 
@@ -624,7 +643,7 @@ mod tests {
 
     use super::super::{EvidenceWriter, csv::CsvWriter, jsonl::JsonlWriter};
     use super::*;
-    use crate::store::evidence::{EvidenceFilter, truncate_to_micros};
+    use crate::evidence::chain::{EvidenceFilter, truncate_to_micros};
 
     fn chain(n: i64, detail_bytes: usize) -> Vec<(ChainedRecord, String)> {
         let mut prev = GENESIS_HASH.to_owned();

@@ -14,10 +14,12 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use sqlx::PgPool;
+
+use super::outbox::{self, AlertDelivery, PendingAlert};
+use crate::backoff::backoff;
+// Metrics are still at `export::metrics` (issue 13 makes them a leaf later).
 use crate::export::metrics::{AlertOutcome, Metrics};
-use crate::source::sqs::backoff;
-use crate::store::alerts::{AlertDelivery, PendingAlert};
-use crate::store::{Store, StoreError};
 
 /// `source` of every alert event (EventBridge reserves `aws.*` for AWS).
 pub const ALERT_SOURCE: &str = "ecr-audit";
@@ -25,7 +27,7 @@ pub const ALERT_SOURCE: &str = "ecr-audit";
 const PUT_EVENTS_MAX: i64 = 10;
 
 pub struct AlertPublisher {
-    store: Store,
+    pool: PgPool,
     client: aws_sdk_eventbridge::Client,
     bus: String,
     metrics: Arc<Metrics>,
@@ -33,13 +35,13 @@ pub struct AlertPublisher {
 
 impl AlertPublisher {
     pub fn new(
-        store: Store,
+        pool: PgPool,
         client: aws_sdk_eventbridge::Client,
         bus: String,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            store,
+            pool,
             client,
             bus,
             metrics,
@@ -50,8 +52,8 @@ impl AlertPublisher {
     ///
     /// # Errors
     /// When the database fails; the claimed alerts are released and published later.
-    pub async fn publish_due(&self) -> Result<usize, StoreError> {
-        let (tx, alerts) = self.store.claim_alerts(PUT_EVENTS_MAX).await?;
+    pub async fn publish_due(&self) -> Result<usize, sqlx::Error> {
+        let (tx, alerts) = outbox::claim_due(&self.pool, PUT_EVENTS_MAX).await?;
         if alerts.is_empty() {
             let _ = tx.rollback().await;
             return Ok(0);
@@ -91,7 +93,7 @@ impl AlertPublisher {
             }
         };
         let count = results.len();
-        self.store.finish_alerts(tx, &results).await?;
+        outbox::finish(tx, &results).await?;
         Ok(count)
     }
 

@@ -10,7 +10,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::{EvidenceWriter, Manifest, canonical_time};
-use crate::store::evidence::ChainedRecord;
+use crate::evidence::chain::ChainedRecord;
 
 /// The header row.
 pub(super) const HEADER: [&str; 16] = [
@@ -60,7 +60,7 @@ impl<W: Write> EvidenceWriter for CsvWriter<W> {
                 canonical_time(record.recorded_at),
                 record.event_id.clone(),
                 canonical_time(record.event_time),
-                record.kind.clone(),
+                record.kind.as_str().to_owned(),
                 record.outcome.clone(),
                 opt(&record.account),
                 opt(&record.region),
@@ -123,7 +123,7 @@ pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, S
             recorded_at: time(2)?,
             event_id: cell(3).to_owned(),
             event_time: time(4)?,
-            kind: cell(5).to_owned(),
+            kind: crate::evidence::EvidenceKind::parse(cell(5)),
             outcome: cell(6).to_owned(),
             account: nullable(7),
             region: nullable(8),

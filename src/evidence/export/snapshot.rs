@@ -9,14 +9,15 @@
 use futures::TryStreamExt;
 use sqlx::{Postgres, Transaction};
 
-use super::evidence::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceFilter, EvidenceRow};
-use super::{Store, StoreError};
+use sqlx::PgPool;
+
+use crate::evidence::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceFilter, EvidenceRow};
 
 /// Why streaming stopped: the database, or the consumer of the records.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError<E: std::error::Error + 'static> {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Sink(E),
 }
@@ -46,50 +47,48 @@ const FILTER_SQL: &str = "($1::timestamptz IS NULL OR recorded_at >= $1)
      AND ($4::text IS NULL OR (kind = 'control_transition' AND detail->>'control' = $4))
      AND ($5::bigint IS NULL OR seq <= $5)";
 
-impl Store {
-    /// Opens a snapshot of the chain for `filter`; counts the matching records when `count`.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn evidence_snapshot(
-        &self,
-        filter: &EvidenceFilter,
-        count: bool,
-    ) -> Result<EvidenceSnapshot, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let (head_seq, head_hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-        let oldest: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, prev_hash FROM evidence ORDER BY seq LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let matching = if count {
-            let n: i64 = bind_filter(
-                sqlx::query_scalar(&format!("SELECT count(*) FROM evidence WHERE {FILTER_SQL}")),
-                filter,
-            )
+/// Opens a snapshot of the chain for `filter`; counts the matching records when `count`.
+///
+/// # Errors
+/// When the database fails.
+pub async fn evidence_snapshot(
+    pool: &PgPool,
+    filter: &EvidenceFilter,
+    count: bool,
+) -> Result<EvidenceSnapshot, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-            Some(u64::try_from(n).unwrap_or(0))
-        } else {
-            None
-        };
-        Ok(EvidenceSnapshot {
-            tx,
-            filter: filter.clone(),
-            head: ChainPosition {
-                seq: head_seq,
-                hash: head_hash,
-            },
-            oldest: oldest.map(|(seq, hash)| ChainPosition { seq, hash }),
-            matching,
-        })
-    }
+    let oldest: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, prev_hash FROM evidence ORDER BY seq LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let matching = if count {
+        let n: i64 = bind_filter(
+            sqlx::query_scalar(&format!("SELECT count(*) FROM evidence WHERE {FILTER_SQL}")),
+            filter,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Some(u64::try_from(n).unwrap_or(0))
+    } else {
+        None
+    };
+    Ok(EvidenceSnapshot {
+        tx,
+        filter: filter.clone(),
+        head: ChainPosition {
+            seq: head_seq,
+            hash: head_hash,
+        },
+        oldest: oldest.map(|(seq, hash)| ChainPosition { seq, hash }),
+        matching,
+    })
 }
 
 fn bind_filter<'q, O>(
@@ -125,12 +124,12 @@ impl EvidenceSnapshot {
                 .bind(filter.control.as_deref())
                 .bind(filter.through_seq)
                 .fetch(&mut *self.tx);
-            while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+            while let Some(row) = rows.try_next().await? {
                 let (record, hash) = row.into_record();
                 each(record, hash).map_err(StreamError::Sink)?;
             }
         }
-        self.tx.commit().await.map_err(StoreError::from)?;
+        self.tx.commit().await?;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Evidence files: streamed exports in CSV, JSON Lines and OCSF, and their offline verification.
 //!
+//! [`snapshot`] reads the chain out of Postgres in one consistent snapshot.
+//!
 //! Every format carries, for each record, the full canonical record (the fields the hash
 //! covers) and its `hash`, then closes with a [`Manifest`]: how many records, the first and
 //! last chain positions, the time range, the filters, and the chain head at the moment of the
@@ -10,6 +12,7 @@
 mod csv;
 mod jsonl;
 pub mod ocsf;
+pub mod snapshot;
 pub mod verify;
 
 use std::io::Write;
@@ -17,8 +20,8 @@ use std::io::Write;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::evidence::{ChainedRecord, EvidenceFilter, micros};
-use crate::store::export::{EvidenceSnapshot, StreamError};
+use crate::evidence::chain::{ChainedRecord, EvidenceFilter, micros};
+use snapshot::{EvidenceSnapshot, StreamError};
 
 /// The version of the manifest's shape.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -206,7 +209,7 @@ pub async fn write_export<W: Write>(
             producer: producer(),
             format,
             ocsf_version: (format == ExportFormat::Ocsf).then(|| ocsf::OCSF_VERSION.to_owned()),
-            exported_at: crate::store::evidence::truncate_to_micros(Utc::now()),
+            exported_at: crate::evidence::chain::truncate_to_micros(Utc::now()),
             scope,
             filters: filter.clone(),
             count: 0,

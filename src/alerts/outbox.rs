@@ -1,0 +1,278 @@
+//! The alert outbox: transitions worth a page, written with their evidence, published later.
+//!
+//! `store::write` calls [`alert_kind`] and [`enqueue`] inside the batch transaction; the
+//! [`super::publisher`] drains the rows.
+//!
+//! An alert row is inserted in the transaction that appends the transition's evidence record,
+//! keyed by that record's event id, so each transition yields exactly one alert and a failed
+//! `PutEvents` can never lose one: the row stays until EventBridge has accepted it.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::domain::{ControlId, SignatureStatus};
+use crate::evidence::ChainedRecord;
+use crate::evidence::detail::EvidenceDetail;
+
+/// `detail-type` of an alert about a digest's signature.
+pub const SIGNATURE_ALERT: &str = "ECR Audit Signature Alert";
+/// `detail-type` of an alert about a control that went from PASS to FAIL.
+pub const CONTROL_REGRESSION_ALERT: &str = "ECR Audit Control Regression";
+/// Version of the `detail` schema documented in docs/ALERTS.md.
+pub const ALERT_SCHEMA_VERSION: &str = "1";
+
+/// Who pushed a digest, with which tag, when.
+type PushRecord = (Option<String>, Option<String>, Option<DateTime<Utc>>);
+
+/// What one evidence record means for paging, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertKind {
+    /// A digest's signature went to a status that pages.
+    Signature {
+        status: SignatureStatus,
+        previous: Option<SignatureStatus>,
+        reason: String,
+    },
+    /// A control went from PASS to FAIL.
+    Regression {
+        control: String,
+        reason: String,
+        previous_reason: String,
+    },
+}
+
+impl AlertKind {
+    /// The control that regressed, when it is one this build evaluates (for the metrics).
+    pub fn regressed_control(&self) -> Option<ControlId> {
+        match self {
+            Self::Regression { control, .. } => ControlId::from_str_opt(control),
+            Self::Signature { .. } => None,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Self::Signature { reason, .. } | Self::Regression { reason, .. } => reason,
+        }
+    }
+}
+
+/// Whether (and how) a record pages, from its typed detail.
+pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
+    match record.typed_detail() {
+        EvidenceDetail::SignatureTransition(detail) if detail.to.pages() => {
+            Some(AlertKind::Signature {
+                status: detail.to,
+                previous: detail.from,
+                reason: detail.reason,
+            })
+        }
+        EvidenceDetail::ControlTransition(detail) if detail.is_regression() => {
+            Some(AlertKind::Regression {
+                previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
+                control: detail.control,
+                reason: detail.to.reason,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Queues the alert for a chained record (its `seq` and `hash` final).
+///
+/// # Errors
+/// When a statement fails.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    record: &ChainedRecord,
+    hash: &str,
+    kind: AlertKind,
+) -> Result<(), sqlx::Error> {
+    let mut detail = common_detail(record, hash, &kind);
+    let (detail_type, specific) = match kind {
+        AlertKind::Signature {
+            status, previous, ..
+        } => {
+            let pushed = pushed_record(conn, record).await?;
+            (
+                SIGNATURE_ALERT,
+                signature_detail(record, status, previous, pushed),
+            )
+        }
+        AlertKind::Regression {
+            control,
+            previous_reason,
+            ..
+        } => (
+            CONTROL_REGRESSION_ALERT,
+            json!({
+                "alert": "CONTROL_REGRESSION",
+                "control": control,
+                "status": "FAIL",
+                "previous_status": "PASS",
+                "previous_reason": previous_reason,
+            }),
+        ),
+    };
+    if let (Value::Object(detail), Value::Object(specific)) = (&mut detail, specific) {
+        detail.extend(specific);
+    }
+    sqlx::query(
+        "INSERT INTO alert_outbox (evidence_event_id, evidence_seq, evidence_hash, detail_type, detail)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (evidence_event_id) DO NOTHING",
+    )
+    .bind(&record.event_id)
+    .bind(record.seq)
+    .bind(hash)
+    .bind(detail_type)
+    .bind(&detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The members every alert has (docs/ALERTS.md).
+fn common_detail(record: &ChainedRecord, hash: &str, kind: &AlertKind) -> Value {
+    json!({
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "alert_id": record.event_id,
+        "account": record.account,
+        "region": record.region,
+        "repository": record.repository,
+        "reason": kind.reason(),
+        "actor": record.actor,
+        "event_time": record.event_time.to_rfc3339(),
+        "recorded_at": record.recorded_at.to_rfc3339(),
+        "evidence": {"seq": record.seq, "hash": hash},
+    })
+}
+
+/// Who pushed the digest, with which tag, when (from the image row the batch just wrote).
+async fn pushed_record(
+    conn: &mut PgConnection,
+    record: &ChainedRecord,
+) -> Result<PushRecord, sqlx::Error> {
+    let pushed: Option<PushRecord> = sqlx::query_as(
+        "SELECT pushed_by, push_tag, pushed_at FROM images
+              WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
+    )
+    .bind(&record.account)
+    .bind(&record.region)
+    .bind(&record.repository)
+    .bind(&record.digest)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(pushed.unwrap_or_default())
+}
+
+/// The members of a signature alert.
+fn signature_detail(
+    record: &ChainedRecord,
+    status: SignatureStatus,
+    previous: Option<SignatureStatus>,
+    (pushed_by, tag, pushed_at): PushRecord,
+) -> Value {
+    json!({
+        "alert": match status {
+            SignatureStatus::Failed => "SIGNING_FAILED",
+            other => other.as_str(),
+        },
+        "digest": record.digest,
+        "tag": tag,
+        "status": status,
+        "previous_status": previous,
+        "pushed_by": pushed_by,
+        "pushed_at": pushed_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+/// An alert claimed for publishing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingAlert {
+    pub id: i64,
+    pub detail_type: String,
+    pub detail: Value,
+    pub attempts: i32,
+}
+
+/// What happened to a claimed alert.
+#[derive(Debug, Clone)]
+pub enum AlertDelivery {
+    Published,
+    /// Not accepted; try again at the given time.
+    Failed {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+}
+
+/// Claims up to `limit` alerts due for publishing (`FOR UPDATE SKIP LOCKED`, so replicas
+/// share the outbox); finish with [`finish`].
+///
+/// # Errors
+/// When the database fails.
+pub async fn claim_due(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<(Transaction<'static, Postgres>, Vec<PendingAlert>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query_as(
+        "SELECT id, detail_type, detail, attempts FROM alert_outbox
+          WHERE published_at IS NULL AND next_attempt_at <= now()
+          ORDER BY id
+          LIMIT $1
+          FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok((tx, claimed))
+}
+
+/// Records what publishing did and commits.
+///
+/// # Errors
+/// When the database fails; the alerts are then published again later.
+pub async fn finish(
+    mut tx: Transaction<'static, Postgres>,
+    results: &[(i64, AlertDelivery)],
+) -> Result<(), sqlx::Error> {
+    for (id, delivery) in results {
+        record_delivery(&mut tx, *id, delivery).await?;
+    }
+    tx.commit().await
+}
+
+async fn record_delivery(
+    conn: &mut PgConnection,
+    id: i64,
+    delivery: &AlertDelivery,
+) -> Result<(), sqlx::Error> {
+    match delivery {
+        AlertDelivery::Published => {
+            sqlx::query(
+                "UPDATE alert_outbox SET published_at = now(), attempts = attempts + 1,
+                        last_error = NULL
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .execute(conn)
+            .await?;
+        }
+        AlertDelivery::Failed { error, retry_at } => {
+            sqlx::query(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2,
+                        next_attempt_at = $3
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(retry_at)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}

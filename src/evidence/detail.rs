@@ -1,0 +1,304 @@
+//! The typed `detail` of each evidence kind, as docs/EVIDENCE.md lists it.
+//!
+//! The writer builds these and stores their JSON; readers (history, alerts, every export
+//! format) deserialize them from a record's stored `detail`. The stored JSON stays the hashed
+//! form: a record is never re-serialised from these types before hashing, so a detail written
+//! by an older build (or with members this build does not know) verifies unchanged. Members
+//! that were written as `null` are `Option` without `skip_serializing_if`; members that were
+//! left out when empty skip `None`, so the JSON the writer produces is the JSON it always did.
+//! Descriptive members nobody reads back default when missing, so a sparse older detail still
+//! reads as its type.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::chain::ChainedRecord;
+use super::kind::EvidenceKind;
+use crate::domain::{SignatureStatus, Verdict};
+use crate::evaluate::ImageSettings;
+
+/// The detail of an event record (every kind that names a `parse::Change`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventDetail {
+    /// The EventBridge `detail-type` the event arrived with.
+    #[serde(default)]
+    pub detail_type: String,
+    /// The parsed change, in `parse::Change`'s own serialisation.
+    #[serde(default)]
+    pub change: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<RepositoryAfter>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_after: Option<ImageAfter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scans: Option<Vec<ScanAfter>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Vec<SignatureAfter>>,
+}
+
+/// What an event wrote for one repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryAfter {
+    pub repository: String,
+    pub state: RepositoryStateLabel,
+    /// RFC 3339, as written (kept as text so it reads back exactly).
+    #[serde(default)]
+    pub facts_observed_at: String,
+    /// Whether the write was newer than the stored read and so applied.
+    pub applied: bool,
+    /// Control id → verdict after the event; `null` when the controls were not evaluated.
+    pub controls_after: Option<BTreeMap<String, Verdict>>,
+}
+
+/// Whether a repository read found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryStateLabel {
+    Present,
+    Absent,
+    Unreadable,
+}
+
+/// An image's recorded state after an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageAfter {
+    pub presence: ImagePresenceLabel,
+    pub tags: Option<Vec<String>>,
+    pub settings: Option<ImageSettings>,
+    pub pushed_by: Option<String>,
+    /// RFC 3339 UTC with microseconds.
+    pub pushed_at: Option<String>,
+    pub storage_class: Option<String>,
+    pub artifact_of: Option<String>,
+    pub artifact_kind: Option<String>,
+}
+
+/// What the event did to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagePresenceLabel {
+    Pushed,
+    Deleted,
+    Unchanged,
+}
+
+/// A scan result an event carried; `raw_status` `null` means not scanned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanAfter {
+    pub digest: String,
+    pub raw_status: Option<String>,
+    pub severity_counts: Option<BTreeMap<String, i64>>,
+}
+
+/// A signature verdict an event carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignatureAfter {
+    pub digest: String,
+    pub status: SignatureStatus,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// The detail of a `control_transition` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlTransitionDetail {
+    pub control: String,
+    /// `null` the first time the repository is evaluated.
+    pub from: Option<Verdict>,
+    pub to: Verdict,
+    #[serde(default)]
+    pub cause_event_id: String,
+    #[serde(default)]
+    pub cause_kind: String,
+}
+
+impl ControlTransitionDetail {
+    /// PASS → FAIL: the transition that pages.
+    pub fn is_regression(&self) -> bool {
+        use crate::domain::ControlStatus::{Fail, Pass};
+        self.from.as_ref().is_some_and(|f| f.status == Pass) && self.to.status == Fail
+    }
+}
+
+/// The detail of a `signature_transition` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignatureTransitionDetail {
+    pub from: Option<SignatureStatus>,
+    pub to: SignatureStatus,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Whether this is the first time the digest is found unsigned.
+    #[serde(default)]
+    pub first_unsigned: bool,
+    /// The event kind (or `signature_recheck`) that caused the transition.
+    #[serde(default)]
+    pub cause_kind: String,
+}
+
+/// The detail of a `checkpoint` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointDetail {
+    pub continues_from: ChainPoint,
+    pub archived: ArchivedRange,
+}
+
+/// A record on the chain, by seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// The prefix a checkpoint archived and the file it went to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRange {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub count: i64,
+    /// The operator's cut-off, RFC 3339 UTC with microseconds.
+    pub before: String,
+    pub file: String,
+    pub format: String,
+    pub sha256: String,
+}
+
+/// A record's detail read as the type of its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvidenceDetail {
+    Event(Box<EventDetail>),
+    ControlTransition(ControlTransitionDetail),
+    SignatureTransition(SignatureTransitionDetail),
+    Checkpoint(CheckpointDetail),
+    /// The stored detail does not have its kind's shape (a record this build did not write):
+    /// it still hashes and verifies, but says nothing to history, alerts or the mappings.
+    Unreadable,
+}
+
+impl ChainedRecord {
+    /// The record's detail as the type of its kind.
+    pub fn typed_detail(&self) -> EvidenceDetail {
+        let detail = &self.detail;
+        let typed = match self.kind {
+            EvidenceKind::ControlTransition => {
+                ControlTransitionDetail::deserialize(detail).map(EvidenceDetail::ControlTransition)
+            }
+            EvidenceKind::SignatureTransition => SignatureTransitionDetail::deserialize(detail)
+                .map(EvidenceDetail::SignatureTransition),
+            EvidenceKind::Checkpoint => {
+                CheckpointDetail::deserialize(detail).map(EvidenceDetail::Checkpoint)
+            }
+            _ => EventDetail::deserialize(detail).map(|d| EvidenceDetail::Event(Box::new(d))),
+        };
+        typed.unwrap_or(EvidenceDetail::Unreadable)
+    }
+
+    /// The control transition this record is, if it is one.
+    pub fn control_transition(&self) -> Option<ControlTransitionDetail> {
+        match self.typed_detail() {
+            EvidenceDetail::ControlTransition(detail) => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// The signature transition this record is, if it is one.
+    pub fn signature_transition(&self) -> Option<SignatureTransitionDetail> {
+        match self.typed_detail() {
+            EvidenceDetail::SignatureTransition(detail) => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// The checkpoint this record is, if it is one.
+    pub fn checkpoint(&self) -> Option<CheckpointDetail> {
+        match self.typed_detail() {
+            EvidenceDetail::Checkpoint(detail) => Some(detail),
+            _ => None,
+        }
+    }
+}
+
+/// A typed detail as the JSON stored and hashed. Serialising these plain structs cannot fail.
+pub fn to_detail_value<T: Serialize>(detail: &T) -> Value {
+    serde_json::to_value(detail).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::ControlStatus;
+
+    /// The JSON the typed details produce is the JSON the writer produced before them:
+    /// `null` where a member was `null`, absent where it was left out.
+    #[test]
+    fn typed_details_serialise_as_the_untyped_writer_did() {
+        let transition = ControlTransitionDetail {
+            control: "ECR.2".into(),
+            from: None,
+            to: Verdict {
+                status: ControlStatus::Fail,
+                reason: "r".into(),
+            },
+            cause_event_id: "e1".into(),
+            cause_kind: "repository_changed".into(),
+        };
+        assert_eq!(
+            to_detail_value(&transition),
+            json!({"control": "ECR.2", "from": null, "to": {"status": "FAIL", "reason": "r"},
+                   "cause_event_id": "e1", "cause_kind": "repository_changed"})
+        );
+        let event = EventDetail {
+            detail_type: "ECR Image Action".into(),
+            change: json!({"ImagePushed": {}}),
+            repositories: None,
+            image_after: Some(ImageAfter {
+                presence: ImagePresenceLabel::Deleted,
+                tags: None,
+                settings: None,
+                pushed_by: None,
+                pushed_at: None,
+                storage_class: None,
+                artifact_of: None,
+                artifact_kind: None,
+            }),
+            scans: None,
+            signatures: None,
+        };
+        assert_eq!(
+            to_detail_value(&event),
+            json!({"detail_type": "ECR Image Action", "change": {"ImagePushed": {}},
+                   "image_after": {"presence": "deleted", "tags": null, "settings": null,
+                                   "pushed_by": null, "pushed_at": null, "storage_class": null,
+                                   "artifact_of": null, "artifact_kind": null}})
+        );
+    }
+
+    #[test]
+    fn a_detail_without_its_kinds_shape_is_unreadable_not_an_error() {
+        let record = ChainedRecord {
+            seq: 1,
+            recorded_at: chrono::Utc::now(),
+            event_id: "e".into(),
+            event_time: chrono::Utc::now(),
+            kind: EvidenceKind::SignatureTransition,
+            outcome: "processed".into(),
+            account: None,
+            region: None,
+            repository: None,
+            digest: None,
+            tag: None,
+            actor: None,
+            detail: json!({"to": "SOMETHING_NEW"}),
+            prev_hash: String::new(),
+        };
+        assert_eq!(record.typed_detail(), EvidenceDetail::Unreadable);
+        assert!(record.signature_transition().is_none());
+    }
+}
