@@ -31,4 +31,5 @@ pub mod pipeline;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod trust;
 pub mod worker;
