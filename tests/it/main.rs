@@ -13,3 +13,4 @@ mod reconcile;
 mod signatures;
 mod source;
 mod store;
+mod trust;
