@@ -29,7 +29,7 @@ impl<'a> Chain<'a> {
             .iter()
             .enumerate()
             .map(|(index, der)| match X509Certificate::from_der(der) {
-                Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+                Ok(([], cert)) => Ok(cert),
                 _ => Err(Rejection::new(
                     Failure::EnvelopeUnreadable,
                     format!("certificate {index} of the chain is not DER X.509"),
