@@ -42,4 +42,5 @@ pub mod plan;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod trust;
 pub mod worker;

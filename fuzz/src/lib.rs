@@ -7,6 +7,8 @@
 //! on the JSON value, not on its spelling. A broken promise panics, which libFuzzer records
 //! as a crash with the input that caused it.
 
+pub mod verify_envelope;
+
 use ecr_audit::domain::{AccountId, Digest, Region, RepositoryName};
 use ecr_audit::parse::{AuditEvent, Change, InputFormat, ParseContext, ParseError, parse};
 use serde_json::Value;

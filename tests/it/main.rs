@@ -17,3 +17,4 @@ mod reconcile;
 mod signatures;
 mod source;
 mod store;
+mod trust;

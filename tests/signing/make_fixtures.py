@@ -218,7 +218,10 @@ def main(outdir: str):
     expired = pki.make_leaf(intermediate, not_before=now - 700 * day, not_after=now - 300 * day)
     w.both("expired_cert", {**good, "key": expired.key, "chain": expired.chain, "signing_time": now - 400 * day})
     w.both("signed_outside_validity", {**good, "signing_time": now - 3 * 365 * day})
-    w.both("expiry_passed", {**good, "signing_time": now - 2 * day, "expiry": now - day})
+    w.both(
+        "expiry_passed",
+        {**good, "signing_time": now - dt.timedelta(minutes=30), "expiry": now - dt.timedelta(minutes=1)},
+    )
     w.both("unknown_crit", {**good, "extra_crit": ["com.example.mustUnderstand"]})
     wrong_eku = pki.make_leaf(intermediate, eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
     w.both("wrong_eku", {**good, "key": wrong_eku.key, "chain": wrong_eku.chain})

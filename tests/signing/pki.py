@@ -2,8 +2,8 @@
 
 Written with the `cryptography` package only, so that the Rust verifier in src/trust/ is
 checked against an independent implementation. Keys are ECDSA P-256 unless asked otherwise
-(RSA keys are slow to make); every certificate is valid from an hour ago for a year unless the
-caller passes dates.
+(RSA keys are slow to make); a leaf is valid from an hour ago for a year and a CA from five years ago for
+fifteen years, unless the caller passes dates.
 """
 
 from __future__ import annotations
@@ -69,14 +69,19 @@ def _name(common_name: str, organization: str = "ecr-audit tests") -> x509.Name:
     )
 
 
-def _validity(not_before, not_after):
-    start = not_before or now() - dt.timedelta(hours=1)
-    end = not_after or start + dt.timedelta(days=365)
+def _validity(not_before, not_after, ca):
+    # CAs outlive their leaves, so a leaf's whole validity (past or present) is inside theirs.
+    if ca:
+        start = not_before or now() - dt.timedelta(days=5 * 365)
+        end = not_after or now() + dt.timedelta(days=10 * 365)
+    else:
+        start = not_before or now() - dt.timedelta(hours=1)
+        end = not_after or start + dt.timedelta(days=365)
     return start, end
 
 
-def _builder(subject, issuer_name, public_key, not_before, not_after):
-    start, end = _validity(not_before, not_after)
+def _builder(subject, issuer_name, public_key, not_before, not_after, ca=False):
+    start, end = _validity(not_before, not_after, ca)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -112,7 +117,7 @@ def make_root(common_name="ecr-audit test root", key_type="ec-p256", not_before=
     """A self-signed root CA."""
     key = new_key(key_type)
     name = _name(common_name)
-    builder = _ca_extensions(_builder(name, name, key.public_key(), not_before, not_after), None)
+    builder = _ca_extensions(_builder(name, name, key.public_key(), not_before, not_after, ca=True), None)
     cert = builder.sign(key, _hash_for(key))
     return Identity(key, cert, [cert])
 
@@ -127,7 +132,9 @@ def make_intermediate(
 ):
     """A CA certificate issued by `issuer`."""
     key = new_key(key_type)
-    builder = _builder(_name(common_name), issuer.cert.subject, key.public_key(), not_before, not_after)
+    builder = _builder(
+        _name(common_name), issuer.cert.subject, key.public_key(), not_before, not_after, ca=True
+    )
     builder = _ca_extensions(builder, path_length).add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
     )
