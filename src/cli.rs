@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, PipelineArgs};
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
-use crate::enrich::aws::load_sdk_config;
+use crate::aws::load_sdk_config;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
 use crate::export::metrics::Metrics;

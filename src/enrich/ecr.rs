@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::aws::{AwsErrorClass, classify};
+use crate::aws::{AwsErrorClass, classify};
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::export::metrics::{ApiOutcome, Metrics};

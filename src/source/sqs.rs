@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backoff::backoff;
-use crate::enrich::aws::{AwsErrorClass, classify};
+use crate::aws::{AwsErrorClass, classify};
 use crate::parse::InputFormat;
 use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
 
