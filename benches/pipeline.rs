@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use chrono::Utc;
 use ecr_audit::domain::{AccountId, Digest, Region, RepositoryKey};
 use ecr_audit::enrich::{EnrichError, Registry};
-use ecr_audit::export::metrics::Metrics;
 use ecr_audit::facts::{
     Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
     RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
@@ -27,6 +26,7 @@ use ecr_audit::facts::{
 use ecr_audit::parse::{InputFormat, ParseContext};
 use ecr_audit::pipeline::{InboundMessage, MessageFate, Pipeline};
 use ecr_audit::store::Store;
+use ecr_audit::telemetry::Metrics;
 use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;

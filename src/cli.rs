@@ -16,7 +16,6 @@ use crate::enrich::Registry;
 use crate::aws::load_sdk_config;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
-use crate::export::metrics::Metrics;
 use crate::export::views;
 use crate::parse::ParseContext;
 use crate::pipeline::Pipeline;
@@ -25,6 +24,7 @@ use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
 use crate::store::history::HistoryCoverage;
+use crate::telemetry::Metrics;
 
 /// Process exit codes; part of the CLI contract.
 pub mod exit {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::evidence::export::ExportFormat;
+pub use crate::telemetry::LogFormat;
 
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
@@ -59,13 +60,6 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,10 +21,10 @@ use crate::domain::{AccountId, Region};
 use crate::enrich::cache::CachedRegistry;
 use crate::enrich::{EnrichError, Registry};
 use crate::evaluate::ControlPolicy;
-use crate::export::metrics::{EventOutcome, Metrics};
 use crate::parse::{self, AuditEvent, Change, InputFormat, ParseContext};
 use crate::plan::{self, EventPlan, Plan, Planner, RejectedMessage, SignatureReads};
 use crate::store::{BatchOutcome, Committed, Store, StoreError};
+use crate::telemetry::{EventKind, Happened, Metrics, RetryCode};
 
 /// One message as a source hands it over.
 #[derive(Debug, Clone)]
@@ -43,9 +43,9 @@ pub enum MessageFate {
     /// Effects committed (or none needed): delete the message.
     Done(Committed),
     /// A transient failure: keep the message and try again after a backoff.
-    Retry { code: &'static str, reason: String },
+    Retry { code: RetryCode, reason: String },
     /// A failure that retrying will not fix: keep the message so SQS redrives it to the DLQ.
-    DeadLetter { code: &'static str, reason: String },
+    DeadLetter { code: RetryCode, reason: String },
 }
 
 /// The stages, wired; built with [`Pipeline::builder`].
@@ -130,7 +130,7 @@ impl Pipeline {
             RejectedMessage {
                 source: message.source,
                 message_id: message.message_id.clone(),
-                code: err.code(),
+                code: err.rejection_code(),
                 reason: err.to_string(),
                 body: message.body.clone(),
             }
@@ -158,7 +158,7 @@ impl Pipeline {
                     reason: err.to_string(),
                 },
                 Prepared::Plan(_) => committed.next().unwrap_or(MessageFate::Retry {
-                    code: "internal",
+                    code: RetryCode::Internal,
                     reason: "no commit result".to_owned(),
                 }),
             })
@@ -227,9 +227,11 @@ impl Pipeline {
 
     /// Counts what a committed batch did.
     pub fn record_commit(&self, outcome: &BatchOutcome) {
-        self.metrics.unsigned_pushes(outcome.first_unsigned);
-        self.metrics.control_regressions(&outcome.regressions);
-        self.metrics.batch_committed();
+        Happened::BatchCommitted {
+            first_unsigned: outcome.first_unsigned,
+            regressions: &outcome.regressions,
+        }
+        .record(&self.metrics);
     }
 
     /// Runs up to `limit` due signature re-checks; returns how many were claimed.
@@ -265,53 +267,47 @@ impl Pipeline {
             results.push((claim, result));
         }
         let first_unsigned = self.store.finish_rechecks(tx, results).await?;
-        self.metrics.unsigned_pushes(first_unsigned);
+        Happened::RechecksCommitted { first_unsigned }.record(&self.metrics);
         Ok(count)
     }
 
+    /// Records what happened to one message: its log line and its counters.
     fn observe(&self, message: &InboundMessage, prepared: &Prepared, fate: &MessageFate) {
         let (kind, event_time) = match prepared {
-            Prepared::Plan(Plan::Event(plan)) => (plan.event.change.kind(), Some(plan.event.time)),
-            Prepared::Plan(Plan::Rejected(_)) => ("unparseable", None),
-            Prepared::Failed(_) => ("unknown", None),
+            Prepared::Plan(Plan::Event(plan)) => {
+                (plan.event.change.event_kind(), Some(plan.event.time))
+            }
+            Prepared::Plan(Plan::Rejected(_)) => (EventKind::Unparseable, None),
+            Prepared::Failed(_) => (EventKind::Unknown, None),
         };
-        let id = message.message_id.as_deref().unwrap_or("-");
-        match fate {
-            MessageFate::Done(Committed::Processed) => {
-                self.metrics.event(kind, EventOutcome::processed);
-                if let Some(time) = event_time {
-                    let lag = (Utc::now() - time).num_milliseconds() as f64 / 1000.0;
-                    self.metrics.event_committed(lag);
-                }
-            }
-            MessageFate::Done(Committed::Ignored) => {
-                self.metrics.event(kind, EventOutcome::ignored)
-            }
-            MessageFate::Done(Committed::Duplicate) => {
-                self.metrics.event(kind, EventOutcome::duplicate);
-            }
-            MessageFate::Done(Committed::Rejected) => {
-                self.metrics.event(kind, EventOutcome::rejected);
-                if let Prepared::Plan(Plan::Rejected(rejected)) = prepared {
-                    self.metrics.rejected(rejected.code);
-                    warn!(
-                        message.id = id,
-                        rejection.code = rejected.code,
-                        "rejected message {id}: {}",
-                        rejected.reason
-                    );
-                }
-            }
+        let message_id = message.message_id.as_deref().unwrap_or("-");
+        let happened = match fate {
+            MessageFate::Done(Committed::Processed) => Happened::Processed {
+                kind,
+                lag: event_time.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+            },
+            MessageFate::Done(Committed::Ignored) => Happened::Ignored { kind },
+            MessageFate::Done(Committed::Duplicate) => Happened::Duplicate { kind },
+            MessageFate::Done(Committed::Rejected) => match prepared {
+                Prepared::Plan(Plan::Rejected(rejected)) => Happened::Rejected {
+                    kind,
+                    code: rejected.code,
+                    message_id,
+                    reason: &rejected.reason,
+                },
+                // A rejection is only ever committed for a rejected plan.
+                _ => return,
+            },
             MessageFate::Retry { code, reason } | MessageFate::DeadLetter { code, reason } => {
-                self.metrics.event(kind, EventOutcome::retried);
-                self.metrics.retried(code);
-                warn!(
-                    message.id = id,
-                    error.code = *code,
-                    "message {id} left on the queue: {reason}"
-                );
+                Happened::Retried {
+                    kind,
+                    code: *code,
+                    message_id,
+                    reason,
+                }
             }
-        }
+        };
+        happened.record(&self.metrics);
     }
 
     fn invalidate_for(&self, event: &AuditEvent) {

@@ -6,7 +6,7 @@
 //! - [`publisher`]: drains the outbox with `PutEvents`.
 //!
 //! Sits below `store`: it uses `sqlx` directly and never imports `store`, `source` or
-//! `pipeline`. It still imports `export::metrics` until the metrics become a leaf module.
+//! `pipeline`; it counts what it publishes through the `telemetry` leaf.
 
 pub mod outbox;
 pub mod publisher;

@@ -18,8 +18,7 @@ use sqlx::PgPool;
 
 use super::outbox::{self, AlertDelivery, PendingAlert};
 use crate::backoff::backoff;
-// Metrics are still at `export::metrics` (issue 13 makes them a leaf later).
-use crate::export::metrics::{AlertOutcome, Metrics};
+use crate::telemetry::{Happened, Metrics};
 
 /// `source` of every alert event (EventBridge reserves `aws.*` for AWS).
 pub const ALERT_SOURCE: &str = "ecr-audit";
@@ -120,17 +119,19 @@ impl AlertPublisher {
     fn delivery(&self, alert: &PendingAlert, failure: Option<String>) -> AlertDelivery {
         match failure {
             None => {
-                self.metrics.alert_event(AlertOutcome::published);
+                Happened::AlertPublished { alert_id: alert.id }.record(&self.metrics);
                 AlertDelivery::Published
             }
             Some(error) => {
-                self.metrics.alert_event(AlertOutcome::failed);
                 let attempt = u32::try_from(alert.attempts).unwrap_or(0) + 1;
                 let delay = backoff(Duration::from_secs(2), Duration::from_secs(600), attempt);
-                warn!(
-                    alert.id = alert.id,
-                    attempt, "alert event not accepted, retrying in {delay:?}: {error}"
-                );
+                Happened::AlertFailed {
+                    alert_id: alert.id,
+                    attempt,
+                    delay,
+                    error: &error,
+                }
+                .record(&self.metrics);
                 AlertDelivery::Failed {
                     error,
                     retry_at: Utc::now()

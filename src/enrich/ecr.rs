@@ -21,13 +21,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::aws::{AwsErrorClass, classify};
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
-use crate::export::metrics::{ApiOutcome, Metrics};
 use crate::facts::{
     ArtifactKind, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository,
     ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts, RegistryScanning,
     RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule, SignatureArtifact,
     SignatureKind, SigningRuleFacts, SigningStatus, TagMutability, kind_of_artifact_type,
 };
+use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
 
 #[derive(Clone)]
 struct RegionalClients {
@@ -67,7 +67,7 @@ pub struct EcrRegistry {
     profiles: Mutex<ProfileCache>,
     /// KMS key ownership never changes for a key ARN: read once per key.
     key_managers: Mutex<HashMap<String, Fact<String>>>,
-    pacing: DefaultKeyedRateLimiter<&'static str>,
+    pacing: DefaultKeyedRateLimiter<AwsOperation>,
     metrics: Arc<Metrics>,
 }
 
@@ -100,7 +100,7 @@ impl EcrRegistry {
     }
 
     /// Waits for the operation's turn under its rate limit.
-    async fn pace(&self, operation: &'static str) {
+    async fn pace(&self, operation: AwsOperation) {
         self.pacing.until_key_ready(&operation).await;
     }
 
@@ -154,10 +154,14 @@ impl EcrRegistry {
         self.clients(&key.account, &key.region).await
     }
 
+    fn called(&self, operation: AwsOperation, outcome: ApiOutcome) {
+        Happened::AwsCalled { operation, outcome }.record(&self.metrics);
+    }
+
     /// Records the call's outcome and turns the SDK result into "answer or lasting error code".
     fn settle<T, E>(
         &self,
-        operation: &'static str,
+        operation: AwsOperation,
         target: &dyn std::fmt::Display,
         result: Result<T, aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>>,
     ) -> Result<Result<T, (String, String)>, EnrichError>
@@ -166,20 +170,20 @@ impl EcrRegistry {
     {
         match result {
             Ok(value) => {
-                self.metrics.aws_call(operation, ApiOutcome::ok);
+                self.called(operation, ApiOutcome::Ok);
                 Ok(Ok(value))
             }
             Err(err) => match classify(&err) {
                 AwsErrorClass::Transient(message) => {
-                    self.metrics.aws_call(operation, ApiOutcome::transient);
+                    self.called(operation, ApiOutcome::Transient);
                     Err(EnrichError::Transient {
-                        operation,
+                        operation: operation.as_str(),
                         target: target.to_string(),
                         message,
                     })
                 }
                 AwsErrorClass::Service { code, message } => {
-                    self.metrics.aws_call(operation, ApiOutcome::service_error);
+                    self.called(operation, ApiOutcome::ServiceError);
                     Ok(Err((code, message)))
                 }
             },
@@ -191,7 +195,7 @@ impl EcrRegistry {
     /// next token. A lasting error makes the whole listing `Unknown`.
     async fn all_pages<O, E, T, Fut>(
         &self,
-        operation: &'static str,
+        operation: AwsOperation,
         target: &(dyn std::fmt::Display + Sync),
         mut page: impl FnMut(Option<String>) -> Fut,
         mut items: impl FnMut(&O) -> (Vec<T>, Option<String>),
@@ -221,8 +225,9 @@ impl EcrRegistry {
                 }
                 Err((code, message)) => {
                     let name = operation
+                        .as_str()
                         .split_once(':')
-                        .map_or(operation, |(_, name)| name);
+                        .map_or(operation.as_str(), |(_, name)| name);
                     return Ok(Fact::Unknown(format!("{name}: {code}: {message}")));
                 }
             }
@@ -234,7 +239,7 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
     ) -> Result<Fact<bool>, EnrichError> {
-        self.pace("ecr:GetLifecyclePolicy").await;
+        self.pace(AwsOperation::EcrGetLifecyclePolicy).await;
         let result = clients
             .ecr
             .get_lifecycle_policy()
@@ -242,11 +247,15 @@ impl EcrRegistry {
             .repository_name(key.name.as_str())
             .send()
             .await;
-        Ok(match self.settle("ecr:GetLifecyclePolicy", key, result)? {
-            Ok(_) => Fact::Known(true),
-            Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(false),
-            Err((code, message)) => Fact::Unknown(format!("GetLifecyclePolicy: {code}: {message}")),
-        })
+        Ok(
+            match self.settle(AwsOperation::EcrGetLifecyclePolicy, key, result)? {
+                Ok(_) => Fact::Known(true),
+                Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(false),
+                Err((code, message)) => {
+                    Fact::Unknown(format!("GetLifecyclePolicy: {code}: {message}"))
+                }
+            },
+        )
     }
 
     async fn repository_policy(
@@ -254,7 +263,7 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
     ) -> Result<Fact<Option<String>>, EnrichError> {
-        self.pace("ecr:GetRepositoryPolicy").await;
+        self.pace(AwsOperation::EcrGetRepositoryPolicy).await;
         let result = clients
             .ecr
             .get_repository_policy()
@@ -262,13 +271,15 @@ impl EcrRegistry {
             .repository_name(key.name.as_str())
             .send()
             .await;
-        Ok(match self.settle("ecr:GetRepositoryPolicy", key, result)? {
-            Ok(output) => Fact::Known(output.policy_text().map(str::to_owned)),
-            Err((code, _)) if code == "RepositoryPolicyNotFoundException" => Fact::Known(None),
-            Err((code, message)) => {
-                Fact::Unknown(format!("GetRepositoryPolicy: {code}: {message}"))
-            }
-        })
+        Ok(
+            match self.settle(AwsOperation::EcrGetRepositoryPolicy, key, result)? {
+                Ok(output) => Fact::Known(output.policy_text().map(str::to_owned)),
+                Err((code, _)) if code == "RepositoryPolicyNotFoundException" => Fact::Known(None),
+                Err((code, message)) => {
+                    Fact::Unknown(format!("GetRepositoryPolicy: {code}: {message}"))
+                }
+            },
+        )
     }
 
     async fn key_manager(
@@ -285,9 +296,9 @@ impl EcrRegistry {
         {
             return Ok(known.clone());
         }
-        self.pace("kms:DescribeKey").await;
+        self.pace(AwsOperation::KmsDescribeKey).await;
         let result = clients.kms.describe_key().key_id(kms_key).send().await;
-        let manager = match self.settle("kms:DescribeKey", key, result)? {
+        let manager = match self.settle(AwsOperation::KmsDescribeKey, key, result)? {
             Ok(output) => match output.key_metadata().and_then(|m| m.key_manager()) {
                 Some(manager) => Fact::Known(manager.as_str().to_owned()),
                 None => Fact::Unknown("KMS DescribeKey returned no KeyManager".to_owned()),
@@ -371,14 +382,19 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<RegistryScanning>, EnrichError> {
-        self.pace("ecr:GetRegistryScanningConfiguration").await;
+        self.pace(AwsOperation::EcrGetRegistryScanningConfiguration)
+            .await;
         let result = clients
             .ecr
             .get_registry_scanning_configuration()
             .send()
             .await;
         Ok(
-            match self.settle("ecr:GetRegistryScanningConfiguration", &target, result)? {
+            match self.settle(
+                AwsOperation::EcrGetRegistryScanningConfiguration,
+                &target,
+                result,
+            )? {
                 Ok(output) => {
                     let config = output.scanning_configuration();
                     Fact::Known(RegistryScanning {
@@ -414,10 +430,10 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<Vec<SigningRuleFacts>>, EnrichError> {
-        self.pace("ecr:GetSigningConfiguration").await;
+        self.pace(AwsOperation::EcrGetSigningConfiguration).await;
         let result = clients.ecr.get_signing_configuration().send().await;
         Ok(
-            match self.settle("ecr:GetSigningConfiguration", &target, result)? {
+            match self.settle(AwsOperation::EcrGetSigningConfiguration, &target, result)? {
                 Ok(output) => Fact::Known(
                     output
                         .signing_configuration()
@@ -449,7 +465,7 @@ impl EcrRegistry {
         target: &str,
     ) -> Result<Fact<Vec<PullThroughRule>>, EnrichError> {
         self.all_pages(
-            "ecr:DescribePullThroughCacheRules",
+            AwsOperation::EcrDescribePullThroughCacheRules,
             &target,
             |token| {
                 clients
@@ -486,7 +502,7 @@ impl EcrRegistry {
         target: &str,
     ) -> Result<Fact<Vec<CreationTemplate>>, EnrichError> {
         self.all_pages(
-            "ecr:DescribeRepositoryCreationTemplates",
+            AwsOperation::EcrDescribeRepositoryCreationTemplates,
             &target,
             |token| {
                 clients
@@ -551,7 +567,7 @@ impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
         let clients = self.clients_for(key).await;
         let observed_at = Utc::now();
-        self.pace("ecr:DescribeRepositories").await;
+        self.pace(AwsOperation::EcrDescribeRepositories).await;
         let result = clients
             .ecr
             .describe_repositories()
@@ -559,7 +575,7 @@ impl Registry for EcrRegistry {
             .repository_names(key.name.as_str())
             .send()
             .await;
-        let repository = match self.settle("ecr:DescribeRepositories", key, result)? {
+        let repository = match self.settle(AwsOperation::EcrDescribeRepositories, key, result)? {
             Ok(output) => output
                 .repositories()
                 .iter()
@@ -622,7 +638,7 @@ impl Registry for EcrRegistry {
         let observed_at = Utc::now();
         let described = match self
             .all_pages(
-                "ecr:DescribeRepositories",
+                AwsOperation::EcrDescribeRepositories,
                 &target,
                 |token| {
                     clients
@@ -689,7 +705,7 @@ impl Registry for EcrRegistry {
     ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
         let clients = self.clients_for(key).await;
         self.all_pages(
-            "ecr:DescribeImages",
+            AwsOperation::EcrDescribeImages,
             key,
             |token| {
                 clients
@@ -722,7 +738,7 @@ impl Registry for EcrRegistry {
         digest: &Digest,
     ) -> Result<ImageLookup, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace("ecr:DescribeImages").await;
+        self.pace(AwsOperation::EcrDescribeImages).await;
         let result = clients
             .ecr
             .describe_images()
@@ -735,7 +751,7 @@ impl Registry for EcrRegistry {
             )
             .send()
             .await;
-        let output = match self.settle("ecr:DescribeImages", key, result)? {
+        let output = match self.settle(AwsOperation::EcrDescribeImages, key, result)? {
             Ok(output) => output,
             Err((code, _))
                 if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" =>
@@ -764,7 +780,7 @@ impl Registry for EcrRegistry {
         digest: &Digest,
     ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace("ecr:DescribeImageSigningStatus").await;
+        self.pace(AwsOperation::EcrDescribeImageSigningStatus).await;
         let result = clients
             .ecr
             .describe_image_signing_status()
@@ -778,7 +794,7 @@ impl Registry for EcrRegistry {
             .send()
             .await;
         Ok(
-            match self.settle("ecr:DescribeImageSigningStatus", key, result)? {
+            match self.settle(AwsOperation::EcrDescribeImageSigningStatus, key, result)? {
                 Ok(output) => Fact::Known(
                     output
                         .signing_statuses()
@@ -817,7 +833,7 @@ impl Registry for EcrRegistry {
         let mut found = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
-            self.pace("ecr:ListImageReferrers").await;
+            self.pace(AwsOperation::EcrListImageReferrers).await;
             let result = clients
                 .ecr
                 .list_image_referrers()
@@ -828,7 +844,7 @@ impl Registry for EcrRegistry {
                         .image_digest(digest.as_str())
                         .build()
                         .map_err(|e| EnrichError::Transient {
-                            operation: "ecr:ListImageReferrers",
+                            operation: AwsOperation::EcrListImageReferrers.as_str(),
                             target: key.to_string(),
                             message: e.to_string(),
                         })?,
@@ -836,7 +852,7 @@ impl Registry for EcrRegistry {
                 .set_next_token(next_token.take())
                 .send()
                 .await;
-            match self.settle("ecr:ListImageReferrers", key, result)? {
+            match self.settle(AwsOperation::EcrListImageReferrers, key, result)? {
                 Ok(output) => {
                     for referrer in output.referrers() {
                         let kind = referrer.artifact_type().map(kind_of_artifact_type);
@@ -875,7 +891,7 @@ impl Registry for EcrRegistry {
         }
         // Cosign's tag convention predates OCI referrers and is still the common form.
         let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
-        self.pace("ecr:DescribeImages").await;
+        self.pace(AwsOperation::EcrDescribeImages).await;
         let result = clients
             .ecr
             .describe_images()
@@ -884,7 +900,7 @@ impl Registry for EcrRegistry {
             .image_ids(ImageIdentifier::builder().image_tag(&cosign_tag).build())
             .send()
             .await;
-        match self.settle("ecr:DescribeImages", key, result)? {
+        match self.settle(AwsOperation::EcrDescribeImages, key, result)? {
             Ok(output) => {
                 if let Some(detail) = output.image_details().first() {
                     found.push(SignatureArtifact {
@@ -931,24 +947,27 @@ impl Registry for EcrRegistry {
             )));
         };
         let clients = self.clients(&account, &region).await;
-        self.pace("signer:GetSigningProfile").await;
+        self.pace(AwsOperation::SignerGetSigningProfile).await;
         let result = clients
             .signer
             .get_signing_profile()
             .profile_name(name)
             .send()
             .await;
-        let status = match self.settle("signer:GetSigningProfile", &profile_arn, result)? {
-            Ok(output) => match output.status() {
-                Some(status) => Fact::Known(ProfileStatus::from_raw(status.as_str())),
-                None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
-            },
-            // A deleted profile vouches for nothing.
-            Err((code, _)) if code == "ResourceNotFoundException" => {
-                Fact::Known(ProfileStatus::NotFound)
-            }
-            Err((code, message)) => Fact::Unknown(format!("GetSigningProfile: {code}: {message}")),
-        };
+        let status =
+            match self.settle(AwsOperation::SignerGetSigningProfile, &profile_arn, result)? {
+                Ok(output) => match output.status() {
+                    Some(status) => Fact::Known(ProfileStatus::from_raw(status.as_str())),
+                    None => Fact::Unknown("GetSigningProfile returned no status".to_owned()),
+                },
+                // A deleted profile vouches for nothing.
+                Err((code, _)) if code == "ResourceNotFoundException" => {
+                    Fact::Known(ProfileStatus::NotFound)
+                }
+                Err((code, message)) => {
+                    Fact::Unknown(format!("GetSigningProfile: {code}: {message}"))
+                }
+            };
         self.profiles().insert(
             profile_arn.to_owned(),
             (std::time::Instant::now(), status.clone()),
@@ -962,7 +981,7 @@ impl Registry for EcrRegistry {
         digest: &Digest,
     ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace("ecr:DescribeImageScanFindings").await;
+        self.pace(AwsOperation::EcrDescribeImageScanFindings).await;
         let result = clients
             .ecr
             .describe_image_scan_findings()
@@ -977,7 +996,7 @@ impl Registry for EcrRegistry {
             .send()
             .await;
         Ok(
-            match self.settle("ecr:DescribeImageScanFindings", key, result)? {
+            match self.settle(AwsOperation::EcrDescribeImageScanFindings, key, result)? {
                 Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
                     Some(status) => Fact::Known(Some(ScanFacts {
                         raw_status: status.as_str().to_owned(),

@@ -22,6 +22,7 @@ use crate::facts::{
     Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, RegistryFacts,
     RepositoryFacts, ScanFacts, SignatureArtifact,
 };
+use crate::telemetry::RetryCode;
 
 /// Read access to ECR's authoritative state.
 #[async_trait]
@@ -121,9 +122,9 @@ pub enum EnrichError {
 }
 
 impl EnrichError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> RetryCode {
         match self {
-            Self::Transient { .. } => "aws_transient",
+            Self::Transient { .. } => RetryCode::AwsTransient,
         }
     }
 }

@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::export::metrics::Metrics;
 use crate::source::sqs::SqsConsumer;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// The bounds of the HTTP endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,4 @@
-//! Outputs: Prometheus metrics, the HTTP endpoints and the CLI views (evidence files are in `evidence::export`).
+//! Outputs: the HTTP endpoints (`/metrics` renders `telemetry::Metrics`) and the CLI views (evidence files are in `evidence::export`).
 
 pub mod http;
-pub mod metrics;
 pub mod views;

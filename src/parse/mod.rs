@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, RepositoryName};
+use crate::telemetry::{EventKind, RejectionCode};
 
 pub use cloudtrail::{RegistryCall, RepositoryCall};
 
@@ -142,18 +143,23 @@ pub enum Change {
 impl Change {
     /// A bounded label for metrics and the evidence `kind` column.
     pub fn kind(&self) -> &'static str {
+        self.event_kind().as_str()
+    }
+
+    /// The kind as the `kind` label of `ecr_audit_events_total` (and the `cause_kind` of evidence).
+    pub fn event_kind(&self) -> EventKind {
         match self {
-            Self::ImagePushed { .. } => "image_pushed",
-            Self::ImageDeleted { .. } => "image_deleted",
-            Self::ImageStorageClassChanged { .. } => "image_storage_class_changed",
-            Self::ImagePushRecorded { .. } => "image_push_recorded",
-            Self::ReferrerChanged { .. } => "referrer_changed",
-            Self::ScanCompleted { .. } => "scan_completed",
-            Self::FindingChanged { .. } => "finding_changed",
-            Self::RepositoryChanged { .. } => "repository_changed",
-            Self::RegistryChanged { .. } => "registry_changed",
-            Self::FailedApiCall { .. } => "failed_api_call",
-            Self::Ignored { .. } => "ignored",
+            Self::ImagePushed { .. } => EventKind::ImagePushed,
+            Self::ImageDeleted { .. } => EventKind::ImageDeleted,
+            Self::ImageStorageClassChanged { .. } => EventKind::ImageStorageClassChanged,
+            Self::ImagePushRecorded { .. } => EventKind::ImagePushRecorded,
+            Self::ReferrerChanged { .. } => EventKind::ReferrerChanged,
+            Self::ScanCompleted { .. } => EventKind::ScanCompleted,
+            Self::FindingChanged { .. } => EventKind::FindingChanged,
+            Self::RepositoryChanged { .. } => EventKind::RepositoryChanged,
+            Self::RegistryChanged { .. } => EventKind::RegistryChanged,
+            Self::FailedApiCall { .. } => EventKind::FailedApiCall,
+            Self::Ignored { .. } => EventKind::Ignored,
         }
     }
 
@@ -229,15 +235,20 @@ pub enum ParseError {
 impl ParseError {
     /// A bounded label for the rejected-message metric and table.
     pub fn code(&self) -> &'static str {
+        self.rejection_code().as_str()
+    }
+
+    /// The rejection code (the `code` of rejected messages and their metric).
+    pub fn rejection_code(&self) -> RejectionCode {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::NotAnObject => "not_an_object",
-            Self::MissingField(_) => "missing_field",
-            Self::WrongType { .. } => "wrong_type",
-            Self::InvalidIdentifier { .. } => "invalid_identifier",
-            Self::InvalidTime { .. } => "invalid_time",
-            Self::NoAccount => "no_account",
-            Self::NoRegion => "no_region",
+            Self::InvalidJson(_) => RejectionCode::InvalidJson,
+            Self::NotAnObject => RejectionCode::NotAnObject,
+            Self::MissingField(_) => RejectionCode::MissingField,
+            Self::WrongType { .. } => RejectionCode::WrongType,
+            Self::InvalidIdentifier { .. } => RejectionCode::InvalidIdentifier,
+            Self::InvalidTime { .. } => RejectionCode::InvalidTime,
+            Self::NoAccount => RejectionCode::NoAccount,
+            Self::NoRegion => RejectionCode::NoRegion,
         }
     }
 }

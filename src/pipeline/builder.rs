@@ -7,10 +7,10 @@ use super::Pipeline;
 use crate::enrich::Registry;
 use crate::enrich::cache::CachedRegistry;
 use crate::evaluate::ControlPolicy;
-use crate::export::metrics::Metrics;
 use crate::parse::ParseContext;
 use crate::plan::Planner;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// How long repository facts are cached unless set (the default of
 /// `ECR_AUDIT_REPOSITORY_CACHE_TTL` in src/config.rs).

@@ -25,6 +25,7 @@ use crate::evaluate::signature::SignatureVerdict;
 use crate::evaluate::{self, ControlPolicy, ImageSettings};
 use crate::facts::{ImageLookup, RegistryFacts, RepositoryFacts, RepositoryState, ScanFacts};
 use crate::parse::AuditEvent;
+use crate::telemetry::RejectionCode;
 
 /// The planner's settings: how controls are judged and how long signing may take.
 #[derive(Debug, Clone)]
@@ -133,7 +134,7 @@ pub struct EventPlan {
 pub struct RejectedMessage {
     pub source: &'static str,
     pub message_id: Option<String>,
-    pub code: &'static str,
+    pub code: RejectionCode,
     pub reason: String,
     pub body: Vec<u8>,
 }

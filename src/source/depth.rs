@@ -11,7 +11,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::export::metrics::{Metrics, QueueRole};
+use crate::telemetry::{Metrics, QueueRole};
 
 /// Visible and in-flight message counts of one queue, with its redrive policy.
 struct Depth {
@@ -79,7 +79,7 @@ pub async fn poll_queue_depth(
     loop {
         match read_depth(&client, &queue_url).await {
             Ok(main) => {
-                metrics.queue_depth(QueueRole::main, main.visible, main.in_flight);
+                metrics.queue_depth(QueueRole::Main, main.visible, main.in_flight);
                 if dead_letter_url.is_none()
                     && let Some((owner, name)) = main
                         .dead_letter_arn
@@ -104,7 +104,7 @@ pub async fn poll_queue_depth(
         }
         if let Some(url) = &dead_letter_url {
             match read_depth(&client, url).await {
-                Ok(dlq) => metrics.queue_depth(QueueRole::dead_letter, dlq.visible, dlq.in_flight),
+                Ok(dlq) => metrics.queue_depth(QueueRole::DeadLetter, dlq.visible, dlq.in_flight),
                 Err(err) => debug!(error = %err, "dead-letter queue depth not read"),
             }
         }

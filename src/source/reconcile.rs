@@ -24,6 +24,7 @@ use crate::parse::{AuditEvent, Change, RepositoryCall};
 use crate::pipeline::Pipeline;
 use crate::plan::{EventPlan, Plan};
 use crate::store::{ReconcileSnapshot, StoreError};
+use crate::telemetry::{DriftKind, Happened};
 
 /// `detail_type` of the events a sweep synthesises.
 pub const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
@@ -50,7 +51,7 @@ pub struct SweepReport {
     pub repositories: u64,
     pub images: u64,
     /// Drift kind → how many.
-    pub changes: BTreeMap<&'static str, u64>,
+    pub changes: BTreeMap<DriftKind, u64>,
 }
 
 impl SweepReport {
@@ -121,11 +122,12 @@ impl Reconciler {
                 error.as_deref(),
             )
             .await?;
-        let metrics = self.pipeline.metrics();
-        metrics.reconcile_finished(started.elapsed());
-        for (kind, count) in &report.changes {
-            metrics.reconcile_drift(kind, *count);
+        let drift: Vec<(DriftKind, u64)> = report.changes.iter().map(|(k, n)| (*k, *n)).collect();
+        Happened::ReconcileFinished {
+            duration: started.elapsed(),
+            drift: &drift,
         }
+        .record(self.pipeline.metrics());
         result.map(|()| report)
     }
 
@@ -182,8 +184,8 @@ impl Reconciler {
         for result in image_results {
             let (images, drift, added, deleted) = result?;
             report.images += images;
-            *report.changes.entry("image_added").or_default() += added;
-            *report.changes.entry("image_deleted").or_default() += deleted;
+            *report.changes.entry(DriftKind::ImageAdded).or_default() += added;
+            *report.changes.entry(DriftKind::ImageDeleted).or_default() += deleted;
             events.extend(drift);
         }
         report.changes.retain(|_, n| *n > 0);
@@ -210,9 +212,9 @@ impl Reconciler {
             );
             let stored = snapshot.repositories.get(key.name.as_str());
             let kind = match (stored, &write.controls) {
-                (None | Some((false, _)), _) => Some("repository_added"),
+                (None | Some((false, _)), _) => Some(DriftKind::RepositoryAdded),
                 (Some((true, controls)), Some(now)) if !same_statuses(controls, now) => {
-                    Some("repository_changed")
+                    Some(DriftKind::RepositoryChanged)
                 }
                 _ => None,
             };
@@ -338,7 +340,10 @@ fn deleted_repositories(
             && !listed_names.contains(name.as_str())
             && let Ok(repository) = RepositoryName::parse(name)
         {
-            *report.changes.entry("repository_deleted").or_default() += 1;
+            *report
+                .changes
+                .entry(DriftKind::RepositoryDeleted)
+                .or_default() += 1;
             events.push(event(name.clone(), observed_change(repository)));
         }
     }

@@ -21,6 +21,7 @@ use crate::backoff::backoff;
 use crate::aws::{AwsErrorClass, classify};
 use crate::parse::InputFormat;
 use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
+use crate::telemetry::{Happened, RetryCode};
 
 /// How the consumer polls and paces itself.
 #[derive(Debug, Clone)]
@@ -269,10 +270,15 @@ impl SqsConsumer {
     /// Deletes what is done and gives the rest back with backoff; a database outage pauses
     /// receiving.
     async fn settle(&self, handles: &[Received], fates: &[MessageFate]) {
-        if fates
-            .iter()
-            .any(|f| matches!(f, MessageFate::Retry { code, .. } if *code == "db_unavailable"))
-        {
+        if fates.iter().any(|f| {
+            matches!(
+                f,
+                MessageFate::Retry {
+                    code: RetryCode::DbUnavailable,
+                    ..
+                }
+            )
+        }) {
             self.database_down
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -301,8 +307,8 @@ impl SqsConsumer {
         }
         let failed =
             delete_messages(&self.client, &self.settings.queue_url, &receipt_handles).await;
-        for _ in 0..failed {
-            self.pipeline.metrics().sqs_delete_failed();
+        if failed > 0 {
+            Happened::SqsDeleteFailed { count: failed }.record(self.pipeline.metrics());
         }
         debug!(deleted = receipt_handles.len() - failed, "deleted");
     }

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::domain::{ControlId, ControlStatus, Digest, RepositoryKey};
+use crate::telemetry::RetryCode;
 // The writes a plan carries are the planner's types; store submodules reach them as `super::`.
 use crate::plan::{
     EventPlan, ImagePresence, ImageWrite, Plan, RejectedMessage, RepositoryWrite, ScanWrite,
@@ -45,11 +46,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> RetryCode {
         match self {
-            Self::Unavailable(_) => "db_unavailable",
-            Self::Refused(_) => "db_refused",
-            Self::Migrate(_) => "db_migrate",
+            Self::Unavailable(_) => RetryCode::DbUnavailable,
+            Self::Refused(_) => RetryCode::DbRefused,
+            Self::Migrate(_) => RetryCode::DbMigrate,
         }
     }
 

@@ -231,7 +231,7 @@ async fn insert_rejected(
     .bind(body_sha256)
     .bind(rejected.source)
     .bind(&rejected.message_id)
-    .bind(rejected.code)
+    .bind(rejected.code.as_str())
     .bind(&rejected.reason)
     .bind(&rejected.body)
     .execute(&mut **tx)

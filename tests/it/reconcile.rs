@@ -14,6 +14,7 @@ use aws_sdk_ecr::types::{
 };
 use ecr_audit::domain::AccountId;
 use ecr_audit::store::views::PostureRow;
+use ecr_audit::telemetry::DriftKind;
 use futures::{StreamExt, stream};
 use serde_json::json;
 
@@ -344,7 +345,7 @@ async fn a_sweep_of_512_repositories_gives_every_combination_its_documented_verd
     let counts_after = emulator_requests(&app.account).await;
     assert_eq!(report.repositories, cases.len() as u64);
     assert_eq!(
-        report.changes.get("repository_added"),
+        report.changes.get(&DriftKind::RepositoryAdded),
         Some(&(cases.len() as u64))
     );
 
@@ -476,21 +477,25 @@ async fn reconcile_catches_up_with_changes_no_event_reported() {
 
     let report = app.reconciler().sweep(&()).await.expect("sweep");
     assert_eq!(
-        report.changes.get("repository_changed"),
+        report.changes.get(&DriftKind::RepositoryChanged),
         Some(&1),
         "{report:?}"
     );
     assert_eq!(
-        report.changes.get("repository_deleted"),
+        report.changes.get(&DriftKind::RepositoryDeleted),
         Some(&1),
         "{report:?}"
     );
     assert_eq!(
-        report.changes.get("repository_added"),
+        report.changes.get(&DriftKind::RepositoryAdded),
         Some(&1),
         "{report:?}"
     );
-    assert_eq!(report.changes.get("image_added"), Some(&1), "{report:?}");
+    assert_eq!(
+        report.changes.get(&DriftKind::ImageAdded),
+        Some(&1),
+        "{report:?}"
+    );
 
     let rows = app.store.posture(None).await.expect("posture");
     assert_eq!(ecr2(&rows, &kept).as_deref(), Some("FAIL"));
@@ -761,7 +766,7 @@ async fn a_pull_through_rule_no_creation_template_covers_fails_ecra4_until_one_d
         .expect("update template");
     let report = app.reconciler().sweep(&()).await.expect("sweep");
     assert_eq!(
-        report.changes.get("repository_changed"),
+        report.changes.get(&DriftKind::RepositoryChanged),
         Some(&1),
         "only the cached repository changed: {report:?}"
     );

@@ -139,7 +139,7 @@ async fn a_poison_body_is_stored_once() {
         Plan::Rejected(RejectedMessage {
             source: "sqs",
             message_id: Some("m1".into()),
-            code: "invalid_json",
+            code: ecr_audit::telemetry::RejectionCode::InvalidJson,
             reason: "body is not valid JSON".into(),
             body: vec![0xff, 0x00, b'x'],
         })

@@ -2,9 +2,18 @@
 
 use std::io::IsTerminal;
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written (`--log-format`, `ECR_AUDIT_LOG_FORMAT`); it lives here, not in
+/// `config`, so that `telemetry` imports nothing above `domain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON unless stderr is a terminal.
+    Auto,
+    Json,
+    Text,
+}
 
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {

@@ -1,0 +1,381 @@
+//! Typed telemetry events: each thing that happens is one value whose [`Happened::record`]
+//! writes its log line and bumps its counter together, and the closed sets it carries are
+//! enums whose `as_str()` values are the metric label values (and the rows of docs/METRICS.md).
+
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::domain::ControlId;
+
+use super::metrics::Metrics;
+
+/// Declares a closed set of label values: the enum, `ALL`, `as_str()` and `values()`.
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the order docs/METRICS.md lists them.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The label value Prometheus shows.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+
+            /// Every label value (the metrics catalogue lists them).
+            pub fn values() -> Vec<&'static str> {
+                Self::ALL.iter().map(|v| v.as_str()).collect()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// What a message was about (the `kind` label of `ecr_audit_events_total`).
+    EventKind {
+        ImagePushed => "image_pushed",
+        ImageDeleted => "image_deleted",
+        ImageStorageClassChanged => "image_storage_class_changed",
+        ImagePushRecorded => "image_push_recorded",
+        ReferrerChanged => "referrer_changed",
+        ScanCompleted => "scan_completed",
+        FindingChanged => "finding_changed",
+        RepositoryChanged => "repository_changed",
+        RegistryChanged => "registry_changed",
+        FailedApiCall => "failed_api_call",
+        Ignored => "ignored",
+        /// The message could not be parsed.
+        Unparseable => "unparseable",
+        /// Parsed, but its facts could not be read, so its kind is not reported.
+        Unknown => "unknown",
+    }
+}
+
+label_enum! {
+    /// What happened to one event (the `outcome` label of `ecr_audit_events_total`).
+    EventOutcome {
+        Processed => "processed",
+        Duplicate => "duplicate",
+        Ignored => "ignored",
+        Rejected => "rejected",
+        Retried => "retried",
+    }
+}
+
+label_enum! {
+    /// Why a message can never be processed (the `code` of `ecr_audit_rejected_messages_total`).
+    RejectionCode {
+        InvalidJson => "invalid_json",
+        NotAnObject => "not_an_object",
+        MissingField => "missing_field",
+        WrongType => "wrong_type",
+        InvalidIdentifier => "invalid_identifier",
+        InvalidTime => "invalid_time",
+        NoAccount => "no_account",
+        NoRegion => "no_region",
+    }
+}
+
+label_enum! {
+    /// Why a message was left on the queue (the `code` of `ecr_audit_message_retries_total`).
+    RetryCode {
+        /// AWS throttled, timed out or failed with a 5xx after the SDK's retries.
+        AwsTransient => "aws_transient",
+        /// The database could not be reached or gave up (a retry may succeed).
+        DbUnavailable => "db_unavailable",
+        /// The database refused the data (a retry will not help: dead-letter).
+        DbRefused => "db_refused",
+        /// The schema could not be migrated.
+        DbMigrate => "db_migrate",
+        /// A pipeline invariant failed (no commit result for a message).
+        Internal => "internal",
+    }
+}
+
+label_enum! {
+    /// A change a reconcile sweep found that no event had reported.
+    DriftKind {
+        RepositoryAdded => "repository_added",
+        RepositoryChanged => "repository_changed",
+        RepositoryDeleted => "repository_deleted",
+        ImageAdded => "image_added",
+        ImageDeleted => "image_deleted",
+    }
+}
+
+label_enum! {
+    /// The outcome of one AWS API call after the SDK's own retries.
+    ApiOutcome {
+        Ok => "ok",
+        /// Throttling, timeout, 5xx: the message is retried.
+        Transient => "transient",
+        /// A lasting error answer (not found, access denied, …).
+        ServiceError => "service_error",
+    }
+}
+
+label_enum! {
+    /// The AWS operations enrichment calls (the `operation` label of `ecr_audit_aws_api_calls_total`).
+    AwsOperation {
+        EcrDescribeRepositories => "ecr:DescribeRepositories",
+        EcrGetLifecyclePolicy => "ecr:GetLifecyclePolicy",
+        EcrGetRepositoryPolicy => "ecr:GetRepositoryPolicy",
+        EcrGetRegistryScanningConfiguration => "ecr:GetRegistryScanningConfiguration",
+        EcrGetSigningConfiguration => "ecr:GetSigningConfiguration",
+        EcrDescribePullThroughCacheRules => "ecr:DescribePullThroughCacheRules",
+        EcrDescribeRepositoryCreationTemplates => "ecr:DescribeRepositoryCreationTemplates",
+        EcrDescribeImages => "ecr:DescribeImages",
+        EcrDescribeImageSigningStatus => "ecr:DescribeImageSigningStatus",
+        EcrListImageReferrers => "ecr:ListImageReferrers",
+        EcrDescribeImageScanFindings => "ecr:DescribeImageScanFindings",
+        KmsDescribeKey => "kms:DescribeKey",
+        SignerGetSigningProfile => "signer:GetSigningProfile",
+    }
+}
+
+label_enum! {
+    /// Whether EventBridge accepted an alert event.
+    AlertOutcome {
+        Published => "published",
+        Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// Which queue a depth gauge describes.
+    QueueRole {
+        Main => "main",
+        DeadLetter => "dead_letter",
+    }
+}
+
+label_enum! {
+    /// The SQS approximate count a depth gauge carries.
+    QueueState {
+        Visible => "visible",
+        InFlight => "in_flight",
+    }
+}
+
+/// One thing that happened. Fields are bounded label values or short context for the log
+/// line; never a message body or a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happened<'a> {
+    /// A message's effects were committed; `lag` is from the event's own time when known.
+    Processed { kind: EventKind, lag: Option<f64> },
+    /// An event that changes nothing ecr-audit tracks.
+    Ignored { kind: EventKind },
+    /// An event already committed (a redelivery).
+    Duplicate { kind: EventKind },
+    /// A message that can never be processed (kept in `rejected_messages`).
+    Rejected {
+        kind: EventKind,
+        code: RejectionCode,
+        message_id: &'a str,
+        reason: &'a str,
+    },
+    /// A message left on the queue for a later attempt (or for SQS to dead-letter).
+    Retried {
+        kind: EventKind,
+        code: RetryCode,
+        message_id: &'a str,
+        reason: &'a str,
+    },
+    /// Committed messages whose SQS delete failed (they come back as duplicates).
+    SqsDeleteFailed { count: usize },
+    /// One AWS call, after the SDK's retries.
+    AwsCalled {
+        operation: AwsOperation,
+        outcome: ApiOutcome,
+    },
+    /// A batch (events, re-checks or a sweep) was committed.
+    BatchCommitted {
+        first_unsigned: u64,
+        regressions: &'a [ControlId],
+    },
+    /// Signature re-checks were committed.
+    RechecksCommitted { first_unsigned: u64 },
+    /// A reconcile sweep ended and found `count` changes of `kind`, for each kind.
+    ReconcileFinished {
+        duration: Duration,
+        drift: &'a [(DriftKind, u64)],
+    },
+    /// EventBridge accepted an alert event.
+    AlertPublished { alert_id: i64 },
+    /// EventBridge refused an alert event; it is tried again after `delay`.
+    AlertFailed {
+        alert_id: i64,
+        attempt: u32,
+        delay: Duration,
+        error: &'a str,
+    },
+}
+
+impl Happened<'_> {
+    /// Writes the log line and bumps the counters of what happened.
+    pub fn record(&self, metrics: &Metrics) {
+        self.log();
+        self.count(metrics);
+    }
+
+    fn log(&self) {
+        match self {
+            Self::Rejected {
+                code,
+                message_id,
+                reason,
+                ..
+            } => warn!(
+                message.id = *message_id,
+                rejection.code = code.as_str(),
+                "rejected message {message_id}: {reason}"
+            ),
+            Self::Retried {
+                code,
+                message_id,
+                reason,
+                ..
+            } => warn!(
+                message.id = *message_id,
+                error.code = code.as_str(),
+                "message {message_id} left on the queue: {reason}"
+            ),
+            Self::AlertFailed {
+                alert_id,
+                attempt,
+                delay,
+                error,
+            } => warn!(
+                alert.id = *alert_id,
+                attempt = *attempt,
+                "alert event not accepted, retrying in {delay:?}: {error}"
+            ),
+            Self::SqsDeleteFailed { count } => {
+                warn!(
+                    count = *count,
+                    "SQS delete failed; the messages come back as duplicates"
+                );
+            }
+            Self::ReconcileFinished { duration, drift } => {
+                let changes: u64 = drift.iter().map(|(_, n)| n).sum();
+                debug!(?duration, changes, "reconcile sweep finished");
+            }
+            other => debug!(event = ?other, "telemetry"),
+        }
+    }
+
+    fn count(&self, metrics: &Metrics) {
+        match self {
+            Self::Processed { kind, lag } => {
+                metrics.event(*kind, EventOutcome::Processed);
+                if let Some(lag) = lag {
+                    metrics.event_committed(*lag);
+                }
+            }
+            Self::Ignored { kind } => metrics.event(*kind, EventOutcome::Ignored),
+            Self::Duplicate { kind } => metrics.event(*kind, EventOutcome::Duplicate),
+            Self::Rejected { kind, code, .. } => {
+                metrics.event(*kind, EventOutcome::Rejected);
+                metrics.rejected(*code);
+            }
+            Self::Retried { kind, code, .. } => {
+                metrics.event(*kind, EventOutcome::Retried);
+                metrics.retried(*code);
+            }
+            Self::SqsDeleteFailed { count } => metrics.sqs_delete_failed(*count),
+            Self::AwsCalled { operation, outcome } => metrics.aws_call(*operation, *outcome),
+            Self::BatchCommitted {
+                first_unsigned,
+                regressions,
+            } => {
+                metrics.unsigned_pushes(*first_unsigned);
+                metrics.control_regressions(regressions);
+                metrics.batch_committed();
+            }
+            Self::RechecksCommitted { first_unsigned } => metrics.unsigned_pushes(*first_unsigned),
+            Self::ReconcileFinished { duration, drift } => {
+                metrics.reconcile_finished(*duration);
+                for (kind, count) in *drift {
+                    metrics.reconcile_drift(*kind, *count);
+                }
+            }
+            Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
+            Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_bumps_the_event_and_the_retry_counters_together() {
+        let metrics = Metrics::new();
+        Happened::Retried {
+            kind: EventKind::ImagePushed,
+            code: RetryCode::DbUnavailable,
+            message_id: "m-1",
+            reason: "connection refused",
+        }
+        .record(&metrics);
+        let text = metrics.render().unwrap_or_default();
+        assert!(
+            text.contains(r#"ecr_audit_events_total{kind="image_pushed",outcome="retried"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ecr_audit_message_retries_total{code="db_unavailable"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("m-1"), "a message id is never a label");
+    }
+
+    #[test]
+    fn a_sweep_counts_each_drift_kind() {
+        let metrics = Metrics::new();
+        Happened::ReconcileFinished {
+            duration: Duration::from_secs(3),
+            drift: &[
+                (DriftKind::ImageAdded, 2),
+                (DriftKind::RepositoryDeleted, 1),
+            ],
+        }
+        .record(&metrics);
+        let text = metrics.render().unwrap_or_default();
+        assert!(text.contains(r#"ecr_audit_reconcile_drift_total{kind="image_added"} 2"#));
+        assert!(text.contains(r#"ecr_audit_reconcile_drift_total{kind="repository_deleted"} 1"#));
+        assert!(
+            text.contains("ecr_audit_reconcile_duration_seconds 3.0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_unique_per_set() {
+        for values in [
+            EventKind::values(),
+            RejectionCode::values(),
+            RetryCode::values(),
+        ] {
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), values.len(), "{values:?}");
+        }
+    }
+}

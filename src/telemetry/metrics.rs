@@ -1,0 +1,415 @@
+//! The metrics registry: every metric ecr-audit exports, registered from the one catalogue
+//! (`catalogue.rs`) that also renders the table of docs/METRICS.md.
+//!
+//! Labels are enums chosen by our code (`as_str()`), never values from events, so cardinality
+//! is bounded by construction: no digest, account, repository or message id. Counters are
+//! bumped only through [`super::Happened::record`]; gauges are set from plain numbers that
+//! their owners (`store` via `export::http`, `source::depth`) hand over.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Metric, Registry, Unit};
+
+use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
+
+use super::catalogue::{self as cat, MetricSpec, MetricUnit};
+use super::events::{
+    AlertOutcome, ApiOutcome, AwsOperation, DriftKind, EventKind, EventOutcome, QueueRole,
+    QueueState, RejectionCode, RetryCode,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControlLabels {
+    control: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SingleControlLabels {
+    control: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignatureLabels {
+    signature: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabels {
+    scan: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Lag buckets from 50 ms to ~27 minutes: pushes should land within seconds, retries take minutes.
+fn lag_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.05, 2.0, 16)
+}
+
+/// Registers `metric` under its catalogue entry's name, HELP text and unit.
+fn register_spec(registry: &mut Registry, spec: &MetricSpec, metric: impl Metric) {
+    match spec.unit {
+        MetricUnit::None => registry.register(spec.name, spec.help, metric),
+        MetricUnit::Seconds => {
+            registry.register_with_unit(spec.name, spec.help, Unit::Seconds, metric);
+        }
+    }
+}
+
+/// Registers a handle of `metric` (see [`register_spec`]) and returns the metric.
+fn register<M: Metric + Clone>(registry: &mut Registry, spec: &MetricSpec, metric: M) -> M {
+    register_spec(registry, spec, metric.clone());
+    metric
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    control_repositories: Family<ControlLabels, Gauge>,
+    images: Family<SignatureLabels, Gauge>,
+    image_scans: Family<ScanLabels, Gauge>,
+    unsigned_pushes: Counter,
+    recheck_backlog: Gauge,
+    events: Family<EventLabels, Counter>,
+    event_lag: Histogram,
+    aws_calls: Family<ApiLabels, Counter>,
+    rejected: Family<CodeLabels, Counter>,
+    message_retries: Family<CodeLabels, Counter>,
+    sqs_delete_failures: Counter,
+    queue_messages: Family<QueueLabels, Gauge>,
+    control_regressions: Family<SingleControlLabels, Counter>,
+    last_commit: FloatGauge,
+    reconcile_duration: FloatGauge,
+    reconcile_last_success: FloatGauge,
+    reconcile_drift: Family<KindLabels, Counter>,
+    alert_events: Family<OutcomeLabels, Counter>,
+    alert_backlog: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric of the catalogue, in its order.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix(cat::PREFIX);
+        let mut metrics = Self {
+            control_repositories: register(&mut r, &cat::CONTROL_REPOSITORIES, Family::default()),
+            images: register(&mut r, &cat::IMAGES, Family::default()),
+            image_scans: register(&mut r, &cat::IMAGE_SCANS, Family::default()),
+            unsigned_pushes: register(&mut r, &cat::UNSIGNED_PUSHES, Counter::default()),
+            recheck_backlog: register(&mut r, &cat::RECHECK_BACKLOG, Gauge::default()),
+            events: register(&mut r, &cat::EVENTS, Family::default()),
+            event_lag: register(&mut r, &cat::EVENT_LAG, Histogram::new(lag_buckets())),
+            aws_calls: register(&mut r, &cat::AWS_API_CALLS, Family::default()),
+            rejected: register(&mut r, &cat::REJECTED_MESSAGES, Family::default()),
+            message_retries: register(&mut r, &cat::MESSAGE_RETRIES, Family::default()),
+            sqs_delete_failures: register(&mut r, &cat::SQS_DELETE_FAILURES, Counter::default()),
+            queue_messages: register(&mut r, &cat::QUEUE_MESSAGES, Family::default()),
+            control_regressions: register(&mut r, &cat::CONTROL_REGRESSIONS, Family::default()),
+            last_commit: register(&mut r, &cat::LAST_COMMIT, FloatGauge::default()),
+            reconcile_duration: register(&mut r, &cat::RECONCILE_DURATION, FloatGauge::default()),
+            reconcile_last_success: register(
+                &mut r,
+                &cat::RECONCILE_LAST_SUCCESS,
+                FloatGauge::default(),
+            ),
+            reconcile_drift: register(&mut r, &cat::RECONCILE_DRIFT, Family::default()),
+            alert_events: register(&mut r, &cat::ALERT_EVENTS, Family::default()),
+            alert_backlog: register(&mut r, &cat::ALERT_BACKLOG, Gauge::default()),
+            registry: r,
+        };
+        register_spec(
+            &mut metrics.registry,
+            &cat::BUILD,
+            Info::new(VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        metrics.start_series_at_zero();
+        metrics
+    }
+
+    /// Series that start at 0, so rate() and increase() see their first event.
+    fn start_series_at_zero(&self) {
+        for control in ControlId::ALL {
+            self.control_regressions
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .get();
+        }
+        for outcome in AlertOutcome::ALL {
+            self.alert_events
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
+        for kind in DriftKind::ALL {
+            self.reconcile_drift
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str(),
+                })
+                .get();
+        }
+    }
+
+    pub(super) fn event(&self, kind: EventKind, outcome: EventOutcome) {
+        self.events
+            .get_or_create(&EventLabels {
+                kind: kind.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn event_committed(&self, lag_seconds: f64) {
+        self.event_lag.observe(lag_seconds.max(0.0));
+    }
+
+    pub(super) fn aws_call(&self, operation: AwsOperation, outcome: ApiOutcome) {
+        self.aws_calls
+            .get_or_create(&ApiLabels {
+                operation: operation.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn rejected(&self, code: RejectionCode) {
+        self.rejected
+            .get_or_create(&CodeLabels {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn retried(&self, code: RetryCode) {
+        self.message_retries
+            .get_or_create(&CodeLabels {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn sqs_delete_failed(&self, count: usize) {
+        self.sqs_delete_failures
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    pub(super) fn unsigned_pushes(&self, first_unsigned: u64) {
+        self.unsigned_pushes.inc_by(first_unsigned);
+    }
+
+    pub(super) fn control_regressions(&self, controls: &[ControlId]) {
+        for control in controls {
+            self.control_regressions
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub(super) fn batch_committed(&self) {
+        self.last_commit
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
+    pub(super) fn reconcile_finished(&self, duration: std::time::Duration) {
+        self.reconcile_duration.set(duration.as_secs_f64());
+    }
+
+    pub(super) fn reconcile_drift(&self, kind: DriftKind, count: u64) {
+        self.reconcile_drift
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    pub(super) fn alert_event(&self, outcome: AlertOutcome) {
+        self.alert_events
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Replaces the control gauges with counts the store read; combinations absent from
+    /// `counts` are set to 0 so a status that emptied does not keep its last value.
+    pub fn set_control_counts(&self, counts: &[(ControlId, ControlStatus, i64)]) {
+        for control in ControlId::ALL {
+            for status in ControlStatus::ALL {
+                let value = counts
+                    .iter()
+                    .find(|(c, s, _)| *c == control && *s == status)
+                    .map_or(0, |(_, _, n)| *n);
+                self.control_repositories
+                    .get_or_create(&ControlLabels {
+                        control: control.as_str(),
+                        status: status.as_str(),
+                    })
+                    .set(value);
+            }
+        }
+    }
+
+    /// Replaces the per-digest gauges with counts the store read (absent statuses → 0).
+    pub fn set_image_counts(
+        &self,
+        signatures: &[(SignatureStatus, i64)],
+        scans: &[(ScanStatus, i64)],
+        recheck_backlog: i64,
+    ) {
+        for status in SignatureStatus::ALL {
+            let n = count_of(signatures, status);
+            self.images
+                .get_or_create(&SignatureLabels {
+                    signature: status.as_str(),
+                })
+                .set(n);
+        }
+        for status in ScanStatus::ALL {
+            let n = count_of(scans, status);
+            self.image_scans
+                .get_or_create(&ScanLabels {
+                    scan: status.as_str(),
+                })
+                .set(n);
+        }
+        self.recheck_backlog.set(recheck_backlog);
+    }
+
+    pub fn queue_depth(&self, queue: QueueRole, visible: i64, in_flight: i64) {
+        for (state, value) in [
+            (QueueState::Visible, visible),
+            (QueueState::InFlight, in_flight),
+        ] {
+            self.queue_messages
+                .get_or_create(&QueueLabels {
+                    queue: queue.as_str(),
+                    state: state.as_str(),
+                })
+                .set(value);
+        }
+    }
+
+    /// Replaces the operational gauges read from the store.
+    pub fn set_operational_counts(
+        &self,
+        alert_backlog: i64,
+        last_reconcile: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        self.alert_backlog.set(alert_backlog);
+        self.reconcile_last_success
+            .set(last_reconcile.map_or(0.0, |t| t.timestamp() as f64));
+    }
+
+    /// Renders the OpenMetrics text exposition.
+    ///
+    /// # Errors
+    /// Only if formatting into a `String` fails, which it does not in practice.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn count_of<S: PartialEq + Copy>(counts: &[(S, i64)], status: S) -> i64 {
+    counts
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Happened;
+
+    #[test]
+    fn contract_metric_names_and_label_values_are_unchanged() {
+        let metrics = Metrics::new();
+        Happened::Duplicate {
+            kind: EventKind::ImagePushed,
+        }
+        .record(&metrics);
+        Happened::Processed {
+            kind: EventKind::ImagePushed,
+            lag: Some(0.2),
+        }
+        .record(&metrics);
+        Happened::AwsCalled {
+            operation: AwsOperation::EcrDescribeImages,
+            outcome: ApiOutcome::ServiceError,
+        }
+        .record(&metrics);
+        metrics.set_control_counts(&[(ControlId::Ecr2, ControlStatus::Fail, 3)]);
+        metrics.queue_depth(QueueRole::DeadLetter, 4, 1);
+        let text = metrics.render().unwrap_or_default();
+        for line in [
+            r#"ecr_audit_control_repositories{control="ECR.2",status="FAIL"} 3"#,
+            r#"ecr_audit_control_repositories{control="ECR.1",status="PASS"} 0"#,
+            r#"ecr_audit_events_total{kind="image_pushed",outcome="duplicate"} 1"#,
+            r#"ecr_audit_aws_api_calls_total{operation="ecr:DescribeImages",outcome="service_error"} 1"#,
+            r#"ecr_audit_queue_messages{queue="dead_letter",state="visible"} 4"#,
+            r#"ecr_audit_queue_messages{queue="dead_letter",state="in_flight"} 1"#,
+            r#"ecr_audit_alert_events_total{outcome="failed"} 0"#,
+            r#"ecr_audit_control_regressions_total{control="ECRA.1"} 0"#,
+            "ecr_audit_event_lag_seconds_count 1",
+            "# TYPE ecr_audit_build info",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Telemetry, a leaf that imports nothing but `domain`: logging set-up, the metrics
+//! catalogue and registry (`/metrics` and docs/METRICS.md come from the one catalogue), and
+//! the typed events that write a log line and bump a counter together.
+
+pub mod catalogue;
+pub mod events;
+pub mod logging;
+pub mod metrics;
+
+pub use events::{
+    AlertOutcome, ApiOutcome, AwsOperation, DriftKind, EventKind, EventOutcome, Happened,
+    QueueRole, QueueState, RejectionCode, RetryCode,
+};
+pub use logging::{LogFormat, init};
+pub use metrics::Metrics;
