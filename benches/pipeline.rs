@@ -377,7 +377,7 @@ async fn emulator_calls(account: &str) -> f64 {
 }
 
 async fn calls(n: usize) {
-    let sdk = ecr_audit::enrich::aws::load_sdk_config().await;
+    let sdk = ecr_audit::aws::load_sdk_config().await;
     let ecr = aws_sdk_ecr::Client::new(&sdk);
     let (pool, _) = fresh_database("bench_calls").await;
     let metrics = Arc::new(Metrics::new());

@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::aws::load_sdk_config;
 use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, PipelineArgs};
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
-use crate::enrich::aws::load_sdk_config;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
 use crate::export::views;

@@ -27,6 +27,7 @@
 //!   [`cli`] and [`config`] are the command line.
 
 pub mod alerts;
+pub mod aws;
 pub mod backoff;
 pub mod cli;
 pub mod config;

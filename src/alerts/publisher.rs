@@ -84,7 +84,7 @@ impl AlertPublisher {
                 })
                 .collect(),
             Err(err) => {
-                let reason = format!("{:?}", crate::enrich::aws::classify(&err));
+                let reason = format!("{:?}", crate::aws::classify(&err));
                 alerts
                     .iter()
                     .map(|alert| (alert.id, self.delivery(alert, Some(reason.clone()))))

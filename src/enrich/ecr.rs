@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::aws::{AwsErrorClass, classify};
 use super::{EnrichError, Registry};
+use crate::aws::{AwsErrorClass, classify};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::facts::{
     ArtifactKind, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository,

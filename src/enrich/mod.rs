@@ -10,7 +10,6 @@
 //! failures (throttling after the SDK's own retries, timeouts, 5xx) are errors: they leave the
 //! message on the queue.
 
-pub mod aws;
 pub mod cache;
 pub mod ecr;
 #[cfg(test)]

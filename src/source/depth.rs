@@ -29,7 +29,7 @@ async fn read_depth(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<Dep
         .attribute_names(QueueAttributeName::RedrivePolicy)
         .send()
         .await
-        .map_err(|e| format!("{:?}", crate::enrich::aws::classify(&e)))?;
+        .map_err(|e| format!("{:?}", crate::aws::classify(&e)))?;
     let attributes = output.attributes();
     let count = |name: &QueueAttributeName| {
         attributes
@@ -95,7 +95,7 @@ pub async fn poll_queue_depth(
                     {
                         Ok(found) => dead_letter_url = found.queue_url().map(str::to_owned),
                         Err(err) => {
-                            warn!(queue.name = name, error = ?crate::enrich::aws::classify(&err), "cannot find the dead-letter queue");
+                            warn!(queue.name = name, error = ?crate::aws::classify(&err), "cannot find the dead-letter queue");
                         }
                     }
                 }

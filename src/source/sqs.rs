@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::aws::{AwsErrorClass, classify};
 use crate::backoff::backoff;
-use crate::enrich::aws::{AwsErrorClass, classify};
 use crate::parse::InputFormat;
 use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
 use crate::telemetry::{Happened, RetryCode};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use ecr_audit::aws::load_sdk_config;
 use ecr_audit::domain::{AccountId, Region};
 use ecr_audit::enrich::Registry;
-use ecr_audit::enrich::aws::load_sdk_config;
 use ecr_audit::enrich::ecr::EcrRegistry;
 use ecr_audit::parse::ParseContext;
 use ecr_audit::pipeline::Pipeline;

@@ -137,7 +137,7 @@ impl Drop for TestRule {
 /// The configuration of `sdk` (its credentials, hence its account) with HTTP connections of
 /// the cleanup's own runtime: the test's pooled connections are driven by the test's runtime.
 async fn fresh_config(sdk: &SdkConfig) -> SdkConfig {
-    let base = ecr_audit::enrich::aws::load_sdk_config().await;
+    let base = ecr_audit::aws::load_sdk_config().await;
     match sdk.credentials_provider() {
         Some(credentials) => base.to_builder().credentials_provider(credentials).build(),
         None => base,

@@ -24,7 +24,7 @@ async fn every_clone_arrives_with_every_migration_applied() {
 
 #[tokio::test]
 async fn a_test_that_panics_leaves_no_database_queue_or_rule_behind() {
-    let sdk = ecr_audit::enrich::aws::load_sdk_config().await;
+    let sdk = ecr_audit::aws::load_sdk_config().await;
     let database = format!("{DATABASE_PREFIX}{}", unique_suffix());
     let prefix = format!("p{}-", unique_suffix());
     let (inner_database, inner_prefix, inner_sdk) = (database.clone(), prefix.clone(), sdk.clone());
