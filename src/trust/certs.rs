@@ -117,53 +117,9 @@ pub fn verify_signature(
 /// leaf and the CAs, no SHA-1, basic constraints.
 pub fn check_requirements(chain: &Chain<'_>) -> Result<(), Rejection> {
     let usage = |reason: String| Rejection::new(Failure::CertificateUsage, reason);
-    let leaf = chain.leaf();
-    match leaf.key_usage() {
-        Ok(Some(ku)) if ku.critical && ku.value.digital_signature() => {
-            let v = ku.value;
-            if v.key_encipherment()
-                || v.data_encipherment()
-                || v.key_agreement()
-                || v.key_cert_sign()
-                || v.crl_sign()
-                || v.encipher_only()
-                || v.decipher_only()
-            {
-                return Err(usage(
-                    "the leaf's key usage allows more than digitalSignature".to_owned(),
-                ));
-            }
-        }
-        _ => {
-            return Err(usage(
-                "the leaf has no critical key usage with digitalSignature".to_owned(),
-            ));
-        }
-    }
-    match leaf.extended_key_usage() {
-        Ok(None) => {}
-        Ok(Some(eku)) => {
-            let v = eku.value;
-            if v.any
-                || v.server_auth
-                || v.client_auth
-                || v.email_protection
-                || v.time_stamping
-                || !v.code_signing
-            {
-                return Err(usage(
-                    "the leaf's extended key usage is not code signing (id-kp-codeSigning)"
-                        .to_owned(),
-                ));
-            }
-        }
-        Err(_) => {
-            return Err(usage(
-                "the leaf's extended key usage is malformed".to_owned(),
-            ));
-        }
-    }
-    if let Ok(Some(bc)) = leaf.basic_constraints()
+    leaf_key_usage(chain.leaf()).map_err(|r| usage(r.to_owned()))?;
+    leaf_extended_key_usage(chain.leaf()).map_err(|r| usage(r.to_owned()))?;
+    if let Ok(Some(bc)) = chain.leaf().basic_constraints()
         && bc.value.ca
         && chain.parsed.len() > 1
     {
@@ -187,6 +143,47 @@ pub fn check_requirements(chain: &Chain<'_>) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+/// The leaf's key usage: critical, digitalSignature, and nothing else.
+fn leaf_key_usage(leaf: &X509Certificate<'_>) -> Result<(), &'static str> {
+    let Ok(Some(ku)) = leaf.key_usage() else {
+        return Err("the leaf has no critical key usage with digitalSignature");
+    };
+    let v = ku.value;
+    if !ku.critical || !v.digital_signature() {
+        return Err("the leaf has no critical key usage with digitalSignature");
+    }
+    let more = v.key_encipherment()
+        || v.data_encipherment()
+        || v.key_agreement()
+        || v.key_cert_sign()
+        || v.crl_sign()
+        || v.encipher_only()
+        || v.decipher_only();
+    if more {
+        return Err("the leaf's key usage allows more than digitalSignature");
+    }
+    Ok(())
+}
+
+/// The leaf's extended key usage: absent, or code signing alone.
+fn leaf_extended_key_usage(leaf: &X509Certificate<'_>) -> Result<(), &'static str> {
+    match leaf.extended_key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(eku)) => {
+            let v = eku.value;
+            let other =
+                v.any || v.server_auth || v.client_auth || v.email_protection || v.time_stamping;
+            if other || !v.code_signing {
+                return Err(
+                    "the leaf's extended key usage is not code signing (id-kp-codeSigning)",
+                );
+            }
+            Ok(())
+        }
+        Err(_) => Err("the leaf's extended key usage is malformed"),
+    }
 }
 
 /// The instant at which to build the chain: the signing time when every certificate is valid

@@ -350,36 +350,26 @@ fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), B
         if walk.manifest_seen {
             return Ok(Err(walk.bad(line, None, Problem::TrailingData)));
         }
-        match row.get(0) {
-            Some("manifest") => {
-                if let Err(bad) = walk.manifest_line(line) {
-                    return Ok(Err(bad));
-                }
-            }
-            Some("evidence") => {
-                let (record, hash) = match csv::read_record(&row) {
-                    Ok(read) => read,
-                    Err(err) => {
-                        return Ok(Err(walk.bad(
-                            line,
-                            None,
-                            Problem::Malformed(err.to_string()),
-                        )));
-                    }
-                };
-                if let Err(bad) = walk.check(line, &record, &hash, Some(csv::empty_string_readings))
-                {
-                    return Ok(Err(bad));
-                }
-            }
-            other => {
-                return Ok(Err(walk.bad(
-                    line,
-                    None,
-                    Problem::Malformed(format!("unknown record_type {other:?}")),
-                )));
-            }
+        if let Err(bad) = walk_csv_row(&row, line, walk) {
+            return Ok(Err(bad));
         }
+    }
+}
+
+/// One CSV row after the header: a record, or the closing manifest.
+fn walk_csv_row(row: &::csv::StringRecord, line: u64, walk: &mut Walk) -> Result<(), BadRecord> {
+    match row.get(0) {
+        Some("manifest") => walk.manifest_line(line),
+        Some("evidence") => {
+            let (record, hash) = csv::read_record(row)
+                .map_err(|err| walk.bad(line, None, Problem::Malformed(err.to_string())))?;
+            walk.check(line, &record, &hash, Some(csv::empty_string_readings))
+        }
+        other => Err(walk.bad(
+            line,
+            None,
+            Problem::Malformed(format!("unknown record_type {other:?}")),
+        )),
     }
 }
 
