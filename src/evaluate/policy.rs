@@ -631,6 +631,10 @@ mod tests {
     }
 
     /// ECRA.2: (rule, statement, status, reason part).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "a declarative table of IAM condition cases"
+    )]
     fn cross_account_cases() -> Vec<(&'static str, Value, ControlStatus, &'static str)> {
         let foreign_root = json!({"AWS": "arn:aws:iam::210987654321:root"});
         vec![

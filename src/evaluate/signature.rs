@@ -247,6 +247,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the signature verdict table, one row per case"
+    )]
     fn the_signature_table() {
         use SignatureKind::{Cosign, Notation};
         use SignatureStatus::*;
