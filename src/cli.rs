@@ -35,7 +35,7 @@ pub mod exit {
     /// Configuration, connection or I/O failure.
     pub const ERROR: i32 = 1;
     /// `ingest` finished but some messages failed for good; `verify` found a broken chain.
-    pub const INCOMPLETE: i32 = 2;
+    pub(crate) const INCOMPLETE: i32 = 2;
 }
 
 pub async fn run(command: Command) -> anyhow::Result<i32> {
@@ -218,7 +218,7 @@ async fn connect(db: &DatabaseArgs) -> anyhow::Result<Store> {
 ///
 /// # Errors
 /// When the database is unreachable or no account can be determined.
-pub async fn build_pipeline(
+pub(crate) async fn build_pipeline(
     args: &PipelineArgs,
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
@@ -284,7 +284,7 @@ pub async fn build_pipeline(
 }
 
 /// A pipeline with what a reconcile sweep needs beside it.
-pub struct BuiltPipeline {
+pub(crate) struct BuiltPipeline {
     pub pipeline: Pipeline,
     /// The uncached registry reader the pipeline's cache wraps.
     pub registry: Arc<dyn Registry>,

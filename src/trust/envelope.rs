@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::Limits;
 use super::outcome::{Failure, Rejection};
 
-pub const JWS_MEDIA_TYPE: &str = "application/jose+json";
-pub const COSE_MEDIA_TYPE: &str = "application/cose";
-pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
+pub(crate) const JWS_MEDIA_TYPE: &str = "application/jose+json";
+pub(crate) const COSE_MEDIA_TYPE: &str = "application/cose";
+pub(crate) const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
 
 const SCHEME: &str = "io.cncf.notary.signingScheme";
 const SIGNING_TIME: &str = "io.cncf.notary.signingTime";
