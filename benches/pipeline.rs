@@ -376,6 +376,10 @@ async fn emulator_calls(account: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one benchmark scenario, measured step by step"
+)]
 async fn calls(n: usize) {
     let sdk = ecr_audit::aws::load_sdk_config().await;
     let ecr = aws_sdk_ecr::Client::new(&sdk);

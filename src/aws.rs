@@ -28,7 +28,7 @@ pub async fn load_sdk_config() -> SdkConfig {
 
 /// What an AWS error means for the message that needed the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AwsErrorClass {
+pub(crate) enum AwsErrorClass {
     /// Throttling, timeouts, connection failures and 5xx: try again later.
     Transient(String),
     /// The service answered with this error code: a lasting answer (not found, denied, …).
@@ -48,7 +48,7 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// Classifies any SDK error (every AWS SDK crate shares this error type).
-pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> AwsErrorClass
+pub(crate) fn classify<E>(err: &SdkError<E, HttpResponse>) -> AwsErrorClass
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Exponential backoff: `base * 2^(attempt-1)`, capped.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let exponent = attempt.saturating_sub(1).min(20);
     base.saturating_mul(1 << exponent).min(max)
 }

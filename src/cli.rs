@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::aws::load_sdk_config;
-use crate::config::{Command, DatabaseArgs, EvidenceCommand, OutputFormat, PipelineArgs};
+use crate::config::{
+    Command, DatabaseArgs, EvidenceCommand, ImagesArgs, IngestArgs, OutputFormat, PipelineArgs,
+    PostureArgs, ReconcileArgs, WorkerArgs,
+};
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
@@ -32,158 +35,170 @@ pub mod exit {
     /// Configuration, connection or I/O failure.
     pub const ERROR: i32 = 1;
     /// `ingest` finished but some messages failed for good; `verify` found a broken chain.
-    pub const INCOMPLETE: i32 = 2;
+    pub(crate) const INCOMPLETE: i32 = 2;
 }
 
 pub async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Migrate(db) => {
-            connect(&db)
-                .await?
-                .migrate()
-                .await
-                .context("applying migrations")?;
-            info!("migrations applied");
-            Ok(exit::OK)
-        }
-        Command::Worker(args) => {
-            let sdk = load_sdk_config().await;
-            let metrics = Arc::new(Metrics::new());
-            let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
-            let pipeline = built.pipeline;
-            let mut background = crate::worker::Background::new(args.recheck_poll);
-            background.queue_metrics_interval = args.queue_metrics_interval;
-            background.http = args.http.limits();
-            let pipeline = match &args.alert_bus {
-                Some(bus) => {
-                    let store = pipeline.store().clone().with_alerts(true);
-                    background.alerts = Some(crate::alerts::AlertPublisher::new(
-                        store.pool().clone(),
-                        aws_sdk_eventbridge::Client::new(&sdk),
-                        bus.clone(),
-                        Arc::clone(&metrics),
-                    ));
-                    pipeline.with_store(store)
-                }
-                None => pipeline,
-            };
-            let pipeline = Arc::new(pipeline);
-            if !args.reconcile_interval.is_zero() {
-                background.reconcile = Some((
-                    Reconciler::new(Arc::clone(&pipeline), built.registry, built.targets),
-                    args.reconcile_interval,
-                ));
-            }
-            let listener = TcpListener::bind(args.http_addr)
-                .await
-                .with_context(|| format!("binding {}", args.http_addr))?;
-            let mut settings = SqsSettings::new(args.queue_url);
-            settings.max_in_flight_batches = args.max_in_flight_batches.max(1);
-            settings.visibility_timeout = args.visibility_timeout;
-            settings.retry_base = args.retry_base;
-            settings.shutdown_grace = args.shutdown_grace;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(watch_signals(shutdown.clone()));
-            crate::worker::run(
-                pipeline,
-                aws_sdk_sqs::Client::new(&sdk),
-                settings,
-                background,
-                listener,
-                shutdown,
-            )
-            .await?;
-            Ok(exit::OK)
-        }
-        Command::Ingest(args) => {
-            let sdk = load_sdk_config().await;
-            let pipeline = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new()))
-                .await?
-                .pipeline;
-            let name = args.file.display().to_string();
-            let reader: Box<dyn AsyncRead + Unpin + Send> = if name == "-" {
-                Box::new(tokio::io::stdin())
-            } else {
-                Box::new(
-                    tokio::fs::File::open(&args.file)
-                        .await
-                        .with_context(|| format!("opening {name}"))?,
-                )
-            };
-            let counts = file::ingest(&pipeline, reader, &name, |_| {}).await?;
-            print_counts(&counts);
-            Ok(if counts.failed > 0 {
-                exit::INCOMPLETE
-            } else {
-                exit::OK
-            })
-        }
-        Command::Reconcile(args) => {
-            let sdk = load_sdk_config().await;
-            let built = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new())).await?;
-            let reconciler =
-                Reconciler::new(Arc::new(built.pipeline), built.registry, built.targets);
-            let progress = ProgressBar::new();
-            let report = reconciler.sweep(&progress).await;
-            progress.finish();
-            let report = report.context("reconcile sweep")?;
-            println!(
-                "reconciled {} repositories and {} images; {} change(s) recorded{}",
-                report.repositories,
-                report.images,
-                report.total_changes(),
-                if report.changes.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ": {}",
-                        report
-                            .changes
-                            .iter()
-                            .map(|(kind, n)| format!("{kind} {n}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            );
-            Ok(exit::OK)
-        }
-        Command::Posture(args) => {
-            let store = connect(&args.database).await?;
-            let rows = match args.at {
-                Some(at) => {
-                    let (state, coverage) = store.as_of(at).await?;
-                    warn_history_coverage(at, &coverage);
-                    state.posture(args.repository.as_deref())
-                }
-                None => store.posture(args.repository.as_deref()).await?,
-            };
-            match args.format {
-                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
-                OutputFormat::Table => emit(&views::posture_table(&rows))?,
-            }
-            Ok(exit::OK)
-        }
-        Command::Images(args) => {
-            let store = connect(&args.database).await?;
-            let rows = match args.at {
-                Some(at) => {
-                    let (state, coverage) = store.as_of(at).await?;
-                    warn_history_coverage(at, &coverage);
-                    state.images(args.repository.as_deref())
-                }
-                None => store.images(args.repository.as_deref()).await?,
-            };
-            match args.format {
-                OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
-                OutputFormat::Table => emit(&views::images_table(&rows))?,
-            }
-            Ok(exit::OK)
-        }
+        Command::Migrate(db) => migrate(&db).await,
+        Command::Worker(args) => worker(args).await,
+        Command::Ingest(args) => ingest(args).await,
+        Command::Reconcile(args) => reconcile(args).await,
+        Command::Posture(args) => posture(args).await,
+        Command::Images(args) => images(args).await,
         Command::Verify(args) => evidence_cli::verify(args).await,
         Command::Export(args) => evidence_cli::export(args).await,
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
     }
+}
+
+async fn migrate(db: &DatabaseArgs) -> anyhow::Result<i32> {
+    connect(db)
+        .await?
+        .migrate()
+        .await
+        .context("applying migrations")?;
+    info!("migrations applied");
+    Ok(exit::OK)
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    let sdk = load_sdk_config().await;
+    let metrics = Arc::new(Metrics::new());
+    let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
+    let pipeline = built.pipeline;
+    let mut background = crate::worker::Background::new(args.recheck_poll);
+    background.queue_metrics_interval = args.queue_metrics_interval;
+    background.http = args.http.limits();
+    let pipeline = match &args.alert_bus {
+        Some(bus) => {
+            let store = pipeline.store().clone().with_alerts(true);
+            background.alerts = Some(crate::alerts::AlertPublisher::new(
+                store.pool().clone(),
+                aws_sdk_eventbridge::Client::new(&sdk),
+                bus.clone(),
+                Arc::clone(&metrics),
+            ));
+            pipeline.with_store(store)
+        }
+        None => pipeline,
+    };
+    let pipeline = Arc::new(pipeline);
+    if !args.reconcile_interval.is_zero() {
+        background.reconcile = Some((
+            Reconciler::new(Arc::clone(&pipeline), built.registry, built.targets),
+            args.reconcile_interval,
+        ));
+    }
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    crate::worker::run(
+        pipeline,
+        aws_sdk_sqs::Client::new(&sdk),
+        sqs_settings(&args),
+        background,
+        listener,
+        shutdown,
+    )
+    .await?;
+    Ok(exit::OK)
+}
+
+fn sqs_settings(args: &WorkerArgs) -> SqsSettings {
+    let mut settings = SqsSettings::new(args.queue_url.clone());
+    settings.max_in_flight_batches = args.max_in_flight_batches.max(1);
+    settings.visibility_timeout = args.visibility_timeout;
+    settings.retry_base = args.retry_base;
+    settings.shutdown_grace = args.shutdown_grace;
+    settings
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<i32> {
+    let sdk = load_sdk_config().await;
+    let pipeline = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new()))
+        .await?
+        .pipeline;
+    let name = args.file.display().to_string();
+    let reader: Box<dyn AsyncRead + Unpin + Send> = if name == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(&args.file)
+                .await
+                .with_context(|| format!("opening {name}"))?,
+        )
+    };
+    let counts = file::ingest(&pipeline, reader, &name, |_| {}).await?;
+    print_counts(&counts);
+    Ok(if counts.failed > 0 {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    })
+}
+
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
+    let sdk = load_sdk_config().await;
+    let built = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new())).await?;
+    let reconciler = Reconciler::new(Arc::new(built.pipeline), built.registry, built.targets);
+    let progress = ProgressBar::new();
+    let report = reconciler.sweep(&progress).await;
+    progress.finish();
+    let report = report.context("reconcile sweep")?;
+    let changes = if report.changes.is_empty() {
+        String::new()
+    } else {
+        let listed: Vec<String> = report
+            .changes
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        format!(": {}", listed.join(", "))
+    };
+    println!(
+        "reconciled {} repositories and {} images; {} change(s) recorded{changes}",
+        report.repositories,
+        report.images,
+        report.total_changes(),
+    );
+    Ok(exit::OK)
+}
+
+async fn posture(args: PostureArgs) -> anyhow::Result<i32> {
+    let store = connect(&args.database).await?;
+    let rows = match args.at {
+        Some(at) => {
+            let (state, coverage) = store.as_of(at).await?;
+            warn_history_coverage(at, &coverage);
+            state.posture(args.repository.as_deref())
+        }
+        None => store.posture(args.repository.as_deref()).await?,
+    };
+    match args.format {
+        OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
+        OutputFormat::Table => emit(&views::posture_table(&rows))?,
+    }
+    Ok(exit::OK)
+}
+
+async fn images(args: ImagesArgs) -> anyhow::Result<i32> {
+    let store = connect(&args.database).await?;
+    let rows = match args.at {
+        Some(at) => {
+            let (state, coverage) = store.as_of(at).await?;
+            warn_history_coverage(at, &coverage);
+            state.images(args.repository.as_deref())
+        }
+        None => store.images(args.repository.as_deref()).await?,
+    };
+    match args.format {
+        OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
+        OutputFormat::Table => emit(&views::images_table(&rows))?,
+    }
+    Ok(exit::OK)
 }
 
 fn print_counts(counts: &IngestCounts) {
@@ -203,7 +218,7 @@ async fn connect(db: &DatabaseArgs) -> anyhow::Result<Store> {
 ///
 /// # Errors
 /// When the database is unreachable or no account can be determined.
-pub async fn build_pipeline(
+pub(crate) async fn build_pipeline(
     args: &PipelineArgs,
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
@@ -269,7 +284,7 @@ pub async fn build_pipeline(
 }
 
 /// A pipeline with what a reconcile sweep needs beside it.
-pub struct BuiltPipeline {
+pub(crate) struct BuiltPipeline {
     pub pipeline: Pipeline,
     /// The uncached registry reader the pipeline's cache wraps.
     pub registry: Arc<dyn Registry>,
@@ -391,7 +406,7 @@ mod evidence_cli {
     use crate::evidence::chain::EvidenceFilter;
     use crate::evidence::export::verify::{FileReport, Start, verify_file};
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
-    use crate::evidence::retention::{self, Checkpoint};
+    use crate::evidence::retention::{self, ArchivablePrefix, Checkpoint};
     use crate::store::Store;
     use crate::store::views::ChainReport;
 
@@ -634,27 +649,8 @@ mod evidence_cli {
                 bail!("the archive just written does not verify ({bad}); nothing was dropped")
             }
         };
-        let (Some(first), Some(last)) = (&report.manifest.first, &report.manifest.last) else {
-            bail!("the archive is empty; nothing was dropped");
-        };
-        if first.seq != prefix.first_seq
-            || last.seq != prefix.last_seq
-            || report.manifest != manifest
-        {
-            bail!(
-                "the archive covers seq {}..{} but seq {}..{} was to be archived; nothing was dropped",
-                first.seq,
-                last.seq,
-                prefix.first_seq,
-                prefix.last_seq
-            );
-        }
-        let sha256 = {
-            let mut hasher = Sha256::new();
-            let mut reader = std::fs::File::open(&args.output)?;
-            std::io::copy(&mut reader, &mut hasher)?;
-            hex::encode(hasher.finalize())
-        };
+        let last = archive_covers_exactly(&report.manifest, &manifest, &prefix)?;
+        let sha256 = file_sha256(&args.output)?;
         let checkpoint = Checkpoint {
             prefix: prefix.clone(),
             last_hash: last.hash.clone(),
@@ -676,5 +672,34 @@ mod evidence_cli {
             args.output.display()
         );
         Ok(exit::OK)
+    }
+
+    /// The archive's manifest names exactly the prefix to drop (and is the one just written);
+    /// its last record is what the checkpoint continues from.
+    fn archive_covers_exactly(
+        written: &Manifest,
+        streamed: &Manifest,
+        prefix: &ArchivablePrefix,
+    ) -> anyhow::Result<ChainPoint> {
+        let (Some(first), Some(last)) = (&written.first, &written.last) else {
+            bail!("the archive is empty; nothing was dropped");
+        };
+        if first.seq != prefix.first_seq || last.seq != prefix.last_seq || written != streamed {
+            bail!(
+                "the archive covers seq {}..{} but seq {}..{} was to be archived; nothing was dropped",
+                first.seq,
+                last.seq,
+                prefix.first_seq,
+                prefix.last_seq
+            );
+        }
+        Ok(last.clone())
+    }
+
+    fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+        let mut hasher = Sha256::new();
+        let mut reader = std::fs::File::open(path)?;
+        std::io::copy(&mut reader, &mut hasher)?;
+        Ok(hex::encode(hasher.finalize()))
     }
 }

@@ -20,7 +20,7 @@ pub use crate::telemetry::LogFormat;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -129,7 +129,7 @@ impl RepositoryName {
     ///
     /// # Errors
     /// When `arn` has no `:repository/` part or the name is invalid.
-    pub fn from_arn(arn: &str) -> Result<Self, InvalidIdentifier> {
+    pub(crate) fn from_arn(arn: &str) -> Result<Self, InvalidIdentifier> {
         match arn.split_once(":repository/") {
             Some((_, name)) => Self::parse(name),
             None => Err(invalid("repository ARN", arn)),
@@ -230,7 +230,7 @@ impl ControlId {
         }
     }
 
-    pub fn from_str_opt(value: &str) -> Option<Self> {
+    pub(crate) fn from_str_opt(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == value)
     }
 }
@@ -262,7 +262,7 @@ impl ControlStatus {
         }
     }
 
-    pub fn from_str_opt(value: &str) -> Option<Self> {
+    pub(crate) fn from_str_opt(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == value)
     }
 }
@@ -389,12 +389,12 @@ impl SignatureStatus {
         }
     }
 
-    pub fn from_str_opt(value: &str) -> Option<Self> {
+    pub(crate) fn from_str_opt(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
     /// The statuses worth a page (docs/ALERTS.md); the OCSF export maps the same set to Fail.
-    pub const PAGING: [SignatureStatus; 3] = [Self::Unsigned, Self::Failed, Self::Untrusted];
+    pub(crate) const PAGING: [SignatureStatus; 3] = [Self::Unsigned, Self::Failed, Self::Untrusted];
 
     /// Whether a digest reaching this status pages.
     pub fn pages(self) -> bool {
@@ -406,7 +406,7 @@ impl SignatureStatus {
 /// beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ScanStatus {
+pub(crate) enum ScanStatus {
     Scanned,
     Pending,
     Failed,
@@ -439,13 +439,13 @@ impl ScanStatus {
         }
     }
 
-    pub fn from_str_opt(value: &str) -> Option<Self> {
+    pub(crate) fn from_str_opt(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
     /// Maps a raw ECR `imageScanStatus.status` (or Inspector scan status); `None` for a value
     /// this version does not know, which callers keep as raw data.
-    pub fn from_raw(raw: &str) -> Option<Self> {
+    pub(crate) fn from_raw(raw: &str) -> Option<Self> {
         Some(match raw {
             "COMPLETE" | "ACTIVE" | "INITIAL_SCAN_COMPLETE" => Self::Scanned,
             "IN_PROGRESS" | "PENDING" => Self::Pending,

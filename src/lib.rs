@@ -1,30 +1,22 @@
 //! ecr-audit: an event-driven compliance auditor for Amazon ECR.
 //!
 //! For every image digest pushed to ECR it answers, within seconds and with evidence, how the
-//! digest was stored (tag immutability, encryption) and who pushed it; for every repository,
-//! whether it passes Security Hub controls ECR.1, ECR.2, ECR.3 and ECR.5.
+//! digest was stored (tag immutability, encryption), whether it was signed and scanned, and who
+//! pushed it; for every repository, whether it passes Security Hub's ECR controls and
+//! ecr-audit's own checks.
 //!
-//! ```text
-//!  EventBridge ──► SQS (+DLQ) ──► source ──► parse ──► enrich ──► evaluate ──► store ──► export
-//!  file (ingest) ───────────────────┘         pure     AWS APIs     pure      Postgres   metrics,
-//!                                                                                       CLI views
-//! ```
+//! docs/ARCHITECTURE.md is the map: the stages, what each module owns, the layers imports must
+//! follow (`tests/architecture.rs` enforces them) and recipes for common changes.
 //!
-//! # Layout
-//! - [`source`]: the SQS consumer and the file reader for `ingest`.
-//! - [`parse`]: pure; bytes → [`parse::AuditEvent`], or a reason to reject.
-//! - [`facts`]: the contract between reading and judging: every fact type, depending on
-//!   [`domain`] only.
-//! - [`enrich`]: authoritative state from ECR and KMS behind the [`enrich::Registry`] trait.
-//! - [`evaluate`]: pure; facts → control verdicts and a digest's settings.
-//! - [`evidence`]: the hash-chained evidence record, its kinds and typed details, appends.
-//! - [`alerts`]: the alert outbox written beside the evidence, and its publisher.
-//! - [`plan`]: pure; an event and the facts read for it → the writes of one event.
-//! - [`store`]: Postgres; one transaction per batch, evidence on a hash chain.
-//! - [`export`]: metrics, HTTP endpoints, CLI views.
-//! - [`pipeline`] orchestrates one batch (built with [`pipeline::Pipeline::builder`]);
-//!   [`worker`] runs the consumer and HTTP server;
-//!   [`cli`] and [`config`] are the command line.
+//! # The library API
+//! The crate is a library so that the binary (`src/main.rs`), the integration tests, the
+//! benchmarks and the fuzz targets drive the same code. What they use is `pub`; everything
+//! else is `pub(crate)` or private. The entry points:
+//! - [`cli::run`] runs a parsed [`config::Command`];
+//! - [`pipeline::Pipeline::builder`] wires a pipeline over a [`enrich::Registry`] and a
+//!   [`store::Store`];
+//! - [`parse`], [`evaluate`], [`plan`] and [`trust`] are pure and can be called on their own;
+//! - [`evidence`] verifies and exports the evidence log, also without a database.
 
 pub mod alerts;
 pub mod aws;

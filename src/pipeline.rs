@@ -81,7 +81,7 @@ impl Pipeline {
     }
 
     /// Drops every cached fact of one registry (a sweep is about to read it afresh).
-    pub fn forget_registry(&self, account: &AccountId, region: &Region) {
+    pub(crate) fn forget_registry(&self, account: &AccountId, region: &Region) {
         self.registry.invalidate_registry(account, region);
     }
 
@@ -96,7 +96,7 @@ impl Pipeline {
 
     /// The same pipeline writing through `store` (e.g. one that queues alert events).
     #[must_use]
-    pub fn with_store(mut self, store: Store) -> Self {
+    pub(crate) fn with_store(mut self, store: Store) -> Self {
         self.store = store;
         self
     }
@@ -219,14 +219,14 @@ impl Pipeline {
     ///
     /// # Errors
     /// [`StoreError`] when the database fails or refuses the batch; nothing is committed.
-    pub async fn commit_plans(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
+    pub(crate) async fn commit_plans(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
         let outcome = self.store.commit_batch(plans).await?;
         self.record_commit(&outcome);
         Ok(outcome)
     }
 
     /// Counts what a committed batch did.
-    pub fn record_commit(&self, outcome: &BatchOutcome) {
+    pub(crate) fn record_commit(&self, outcome: &BatchOutcome) {
         Happened::BatchCommitted {
             first_unsigned: outcome.first_unsigned,
             regressions: &outcome.regressions,

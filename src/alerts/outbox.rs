@@ -44,7 +44,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// The control that regressed, when it is one this build evaluates (for the metrics).
-    pub fn regressed_control(&self) -> Option<ControlId> {
+    pub(crate) fn regressed_control(&self) -> Option<ControlId> {
         match self {
             Self::Regression { control, .. } => ControlId::from_str_opt(control),
             Self::Signature { .. } => None,
@@ -190,7 +190,7 @@ fn signature_detail(
 
 /// An alert claimed for publishing.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingAlert {
+pub(crate) struct PendingAlert {
     pub id: i64,
     pub detail_type: String,
     pub detail: Value,
@@ -213,7 +213,7 @@ pub enum AlertDelivery {
 ///
 /// # Errors
 /// When the database fails.
-pub async fn claim_due(
+pub(crate) async fn claim_due(
     pool: &PgPool,
     limit: i64,
 ) -> Result<(Transaction<'static, Postgres>, Vec<PendingAlert>), sqlx::Error> {

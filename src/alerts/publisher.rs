@@ -51,7 +51,7 @@ impl AlertPublisher {
     ///
     /// # Errors
     /// When the database fails; the claimed alerts are released and published later.
-    pub async fn publish_due(&self) -> Result<usize, sqlx::Error> {
+    pub(crate) async fn publish_due(&self) -> Result<usize, sqlx::Error> {
         let (tx, alerts) = outbox::claim_due(&self.pool, PUT_EVENTS_MAX).await?;
         if alerts.is_empty() {
             let _ = tx.rollback().await;

@@ -19,7 +19,7 @@ use crate::facts::{
     RepositoryFacts, ScanFacts, SignatureArtifact,
 };
 
-pub struct CachedRegistry<R> {
+pub(crate) struct CachedRegistry<R> {
     inner: R,
     ttl: Duration,
     state: Mutex<CacheState>,
@@ -64,7 +64,7 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     /// Forgets one repository's facts.
-    pub fn invalidate(&self, key: &RepositoryKey) {
+    pub(crate) fn invalidate(&self, key: &RepositoryKey) {
         let mut state = self.state();
         state.entries.remove(key);
         state
@@ -73,7 +73,7 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     /// Forgets every repository of one registry (account and region).
-    pub fn invalidate_registry(&self, account: &AccountId, region: &Region) {
+    pub(crate) fn invalidate_registry(&self, account: &AccountId, region: &Region) {
         let mut state = self.state();
         state
             .entries

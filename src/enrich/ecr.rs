@@ -562,6 +562,7 @@ fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
     }
 }
 
+#[allow(clippy::too_many_lines, reason = "TEMP")]
 #[async_trait]
 impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {

@@ -34,7 +34,7 @@ struct World {
 
 /// The shared in-memory registry of unit tests.
 #[derive(Default)]
-pub struct FakeRegistry {
+pub(crate) struct FakeRegistry {
     world: Mutex<World>,
 }
 
@@ -51,7 +51,7 @@ impl FakeRegistry {
     }
 
     /// A repository with tag mutability `mode`, AES256, scan on push, no policy.
-    pub fn with_repository(self, key: &RepositoryKey, mode: &str) -> Self {
+    pub(crate) fn with_repository(self, key: &RepositoryKey, mode: &str) -> Self {
         let settings = RepositorySettings {
             arn: key.arn(),
             tag_mutability: Fact::Known(TagMutability {
@@ -71,20 +71,25 @@ impl FakeRegistry {
         self
     }
 
-    pub fn with_image(self, key: &RepositoryKey, digest: &Digest, facts: ImageFacts) -> Self {
+    pub(crate) fn with_image(
+        self,
+        key: &RepositoryKey,
+        digest: &Digest,
+        facts: ImageFacts,
+    ) -> Self {
         self.world()
             .images
             .insert((key.clone(), digest.clone()), facts);
         self
     }
 
-    pub fn with_signing(self, digest: &Digest, entries: Vec<ManagedSigning>) -> Self {
+    pub(crate) fn with_signing(self, digest: &Digest, entries: Vec<ManagedSigning>) -> Self {
         self.world().signing.insert(digest.clone(), entries);
         self
     }
 
     /// A signature found among the digest's referrers.
-    pub fn with_referrer(self, digest: &Digest, artifact: SignatureArtifact) -> Self {
+    pub(crate) fn with_referrer(self, digest: &Digest, artifact: SignatureArtifact) -> Self {
         let mut world = self.world();
         world
             .referrers
@@ -96,7 +101,7 @@ impl FakeRegistry {
     }
 
     /// A signature found only under Cosign's `sha256-<hex>.sig` tag.
-    pub fn with_cosign_tag(self, digest: &Digest, artifact: SignatureArtifact) -> Self {
+    pub(crate) fn with_cosign_tag(self, digest: &Digest, artifact: SignatureArtifact) -> Self {
         let mut world = self.world();
         world
             .cosign_tags
@@ -107,12 +112,12 @@ impl FakeRegistry {
         self
     }
 
-    pub fn with_profile(self, arn: &str, status: ProfileStatus) -> Self {
+    pub(crate) fn with_profile(self, arn: &str, status: ProfileStatus) -> Self {
         self.world().profiles.insert(arn.to_owned(), status);
         self
     }
 
-    pub fn with_scan(self, digest: &Digest, scan: Fact<Option<ScanFacts>>) -> Self {
+    pub(crate) fn with_scan(self, digest: &Digest, scan: Fact<Option<ScanFacts>>) -> Self {
         self.world().scans.insert(digest.clone(), scan);
         self
     }

@@ -106,7 +106,7 @@ fn present_controls(
 /// Whether a registry scanning filter matches a repository name, as ECR documents it: a
 /// filter with `*` matches when the wildcards stand for any run of characters (anchored); a
 /// filter without one matches every name that contains it.
-pub fn scan_filter_matches(filter: &str, repository: &str) -> bool {
+pub(crate) fn scan_filter_matches(filter: &str, repository: &str) -> bool {
     if filter.contains('*') {
         WildMatch::new(filter).matches(repository)
     } else {
@@ -122,7 +122,7 @@ pub fn scan_filter_matches(filter: &str, repository: &str) -> bool {
 ///   the repository's own `scanOnPush` flag makes it `SCAN_ON_PUSH`; otherwise `MANUAL`.
 /// - A scan type this version does not know yields its name as the frequency, so ECR.1 reads
 ///   `UNKNOWN` rather than guessing.
-pub fn effective_scanning(
+pub(crate) fn effective_scanning(
     registry: &Fact<RegistryScanning>,
     repository: &str,
     scan_on_push: bool,
@@ -183,7 +183,7 @@ fn signing_filter_matches(filter: &str, repository: &str) -> bool {
 }
 
 /// ECRA.3: is every push to the repository signed by ECR managed signing?
-pub fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> Verdict {
+pub(crate) fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> Verdict {
     let covering = rules.iter().find(|rule| {
         rule.filters.is_empty()
             || rule
@@ -215,7 +215,7 @@ fn bare_prefix(prefix: &str) -> &str {
 /// The pull-through cache rule that creates `repository`, if any: the rule whose prefix
 /// (plus the `/` ECR assumes) starts the name, the longest when several do; a `ROOT` rule
 /// (ECR to ECR) serves every name no other rule's prefix starts.
-pub fn pull_through_rule_for<'r>(
+pub(crate) fn pull_through_rule_for<'r>(
     rules: &'r [PullThroughRule],
     repository: &str,
 ) -> Option<&'r PullThroughRule> {
@@ -234,7 +234,7 @@ pub fn pull_through_rule_for<'r>(
 /// The repository creation template that applies to what a pull-through cache rule with
 /// `rule_prefix` creates: one applied for `PULL_THROUGH_CACHE` whose prefix is `ROOT`, equals
 /// the rule's, or is a whole-segment prefix of it. The most specific one is named.
-pub fn covering_template<'t>(
+pub(crate) fn covering_template<'t>(
     templates: &'t [CreationTemplate],
     rule_prefix: &str,
 ) -> Option<&'t CreationTemplate> {
@@ -262,7 +262,7 @@ pub fn covering_template<'t>(
 /// ECRA.4: was the repository created by a pull-through cache rule that no repository
 /// creation template covers (so it got ECR's defaults: mutable tags, AES256, no lifecycle
 /// policy)? A repository no rule's prefix matches passes.
-pub fn pull_through_template(
+pub(crate) fn pull_through_template(
     rules: &Fact<Vec<PullThroughRule>>,
     templates: &Fact<Vec<CreationTemplate>>,
     repository: &str,
@@ -402,7 +402,7 @@ pub struct ImageSettings {
 }
 
 /// The repository settings that apply to an image pushed now with `tag`.
-pub fn image_settings(facts: &RepositoryFacts, tag: Option<&str>) -> ImageSettings {
+pub(crate) fn image_settings(facts: &RepositoryFacts, tag: Option<&str>) -> ImageSettings {
     let RepositoryState::Present(settings) = &facts.state else {
         return ImageSettings {
             tag_immutability: None,

@@ -302,7 +302,7 @@ fn principal_account(principal: &str) -> Option<&str> {
 }
 
 /// ECRA.1: does the policy let anyone in?
-pub fn public_access(policy: Option<&str>) -> Verdict {
+pub(crate) fn public_access(policy: Option<&str>) -> Verdict {
     let Some(policy) = policy else {
         return Verdict::pass("the repository has no policy");
     };
@@ -329,7 +329,7 @@ pub fn public_access(policy: Option<&str>) -> Verdict {
 }
 
 /// ECRA.2: does the policy let other accounts in without limiting them to the organisation?
-pub fn cross_account_access(policy: Option<&str>, own_account: &str) -> Verdict {
+pub(crate) fn cross_account_access(policy: Option<&str>, own_account: &str) -> Verdict {
     let Some(policy) = policy else {
         return Verdict::pass("the repository has no policy");
     };
@@ -631,6 +631,10 @@ mod tests {
     }
 
     /// ECRA.2: (rule, statement, status, reason part).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "a declarative table of IAM condition cases"
+    )]
     fn cross_account_cases() -> Vec<(&'static str, Value, ControlStatus, &'static str)> {
         let foreign_root = json!({"AWS": "arn:aws:iam::210987654321:root"});
         vec![

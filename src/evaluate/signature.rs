@@ -22,7 +22,7 @@ use crate::facts::{
 
 /// Everything read about one digest's signatures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignatureFacts {
+pub(crate) struct SignatureFacts {
     pub managed: Fact<Vec<ManagedSigning>>,
     pub artifacts: Fact<Vec<SignatureArtifact>>,
     /// Signer profile status per profile ARN of a completed managed signature
@@ -32,13 +32,13 @@ pub struct SignatureFacts {
 
 /// Whether a managed-signing entry produced a signature: only a `COMPLETE` entry counts, and
 /// only its profile's status decides whether it is trusted.
-pub fn managed_signature_complete(entry: &ManagedSigning) -> bool {
+pub(crate) fn managed_signature_complete(entry: &ManagedSigning) -> bool {
     entry.status == SigningStatus::Complete
 }
 
 /// The Signer profiles whose status the verdict needs: those of completed managed
 /// signatures, each once, in order of appearance.
-pub fn profiles_to_check(managed: &Fact<Vec<ManagedSigning>>) -> Vec<&str> {
+pub(crate) fn profiles_to_check(managed: &Fact<Vec<ManagedSigning>>) -> Vec<&str> {
     let mut profiles: Vec<&str> = Vec::new();
     let entries = managed.known().map_or(&[][..], Vec::as_slice);
     for entry in entries.iter().filter(|m| managed_signature_complete(m)) {
@@ -59,7 +59,7 @@ pub struct SignatureVerdict {
 }
 
 /// Judges a digest pushed at `pushed_at`, now, with a grace window for asynchronous signing.
-pub fn signature_verdict(
+pub(crate) fn signature_verdict(
     facts: &SignatureFacts,
     pushed_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -247,6 +247,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the signature verdict table, one row per case"
+    )]
     fn the_signature_table() {
         use SignatureKind::{Cosign, Notation};
         use SignatureStatus::*;

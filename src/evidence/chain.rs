@@ -49,7 +49,7 @@ impl ChainedRecord {
 }
 
 /// Postgres keeps microseconds: hash exactly what can be read back.
-pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
     let micros = time.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(time)
 }
@@ -58,11 +58,11 @@ pub(crate) mod micros {
     use super::*;
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
@@ -230,7 +230,7 @@ impl EvidenceFilter {
     }
 
     /// Whether the filter keeps a subset that may skip records (anything but a prefix).
-    pub fn is_subset(&self) -> bool {
+    pub(crate) fn is_subset(&self) -> bool {
         self.since.is_some()
             || self.until.is_some()
             || self.repository.is_some()
@@ -258,14 +258,19 @@ pub(crate) mod micros_opt {
     use super::*;
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        time: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match time {
             Some(time) => super::micros::serialize(time, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|text| {
             DateTime::parse_from_rfc3339(&text)
@@ -277,7 +282,7 @@ pub(crate) mod micros_opt {
 }
 
 /// Where a checkpoint record says the retained chain continues from: the last archived record.
-pub fn checkpoint_continues_from(record: &ChainedRecord) -> Option<(i64, String)> {
+pub(crate) fn checkpoint_continues_from(record: &ChainedRecord) -> Option<(i64, String)> {
     let from = record.checkpoint()?.continues_from;
     Some((from.seq, from.hash))
 }

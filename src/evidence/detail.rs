@@ -118,7 +118,7 @@ pub struct ControlTransitionDetail {
 
 impl ControlTransitionDetail {
     /// PASS → FAIL: the transition that pages.
-    pub fn is_regression(&self) -> bool {
+    pub(crate) fn is_regression(&self) -> bool {
         use crate::domain::ControlStatus::{Fail, Pass};
         self.from.as_ref().is_some_and(|f| f.status == Pass) && self.to.status == Fail
     }
@@ -224,7 +224,7 @@ impl ChainedRecord {
 }
 
 /// A typed detail as the JSON stored and hashed. Serialising these plain structs cannot fail.
-pub fn to_detail_value<T: Serialize>(detail: &T) -> Value {
+pub(crate) fn to_detail_value<T: Serialize>(detail: &T) -> Value {
     serde_json::to_value(detail).unwrap_or(Value::Null)
 }
 

@@ -35,7 +35,7 @@ pub enum EvidenceKind {
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub const KNOWN: [EvidenceKind; 14] = [
+    pub(crate) const KNOWN: [EvidenceKind; 14] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,

@@ -17,7 +17,7 @@ use super::write::{PendingRecord, append};
 
 /// Why retention refused or failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
+pub(crate) enum RetentionError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// The chain's oldest record or the archived record changed since the archive was
@@ -58,7 +58,7 @@ pub struct Checkpoint {
 ///
 /// # Errors
 /// When a query fails.
-pub async fn archivable_prefix(
+pub(crate) async fn archivable_prefix(
     pool: &PgPool,
     before: DateTime<Utc>,
 ) -> Result<Option<ArchivablePrefix>, sqlx::Error> {
@@ -92,7 +92,7 @@ pub async fn archivable_prefix(
 /// # Errors
 /// [`RetentionError::Moved`] when the chain's start or the archived record no longer
 /// match (nothing is dropped then); database errors.
-pub async fn drop_archived(
+pub(crate) async fn drop_archived(
     pool: &PgPool,
     checkpoint: &Checkpoint,
 ) -> Result<(i64, u64), RetentionError> {

@@ -64,7 +64,7 @@ impl Default for HttpLimits {
 
 /// What the endpoints read.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// The endpoints' own small pool, apart from the pipeline's.
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -93,7 +93,7 @@ impl HttpState {
     }
 }
 
-pub fn router(state: HttpState, request_timeout: Duration) -> Router {
+pub(crate) fn router(state: HttpState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -116,7 +116,7 @@ async fn answer_within(limit: Duration, request: Request, next: Next) -> Respons
 /// # Errors
 /// Never today: a failed accept is logged and retried. The type leaves room for bind-time
 /// failures.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: HttpState,
     limits: HttpLimits,

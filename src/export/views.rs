@@ -28,7 +28,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn posture_table(rows: &[PostureRow]) -> String {
+pub(crate) fn posture_table(rows: &[PostureRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -76,7 +76,7 @@ fn short_digest(digest: &str) -> String {
     digest.chars().take(19).collect()
 }
 
-pub fn images_table(rows: &[ImageRow]) -> String {
+pub(crate) fn images_table(rows: &[ImageRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {

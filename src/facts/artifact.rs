@@ -29,7 +29,7 @@ impl ArtifactKind {
         }
     }
 
-    pub fn is_signature(self) -> bool {
+    pub(crate) fn is_signature(self) -> bool {
         matches!(self, Self::NotationSignature | Self::CosignSignature)
     }
 }

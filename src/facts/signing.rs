@@ -41,7 +41,7 @@ pub enum SigningStatus {
 
 impl SigningStatus {
     /// Maps ECR's raw value; an unknown value is kept as [`SigningStatus::Other`].
-    pub fn from_raw(raw: &str) -> Self {
+    pub(crate) fn from_raw(raw: &str) -> Self {
         match raw {
             "IN_PROGRESS" => Self::InProgress,
             "COMPLETE" => Self::Complete,
@@ -94,7 +94,7 @@ pub enum ProfileStatus {
 
 impl ProfileStatus {
     /// Maps Signer's raw value; an unknown value is kept as [`ProfileStatus::Other`].
-    pub fn from_raw(raw: &str) -> Self {
+    pub(crate) fn from_raw(raw: &str) -> Self {
         match raw {
             "Active" => Self::Active,
             "Canceled" => Self::Canceled,

@@ -147,7 +147,7 @@ impl Change {
     }
 
     /// The kind as the `kind` label of `ecr_audit_events_total` (and the `cause_kind` of evidence).
-    pub fn event_kind(&self) -> EventKind {
+    pub(crate) fn event_kind(&self) -> EventKind {
         match self {
             Self::ImagePushed { .. } => EventKind::ImagePushed,
             Self::ImageDeleted { .. } => EventKind::ImageDeleted,
@@ -239,7 +239,7 @@ impl ParseError {
     }
 
     /// The rejection code (the `code` of rejected messages and their metric).
-    pub fn rejection_code(&self) -> RejectionCode {
+    pub(crate) fn rejection_code(&self) -> RejectionCode {
         match self {
             Self::InvalidJson(_) => RejectionCode::InvalidJson,
             Self::NotAnObject => RejectionCode::NotAnObject,

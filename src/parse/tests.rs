@@ -610,6 +610,10 @@ fn a_scan_frequency_change_re_reads_the_registry() {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "a table of CloudTrail calls and what each must re-read"
+)]
 fn pull_through_rule_and_creation_template_calls_re_read_the_registry() {
     let cases = [
         (

@@ -37,7 +37,7 @@ pub struct Planner {
 
 impl Planner {
     /// Evaluates one repository read against its registry's settings.
-    pub fn repository_write(
+    pub(crate) fn repository_write(
         &self,
         key: RepositoryKey,
         facts: RepositoryFacts,
@@ -48,7 +48,7 @@ impl Planner {
 }
 
 /// Evaluates one repository read against its registry's settings.
-pub fn repository_write(
+pub(crate) fn repository_write(
     key: RepositoryKey,
     facts: RepositoryFacts,
     registry: &RegistryFacts,
@@ -195,7 +195,7 @@ impl ImageWrite {
     }
 
     /// The CloudTrail record of a push already evaluated: it only adds who pushed.
-    pub fn push_recorded(
+    pub(crate) fn push_recorded(
         key: RepositoryKey,
         digest: Digest,
         event_time: DateTime<Utc>,
@@ -210,7 +210,7 @@ impl ImageWrite {
     }
 
     /// The digest moved to another storage class (archived or restored); ECR's answer now.
-    pub fn storage_class_changed(
+    pub(crate) fn storage_class_changed(
         key: RepositoryKey,
         digest: Digest,
         event_time: DateTime<Utc>,

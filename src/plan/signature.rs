@@ -49,7 +49,7 @@ impl SignatureReads {
     }
 
     /// Judges what was read, now, and schedules the next look.
-    pub fn judge(
+    pub(crate) fn judge(
         self,
         managed: Fact<Vec<ManagedSigning>>,
         artifacts: Fact<Vec<SignatureArtifact>>,

@@ -68,7 +68,7 @@ fn queue_name_and_owner(arn: &str) -> Option<(&str, &str)> {
 }
 
 /// Updates the queue gauges every `interval` until `shutdown`.
-pub async fn poll_queue_depth(
+pub(crate) async fn poll_queue_depth(
     client: aws_sdk_sqs::Client,
     queue_url: String,
     metrics: Arc<Metrics>,

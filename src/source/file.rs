@@ -17,7 +17,7 @@ use crate::pipeline::{InboundMessage, MessageFate, Pipeline};
 use crate::store::Committed;
 
 /// Events per transaction when ingesting a file.
-pub const INGEST_BATCH: usize = 100;
+pub(crate) const INGEST_BATCH: usize = 100;
 const MAX_ATTEMPTS: u32 = 5;
 
 /// What an ingest run did.

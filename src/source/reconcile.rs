@@ -27,7 +27,7 @@ use crate::store::{ReconcileSnapshot, StoreError};
 use crate::telemetry::{DriftKind, Happened};
 
 /// `detail_type` of the events a sweep synthesises.
-pub const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
+pub(crate) const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
 
 /// Repositories whose images are listed and planned at once.
 const REPOSITORY_CONCURRENCY: usize = 4;
@@ -388,7 +388,7 @@ fn same_statuses(
 
 /// Sweeps at start-up and then every `interval`, one replica at a time (a Postgres advisory
 /// lock), skipping a sweep when another replica finished one within half an interval.
-pub async fn run_periodically(
+pub(crate) async fn run_periodically(
     reconciler: Reconciler,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,

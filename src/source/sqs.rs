@@ -65,7 +65,7 @@ pub enum SourceError {
     QueueUnusable { queue_url: String, reason: String },
 }
 
-pub struct SqsConsumer {
+pub(crate) struct SqsConsumer {
     client: aws_sdk_sqs::Client,
     settings: SqsSettings,
     pipeline: Arc<Pipeline>,
@@ -97,7 +97,10 @@ impl SqsConsumer {
     ///
     /// # Errors
     /// The reason it does not.
-    pub async fn check_queue(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(), String> {
+    pub(crate) async fn check_queue(
+        client: &aws_sdk_sqs::Client,
+        queue_url: &str,
+    ) -> Result<(), String> {
         client
             .get_queue_attributes()
             .queue_url(queue_url)

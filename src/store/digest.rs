@@ -30,6 +30,7 @@ type SignatureRow = (Option<String>, bool, Option<DateTime<Utc>>, bool);
 
 /// Applies a verdict unless a newer check is stored or the digest is an artifact or unknown;
 /// returns the status change, if any.
+#[allow(clippy::too_many_lines, reason = "TEMP")]
 pub(super) async fn apply_signature(
     tx: &mut Transaction<'_, Postgres>,
     write: &SignatureWrite,

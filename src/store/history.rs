@@ -68,7 +68,7 @@ fn control_view(verdict: &Verdict) -> ControlView {
 
 impl AsOf {
     /// Applies one record; records must come in chain order.
-    pub fn apply(&mut self, record: &ChainedRecord) {
+    pub(crate) fn apply(&mut self, record: &ChainedRecord) {
         let (Some(account), Some(region)) = (&record.account, &record.region) else {
             return;
         };

@@ -60,7 +60,7 @@ impl StoreError {
 
     /// A deadlock or serialization failure: the same transaction, run again at once, will
     /// most likely succeed.
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         match self {
             Self::Unavailable(err) => err
                 .as_database_error()
@@ -164,7 +164,7 @@ impl Store {
     ///
     /// # Errors
     /// When it does not.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -195,7 +195,7 @@ impl Store {
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn claim_rechecks(
+    pub(crate) async fn claim_rechecks(
         &self,
         limit: i64,
     ) -> Result<
@@ -216,7 +216,7 @@ impl Store {
     ///
     /// # Errors
     /// When the database fails; nothing is committed then.
-    pub async fn finish_rechecks(
+    pub(crate) async fn finish_rechecks(
         &self,
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
@@ -254,7 +254,7 @@ impl Store {
 
 /// What is stored about one registry, for a reconcile sweep to compare with.
 #[derive(Debug, Default)]
-pub struct ReconcileSnapshot {
+pub(crate) struct ReconcileSnapshot {
     /// Repository name → (present, control → status).
     pub repositories: std::collections::HashMap<String, (bool, BTreeMap<String, String>)>,
     /// Repository name → digests stored as present.
@@ -262,7 +262,7 @@ pub struct ReconcileSnapshot {
 }
 
 /// Held while this process sweeps; other replicas skip their sweep meanwhile.
-pub struct ReconcileLock {
+pub(crate) struct ReconcileLock {
     connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
 }
 
@@ -284,7 +284,7 @@ impl Store {
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn try_reconcile_lock(
+    pub(crate) async fn try_reconcile_lock(
         &self,
         fresh_for: Duration,
     ) -> Result<Option<ReconcileLock>, StoreError> {
@@ -314,7 +314,7 @@ impl Store {
 
     /// # Errors
     /// When the database fails.
-    pub async fn start_reconcile_run(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn start_reconcile_run(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO reconcile_runs (started_at) VALUES (now()) RETURNING id",
         )
@@ -324,7 +324,7 @@ impl Store {
 
     /// # Errors
     /// When the database fails.
-    pub async fn finish_reconcile_run(
+    pub(crate) async fn finish_reconcile_run(
         &self,
         run: i64,
         succeeded: bool,
@@ -352,7 +352,7 @@ impl Store {
 
     /// # Errors
     /// When the database fails.
-    pub async fn reconcile_snapshot(
+    pub(crate) async fn reconcile_snapshot(
         &self,
         account: &crate::domain::AccountId,
         region: &crate::domain::Region,
@@ -406,7 +406,9 @@ impl Store {
     ///
     /// # Errors
     /// When a query fails.
-    pub async fn operational_counts(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    pub(crate) async fn operational_counts(
+        &self,
+    ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
         let backlog: i64 =
             sqlx::query_scalar("SELECT count(*) FROM alert_outbox WHERE published_at IS NULL")
                 .fetch_one(&self.pool)
@@ -423,7 +425,7 @@ impl Store {
     ///
     /// # Errors
     /// When a query fails.
-    pub async fn image_counts(
+    pub(crate) async fn image_counts(
         &self,
     ) -> Result<
         (
@@ -469,7 +471,7 @@ impl Store {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn image_evaluated(
+    pub(crate) async fn image_evaluated(
         &self,
         key: &RepositoryKey,
         digest: &Digest,
@@ -492,7 +494,7 @@ impl Store {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn known_repositories(
+    pub(crate) async fn known_repositories(
         &self,
         account: &crate::domain::AccountId,
         region: &crate::domain::Region,

@@ -109,7 +109,7 @@ struct ImageRecord {
 
 /// Where the stored chain starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainStart {
+pub(crate) enum ChainStart {
     Empty,
     /// The oldest stored record is seq 1.
     Genesis,
@@ -294,7 +294,7 @@ impl Store {
     ///
     /// # Errors
     /// When a query fails.
-    pub async fn chain_start(&self) -> Result<ChainStart, StoreError> {
+    pub(crate) async fn chain_start(&self) -> Result<ChainStart, StoreError> {
         let oldest: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, event_id FROM evidence ORDER BY seq LIMIT 1")
                 .fetch_optional(self.pool())

@@ -26,6 +26,7 @@ use crate::facts::{Fact, ImageLookup, RepositoryState};
 /// A control whose status an event changed: repository, control, old and new verdicts.
 type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
 
+#[allow(clippy::too_many_lines, reason = "TEMP")]
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
@@ -573,6 +574,7 @@ async fn upsert_controls(
     Ok(transitions)
 }
 
+#[allow(clippy::too_many_lines, reason = "TEMP")]
 async fn upsert_image(
     tx: &mut Transaction<'_, Postgres>,
     image: &ImageWrite,

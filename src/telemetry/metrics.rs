@@ -286,7 +286,7 @@ impl Metrics {
 
     /// Replaces the control gauges with counts the store read; combinations absent from
     /// `counts` are set to 0 so a status that emptied does not keep its last value.
-    pub fn set_control_counts(&self, counts: &[(ControlId, ControlStatus, i64)]) {
+    pub(crate) fn set_control_counts(&self, counts: &[(ControlId, ControlStatus, i64)]) {
         for control in ControlId::ALL {
             for status in ControlStatus::ALL {
                 let value = counts
@@ -304,7 +304,7 @@ impl Metrics {
     }
 
     /// Replaces the per-digest gauges with counts the store read (absent statuses → 0).
-    pub fn set_image_counts(
+    pub(crate) fn set_image_counts(
         &self,
         signatures: &[(SignatureStatus, i64)],
         scans: &[(ScanStatus, i64)],
@@ -344,7 +344,7 @@ impl Metrics {
     }
 
     /// Replaces the operational gauges read from the store.
-    pub fn set_operational_counts(
+    pub(crate) fn set_operational_counts(
         &self,
         alert_backlog: i64,
         last_reconcile: Option<chrono::DateTime<chrono::Utc>>,

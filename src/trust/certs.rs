@@ -18,7 +18,7 @@ const P384: &str = "1.3.132.0.34";
 const P521: &str = "1.3.132.0.35";
 
 /// The chain of an envelope, parsed; index 0 is the leaf.
-pub struct Chain<'a> {
+pub(crate) struct Chain<'a> {
     pub ders: &'a [Vec<u8>],
     pub parsed: Vec<X509Certificate<'a>>,
 }
@@ -39,14 +39,14 @@ impl<'a> Chain<'a> {
         Ok(Self { ders, parsed })
     }
 
-    pub fn leaf(&self) -> &X509Certificate<'a> {
+    pub(crate) fn leaf(&self) -> &X509Certificate<'a> {
         // `parse` is only called on a non-empty chain (the envelope parser refuses empty ones).
         &self.parsed[0]
     }
 }
 
 /// The algorithm the specification's selection table assigns to the leaf's key.
-pub fn algorithm_for_key(leaf: &X509Certificate<'_>) -> Result<Algorithm, Rejection> {
+pub(crate) fn algorithm_for_key(leaf: &X509Certificate<'_>) -> Result<Algorithm, Rejection> {
     let spki = leaf.public_key();
     let unsupported = |what: String| Rejection::new(Failure::UnsupportedAlgorithm, what);
     match spki.parsed() {
@@ -83,7 +83,7 @@ pub fn algorithm_for_key(leaf: &X509Certificate<'_>) -> Result<Algorithm, Reject
 
 /// Checks the primitive signature with the leaf's public key. JWS and COSE both carry ECDSA
 /// signatures as fixed-width r‖s, and RSASSA-PSS with the hash's length as salt.
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     algorithm: Algorithm,
     leaf: &X509Certificate<'_>,
     message: &[u8],
@@ -115,55 +115,11 @@ pub fn verify_signature(
 
 /// The specification's certificate requirements beyond chain building: key usages of the
 /// leaf and the CAs, no SHA-1, basic constraints.
-pub fn check_requirements(chain: &Chain<'_>) -> Result<(), Rejection> {
+pub(crate) fn check_requirements(chain: &Chain<'_>) -> Result<(), Rejection> {
     let usage = |reason: String| Rejection::new(Failure::CertificateUsage, reason);
-    let leaf = chain.leaf();
-    match leaf.key_usage() {
-        Ok(Some(ku)) if ku.critical && ku.value.digital_signature() => {
-            let v = ku.value;
-            if v.key_encipherment()
-                || v.data_encipherment()
-                || v.key_agreement()
-                || v.key_cert_sign()
-                || v.crl_sign()
-                || v.encipher_only()
-                || v.decipher_only()
-            {
-                return Err(usage(
-                    "the leaf's key usage allows more than digitalSignature".to_owned(),
-                ));
-            }
-        }
-        _ => {
-            return Err(usage(
-                "the leaf has no critical key usage with digitalSignature".to_owned(),
-            ));
-        }
-    }
-    match leaf.extended_key_usage() {
-        Ok(None) => {}
-        Ok(Some(eku)) => {
-            let v = eku.value;
-            if v.any
-                || v.server_auth
-                || v.client_auth
-                || v.email_protection
-                || v.time_stamping
-                || !v.code_signing
-            {
-                return Err(usage(
-                    "the leaf's extended key usage is not code signing (id-kp-codeSigning)"
-                        .to_owned(),
-                ));
-            }
-        }
-        Err(_) => {
-            return Err(usage(
-                "the leaf's extended key usage is malformed".to_owned(),
-            ));
-        }
-    }
-    if let Ok(Some(bc)) = leaf.basic_constraints()
+    leaf_key_usage(chain.leaf()).map_err(|r| usage(r.to_owned()))?;
+    leaf_extended_key_usage(chain.leaf()).map_err(|r| usage(r.to_owned()))?;
+    if let Ok(Some(bc)) = chain.leaf().basic_constraints()
         && bc.value.ca
         && chain.parsed.len() > 1
     {
@@ -189,9 +145,50 @@ pub fn check_requirements(chain: &Chain<'_>) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The leaf's key usage: critical, digitalSignature, and nothing else.
+fn leaf_key_usage(leaf: &X509Certificate<'_>) -> Result<(), &'static str> {
+    let Ok(Some(ku)) = leaf.key_usage() else {
+        return Err("the leaf has no critical key usage with digitalSignature");
+    };
+    let v = ku.value;
+    if !ku.critical || !v.digital_signature() {
+        return Err("the leaf has no critical key usage with digitalSignature");
+    }
+    let more = v.key_encipherment()
+        || v.data_encipherment()
+        || v.key_agreement()
+        || v.key_cert_sign()
+        || v.crl_sign()
+        || v.encipher_only()
+        || v.decipher_only();
+    if more {
+        return Err("the leaf's key usage allows more than digitalSignature");
+    }
+    Ok(())
+}
+
+/// The leaf's extended key usage: absent, or code signing alone.
+fn leaf_extended_key_usage(leaf: &X509Certificate<'_>) -> Result<(), &'static str> {
+    match leaf.extended_key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(eku)) => {
+            let v = eku.value;
+            let other =
+                v.any || v.server_auth || v.client_auth || v.email_protection || v.time_stamping;
+            if other || !v.code_signing {
+                return Err(
+                    "the leaf's extended key usage is not code signing (id-kp-codeSigning)",
+                );
+            }
+            Ok(())
+        }
+        Err(_) => Err("the leaf's extended key usage is malformed"),
+    }
+}
+
 /// The instant at which to build the chain: the signing time when every certificate is valid
 /// then, else the latest notBefore if all validities share it. None when they never overlap.
-pub fn chain_instant(chain: &Chain<'_>, signing_time: DateTime<Utc>) -> Option<i64> {
+pub(crate) fn chain_instant(chain: &Chain<'_>, signing_time: DateTime<Utc>) -> Option<i64> {
     let at = signing_time.timestamp();
     if all_valid_at(chain, at) {
         return Some(at);
@@ -204,11 +201,11 @@ pub fn chain_instant(chain: &Chain<'_>, signing_time: DateTime<Utc>) -> Option<i
     all_valid_at(chain, latest_start).then_some(latest_start)
 }
 
-pub fn all_valid_at(chain: &Chain<'_>, at: i64) -> bool {
+pub(crate) fn all_valid_at(chain: &Chain<'_>, at: i64) -> bool {
     chain.parsed.iter().all(|cert| valid_at(cert, at))
 }
 
-pub fn valid_at(cert: &X509Certificate<'_>, at: i64) -> bool {
+pub(crate) fn valid_at(cert: &X509Certificate<'_>, at: i64) -> bool {
     let validity = cert.validity();
     validity.not_before.timestamp() <= at && at <= validity.not_after.timestamp()
 }

@@ -108,13 +108,7 @@ pub fn verify_cosign_simple_signing(
     }
 }
 
-fn check_simple_signing(
-    payload: &[u8],
-    signature_b64: &str,
-    subject_digest: &Digest,
-    keys: &[CosignKey],
-    limits: &Limits,
-) -> Result<Verified, Rejection> {
+fn check_sizes(payload: &[u8], signature_b64: &str, limits: &Limits) -> Result<(), Rejection> {
     if payload.len() > limits.max_envelope_bytes || signature_b64.len() > limits.max_envelope_bytes
     {
         return Err(Rejection::new(
@@ -125,6 +119,46 @@ fn check_simple_signing(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The first configured key whose ECDSA P-256 signature over the payload verifies.
+fn trusted_key_for<'k>(
+    payload: &[u8],
+    signature: &[u8],
+    keys: &'k [CosignKey],
+) -> Result<&'k CosignKey, Rejection> {
+    if keys.is_empty() {
+        return Err(Rejection::new(
+            Failure::UntrustedKey,
+            "no Cosign public key is configured",
+        ));
+    }
+    keys.iter()
+        .find(|key| {
+            sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_ASN1, &key.point)
+                .verify(payload, signature)
+                .is_ok()
+        })
+        .ok_or_else(|| {
+            Rejection::new(
+                Failure::UntrustedKey,
+                format!(
+                    "none of the {} configured Cosign keys verifies the signature",
+                    keys.len()
+                ),
+            )
+        })
+}
+
+fn check_simple_signing(
+    payload: &[u8],
+    signature_b64: &str,
+    subject_digest: &Digest,
+    keys: &[CosignKey],
+    limits: &Limits,
+) -> Result<Verified, Rejection> {
+    check_sizes(payload, signature_b64, limits)?;
     let document: SimpleSigning = serde_json::from_slice(payload).map_err(|e| {
         Rejection::new(
             Failure::EnvelopeUnreadable,
@@ -146,28 +180,7 @@ fn check_simple_signing(
             "the Cosign signature is not base64",
         )
     })?;
-    if keys.is_empty() {
-        return Err(Rejection::new(
-            Failure::UntrustedKey,
-            "no Cosign public key is configured",
-        ));
-    }
-    let key = keys
-        .iter()
-        .find(|key| {
-            sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_ASN1, &key.point)
-                .verify(payload, &signature)
-                .is_ok()
-        })
-        .ok_or_else(|| {
-            Rejection::new(
-                Failure::UntrustedKey,
-                format!(
-                    "none of the {} configured Cosign keys verifies the signature",
-                    keys.len()
-                ),
-            )
-        })?;
+    let key = trusted_key_for(payload, &signature, keys)?;
     let signed_digest = document.critical.image.docker_manifest_digest;
     if signed_digest != subject_digest.as_str() {
         return Err(Rejection::new(

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::Limits;
 use super::outcome::{Failure, Rejection};
 
-pub const JWS_MEDIA_TYPE: &str = "application/jose+json";
-pub const COSE_MEDIA_TYPE: &str = "application/cose";
-pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
+pub(crate) const JWS_MEDIA_TYPE: &str = "application/jose+json";
+pub(crate) const COSE_MEDIA_TYPE: &str = "application/cose";
+pub(crate) const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
 
 const SCHEME: &str = "io.cncf.notary.signingScheme";
 const SIGNING_TIME: &str = "io.cncf.notary.signingTime";
@@ -178,42 +178,11 @@ fn parse_jws(bytes: &[u8], limits: &Limits) -> Result<Envelope, Rejection> {
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&protected_json)
             .map_err(|e| unreadable(format!("JWS protected header is not a JSON object: {e}")))?;
-    let alg = header
-        .get("alg")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| unreadable("JWS protected header has no alg"))?;
-    let algorithm = Algorithm::from_jws(alg).ok_or_else(|| {
-        Rejection::new(
-            Failure::UnsupportedAlgorithm,
-            format!("JWS alg {alg:?} is not one of PS256/384/512, ES256/384/512"),
-        )
-    })?;
+    let algorithm = jws_algorithm(&header)?;
     let cty = header.get("cty").and_then(serde_json::Value::as_str);
     check_content_type(cty)?;
-    let crit = match header.get("crit") {
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| unreadable("JWS crit holds a non-string"))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(unreadable("JWS protected header has no crit list")),
-    };
-    let lookup = |name: &str| -> Option<AttributeValue> {
-        header.get(name).map(|value| match value {
-            serde_json::Value::String(text) => match name {
-                SIGNING_TIME | AUTHENTIC_SIGNING_TIME | EXPIRY => {
-                    DateTime::parse_from_rfc3339(text)
-                        .map(|t| AttributeValue::Time(t.with_timezone(&Utc)))
-                        .unwrap_or(AttributeValue::Other)
-                }
-                _ => AttributeValue::Text(text.clone()),
-            },
-            _ => AttributeValue::Other,
-        })
-    };
+    let crit = jws_crit(&header)?;
+    let lookup = |name: &str| header.get(name).map(|value| jws_attribute(name, value));
     let attributes = read_attributes(&crit, lookup)?;
     let certificates = decode_chain(&document.header.x5c, limits)?;
     let payload = URL_SAFE_NO_PAD
@@ -235,6 +204,50 @@ fn parse_jws(bytes: &[u8], limits: &Limits) -> Result<Envelope, Rejection> {
         signer_profile_version: attributes.signer_profile_version,
         signer_job: attributes.signer_job,
     })
+}
+
+/// The JWS `alg`: one of the algorithms the specification allows, or the rejection.
+fn jws_algorithm(
+    header: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Algorithm, Rejection> {
+    let alg = header
+        .get("alg")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| unreadable("JWS protected header has no alg"))?;
+    Algorithm::from_jws(alg).ok_or_else(|| {
+        Rejection::new(
+            Failure::UnsupportedAlgorithm,
+            format!("JWS alg {alg:?} is not one of PS256/384/512, ES256/384/512"),
+        )
+    })
+}
+
+/// The JWS `crit` list; the specification requires one.
+fn jws_crit(header: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<String>, Rejection> {
+    match header.get("crit") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| unreadable("JWS crit holds a non-string"))
+            })
+            .collect(),
+        _ => Err(unreadable("JWS protected header has no crit list")),
+    }
+}
+
+/// A protected-header attribute as the attribute reader sees it: times are RFC 3339 strings.
+fn jws_attribute(name: &str, value: &serde_json::Value) -> AttributeValue {
+    match value {
+        serde_json::Value::String(text) => match name {
+            SIGNING_TIME | AUTHENTIC_SIGNING_TIME | EXPIRY => DateTime::parse_from_rfc3339(text)
+                .map(|t| AttributeValue::Time(t.with_timezone(&Utc)))
+                .unwrap_or(AttributeValue::Other),
+            _ => AttributeValue::Text(text.clone()),
+        },
+        _ => AttributeValue::Other,
+    }
 }
 
 fn decode_chain(x5c: &[String], limits: &Limits) -> Result<Vec<Vec<u8>>, Rejection> {

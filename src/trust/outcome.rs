@@ -83,7 +83,7 @@ impl Failure {
     }
 
     /// Which validation of the verification level governs this failure.
-    pub fn validation(self) -> Validation {
+    pub(crate) fn validation(self) -> Validation {
         match self {
             Self::UntrustedChain
             | Self::CertificateUsage

@@ -92,7 +92,7 @@ pub struct Enforcement {
 
 impl Enforcement {
     /// The table of docs/SIGNATURES.md ("Verification levels").
-    pub fn for_level(level: Level) -> Self {
+    pub(crate) fn for_level(level: Level) -> Self {
         use Action::{Enforce, Log, Skip};
         let (authenticity, authentic_timestamp, expiry, revocation) = match level {
             Level::Strict => (Enforce, Enforce, Enforce, Enforce),
@@ -176,7 +176,7 @@ pub struct TrustPolicyDocument {
 }
 
 /// The largest policy file read: far above any real one, small enough to parse at once.
-pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -242,7 +242,7 @@ impl TrustPolicyDocument {
 
     /// The policy for an artifact's repository URI (`REGISTRY/REPOSITORY`): the policy that
     /// names it exactly, else the global (`*`) one, else none.
-    pub fn policy_for(&self, scope: &str) -> Option<&TrustPolicy> {
+    pub(crate) fn policy_for(&self, scope: &str) -> Option<&TrustPolicy> {
         self.policies
             .iter()
             .find(|p| p.registry_scopes.iter().any(|s| s == scope))

@@ -67,6 +67,10 @@ async fn drain(app: &TestApp, queue_url: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
     let mut app = TestApp::new().await;
     // The bus does not exist yet: publishing fails, and must neither block the pipeline nor

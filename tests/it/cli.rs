@@ -13,6 +13,10 @@ fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
     let app = TestApp::new().await;
     let name = app.create_repository("ingested").await;
@@ -181,6 +185,10 @@ fn a_missing_database_url_is_a_clear_start_up_error() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
     let app = TestApp::new().await;
     let name = app.create_repository("binary").await;

@@ -326,6 +326,10 @@ async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> b
 // The chain under concurrent writers.
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn concurrent_writers_append_one_chain_that_never_forks() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();
@@ -404,6 +408,10 @@ async fn concurrent_writers_append_one_chain_that_never_forks() {
 // Tampering in the database.
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn tampering_in_the_database_is_detected_and_located() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();
@@ -610,6 +618,10 @@ fn edit_record(format: &str, line: &str, mapped: bool) -> String {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn tampering_in_every_export_format_is_detected_and_located() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();
@@ -783,6 +795,10 @@ async fn a_filtered_export_verifies_and_says_what_it_cannot_prove() {
 // Retention.
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();
@@ -922,6 +938,10 @@ fn sha256_file(path: &Path) -> String {
 // "As of time T".
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn posture_and_images_answer_as_of_a_past_time_from_the_evidence() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();

@@ -274,6 +274,10 @@ async fn emulator(path: &str, method: reqwest::Method, body: Value) {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn with_30_percent_of_ecr_calls_throttled_everything_is_processed() {
     let mut app = TestApp::new().await;
     let repository = app.create_repository("throttled").await;
@@ -358,6 +362,10 @@ async fn with_30_percent_of_ecr_calls_throttled_everything_is_processed() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn poison_messages_are_rejected_with_reasons_and_the_worker_keeps_going() {
     let mut app = TestApp::new().await;
     app.start_worker().await;

@@ -106,6 +106,10 @@ impl TestApp {
         app
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "builds one isolated world (database, queue, rules, clients) in order"
+    )]
     async fn with_sdk(sdk: SdkConfig, own_account: bool) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             ecr_audit::telemetry::init(ecr_audit::config::LogFormat::Text);

@@ -94,6 +94,10 @@ fn control<'a>(posture: &'a [Value], repository: &str, control: &str) -> (&'a st
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn repositories_of_every_kind_get_exact_controls_and_digests_their_settings() {
     let mut app = TestApp::new().await;
     let key_arn = app
@@ -449,6 +453,10 @@ async fn an_older_event_does_not_undo_newer_state() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn a_failed_api_call_is_recorded_and_changes_nothing() {
     let app = TestApp::new().await;
     let name = app.repo("failed-call");
@@ -594,6 +602,10 @@ async fn shutdown_finishes_in_flight_work_and_leaves_the_rest_on_the_queue() {
 /// A scan result overtaking its push (another batch, or a lost push event): the scan must not
 /// be lost, and the slower push, carrying an older scan state, must not overwrite it.
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn a_scan_result_that_overtakes_its_push_is_kept() {
     let app = TestApp::new().await;
     let name = app.create_repository("overtaken").await;
@@ -698,6 +710,10 @@ async fn a_scan_result_that_overtakes_its_push_is_kept() {
 /// event must not take the change's transition (it has no caller): the CloudTrail event
 /// records it, with the caller.
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn a_push_that_reads_a_change_first_leaves_the_transition_to_its_caller() {
     let app = TestApp::new().await;
     let pipeline = app.pipeline();

@@ -165,6 +165,10 @@ fn policy_text(policy: Policy) -> Option<String> {
     Some(json!({"Version": "2012-10-17", "Statement": [statement]}).to_string())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn create_case(app: &TestApp, case: &Case, customer_key: &str) {
     let (mode, filters): (ImageTagMutability, &[&str]) = match case.mutability {
         Mutability::Immutable => (ImageTagMutability::Immutable, &[]),
@@ -241,6 +245,10 @@ async fn create_case(app: &TestApp, case: &Case, customer_key: &str) {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn configure_registry(app: &TestApp) {
     create_pull_through_rule(app, "hub").await;
     app.ecr
@@ -317,6 +325,10 @@ async fn configure_registry(app: &TestApp) {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn a_sweep_of_512_repositories_gives_every_combination_its_documented_verdicts() {
     let app = TestApp::new_in_own_account().await;
     configure_registry(&app).await;
@@ -434,6 +446,10 @@ async fn emulator_requests(account: &str) -> BTreeMap<String, f64> {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn reconcile_catches_up_with_changes_no_event_reported() {
     let mut app = TestApp::new_in_own_account().await;
     app.start_worker().await;
@@ -693,6 +709,10 @@ async fn ecra4_transition(
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn a_pull_through_rule_no_creation_template_covers_fails_ecra4_until_one_does() {
     let mut app = TestApp::new_in_own_account().await;
     app.route_registry_calls(&[

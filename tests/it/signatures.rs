@@ -171,6 +171,10 @@ async fn signature_transitions(app: &TestApp, digest: &str) -> Vec<(Option<Strin
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn signatures_evolve_from_pending_to_their_truth() {
     let mut app = TestApp::new().await;
     emulator(
@@ -460,6 +464,10 @@ async fn scans_are_recorded_with_their_status_and_counts() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
 async fn enhanced_scanning_is_read_through_inspector_events() {
     let mut app = TestApp::new_in_own_account().await;
     emulator(

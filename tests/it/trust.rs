@@ -168,6 +168,10 @@ fn good_notation_signatures_verify_in_both_envelopes_with_the_signer_identity() 
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "a table of forged and hostile envelopes, one row per case"
+)]
 fn forged_and_hostile_notation_envelopes_are_rejected_by_the_check_they_break() {
     let fx = Fixtures::make();
     let both = |case: &'static str, scope: &'static str, failure: Failure| {
@@ -257,6 +261,10 @@ fn a_hundred_certificate_chain_is_refused_by_count_even_when_the_size_limit_allo
 
 /// Notation's level table: which failures each level enforces, logs or skips.
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "a table of forged and hostile envelopes, one row per case"
+)]
 fn verification_levels_enforce_log_or_skip_as_notation_defines() {
     let fx = Fixtures::make();
     let policy_at = |level: &str, overrides: &str| {

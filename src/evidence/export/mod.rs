@@ -24,7 +24,7 @@ use crate::evidence::chain::{ChainedRecord, EvidenceFilter, micros};
 use snapshot::{EvidenceSnapshot, StreamError};
 
 /// The version of the manifest's shape.
-pub const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST_VERSION: u32 = 1;
 
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -167,12 +167,12 @@ impl ManifestBuilder {
 }
 
 /// The producer string written into manifests and OCSF metadata.
-pub fn producer() -> String {
+pub(crate) fn producer() -> String {
     format!("ecr-audit {}", env!("CARGO_PKG_VERSION"))
 }
 
 /// Formats a time the way the canonical serialisation does.
-pub fn canonical_time(time: DateTime<Utc>) -> String {
+pub(crate) fn canonical_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -181,7 +181,7 @@ pub fn canonical_time(time: DateTime<Utc>) -> String {
 ///
 /// # Errors
 /// The first database or write error; the output is then incomplete and has no manifest.
-pub async fn write_export<W: Write>(
+pub(crate) async fn write_export<W: Write>(
     snapshot: EvidenceSnapshot,
     filter: &EvidenceFilter,
     format: ExportFormat,
@@ -246,7 +246,7 @@ pub async fn write_export<W: Write>(
 ///
 /// # Errors
 /// When the text is neither.
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }

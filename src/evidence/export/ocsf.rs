@@ -17,9 +17,9 @@ use crate::evidence::chain::ChainedRecord;
 use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail, SignatureTransitionDetail};
 
 /// The pinned OCSF schema version.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub(crate) const OCSF_VERSION: &str = "1.3.0";
 /// The version of this mapping; a verifier that does not know it checks only the chain.
-pub const MAPPING_VERSION: u64 = 1;
+pub(crate) const MAPPING_VERSION: u64 = 1;
 
 const CLASS_UID: i64 = 2003;
 const CATEGORY_UID: i64 = 2;
@@ -255,7 +255,7 @@ fn resources(record: &ChainedRecord) -> Vec<Value> {
 }
 
 /// The manifest as an OCSF Base Event, so a SIEM ingesting the file sees only OCSF events.
-pub fn manifest_event(manifest: &Manifest) -> Value {
+pub(crate) fn manifest_event(manifest: &Manifest) -> Value {
     json!({
         "activity_id": 99,
         "activity_name": "Other",

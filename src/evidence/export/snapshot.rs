@@ -15,7 +15,7 @@ use crate::evidence::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceFilter, Ev
 
 /// Why streaming stopped: the database, or the consumer of the records.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError<E: std::error::Error + 'static> {
+pub(crate) enum StreamError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -24,13 +24,13 @@ pub enum StreamError<E: std::error::Error + 'static> {
 
 /// A seq and the hash of the record at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainPosition {
+pub(crate) struct ChainPosition {
     pub seq: i64,
     pub hash: String,
 }
 
 /// An open, consistent view of the chain, ready to stream.
-pub struct EvidenceSnapshot {
+pub(crate) struct EvidenceSnapshot {
     tx: Transaction<'static, Postgres>,
     filter: EvidenceFilter,
     /// The chain head at the snapshot (seq 0 and 64 zeros when nothing was ever recorded).
@@ -51,7 +51,7 @@ const FILTER_SQL: &str = "($1::timestamptz IS NULL OR recorded_at >= $1)
 ///
 /// # Errors
 /// When the database fails.
-pub async fn evidence_snapshot(
+pub(crate) async fn evidence_snapshot(
     pool: &PgPool,
     filter: &EvidenceFilter,
     count: bool,
@@ -108,7 +108,7 @@ impl EvidenceSnapshot {
     ///
     /// # Errors
     /// The first database error, or the first error `each` returns.
-    pub async fn for_each<E, F>(mut self, mut each: F) -> Result<(), StreamError<E>>
+    pub(crate) async fn for_each<E, F>(mut self, mut each: F) -> Result<(), StreamError<E>>
     where
         E: std::error::Error + 'static,
         F: FnMut(ChainedRecord, String) -> Result<(), E>,

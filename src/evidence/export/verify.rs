@@ -22,7 +22,7 @@ use crate::evidence::chain::{ChainedRecord, GENESIS_HASH, checkpoint_continues_f
 
 /// What is wrong at a record (or at the end of the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
+pub(crate) enum Problem {
     #[error("not a readable record: {0}")]
     Malformed(String),
     #[error("its hash does not match its content: the record was edited")]
@@ -58,7 +58,7 @@ pub enum Problem {
 /// The first bad record of a file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {problem}")]
-pub struct BadRecord {
+pub(crate) struct BadRecord {
     pub location: String,
     /// The record's line number (1-based; for CSV, the line its row starts on).
     pub line: u64,
@@ -69,7 +69,7 @@ pub struct BadRecord {
 
 /// Why a file could not be verified at all (as opposed to being found altered).
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     #[error("reading {path}: {source}")]
     Io {
         path: String,
@@ -118,7 +118,7 @@ pub struct FileReport {
 /// # Errors
 /// [`VerifyError`] when the file cannot be read or is not an export; `Ok(Err(_))` names the
 /// first bad record of an export that was altered.
-pub fn verify_file(
+pub(crate) fn verify_file(
     path: &Path,
     previous: Option<&ChainPoint>,
 ) -> Result<Result<FileReport, BadRecord>, VerifyError> {
@@ -350,36 +350,26 @@ fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), B
         if walk.manifest_seen {
             return Ok(Err(walk.bad(line, None, Problem::TrailingData)));
         }
-        match row.get(0) {
-            Some("manifest") => {
-                if let Err(bad) = walk.manifest_line(line) {
-                    return Ok(Err(bad));
-                }
-            }
-            Some("evidence") => {
-                let (record, hash) = match csv::read_record(&row) {
-                    Ok(read) => read,
-                    Err(err) => {
-                        return Ok(Err(walk.bad(
-                            line,
-                            None,
-                            Problem::Malformed(err.to_string()),
-                        )));
-                    }
-                };
-                if let Err(bad) = walk.check(line, &record, &hash, Some(csv::empty_string_readings))
-                {
-                    return Ok(Err(bad));
-                }
-            }
-            other => {
-                return Ok(Err(walk.bad(
-                    line,
-                    None,
-                    Problem::Malformed(format!("unknown record_type {other:?}")),
-                )));
-            }
+        if let Err(bad) = walk_csv_row(&row, line, walk) {
+            return Ok(Err(bad));
         }
+    }
+}
+
+/// One CSV row after the header: a record, or the closing manifest.
+fn walk_csv_row(row: &::csv::StringRecord, line: u64, walk: &mut Walk) -> Result<(), BadRecord> {
+    match row.get(0) {
+        Some("manifest") => walk.manifest_line(line),
+        Some("evidence") => {
+            let (record, hash) = csv::read_record(row)
+                .map_err(|err| walk.bad(line, None, Problem::Malformed(err.to_string())))?;
+            walk.check(line, &record, &hash, Some(csv::empty_string_readings))
+        }
+        other => Err(walk.bad(
+            line,
+            None,
+            Problem::Malformed(format!("unknown record_type {other:?}")),
+        )),
     }
 }
 
