@@ -1,7 +1,7 @@
 //! Identifiers and vocabulary shared by every pipeline stage.
 //!
 //! Identifiers are newtypes validated once, where data enters (parse, enrich), and trusted
-//! afterwards. The vocabulary enums carry the exact strings of the DESIGN.md contract
+//! afterwards. The vocabulary enums carry the exact strings of the README.md and docs/ contract
 //! (`PASS`, `FAIL`, `UNKNOWN`, control ids), so their `as_str` is what users see.
 
 use std::fmt;
@@ -354,7 +354,7 @@ mod tests {
     }
 }
 
-/// The signature status of a digest (DESIGN.md vocabulary).
+/// The signature status of a digest (vocabulary of docs/SIGNATURES.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum SignatureStatus {
@@ -402,7 +402,7 @@ impl SignatureStatus {
     }
 }
 
-/// The scan status of a digest (DESIGN.md vocabulary); the raw ECR/Inspector status is kept
+/// The scan status of a digest (vocabulary of docs/SIGNATURES.md); the raw ECR/Inspector status is kept
 /// beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

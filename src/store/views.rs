@@ -17,7 +17,7 @@ pub struct ControlView {
     pub reason: String,
 }
 
-/// One repository's posture (DESIGN.md `posture` JSON shape).
+/// One repository's posture (the `posture --format json` shape of docs/RUNBOOK.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct PostureRow {
     pub account: String,
@@ -52,7 +52,7 @@ pub struct EncryptionView {
     pub customer_managed: Option<bool>,
 }
 
-/// One digest's posture (DESIGN.md `images` JSON shape, plus `tag_protected` and `present`).
+/// One digest's posture (the `images --format json` shape of docs/RUNBOOK.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageRow {
     pub account: String,

@@ -161,7 +161,7 @@ def as_list(value: Any) -> list[Any]:
 
 
 # ------------------------------------------------------------------ events
-# Shaped like the real events (shared/REFERENCE.md §1); each carries a nonce in its detail
+# Shaped like the real events (docs/EMULATOR.md shows each); each carries a nonce in its detail
 # so a test counts only its own events, even on a busy emulator.
 def _entry(source: str, detail_type: str, detail: dict[str, Any], resources: list[str] | None = None) -> dict[str, Any]:
     return {

@@ -46,7 +46,7 @@ IAM_PREFIX = {
     "sts": "sts",
 }
 # Operations authorized by another operation's action (Service Authorization Reference;
-# for ListImageReferrers also ../shared/REFERENCE.md and the templates' comments).
+# for ListImageReferrers also the comments in infra/cloudformation/central.yaml).
 AUTHORIZED_BY = {
     "ecr:ListImageReferrers": "ecr:BatchGetImage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
