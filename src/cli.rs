@@ -19,6 +19,7 @@ use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
+use crate::evidence::history::HistoryCoverage;
 use crate::export::views;
 use crate::parse::ParseContext;
 use crate::pipeline::Pipeline;
@@ -26,7 +27,6 @@ use crate::source::file::{self, IngestCounts};
 use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
-use crate::store::history::HistoryCoverage;
 use crate::telemetry::Metrics;
 
 /// Process exit codes; part of the CLI contract.
@@ -171,7 +171,7 @@ async fn posture(args: PostureArgs) -> anyhow::Result<i32> {
     let store = connect(&args.database).await?;
     let rows = match args.at {
         Some(at) => {
-            let (state, coverage) = store.as_of(at).await?;
+            let (state, coverage) = crate::evidence::history::as_of(store.pool(), at).await?;
             warn_history_coverage(at, &coverage);
             state.posture(args.repository.as_deref())
         }
@@ -188,7 +188,7 @@ async fn images(args: ImagesArgs) -> anyhow::Result<i32> {
     let store = connect(&args.database).await?;
     let rows = match args.at {
         Some(at) => {
-            let (state, coverage) = store.as_of(at).await?;
+            let (state, coverage) = crate::evidence::history::as_of(store.pool(), at).await?;
             warn_history_coverage(at, &coverage);
             state.images(args.repository.as_deref())
         }
@@ -403,12 +403,12 @@ mod evidence_cli {
 
     use super::{connect, exit};
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
+    use crate::evidence::ChainReport;
     use crate::evidence::chain::EvidenceFilter;
     use crate::evidence::export::verify::{FileReport, Start, verify_file};
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
     use crate::evidence::retention::{self, ArchivablePrefix, Checkpoint};
     use crate::store::Store;
-    use crate::store::views::ChainReport;
 
     /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, CI, pipes).
     fn progress_bar() -> ProgressBar {
@@ -595,35 +595,39 @@ mod evidence_cli {
     }
 
     async fn verify_database(store: &Store) -> anyhow::Result<i32> {
-        Ok(match store.verify_chain().await? {
-            ChainReport::Valid {
-                records,
-                head_hash,
-                continues_from,
-            } => {
-                match continues_from {
-                    Some(seq) => println!(
-                        "OK: {records} evidence records verified; head {head_hash}; the chain continues from seq {seq}, archived behind a checkpoint"
-                    ),
-                    None => println!("OK: {records} evidence records verified; head {head_hash}"),
+        Ok(
+            match crate::evidence::verify_database(store.pool()).await? {
+                ChainReport::Valid {
+                    records,
+                    head_hash,
+                    continues_from,
+                } => {
+                    match continues_from {
+                        Some(seq) => println!(
+                            "OK: {records} evidence records verified; head {head_hash}; the chain continues from seq {seq}, archived behind a checkpoint"
+                        ),
+                        None => {
+                            println!("OK: {records} evidence records verified; head {head_hash}")
+                        }
+                    }
+                    exit::OK
                 }
-                exit::OK
-            }
-            ChainReport::Broken(broken) => {
-                println!("BROKEN: {broken}");
-                exit::INCOMPLETE
-            }
-            ChainReport::HeadMismatch {
-                records,
-                last_seq,
-                head_seq,
-            } => {
-                println!(
-                    "BROKEN: {records} records verified up to seq {last_seq}, but the chain head names seq {head_seq}: records were removed from the end"
-                );
-                exit::INCOMPLETE
-            }
-        })
+                ChainReport::Broken(broken) => {
+                    println!("BROKEN: {broken}");
+                    exit::INCOMPLETE
+                }
+                ChainReport::HeadMismatch {
+                    records,
+                    last_seq,
+                    head_seq,
+                } => {
+                    println!(
+                        "BROKEN: {records} records verified up to seq {last_seq}, but the chain head names seq {head_seq}: records were removed from the end"
+                    );
+                    exit::INCOMPLETE
+                }
+            },
+        )
     }
 
     pub(super) async fn archive(args: ArchiveArgs) -> anyhow::Result<i32> {

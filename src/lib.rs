@@ -32,6 +32,7 @@ pub mod facts;
 pub mod parse;
 pub mod pipeline;
 pub mod plan;
+pub mod readmodel;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -11,12 +11,15 @@
 //! imports `store`, `source`, `export` or `pipeline`.
 
 pub mod chain;
+pub mod database;
 pub mod detail;
 pub mod export;
+pub mod history;
 pub mod kind;
 pub mod retention;
 pub mod write;
 
 pub use chain::{ChainBreak, ChainVerifier, ChainedRecord, EvidenceFilter, GENESIS_HASH};
+pub use database::{ChainReport, verify_database};
 pub use detail::EvidenceDetail;
 pub use kind::EvidenceKind;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::domain::ControlId;
-use crate::store::views::{ImageRow, PostureRow};
+use crate::readmodel::{ImageRow, PostureRow};
 
 /// Renders rows as left-aligned columns under a header.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -133,7 +133,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::views::ControlView;
+    use crate::readmodel::ControlView;
 
     #[test]
     fn posture_table_shows_status_and_reasons_for_failures() {

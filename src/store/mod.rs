@@ -8,7 +8,6 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
-pub mod history;
 pub mod views;
 mod write;
 

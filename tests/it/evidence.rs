@@ -14,6 +14,7 @@ use ecr_audit::alerts::outbox::{alert_kind, enqueue};
 use ecr_audit::domain::{Actor, ControlId, Digest, RepositoryKey, SignatureStatus, Verdict};
 use ecr_audit::evaluate::signature::SignatureVerdict;
 use ecr_audit::evaluate::{ControlPolicy, ImageSettings, repository_controls};
+use ecr_audit::evidence::ChainReport;
 use ecr_audit::evidence::{ChainBreak, ChainedRecord, EvidenceDetail, EvidenceKind};
 use ecr_audit::facts::{ImageFacts, ImageLookup, RegistryFacts, RepositoryFacts, ScanFacts};
 use ecr_audit::parse::{AuditEvent, Change, RepositoryCall};
@@ -21,7 +22,6 @@ use ecr_audit::plan::{
     EventPlan, ImagePresence, ImageWrite, Plan, RepositoryWrite, ScanWrite, SignatureWrite,
 };
 use ecr_audit::store::Store;
-use ecr_audit::store::views::ChainReport;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, PgPool};
 
@@ -318,7 +318,9 @@ fn export(pool: &PgPool, dir: &Path, format: &str, extra: &[&str]) -> PathBuf {
 }
 
 async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> bool>, what: &str) {
-    let report = store.verify_chain().await.expect("verify");
+    let report = ecr_audit::evidence::verify_database(store.pool())
+        .await
+        .expect("verify");
     assert!(expected(&report), "{what}: {report:?}");
 }
 
@@ -399,7 +401,7 @@ async fn concurrent_writers_append_one_chain_that_never_forks() {
         previous = hash.clone();
     }
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool()).await.expect("verify"),
         ChainReport::Valid { records, .. } if records == chain.len() as u64
     ));
 }
@@ -421,7 +423,9 @@ async fn tampering_in_the_database_is_detected_and_located() {
     let n = chain.len() as i64;
     assert!(n >= 15, "history has {n} records");
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool())
+            .await
+            .expect("verify"),
         ChainReport::Valid { .. }
     ));
 
@@ -524,7 +528,9 @@ async fn tampering_in_the_database_is_detected_and_located() {
         tamper(&pool, &restore).await;
     }
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool())
+            .await
+            .expect("verify"),
         ChainReport::Valid { .. }
     ));
 
@@ -863,7 +869,7 @@ async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_ver
         json!({"seq": old.len(), "hash": old.last().expect("last").1})
     );
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool()).await.expect("verify"),
         ChainReport::Valid { continues_from: Some(seq), .. } if seq == old.len() as i64
     ));
     let output = ecr_audit(&pool).arg("verify").output().expect("run verify");
@@ -1123,7 +1129,9 @@ async fn load_v1_fixture(pool: &PgPool) {
 async fn a_chain_written_before_typed_evidence_verifies_in_the_database_and_offline(pool: PgPool) {
     load_v1_fixture(&pool).await;
     let store = Store::from_pool(pool.clone());
-    let report = store.verify_chain().await.expect("verify");
+    let report = ecr_audit::evidence::verify_database(store.pool())
+        .await
+        .expect("verify");
     assert!(
         matches!(
             report,
@@ -1181,7 +1189,9 @@ async fn a_chain_written_before_typed_evidence_verifies_in_the_database_and_offl
 
     // New records continue the old chain.
     commit(&store, vec![repository_plan("v2-1", "team/app", "MUTABLE")]).await;
-    let report = store.verify_chain().await.expect("verify");
+    let report = ecr_audit::evidence::verify_database(store.pool())
+        .await
+        .expect("verify");
     assert!(
         matches!(report, ChainReport::Valid { records, continues_from: Some(28), .. } if records > 13),
         "{report:?}"
@@ -1239,7 +1249,9 @@ async fn alerts_and_history_read_a_chain_written_before_typed_evidence(pool: PgP
     tx.rollback().await.expect("rollback");
 
     // `--at` replays the old chain: the retained repository and digest are there.
-    let (state, coverage) = store.as_of(Utc::now()).await.expect("as of");
+    let (state, coverage) = ecr_audit::evidence::history::as_of(store.pool(), Utc::now())
+        .await
+        .expect("as of");
     assert!(coverage.archived_before);
     let posture = state.posture(Some("team/app"));
     assert_eq!(posture.len(), 1);

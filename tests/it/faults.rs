@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ecr_audit::store::views::ChainReport;
+use ecr_audit::evidence::ChainReport;
 use serde_json::{Value, json};
 
 use crate::harness::TestQueue;
@@ -178,7 +178,9 @@ async fn killed_at_random_points_the_worker_loses_and_duplicates_nothing() {
     assert_eq!(ids.len(), events, "every event's evidence exactly once");
     assert_eq!(unique.len(), events);
     assert_eq!(app.queue_depth(&dlq).await, (0, 0), "nothing dead-lettered");
-    let report = app.store.verify_chain().await.expect("verify");
+    let report = ecr_audit::evidence::verify_database(app.store.pool())
+        .await
+        .expect("verify");
     assert!(matches!(report, ChainReport::Valid { .. }), "{report:?}");
     app.finish().await;
 }

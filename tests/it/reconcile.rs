@@ -13,7 +13,7 @@ use aws_sdk_ecr::types::{
     SigningRepositoryFilter, SigningRepositoryFilterType, SigningRule,
 };
 use ecr_audit::domain::AccountId;
-use ecr_audit::store::views::PostureRow;
+use ecr_audit::readmodel::PostureRow;
 use ecr_audit::telemetry::DriftKind;
 use futures::{StreamExt, stream};
 use serde_json::json;
@@ -544,9 +544,11 @@ async fn reconcile_catches_up_with_changes_no_event_reported() {
         records.iter().any(|(kind, _, _)| kind == "image_pushed"),
         "{records:#?}"
     );
-    let verify = app.store.verify_chain().await.expect("verify");
+    let verify = ecr_audit::evidence::verify_database(app.store.pool())
+        .await
+        .expect("verify");
     assert!(
-        matches!(verify, ecr_audit::store::views::ChainReport::Valid { .. }),
+        matches!(verify, ecr_audit::evidence::ChainReport::Valid { .. }),
         "{verify:?}"
     );
 
@@ -795,9 +797,11 @@ async fn a_pull_through_rule_no_creation_template_covers_fails_ecra4_until_one_d
     let (from, to, _, cause) = ecra4_transition(&app, &cached).await;
     assert_eq!((from.as_deref(), to.as_str()), (Some("PASS"), "FAIL"));
     assert!(cause.starts_with("reconcile/"), "{cause}");
-    let verify = app.store.verify_chain().await.expect("verify");
+    let verify = ecr_audit::evidence::verify_database(app.store.pool())
+        .await
+        .expect("verify");
     assert!(
-        matches!(verify, ecr_audit::store::views::ChainReport::Valid { .. }),
+        matches!(verify, ecr_audit::evidence::ChainReport::Valid { .. }),
         "{verify:?}"
     );
     app.finish().await;

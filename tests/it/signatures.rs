@@ -10,7 +10,7 @@ use aws_sdk_ecr::types::{
     ImageScanningConfiguration, SigningConfiguration, SigningRepositoryFilter,
     SigningRepositoryFilterType, SigningRule,
 };
-use ecr_audit::store::views::ImageRow;
+use ecr_audit::readmodel::ImageRow;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, envelope, image_action, metric_value, push_image, sha256_hex};

@@ -2,9 +2,9 @@
 //! migrated template).
 
 use ecr_audit::domain::RepositoryKey;
+use ecr_audit::evidence::ChainReport;
 use ecr_audit::facts::RepositoryFacts;
 use ecr_audit::plan::{Plan, RejectedMessage};
-use ecr_audit::store::views::ChainReport;
 use ecr_audit::store::{Committed, Store};
 use sqlx::PgPool;
 
@@ -108,7 +108,9 @@ async fn transitions_are_evidence_and_the_chain_verifies() {
         "first evaluation records every control, later only changes"
     );
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool())
+            .await
+            .expect("verify"),
         ChainReport::Valid { records: 12, .. }
     ));
 }
@@ -199,7 +201,9 @@ async fn concurrent_writers_produce_one_valid_chain() {
             .expect("count");
     assert_eq!(events, 60);
     assert!(matches!(
-        store.verify_chain().await.expect("verify"),
+        ecr_audit::evidence::verify_database(store.pool())
+            .await
+            .expect("verify"),
         ChainReport::Valid { .. }
     ));
 }

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 
-use super::views::{ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView};
-use super::{Store, StoreError};
-use crate::domain::{ScanStatus, Verdict};
-use crate::evaluate::ImageSettings;
-use crate::evidence::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
-use crate::evidence::detail::{
+use sqlx::PgPool;
+
+use super::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
+use super::detail::{
     EventDetail, EvidenceDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
     RepositoryStateLabel, ScanAfter,
+};
+use crate::domain::{ScanStatus, Verdict};
+use crate::evaluate::ImageSettings;
+use crate::readmodel::{
+    ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView,
 };
 
 type RepositoryId = (String, String, String);
@@ -324,33 +327,32 @@ pub struct HistoryCoverage {
     pub archived_before: bool,
 }
 
-impl Store {
-    /// Rebuilds the state recorded at or before `at` by replaying the stored chain.
-    ///
-    /// # Errors
-    /// When a query fails.
-    pub async fn as_of(&self, at: DateTime<Utc>) -> Result<(AsOf, HistoryCoverage), StoreError> {
-        let oldest: Option<(i64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT seq, recorded_at FROM evidence ORDER BY seq LIMIT 1")
-                .fetch_optional(self.pool())
-                .await?;
-        let mut state = AsOf::default();
-        let sql =
-            format!("SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE recorded_at <= $1 ORDER BY seq");
-        let mut rows = sqlx::query_as::<_, EvidenceRow>(&sql)
-            .bind(at)
-            .fetch(self.pool());
-        while let Some(row) = rows.try_next().await? {
-            state.apply(&row.into_record().0);
-        }
-        Ok((
-            state,
-            HistoryCoverage {
-                oldest_recorded_at: oldest.map(|(_, at)| at),
-                archived_before: oldest.is_some_and(|(seq, _)| seq > 1),
-            },
-        ))
+/// Rebuilds the state recorded at or before `at` by replaying the stored chain.
+///
+/// # Errors
+/// When a query fails.
+pub async fn as_of(
+    pool: &PgPool,
+    at: DateTime<Utc>,
+) -> Result<(AsOf, HistoryCoverage), sqlx::Error> {
+    let oldest: Option<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT seq, recorded_at FROM evidence ORDER BY seq LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    let mut state = AsOf::default();
+    let sql =
+        format!("SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE recorded_at <= $1 ORDER BY seq");
+    let mut rows = sqlx::query_as::<_, EvidenceRow>(&sql).bind(at).fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        state.apply(&row.into_record().0);
     }
+    Ok((
+        state,
+        HistoryCoverage {
+            oldest_recorded_at: oldest.map(|(_, at)| at),
+            archived_before: oldest.is_some_and(|(seq, _)| seq > 1),
+        },
+    ))
 }
 
 #[cfg(test)]
