@@ -72,6 +72,37 @@ pub struct EcrRegistry {
 }
 
 impl EcrRegistry {
+    /// One repository of a listing with its settings read; `None` for a name ECR returns
+    /// that we cannot represent (skipped, not guessed at).
+    async fn listed_repository(
+        &self,
+        clients: &RegionalClients,
+        account: &AccountId,
+        region: &Region,
+        repository: aws_sdk_ecr::types::Repository,
+        observed_at: DateTime<Utc>,
+    ) -> Result<Option<ListedRepository>, EnrichError> {
+        let Some(name) = repository
+            .repository_name()
+            .and_then(|n| RepositoryName::parse(n).ok())
+        else {
+            return Ok(None);
+        };
+        let key = RepositoryKey {
+            account: account.clone(),
+            region: region.clone(),
+            name,
+        };
+        let settings = self.settings_of(clients, &key, &repository).await?;
+        Ok(Some(ListedRepository {
+            key,
+            facts: RepositoryFacts {
+                observed_at,
+                state: RepositoryState::Present(Box::new(settings)),
+            },
+        }))
+    }
+
     pub fn new(sdk_config: SdkConfig, metrics: Arc<Metrics>) -> Self {
         Self::with_options(sdk_config, metrics, HashMap::new(), ApiPacing::default())
     }
@@ -664,29 +695,7 @@ impl Registry for EcrRegistry {
         };
         let listed: Vec<Result<Option<ListedRepository>, EnrichError>> =
             stream::iter(described.into_iter().map(|repository| {
-                let clients = &clients;
-                async move {
-                    // A name ECR returns that we cannot represent is skipped, not guessed at.
-                    let Some(name) = repository
-                        .repository_name()
-                        .and_then(|n| RepositoryName::parse(n).ok())
-                    else {
-                        return Ok(None);
-                    };
-                    let key = RepositoryKey {
-                        account: account.clone(),
-                        region: region.clone(),
-                        name,
-                    };
-                    let settings = self.settings_of(clients, &key, &repository).await?;
-                    Ok(Some(ListedRepository {
-                        key,
-                        facts: RepositoryFacts {
-                            observed_at,
-                            state: RepositoryState::Present(Box::new(settings)),
-                        },
-                    }))
-                }
+                self.listed_repository(&clients, account, region, repository, observed_at)
             }))
             .buffered(SWEEP_CONCURRENCY)
             .collect()

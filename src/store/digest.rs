@@ -28,9 +28,50 @@ pub struct RecheckClaim {
 /// Current signature status, whether it was never UNSIGNED, last check time, is-artifact.
 type SignatureRow = (Option<String>, bool, Option<DateTime<Utc>>, bool);
 
+/// The digest's next signature re-check: due at `write.next_check`, or none any more.
+async fn schedule_recheck(
+    tx: &mut Transaction<'_, Postgres>,
+    write: &SignatureWrite,
+    from_recheck: bool,
+) -> Result<(), StoreError> {
+    let key = &write.key;
+    match write.next_check {
+        Some(due_at) => {
+            sqlx::query(
+                "INSERT INTO signature_rechecks (account, region, repository, digest, pushed_at, due_at, attempts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (account, region, repository, digest) DO UPDATE SET
+                      due_at = EXCLUDED.due_at,
+                      attempts = signature_rechecks.attempts + $7",
+            )
+            .bind(key.account.as_str())
+            .bind(key.region.as_str())
+            .bind(key.name.as_str())
+            .bind(write.digest.as_str())
+            .bind(write.pushed_at)
+            .bind(due_at)
+            .bind(i32::from(from_recheck))
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "DELETE FROM signature_rechecks
+                  WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
+            )
+            .bind(key.account.as_str())
+            .bind(key.region.as_str())
+            .bind(key.name.as_str())
+            .bind(write.digest.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies a verdict unless a newer check is stored or the digest is an artifact or unknown;
 /// returns the status change, if any.
-#[allow(clippy::too_many_lines, reason = "TEMP")]
 pub(super) async fn apply_signature(
     tx: &mut Transaction<'_, Postgres>,
     write: &SignatureWrite,
@@ -80,38 +121,7 @@ pub(super) async fn apply_signature(
     .execute(&mut **tx)
     .await?;
 
-    match write.next_check {
-        Some(due_at) => {
-            sqlx::query(
-                "INSERT INTO signature_rechecks (account, region, repository, digest, pushed_at, due_at, attempts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (account, region, repository, digest) DO UPDATE SET
-                      due_at = EXCLUDED.due_at,
-                      attempts = signature_rechecks.attempts + $7",
-            )
-            .bind(key.account.as_str())
-            .bind(key.region.as_str())
-            .bind(key.name.as_str())
-            .bind(write.digest.as_str())
-            .bind(write.pushed_at)
-            .bind(due_at)
-            .bind(i32::from(from_recheck))
-            .execute(&mut **tx)
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "DELETE FROM signature_rechecks
-                  WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
-            )
-            .bind(key.account.as_str())
-            .bind(key.region.as_str())
-            .bind(key.name.as_str())
-            .bind(write.digest.as_str())
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
+    schedule_recheck(tx, write, from_recheck).await?;
 
     let from = old_status
         .as_deref()

@@ -26,14 +26,11 @@ use crate::facts::{Fact, ImageLookup, RepositoryState};
 /// A control whose status an event changed: repository, control, old and new verdicts.
 type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
 
-#[allow(clippy::too_many_lines, reason = "TEMP")]
-pub(super) async fn commit_batch(
-    pool: &PgPool,
+/// The event ids of the batch that an earlier transaction already recorded.
+async fn already_recorded(
+    tx: &mut Transaction<'_, Postgres>,
     plans: &[Plan],
-    alerts: bool,
-) -> Result<BatchOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
-
+) -> Result<HashSet<String>, StoreError> {
     let event_ids: Vec<String> = plans
         .iter()
         .filter_map(|p| match p {
@@ -41,13 +38,38 @@ pub(super) async fn commit_batch(
             Plan::Rejected(_) => None,
         })
         .collect();
-    let already: HashSet<String> =
+    Ok(
         sqlx::query_scalar::<_, String>("SELECT event_id FROM evidence WHERE event_id = ANY($1)")
             .bind(&event_ids)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
             .into_iter()
-            .collect();
+            .collect(),
+    )
+}
+
+/// The records of plan `index`, the first one leading its group.
+fn pending_records(
+    index: usize,
+    records: Vec<ChainedRecord>,
+) -> impl Iterator<Item = PendingRecord> {
+    records
+        .into_iter()
+        .enumerate()
+        .map(move |(i, record)| PendingRecord {
+            group: index,
+            is_lead: i == 0,
+            record,
+        })
+}
+
+pub(super) async fn commit_batch(
+    pool: &PgPool,
+    plans: &[Plan],
+    alerts: bool,
+) -> Result<BatchOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let already = already_recorded(&mut tx, plans).await?;
 
     // Lock rows in one global order (repository, then event time) so that concurrent batches
     // touching the same repositories cannot deadlock on each other.
@@ -73,16 +95,7 @@ pub(super) async fn commit_batch(
                 }
                 let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
                 first_unsigned += newly_unsigned;
-                pending.extend(
-                    records
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, record)| PendingRecord {
-                            group: index,
-                            is_lead: i == 0,
-                            record,
-                        }),
-                );
+                pending.extend(pending_records(index, records));
                 outcomes[index] = if plan.ignored {
                     Committed::Ignored
                 } else {
@@ -574,21 +587,10 @@ async fn upsert_controls(
     Ok(transitions)
 }
 
-#[allow(clippy::too_many_lines, reason = "TEMP")]
-async fn upsert_image(
-    tx: &mut Transaction<'_, Postgres>,
-    image: &ImageWrite,
-) -> Result<(), StoreError> {
-    let found = match &image.lookup {
-        Some((observed_at, ImageLookup::Found(facts))) => Some((*observed_at, facts)),
-        _ => None,
-    };
-    let settings = image.settings.as_ref();
-    let pushed_at = found
-        .and_then(|(_, f)| f.pushed_at)
-        .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
-    sqlx::query(
-        "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
+/// One image row, with every guard of a versioned write: presence moves only with a newer
+/// push or delete, tags only with a newer read, the earliest pusher wins, and the settings at
+/// push are written once.
+const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
               tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind)
@@ -621,35 +623,58 @@ async fn upsert_image(
               encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
               kms_key = COALESCE(i.kms_key, EXCLUDED.kms_key),
               kms_customer_managed = COALESCE(i.kms_customer_managed, EXCLUDED.kms_customer_managed),
-              updated_at = now()",
-    )
-    .bind(image.key.account.as_str())
-    .bind(image.key.region.as_str())
-    .bind(image.key.name.as_str())
-    .bind(image.digest.as_str())
-    .bind(image.presence != ImagePresence::Deleted)
-    .bind(image.event_time)
-    .bind(found.map(|(_, f)| f.tags.clone()))
-    .bind(found.map(|(at, _)| at))
-    .bind(&image.push_tag)
-    .bind(pushed_at)
-    .bind(image.pushed_by.as_ref().map(|a| a.arn.clone()))
-    .bind(image.pushed_by.as_ref().and_then(|a| a.identity_type.clone()))
-    .bind(found.and_then(|(_, f)| f.manifest_media_type.clone()))
-    .bind(found.and_then(|(_, f)| f.artifact_media_type.clone()))
-    .bind(image.artifact.as_ref().map(|(subject, _)| subject.to_string()))
-    .bind(found.and_then(|(_, f)| f.size_bytes))
-    .bind(&image.storage_class)
-    .bind(settings.and_then(|s| s.tag_immutability.clone()))
-    .bind(settings.and_then(|s| s.tag_protected))
-    .bind(settings.and_then(|s| s.encryption_type.clone()))
-    .bind(settings.and_then(|s| s.kms_key.clone()))
-    .bind(settings.and_then(|s| s.customer_managed_key))
-    .bind(image.presence != ImagePresence::Unchanged)
-    .bind(image.pushed_by.as_ref().map(|_| image.event_time))
-    .bind(image.artifact.as_ref().map(|(_, kind)| kind.as_str()))
-    .execute(&mut **tx)
-    .await?;
+              updated_at = now()";
+
+async fn upsert_image(
+    tx: &mut Transaction<'_, Postgres>,
+    image: &ImageWrite,
+) -> Result<(), StoreError> {
+    let found = match &image.lookup {
+        Some((observed_at, ImageLookup::Found(facts))) => Some((*observed_at, facts)),
+        _ => None,
+    };
+    let settings = image.settings.as_ref();
+    let pushed_at = found
+        .and_then(|(_, f)| f.pushed_at)
+        .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
+    sqlx::query(UPSERT_IMAGE)
+        .bind(image.key.account.as_str())
+        .bind(image.key.region.as_str())
+        .bind(image.key.name.as_str())
+        .bind(image.digest.as_str())
+        .bind(image.presence != ImagePresence::Deleted)
+        .bind(image.event_time)
+        .bind(found.map(|(_, f)| f.tags.clone()))
+        .bind(found.map(|(at, _)| at))
+        .bind(&image.push_tag)
+        .bind(pushed_at)
+        .bind(image.pushed_by.as_ref().map(|a| a.arn.clone()))
+        .bind(
+            image
+                .pushed_by
+                .as_ref()
+                .and_then(|a| a.identity_type.clone()),
+        )
+        .bind(found.and_then(|(_, f)| f.manifest_media_type.clone()))
+        .bind(found.and_then(|(_, f)| f.artifact_media_type.clone()))
+        .bind(
+            image
+                .artifact
+                .as_ref()
+                .map(|(subject, _)| subject.to_string()),
+        )
+        .bind(found.and_then(|(_, f)| f.size_bytes))
+        .bind(&image.storage_class)
+        .bind(settings.and_then(|s| s.tag_immutability.clone()))
+        .bind(settings.and_then(|s| s.tag_protected))
+        .bind(settings.and_then(|s| s.encryption_type.clone()))
+        .bind(settings.and_then(|s| s.kms_key.clone()))
+        .bind(settings.and_then(|s| s.customer_managed_key))
+        .bind(image.presence != ImagePresence::Unchanged)
+        .bind(image.pushed_by.as_ref().map(|_| image.event_time))
+        .bind(image.artifact.as_ref().map(|(_, kind)| kind.as_str()))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
