@@ -25,6 +25,7 @@ use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
 use crate::store::history::HistoryCoverage;
+use crate::trust::TrustSettings;
 
 /// Process exit codes; part of the CLI contract.
 pub mod exit {
@@ -208,6 +209,7 @@ pub async fn build_pipeline(
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BuiltPipeline> {
+    let trust = load_trust(args)?;
     let store = connect(&args.database).await?;
     let default_account = match &args.account_id {
         Some(account) => AccountId::parse(account).context("ECR_AUDIT_ACCOUNT_ID")?,
@@ -265,7 +267,28 @@ pub async fn build_pipeline(
         pipeline,
         registry,
         targets,
+        trust,
     })
+}
+
+/// Loads the trust configuration before anything else, so a wrong policy, store or key stops
+/// start-up with the setting's name instead of surfacing later as verdicts.
+fn load_trust(args: &PipelineArgs) -> anyhow::Result<Arc<TrustSettings>> {
+    let trust = args.trust.load().context("trust configuration")?;
+    match &trust.policy {
+        Some(policy) => tracing::info!(
+            policy_version = %trust.version(),
+            policies = policy.document.policies.len(),
+            cosign_keys = trust.cosign_keys.len(),
+            "trust policy loaded"
+        ),
+        None => tracing::warn!(
+            policy_version = %trust.version(),
+            cosign_keys = trust.cosign_keys.len(),
+            "no trust policy configured (ECR_AUDIT_TRUST_POLICY): Notary signatures cannot be trusted"
+        ),
+    }
+    Ok(Arc::new(trust))
 }
 
 /// A pipeline with what a reconcile sweep needs beside it.
@@ -275,6 +298,8 @@ pub struct BuiltPipeline {
     pub registry: Arc<dyn Registry>,
     /// Every (account, region) the sweep covers.
     pub targets: Vec<(AccountId, Region)>,
+    /// The trust configuration, loaded and validated (docs/SIGNATURES.md).
+    pub trust: Arc<TrustSettings>,
 }
 
 /// Writes command output to stdout. A reader that stops early (`| head`) is not an error:
