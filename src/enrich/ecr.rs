@@ -18,15 +18,18 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+mod signatures;
+
 use super::aws::{AwsErrorClass, classify};
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::export::metrics::{ApiOutcome, Metrics};
 use crate::facts::{
-    ArtifactKind, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository,
-    ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts, RegistryScanning,
-    RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule, SignatureArtifact,
-    SignatureKind, SigningRuleFacts, SigningStatus, TagMutability, kind_of_artifact_type,
+    ArtifactKind, BlobRead, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup,
+    ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
+    RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule,
+    SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts, SigningStatus,
+    TagMutability, kind_of_artifact_type,
 };
 
 #[derive(Clone)]
@@ -69,6 +72,8 @@ pub struct EcrRegistry {
     key_managers: Mutex<HashMap<String, Fact<String>>>,
     pacing: DefaultKeyedRateLimiter<&'static str>,
     metrics: Arc<Metrics>,
+    /// Blob downloads (signature envelopes); the reason when no client could be made.
+    http: Result<reqwest::Client, String>,
 }
 
 impl EcrRegistry {
@@ -90,6 +95,7 @@ impl EcrRegistry {
             key_managers: Mutex::new(HashMap::new()),
             pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
             metrics,
+            http: signatures::blob_client(),
         }
     }
 
@@ -905,6 +911,23 @@ impl Registry for EcrRegistry {
         Ok(Fact::Known(found))
     }
 
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        self.read_signature_manifest(key, reference).await
+    }
+
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        self.read_blob(key, digest, max_bytes).await
+    }
+
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         if let Some((read_at, status)) = self.profiles().get(profile_arn)
             && read_at.elapsed() < PROFILE_STATUS_TTL
@@ -936,6 +959,9 @@ impl Registry for EcrRegistry {
             .signer
             .get_signing_profile()
             .profile_name(name)
+            // A profile of another account (a cross-account signing rule) is read with its
+            // owner; without it Signer looks up a same-named profile of the caller's account.
+            .profile_owner(account.as_str())
             .send()
             .await;
         let status = match self.settle("signer:GetSigningProfile", &profile_arn, result)? {

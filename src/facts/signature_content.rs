@@ -1,0 +1,132 @@
+//! What a signature artifact holds, as read from the registry: its manifest's layers (the
+//! Notary envelope, or Cosign's simple-signing payload with its signature annotation) and the
+//! bytes of a blob. Facts only; `trust` turns them into verdicts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Cosign's annotation on the payload layer: base64 of the signature over the payload bytes.
+pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// Manifest media types accepted when reading a signature artifact (`BatchGetImage`):
+/// Notation and Cosign push OCI manifests; older Cosign pushes Docker v2 manifests.
+pub const SIGNATURE_MANIFEST_MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// One layer descriptor of a signature manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDescriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The parts of a signature artifact's manifest verification needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureManifest {
+    pub artifact_type: Option<String>,
+    /// The `subject` digest (OCI referrers); Cosign `.sig` tags have none.
+    pub subject: Option<String>,
+    pub layers: Vec<LayerDescriptor>,
+}
+
+/// A manifest that is not JSON of an image manifest's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestUnreadable(pub String);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    artifact_type: Option<String>,
+    subject: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Vec<RawDescriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: Option<String>,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+impl SignatureManifest {
+    /// Reads a manifest's JSON.
+    ///
+    /// # Errors
+    /// [`ManifestUnreadable`] when it is not an image manifest's JSON.
+    pub fn from_json(text: &str) -> Result<Self, ManifestUnreadable> {
+        let raw: RawManifest =
+            serde_json::from_str(text).map_err(|e| ManifestUnreadable(e.to_string()))?;
+        Ok(Self {
+            artifact_type: raw.artifact_type,
+            subject: raw.subject.map(|s| s.digest),
+            layers: raw
+                .layers
+                .into_iter()
+                .map(|l| LayerDescriptor {
+                    media_type: l.media_type.unwrap_or_default(),
+                    digest: l.digest,
+                    size: l.size,
+                    annotations: l.annotations,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A blob read through its download URL, within a size cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobRead {
+    /// The bytes, whose SHA-256 matched the digest asked for.
+    Bytes(Vec<u8>),
+    /// Declared or served larger than the cap: not read further.
+    TooLarge { limit: usize },
+    /// The bytes served do not hash to the digest asked for.
+    DigestMismatch { actual: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notation_manifest_names_its_envelope_and_subject() {
+        let manifest = SignatureManifest::from_json(
+            r#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+              "artifactType": "application/vnd.cncf.notary.signature",
+              "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44", "size": 2},
+              "layers": [{"mediaType": "application/jose+json", "digest": "sha256:ab", "size": 2048}],
+              "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:cd", "size": 500}}"#,
+        )
+        .expect("manifest");
+        assert_eq!(manifest.subject.as_deref(), Some("sha256:cd"));
+        assert_eq!(manifest.layers[0].media_type, "application/jose+json");
+        assert_eq!(manifest.layers[0].size, 2048);
+    }
+
+    #[test]
+    fn a_cosign_layer_keeps_its_signature_annotation() {
+        let manifest = SignatureManifest::from_json(
+            r#"{"schemaVersion": 2, "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+              "digest": "sha256:ef", "size": 250, "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}}]}"#,
+        )
+        .expect("manifest");
+        assert_eq!(
+            manifest.layers[0]
+                .annotations
+                .get(COSIGN_SIGNATURE_ANNOTATION)
+                .map(String::as_str),
+            Some("MEUC")
+        );
+        assert!(SignatureManifest::from_json("[1, 2]").is_err());
+    }
+}
