@@ -12,7 +12,9 @@ pub mod signing;
 pub use artifact::{
     ArtifactKind, NOTATION_SIGNATURE, artifact_subject, cosign_tag_subject, kind_of_artifact_type,
 };
-pub use signature_content::{BlobRead, LayerDescriptor, SignatureManifest};
+pub use signature_content::{
+    BlobRead, LayerDescriptor, SignatureManifest, SignatureVerification, VerificationResult,
+};
 pub use signing::{ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus};
 
 use chrono::{DateTime, Utc};

@@ -130,3 +130,46 @@ mod tests {
         assert!(SignatureManifest::from_json("[1, 2]").is_err());
     }
 }
+
+/// What verifying one signature concluded, as stored and shown: the check that failed is
+/// `trust::Failure::as_str` (this layer cannot name the trust module's enum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum VerificationResult {
+    Verified {
+        scheme: String,
+        identity: String,
+        signer_profile_version_arn: Option<String>,
+        signer_job_arn: Option<String>,
+        signing_time: Option<chrono::DateTime<chrono::Utc>>,
+        expiry: Option<chrono::DateTime<chrono::Utc>>,
+        /// Failures the policy level only logs.
+        warnings: Vec<String>,
+    },
+    /// The policy's level is `skip`: not verified, and not a signature that counts.
+    Skipped {
+        policy: String,
+    },
+    Rejected {
+        check: String,
+        reason: String,
+    },
+}
+
+/// One signature artifact's verification, under one trust configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureVerification {
+    /// The artifact's digest, or the Cosign tag.
+    pub reference: String,
+    /// `sha256:` of the envelope (or Cosign payload) blob, when the manifest named one.
+    pub envelope_digest: Option<String>,
+    pub policy_version: String,
+    #[serde(flatten)]
+    pub result: VerificationResult,
+}
+
+impl SignatureVerification {
+    pub fn is_verified(&self) -> bool {
+        matches!(self.result, VerificationResult::Verified { .. })
+    }
+}
