@@ -9,6 +9,7 @@
 
 mod digest;
 pub mod history;
+pub mod verifications;
 pub mod views;
 mod write;
 

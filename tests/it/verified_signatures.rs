@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use aws_sdk_ecr::primitives::Blob;
-use ecr_audit::domain::{AccountId, Region, RepositoryKey, RepositoryName};
+use ecr_audit::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
 use ecr_audit::enrich::ecr::EcrRegistry;
 use ecr_audit::export::metrics::Metrics;
-use ecr_audit::facts::{BlobRead, Fact, ProfileStatus};
+use ecr_audit::facts::{BlobRead, Fact, ProfileStatus, SignatureVerification, VerificationResult};
+use ecr_audit::store::Store;
+use ecr_audit::store::verifications::VerificationKey;
 use serde_json::json;
 
 use crate::helpers::{REGION, TestApp, push_image, sha256_hex};
@@ -149,4 +151,103 @@ async fn a_signature_manifest_and_its_envelope_are_read_within_the_cap() {
         "{absent:?}"
     );
     app.finish().await;
+}
+
+fn verified(expiry: Option<chrono::DateTime<chrono::Utc>>) -> SignatureVerification {
+    SignatureVerification {
+        reference: "sha256:signature".to_owned(),
+        envelope_digest: Some("sha256:envelope".to_owned()),
+        policy_version: "sha256:policy-1".to_owned(),
+        result: VerificationResult::Verified {
+            scheme: "notary.x509.signingAuthority".to_owned(),
+            identity: "C=US, O=Example, CN=signer".to_owned(),
+            signer_profile_version_arn: Some(
+                "arn:aws:signer:us-east-1:111122223333:/signing-profiles/p/v1".to_owned(),
+            ),
+            signer_job_arn: None,
+            signing_time: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+            expiry,
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// A verification is kept once per envelope, policy version, subject and scope: another
+/// subject (a copied signature), another policy version or a passed expiry finds nothing,
+/// and the table refuses changes.
+#[tokio::test]
+async fn verifications_are_kept_per_envelope_policy_subject_and_scope() {
+    let db = crate::harness::TestDb::new().await;
+    let store = Store::from_pool(db.pool.clone());
+    let subject = Digest::parse(&format!("sha256:{}", "a".repeat(64))).expect("digest");
+    let other = Digest::parse(&format!("sha256:{}", "b".repeat(64))).expect("digest");
+    let now = chrono::Utc::now();
+    let key = VerificationKey {
+        envelope_digest: "sha256:envelope",
+        policy_version: "sha256:policy-1",
+        subject: &subject,
+        scope: "111122223333.dkr.ecr.us-east-1.amazonaws.com/team/app",
+    };
+    let kept = verified(Some(now + chrono::Duration::days(1)));
+    store
+        .record_signature_verification(key, &kept)
+        .await
+        .expect("record");
+    assert_eq!(
+        store.signature_verification(key, now).await.expect("read"),
+        Some(kept.clone())
+    );
+
+    let rejected = SignatureVerification {
+        result: VerificationResult::Rejected {
+            check: "bad_signature".to_owned(),
+            reason: "x".to_owned(),
+        },
+        ..kept.clone()
+    };
+    store
+        .record_signature_verification(key, &rejected)
+        .await
+        .expect("a second record is a no-op");
+    assert_eq!(
+        store.signature_verification(key, now).await.expect("read"),
+        Some(kept.clone())
+    );
+
+    let for_other = VerificationKey {
+        subject: &other,
+        ..key
+    };
+    assert_eq!(
+        store
+            .signature_verification(for_other, now)
+            .await
+            .expect("read"),
+        None
+    );
+    let new_policy = VerificationKey {
+        policy_version: "sha256:policy-2",
+        ..key
+    };
+    assert_eq!(
+        store
+            .signature_verification(new_policy, now)
+            .await
+            .expect("read"),
+        None
+    );
+    let later = now + chrono::Duration::days(2);
+    assert_eq!(
+        store
+            .signature_verification(key, later)
+            .await
+            .expect("read"),
+        None,
+        "expired"
+    );
+
+    let update = sqlx::query("UPDATE signature_verifications SET result = 'verified'")
+        .execute(&db.pool)
+        .await;
+    assert!(update.is_err(), "append-only");
 }
