@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::facts::RevocationQuery;
 use crate::facts::{
     BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
     RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
@@ -192,6 +193,13 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         max_bytes: usize,
     ) -> Result<Fact<BlobRead>, EnrichError> {
         self.inner.blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.inner.revoked_entities(query).await
     }
 
     async fn scan(

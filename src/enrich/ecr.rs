@@ -18,12 +18,14 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+mod revocation;
 mod signatures;
 
 use super::aws::{AwsErrorClass, classify};
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::export::metrics::{ApiOutcome, Metrics};
+use crate::facts::RevocationQuery;
 use crate::facts::{
     ArtifactKind, BlobRead, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup,
     ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
@@ -926,6 +928,13 @@ impl Registry for EcrRegistry {
         max_bytes: usize,
     ) -> Result<Fact<BlobRead>, EnrichError> {
         self.read_blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.read_revoked_entities(query).await
     }
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {

@@ -19,6 +19,7 @@ pub mod fake;
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::facts::RevocationQuery;
 use crate::facts::{
     BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
     RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
@@ -131,6 +132,21 @@ pub trait Registry: Send + Sync {
         Ok(Fact::Unknown("this registry reads no blobs".to_owned()))
     }
 
+    /// Which of a signature's Signer entities (profile version, job, certificate hashes) are
+    /// revoked now (`GetRevocationStatus`). A registry that cannot ask says so as `Unknown`.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        let _ = query;
+        Ok(Fact::Unknown(
+            "this registry asks no revocation status".to_owned(),
+        ))
+    }
+
     /// A digest's scan result; `Known(None)` when it was never scanned.
     ///
     /// # Errors
@@ -235,6 +251,13 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
         max_bytes: usize,
     ) -> Result<Fact<BlobRead>, EnrichError> {
         (**self).blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        (**self).revoked_entities(query).await
     }
 
     async fn scan(

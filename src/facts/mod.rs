@@ -13,7 +13,8 @@ pub use artifact::{
     ArtifactKind, NOTATION_SIGNATURE, artifact_subject, cosign_tag_subject, kind_of_artifact_type,
 };
 pub use signature_content::{
-    BlobRead, LayerDescriptor, SignatureManifest, SignatureVerification, VerificationResult,
+    BlobRead, LayerDescriptor, RevocationQuery, SignatureManifest, SignatureVerification,
+    VerificationResult,
 };
 pub use signing::{ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus};
 

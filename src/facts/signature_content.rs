@@ -173,3 +173,16 @@ impl SignatureVerification {
         matches!(self.result, VerificationResult::Verified { .. })
     }
 }
+
+/// The Signer entities of one verified AWS Signer signature, asked about with
+/// `GetRevocationStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationQuery {
+    /// `arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME/VERSION`.
+    pub profile_version_arn: String,
+    pub job_arn: String,
+    /// Hex SHA-384 of each certificate's TBS bytes followed by its issuer's (the API's recipe).
+    pub certificate_hashes: Vec<String>,
+    pub signature_time: chrono::DateTime<chrono::Utc>,
+    pub platform_id: String,
+}

@@ -9,6 +9,7 @@ use ecr_audit::enrich::Registry;
 use ecr_audit::enrich::aws::load_sdk_config;
 use ecr_audit::enrich::ecr::EcrRegistry;
 use ecr_audit::export::metrics::Metrics;
+use ecr_audit::facts::RevocationQuery;
 use ecr_audit::facts::{BlobRead, Fact, ProfileStatus, SignatureVerification, VerificationResult};
 use ecr_audit::store::Store;
 use ecr_audit::store::verifications::VerificationKey;
@@ -250,4 +251,59 @@ async fn verifications_are_kept_per_envelope_policy_subject_and_scope() {
         .execute(&db.pool)
         .await;
     assert!(update.is_err(), "append-only");
+}
+
+/// `GetRevocationStatus` reaches the emulator (its `data-` host prefix taken off) and reports
+/// a profile version once it is revoked, for signatures made after the revocation.
+#[tokio::test]
+async fn a_revoked_profile_version_is_reported_by_get_revocation_status() {
+    let app = TestApp::new().await;
+    let signer = aws_sdk_signer::Client::new(&app.sdk);
+    let profile_name = format!("{}revocable", app.prefix.replace('-', "_"));
+    let profile = signer
+        .put_signing_profile()
+        .profile_name(&profile_name)
+        .platform_id(NOTATION_PLATFORM)
+        .send()
+        .await
+        .expect("signing profile");
+    let version_arn = profile
+        .profile_version_arn()
+        .expect("version arn")
+        .to_owned();
+    let version = profile.profile_version().expect("version").to_owned();
+    let registry = app.registry(&Arc::new(Metrics::new()));
+    let query = |signature_time| RevocationQuery {
+        profile_version_arn: version_arn.clone(),
+        job_arn: format!(
+            "arn:aws:signer:{REGION}:{}:/signing-jobs/never-ran",
+            app.account
+        ),
+        certificate_hashes: vec!["00".repeat(96)],
+        signature_time,
+        platform_id: NOTATION_PLATFORM.to_owned(),
+    };
+    let before = registry
+        .revoked_entities(&query(chrono::Utc::now()))
+        .await
+        .expect("answered");
+    assert_eq!(before, Fact::Known(Vec::new()));
+
+    signer
+        .revoke_signing_profile()
+        .profile_name(&profile_name)
+        .profile_version(&version)
+        .reason("key compromised")
+        .effective_time(aws_smithy_types::DateTime::from(
+            std::time::SystemTime::now(),
+        ))
+        .send()
+        .await
+        .expect("revoke");
+    let after = registry
+        .revoked_entities(&query(chrono::Utc::now() + chrono::Duration::seconds(5)))
+        .await
+        .expect("answered");
+    assert_eq!(after, Fact::Known(vec![version_arn.clone()]));
+    app.finish().await;
 }
