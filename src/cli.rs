@@ -28,6 +28,7 @@ use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::trust::TrustSettings;
 
 /// Process exit codes; part of the CLI contract.
 pub mod exit {
@@ -223,6 +224,8 @@ pub(crate) async fn build_pipeline(
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BuiltPipeline> {
+    // Validated now, so a wrong policy stops start-up; the verdict does not use it yet.
+    load_trust(args)?;
     let store = connect(&args.database).await?;
     let default_account = match &args.account_id {
         Some(account) => AccountId::parse(account).context("ECR_AUDIT_ACCOUNT_ID")?,
@@ -232,27 +235,7 @@ pub(crate) async fn build_pipeline(
         Some(region) => Region::parse(region.as_ref()).context("AWS_REGION")?,
         None => bail!("no AWS region configured: set AWS_REGION"),
     };
-    let mut account_roles = std::collections::HashMap::new();
-    let mut accounts = vec![default_account.clone()];
-    for (account, role) in &args.accounts {
-        let account = AccountId::parse(account).context("ECR_AUDIT_ACCOUNTS")?;
-        if !accounts.contains(&account) {
-            accounts.push(account.clone());
-        }
-        account_roles.insert(account, role.clone());
-    }
-    let regions = if args.regions.is_empty() {
-        vec![default_region.clone()]
-    } else {
-        args.regions
-            .iter()
-            .map(|r| Region::parse(r.trim()).context("ECR_AUDIT_REGIONS"))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let targets = accounts
-        .iter()
-        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
-        .collect();
+    let (targets, account_roles) = sweep_targets(args, &default_account, &default_region)?;
     let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::with_options(
         sdk.clone(),
         Arc::clone(&metrics),
@@ -281,6 +264,60 @@ pub(crate) async fn build_pipeline(
         registry,
         targets,
     })
+}
+
+/// The role each configured account is read through.
+type AccountRoles = std::collections::HashMap<AccountId, String>;
+
+/// The accounts and regions to sweep (the default ones first), and the role of each account
+/// that is read through one.
+fn sweep_targets(
+    args: &PipelineArgs,
+    default_account: &AccountId,
+    default_region: &Region,
+) -> anyhow::Result<(Vec<(AccountId, Region)>, AccountRoles)> {
+    let mut account_roles = std::collections::HashMap::new();
+    let mut accounts = vec![default_account.clone()];
+    for (account, role) in &args.accounts {
+        let account = AccountId::parse(account).context("ECR_AUDIT_ACCOUNTS")?;
+        if !accounts.contains(&account) {
+            accounts.push(account.clone());
+        }
+        account_roles.insert(account, role.clone());
+    }
+    let regions = if args.regions.is_empty() {
+        vec![default_region.clone()]
+    } else {
+        args.regions
+            .iter()
+            .map(|r| Region::parse(r.trim()).context("ECR_AUDIT_REGIONS"))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let targets = accounts
+        .iter()
+        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .collect();
+    Ok((targets, account_roles))
+}
+
+/// Loads the trust configuration before anything else, so a wrong policy, store or key stops
+/// start-up with the setting's name instead of surfacing later as verdicts.
+fn load_trust(args: &PipelineArgs) -> anyhow::Result<Arc<TrustSettings>> {
+    let trust = args.trust.load().context("trust configuration")?;
+    match &trust.policy {
+        Some(policy) => tracing::info!(
+            policy_version = %trust.version(),
+            policies = policy.document.policies.len(),
+            cosign_keys = trust.cosign_keys.len(),
+            "trust policy loaded"
+        ),
+        None => tracing::warn!(
+            policy_version = %trust.version(),
+            cosign_keys = trust.cosign_keys.len(),
+            "no trust policy configured (ECR_AUDIT_TRUST_POLICY): Notary signatures cannot be trusted"
+        ),
+    }
+    Ok(Arc::new(trust))
 }
 
 /// A pipeline with what a reconcile sweep needs beside it.

@@ -15,6 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::evidence::export::ExportFormat;
 pub use crate::telemetry::LogFormat;
 
+mod trust;
+pub use trust::{TrustArgs, TrustConfigError};
+
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -138,6 +141,8 @@ pub struct PipelineArgs {
     /// Calls a second allowed per AWS operation, so sweeps stay under ECR's API quotas.
     #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 50)]
     pub api_rate: u32,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 fn account_role(text: &str) -> Result<(String, String), String> {

@@ -14,9 +14,10 @@ use async_trait::async_trait;
 
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::facts::RevocationQuery;
 use crate::facts::{
-    Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, RegistryFacts,
-    RepositoryFacts, ScanFacts, SignatureArtifact,
+    BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
+    RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
 };
 
 pub(crate) struct CachedRegistry<R> {
@@ -173,6 +174,32 @@ impl<R: Registry> Registry for CachedRegistry<R> {
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         self.inner.profile_status(profile_arn).await
+    }
+
+    // Signature manifests and blobs are content-addressed: nothing to invalidate here; an
+    // envelope's verification result is kept in Postgres by its digest instead.
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        self.inner.signature_manifest(key, reference).await
+    }
+
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        self.inner.blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.inner.revoked_entities(query).await
     }
 
     async fn scan(

@@ -18,14 +18,19 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+mod revocation;
+mod signatures;
+
 use super::{EnrichError, Registry};
 use crate::aws::{AwsErrorClass, classify};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
+use crate::facts::RevocationQuery;
 use crate::facts::{
-    ArtifactKind, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository,
-    ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts, RegistryScanning,
-    RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule, SignatureArtifact,
-    SignatureKind, SigningRuleFacts, SigningStatus, TagMutability, kind_of_artifact_type,
+    ArtifactKind, BlobRead, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup,
+    ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
+    RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule,
+    SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts, SigningStatus,
+    TagMutability, kind_of_artifact_type,
 };
 use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
 
@@ -69,9 +74,116 @@ pub struct EcrRegistry {
     key_managers: Mutex<HashMap<String, Fact<String>>>,
     pacing: DefaultKeyedRateLimiter<AwsOperation>,
     metrics: Arc<Metrics>,
+    /// Blob downloads (signature envelopes); the reason when no client could be made.
+    http: Result<reqwest::Client, String>,
 }
 
 impl EcrRegistry {
+    /// The Notation and Cosign signatures among the digest's OCI referrers.
+    async fn referrer_signatures(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        let mut found = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pace(AwsOperation::EcrListImageReferrers).await;
+            let result = clients
+                .ecr
+                .list_image_referrers()
+                .registry_id(key.account.as_str())
+                .repository_name(key.name.as_str())
+                .subject_id(
+                    aws_sdk_ecr::types::SubjectIdentifier::builder()
+                        .image_digest(digest.as_str())
+                        .build()
+                        .map_err(|e| EnrichError::Transient {
+                            operation: AwsOperation::EcrListImageReferrers.as_str(),
+                            target: key.to_string(),
+                            message: e.to_string(),
+                        })?,
+                )
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            match self.settle(AwsOperation::EcrListImageReferrers, key, result)? {
+                Ok(output) => {
+                    for referrer in output.referrers() {
+                        let kind = referrer.artifact_type().map(kind_of_artifact_type);
+                        let kind = match kind {
+                            Some(ArtifactKind::NotationSignature) => SignatureKind::Notation,
+                            Some(ArtifactKind::CosignSignature) => SignatureKind::Cosign,
+                            _ => continue,
+                        };
+                        found.push(SignatureArtifact {
+                            kind,
+                            reference: referrer.digest().to_owned(),
+                            pushed_at: None,
+                        });
+                    }
+                    match output.next_token() {
+                        Some(token) => next_token = Some(token.to_owned()),
+                        None => break,
+                    }
+                }
+                Err((code, _))
+                    if code == "ImageNotFoundException"
+                        || code == "RepositoryNotFoundException" =>
+                {
+                    break;
+                }
+                Err((code, message)) => {
+                    return Ok(Fact::Unknown(format!(
+                        "ListImageReferrers: {code}: {message}"
+                    )));
+                }
+            }
+        }
+        Ok(Fact::Known(found))
+    }
+
+    /// The Cosign signature tag `sha256-<hex>.sig`: Cosign's tag convention predates OCI
+    /// referrers and is still the common form.
+    async fn cosign_tag_signature(
+        &self,
+        clients: &RegionalClients,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        let mut found = Vec::new();
+        let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
+        self.pace(AwsOperation::EcrDescribeImages).await;
+        let result = clients
+            .ecr
+            .describe_images()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_ids(ImageIdentifier::builder().image_tag(&cosign_tag).build())
+            .send()
+            .await;
+        match self.settle(AwsOperation::EcrDescribeImages, key, result)? {
+            Ok(output) => {
+                if let Some(detail) = output.image_details().first() {
+                    found.push(SignatureArtifact {
+                        kind: SignatureKind::Cosign,
+                        reference: cosign_tag,
+                        pushed_at: detail.image_pushed_at().and_then(to_chrono),
+                    });
+                }
+            }
+            Err((code, _))
+                if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {}
+            Err((code, message)) => {
+                return Ok(Fact::Unknown(format!(
+                    "DescribeImages {cosign_tag}: {code}: {message}"
+                )));
+            }
+        }
+        Ok(Fact::Known(found))
+    }
+
     /// One repository of a listing with its settings read; `None` for a name ECR returns
     /// that we cannot represent (skipped, not guessed at).
     async fn listed_repository(
@@ -121,6 +233,7 @@ impl EcrRegistry {
             key_managers: Mutex::new(HashMap::new()),
             pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
             metrics,
+            http: signatures::blob_client(),
         }
     }
 
@@ -593,7 +706,6 @@ fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
     }
 }
 
-#[allow(clippy::too_many_lines, reason = "TEMP")]
 #[async_trait]
 impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
@@ -840,95 +952,42 @@ impl Registry for EcrRegistry {
         cosign_tag: bool,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
         let clients = self.clients_for(key).await;
-        let mut found = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pace(AwsOperation::EcrListImageReferrers).await;
-            let result = clients
-                .ecr
-                .list_image_referrers()
-                .registry_id(key.account.as_str())
-                .repository_name(key.name.as_str())
-                .subject_id(
-                    aws_sdk_ecr::types::SubjectIdentifier::builder()
-                        .image_digest(digest.as_str())
-                        .build()
-                        .map_err(|e| EnrichError::Transient {
-                            operation: AwsOperation::EcrListImageReferrers.as_str(),
-                            target: key.to_string(),
-                            message: e.to_string(),
-                        })?,
-                )
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            match self.settle(AwsOperation::EcrListImageReferrers, key, result)? {
-                Ok(output) => {
-                    for referrer in output.referrers() {
-                        let kind = referrer.artifact_type().map(kind_of_artifact_type);
-                        let kind = match kind {
-                            Some(ArtifactKind::NotationSignature) => SignatureKind::Notation,
-                            Some(ArtifactKind::CosignSignature) => SignatureKind::Cosign,
-                            _ => continue,
-                        };
-                        found.push(SignatureArtifact {
-                            kind,
-                            reference: referrer.digest().to_owned(),
-                            pushed_at: None,
-                        });
-                    }
-                    match output.next_token() {
-                        Some(token) => next_token = Some(token.to_owned()),
-                        None => break,
-                    }
-                }
-                Err((code, _))
-                    if code == "ImageNotFoundException"
-                        || code == "RepositoryNotFoundException" =>
-                {
-                    break;
-                }
-                Err((code, message)) => {
-                    return Ok(Fact::Unknown(format!(
-                        "ListImageReferrers: {code}: {message}"
-                    )));
-                }
-            }
-        }
-
+        let mut found = match self.referrer_signatures(&clients, key, digest).await? {
+            Fact::Known(found) => found,
+            unknown @ Fact::Unknown(_) => return Ok(unknown),
+        };
         if !cosign_tag {
             return Ok(Fact::Known(found));
         }
-        // Cosign's tag convention predates OCI referrers and is still the common form.
-        let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
-        self.pace(AwsOperation::EcrDescribeImages).await;
-        let result = clients
-            .ecr
-            .describe_images()
-            .registry_id(key.account.as_str())
-            .repository_name(key.name.as_str())
-            .image_ids(ImageIdentifier::builder().image_tag(&cosign_tag).build())
-            .send()
-            .await;
-        match self.settle(AwsOperation::EcrDescribeImages, key, result)? {
-            Ok(output) => {
-                if let Some(detail) = output.image_details().first() {
-                    found.push(SignatureArtifact {
-                        kind: SignatureKind::Cosign,
-                        reference: cosign_tag,
-                        pushed_at: detail.image_pushed_at().and_then(to_chrono),
-                    });
-                }
-            }
-            Err((code, _))
-                if code == "ImageNotFoundException" || code == "RepositoryNotFoundException" => {}
-            Err((code, message)) => {
-                return Ok(Fact::Unknown(format!(
-                    "DescribeImages {cosign_tag}: {code}: {message}"
-                )));
-            }
+        match self.cosign_tag_signature(&clients, key, digest).await? {
+            Fact::Known(tagged) => found.extend(tagged),
+            Fact::Unknown(reason) => return Ok(Fact::Unknown(reason)),
         }
         Ok(Fact::Known(found))
+    }
+
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        self.read_signature_manifest(key, reference).await
+    }
+
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        self.read_blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.read_revoked_entities(query).await
     }
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
@@ -962,6 +1021,9 @@ impl Registry for EcrRegistry {
             .signer
             .get_signing_profile()
             .profile_name(name)
+            // A profile of another account (a cross-account signing rule) is read with its
+            // owner; without it Signer looks up a same-named profile of the caller's account.
+            .profile_owner(account.as_str())
             .send()
             .await;
         let status =

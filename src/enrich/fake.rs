@@ -13,9 +13,9 @@ use chrono::Utc;
 use super::{EnrichError, Registry};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::facts::{
-    Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
-    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
-    ScanFacts, SignatureArtifact, TagMutability,
+    BlobRead, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning,
+    ProfileStatus, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
+    RepositoryState, ScanFacts, SignatureArtifact, SignatureManifest, TagMutability,
 };
 
 /// What the fake knows; every map is keyed the way the trait asks.
@@ -29,6 +29,8 @@ struct World {
     cosign_tags: HashMap<Digest, Vec<SignatureArtifact>>,
     profiles: HashMap<String, ProfileStatus>,
     scans: HashMap<Digest, Fact<Option<ScanFacts>>>,
+    signature_manifests: HashMap<String, SignatureManifest>,
+    blobs: HashMap<String, Vec<u8>>,
     calls: Vec<String>,
 }
 
@@ -48,6 +50,28 @@ impl FakeRegistry {
         self.world
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A signature artifact's manifest, readable by `reference` (digest or tag).
+    #[allow(
+        dead_code,
+        reason = "for the planner tests of verified signatures, once verification decides the verdict (issue 15)"
+    )]
+    pub fn with_signature_manifest(self, reference: &str, manifest: SignatureManifest) -> Self {
+        self.world()
+            .signature_manifests
+            .insert(reference.to_owned(), manifest);
+        self
+    }
+
+    /// A blob of any repository, readable by its digest.
+    #[allow(
+        dead_code,
+        reason = "for the planner tests of verified signatures, once verification decides the verdict (issue 15)"
+    )]
+    pub fn with_blob(self, digest: &str, bytes: &[u8]) -> Self {
+        self.world().blobs.insert(digest.to_owned(), bytes.to_vec());
+        self
     }
 
     /// A repository with tag mutability `mode`, AES256, scan on push, no policy.
@@ -249,6 +273,36 @@ impl Registry for FakeRegistry {
             || Fact::Unknown("ResourceNotFoundException".to_owned()),
             Fact::Known,
         ))
+    }
+
+    async fn signature_manifest(
+        &self,
+        _: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        self.record(format!("signature_manifest {reference}"));
+        let manifest = self.world().signature_manifests.get(reference).cloned();
+        Ok(manifest.map_or_else(
+            || Fact::Unknown("ImageNotFoundException".to_owned()),
+            Fact::Known,
+        ))
+    }
+
+    async fn blob(
+        &self,
+        _: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        self.record(format!("blob {digest}"));
+        let bytes = self.world().blobs.get(digest).cloned();
+        Ok(match bytes {
+            None => Fact::Unknown("LayersNotFoundException".to_owned()),
+            Some(bytes) if bytes.len() > max_bytes => {
+                Fact::Known(BlobRead::TooLarge { limit: max_bytes })
+            }
+            Some(bytes) => Fact::Known(BlobRead::Bytes(bytes)),
+        })
     }
 
     async fn scan(

@@ -18,9 +18,10 @@ pub mod fake;
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::facts::RevocationQuery;
 use crate::facts::{
-    Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, RegistryFacts,
-    RepositoryFacts, ScanFacts, SignatureArtifact,
+    BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
+    RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
 };
 use crate::telemetry::RetryCode;
 
@@ -97,6 +98,54 @@ pub trait Registry: Send + Sync {
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError>;
+
+    /// A signature artifact's manifest (`BatchGetImage` by digest, or by tag for Cosign's
+    /// `.sig` tags; OCI and Docker v2 media types accepted). `Unknown` when it is gone or its
+    /// JSON is unreadable. A registry that cannot read manifests says so as `Unknown`.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        let _ = (key, reference);
+        Ok(Fact::Unknown(
+            "this registry reads no signature manifests".to_owned(),
+        ))
+    }
+
+    /// A blob of the repository (`GetDownloadUrlForLayer`, then an HTTP GET of the URL), read
+    /// up to `max_bytes` and checked against its digest. A registry that cannot read blobs
+    /// says so as `Unknown`.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS or the download could not answer for now.
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        let _ = (key, digest, max_bytes);
+        Ok(Fact::Unknown("this registry reads no blobs".to_owned()))
+    }
+
+    /// Which of a signature's Signer entities (profile version, job, certificate hashes) are
+    /// revoked now (`GetRevocationStatus`). A registry that cannot ask says so as `Unknown`.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        let _ = query;
+        Ok(Fact::Unknown(
+            "this registry asks no revocation status".to_owned(),
+        ))
+    }
 
     /// A digest's scan result; `Known(None)` when it was never scanned.
     ///
@@ -185,6 +234,30 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         (**self).profile_status(profile_arn).await
+    }
+
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        (**self).signature_manifest(key, reference).await
+    }
+
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        (**self).blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        (**self).revoked_entities(query).await
     }
 
     async fn scan(

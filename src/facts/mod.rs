@@ -6,10 +6,15 @@
 //! `Other` case where it has one (see [`SigningStatus`]).
 
 pub mod artifact;
+pub mod signature_content;
 pub mod signing;
 
 pub use artifact::{
     ArtifactKind, NOTATION_SIGNATURE, artifact_subject, cosign_tag_subject, kind_of_artifact_type,
+};
+pub use signature_content::{
+    BlobRead, LayerDescriptor, RevocationQuery, SignatureManifest, SignatureVerification,
+    VerificationResult,
 };
 pub use signing::{ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus};
 

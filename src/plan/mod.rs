@@ -8,6 +8,7 @@ mod event;
 mod signature;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 pub use event::{
     PresentImage, PresentImageRead, Reads, SignatureTarget, attribute_repository_changes,

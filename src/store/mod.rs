@@ -8,6 +8,7 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
+pub mod verifications;
 pub mod views;
 mod write;
 

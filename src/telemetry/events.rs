@@ -144,6 +144,11 @@ label_enum! {
         EcrDescribeImageScanFindings => "ecr:DescribeImageScanFindings",
         KmsDescribeKey => "kms:DescribeKey",
         SignerGetSigningProfile => "signer:GetSigningProfile",
+        EcrBatchGetImage => "ecr:BatchGetImage",
+        EcrGetDownloadUrlForLayer => "ecr:GetDownloadUrlForLayer",
+        /// The download of a blob from the URL ECR answered (not an AWS API call; counted beside them).
+        BlobGet => "blob:GET",
+        SignerGetRevocationStatus => "signer:GetRevocationStatus",
     }
 }
 

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod notation;
 pub mod outcome;
 pub mod policy;
+pub mod settings;
 pub mod store;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use policy::{
     Action, Enforcement, Level, PolicyError, StoreKind, StoreRef, TrustPolicy, TrustPolicyDocument,
     TrustedIdentity, Validation, ecr_scope,
 };
+pub use settings::{ConfiguredPolicy, TrustSettings};
 pub use store::{StoreError, TrustStores};
 
 use crate::domain::Digest;

@@ -46,6 +46,9 @@ pub enum Failure {
     Expired,
     /// No trust policy applies to the artifact's repository.
     NoPolicyForScope,
+    /// No trust policy is configured at all (`ECR_AUDIT_TRUST_POLICY` unset): there is no
+    /// default, as AWS Signer's roots are not pinned (docs/SIGNATURES.md).
+    NoTrustPolicy,
     /// A policy names a trust store that is not configured.
     TrustStoreMissing,
     /// A Sigstore bundle (keyless): verifying those is not configured.
@@ -76,6 +79,7 @@ impl Failure {
             Self::CertificateExpired => "certificate_expired",
             Self::Expired => "expired",
             Self::NoPolicyForScope => "no_policy_for_scope",
+            Self::NoTrustPolicy => "no_trust_policy",
             Self::TrustStoreMissing => "trust_store_missing",
             Self::KeylessNotConfigured => "keyless_not_configured",
             Self::UntrustedKey => "untrusted_key",
@@ -89,7 +93,8 @@ impl Failure {
             | Self::CertificateUsage
             | Self::SchemeNotTrusted
             | Self::IdentityNotTrusted
-            | Self::TrustStoreMissing => Validation::Authenticity,
+            | Self::TrustStoreMissing
+            | Self::NoTrustPolicy => Validation::Authenticity,
             Self::CertificateNotValidAtSigningTime | Self::CertificateExpired => {
                 Validation::AuthenticTimestamp
             }

@@ -184,6 +184,29 @@ fn a_missing_database_url_is_a_clear_start_up_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
 }
 
+#[test]
+fn a_wrong_trust_policy_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("trustpolicy.json");
+    std::fs::write(&policy, br#"{"version": "1.0", "trustPolicies": []}"#).expect("write");
+    let output = assert_cmd::Command::cargo_bin("ecr-audit")
+        .expect("binary")
+        .args(["ingest", "/dev/null"])
+        // Never reached: the trust configuration is read before the database.
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("ECR_AUDIT_ACCOUNT_ID", "123456789012")
+        .env("AWS_REGION", "us-east-1")
+        .env("ECR_AUDIT_TRUST_POLICY", &policy)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ECR_AUDIT_TRUST_POLICY") && stderr.contains("trustPolicies is empty"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 #[allow(
     clippy::too_many_lines,

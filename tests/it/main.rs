@@ -18,3 +18,4 @@ mod signatures;
 mod source;
 mod store;
 mod trust;
+mod verified_signatures;
