@@ -429,7 +429,7 @@ fn warn_history_coverage(at: chrono::DateTime<chrono::Utc>, coverage: &HistoryCo
     }
 }
 
-// Evidence (issue 7): export, offline verification, retention.
+// Evidence: export, offline verification, retention.
 mod evidence_cli {
     use std::io::{IsTerminal, Write};
     use std::path::{Path, PathBuf};

@@ -87,7 +87,7 @@ pub enum Command {
     Posture(PostureArgs),
     /// One row per image digest with its posture.
     Images(ImagesArgs),
-    // Evidence (issue 7): export, offline verification, retention.
+    // Evidence: export, offline verification, retention.
     /// Check the evidence hash chain: in the database, or in export files without a database.
     Verify(VerifyArgs),
     /// Export evidence records with their hash chain and a closing manifest, streamed.
@@ -272,7 +272,7 @@ pub struct ImagesArgs {
     pub at: Option<DateTime<Utc>>,
 }
 
-// Evidence (issue 7): the flags of `verify`, `export` and `evidence archive`.
+// Evidence: the flags of `verify`, `export` and `evidence archive`.
 
 fn evidence_time(text: &str) -> Result<DateTime<Utc>, String> {
     crate::evidence::export::parse_time(text)

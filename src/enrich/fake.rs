@@ -55,7 +55,7 @@ impl FakeRegistry {
     /// A signature artifact's manifest, readable by `reference` (digest or tag).
     #[allow(
         dead_code,
-        reason = "for the planner tests of verified signatures, once verification decides the verdict (issue 15)"
+        reason = "for the planner tests of verified signatures, once verification decides the verdict (docs/SIGNATURES.md, not done)"
     )]
     pub fn with_signature_manifest(self, reference: &str, manifest: SignatureManifest) -> Self {
         self.world()
@@ -67,7 +67,7 @@ impl FakeRegistry {
     /// A blob of any repository, readable by its digest.
     #[allow(
         dead_code,
-        reason = "for the planner tests of verified signatures, once verification decides the verdict (issue 15)"
+        reason = "for the planner tests of verified signatures, once verification decides the verdict (docs/SIGNATURES.md, not done)"
     )]
     pub fn with_blob(self, digest: &str, bytes: &[u8]) -> Self {
         self.world().blobs.insert(digest.to_owned(), bytes.to_vec());

@@ -1,3 +1,5 @@
+//! Table-driven tests of the control verdicts and the settings a digest records at push.
+
 use chrono::Utc;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Parsing tests: fixtures of every envelope and CloudTrail record, hostile input, properties.
+
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

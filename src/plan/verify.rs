@@ -1,4 +1,4 @@
-//! Verifying signature artifacts (issue 15 part C): which layer of a signature manifest is
+//! Verifying signature artifacts: which layer of a signature manifest is
 //! worth reading — none when the verdict is already certain (no policy, no key, declared too
 //! large) — and what `trust` concludes about the bytes read, as a fact to store and show.
 

@@ -1,4 +1,4 @@
-//! Cryptographic verification of image signatures (issue 15): Notary Project signatures in
+//! Cryptographic verification of image signatures: Notary Project signatures in
 //! JWS and COSE envelopes against the user's Notation trust policy and trust stores, and Cosign
 //! key-based signatures. Pure apart from [`TrustStores::load`]; no AWS, database or async.
 //! docs/SIGNATURES.md ("Cryptographic verification") describes the checks and the limits.
