@@ -40,7 +40,7 @@ STAR_ONLY_ACTIONS = {
     "ecr:GetRegistryPolicy", "ecr:GetRegistryScanningConfiguration", "ecr:GetSigningConfiguration",
     "ecr:DescribePullThroughCacheRules", "ecr:DescribeRepositoryCreationTemplates", "ecr:GetAuthorizationToken",
     "inspector2:ListFindings", "inspector2:ListCoverage", "inspector2:ListFindingAggregations",
-    "signer:ListSigningProfiles", "sts:GetCallerIdentity",
+    "signer:ListSigningProfiles", "signer:GetRevocationStatus", "sts:GetCallerIdentity",
 }
 ROUTING_RESOURCES = {
     "DeadLetterQueue", "Queue", "QueuePolicy", "DeadLetterQueuePolicy", "EcrEventsRule", "InspectorEventsRule",
