@@ -19,9 +19,10 @@ use chrono::Utc;
 use ecr_audit::domain::{AccountId, Digest, Region, RepositoryKey};
 use ecr_audit::enrich::{EnrichError, Registry};
 use ecr_audit::facts::{
-    Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
-    RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState,
-    ScanFacts, SignatureArtifact, SigningRuleFacts, SigningStatus, TagMutability,
+    BlobRead, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning,
+    ProfileStatus, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
+    RepositoryState, RevocationQuery, ScanFacts, SignatureArtifact, SignatureManifest,
+    SigningRuleFacts, SigningStatus, TagMutability,
 };
 use ecr_audit::parse::{InputFormat, ParseContext};
 use ecr_audit::pipeline::{InboundMessage, MessageFate, Pipeline};
@@ -51,6 +52,7 @@ impl Registry for InstantRegistry {
                     exclusion_filters: vec![],
                 }),
                 scan_on_push: true,
+                reported_scanning: ecr_audit::facts::ReportedScanning::not_read(),
                 lifecycle_policy: Fact::Known(true),
                 encryption: Fact::Known(Encryption {
                     encryption_type: "AES256".into(),
@@ -126,6 +128,31 @@ impl Registry for InstantRegistry {
     async fn profile_status(&self, _: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         Ok(Fact::Known(ProfileStatus::Active))
     }
+    // It lists no signature artifacts, so these are never asked; answered as a registry
+    // that holds none would.
+    async fn signature_manifest(
+        &self,
+        _: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        Ok(Fact::Unknown(format!(
+            "ImageNotFoundException: {reference}"
+        )))
+    }
+    async fn blob(
+        &self,
+        _: &RepositoryKey,
+        digest: &str,
+        _: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        Ok(Fact::Unknown(format!("LayersNotFoundException: {digest}")))
+    }
+    async fn revoked_entities(
+        &self,
+        _: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        Ok(Fact::Known(Vec::new()))
+    }
     async fn scan(
         &self,
         _: &RepositoryKey,
@@ -157,6 +184,7 @@ fn push_messages(n: usize, salt: &str) -> Vec<InboundMessage> {
                            "manifest-media-type": "application/vnd.oci.image.manifest.v1+json"}
             });
             InboundMessage {
+                sent_at: None,
                 source: "sqs",
                 message_id: Some(format!("{salt}-{i}")),
                 body: body.to_string().into_bytes(),
@@ -446,6 +474,7 @@ async fn calls(n: usize) {
                        "requestParameters": {"repositoryName": repository, "imageTag": format!("v{i}")},
                        "responseElements": {"image": {"imageId": {"imageDigest": digest, "imageTag": format!("v{i}")}}}}});
         [action, trail].map(|body| InboundMessage {
+            sent_at: None,
             source: "sqs",
             message_id: None,
             body: body.to_string().into_bytes(),

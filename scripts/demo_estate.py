@@ -7,6 +7,14 @@ Subcommands:
                    stack's outputs
   seed             create repositories with mixed settings, push images as several people,
                    and regress a repository's policy half-way through
+  trust DIR        write the trust configuration the worker verifies with into DIR: a
+                   Notation trust store with the emulator's AWS Signer roots
+                   (`/_emulator/signer/roots`), a strict trustpolicy.json, and the CI's Cosign
+                   key pair (public key ci-cosign.pub for ECR_AUDIT_COSIGN_KEYS)
+  late-signature DIR  CI signs the latest platform/api image with Cosign (`cosign sign --key`
+                   style, tests/signing/cosign.py), long after its push
+  forged-signature mallory pushes an image and a real managed signature of a payments/api image
+                   copied onto it (manifest and envelope): a forgery the verifier must refuse
   wait-drained     wait until the queue holds no message, visible or in flight
 
 Every ECR call goes to the emulator (AWS_ENDPOINT_URL), which emits the EventBridge events AWS
@@ -23,6 +31,10 @@ import time
 from pathlib import Path
 
 import boto3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "signing"))
+import cosign  # noqa: E402  (tests/signing: the independent signer)
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 REGION = os.environ.get("AWS_REGION", "us-east-1")
@@ -131,22 +143,85 @@ def signing() -> None:
     print("managed signing: payments/* and checkout/* (release_signer), search/* (legacy_signer, revoked)", flush=True)
 
 
-def late_signature() -> None:
-    """A CI job signs the latest platform/api image with Notation long after its push."""
+def trust(directory: str) -> None:
+    """The trust configuration: Signer roots as a signingAuthority store, a strict policy for
+    every repository, and the CI's Cosign key."""
+    import urllib.request
+    root = Path(directory)
+    store = root / "truststore" / "x509" / "signingAuthority" / "aws-signer-ts"
+    store.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(f"{ENDPOINT}/_emulator/signer/roots", timeout=10) as response:
+        (store / "aws-signer-roots.pem").write_bytes(response.read())
+    (root / "trustpolicy.json").write_text(json.dumps({"version": "1.0", "trustPolicies": [{
+        "name": "aws-signer", "registryScopes": ["*"], "signatureVerification": {"level": "strict"},
+        "trustStores": ["signingAuthority:aws-signer-ts"], "trustedIdentities": ["*"]}]}, indent=2))
+    key = cosign.new_key()
+    (root / "ci-cosign.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (root / "ci-cosign.pub").write_bytes(cosign.public_key_pem(key))
+    print(f"export ECR_AUDIT_TRUST_POLICY={root / 'trustpolicy.json'} ECR_AUDIT_TRUST_STORE={root / 'truststore'} "
+          f"ECR_AUDIT_COSIGN_KEYS={root / 'ci-cosign.pub'}")
+
+
+def upload_blob(ecr, repository: str, data: bytes) -> str:
+    """A blob pushed with the layer-upload calls, as a registry client would; its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    found = ecr.batch_check_layer_availability(repositoryName=repository, layerDigests=[digest])["layers"]
+    if found and found[0].get("layerAvailability") == "AVAILABLE":
+        return digest
+    upload = ecr.initiate_layer_upload(repositoryName=repository)["uploadId"]
+    ecr.upload_layer_part(repositoryName=repository, uploadId=upload, partFirstByte=0,
+                          partLastByte=len(data) - 1, layerPartBlob=data)
+    ecr.complete_layer_upload(repositoryName=repository, uploadId=upload, layerDigests=[digest])
+    return digest
+
+
+def late_signature(directory: str) -> None:
+    """A CI job signs the latest platform/api image with Cosign long after its push."""
     ecr = client("ecr", "ci")
     latest = max(ecr.describe_images(repositoryName="platform/api")["imageDetails"], key=lambda d: d["imagePushedAt"])
     subject = latest["imageDigest"]
-    signature = json.dumps({
+    key = serialization.load_pem_private_key((Path(directory) / "ci-cosign.key").read_bytes(), password=None)
+    payload, signature = cosign.sign_simple_signing("platform/api", subject, key)
+    layer = upload_blob(ecr, "platform/api", payload)
+    config = upload_blob(ecr, "platform/api", b"{}")
+    manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.cncf.notary.signature",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
-                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
-        "layers": [{"mediaType": "application/jose+json", "size": 2048,
-                    "digest": "sha256:" + hashlib.sha256(subject.encode()).hexdigest()}],
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1024}})
-    ecr.put_image(repositoryName="platform/api", imageManifest=signature,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+        "layers": [{"mediaType": cosign.SIMPLE_SIGNING_MEDIA_TYPE, "size": len(payload), "digest": layer,
+                    "annotations": {cosign.SIGNATURE_ANNOTATION: signature}}]})
+    tag = subject.replace(":", "-", 1) + ".sig"
+    ecr.put_image(repositoryName="platform/api", imageManifest=manifest, imageTag=tag,
                   imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")
-    print(f"late Notation signature pushed for platform/api@{subject[:19]}", flush=True)
+    print(f"late Cosign signature pushed for platform/api@{subject[:19]} ({tag[:26]}…)", flush=True)
+
+
+def forged_signature() -> None:
+    """mallory pushes an image where no signing rule applies, then copies a real managed
+    signature of a payments/api image onto it, hoping to make it look signed."""
+    import urllib.request
+    ecr = client("ecr", "mallory")
+    pushed = ecr.put_image(repositoryName="platform/web", imageTag="hotfix", imageManifest=manifest("platform/web", 99),
+                           imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")["image"]
+    digest, size = pushed["imageId"]["imageDigest"], len(pushed["imageManifest"])
+    source = None
+    for image in ecr.describe_images(repositoryName="payments/api")["imageDetails"]:
+        got = ecr.batch_get_image(repositoryName="payments/api", imageIds=[{"imageDigest": image["imageDigest"]}],
+                                  acceptedMediaTypes=["application/vnd.oci.image.manifest.v1+json"])["images"]
+        body = json.loads(got[0]["imageManifest"]) if got else {}
+        if body.get("artifactType") == "application/vnd.cncf.notary.signature":
+            source = body
+            break
+    if source is None:
+        sys.exit("no managed signature found in payments/api to copy")
+    for layer in source["layers"]:
+        url = ecr.get_download_url_for_layer(repositoryName="payments/api", layerDigest=layer["digest"])["downloadUrl"]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            upload_blob(ecr, "platform/web", response.read())
+    source["subject"] = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size}
+    ecr.put_image(repositoryName="platform/web", imageManifest=json.dumps(source),
+                  imageManifestMediaType="application/vnd.oci.image.manifest.v1+json")
+    print(f"mallory pushed platform/web@{digest[:19]} with a real payments/api signature copied onto it", flush=True)
 
 
 def seed() -> None:
@@ -227,8 +302,12 @@ if __name__ == "__main__":
         routing()
     elif command == "seed":
         seed()
+    elif command == "trust":
+        trust(sys.argv[2])
     elif command == "late-signature":
-        late_signature()
+        late_signature(sys.argv[2])
+    elif command == "forged-signature":
+        forged_signature()
     elif command == "wait-drained":
         wait_drained(os.environ["ECR_AUDIT_QUEUE_URL"])
     else:

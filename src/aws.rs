@@ -47,6 +47,21 @@ const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
 ];
 
+/// Error codes with which AWS refuses a caller its permission: an identity policy without the
+/// grant, a resource policy (repository, key, registry) or an SCP that denies it.
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedException",
+    "AuthorizationError",
+];
+
+/// Whether a lasting error code says the caller was refused permission.
+pub(crate) fn is_access_denied(code: &str) -> bool {
+    ACCESS_DENIED_CODES.contains(&code)
+}
+
 /// Classifies any SDK error (every AWS SDK crate shares this error type).
 pub(crate) fn classify<E>(err: &SdkError<E, HttpResponse>) -> AwsErrorClass
 where
@@ -65,5 +80,29 @@ where
             }
         }
         other => AwsErrorClass::Transient(DisplayErrorContext(other).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_from_other_lasting_errors() {
+        for code in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnauthorizedOperation",
+        ] {
+            assert!(is_access_denied(code), "{code}");
+        }
+        for code in [
+            "RepositoryNotFoundException",
+            "LifecyclePolicyNotFoundException",
+            "ValidationException",
+            "accessdenied",
+        ] {
+            assert!(!is_access_denied(code), "{code}");
+        }
     }
 }

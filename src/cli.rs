@@ -69,6 +69,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
     let pipeline = built.pipeline;
     let mut background = crate::worker::Background::new(args.recheck_poll);
+    background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
     let pipeline = match &args.alert_bus {
@@ -165,6 +166,12 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
         report.images,
         report.total_changes(),
     );
+    for skipped in &report.skipped {
+        eprintln!(
+            "skipped {} ({}): {}",
+            skipped.repository, skipped.reason, skipped.detail
+        );
+    }
     Ok(exit::OK)
 }
 
@@ -224,8 +231,8 @@ pub(crate) async fn build_pipeline(
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BuiltPipeline> {
-    // Validated now, so a wrong policy stops start-up; the verdict does not use it yet.
-    load_trust(args)?;
+    // Loaded first, so a wrong policy stops start-up before anything else is touched.
+    let trust = load_trust(args)?;
     let store = connect(&args.database).await?;
     let default_account = match &args.account_id {
         Some(account) => AccountId::parse(account).context("ECR_AUDIT_ACCOUNT_ID")?,
@@ -236,15 +243,18 @@ pub(crate) async fn build_pipeline(
         None => bail!("no AWS region configured: set AWS_REGION"),
     };
     let (targets, account_roles) = sweep_targets(args, &default_account, &default_region)?;
-    let registry: Arc<dyn Registry> = Arc::new(EcrRegistry::with_options(
-        sdk.clone(),
-        Arc::clone(&metrics),
-        account_roles,
-        ApiPacing {
-            calls_per_second: std::num::NonZeroU32::new(args.api_rate)
-                .context("ECR_AUDIT_API_RATE must be at least 1")?,
-        },
-    ));
+    let registry: Arc<dyn Registry> = Arc::new(
+        EcrRegistry::with_options(
+            sdk.clone(),
+            Arc::clone(&metrics),
+            account_roles,
+            ApiPacing {
+                calls_per_second: std::num::NonZeroU32::new(args.api_rate)
+                    .context("ECR_AUDIT_API_RATE must be at least 1")?,
+            },
+        )
+        .with_max_referrers(args.max_referrers_per_digest),
+    );
     let signing_grace = chrono::Duration::from_std(args.signing_grace)
         .context("ECR_AUDIT_SIGNING_GRACE is too long")?;
     let pipeline = Pipeline::builder(Arc::clone(&registry), store)
@@ -258,6 +268,7 @@ pub(crate) async fn build_pipeline(
             kms_key_allow_list: args.kms_key_allow_list.clone(),
         })
         .signing_grace(signing_grace)
+        .trust(trust)
         .build();
     Ok(BuiltPipeline {
         pipeline,
@@ -311,10 +322,15 @@ fn load_trust(args: &PipelineArgs) -> anyhow::Result<Arc<TrustSettings>> {
             cosign_keys = trust.cosign_keys.len(),
             "trust policy loaded"
         ),
+        None if trust.aws_signer_default => tracing::info!(
+            cosign_keys = trust.cosign_keys.len(),
+            "no trust policy configured (ECR_AUDIT_TRUST_POLICY): AWS Signer's default policy \
+             (pinned root, the registry's managed-signing profiles) applies"
+        ),
         None => tracing::warn!(
             policy_version = %trust.version(),
             cosign_keys = trust.cosign_keys.len(),
-            "no trust policy configured (ECR_AUDIT_TRUST_POLICY): Notary signatures cannot be trusted"
+            "no trust policy configured (ECR_AUDIT_TRUST_POLICY, ECR_AUDIT_DEFAULT_TRUST_POLICY=none): Notary signatures cannot be trusted"
         ),
     }
     Ok(Arc::new(trust))

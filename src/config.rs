@@ -16,7 +16,7 @@ use crate::evidence::export::ExportFormat;
 pub use crate::telemetry::LogFormat;
 
 mod trust;
-pub use trust::{TrustArgs, TrustConfigError};
+pub use trust::{DefaultTrustPolicy, TrustArgs, TrustConfigError};
 
 /// A value that must never appear in logs or `Debug` output.
 #[derive(Clone)]
@@ -141,6 +141,15 @@ pub struct PipelineArgs {
     /// Calls a second allowed per AWS operation, so sweeps stay under ECR's API quotas.
     #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 50)]
     pub api_rate: u32,
+    /// OCI referrers read at most per digest when looking for its signatures; a pusher can
+    /// attach any number, and each page of 50 is a paced call. Beyond the cap the signatures
+    /// found so far decide, and without one the verdict says the rest was not read.
+    #[arg(
+        long,
+        env = "ECR_AUDIT_MAX_REFERRERS_PER_DIGEST",
+        default_value_t = 200
+    )]
+    pub max_referrers_per_digest: usize,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
@@ -182,6 +191,11 @@ pub struct WorkerArgs {
     /// How often the worker looks for due signature re-checks.
     #[arg(long, env = "ECR_AUDIT_RECHECK_POLL", default_value = "5s", value_parser = duration)]
     pub recheck_poll: Duration,
+    /// How old a signature verdict (`SIGNED`, `UNTRUSTED`) may grow before the digest is
+    /// judged again: certificates expire and revocations happen without an event; `0s` turns
+    /// scheduled re-verification off.
+    #[arg(long, env = "ECR_AUDIT_REVERIFY_INTERVAL", default_value = "24h", value_parser = duration)]
+    pub reverify_interval: Duration,
     /// How often the worker sweeps every repository and image (also once at start-up); `0s`
     /// turns the sweep off.
     #[arg(long, env = "ECR_AUDIT_RECONCILE_INTERVAL", default_value = "1h", value_parser = duration)]

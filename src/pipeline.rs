@@ -9,6 +9,8 @@
 
 mod builder;
 mod reads;
+mod rereads;
+mod verify;
 
 pub use builder::PipelineBuilder;
 
@@ -21,10 +23,11 @@ use crate::domain::{AccountId, Region};
 use crate::enrich::cache::CachedRegistry;
 use crate::enrich::{EnrichError, Registry};
 use crate::evaluate::ControlPolicy;
+use crate::facts::{ListedRepository, RegistryFacts};
 use crate::parse::{self, AuditEvent, Change, InputFormat, ParseContext};
 use crate::plan::{self, EventPlan, Plan, Planner, RejectedMessage, SignatureReads};
 use crate::store::{BatchOutcome, Committed, Store, StoreError};
-use crate::telemetry::{EventKind, Happened, Metrics, RetryCode};
+use crate::telemetry::{EventKind, Happened, Metrics, RetryCode, ReverifyCause};
 
 /// One message as a source hands it over.
 #[derive(Debug, Clone)]
@@ -35,6 +38,10 @@ pub struct InboundMessage {
     pub message_id: Option<String>,
     pub body: Vec<u8>,
     pub format: InputFormat,
+    /// When the queue received the message (SQS `SentTimestamp`), which the sender cannot
+    /// choose; `None` for files. An event dated far from it is clamped
+    /// ([`parse::bound_event_time`]).
+    pub sent_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// What the source must do with a message.
@@ -55,6 +62,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     parse_context: ParseContext,
     planner: Planner,
+    /// What signatures are verified against (`crate::trust`).
+    trust: Arc<crate::trust::TrustSettings>,
 }
 
 enum Prepared {
@@ -80,9 +89,25 @@ impl Pipeline {
         &self.planner
     }
 
+    /// The trust configuration signatures are verified against.
+    pub fn trust(&self) -> &crate::trust::TrustSettings {
+        &self.trust
+    }
+
     /// Drops every cached fact of one registry (a sweep is about to read it afresh).
     pub(crate) fn forget_registry(&self, account: &AccountId, region: &Region) {
         self.registry.invalidate_registry(account, region);
+    }
+
+    /// Lets the event path reuse what a sweep read at `started` (see
+    /// [`CachedRegistry::remember`]).
+    pub(crate) fn remember_sweep(
+        &self,
+        registry: (&AccountId, &Region, &RegistryFacts),
+        repositories: &[ListedRepository],
+        started: std::time::Instant,
+    ) {
+        self.registry.remember(registry, repositories, started);
     }
 
     /// Plans one event (read facts + plan) without committing it.
@@ -126,15 +151,21 @@ impl Pipeline {
     }
 
     fn parse(&self, message: &InboundMessage) -> Result<AuditEvent, RejectedMessage> {
-        parse::parse(&message.body, message.format, &self.parse_context).map_err(|err| {
-            RejectedMessage {
-                source: message.source,
-                message_id: message.message_id.clone(),
-                code: err.rejection_code(),
-                reason: err.to_string(),
-                body: message.body.clone(),
-            }
-        })
+        let mut event =
+            parse::parse(&message.body, message.format, &self.parse_context).map_err(|err| {
+                RejectedMessage {
+                    source: message.source,
+                    message_id: message.message_id.clone(),
+                    code: err.rejection_code(),
+                    reason: err.to_string(),
+                    body: message.body.clone(),
+                }
+            })?;
+        // Counted with the plan's other distrusted claims once it is committed (`observe`).
+        if let Some(sent_at) = message.sent_at {
+            parse::bound_event_time(&mut event, sent_at);
+        }
+        Ok(event)
     }
 
     async fn prepare(&self, parsed: Result<AuditEvent, RejectedMessage>) -> Prepared {
@@ -222,7 +253,26 @@ impl Pipeline {
     pub(crate) async fn commit_plans(&self, plans: &[Plan]) -> Result<BatchOutcome, StoreError> {
         let outcome = self.store.commit_batch(plans).await?;
         self.record_commit(&outcome);
+        self.record_scanning_disagreements(plans);
         Ok(outcome)
+    }
+
+    /// Counts each committed repository judgement where AWS's scanning answer differed from
+    /// the registry rules as evaluated here.
+    fn record_scanning_disagreements(&self, plans: &[Plan]) {
+        let writes = plans.iter().filter_map(|plan| match plan {
+            Plan::Event(event) => Some(&event.repositories),
+            Plan::Rejected(_) => None,
+        });
+        for write in writes.flatten() {
+            for fact in &write.scanning_disagreements {
+                Happened::ScanningDisagreed {
+                    fact: *fact,
+                    repository: write.key.name.as_str(),
+                }
+                .record(&self.metrics);
+            }
+        }
     }
 
     /// Counts what a committed batch did.
@@ -230,8 +280,43 @@ impl Pipeline {
         Happened::BatchCommitted {
             first_unsigned: outcome.first_unsigned,
             regressions: &outcome.regressions,
+            blinded: &outcome.blinded,
         }
         .record(&self.metrics);
+        if outcome.reverify_scheduled > 0 {
+            Happened::ReverifyScheduled {
+                cause: ReverifyCause::Revocation,
+                count: outcome.reverify_scheduled,
+            }
+            .record(&self.metrics);
+        }
+    }
+
+    /// Makes the signature re-check of up to `limit` current digests whose verdict is older
+    /// than `interval` due now (scheduled re-verification); returns how many.
+    ///
+    /// # Errors
+    /// When the database fails; the digests stay stale and are chosen next time.
+    pub async fn schedule_stale_reverifications(
+        &self,
+        interval: std::time::Duration,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let now = chrono::Utc::now();
+        let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+        let stale_before = now.checked_sub_signed(interval).unwrap_or(now);
+        let count = self
+            .store
+            .schedule_stale_reverifications(stale_before, limit, now)
+            .await?;
+        if count > 0 {
+            Happened::ReverifyScheduled {
+                cause: ReverifyCause::Schedule,
+                count,
+            }
+            .record(&self.metrics);
+        }
+        Ok(count)
     }
 
     /// Runs up to `limit` due signature re-checks; returns how many were claimed.
@@ -271,6 +356,33 @@ impl Pipeline {
         Ok(count)
     }
 
+    /// Re-verifies, through the re-check queue, every current digest whose verdict was
+    /// reached under another trust configuration than this pipeline's; returns how many.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn requeue_for_trust_change(&self) -> Result<u64, StoreError> {
+        let version = self.trust.version();
+        // The default policy's version depends on each registry's rules: any version of this
+        // build's default family is current (a rule change is caught by pushes and the schedule).
+        let requeued = if self.trust.aws_signer_default {
+            let family = crate::trust::aws_signer::version_family();
+            self.store
+                .requeue_signatures_outside_family(&family)
+                .await?
+        } else {
+            self.store.requeue_signatures_for_policy(&version).await?
+        };
+        if requeued > 0 {
+            tracing::info!(
+                policy_version = %version,
+                digests = requeued,
+                "trust configuration differs from the one current verdicts were reached under: re-verifying"
+            );
+        }
+        Ok(requeued)
+    }
+
     /// Records what happened to one message: its log line and its counters.
     fn observe(&self, message: &InboundMessage, prepared: &Prepared, fate: &MessageFate) {
         let (kind, event_time) = match prepared {
@@ -281,6 +393,18 @@ impl Pipeline {
             Prepared::Failed(_) => (EventKind::Unknown, None),
         };
         let message_id = message.message_id.as_deref().unwrap_or("-");
+        if let (Prepared::Plan(Plan::Event(plan)), MessageFate::Done(Committed::Processed)) =
+            (prepared, fate)
+        {
+            for distrusted in plan.all_distrusted() {
+                Happened::Distrusted {
+                    hint: distrusted.hint,
+                    message_id,
+                    note: &distrusted.note,
+                }
+                .record(&self.metrics);
+            }
+        }
         let happened = match fate {
             MessageFate::Done(Committed::Processed) => Happened::Processed {
                 kind,

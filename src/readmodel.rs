@@ -28,6 +28,10 @@ pub struct SignatureView {
     pub status: Option<String>,
     pub sources: Vec<String>,
     pub reason: Option<String>,
+    /// The trust configuration version the verdict was reached under.
+    pub policy_version: Option<String>,
+    /// Each signature's verification (docs/SIGNATURES.md, "What `images` shows").
+    pub verifications: Vec<crate::facts::SignatureVerification>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -31,6 +31,9 @@ pub enum WorkerError {
 pub struct Background {
     /// How often due signature re-checks are looked for.
     pub recheck_poll: Duration,
+    /// How old a signature verdict may grow before it is judged again
+    /// (`ECR_AUDIT_REVERIFY_INTERVAL`); zero turns scheduled re-verification off.
+    pub reverify_interval: Duration,
     /// How often the queue depth gauges are refreshed.
     pub queue_metrics_interval: Duration,
     /// Publishes alert events when an alert bus is configured.
@@ -45,6 +48,7 @@ impl Background {
     pub fn new(recheck_poll: Duration) -> Self {
         Self {
             recheck_poll,
+            reverify_interval: Duration::ZERO,
             queue_metrics_interval: Duration::from_secs(15),
             alerts: None,
             reconcile: None,
@@ -98,18 +102,18 @@ pub async fn run(
             background_stop.clone(),
         )),
     ];
+    spawn_periodic(
+        &mut tasks,
+        &pipeline,
+        background.reverify_interval,
+        background.reconcile,
+        &background_stop,
+    );
     if let Some(alerts) = background.alerts {
         // Alerts keep flowing while the consumer drains; they stop with the endpoints.
         tasks.push(tokio::spawn(
             alerts.run(Duration::from_secs(1), http_shutdown.clone()),
         ));
-    }
-    if let Some((reconciler, interval)) = background.reconcile {
-        tasks.push(tokio::spawn(run_periodically(
-            reconciler,
-            interval,
-            background_stop.clone(),
-        )));
     }
     let consumed = SqsConsumer::new(sqs, settings, pipeline)
         .run(shutdown)
@@ -139,20 +143,83 @@ fn endpoint_store(pipeline_store: &Store, limits: &HttpLimits) -> Store {
     Store::from_pool(pool)
 }
 
-/// Claims due signature re-checks in small batches until none is due, then sleeps `poll`.
+/// Claims due repository re-reads and signature re-checks in small batches until none is due,
+/// then sleeps `poll`.
 /// A claim in progress is finished before shutdown; an unfinished one is rolled back and
 /// claimed again by any worker.
 async fn run_rechecks(pipeline: Arc<Pipeline>, poll: Duration, shutdown: CancellationToken) {
     const CLAIM: i64 = 20;
+    // A changed trust policy re-verifies every current digest (docs/SIGNATURES.md).
+    if let Err(err) = pipeline.requeue_for_trust_change().await {
+        warn!(error = %err, "could not queue re-verification under the current trust policy");
+    }
     loop {
+        let rereads = match pipeline.run_due_rereads(CLAIM).await {
+            Ok(n) => n,
+            Err(err) => {
+                warn!(error = %err, "repository re-reads failed; they stay due");
+                0
+            }
+        };
         match pipeline.run_due_rechecks(CLAIM).await {
-            Ok(n) if n as i64 == CLAIM && !shutdown.is_cancelled() => continue,
+            Ok(n) if (n as i64 == CLAIM || rereads as i64 == CLAIM) && !shutdown.is_cancelled() => {
+                continue;
+            }
             Ok(_) => {}
             Err(err) => warn!(error = %err, "signature re-checks failed; they stay due"),
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Starts the periodic work that is configured: scheduled re-verification (unless
+/// `reverify_interval` is zero) and the reconcile sweep.
+fn spawn_periodic(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    pipeline: &Arc<Pipeline>,
+    reverify_interval: Duration,
+    reconcile: Option<(Reconciler, Duration)>,
+    stop: &CancellationToken,
+) {
+    if !reverify_interval.is_zero() {
+        tasks.push(tokio::spawn(run_reverify(
+            Arc::clone(pipeline),
+            reverify_interval,
+            stop.clone(),
+        )));
+    }
+    if let Some((reconciler, interval)) = reconcile {
+        tasks.push(tokio::spawn(run_periodically(
+            reconciler,
+            interval,
+            stop.clone(),
+        )));
+    }
+}
+
+/// How often stale verdicts are looked for, and how many are scheduled each time: at most
+/// 100 a minute per worker (144,000 a day), so re-verification never crowds out new pushes; the
+/// re-checks themselves are paced by `ECR_AUDIT_API_RATE` like every other read.
+const REVERIFY_TICK: Duration = Duration::from_secs(60);
+const REVERIFY_BATCH: i64 = 100;
+
+/// Scheduled re-verification: every [`REVERIFY_TICK`], the signature re-checks of up to
+/// [`REVERIFY_BATCH`] digests whose verdict is older than `interval` are made due. Several
+/// workers may run it; a digest already due is not chosen twice.
+async fn run_reverify(pipeline: Arc<Pipeline>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(REVERIFY_TICK) => {}
+        }
+        if let Err(err) = pipeline
+            .schedule_stale_reverifications(interval, REVERIFY_BATCH)
+            .await
+        {
+            warn!(error = %err, "scheduling signature re-verification failed; tried again next time");
         }
     }
 }

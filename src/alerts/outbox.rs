@@ -19,6 +19,8 @@ use crate::evidence::detail::EvidenceDetail;
 pub const SIGNATURE_ALERT: &str = "ECR Audit Signature Alert";
 /// `detail-type` of an alert about a control that went from PASS to FAIL.
 pub const CONTROL_REGRESSION_ALERT: &str = "ECR Audit Control Regression";
+/// `detail-type` of an alert about a control that went from PASS to UNKNOWN.
+pub const CONTROL_UNKNOWN_ALERT: &str = "ECR Audit Control Unknown";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
@@ -40,6 +42,12 @@ pub enum AlertKind {
         reason: String,
         previous_reason: String,
     },
+    /// A control went from PASS to UNKNOWN: ecr-audit can no longer read what it needs.
+    Blinded {
+        control: String,
+        reason: String,
+        previous_reason: String,
+    },
 }
 
 impl AlertKind {
@@ -47,13 +55,23 @@ impl AlertKind {
     pub(crate) fn regressed_control(&self) -> Option<ControlId> {
         match self {
             Self::Regression { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } => None,
+            Self::Signature { .. } | Self::Blinded { .. } => None,
+        }
+    }
+
+    /// The control that became unreadable, when it is one this build evaluates.
+    pub(crate) fn blinded_control(&self) -> Option<ControlId> {
+        match self {
+            Self::Blinded { control, .. } => ControlId::from_str_opt(control),
+            Self::Signature { .. } | Self::Regression { .. } => None,
         }
     }
 
     fn reason(&self) -> &str {
         match self {
-            Self::Signature { reason, .. } | Self::Regression { reason, .. } => reason,
+            Self::Signature { reason, .. }
+            | Self::Regression { reason, .. }
+            | Self::Blinded { reason, .. } => reason,
         }
     }
 }
@@ -70,6 +88,13 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
         }
         EvidenceDetail::ControlTransition(detail) if detail.is_regression() => {
             Some(AlertKind::Regression {
+                previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
+                control: detail.control,
+                reason: detail.to.reason,
+            })
+        }
+        EvidenceDetail::ControlTransition(detail) if detail.is_blinding() => {
+            Some(AlertKind::Blinded {
                 previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
                 control: detail.control,
                 reason: detail.to.reason,
@@ -110,6 +135,20 @@ pub async fn enqueue(
                 "alert": "CONTROL_REGRESSION",
                 "control": control,
                 "status": "FAIL",
+                "previous_status": "PASS",
+                "previous_reason": previous_reason,
+            }),
+        ),
+        AlertKind::Blinded {
+            control,
+            previous_reason,
+            ..
+        } => (
+            CONTROL_UNKNOWN_ALERT,
+            json!({
+                "alert": "CONTROL_UNKNOWN",
+                "control": control,
+                "status": "UNKNOWN",
                 "previous_status": "PASS",
                 "previous_reason": previous_reason,
             }),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 use crate::trust::settings::DEFAULT_MAX_SIGNATURES_PER_DIGEST;
@@ -25,10 +25,15 @@ const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// How signatures are verified (docs/SIGNATURES.md, "Cryptographic verification").
 #[derive(Debug, Clone, Args)]
 pub struct TrustArgs {
-    /// Notation `trustpolicy.json` (version 1.0). Unset: no policy, and every Notary
-    /// signature is `UNTRUSTED` ("no trust policy configured"); there is no default policy.
+    /// Notation `trustpolicy.json` (version 1.0). Unset: the policy named by
+    /// `ECR_AUDIT_DEFAULT_TRUST_POLICY`.
     #[arg(long, env = "ECR_AUDIT_TRUST_POLICY")]
     pub trust_policy: Option<PathBuf>,
+    /// The policy used when `ECR_AUDIT_TRUST_POLICY` is unset: `aws-signer` trusts AWS
+    /// Signer's pinned root (config/trust/aws-signer/) for the signing profiles of the
+    /// registry's managed-signing rules; `none` trusts no Notary signature at all.
+    #[arg(long, env = "ECR_AUDIT_DEFAULT_TRUST_POLICY", value_enum, default_value_t = DefaultTrustPolicy::AwsSigner)]
+    pub default_trust_policy: DefaultTrustPolicy,
     /// Trust store directory in Notation's layout (`x509/ca/NAME/`, `x509/signingAuthority/NAME/`).
     #[arg(long, env = "ECR_AUDIT_TRUST_STORE")]
     pub trust_store: Option<PathBuf>,
@@ -44,6 +49,15 @@ pub struct TrustArgs {
     /// Most certificates in a signature's chain.
     #[arg(long, env = "ECR_AUDIT_MAX_CHAIN_CERTIFICATES", default_value_t = Limits::default().max_chain_certificates)]
     pub max_chain_certificates: usize,
+}
+
+/// What stands in for a trust policy when none is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DefaultTrustPolicy {
+    /// AWS Signer's pinned roots and the registry's managed-signing profiles.
+    AwsSigner,
+    /// No policy: every Notary signature is `UNTRUSTED` ("no trust policy configured").
+    None,
 }
 
 /// Why the trust configuration was refused at start-up; each names the setting to fix.
@@ -79,6 +93,8 @@ pub enum TrustConfigError {
     MissingStores(String),
     #[error("ECR_AUDIT_COSIGN_KEYS {path}: {problem}")]
     CosignKey { path: PathBuf, problem: String },
+    #[error("ECR_AUDIT_DEFAULT_TRUST_POLICY aws-signer: {0}")]
+    PinnedRoot(#[source] crate::trust::aws_signer::PinMismatch),
     #[error("{setting} must be between 1 and {max} (got {value})")]
     OutOfRange {
         setting: &'static str,
@@ -109,8 +125,14 @@ impl TrustArgs {
             .iter()
             .map(|path| load_cosign_key(path))
             .collect::<Result<Vec<_>, _>>()?;
+        let aws_signer_default =
+            policy.is_none() && self.default_trust_policy == DefaultTrustPolicy::AwsSigner;
+        if aws_signer_default {
+            crate::trust::aws_signer::check_pins().map_err(TrustConfigError::PinnedRoot)?;
+        }
         Ok(TrustSettings {
             policy,
+            aws_signer_default,
             cosign_keys,
             limits,
             max_signatures_per_digest,

@@ -4,7 +4,8 @@
 //! dropped by the CloudTrail events about the repository (or, for registry-wide calls, about
 //! every repository of that account and region), and expire after a TTL as a safety net
 //! because CloudTrail events can be missing. Image look-ups are never cached: they are the
-//! per-digest truth.
+//! per-digest truth. AWS Signer's revocation answers are kept for [`REVOCATION_TTL`], so
+//! re-judging a digest whose envelope was already verified costs no AWS call.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +20,12 @@ use crate::facts::{
     BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
     RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
 };
+
+/// How long a `GetRevocationStatus` answer is reused: as long as a Signer profile's status
+/// is (src/enrich/ecr.rs), so a revocation is noticed within a minute of either.
+pub(crate) const REVOCATION_TTL: Duration = Duration::from_secs(60);
+/// Most revocation answers kept; past it, expired ones are dropped, then all.
+const MAX_REVOCATION_ENTRIES: usize = 4096;
 
 pub(crate) struct CachedRegistry<R> {
     inner: R,
@@ -35,6 +42,7 @@ struct CacheState {
     /// old settings back for a whole TTL.
     repository_invalidated: HashMap<RepositoryKey, Instant>,
     registry_invalidated: HashMap<(AccountId, Region), Instant>,
+    revocations: HashMap<RevocationQuery, (Instant, Fact<Vec<String>>)>,
 }
 
 impl CacheState {
@@ -73,6 +81,35 @@ impl<R: Registry> CachedRegistry<R> {
             .insert(key.clone(), Instant::now());
     }
 
+    /// Keeps what a sweep just read, so planning the sweep's own findings does not read the
+    /// same repositories and registry again. `started` is when the sweep's reads began: an
+    /// invalidation after it wins, as for any read.
+    pub(crate) fn remember(
+        &self,
+        registry: (&AccountId, &Region, &RegistryFacts),
+        repositories: &[ListedRepository],
+        started: Instant,
+    ) {
+        let (account, region, facts) = registry;
+        let mut state = self.state();
+        let id = (account.clone(), region.clone());
+        let now = Instant::now();
+        if state
+            .registry_invalidated
+            .get(&id)
+            .is_none_or(|at| *at < started)
+        {
+            state.registries.insert(id, (now, facts.clone()));
+        }
+        for listed in repositories {
+            if !state.invalidated_since(&listed.key, started) {
+                state
+                    .entries
+                    .insert(listed.key.clone(), (now, listed.facts.clone()));
+            }
+        }
+    }
+
     /// Forgets every repository of one registry (account and region).
     pub(crate) fn invalidate_registry(&self, account: &AccountId, region: &Region) {
         let mut state = self.state();
@@ -97,7 +134,8 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         let started = Instant::now();
         let facts = self.inner.repository(key).await?;
         let mut state = self.state();
-        if !state.invalidated_since(key, started) {
+        // An outage is not a setting: what AWS did not answer is asked again by the next read.
+        if !state.invalidated_since(key, started) && !facts.has_unavailable() {
             state
                 .entries
                 .insert(key.clone(), (Instant::now(), facts.clone()));
@@ -123,7 +161,7 @@ impl<R: Registry> Registry for CachedRegistry<R> {
             .registry_invalidated
             .get(&id)
             .is_some_and(|at| *at >= started);
-        if !raced {
+        if !raced && !facts.has_unavailable() {
             state.registries.insert(id, (Instant::now(), facts.clone()));
         }
         Ok(facts)
@@ -199,7 +237,25 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         &self,
         query: &RevocationQuery,
     ) -> Result<Fact<Vec<String>>, EnrichError> {
-        self.inner.revoked_entities(query).await
+        if let Some((stored_at, answer)) = self.state().revocations.get(query)
+            && stored_at.elapsed() < REVOCATION_TTL
+        {
+            return Ok(answer.clone());
+        }
+        let answer = self.inner.revoked_entities(query).await?;
+        let mut state = self.state();
+        if state.revocations.len() >= MAX_REVOCATION_ENTRIES {
+            state
+                .revocations
+                .retain(|_, (at, _)| at.elapsed() < REVOCATION_TTL);
+            if state.revocations.len() >= MAX_REVOCATION_ENTRIES {
+                state.revocations.clear();
+            }
+        }
+        state
+            .revocations
+            .insert(query.clone(), (Instant::now(), answer.clone()));
+        Ok(answer)
     }
 
     async fn scan(
@@ -225,6 +281,7 @@ mod tests {
     struct FakeRegistry {
         reads: AtomicUsize,
         registry_reads: AtomicUsize,
+        revocation_reads: AtomicUsize,
     }
 
     #[async_trait]
@@ -280,6 +337,28 @@ mod tests {
         async fn profile_status(&self, _: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
             Ok(Fact::Known(ProfileStatus::Active))
         }
+        async fn signature_manifest(
+            &self,
+            _: &RepositoryKey,
+            _: &str,
+        ) -> Result<Fact<SignatureManifest>, EnrichError> {
+            Ok(Fact::Unknown("fake".into()))
+        }
+        async fn blob(
+            &self,
+            _: &RepositoryKey,
+            _: &str,
+            _: usize,
+        ) -> Result<Fact<BlobRead>, EnrichError> {
+            Ok(Fact::Unknown("fake".into()))
+        }
+        async fn revoked_entities(
+            &self,
+            _: &RevocationQuery,
+        ) -> Result<Fact<Vec<String>>, EnrichError> {
+            self.revocation_reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Fact::Known(Vec::new()))
+        }
         async fn scan(
             &self,
             _: &RepositoryKey,
@@ -295,6 +374,113 @@ mod tests {
             region: Region::parse("us-east-1").expect("region"),
             name: RepositoryName::parse(name).expect("name"),
         }
+    }
+
+    /// Answers with an unavailable fact while `down` is set.
+    struct FlakyRegistry {
+        inner: FakeRegistry,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Registry for FlakyRegistry {
+        async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+            self.inner.repository(key).await
+        }
+        async fn registry(&self, a: &AccountId, r: &Region) -> Result<RegistryFacts, EnrichError> {
+            let mut facts = self.inner.registry(a, r).await?;
+            if self.down.load(Ordering::SeqCst) {
+                facts.signing = Fact::unavailable("ecr:GetSigningConfiguration", "HTTP 500");
+            }
+            Ok(facts)
+        }
+        async fn list_repositories(
+            &self,
+            a: &AccountId,
+            r: &Region,
+        ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+            self.inner.list_repositories(a, r).await
+        }
+        async fn list_images(
+            &self,
+            key: &RepositoryKey,
+        ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
+            self.inner.list_images(key).await
+        }
+        async fn image(&self, k: &RepositoryKey, d: &Digest) -> Result<ImageLookup, EnrichError> {
+            self.inner.image(k, d).await
+        }
+        async fn signing_statuses(
+            &self,
+            k: &RepositoryKey,
+            d: &Digest,
+        ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+            self.inner.signing_statuses(k, d).await
+        }
+        async fn signature_artifacts(
+            &self,
+            k: &RepositoryKey,
+            d: &Digest,
+            c: bool,
+        ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+            self.inner.signature_artifacts(k, d, c).await
+        }
+        async fn profile_status(&self, p: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
+            self.inner.profile_status(p).await
+        }
+        async fn signature_manifest(
+            &self,
+            k: &RepositoryKey,
+            r: &str,
+        ) -> Result<Fact<SignatureManifest>, EnrichError> {
+            self.inner.signature_manifest(k, r).await
+        }
+        async fn blob(
+            &self,
+            k: &RepositoryKey,
+            d: &str,
+            m: usize,
+        ) -> Result<Fact<BlobRead>, EnrichError> {
+            self.inner.blob(k, d, m).await
+        }
+        async fn revoked_entities(
+            &self,
+            q: &RevocationQuery,
+        ) -> Result<Fact<Vec<String>>, EnrichError> {
+            self.inner.revoked_entities(q).await
+        }
+        async fn scan(
+            &self,
+            k: &RepositoryKey,
+            d: &Digest,
+        ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
+            self.inner.scan(k, d).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_not_cached() {
+        let flaky = FlakyRegistry {
+            inner: FakeRegistry::default(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        };
+        let cache = CachedRegistry::new(flaky, Duration::from_secs(60));
+        let a = key("111111111111", "app");
+        for _ in 0..2 {
+            let facts = cache.registry(&a.account, &a.region).await.expect("read");
+            assert!(facts.signing.is_unavailable());
+        }
+        assert_eq!(cache.inner.inner.registry_reads.load(Ordering::SeqCst), 2);
+        cache.inner.down.store(false, Ordering::SeqCst);
+        for _ in 0..2 {
+            let facts = cache.registry(&a.account, &a.region).await.expect("read");
+            assert_eq!(facts.signing, Fact::Known(Vec::new()));
+        }
+        assert_eq!(
+            cache.inner.inner.registry_reads.load(Ordering::SeqCst),
+            3,
+            "a complete read is cached again"
+        );
     }
 
     #[tokio::test]
@@ -350,6 +536,23 @@ mod tests {
         assert!(cache.state().invalidated_since(&a, started));
         let later = Instant::now() + Duration::from_millis(1);
         assert!(!cache.state().invalidated_since(&a, later));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_answer_is_reused_per_question() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::from_secs(60));
+        let query = |job: &str| RevocationQuery {
+            profile_version_arn: "arn:aws:signer:us-east-1:1:/signing-profiles/p/v".into(),
+            job_arn: job.into(),
+            certificate_hashes: vec!["ab".into()],
+            signature_time: Utc::now(),
+            platform_id: "Notation-OCI-SHA384-ECDSA".into(),
+        };
+        let (one, two) = (query("job-1"), query("job-2"));
+        for q in [&one, &one, &two, &one] {
+            cache.revoked_entities(q).await.expect("read");
+        }
+        assert_eq!(cache.inner.revocation_reads.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

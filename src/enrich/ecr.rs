@@ -19,23 +19,26 @@ use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 mod revocation;
+mod scanning;
 mod signatures;
 
 use super::{EnrichError, Registry};
-use crate::aws::{AwsErrorClass, classify};
+use crate::aws::{AwsErrorClass, classify, is_access_denied};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::facts::RevocationQuery;
 use crate::facts::{
     ArtifactKind, BlobRead, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup,
     ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
-    RegistryScanning, RepositoryFacts, RepositorySettings, RepositoryState, ScanFacts, ScanRule,
-    SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts, SigningStatus,
-    TagMutability, kind_of_artifact_type,
+    RegistryScanning, ReportedScanning, RepositoryFacts, RepositorySettings, RepositoryState,
+    ScanFacts, ScanRule, SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts,
+    SigningStatus, TagMutability, kind_of_artifact_type,
 };
 use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
 
 #[derive(Clone)]
 struct RegionalClients {
+    /// The account the clients act in: the key of the rate limits ([`EcrRegistry::pace`]).
+    account: AccountId,
     ecr: aws_sdk_ecr::Client,
     kms: aws_sdk_kms::Client,
     signer: aws_sdk_signer::Client,
@@ -72,11 +75,17 @@ pub struct EcrRegistry {
     profiles: Mutex<ProfileCache>,
     /// KMS key ownership never changes for a key ARN: read once per key.
     key_managers: Mutex<HashMap<String, Fact<String>>>,
-    pacing: DefaultKeyedRateLimiter<AwsOperation>,
+    pacing: DefaultKeyedRateLimiter<(AccountId, AwsOperation)>,
     metrics: Arc<Metrics>,
     /// Blob downloads (signature envelopes); the reason when no client could be made.
     http: Result<reqwest::Client, String>,
+    /// How many OCI referrers of one digest are read at most ([`DEFAULT_MAX_REFERRERS`]).
+    max_referrers: usize,
 }
+
+/// How many referrers of one digest are read by default: anyone who can push can attach
+/// referrers without limit, and each page is a paced call.
+pub const DEFAULT_MAX_REFERRERS: usize = 200;
 
 impl EcrRegistry {
     /// The Notation and Cosign signatures among the digest's OCI referrers.
@@ -87,9 +96,14 @@ impl EcrRegistry {
         digest: &Digest,
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
         let mut found = Vec::new();
+        let mut read = 0usize;
         let mut next_token: Option<String> = None;
         loop {
-            self.pace(AwsOperation::EcrListImageReferrers).await;
+            if read >= self.max_referrers {
+                return Ok(capped_referrers(found, read, self.max_referrers));
+            }
+            self.pace(clients, AwsOperation::EcrListImageReferrers)
+                .await;
             let result = clients
                 .ecr
                 .list_image_referrers()
@@ -110,19 +124,8 @@ impl EcrRegistry {
                 .await;
             match self.settle(AwsOperation::EcrListImageReferrers, key, result)? {
                 Ok(output) => {
-                    for referrer in output.referrers() {
-                        let kind = referrer.artifact_type().map(kind_of_artifact_type);
-                        let kind = match kind {
-                            Some(ArtifactKind::NotationSignature) => SignatureKind::Notation,
-                            Some(ArtifactKind::CosignSignature) => SignatureKind::Cosign,
-                            _ => continue,
-                        };
-                        found.push(SignatureArtifact {
-                            kind,
-                            reference: referrer.digest().to_owned(),
-                            pushed_at: None,
-                        });
-                    }
+                    read += output.referrers().len();
+                    found.extend(output.referrers().iter().filter_map(signature_referrer));
                     match output.next_token() {
                         Some(token) => next_token = Some(token.to_owned()),
                         None => break,
@@ -154,7 +157,7 @@ impl EcrRegistry {
     ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
         let mut found = Vec::new();
         let cosign_tag = format!("{}.sig", digest.as_str().replacen(':', "-", 1));
-        self.pace(AwsOperation::EcrDescribeImages).await;
+        self.pace(clients, AwsOperation::EcrDescribeImages).await;
         let result = clients
             .ecr
             .describe_images()
@@ -192,6 +195,7 @@ impl EcrRegistry {
         account: &AccountId,
         region: &Region,
         repository: aws_sdk_ecr::types::Repository,
+        reported: Fact<ReportedScanning>,
         observed_at: DateTime<Utc>,
     ) -> Result<Option<ListedRepository>, EnrichError> {
         let Some(name) = repository
@@ -205,7 +209,9 @@ impl EcrRegistry {
             region: region.clone(),
             name,
         };
-        let settings = self.settings_of(clients, &key, &repository).await?;
+        let settings = self
+            .settings_of(clients, &key, &repository, reported)
+            .await?;
         Ok(Some(ListedRepository {
             key,
             facts: RepositoryFacts {
@@ -234,7 +240,15 @@ impl EcrRegistry {
             pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
             metrics,
             http: signatures::blob_client(),
+            max_referrers: DEFAULT_MAX_REFERRERS,
         }
+    }
+
+    /// Reads at most `max` referrers of a digest (at least one page is always read).
+    #[must_use]
+    pub fn with_max_referrers(mut self, max: usize) -> Self {
+        self.max_referrers = max;
+        self
     }
 
     fn profiles(&self) -> std::sync::MutexGuard<'_, ProfileCache> {
@@ -243,9 +257,13 @@ impl EcrRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits for the operation's turn under its rate limit.
-    async fn pace(&self, operation: AwsOperation) {
-        self.pacing.until_key_ready(&operation).await;
+    /// Waits for the operation's turn under its rate limit in the clients' account: each
+    /// account has its own budget per operation, so one busy account cannot slow the reads of
+    /// every other.
+    async fn pace(&self, clients: &RegionalClients, operation: AwsOperation) {
+        self.pacing
+            .until_key_ready(&(clients.account.clone(), operation))
+            .await;
     }
 
     async fn clients(&self, account: &AccountId, region: &Region) -> RegionalClients {
@@ -274,6 +292,7 @@ impl EcrRegistry {
             None => self.sdk_config.clone(),
         };
         let made = RegionalClients {
+            account: account.clone(),
             ecr: aws_sdk_ecr::Client::from_conf(
                 aws_sdk_ecr::config::Builder::from(&config)
                     .region(aws_region.clone())
@@ -328,9 +347,44 @@ impl EcrRegistry {
                 }
                 AwsErrorClass::Service { code, message } => {
                     self.called(operation, ApiOutcome::ServiceError);
+                    if is_access_denied(&code) {
+                        Happened::AwsAccessDenied {
+                            operation,
+                            target: &target.to_string(),
+                            message: &format!("{code}: {message}"),
+                        }
+                        .record(&self.metrics);
+                    }
                     Ok(Err((code, message)))
                 }
             },
+        }
+    }
+
+    /// A fact AWS did not give after the SDK's retries becomes `Unknown` (unavailable), so that
+    /// only the checks that need it are undetermined and everything else about the event is
+    /// recorded; one API's outage must not stop the pipeline (the fact is read again later:
+    /// signature re-checks, repository re-reads). Used for the facts an event can be judged
+    /// without; a repository's or a digest's own description still retries the message.
+    fn degrade<T>(&self, read: Result<Fact<T>, EnrichError>) -> Fact<T> {
+        match read {
+            Ok(fact) => fact,
+            Err(EnrichError::Transient {
+                operation,
+                target,
+                message,
+            }) => {
+                if let Some(operation) = AwsOperation::ALL.iter().find(|o| o.as_str() == operation)
+                {
+                    Happened::AwsUnavailable {
+                        operation: *operation,
+                        target: &target,
+                        message: &message,
+                    }
+                    .record(&self.metrics);
+                }
+                Fact::unavailable(operation, &message)
+            }
         }
     }
 
@@ -339,6 +393,7 @@ impl EcrRegistry {
     /// next token. A lasting error makes the whole listing `Unknown`.
     async fn all_pages<O, E, T, Fut>(
         &self,
+        clients: &RegionalClients,
         operation: AwsOperation,
         target: &(dyn std::fmt::Display + Sync),
         mut page: impl FnMut(Option<String>) -> Fut,
@@ -356,7 +411,7 @@ impl EcrRegistry {
         let mut all = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
-            self.pace(operation).await;
+            self.pace(clients, operation).await;
             let result = page(next_token.take()).await;
             match self.settle(operation, target, result)? {
                 Ok(output) => {
@@ -383,7 +438,8 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
     ) -> Result<Fact<bool>, EnrichError> {
-        self.pace(AwsOperation::EcrGetLifecyclePolicy).await;
+        self.pace(clients, AwsOperation::EcrGetLifecyclePolicy)
+            .await;
         let result = clients
             .ecr
             .get_lifecycle_policy()
@@ -407,7 +463,8 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
     ) -> Result<Fact<Option<String>>, EnrichError> {
-        self.pace(AwsOperation::EcrGetRepositoryPolicy).await;
+        self.pace(clients, AwsOperation::EcrGetRepositoryPolicy)
+            .await;
         let result = clients
             .ecr
             .get_repository_policy()
@@ -440,7 +497,7 @@ impl EcrRegistry {
         {
             return Ok(known.clone());
         }
-        self.pace(AwsOperation::KmsDescribeKey).await;
+        self.pace(clients, AwsOperation::KmsDescribeKey).await;
         let result = clients.kms.describe_key().key_id(kms_key).send().await;
         let manager = match self.settle(AwsOperation::KmsDescribeKey, key, result)? {
             Ok(output) => match output.key_metadata().and_then(|m| m.key_manager()) {
@@ -466,6 +523,7 @@ impl EcrRegistry {
         clients: &RegionalClients,
         key: &RepositoryKey,
         repository: &aws_sdk_ecr::types::Repository,
+        reported_scanning: Fact<ReportedScanning>,
     ) -> Result<RepositorySettings, EnrichError> {
         let tag_mutability = match repository.image_tag_mutability() {
             Some(mode) => Fact::Known(TagMutability {
@@ -494,7 +552,7 @@ impl EcrRegistry {
                 let kms_key = config.kms_key().map(str::to_owned);
                 let key_manager = match (&*encryption_type, &kms_key) {
                     ("KMS" | "KMS_DSSE", Some(kms_key)) => {
-                        Some(self.key_manager(clients, key, kms_key).await?)
+                        Some(self.degrade(self.key_manager(clients, key, kms_key).await))
                     }
                     // KMS without a key is the AWS-managed aws/ecr key.
                     ("KMS" | "KMS_DSSE", None) => Some(Fact::Known("AWS".to_owned())),
@@ -515,9 +573,10 @@ impl EcrRegistry {
             scan_on_push: repository
                 .image_scanning_configuration()
                 .is_some_and(|c| c.scan_on_push()),
-            lifecycle_policy: lifecycle_policy?,
+            reported_scanning,
+            lifecycle_policy: self.degrade(lifecycle_policy),
             encryption,
-            policy: policy?,
+            policy: self.degrade(policy),
         })
     }
 
@@ -526,7 +585,7 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<RegistryScanning>, EnrichError> {
-        self.pace(AwsOperation::EcrGetRegistryScanningConfiguration)
+        self.pace(clients, AwsOperation::EcrGetRegistryScanningConfiguration)
             .await;
         let result = clients
             .ecr
@@ -574,7 +633,8 @@ impl EcrRegistry {
         clients: &RegionalClients,
         target: &str,
     ) -> Result<Fact<Vec<SigningRuleFacts>>, EnrichError> {
-        self.pace(AwsOperation::EcrGetSigningConfiguration).await;
+        self.pace(clients, AwsOperation::EcrGetSigningConfiguration)
+            .await;
         let result = clients.ecr.get_signing_configuration().send().await;
         Ok(
             match self.settle(AwsOperation::EcrGetSigningConfiguration, &target, result)? {
@@ -609,6 +669,7 @@ impl EcrRegistry {
         target: &str,
     ) -> Result<Fact<Vec<PullThroughRule>>, EnrichError> {
         self.all_pages(
+            clients,
             AwsOperation::EcrDescribePullThroughCacheRules,
             &target,
             |token| {
@@ -646,6 +707,7 @@ impl EcrRegistry {
         target: &str,
     ) -> Result<Fact<Vec<CreationTemplate>>, EnrichError> {
         self.all_pages(
+            clients,
             AwsOperation::EcrDescribeRepositoryCreationTemplates,
             &target,
             |token| {
@@ -675,6 +737,42 @@ impl EcrRegistry {
             },
         )
         .await
+    }
+}
+
+/// A referrer that is a Notation or Cosign signature.
+fn signature_referrer(referrer: &aws_sdk_ecr::types::ImageReferrer) -> Option<SignatureArtifact> {
+    let kind = match referrer.artifact_type().map(kind_of_artifact_type) {
+        Some(ArtifactKind::NotationSignature) => SignatureKind::Notation,
+        Some(ArtifactKind::CosignSignature) => SignatureKind::Cosign,
+        _ => return None,
+    };
+    Some(SignatureArtifact {
+        kind,
+        reference: referrer.digest().to_owned(),
+        pushed_at: None,
+    })
+}
+
+/// What a listing stopped at the cap says: the signatures among the referrers read, when there
+/// are any (one trusted signature is enough to be signed); otherwise that the rest was not read,
+/// so the verdict says why it could not find a signature instead of calling the digest bare.
+fn capped_referrers(
+    found: Vec<SignatureArtifact>,
+    read: usize,
+    max: usize,
+) -> Fact<Vec<SignatureArtifact>> {
+    tracing::warn!(
+        referrers.read = read,
+        referrers.max = max,
+        "a digest has more referrers than ECR_AUDIT_MAX_REFERRERS_PER_DIGEST; stopped reading"
+    );
+    if found.is_empty() {
+        Fact::Unknown(format!(
+            "ListImageReferrers: more than {max} referrers; stopped after {read} without a signature among them"
+        ))
+    } else {
+        Fact::Known(found)
     }
 }
 
@@ -711,7 +809,8 @@ impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
         let clients = self.clients_for(key).await;
         let observed_at = Utc::now();
-        self.pace(AwsOperation::EcrDescribeRepositories).await;
+        self.pace(&clients, AwsOperation::EcrDescribeRepositories)
+            .await;
         let result = clients
             .ecr
             .describe_repositories()
@@ -741,7 +840,14 @@ impl Registry for EcrRegistry {
                 state: RepositoryState::Absent,
             });
         };
-        let settings = self.settings_of(&clients, key, &repository).await?;
+        let reported = self
+            .reported_scanning(&clients, &key.to_string(), &[key.name.as_str()])
+            .await?
+            .remove(key.name.as_str())
+            .unwrap_or_else(ReportedScanning::not_read);
+        let settings = self
+            .settings_of(&clients, key, &repository, reported)
+            .await?;
         Ok(RepositoryFacts {
             observed_at,
             state: RepositoryState::Present(Box::new(settings)),
@@ -764,10 +870,10 @@ impl Registry for EcrRegistry {
         );
         Ok(RegistryFacts {
             observed_at,
-            scanning: scanning?,
-            signing: signing?,
-            pull_through_rules: pull_through_rules?,
-            creation_templates: creation_templates?,
+            scanning: self.degrade(scanning),
+            signing: self.degrade(signing),
+            pull_through_rules: self.degrade(pull_through_rules),
+            creation_templates: self.degrade(creation_templates),
         })
     }
 
@@ -782,6 +888,7 @@ impl Registry for EcrRegistry {
         let observed_at = Utc::now();
         let described = match self
             .all_pages(
+                &clients,
                 AwsOperation::EcrDescribeRepositories,
                 &target,
                 |token| {
@@ -805,9 +912,20 @@ impl Registry for EcrRegistry {
             Fact::Known(described) => described,
             Fact::Unknown(reason) => return Ok(Fact::Unknown(reason)),
         };
+        let names: Vec<&str> = described
+            .iter()
+            .filter_map(aws_sdk_ecr::types::Repository::repository_name)
+            .collect();
+        let mut reported = self
+            .reported_scanning_all(&clients, &target, &names)
+            .await?;
         let listed: Vec<Result<Option<ListedRepository>, EnrichError>> =
             stream::iter(described.into_iter().map(|repository| {
-                self.listed_repository(&clients, account, region, repository, observed_at)
+                let answer = repository
+                    .repository_name()
+                    .and_then(|name| reported.remove(name))
+                    .unwrap_or_else(ReportedScanning::not_read);
+                self.listed_repository(&clients, account, region, repository, answer, observed_at)
             }))
             .buffered(SWEEP_CONCURRENCY)
             .collect()
@@ -827,6 +945,7 @@ impl Registry for EcrRegistry {
     ) -> Result<Fact<Vec<(Digest, ImageFacts)>>, EnrichError> {
         let clients = self.clients_for(key).await;
         self.all_pages(
+            &clients,
             AwsOperation::EcrDescribeImages,
             key,
             |token| {
@@ -860,7 +979,7 @@ impl Registry for EcrRegistry {
         digest: &Digest,
     ) -> Result<ImageLookup, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace(AwsOperation::EcrDescribeImages).await;
+        self.pace(&clients, AwsOperation::EcrDescribeImages).await;
         let result = clients
             .ecr
             .describe_images()
@@ -901,8 +1020,101 @@ impl Registry for EcrRegistry {
         key: &RepositoryKey,
         digest: &Digest,
     ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        Ok(self.degrade(self.read_signing_statuses(key, digest).await))
+    }
+
+    async fn signature_artifacts(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+        cosign_tag: bool,
+    ) -> Result<Fact<Vec<SignatureArtifact>>, EnrichError> {
+        Ok(self.degrade(self.read_signature_artifacts(key, digest, cosign_tag).await))
+    }
+
+    async fn signature_manifest(
+        &self,
+        key: &RepositoryKey,
+        reference: &str,
+    ) -> Result<Fact<SignatureManifest>, EnrichError> {
+        self.read_signature_manifest(key, reference).await
+    }
+
+    async fn blob(
+        &self,
+        key: &RepositoryKey,
+        digest: &str,
+        max_bytes: usize,
+    ) -> Result<Fact<BlobRead>, EnrichError> {
+        self.read_blob(key, digest, max_bytes).await
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.read_revoked_entities(query).await
+    }
+
+    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
+        Ok(self.degrade(self.read_profile_status(profile_arn).await))
+    }
+
+    async fn scan(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace(AwsOperation::EcrDescribeImageSigningStatus).await;
+        self.pace(&clients, AwsOperation::EcrDescribeImageScanFindings)
+            .await;
+        let result = clients
+            .ecr
+            .describe_image_scan_findings()
+            .registry_id(key.account.as_str())
+            .repository_name(key.name.as_str())
+            .image_id(
+                ImageIdentifier::builder()
+                    .image_digest(digest.as_str())
+                    .build(),
+            )
+            .max_results(1)
+            .send()
+            .await;
+        Ok(
+            match self.settle(AwsOperation::EcrDescribeImageScanFindings, key, result)? {
+                Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
+                    Some(status) => Fact::Known(Some(ScanFacts {
+                        raw_status: status.as_str().to_owned(),
+                        severity_counts: severity_counts(
+                            output
+                                .image_scan_findings()
+                                .and_then(|f| f.finding_severity_counts()),
+                        ),
+                    })),
+                    None => {
+                        Fact::Unknown("DescribeImageScanFindings returned no status".to_owned())
+                    }
+                },
+                Err((code, _)) if code == "ScanNotFoundException" => Fact::Known(None),
+                Err((code, message)) => {
+                    Fact::Unknown(format!("DescribeImageScanFindings: {code}: {message}"))
+                }
+            },
+        )
+    }
+}
+
+/// The signature reads behind [`Registry`]'s methods, which degrade what AWS does not answer.
+impl EcrRegistry {
+    async fn read_signing_statuses(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<Fact<Vec<ManagedSigning>>, EnrichError> {
+        let clients = self.clients_for(key).await;
+        self.pace(&clients, AwsOperation::EcrDescribeImageSigningStatus)
+            .await;
         let result = clients
             .ecr
             .describe_image_signing_status()
@@ -945,7 +1157,7 @@ impl Registry for EcrRegistry {
         )
     }
 
-    async fn signature_artifacts(
+    async fn read_signature_artifacts(
         &self,
         key: &RepositoryKey,
         digest: &Digest,
@@ -966,31 +1178,10 @@ impl Registry for EcrRegistry {
         Ok(Fact::Known(found))
     }
 
-    async fn signature_manifest(
+    async fn read_profile_status(
         &self,
-        key: &RepositoryKey,
-        reference: &str,
-    ) -> Result<Fact<SignatureManifest>, EnrichError> {
-        self.read_signature_manifest(key, reference).await
-    }
-
-    async fn blob(
-        &self,
-        key: &RepositoryKey,
-        digest: &str,
-        max_bytes: usize,
-    ) -> Result<Fact<BlobRead>, EnrichError> {
-        self.read_blob(key, digest, max_bytes).await
-    }
-
-    async fn revoked_entities(
-        &self,
-        query: &RevocationQuery,
-    ) -> Result<Fact<Vec<String>>, EnrichError> {
-        self.read_revoked_entities(query).await
-    }
-
-    async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
+        profile_arn: &str,
+    ) -> Result<Fact<ProfileStatus>, EnrichError> {
         if let Some((read_at, status)) = self.profiles().get(profile_arn)
             && read_at.elapsed() < PROFILE_STATUS_TTL
         {
@@ -1016,7 +1207,8 @@ impl Registry for EcrRegistry {
             )));
         };
         let clients = self.clients(&account, &region).await;
-        self.pace(AwsOperation::SignerGetSigningProfile).await;
+        self.pace(&clients, AwsOperation::SignerGetSigningProfile)
+            .await;
         let result = clients
             .signer
             .get_signing_profile()
@@ -1045,49 +1237,6 @@ impl Registry for EcrRegistry {
             (std::time::Instant::now(), status.clone()),
         );
         Ok(status)
-    }
-
-    async fn scan(
-        &self,
-        key: &RepositoryKey,
-        digest: &Digest,
-    ) -> Result<Fact<Option<ScanFacts>>, EnrichError> {
-        let clients = self.clients_for(key).await;
-        self.pace(AwsOperation::EcrDescribeImageScanFindings).await;
-        let result = clients
-            .ecr
-            .describe_image_scan_findings()
-            .registry_id(key.account.as_str())
-            .repository_name(key.name.as_str())
-            .image_id(
-                ImageIdentifier::builder()
-                    .image_digest(digest.as_str())
-                    .build(),
-            )
-            .max_results(1)
-            .send()
-            .await;
-        Ok(
-            match self.settle(AwsOperation::EcrDescribeImageScanFindings, key, result)? {
-                Ok(output) => match output.image_scan_status().and_then(|s| s.status()) {
-                    Some(status) => Fact::Known(Some(ScanFacts {
-                        raw_status: status.as_str().to_owned(),
-                        severity_counts: severity_counts(
-                            output
-                                .image_scan_findings()
-                                .and_then(|f| f.finding_severity_counts()),
-                        ),
-                    })),
-                    None => {
-                        Fact::Unknown("DescribeImageScanFindings returned no status".to_owned())
-                    }
-                },
-                Err((code, _)) if code == "ScanNotFoundException" => Fact::Known(None),
-                Err((code, message)) => {
-                    Fact::Unknown(format!("DescribeImageScanFindings: {code}: {message}"))
-                }
-            },
-        )
     }
 }
 

@@ -15,7 +15,8 @@ use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::facts::{
     BlobRead, Encryption, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning,
     ProfileStatus, RegistryFacts, RegistryScanning, RepositoryFacts, RepositorySettings,
-    RepositoryState, ScanFacts, SignatureArtifact, SignatureManifest, TagMutability,
+    RepositoryState, RevocationQuery, ScanFacts, SignatureArtifact, SignatureManifest,
+    TagMutability,
 };
 
 /// What the fake knows; every map is keyed the way the trait asks.
@@ -31,6 +32,8 @@ struct World {
     scans: HashMap<Digest, Fact<Option<ScanFacts>>>,
     signature_manifests: HashMap<String, SignatureManifest>,
     blobs: HashMap<String, Vec<u8>>,
+    /// Revoked Signer entities (profile version or job ARNs).
+    revoked: Vec<String>,
     calls: Vec<String>,
 }
 
@@ -55,7 +58,7 @@ impl FakeRegistry {
     /// A signature artifact's manifest, readable by `reference` (digest or tag).
     #[allow(
         dead_code,
-        reason = "for the planner tests of verified signatures, once verification decides the verdict (docs/SIGNATURES.md, not done)"
+        reason = "for unit tests of verified signatures without the emulator; tests/it covers them end to end"
     )]
     pub fn with_signature_manifest(self, reference: &str, manifest: SignatureManifest) -> Self {
         self.world()
@@ -67,7 +70,7 @@ impl FakeRegistry {
     /// A blob of any repository, readable by its digest.
     #[allow(
         dead_code,
-        reason = "for the planner tests of verified signatures, once verification decides the verdict (docs/SIGNATURES.md, not done)"
+        reason = "for unit tests of verified signatures without the emulator; tests/it covers them end to end"
     )]
     pub fn with_blob(self, digest: &str, bytes: &[u8]) -> Self {
         self.world().blobs.insert(digest.to_owned(), bytes.to_vec());
@@ -83,6 +86,7 @@ impl FakeRegistry {
                 exclusion_filters: Vec::new(),
             }),
             scan_on_push: true,
+            reported_scanning: crate::facts::ReportedScanning::not_read(),
             lifecycle_policy: Fact::Known(true),
             encryption: Fact::Known(Encryption {
                 encryption_type: "AES256".to_owned(),
@@ -303,6 +307,21 @@ impl Registry for FakeRegistry {
             }
             Some(bytes) => Fact::Known(BlobRead::Bytes(bytes)),
         })
+    }
+
+    async fn revoked_entities(
+        &self,
+        query: &RevocationQuery,
+    ) -> Result<Fact<Vec<String>>, EnrichError> {
+        self.record(format!("revoked_entities {}", query.job_arn));
+        let revoked = self.world().revoked.clone();
+        Ok(Fact::Known(
+            [&query.profile_version_arn, &query.job_arn]
+                .into_iter()
+                .filter(|entity| revoked.contains(entity))
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn scan(

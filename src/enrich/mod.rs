@@ -101,7 +101,7 @@ pub trait Registry: Send + Sync {
 
     /// A signature artifact's manifest (`BatchGetImage` by digest, or by tag for Cosign's
     /// `.sig` tags; OCI and Docker v2 media types accepted). `Unknown` when it is gone or its
-    /// JSON is unreadable. A registry that cannot read manifests says so as `Unknown`.
+    /// JSON is unreadable.
     ///
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
@@ -109,16 +109,10 @@ pub trait Registry: Send + Sync {
         &self,
         key: &RepositoryKey,
         reference: &str,
-    ) -> Result<Fact<SignatureManifest>, EnrichError> {
-        let _ = (key, reference);
-        Ok(Fact::Unknown(
-            "this registry reads no signature manifests".to_owned(),
-        ))
-    }
+    ) -> Result<Fact<SignatureManifest>, EnrichError>;
 
     /// A blob of the repository (`GetDownloadUrlForLayer`, then an HTTP GET of the URL), read
-    /// up to `max_bytes` and checked against its digest. A registry that cannot read blobs
-    /// says so as `Unknown`.
+    /// up to `max_bytes` and checked against its digest.
     ///
     /// # Errors
     /// [`EnrichError::Transient`] when AWS or the download could not answer for now.
@@ -127,25 +121,17 @@ pub trait Registry: Send + Sync {
         key: &RepositoryKey,
         digest: &str,
         max_bytes: usize,
-    ) -> Result<Fact<BlobRead>, EnrichError> {
-        let _ = (key, digest, max_bytes);
-        Ok(Fact::Unknown("this registry reads no blobs".to_owned()))
-    }
+    ) -> Result<Fact<BlobRead>, EnrichError>;
 
     /// Which of a signature's Signer entities (profile version, job, certificate hashes) are
-    /// revoked now (`GetRevocationStatus`). A registry that cannot ask says so as `Unknown`.
+    /// revoked now (`GetRevocationStatus`).
     ///
     /// # Errors
     /// [`EnrichError::Transient`] when AWS could not answer for now.
     async fn revoked_entities(
         &self,
         query: &RevocationQuery,
-    ) -> Result<Fact<Vec<String>>, EnrichError> {
-        let _ = query;
-        Ok(Fact::Unknown(
-            "this registry asks no revocation status".to_owned(),
-        ))
-    }
+    ) -> Result<Fact<Vec<String>>, EnrichError>;
 
     /// A digest's scan result; `Known(None)` when it was never scanned.
     ///

@@ -15,9 +15,10 @@ use wildmatch::WildMatch;
 use crate::domain::{ControlId, Verdict};
 use crate::facts::{
     CreationTemplate, Encryption, Fact, PullThroughRule, RegistryFacts, RegistryScanning,
-    RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration, SigningRuleFacts,
-    TagMutability,
+    ReportedScanning, RepositoryFacts, RepositorySettings, RepositoryState, ScanningConfiguration,
+    SigningRuleFacts, TagMutability,
 };
+use crate::telemetry::ScanningDisagreement;
 
 /// Operator choices that change how controls are judged.
 #[derive(Debug, Clone, Default)]
@@ -62,10 +63,10 @@ fn present_controls(
     let name = arn_part(&settings.arn, 5)
         .strip_prefix("repository/")
         .unwrap_or_default();
-    let scanning = effective_scanning(&registry.scanning, name, settings.scan_on_push);
+    let scanning = repository_scanning(settings, registry, name);
     let repository_policy = settings.policy.as_ref().map(|p| p.as_deref());
     BTreeMap::from([
-        (ControlId::Ecr1, with_fact(&scanning, ecr1_scanning)),
+        (ControlId::Ecr1, ecr1_scanning(&scanning)),
         (
             ControlId::PublicPolicy,
             with_fact(&repository_policy, |p| policy::public_access(*p)),
@@ -101,6 +102,74 @@ fn present_controls(
             with_fact(&settings.encryption, |e| ecr5_encryption(e, policy)),
         ),
     ])
+}
+
+/// A repository's scanning as ECR.1 judges it: AWS's own answer
+/// (`BatchGetRepositoryScanningConfiguration`) when it was read, with the registry rules
+/// applied here as the explanation and the cross-check; the rules alone when AWS's answer is
+/// missing. Where the two disagree AWS wins, and the disagreement is named (a bug to report in
+/// [`effective_scanning`], not a verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryScanning {
+    pub configuration: Fact<ScanningConfiguration>,
+    /// AWS's answer could not be read; `configuration` comes from the registry rules.
+    pub reported_unread: Option<String>,
+    pub disagreements: Vec<ScanningDisagreement>,
+    /// The registry rules' answer, when it differs from AWS's.
+    pub computed_instead: Option<ScanningConfiguration>,
+}
+
+pub fn repository_scanning(
+    settings: &RepositorySettings,
+    registry: &RegistryFacts,
+    name: &str,
+) -> RepositoryScanning {
+    let computed = effective_scanning(&registry.scanning, name, settings.scan_on_push);
+    match &settings.reported_scanning {
+        Fact::Unknown(reason) => RepositoryScanning {
+            configuration: computed,
+            reported_unread: Some(reason.clone()),
+            disagreements: Vec::new(),
+            computed_instead: None,
+        },
+        Fact::Known(reported) => {
+            let disagreements = computed
+                .known()
+                .map(|own| scanning_disagreements(reported, own))
+                .unwrap_or_default();
+            RepositoryScanning {
+                configuration: Fact::Known(ScanningConfiguration {
+                    scan_frequency: reported.scan_frequency.clone(),
+                    scan_on_push: reported.scan_on_push,
+                    applied_filters: reported.applied_filters.clone(),
+                }),
+                reported_unread: None,
+                computed_instead: (!disagreements.is_empty())
+                    .then(|| computed.known().cloned())
+                    .flatten(),
+                disagreements,
+            }
+        }
+    }
+}
+
+fn scanning_disagreements(
+    reported: &ReportedScanning,
+    own: &ScanningConfiguration,
+) -> Vec<ScanningDisagreement> {
+    let mut differing = Vec::new();
+    if reported.scan_frequency != own.scan_frequency {
+        differing.push(ScanningDisagreement::ScanFrequency);
+    }
+    let sorted = |filters: &[String]| {
+        let mut filters = filters.to_vec();
+        filters.sort();
+        filters
+    };
+    if sorted(&reported.applied_filters) != sorted(&own.applied_filters) {
+        differing.push(ScanningDisagreement::AppliedFilters);
+    }
+    differing
 }
 
 /// Whether a registry scanning filter matches a repository name, as ECR documents it: a
@@ -306,8 +375,31 @@ fn with_fact<T>(fact: &Fact<T>, judge: impl FnOnce(&T) -> Verdict) -> Verdict {
     }
 }
 
-fn ecr1_scanning(scanning: &ScanningConfiguration) -> Verdict {
-    let source = if scanning.applied_filters.is_empty() {
+fn ecr1_scanning(scanning: &RepositoryScanning) -> Verdict {
+    let verdict = with_fact(&scanning.configuration, |configuration| {
+        ecr1_frequency(configuration, scanning.reported_unread.is_none())
+    });
+    let note = match (&scanning.reported_unread, &scanning.computed_instead) {
+        (Some(reason), _) => format!(
+            "; judged from the registry rules: AWS's own answer could not be read ({reason})"
+        ),
+        (None, Some(own)) => format!(
+            "; the registry rules as applied here give {} ({}): AWS's answer wins and the \
+             disagreement is counted",
+            own.scan_frequency,
+            rule_source(own)
+        ),
+        (None, None) => String::new(),
+    };
+    Verdict {
+        reason: format!("{}{note}", verdict.reason),
+        ..verdict
+    }
+}
+
+/// Which setting made the frequency what it is, as the registry rules explain it.
+fn rule_source(scanning: &ScanningConfiguration) -> String {
+    if scanning.applied_filters.is_empty() {
         if scanning.scan_on_push {
             "the repository's scanOnPush setting".to_owned()
         } else {
@@ -318,6 +410,14 @@ fn ecr1_scanning(scanning: &ScanningConfiguration) -> Verdict {
             "registry rule filter {}",
             scanning.applied_filters.join(", ")
         )
+    }
+}
+
+fn ecr1_frequency(scanning: &ScanningConfiguration, from_aws: bool) -> Verdict {
+    let source = if from_aws {
+        format!("reported by AWS; {}", rule_source(scanning))
+    } else {
+        rule_source(scanning)
     };
     match scanning.scan_frequency.as_str() {
         "SCAN_ON_PUSH" | "CONTINUOUS_SCAN" => Verdict::pass(format!(

@@ -14,6 +14,7 @@ fn settings() -> RepositorySettings {
             exclusion_filters: vec![],
         }),
         scan_on_push: true,
+        reported_scanning: crate::facts::ReportedScanning::not_read(),
         lifecycle_policy: Fact::Known(true),
         encryption: Fact::Known(Encryption {
             encryption_type: "KMS".into(),
@@ -472,4 +473,84 @@ fn every_control_is_evaluated_for_a_present_repository() {
         ControlId::ALL.to_vec()
     );
     assert_eq!(v[&ControlId::PullThroughTemplate].status, Pass);
+}
+
+fn reported(frequency: &str, filters: &[&str]) -> Fact<ReportedScanning> {
+    Fact::Known(ReportedScanning {
+        scan_frequency: frequency.into(),
+        scan_on_push: true,
+        applied_filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+    })
+}
+
+#[test]
+fn ecr1_follows_aws_when_the_registry_rules_say_otherwise_and_names_the_disagreement() {
+    // The rules as applied here: BASIC, no rule matches, the repository flag on → SCAN_ON_PUSH.
+    // AWS answers MANUAL (the user guide: a repository no scan-on-push filter matches is MANUAL).
+    let mut repository = settings();
+    repository.reported_scanning = reported("MANUAL", &[]);
+    let registry = registry();
+
+    let judged = repository_scanning(&repository, &registry, "app");
+    let controls = present_controls(&repository, &registry, &ControlPolicy::default());
+
+    assert_eq!(
+        judged.disagreements,
+        vec![ScanningDisagreement::ScanFrequency]
+    );
+    let ecr1 = &controls[&ControlId::Ecr1];
+    assert_eq!(ecr1.status, Fail, "{}", ecr1.reason);
+    assert!(ecr1.reason.contains("reported by AWS"), "{}", ecr1.reason);
+    assert!(
+        ecr1.reason
+            .contains("registry rules as applied here give SCAN_ON_PUSH"),
+        "{}",
+        ecr1.reason
+    );
+}
+
+#[test]
+fn ecr1_agreeing_answers_count_no_disagreement_and_filters_compare_as_sets() {
+    let mut repository = settings();
+    repository.reported_scanning = reported("SCAN_ON_PUSH", &[]);
+    let judged = repository_scanning(&repository, &registry(), "app");
+    assert!(judged.disagreements.is_empty());
+    assert_eq!(
+        judged
+            .configuration
+            .known()
+            .map(|c| c.scan_frequency.as_str()),
+        Some("SCAN_ON_PUSH")
+    );
+
+    let enhanced = RegistryFacts {
+        scanning: scanning("ENHANCED", &[("CONTINUOUS_SCAN", &["a*", "ap*"][..])]),
+        ..registry()
+    };
+    repository.reported_scanning = reported("CONTINUOUS_SCAN", &["ap*", "a*"]);
+    assert!(
+        repository_scanning(&repository, &enhanced, "app")
+            .disagreements
+            .is_empty()
+    );
+    repository.reported_scanning = reported("CONTINUOUS_SCAN", &["ap*"]);
+    assert_eq!(
+        repository_scanning(&repository, &enhanced, "app").disagreements,
+        vec![ScanningDisagreement::AppliedFilters]
+    );
+}
+
+#[test]
+fn ecr1_falls_back_to_the_registry_rules_when_aws_cannot_answer_and_says_so() {
+    let mut repository = settings();
+    repository.reported_scanning = Fact::Unknown("AccessDeniedException: no".into());
+    let controls = present_controls(&repository, &registry(), &ControlPolicy::default());
+    let ecr1 = &controls[&ControlId::Ecr1];
+    assert_eq!(ecr1.status, Pass);
+    assert!(
+        ecr1.reason.contains("AccessDeniedException"),
+        "{}",
+        ecr1.reason
+    );
+    assert!(!ecr1.reason.contains("reported by AWS"), "{}", ecr1.reason);
 }

@@ -18,6 +18,7 @@ use super::chain::ChainedRecord;
 use super::kind::EvidenceKind;
 use crate::domain::{SignatureStatus, Verdict};
 use crate::evaluate::ImageSettings;
+use crate::facts::SignatureVerification;
 
 /// The detail of an event record (every kind that names a `parse::Change`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct EventDetail {
     pub scans: Option<Vec<ScanAfter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<Vec<SignatureAfter>>,
+    /// What the message claimed that was not taken on trust (a clamped event time, a delete
+    /// ECR does not confirm, a push record older than the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distrusted: Option<Vec<String>>,
 }
 
 /// What an event wrote for one repository.
@@ -73,6 +78,10 @@ pub struct ImageAfter {
     pub storage_class: Option<String>,
     pub artifact_of: Option<String>,
     pub artifact_kind: Option<String>,
+    /// Why a digest judged as an image looks like an artifact (`facts::Disguise`); left out
+    /// when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disguise: Option<String>,
 }
 
 /// What the event did to the image.
@@ -101,6 +110,12 @@ pub struct SignatureAfter {
     pub reason: String,
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The trust configuration version the verdict was reached under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Each signature's verification behind the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verifications: Vec<SignatureVerification>,
 }
 
 /// The detail of a `control_transition` record.
@@ -122,6 +137,14 @@ impl ControlTransitionDetail {
         use crate::domain::ControlStatus::{Fail, Pass};
         self.from.as_ref().is_some_and(|f| f.status == Pass) && self.to.status == Fail
     }
+
+    /// PASS → UNKNOWN: a fact the control needs became unreadable (a policy that denies the
+    /// audit role, an API outage). It pages too, or making a control unreadable would hide
+    /// its failure.
+    pub(crate) fn is_blinding(&self) -> bool {
+        use crate::domain::ControlStatus::{Pass, Unknown};
+        self.from.as_ref().is_some_and(|f| f.status == Pass) && self.to.status == Unknown
+    }
 }
 
 /// The detail of a `signature_transition` record.
@@ -139,6 +162,12 @@ pub struct SignatureTransitionDetail {
     /// The event kind (or `signature_recheck`) that caused the transition.
     #[serde(default)]
     pub cause_kind: String,
+    /// The trust configuration version the new verdict was reached under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Each signature's verification behind the new verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verifications: Vec<SignatureVerification>,
 }
 
 /// The detail of a `checkpoint` record.
@@ -267,9 +296,11 @@ mod tests {
                 storage_class: None,
                 artifact_of: None,
                 artifact_kind: None,
+                disguise: None,
             }),
             scans: None,
             signatures: None,
+            distrusted: None,
         };
         assert_eq!(
             to_detail_value(&event),
@@ -278,6 +309,38 @@ mod tests {
                                    "pushed_by": null, "pushed_at": null, "storage_class": null,
                                    "artifact_of": null, "artifact_kind": null}})
         );
+    }
+
+    #[test]
+    fn pass_to_fail_regresses_and_pass_to_unknown_blinds() {
+        use ControlStatus::{Fail, Pass, Unknown};
+        let transition = |from: Option<ControlStatus>, to| ControlTransitionDetail {
+            control: "ECR.3".into(),
+            from: from.map(|status| Verdict {
+                status,
+                reason: "before".into(),
+            }),
+            to: Verdict {
+                status: to,
+                reason: "after".into(),
+            },
+            cause_event_id: String::new(),
+            cause_kind: String::new(),
+        };
+        let cases = [
+            (Some(Pass), Fail, true, false),
+            (Some(Pass), Unknown, false, true),
+            (Some(Fail), Unknown, false, false),
+            (Some(Unknown), Fail, false, false),
+            (Some(Unknown), Pass, false, false),
+            (None, Unknown, false, false),
+            (None, Fail, false, false),
+        ];
+        for (from, to, regression, blinding) in cases {
+            let detail = transition(from, to);
+            assert_eq!(detail.is_regression(), regression, "{from:?} → {to:?}");
+            assert_eq!(detail.is_blinding(), blinding, "{from:?} → {to:?}");
+        }
     }
 
     #[test]

@@ -295,6 +295,10 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
                 .map(|s| s.1.clone())
                 .unwrap_or_default(),
             reason: image.signature.as_ref().and_then(|s| s.2.clone()),
+            // The replay keeps status, sources and reason; the per-signature verifications
+            // are in the `signature_transition` records themselves.
+            policy_version: None,
+            verifications: Vec::new(),
         },
         scan: ScanView {
             status: if artifact {

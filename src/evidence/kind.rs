@@ -21,6 +21,8 @@ pub enum EvidenceKind {
     FindingChanged,
     RepositoryChanged,
     RegistryChanged,
+    /// An AWS Signer revocation (`RevokeSignature`, `RevokeSigningProfile`).
+    SignerRevoked,
     FailedApiCall,
     Ignored,
     /// A control's status changed for a repository.
@@ -35,7 +37,7 @@ pub enum EvidenceKind {
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub(crate) const KNOWN: [EvidenceKind; 14] = [
+    pub(crate) const KNOWN: [EvidenceKind; 15] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,
@@ -45,6 +47,7 @@ impl EvidenceKind {
         Self::FindingChanged,
         Self::RepositoryChanged,
         Self::RegistryChanged,
+        Self::SignerRevoked,
         Self::FailedApiCall,
         Self::Ignored,
         Self::ControlTransition,
@@ -64,6 +67,7 @@ impl EvidenceKind {
             Self::FindingChanged => "finding_changed",
             Self::RepositoryChanged => "repository_changed",
             Self::RegistryChanged => "registry_changed",
+            Self::SignerRevoked => "signer_revoked",
             Self::FailedApiCall => "failed_api_call",
             Self::Ignored => "ignored",
             Self::ControlTransition => "control_transition",

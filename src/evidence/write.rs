@@ -27,6 +27,10 @@ pub struct Appended {
     pub chained: Vec<(ChainedRecord, String)>,
     /// Groups whose lead record was already on the chain: nothing of theirs was appended.
     pub duplicate_groups: HashSet<usize>,
+    /// Ids of records, in groups whose lead is new, that another record already holds. A new
+    /// event cannot have produced them before, so something took the id first: the caller
+    /// must refuse the batch rather than drop the record (and its alert) silently.
+    pub collisions: Vec<String>,
 }
 
 /// Puts the pending records on the chain and moves the head.
@@ -53,6 +57,16 @@ pub async fn append(
             .into_iter()
             .collect();
     let mut appended = Appended::default();
+    let led: HashSet<usize> = pending
+        .iter()
+        .filter(|p| p.is_lead)
+        .map(|p| p.group)
+        .collect();
+    appended.duplicate_groups = pending
+        .iter()
+        .filter(|p| p.is_lead && existing.contains(&p.record.event_id))
+        .map(|p| p.group)
+        .collect();
     for PendingRecord {
         group,
         is_lead,
@@ -63,8 +77,8 @@ pub async fn append(
             continue;
         }
         if existing.contains(&record.event_id) {
-            if is_lead {
-                appended.duplicate_groups.insert(group);
+            if !is_lead && led.contains(&group) {
+                appended.collisions.push(record.event_id);
             }
             continue;
         }

@@ -215,6 +215,14 @@ async fn refresh_gauges(state: &HttpState) {
         }
         Err(err) => warn!(error = %err, "could not refresh image gauges"),
     }
+    match state
+        .store
+        .oldest_signature_verdict_age(chrono::Utc::now())
+        .await
+    {
+        Ok(age) => state.metrics.set_oldest_verdict_age(age),
+        Err(err) => warn!(error = %err, "could not refresh the signature verdict age"),
+    }
     match state.store.operational_counts().await {
         Ok((alert_backlog, last_reconcile)) => state
             .metrics

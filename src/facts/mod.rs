@@ -10,7 +10,8 @@ pub mod signature_content;
 pub mod signing;
 
 pub use artifact::{
-    ArtifactKind, NOTATION_SIGNATURE, artifact_subject, cosign_tag_subject, kind_of_artifact_type,
+    ArtifactKind, Classification, Disguise, NOTATION_SIGNATURE, classify, cosign_tag_subject,
+    kind_of_artifact_type, non_runnable_kind, subject_to_confirm,
 };
 pub use signature_content::{
     BlobRead, LayerDescriptor, RevocationQuery, SignatureManifest, SignatureVerification,
@@ -32,7 +33,23 @@ pub enum Fact<T> {
     Unknown(String),
 }
 
+/// How the reason of a fact that AWS did not give after the retries begins (throttling, a
+/// timeout, a 5xx): an outage, not an answer. Such a fact is `Unknown` so that only the checks
+/// that need it are undetermined, and it is read again later ([`Fact::is_unavailable`]).
+pub const UNAVAILABLE: &str = "unavailable after retries: ";
+
 impl<T> Fact<T> {
+    /// A fact whose read did not get an answer after the retries.
+    pub fn unavailable(operation: &str, message: &str) -> Self {
+        Self::Unknown(format!("{UNAVAILABLE}{operation}: {message}"))
+    }
+
+    /// Whether the fact is unknown because AWS did not answer (rather than a lasting answer
+    /// such as access denied): worth reading again soon.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unknown(reason) if reason.starts_with(UNAVAILABLE))
+    }
+
     pub fn known(&self) -> Option<&T> {
         match self {
             Self::Known(value) => Some(value),
@@ -83,10 +100,44 @@ pub struct RepositorySettings {
     /// The repository's own (deprecated) scan-on-push flag; the effective frequency also
     /// depends on the registry's rules ([`RegistryFacts`]).
     pub scan_on_push: bool,
+    /// The repository's scanning as AWS itself reports it
+    /// (`BatchGetRepositoryScanningConfiguration`): what ECR.1 is judged from.
+    #[serde(default = "ReportedScanning::not_read")]
+    pub reported_scanning: Fact<ReportedScanning>,
     pub lifecycle_policy: Fact<bool>,
     pub encryption: Fact<Encryption>,
     /// The repository policy text; `Known(None)` when the repository has none.
     pub policy: Fact<Option<String>>,
+}
+
+impl RepositoryFacts {
+    /// Whether a setting could not be read because AWS did not answer.
+    pub fn has_unavailable(&self) -> bool {
+        let RepositoryState::Present(settings) = &self.state else {
+            return false;
+        };
+        let key_manager = settings
+            .encryption
+            .known()
+            .and_then(|e| e.key_manager.as_ref())
+            .is_some_and(Fact::is_unavailable);
+        settings.tag_mutability.is_unavailable()
+            || settings.reported_scanning.is_unavailable()
+            || settings.lifecycle_policy.is_unavailable()
+            || settings.encryption.is_unavailable()
+            || settings.policy.is_unavailable()
+            || key_manager
+    }
+}
+
+impl RegistryFacts {
+    /// Whether a registry-wide setting could not be read because AWS did not answer.
+    pub fn has_unavailable(&self) -> bool {
+        self.scanning.is_unavailable()
+            || self.signing.is_unavailable()
+            || self.pull_through_rules.is_unavailable()
+            || self.creation_templates.is_unavailable()
+    }
 }
 
 /// Registry-wide settings of one account and region, read once and shared by its
@@ -153,6 +204,24 @@ pub struct TagMutability {
     /// value kept verbatim.
     pub mode: String,
     pub exclusion_filters: Vec<String>,
+}
+
+/// One repository's entry of `BatchGetRepositoryScanningConfiguration`, enum values raw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedScanning {
+    /// `SCAN_ON_PUSH`, `CONTINUOUS_SCAN`, `MANUAL`, or a newer value.
+    pub scan_frequency: String,
+    pub scan_on_push: bool,
+    /// `appliedScanFilters`: the registry rule filters AWS applied to the repository.
+    pub applied_filters: Vec<String>,
+}
+
+impl ReportedScanning {
+    /// For settings read before this fact existed (stored JSON) and for readers that do not
+    /// ask: ECR.1 then falls back to the registry rules.
+    pub fn not_read() -> Fact<Self> {
+        Fact::Unknown("the repository scanning configuration was not read".to_owned())
+    }
 }
 
 /// A repository's effective scanning, as evaluation derives it from the registry's rules and

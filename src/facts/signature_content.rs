@@ -31,6 +31,10 @@ pub struct SignatureManifest {
     pub artifact_type: Option<String>,
     /// The `subject` digest (OCI referrers); Cosign `.sig` tags have none.
     pub subject: Option<String>,
+    /// The `subject` descriptor's media type and size: what a Notary payload's target
+    /// artifact is compared with, once its digest is known to be the real subject's.
+    pub subject_media_type: Option<String>,
+    pub subject_size: Option<u64>,
     pub layers: Vec<LayerDescriptor>,
 }
 
@@ -66,9 +70,15 @@ impl SignatureManifest {
     pub fn from_json(text: &str) -> Result<Self, ManifestUnreadable> {
         let raw: RawManifest =
             serde_json::from_str(text).map_err(|e| ManifestUnreadable(e.to_string()))?;
+        let (subject, subject_media_type, subject_size) = match raw.subject {
+            Some(s) => (Some(s.digest), s.media_type, Some(s.size)),
+            None => (None, None, None),
+        };
         Ok(Self {
             artifact_type: raw.artifact_type,
-            subject: raw.subject.map(|s| s.digest),
+            subject,
+            subject_media_type,
+            subject_size,
             layers: raw
                 .layers
                 .into_iter()
@@ -166,6 +176,10 @@ pub struct SignatureVerification {
     pub policy_version: String,
     #[serde(flatten)]
     pub result: VerificationResult,
+    /// What `GetRevocationStatus` is asked about a verified AWS Signer signature (kept, so
+    /// a verification read back from the store can still be checked for revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationQuery>,
 }
 
 impl SignatureVerification {
@@ -176,7 +190,7 @@ impl SignatureVerification {
 
 /// The Signer entities of one verified AWS Signer signature, asked about with
 /// `GetRevocationStatus`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RevocationQuery {
     /// `arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME/VERSION`.
     pub profile_version_arn: String,

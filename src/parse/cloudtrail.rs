@@ -78,8 +78,11 @@ pub enum RegistryCall {
         prefix: Option<String>,
     },
     /// Not a CloudTrail call: ECR's own `ECR Scan Resource Change` event, which reports that
-    /// enhanced scanning frequencies changed for some repositories.
-    ScanResourceChange,
+    /// enhanced scanning frequencies changed for the repositories it names; empty when it names
+    /// none that can be read (then every known repository is re-read).
+    ScanResourceChange {
+        repositories: Vec<RepositoryName>,
+    },
 }
 
 impl RegistryCall {
@@ -95,7 +98,7 @@ impl RegistryCall {
             Self::CreateRepositoryCreationTemplate { .. } => "CreateRepositoryCreationTemplate",
             Self::UpdateRepositoryCreationTemplate { .. } => "UpdateRepositoryCreationTemplate",
             Self::DeleteRepositoryCreationTemplate { .. } => "DeleteRepositoryCreationTemplate",
-            Self::ScanResourceChange => "ECR Scan Resource Change",
+            Self::ScanResourceChange { .. } => "ECR Scan Resource Change",
         }
     }
 }
@@ -148,6 +151,7 @@ pub(super) fn parse_detail(
         detail_type: fallback.detail_type.clone(),
         actor,
         change,
+        claimed_time: None,
     })
 }
 
@@ -191,6 +195,9 @@ fn actor(detail: &Value) -> Result<Option<Actor>, ParseError> {
 fn change(detail: &Value) -> Result<Change, ParseError> {
     let source = opt_str(detail, "eventSource")?.unwrap_or("");
     let name = req_str(detail, "eventName")?;
+    if source == super::signer::SIGNER_EVENT_SOURCE {
+        return signer_change(name, detail);
+    }
     if source != "ecr.amazonaws.com" {
         return Ok(Change::Ignored {
             reason: format!("CloudTrail event {name} from {source:?} is not about ECR"),
@@ -210,11 +217,16 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
         .transpose()?;
 
     if let Some(error_code) = opt_str(detail, "errorCode")? {
+        let requested = match repository {
+            Some(_) => repository_call(name, params)?,
+            None => None,
+        };
         return Ok(Change::FailedApiCall {
             event_name: name.to_owned(),
             repository,
             error_code: error_code.to_owned(),
             error_message: opt_str(detail, "errorMessage")?.map(|m| m.chars().take(500).collect()),
+            requested,
         });
     }
     if let Some(call) = registry_call(name, params)? {
@@ -230,6 +242,20 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
         Some(call) => Change::RepositoryChanged { repository, call },
         None => not_evaluated(name),
     })
+}
+
+/// A Signer record: a failed call changed nothing but is evidence, like a failed ECR call.
+fn signer_change(name: &str, detail: &Value) -> Result<Change, ParseError> {
+    if let Some(error_code) = opt_str(detail, "errorCode")? {
+        return Ok(Change::FailedApiCall {
+            event_name: name.to_owned(),
+            repository: None,
+            error_code: error_code.to_owned(),
+            error_message: opt_str(detail, "errorMessage")?.map(|m| m.chars().take(500).collect()),
+            requested: None,
+        });
+    }
+    super::signer::change(name, detail)
 }
 
 fn not_evaluated(name: &str) -> Change {

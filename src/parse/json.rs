@@ -33,6 +33,12 @@ pub(super) fn req_str<'a>(object: &'a Value, field: &'static str) -> Result<&'a 
 /// Reads an optional idempotency key: like [`opt_str`], but an empty string is refused, because
 /// every event carrying an empty key would be taken for a redelivery of the first one and
 /// dropped as a duplicate.
+/// The longest id a message may carry: AWS's event ids are 36-character UUIDs.
+pub(super) const MAX_ID_CHARS: usize = 128;
+
+/// An event id from outside: non-empty, at most [`MAX_ID_CHARS`], and without `/`, which only
+/// the ids ecr-audit makes itself contain (`reconcile/…`, `recheck/…`, `<event>/<repository>/
+/// <control>`); a message that could take one of those ids could pre-empt the record it names.
 pub(super) fn opt_id<'a>(
     object: &'a Value,
     field: &'static str,
@@ -42,6 +48,9 @@ pub(super) fn opt_id<'a>(
             field,
             expected: "a non-empty string",
         }),
+        Some(id) if id.contains('/') || id.chars().count() > MAX_ID_CHARS => {
+            Err(ParseError::ReservedId { field })
+        }
         id => Ok(id),
     }
 }
@@ -97,4 +106,42 @@ pub(super) fn time(value: &str, field: &'static str) -> Result<DateTime<Utc>, Pa
             field,
             value: value.chars().take(40).collect(),
         })
+}
+
+/// The longest string (in characters) kept from a message; longer ones are cut and marked.
+/// Nothing ecr-audit reads from a message is legitimately longer (ARNs are at most 2,048
+/// bytes, but the fields read are ids, names, tags, media types and short statuses), and
+/// everything read may end up in the evidence, which is append-only.
+pub const MAX_MESSAGE_STRING: usize = 1024;
+
+/// Cuts every string (and object key) of a message to [`MAX_MESSAGE_STRING`] characters,
+/// so no field of any event can grow the evidence without bound.
+pub(super) fn bound_strings(value: &mut Value) {
+    match value {
+        Value::String(text) => bound(text),
+        Value::Array(items) => items.iter_mut().for_each(bound_strings),
+        Value::Object(map) => {
+            let long_keys: Vec<String> = map
+                .keys()
+                .filter(|k| k.chars().count() > MAX_MESSAGE_STRING)
+                .cloned()
+                .collect();
+            for key in long_keys {
+                if let Some(item) = map.remove(&key) {
+                    let mut short = key;
+                    bound(&mut short);
+                    map.insert(short, item);
+                }
+            }
+            map.values_mut().for_each(bound_strings);
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn bound(text: &mut String) {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_MESSAGE_STRING) {
+        text.truncate(cut);
+        text.push('…');
+    }
 }

@@ -12,6 +12,9 @@
 
 mod cloudtrail;
 mod json;
+mod signer;
+
+pub use json::MAX_MESSAGE_STRING;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -21,6 +24,7 @@ use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, Reposit
 use crate::telemetry::{EventKind, RejectionCode};
 
 pub use cloudtrail::{RegistryCall, RepositoryCall};
+pub use signer::SignerRevocation;
 
 /// Which scanner reported a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +68,33 @@ pub struct AuditEvent {
     /// Who caused it, for CloudTrail events.
     pub actor: Option<Actor>,
     pub change: Change,
+    /// The time the message claimed, when [`bound_event_time`] did not take it; `time` is
+    /// then the bound it was clamped to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_time: Option<DateTime<Utc>>,
+}
+
+/// How far after the queue received a message its event may be dated (clock skew between
+/// AWS services).
+pub const EVENT_TIME_AHEAD: chrono::Duration = chrono::Duration::minutes(5);
+/// How long before the queue received a message its event may have happened: EventBridge
+/// delivers CloudTrail calls within minutes and ECR's own events at once; a day leaves room
+/// for retries and redrives without letting a message date itself arbitrarily far back.
+pub const EVENT_TIME_BEHIND: chrono::Duration = chrono::Duration::hours(24);
+
+/// Holds an event's time to the window around `sent_at` (the queue's own `SentTimestamp`, which
+/// the sender cannot choose): a time after `sent_at` + [`EVENT_TIME_AHEAD`] or before
+/// `sent_at` − [`EVENT_TIME_BEHIND`] is clamped to the nearer bound, and the claimed time is
+/// kept in [`AuditEvent::claimed_time`]. Returns whether the time was clamped.
+pub fn bound_event_time(event: &mut AuditEvent, sent_at: DateTime<Utc>) -> bool {
+    let (earliest, latest) = (sent_at - EVENT_TIME_BEHIND, sent_at + EVENT_TIME_AHEAD);
+    let bounded = event.time.clamp(earliest, latest);
+    if bounded == event.time {
+        return false;
+    }
+    event.claimed_time = Some(event.time);
+    event.time = bounded;
+    true
 }
 
 /// What an event tells us may have changed.
@@ -129,12 +160,22 @@ pub enum Change {
     },
     /// A successful CloudTrail call that changes registry-wide settings.
     RegistryChanged { call: RegistryCall },
-    /// A CloudTrail call that failed: it changed nothing, but the attempt is evidence.
+    /// A successful AWS Signer revocation (CloudTrail `RevokeSignature` or
+    /// `RevokeSigningProfile`): the digests whose verified signatures name the revoked job or
+    /// profile version are judged again.
+    SignerRevoked { revocation: SignerRevocation },
+    /// A CloudTrail call that failed: it changed nothing, but the attempt is evidence (who
+    /// tried to change what, and why AWS refused).
     FailedApiCall {
         event_name: String,
         repository: Option<RepositoryName>,
         error_code: String,
         error_message: Option<String>,
+        /// What the call asked for, when it is a repository call ecr-audit evaluates (e.g.
+        /// `PutImageTagMutability` to `MUTABLE`): read from its request parameters, as for a
+        /// successful call. Absent from records written before it existed, and for other calls.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requested: Option<RepositoryCall>,
     },
     /// Well formed, but not something this version evaluates.
     Ignored { reason: String },
@@ -158,6 +199,7 @@ impl Change {
             Self::FindingChanged { .. } => EventKind::FindingChanged,
             Self::RepositoryChanged { .. } => EventKind::RepositoryChanged,
             Self::RegistryChanged { .. } => EventKind::RegistryChanged,
+            Self::SignerRevoked { .. } => EventKind::SignerRevoked,
             Self::FailedApiCall { .. } => EventKind::FailedApiCall,
             Self::Ignored { .. } => EventKind::Ignored,
         }
@@ -175,7 +217,9 @@ impl Change {
             | Self::FindingChanged { repository, .. }
             | Self::RepositoryChanged { repository, .. } => Some(repository),
             Self::FailedApiCall { repository, .. } => repository.as_ref(),
-            Self::RegistryChanged { .. } | Self::Ignored { .. } => None,
+            Self::RegistryChanged { .. } | Self::SignerRevoked { .. } | Self::Ignored { .. } => {
+                None
+            }
         }
     }
 
@@ -226,6 +270,10 @@ pub enum ParseError {
     },
     #[error("field `{field}` is not an RFC 3339 time: {value:?}")]
     InvalidTime { field: &'static str, value: String },
+    #[error(
+        "field `{field}` is not an event id: it contains `/` (reserved for ids ecr-audit makes) or is too long"
+    )]
+    ReservedId { field: &'static str },
     #[error("the event names no account, and none is configured")]
     NoAccount,
     #[error("the event names no region, and none is configured")]
@@ -247,10 +295,42 @@ impl ParseError {
             Self::WrongType { .. } => RejectionCode::WrongType,
             Self::InvalidIdentifier { .. } => RejectionCode::InvalidIdentifier,
             Self::InvalidTime { .. } => RejectionCode::InvalidTime,
+            Self::ReservedId { .. } => RejectionCode::ReservedId,
             Self::NoAccount => RejectionCode::NoAccount,
             Self::NoRegion => RejectionCode::NoRegion,
         }
     }
+}
+
+/// The most repositories one `ECR Scan Resource Change` may name before it is treated as a
+/// registry-wide change (the event names every repository whose frequency changed).
+const MAX_NAMED_REPOSITORIES: usize = 1_000;
+
+/// The repositories an `ECR Scan Resource Change` names (`detail.repositories[].repository-name`),
+/// so that only they are re-read. Empty — every known repository is re-read — when the list is
+/// missing, too long, or any entry is not a repository name: a hint that cannot be read whole
+/// is not trusted in part.
+fn scan_resource_repositories(detail: &serde_json::Value) -> Vec<RepositoryName> {
+    let Some(entries) = detail
+        .get("repositories")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Vec::new();
+    };
+    if entries.len() > MAX_NAMED_REPOSITORIES {
+        return Vec::new();
+    }
+    let names: Option<Vec<RepositoryName>> = entries
+        .iter()
+        .map(|entry| {
+            let name = entry.get("repository-name")?.as_str()?;
+            RepositoryName::parse(name).ok()
+        })
+        .collect();
+    let mut names = names.unwrap_or_default();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }
 
 pub(crate) fn identifier<T>(
@@ -269,8 +349,9 @@ pub fn parse(
     format: InputFormat,
     ctx: &ParseContext,
 ) -> Result<AuditEvent, ParseError> {
-    let value: Value =
+    let mut value: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    json::bound_strings(&mut value);
     if !value.is_object() {
         return Err(ParseError::NotAnObject);
     }
@@ -299,9 +380,10 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
         ("aws.ecr", "ECR Image Action") => image_action(detail)?,
         ("aws.ecr", "ECR Referrer Action") => referrer_action(detail)?,
         ("aws.ecr", "ECR Image Scan") => scan_completed(detail, ScanSource::Basic)?,
-        // Every affected repository is re-read, so the list in the detail is not needed.
         ("aws.ecr", "ECR Scan Resource Change") => Change::RegistryChanged {
-            call: cloudtrail::RegistryCall::ScanResourceChange,
+            call: cloudtrail::RegistryCall::ScanResourceChange {
+                repositories: scan_resource_repositories(detail),
+            },
         },
         ("aws.inspector2", "Inspector2 Scan") => scan_completed(detail, ScanSource::Enhanced)?,
         ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
@@ -317,6 +399,7 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
         detail_type: detail_type.to_owned(),
         actor: None,
         change,
+        claimed_time: None,
     })
 }
 

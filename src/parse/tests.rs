@@ -304,7 +304,7 @@ fn put_image_names_the_pusher_and_failed_calls_change_nothing() {
 
     let mut failed = cloudtrail(
         "PutImageTagMutability",
-        json!({"repositoryName": "team/app"}),
+        json!({"repositoryName": "team/app", "imageTagMutability": "MUTABLE"}),
         Value::Null,
     );
     failed["detail"]["errorCode"] = json!("AccessDenied");
@@ -314,10 +314,18 @@ fn put_image_names_the_pusher_and_failed_calls_change_nothing() {
         Change::FailedApiCall {
             event_name,
             error_code,
+            requested,
             ..
         } => {
             assert_eq!(event_name, "PutImageTagMutability");
             assert_eq!(error_code, "AccessDenied");
+            assert_eq!(
+                requested,
+                Some(RepositoryCall::PutImageTagMutability {
+                    image_tag_mutability: Some("MUTABLE".into())
+                }),
+                "what the denied call asked for"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -605,10 +613,42 @@ fn a_scan_frequency_change_re_reads_the_registry() {
     assert_eq!(
         parsed.change,
         Change::RegistryChanged {
-            call: RegistryCall::ScanResourceChange
+            call: RegistryCall::ScanResourceChange {
+                repositories: vec![RepositoryName::parse("team/app").expect("name")],
+            }
         }
     );
     assert_eq!(parsed.change.kind(), "registry_changed");
+
+    // A list that cannot be read whole is not trusted in part: every repository is re-read.
+    let whole_registry = |repositories: Value| {
+        let mut changed = event.clone();
+        changed["detail"]["repositories"] = repositories;
+        match parse_value(&changed, InputFormat::Envelope)
+            .expect("parse")
+            .change
+        {
+            Change::RegistryChanged {
+                call: RegistryCall::ScanResourceChange { repositories },
+            } => repositories.is_empty(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(whole_registry(
+        json!([{"repository-name": "team/app"}, {"repository-name": "Bad Name!"}])
+    ));
+    assert!(whole_registry(
+        json!([{"repository-arn": "arn:aws:ecr:eu-west-1:1:repository/x"}])
+    ));
+    assert!(whole_registry(json!("team/app")));
+    assert!(whole_registry(json!(
+        (0..1001)
+            .map(|i| json!({"repository-name": format!("r{i}")}))
+            .collect::<Vec<_>>()
+    )));
+    assert!(!whole_registry(
+        json!([{"repository-name": "team/a"}, {"repository-name": "team/a"}])
+    ));
 }
 
 #[test]
@@ -679,4 +719,218 @@ fn pull_through_rule_and_creation_template_calls_re_read_the_registry() {
     )
     .expect("update");
     assert_eq!(update.change.kind(), "ignored");
+}
+
+#[test]
+fn event_times_are_held_to_the_queues_own_timestamp() {
+    let sent_at = DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let minutes = chrono::Duration::minutes;
+    // (case, claimed offset from sent_at, offset taken)
+    let cases = [
+        ("a minute before", minutes(-1), minutes(-1)),
+        ("within the skew ahead", minutes(4), minutes(4)),
+        ("in the future", minutes(90), EVENT_TIME_AHEAD),
+        ("two days early", minutes(-2 * 24 * 60), -EVENT_TIME_BEHIND),
+    ];
+    for (case, claimed, taken) in cases {
+        let mut event =
+            parse_value(&image_action("PUSH", json!({})), InputFormat::Envelope).expect("parse");
+        event.time = sent_at + claimed;
+        let clamped = bound_event_time(&mut event, sent_at);
+        assert_eq!(event.time, sent_at + taken, "{case}");
+        assert_eq!(clamped, claimed != taken, "{case}");
+        assert_eq!(
+            event.claimed_time,
+            clamped.then_some(sent_at + claimed),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn ids_in_ecr_audits_own_namespace_are_refused() {
+    for id in [
+        "e1/team/app/ECR.2".to_owned(),
+        "reconcile/1/123456789012/us-east-1/x".to_owned(),
+        "x".repeat(129),
+    ] {
+        let mut envelope = image_action("PUSH", json!({}));
+        envelope["id"] = json!(id);
+        assert_eq!(
+            parse_value(&envelope, InputFormat::Envelope).map_err(|e| e.code()),
+            Err("reserved_id"),
+            "{id}"
+        );
+        let mut wrapped = cloudtrail(
+            "DeleteLifecyclePolicy",
+            json!({"repositoryName": "team/app"}),
+            Value::Null,
+        );
+        wrapped["detail"]["eventID"] = json!(id);
+        assert_eq!(
+            parse_value(&wrapped, InputFormat::Envelope).map_err(|e| e.code()),
+            Err("reserved_id"),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn every_string_of_a_message_is_bounded_before_it_is_kept() {
+    let long = "x".repeat(100_000);
+    let mut envelope = image_action("PUSH", json!({}));
+    envelope["detail-type"] = json!(long);
+    let ignored = parse_value(&envelope, InputFormat::Envelope).expect("parse");
+    assert!(ignored.detail_type.chars().count() <= MAX_MESSAGE_STRING + 1);
+    let Change::Ignored { reason } = &ignored.change else {
+        panic!("an unknown detail-type is ignored: {:?}", ignored.change);
+    };
+    assert!(reason.len() < 2 * MAX_MESSAGE_STRING, "{}", reason.len());
+
+    let mut failed = cloudtrail(
+        "PutImageTagMutability",
+        json!({"repositoryName": "team/app", "imageTagMutability": long}),
+        Value::Null,
+    );
+    failed["detail"]["errorCode"] = json!("AccessDenied");
+    failed["detail"]["errorMessage"] = json!(long);
+    failed["detail"]["userIdentity"]["arn"] = json!(long);
+    let event = parse_value(&failed, InputFormat::Envelope).expect("parse");
+    let stored = serde_json::to_string(&event).expect("serialise");
+    assert!(stored.len() < 8 * MAX_MESSAGE_STRING, "{}", stored.len());
+}
+
+/// A CloudTrail record of an AWS Signer call, as EventBridge delivers it (source `aws.signer`).
+fn signer_call(name: &str, params: Value) -> Value {
+    let mut event = cloudtrail(name, params, Value::Null);
+    event["source"] = json!("aws.signer");
+    event["detail"]["eventSource"] = json!("signer.amazonaws.com");
+    event
+}
+
+#[test]
+fn signer_revocations_name_what_they_revoke_as_the_stored_arns_do() {
+    let job = parse_value(
+        &signer_call(
+            "RevokeSignature",
+            json!({"jobId": "5bd1a2c3-0000-4000-8000-00000000000a", "reason": "key leak"}),
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("parses");
+    assert_eq!(job.change.kind(), "signer_revoked");
+    assert_eq!(job.id, "ct-event-1");
+    let Change::SignerRevoked { revocation } = &job.change else {
+        panic!("not a revocation: {:?}", job.change);
+    };
+    assert_eq!(revocation.name(), "RevokeSignature");
+    assert_eq!(
+        revocation.revoked_arn(job.region.as_str(), &job.account),
+        "arn:aws:signer:us-east-1:123456789012:/signing-jobs/5bd1a2c3-0000-4000-8000-00000000000a"
+    );
+
+    let profile = parse_value(
+        &signer_call(
+            "RevokeSigningProfile",
+            json!({"profileName": "release", "profileVersion": "a1B2c3D4e5",
+                   "reason": "rotated", "effectiveTime": 1_764_547_200}),
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("parses");
+    let Change::SignerRevoked { revocation } = &profile.change else {
+        panic!("not a revocation: {:?}", profile.change);
+    };
+    assert_eq!(
+        revocation,
+        &SignerRevocation::RevokeSigningProfile {
+            profile_name: "release".into(),
+            profile_version: "a1B2c3D4e5".into(),
+            effective_time: Some("1764547200".into()),
+            reason: Some("rotated".into()),
+        }
+    );
+    assert_eq!(
+        revocation.revoked_arn("us-gov-west-1", &profile.account),
+        "arn:aws-us-gov:signer:us-gov-west-1:123456789012:/signing-profiles/release/a1B2c3D4e5"
+    );
+}
+
+#[test]
+fn a_revoked_job_of_another_account_is_named_with_its_owner() {
+    let event = parse_value(
+        &signer_call(
+            "RevokeSignature",
+            json!({"jobId": "job-1", "jobOwner": "444455556666", "reason": "r"}),
+        ),
+        InputFormat::Envelope,
+    )
+    .expect("parses");
+    let Change::SignerRevoked { revocation } = &event.change else {
+        panic!("not a revocation");
+    };
+    assert_eq!(
+        revocation.revoked_arn("eu-west-1", &event.account),
+        "arn:aws:signer:eu-west-1:444455556666:/signing-jobs/job-1"
+    );
+    let bad_owner = signer_call(
+        "RevokeSignature",
+        json!({"jobId": "job-1", "jobOwner": "not-an-account", "reason": "r"}),
+    );
+    assert_eq!(
+        parse_value(&bad_owner, InputFormat::Envelope).map_err(|e| e.code()),
+        Err("invalid_identifier")
+    );
+}
+
+#[test]
+fn other_failed_or_incomplete_signer_calls_change_nothing() {
+    let other = parse_value(
+        &signer_call("StartSigningJob", json!({"profileName": "release"})),
+        InputFormat::Envelope,
+    )
+    .expect("parses");
+    assert!(matches!(other.change, Change::Ignored { .. }), "{other:?}");
+
+    // An id that cannot be put into an ARN safely is not trusted as one.
+    for params in [
+        json!({"reason": "no job"}),
+        json!({"jobId": "../x", "reason": "r"}),
+        json!({"jobId": "a%27b", "reason": "r"}),
+    ] {
+        let event = parse_value(
+            &signer_call("RevokeSignature", params),
+            InputFormat::Envelope,
+        )
+        .expect("parses");
+        assert!(matches!(event.change, Change::Ignored { .. }), "{event:?}");
+    }
+    let incomplete = parse_value(
+        &signer_call("RevokeSigningProfile", json!({"profileName": "release"})),
+        InputFormat::Envelope,
+    )
+    .expect("parses");
+    assert!(matches!(incomplete.change, Change::Ignored { .. }));
+
+    let mut failed = signer_call("RevokeSignature", json!({"jobId": "job-1"}));
+    failed["detail"]["errorCode"] = json!("AccessDeniedException");
+    let failed = parse_value(&failed, InputFormat::Envelope).expect("parses");
+    assert!(
+        matches!(&failed.change, Change::FailedApiCall { event_name, repository: None, .. } if event_name == "RevokeSignature"),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn a_signer_record_from_a_cloudtrail_log_file_is_understood_too() {
+    let event = signer_call(
+        "RevokeSigningProfile",
+        json!({"profileName": "release", "profileVersion": "v1", "reason": "r",
+               "effectiveTime": "Dec 1, 2026 12:00:00 AM"}),
+    );
+    let record = &event["detail"];
+    let parsed = parse_value(record, InputFormat::CloudTrailRecord).expect("parses");
+    assert_eq!(parsed.change.kind(), "signer_revoked");
 }

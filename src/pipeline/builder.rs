@@ -11,6 +11,7 @@ use crate::parse::ParseContext;
 use crate::plan::Planner;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::trust::TrustSettings;
 
 /// How long repository facts are cached unless set (the default of
 /// `ECR_AUDIT_REPOSITORY_CACHE_TTL` in src/config.rs).
@@ -28,6 +29,7 @@ pub struct PipelineBuilder {
     parse_context: ParseContext,
     policy: ControlPolicy,
     signing_grace: chrono::Duration,
+    trust: Arc<TrustSettings>,
 }
 
 impl PipelineBuilder {
@@ -40,6 +42,7 @@ impl PipelineBuilder {
             parse_context: ParseContext::default(),
             policy: ControlPolicy::default(),
             signing_grace: chrono::Duration::minutes(DEFAULT_SIGNING_GRACE_MINUTES),
+            trust: Arc::new(TrustSettings::default()),
         }
     }
 
@@ -77,12 +80,21 @@ impl PipelineBuilder {
         self
     }
 
+    /// What signatures are verified against: the trust policy and stores, the Cosign keys
+    /// and the read limits. Unless set, none: no signature can be trusted (docs/SIGNATURES.md).
+    #[must_use]
+    pub fn trust(mut self, trust: Arc<TrustSettings>) -> Self {
+        self.trust = trust;
+        self
+    }
+
     pub fn build(self) -> Pipeline {
         Pipeline {
             registry: CachedRegistry::new(self.registry, self.cache_ttl),
             store: self.store,
             metrics: self.metrics.unwrap_or_else(|| Arc::new(Metrics::new())),
             parse_context: self.parse_context,
+            trust: self.trust,
             planner: Planner {
                 policy: self.policy,
                 signing_grace: self.signing_grace,

@@ -8,11 +8,11 @@ use futures::{StreamExt, stream};
 use tracing::info;
 
 use super::Pipeline;
-use crate::domain::{AccountId, Digest, Region, RepositoryKey};
+use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::enrich::{EnrichError, Registry};
 use crate::plan::{
     self, EventPlan, ImageWrite, PresentImage, PresentImageRead, Reads, RepositoryWrite,
-    SignatureReads, SignatureTarget, SignatureWrite,
+    SignatureFacts, SignatureReads, SignatureTarget, SignatureWrite,
 };
 
 /// How many repositories a registry-wide change re-reads at once.
@@ -34,15 +34,8 @@ impl Pipeline {
                 pushed_by,
                 recorded,
             } => {
-                // Only the CloudTrail record may find the digest already evaluated (see `Reads`).
-                if recorded && self.image_evaluated(&key, &digest).await? {
-                    let time = plan.event.time;
-                    plan.image = Some(ImageWrite::push_recorded(key, digest, time, tag, pushed_by));
-                } else {
-                    let time = plan.event.time;
-                    let found = self.read_present_image(time, key, digest, tag, pushed_by);
-                    Self::add_present_image(&mut plan, found.await?, true);
-                }
+                let push = (key, digest, tag, pushed_by);
+                self.read_push(&mut plan, push, recorded).await?;
             }
             Reads::StorageClass {
                 key,
@@ -66,13 +59,43 @@ impl Pipeline {
                         .extend(self.judge_subject(&key, subject).await?);
                 }
             }
+            Reads::Delete { key, digest } => {
+                let observed_at = Utc::now();
+                let lookup = self.registry.image(&key, &digest).await?;
+                plan::plan_delete(&mut plan, key, digest, (observed_at, lookup));
+            }
             Reads::Scan { key, digest } => self.read_scan(&mut plan, key, digest).await?,
-            Reads::Repository { key } => plan.repositories.push(self.repository_write(key).await?),
-            Reads::Registry { account, region } => {
-                plan.repositories = self.registry_writes(&account, &region).await?;
+            Reads::Repository { key } => {
+                let writes = self.changed_repository_writes(&plan.event, key).await?;
+                plan.repositories.extend(writes);
+            }
+            Reads::Registry {
+                account,
+                region,
+                only,
+            } => {
+                plan.repositories = self.registry_writes(&account, &region, only).await?;
             }
         }
         Ok(plan)
+    }
+
+    /// A push (its event, or its CloudTrail record when `recorded`): the digest read and judged.
+    async fn read_push(
+        &self,
+        plan: &mut EventPlan,
+        (key, digest, tag, pushed_by): (RepositoryKey, Digest, Option<String>, Option<Actor>),
+        recorded: bool,
+    ) -> Result<(), EnrichError> {
+        let time = plan.event.time;
+        // Only the CloudTrail record may find the digest already evaluated (see `Reads`).
+        if recorded && self.image_evaluated(&key, &digest).await? {
+            plan.image = Some(ImageWrite::push_recorded(key, digest, time, tag, pushed_by));
+        } else {
+            let found = self.read_present_image(time, key, digest, tag, pushed_by);
+            Self::add_present_image(plan, found.await?, true);
+        }
+        Ok(())
     }
 
     /// Adds what a present digest means to a plan; `always` also when ECR no longer has it.
@@ -85,6 +108,7 @@ impl Pipeline {
         if !always && !found.exists {
             return;
         }
+        plan.distrusted.extend(found.distrusted);
         plan.image = Some(found.image);
         plan.repositories.push(found.repository);
         plan.signatures.extend(signatures);
@@ -133,6 +157,14 @@ impl Pipeline {
             self.repository_write(key.clone()),
             self.registry.image(&key, &digest)
         );
+        let lookup = lookup?;
+        let subject_present = match plan::artifact_subject_to_confirm(&lookup) {
+            Some(subject) => {
+                plan::subject_pushed_at(&self.registry.image(&key, &subject).await?, observed_at)
+                    .is_some()
+            }
+            None => false,
+        };
         let found = plan::plan_present_image(PresentImageRead {
             key,
             digest,
@@ -141,9 +173,10 @@ impl Pipeline {
             pushed_by,
             observed_at,
             repository: repository?,
-            lookup: lookup?,
+            lookup,
+            subject_present,
         });
-        let signatures = match &found.signatures {
+        let mut signatures = match &found.signatures {
             SignatureTarget::None => Vec::new(),
             SignatureTarget::Own { pushed_at } => {
                 let image = &found.image;
@@ -158,6 +191,11 @@ impl Pipeline {
                     .collect()
             }
         };
+        if let Some(named) = found.cosign_signs.clone()
+            && !matches!(&found.signatures, SignatureTarget::Subject(s) if *s == named)
+        {
+            signatures.extend(self.judge_subject(&found.image.key, named).await?);
+        }
         Ok((found, signatures))
     }
 
@@ -209,8 +247,67 @@ impl Pipeline {
             let status = self.registry.profile_status(profile).await?;
             profiles.insert(profile.to_owned(), status);
         }
+        let trust = self.trust_for(&reads.key).await?;
+        let verifications = self.verify_artifacts(&trust, &reads, &artifacts).await?;
+        let facts = SignatureFacts {
+            managed,
+            artifacts,
+            profiles,
+            verifications,
+            policy_version: trust.version(),
+        };
         let clock = (Utc::now(), self.planner.signing_grace);
-        Ok(reads.judge(managed, artifacts, profiles, clock))
+        Ok(reads.judge(&facts, clock))
+    }
+
+    /// The writes of a repository-changing event: the state its request asked for, dated at
+    /// the request, when the request says the whole setting (`plan::requested_state`), then
+    /// the re-read, which counts only when the requested state is older than what is stored.
+    async fn changed_repository_writes(
+        &self,
+        event: &crate::parse::AuditEvent,
+        key: RepositoryKey,
+    ) -> Result<Vec<RepositoryWrite>, EnrichError> {
+        let (facts, registry) = tokio::join!(
+            self.registry.repository(&key),
+            self.registry.registry(&key.account, &key.region)
+        );
+        let (facts, registry) = (facts?, registry?);
+        let (requested_facts, requested) =
+            plan::requested_state(&event.change, event.time, facts.clone());
+        let mut writes = Vec::with_capacity(2);
+        if requested.applied {
+            let mut write = self
+                .planner
+                .repository_write(key.clone(), requested_facts, &registry);
+            write.requested = true;
+            write.reread |= requested.undone;
+            writes.push(write);
+        }
+        let mut reread = self.planner.repository_write(key, facts, &registry);
+        reread.fallback = requested.applied;
+        writes.push(reread);
+        Ok(writes)
+    }
+
+    /// The trust settings a repository's signatures are verified under: the configured ones,
+    /// or with none configured AWS Signer's default built from its registry's managed-signing
+    /// rules (read through the registry cache). Rules that cannot be read give no identity to
+    /// trust, so nothing verifies under the default then (fail closed).
+    async fn trust_for(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<std::borrow::Cow<'_, crate::trust::TrustSettings>, EnrichError> {
+        if !self.trust.aws_signer_default || self.trust.policy.is_some() {
+            return Ok(std::borrow::Cow::Borrowed(&*self.trust));
+        }
+        let registry = self.registry.registry(&key.account, &key.region).await?;
+        let profiles: Vec<&str> = registry
+            .signing
+            .known()
+            .map(|rules| rules.iter().map(|r| r.profile_arn.as_str()).collect())
+            .unwrap_or_default();
+        Ok(self.trust.for_registry(profiles))
     }
 
     /// Whether the digest was already evaluated; a database failure retries the message.
@@ -242,20 +339,39 @@ impl Pipeline {
         &self,
         account: &AccountId,
         region: &Region,
+        only: Vec<RepositoryName>,
     ) -> Result<Vec<RepositoryWrite>, EnrichError> {
-        let keys = self
-            .store
-            .known_repositories(account, region)
-            .await
-            .map_err(|err| EnrichError::Transient {
-                operation: "store:known_repositories",
-                target: format!("{account}/{region}"),
-                message: err.to_string(),
-            })?;
-        info!(
-            repositories = keys.len(),
-            "registry-wide change in {account}/{region}: re-reading every known repository"
-        );
+        let keys = if only.is_empty() {
+            let keys = self
+                .store
+                .known_repositories(account, region)
+                .await
+                .map_err(|err| EnrichError::Transient {
+                    operation: "store:known_repositories",
+                    target: format!("{account}/{region}"),
+                    message: err.to_string(),
+                })?;
+            info!(
+                repositories = keys.len(),
+                "registry-wide change in {account}/{region}: re-reading every known repository"
+            );
+            keys
+        } else {
+            info!(
+                repositories = only.len(),
+                "scanning changed in {account}/{region}: re-reading the repositories it names"
+            );
+            only.into_iter()
+                .map(|name| RepositoryKey {
+                    account: account.clone(),
+                    region: region.clone(),
+                    name,
+                })
+                .collect()
+        };
+        // Read once before the fan-out: the repositories below then share it from the cache
+        // instead of each missing it at the same time.
+        self.registry.registry(account, region).await?;
         let writes: Vec<Result<RepositoryWrite, EnrichError>> = stream::iter(keys)
             .map(|key| self.repository_write(key))
             .buffered(REGISTRY_FANOUT)

@@ -3,11 +3,17 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{EventPlan, ImagePresence, ImageWrite, RepositoryWrite, ScanWrite};
+use super::{
+    Distrusted, EventPlan, ImagePresence, ImageWrite, RepositoryWrite, Reverify, ScanWrite,
+};
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::evaluate;
-use crate::facts::{ArtifactKind, Fact, ImageLookup, ScanFacts, artifact_subject};
-use crate::parse::{AuditEvent, Change};
+use crate::facts::{
+    Classification, Fact, ImageFacts, ImageLookup, ScanFacts, classify, cosign_tag_subject,
+    subject_to_confirm,
+};
+use crate::parse::{AuditEvent, Change, RegistryCall};
+use crate::telemetry::DistrustedHint;
 
 /// What an event needs read before its plan is complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +38,19 @@ pub enum Reads {
     },
     /// A referrer changed: if it is a signature, its subject is re-judged.
     Referrer { key: RepositoryKey, digest: Digest },
+    /// A delete-shaped event: the digest is marked deleted only if ECR no longer has it.
+    Delete { key: RepositoryKey, digest: Digest },
     /// A scan result: read back, and the image evaluated in full if it is not yet.
     Scan { key: RepositoryKey, digest: Digest },
     /// One repository's settings changed.
     Repository { key: RepositoryKey },
-    /// Registry-wide settings changed: every known repository is re-read.
-    Registry { account: AccountId, region: Region },
+    /// Registry-wide settings changed: every known repository is re-read, or only those named
+    /// in `only` when the event names the repositories it changed.
+    Registry {
+        account: AccountId,
+        region: Region,
+        only: Vec<RepositoryName>,
+    },
 }
 
 /// The key of a repository an event names.
@@ -55,18 +68,21 @@ pub fn start(event: AuditEvent) -> (EventPlan, Reads) {
     let mut plan = EventPlan::new(event);
     let event = &plan.event;
     match &event.change {
-        Change::ImageDeleted {
-            repository, digest, ..
-        } => {
-            let key = repository_key(event, repository);
-            plan.image = Some(ImageWrite::deleted(key, digest.clone(), event.time));
-        }
         Change::Ignored { .. } => plan.ignored = true,
+        Change::SignerRevoked { revocation } => {
+            plan.reverify = Some(Reverify::NamingSigner {
+                arn: revocation.revoked_arn(event.region.as_str(), &event.account),
+            });
+        }
         _ => {}
     }
     (plan, reads)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "a declarative table: one arm per kind of change"
+)]
 fn reads_for(event: &AuditEvent) -> Reads {
     let key = |repository: &RepositoryName| repository_key(event, repository);
     match &event.change {
@@ -108,25 +124,38 @@ fn reads_for(event: &AuditEvent) -> Reads {
             key: key(repository),
             digest: digest.clone(),
         },
-        Change::ScanCompleted {
-            repository, digest, ..
-        }
-        | Change::FindingChanged {
-            repository, digest, ..
-        } => Reads::Scan {
-            key: key(repository),
-            digest: digest.clone(),
-        },
+        Change::ScanCompleted { .. } | Change::FindingChanged { .. } => scan_reads(event),
         Change::RepositoryChanged { repository, .. } => Reads::Repository {
             key: key(repository),
         },
-        Change::RegistryChanged { .. } => Reads::Registry {
+        Change::RegistryChanged { call } => Reads::Registry {
             account: event.account.clone(),
             region: event.region.clone(),
+            only: match call {
+                RegistryCall::ScanResourceChange { repositories } => repositories.clone(),
+                _ => Vec::new(),
+            },
         },
-        Change::ImageDeleted { .. } | Change::FailedApiCall { .. } | Change::Ignored { .. } => {
-            Reads::Nothing
-        }
+        Change::ImageDeleted {
+            repository, digest, ..
+        } => Reads::Delete {
+            key: key(repository),
+            digest: digest.clone(),
+        },
+        Change::FailedApiCall { .. } | Change::Ignored { .. } => Reads::Nothing,
+        // The store chooses the digests (`EventPlan::reverify`); they are read when re-checked.
+        Change::SignerRevoked { .. } => Reads::Nothing,
+    }
+}
+
+/// A scan result or finding: the digest it names is read back.
+fn scan_reads(event: &AuditEvent) -> Reads {
+    match (event.change.repository(), event.change.digest()) {
+        (Some(repository), Some(digest)) => Reads::Scan {
+            key: repository_key(event, repository),
+            digest: digest.clone(),
+        },
+        _ => Reads::Nothing,
     }
 }
 
@@ -165,6 +194,11 @@ pub fn push_tag(event_tag: Option<String>, lookup: &ImageLookup) -> Option<Strin
     })
 }
 
+/// How far before ECR's own push time a CloudTrail record of the push may be dated: the
+/// record is of the `PutImage` request, which ECR answers within seconds; anything earlier is
+/// a record of some other push, or forged.
+pub const PUSH_RECORD_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
 /// What was read about a digest that an event says exists.
 #[derive(Debug, Clone)]
 pub struct PresentImageRead {
@@ -177,6 +211,9 @@ pub struct PresentImageRead {
     pub observed_at: DateTime<Utc>,
     pub repository: RepositoryWrite,
     pub lookup: ImageLookup,
+    /// Whether the repository holds the subject [`subject_to_confirm`] named (read by the
+    /// caller); `false` when none was named or it could not be read.
+    pub subject_present: bool,
 }
 
 /// Whose signatures a present digest's plan still needs judged.
@@ -199,6 +236,24 @@ pub struct PresentImage {
     pub signatures: SignatureTarget,
     /// Whether ECR still has the digest.
     pub exists: bool,
+    /// What the event claimed that was not taken (see [`EventPlan::distrusted`]).
+    pub distrusted: Option<Distrusted>,
+    /// Another digest a Cosign signature tag (`sha256-<hex>.sig`) on this one names: it is
+    /// judged again, since that tag is how it finds its signature (a hint, read back from
+    /// ECR like any other), whatever this manifest itself turns out to be.
+    pub cosign_signs: Option<Digest>,
+}
+
+/// The subject a found digest must be shown to have before it can be an artifact; the caller
+/// reads it and reports [`PresentImageRead::subject_present`].
+pub fn artifact_subject_to_confirm(lookup: &ImageLookup) -> Option<Digest> {
+    let ImageLookup::Found(facts) = lookup else {
+        return None;
+    };
+    subject_to_confirm(
+        facts.artifact_media_type.as_deref(),
+        facts.subject_digest.as_ref(),
+    )
 }
 
 /// The image row (settings at push, artifact or not), its repository, the scan state
@@ -206,27 +261,39 @@ pub struct PresentImage {
 pub fn plan_present_image(read: PresentImageRead) -> PresentImage {
     let push_tag = push_tag(read.event_tag, &read.lookup);
     let settings = evaluate::image_settings(&read.repository.facts, push_tag.as_deref());
-    let (artifact, signatures, scans) = match &read.lookup {
+    let (pushed_by, distrusted) = trusted_pusher(read.pushed_by, read.event_time, &read.lookup);
+    let (classification, signatures, scans) = match &read.lookup {
         ImageLookup::Found(facts) => {
-            let artifact = artifact_subject(
+            let classification = classify(
                 facts.artifact_media_type.as_deref(),
                 facts.subject_digest.as_ref(),
                 &facts.tags,
+                read.subject_present,
             );
-            let (signatures, scan) = what_an_image_needs(artifact.as_ref(), facts, read.event_time);
+            let (signatures, scan) = what_an_image_needs(&classification, facts, read.event_time);
             let scans = scan.map(|facts| ScanWrite {
                 key: read.key.clone(),
                 digest: read.digest.clone(),
                 facts,
                 checked_at: read.observed_at,
             });
-            (artifact, signatures, scans.into_iter().collect())
+            (
+                Some(classification),
+                signatures,
+                scans.into_iter().collect(),
+            )
         }
         ImageLookup::NotFound | ImageLookup::Unreadable { .. } => {
             (None, SignatureTarget::None, Vec::new())
         }
     };
+    let (artifact, disguise) = match classification {
+        Some(Classification::Artifact { subject, kind }) => (Some((subject, kind)), None),
+        Some(Classification::Image { disguise }) => (None, disguise),
+        None => (None, None),
+    };
     let exists = matches!(read.lookup, ImageLookup::Found(_));
+    let cosign_signs = cosign_signed_digest(&read.lookup, &read.digest);
     PresentImage {
         image: ImageWrite {
             key: read.key,
@@ -236,30 +303,75 @@ pub fn plan_present_image(read: PresentImageRead) -> PresentImage {
             lookup: Some((read.observed_at, read.lookup)),
             push_tag,
             settings: Some(settings),
-            pushed_by: read.pushed_by,
+            pushed_by,
             storage_class: None,
             artifact,
+            disguise,
         },
         repository: read.repository,
         scans,
         signatures,
         exists,
+        distrusted,
+        cosign_signs,
+    }
+}
+
+/// The other digest a Cosign `.sig` tag of a found digest names.
+fn cosign_signed_digest(lookup: &ImageLookup, digest: &Digest) -> Option<Digest> {
+    let ImageLookup::Found(facts) = lookup else {
+        return None;
+    };
+    facts
+        .tags
+        .iter()
+        .filter_map(|tag| cosign_tag_subject(tag))
+        .find(|(named, kind)| kind.is_signature() && named != digest)
+        .map(|(named, _)| named)
+}
+
+/// The pusher a push record names, unless the record is dated before ECR says the digest was
+/// pushed (by more than [`PUSH_RECORD_SKEW`]): such a record cannot be of this push, and
+/// taking it would let a forged early `eventTime` rewrite who pushed.
+fn trusted_pusher(
+    pushed_by: Option<Actor>,
+    event_time: DateTime<Utc>,
+    lookup: &ImageLookup,
+) -> (Option<Actor>, Option<Distrusted>) {
+    let pushed_at = match lookup {
+        ImageLookup::Found(facts) => facts.pushed_at,
+        ImageLookup::NotFound | ImageLookup::Unreadable { .. } => None,
+    };
+    match (pushed_by, pushed_at) {
+        (Some(actor), Some(pushed_at)) if event_time < pushed_at - PUSH_RECORD_SKEW => {
+            let note = format!(
+                "push record by {} dated {} is older than ECR's push time {}: pusher not taken",
+                actor.arn,
+                event_time.to_rfc3339(),
+                pushed_at.to_rfc3339()
+            );
+            (
+                None,
+                Some(Distrusted::new(DistrustedHint::PushRecordTooOld, note)),
+            )
+        }
+        (pushed_by, _) => (pushed_by, None),
     }
 }
 
 /// Artifacts take no signature or scan status; a signature re-judges its subject; an image
 /// is judged itself and keeps the scan state ECR reported with it.
 fn what_an_image_needs(
-    artifact: Option<&(Digest, ArtifactKind)>,
-    facts: &crate::facts::ImageFacts,
+    classification: &Classification,
+    facts: &ImageFacts,
     event_time: DateTime<Utc>,
 ) -> (SignatureTarget, Option<Option<ScanFacts>>) {
-    match artifact {
-        Some((subject, kind)) if kind.is_signature() => {
+    match classification {
+        Classification::Artifact { subject, kind } if kind.is_signature() => {
             (SignatureTarget::Subject(subject.clone()), None)
         }
-        Some(_) => (SignatureTarget::None, None),
-        None => (
+        Classification::Artifact { .. } => (SignatureTarget::None, None),
+        Classification::Image { .. } => (
             SignatureTarget::Own {
                 pushed_at: facts.pushed_at.unwrap_or(event_time),
             },
@@ -268,17 +380,46 @@ fn what_an_image_needs(
     }
 }
 
-/// The subject a changed referrer signs, when it is a signature artifact that still exists.
+/// The subject a changed referrer claims to sign, when it is a signature type that still
+/// exists; the caller re-judges the subject only if the repository holds it.
 pub fn referrer_subject(lookup: &ImageLookup) -> Option<Digest> {
     let ImageLookup::Found(facts) = lookup else {
         return None;
     };
-    artifact_subject(
-        facts.artifact_media_type.as_deref(),
-        facts.subject_digest.as_ref(),
-        &facts.tags,
-    )
-    .map(|(subject, _)| subject)
+    let kind = facts
+        .artifact_media_type
+        .as_deref()
+        .and_then(crate::facts::non_runnable_kind)?;
+    kind.is_signature()
+        .then(|| facts.subject_digest.clone())
+        .flatten()
+}
+
+/// What a delete-shaped event means once ECR was asked: the digest is deleted only when ECR
+/// no longer has it. A digest ECR still holds keeps its row (the tags are refreshed), and a
+/// digest that cannot be read is left as it is; either way the plan says the delete was not
+/// taken, and the next event or sweep settles it.
+pub fn plan_delete(
+    plan: &mut EventPlan,
+    key: RepositoryKey,
+    digest: Digest,
+    read: (DateTime<Utc>, ImageLookup),
+) {
+    let time = plan.event.time;
+    match &read.1 {
+        ImageLookup::NotFound => plan.image = Some(ImageWrite::deleted(key, digest, time)),
+        ImageLookup::Found(_) => {
+            plan.distrusted.push(Distrusted::new(
+                DistrustedHint::DeleteUnconfirmed,
+                format!("delete of {digest} not confirmed: ECR still has the digest"),
+            ));
+            plan.image = Some(ImageWrite::still_present(key, digest, time, read));
+        }
+        ImageLookup::Unreadable { reason } => plan.distrusted.push(Distrusted::new(
+            DistrustedHint::DeleteUnconfirmed,
+            format!("delete of {digest} not confirmed: ECR could not be read ({reason})"),
+        )),
+    }
 }
 
 /// When a subject whose signatures are to be judged was pushed; `None` when it is gone (its

@@ -11,10 +11,12 @@ mod tests;
 pub mod verify;
 
 pub use event::{
-    PresentImage, PresentImageRead, Reads, SignatureTarget, attribute_repository_changes,
-    moves_control_state, plan_present_image, push_tag, referrer_subject, repository_key,
-    scan_write, start, subject_pushed_at,
+    PUSH_RECORD_SKEW, PresentImage, PresentImageRead, Reads, SignatureTarget,
+    artifact_subject_to_confirm, attribute_repository_changes, moves_control_state, plan_delete,
+    plan_present_image, push_tag, referrer_subject, repository_key, scan_write, start,
+    subject_pushed_at,
 };
+pub(crate) use signature::SignatureFacts;
 pub use signature::{SignatureReads, next_signature_check};
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ use crate::evaluate::signature::SignatureVerdict;
 use crate::evaluate::{self, ControlPolicy, ImageSettings};
 use crate::facts::{ImageLookup, RegistryFacts, RepositoryFacts, RepositoryState, ScanFacts};
 use crate::parse::AuditEvent;
-use crate::telemetry::RejectionCode;
+use crate::telemetry::{DistrustedHint, RejectionCode, ScanningDisagreement};
 
 /// The planner's settings: how controls are judged and how long signing may take.
 #[derive(Debug, Clone)]
@@ -56,23 +58,83 @@ pub(crate) fn repository_write(
     policy: &ControlPolicy,
 ) -> RepositoryWrite {
     let controls = evaluate::repository_controls(&facts, registry, policy);
-    let scanning = match &facts.state {
-        RepositoryState::Present(settings) => evaluate::effective_scanning(
-            &registry.scanning,
+    let reread = facts.has_unavailable() || registry.has_unavailable();
+    let judged = match &facts.state {
+        RepositoryState::Present(settings) => Some(evaluate::repository_scanning(
+            settings,
+            registry,
             key.name.as_str(),
-            settings.scan_on_push,
-        )
-        .known()
-        .cloned(),
+        )),
         _ => None,
     };
+    let (scanning, scanning_disagreements) = judged.map_or((None, Vec::new()), |judged| {
+        (judged.configuration.known().cloned(), judged.disagreements)
+    });
     RepositoryWrite {
         key,
         facts,
         scanning,
+        scanning_disagreements,
         controls,
         only_if_new: false,
+        reread,
+        requested: false,
+        fallback: false,
     }
+}
+
+/// The repository as a successful call left it at the call's own time, when the call's request
+/// parameters say the whole setting (`PutImageTagMutability` to `MUTABLE` or `IMMUTABLE`,
+/// without exclusions): the requested state, dated at the event, replaces what the re-read
+/// found for that setting. A change undone within seconds (MUTABLE, overwrite, IMMUTABLE) is
+/// then two states, each written by its own event and attributed to its own caller; a re-read
+/// alone would see only the final state. Other calls, or a mode whose exclusion filters the
+/// request carries, keep the re-read. Returns the facts and whether they are the requested
+/// state, and whether that differs from the re-read (a later change exists: read again soon).
+pub fn requested_state(
+    change: &crate::parse::Change,
+    event_time: DateTime<Utc>,
+    mut facts: RepositoryFacts,
+) -> (RepositoryFacts, Requested) {
+    let crate::parse::Change::RepositoryChanged {
+        call:
+            crate::parse::RepositoryCall::PutImageTagMutability {
+                image_tag_mutability: Some(mode),
+            },
+        ..
+    } = change
+    else {
+        return (facts, Requested::default());
+    };
+    if !matches!(mode.as_str(), "MUTABLE" | "IMMUTABLE") {
+        return (facts, Requested::default());
+    }
+    let RepositoryState::Present(settings) = &mut facts.state else {
+        return (facts, Requested::default());
+    };
+    let requested = crate::facts::TagMutability {
+        mode: mode.clone(),
+        exclusion_filters: Vec::new(),
+    };
+    let undone = settings.tag_mutability.known() != Some(&requested);
+    settings.tag_mutability = crate::facts::Fact::Known(requested);
+    facts.observed_at = event_time;
+    (
+        facts,
+        Requested {
+            applied: true,
+            undone,
+        },
+    )
+}
+
+/// What [`requested_state`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// The facts are the requested state, dated at the request.
+    pub applied: bool,
+    /// The re-read already shows another state: a later change exists.
+    pub undone: bool,
 }
 
 /// One repository read and what it means for the controls.
@@ -80,14 +142,29 @@ pub(crate) fn repository_write(
 pub struct RepositoryWrite {
     pub key: RepositoryKey,
     pub facts: RepositoryFacts,
-    /// The effective scanning evaluation derived from the registry's rules (for the
-    /// `scan_frequency` column); `None` when unknown.
+    /// The effective scanning (for the `scan_frequency` column): AWS's answer, else the
+    /// registry rules'; `None` when unknown.
     pub scanning: Option<crate::facts::ScanningConfiguration>,
+    /// Where AWS's answer on scanning differed from the registry rules as evaluated here
+    /// (counted when committed).
+    pub scanning_disagreements: Vec<ScanningDisagreement>,
     /// `None` when the repository no longer exists.
     pub controls: Option<BTreeMap<ControlId, Verdict>>,
     /// Written only when the repository is not stored yet: a read made for another purpose
     /// (a push, a scan) must not move known control state (see [`moves_control_state`]).
     pub only_if_new: bool,
+    /// A fact the controls need got no answer from AWS (an outage, `Fact::is_unavailable`):
+    /// the repository is scheduled to be read again, so its `UNKNOWN`s resolve by themselves.
+    pub reread: bool,
+    /// The state a request asked for, dated at the request ([`requested_state`]). CloudTrail
+    /// times have whole seconds, so it wins a tie with a stored state of the same second: two
+    /// calls within one second are applied in the order they are processed, and the re-read
+    /// scheduled when the final state differs corrects the order if it was wrong.
+    pub requested: bool,
+    /// The re-read that follows a requested state in a plan: written only when the requested
+    /// state was not (it is older than what is stored, e.g. an event processed late), so the
+    /// change is still recorded, by its caller, from what AWS says now.
+    pub fallback: bool,
 }
 
 /// How an event changes whether a digest exists.
@@ -115,6 +192,8 @@ pub struct ImageWrite {
     pub storage_class: Option<String>,
     /// When the digest is an artifact (signature, SBOM, attestation): its subject and kind.
     pub artifact: Option<(Digest, crate::facts::ArtifactKind)>,
+    /// When the digest is judged as an image but dressed as an artifact: how.
+    pub disguise: Option<crate::facts::Disguise>,
 }
 
 /// Everything one understood event changes.
@@ -128,6 +207,44 @@ pub struct EventPlan {
     /// Signature verdicts: the pushed digest's, or its subject's when a signature was pushed.
     pub signatures: Vec<SignatureWrite>,
     pub scans: Vec<ScanWrite>,
+    /// Digests to judge again now, chosen by the store from the verifications it keeps (an
+    /// AWS Signer revocation names a job or profile version, not digests).
+    pub reverify: Option<Reverify>,
+    /// What the message claimed that the plan did not take on trust (a clamped event time, a
+    /// delete ECR does not confirm, a pusher older than the image): evidence of its own.
+    pub distrusted: Vec<Distrusted>,
+}
+
+/// One claim of a message (or of a manifest) that was not taken on trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distrusted {
+    pub hint: DistrustedHint,
+    /// One sentence for the evidence and the log.
+    pub note: String,
+}
+
+/// The metric label of a disguise.
+fn disguise_hint(disguise: &crate::facts::Disguise) -> DistrustedHint {
+    use crate::facts::Disguise;
+    match disguise {
+        Disguise::SubjectOnImage { .. } => DistrustedHint::SubjectOnImage,
+        Disguise::MissingSubject { .. } => DistrustedHint::MissingSubject,
+        Disguise::SignatureTag { .. } => DistrustedHint::SignatureTag,
+    }
+}
+
+impl Distrusted {
+    pub fn new(hint: DistrustedHint, note: String) -> Self {
+        Self { hint, note }
+    }
+}
+
+/// Which current digests to judge again at once: their signature re-check is made due now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverify {
+    /// Those with a stored verification of a signature by this AWS Signer signing job ARN or
+    /// signing profile version ARN (`signer_job_arn`, `signer_profile_version_arn`).
+    NamingSigner { arn: String },
 }
 
 /// A message that can never be processed.
@@ -187,12 +304,26 @@ impl ImageWrite {
             pushed_by: None,
             storage_class: None,
             artifact: None,
+            disguise: None,
         }
     }
 
     /// The digest is gone (a delete event, or a sweep that no longer lists it).
     pub fn deleted(key: RepositoryKey, digest: Digest, event_time: DateTime<Utc>) -> Self {
         Self::bare(key, digest, ImagePresence::Deleted, event_time)
+    }
+
+    /// A delete ECR does not confirm: the digest stays as it is, with the tags read now.
+    pub(crate) fn still_present(
+        key: RepositoryKey,
+        digest: Digest,
+        event_time: DateTime<Utc>,
+        lookup: (DateTime<Utc>, ImageLookup),
+    ) -> Self {
+        Self {
+            lookup: Some(lookup),
+            ..Self::bare(key, digest, ImagePresence::Unchanged, event_time)
+        }
     }
 
     /// The CloudTrail record of a push already evaluated: it only adds who pushed.
@@ -229,6 +360,20 @@ impl ImageWrite {
 impl EventPlan {
     /// A plan that changes nothing yet.
     pub fn new(event: AuditEvent) -> Self {
+        let distrusted = event
+            .claimed_time
+            .map(|claimed| {
+                Distrusted::new(
+                    DistrustedHint::EventTimeClamped,
+                    format!(
+                        "event time {} is outside the queue's own timestamps: taken as {}",
+                        claimed.to_rfc3339(),
+                        event.time.to_rfc3339()
+                    ),
+                )
+            })
+            .into_iter()
+            .collect();
         Self {
             event,
             ignored: false,
@@ -236,7 +381,19 @@ impl EventPlan {
             image: None,
             signatures: Vec::new(),
             scans: Vec::new(),
+            distrusted,
+            reverify: None,
         }
+    }
+
+    /// Every distrusted claim: the message's, and the disguise of the image it wrote.
+    pub fn all_distrusted(&self) -> Vec<Distrusted> {
+        let disguise = self
+            .image
+            .as_ref()
+            .and_then(|image| image.disguise.as_ref())
+            .map(|d| Distrusted::new(disguise_hint(d), d.describe()));
+        self.distrusted.iter().cloned().chain(disguise).collect()
     }
 
     /// A plan that records one repository read (e.g. a sweep's listing).

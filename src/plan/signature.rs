@@ -1,13 +1,12 @@
 //! Signatures: which sources to read for a digest, its verdict, and when to look again.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, Utc};
 
 use super::SignatureWrite;
 use crate::domain::{Digest, RepositoryKey, SignatureStatus};
-use crate::evaluate::signature::{SignatureFacts, profiles_to_check, signature_verdict};
-use crate::facts::{Fact, ManagedSigning, ProfileStatus, SignatureArtifact};
+pub(crate) use crate::evaluate::signature::SignatureFacts;
+use crate::evaluate::signature::{profiles_to_check, signature_verdict, undetermined};
+use crate::facts::{Fact, ManagedSigning};
 
 /// The signature reads one digest needs: managed signing, referrers, and — when
 /// `cosign_tag` — Cosign's `sha256-<hex>.sig` tag.
@@ -48,26 +47,23 @@ impl SignatureReads {
         profiles_to_check(managed)
     }
 
-    /// Judges what was read, now, and schedules the next look.
+    /// Judges what was read and verified, now, and schedules the next look.
     pub(crate) fn judge(
         self,
-        managed: Fact<Vec<ManagedSigning>>,
-        artifacts: Fact<Vec<SignatureArtifact>>,
-        profiles: BTreeMap<String, Fact<ProfileStatus>>,
+        facts: &SignatureFacts,
         (checked_at, grace): (DateTime<Utc>, Duration),
     ) -> SignatureWrite {
-        let facts = SignatureFacts {
-            managed,
-            artifacts,
-            profiles,
+        let verdict = signature_verdict(facts, self.pushed_at, checked_at, grace);
+        let next_check = if undetermined(facts) {
+            Some(checked_at + unavailable_recheck_delay(self.attempts))
+        } else {
+            next_signature_check(
+                verdict.status,
+                self.pushed_at + grace,
+                checked_at,
+                self.attempts,
+            )
         };
-        let verdict = signature_verdict(&facts, self.pushed_at, checked_at, grace);
-        let next_check = next_signature_check(
-            verdict.status,
-            self.pushed_at + grace,
-            checked_at,
-            self.attempts,
-        );
         SignatureWrite {
             key: self.key,
             digest: self.digest,
@@ -77,6 +73,12 @@ impl SignatureReads {
             next_check,
         }
     }
+}
+
+/// How long to wait before reading again a source AWS did not answer: 5 s, doubling, at most
+/// 10 minutes, for as long as the outage lasts.
+pub fn unavailable_recheck_delay(attempts: u32) -> Duration {
+    Duration::seconds((5_i64 << attempts.min(20)).min(600))
 }
 
 /// When to look at a digest's signatures again.
@@ -133,6 +135,14 @@ mod tests {
             next_signature_check(SignatureStatus::Pending, long, now, 3),
             Some(now + Duration::seconds(16))
         );
+    }
+
+    #[test]
+    fn unavailable_sources_are_read_again_soon_then_every_ten_minutes() {
+        let delays: Vec<i64> = (0..10)
+            .map(|attempts| unavailable_recheck_delay(attempts).num_seconds())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
     }
 
     #[test]

@@ -64,6 +64,7 @@ fn event(change: Change) -> AuditEvent {
             issuer_arn: None,
         }),
         change,
+        claimed_time: None,
     }
 }
 
@@ -116,6 +117,13 @@ async fn plan_push(fake: &FakeRegistry, event: &AuditEvent) -> PresentImage {
         .await
         .expect("registry");
     let lookup = fake.image(&key, &digest).await.expect("image");
+    let subject_present = match artifact_subject_to_confirm(&lookup) {
+        Some(subject) => matches!(
+            fake.image(&key, &subject).await.expect("subject"),
+            ImageLookup::Found(_)
+        ),
+        None => false,
+    };
     plan_present_image(PresentImageRead {
         repository: planner(10).repository_write(key.clone(), facts, &registry),
         key,
@@ -125,6 +133,7 @@ async fn plan_push(fake: &FakeRegistry, event: &AuditEvent) -> PresentImage {
         pushed_by,
         observed_at,
         lookup,
+        subject_present,
     })
 }
 
@@ -143,7 +152,38 @@ async fn judge(fake: &FakeRegistry, reads: SignatureReads, grace: Duration) -> S
         let status = fake.profile_status(profile).await.expect("profile");
         profiles.insert(profile.to_owned(), status);
     }
-    reads.judge(managed, artifacts, profiles, (Utc::now(), grace))
+    // Planning, not verification, is under test here: every artifact counts as verified
+    // (the verdict on verifications is tested in src/evaluate/signature.rs).
+    let verifications = artifacts
+        .known()
+        .map(|found| found.iter().map(|a| verified(&a.reference)).collect())
+        .unwrap_or_default();
+    let facts = crate::plan::signature::SignatureFacts {
+        managed,
+        artifacts,
+        profiles,
+        verifications,
+        policy_version: "test".to_owned(),
+    };
+    reads.judge(&facts, (Utc::now(), grace))
+}
+
+fn verified(reference: &str) -> crate::facts::SignatureVerification {
+    crate::facts::SignatureVerification {
+        reference: reference.to_owned(),
+        envelope_digest: None,
+        policy_version: "test".to_owned(),
+        result: crate::facts::VerificationResult::Verified {
+            scheme: "notary.x509.signingAuthority".to_owned(),
+            identity: "CN=test".to_owned(),
+            signer_profile_version_arn: None,
+            signer_job_arn: None,
+            signing_time: None,
+            expiry: None,
+            warnings: Vec::new(),
+        },
+        revocation: None,
+    }
 }
 
 #[tokio::test]
@@ -201,9 +241,11 @@ async fn a_push_records_the_settings_at_push_and_infers_its_tag() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "a table of cases")]
 async fn a_pushed_digest_is_judged_itself_or_re_judges_its_subject() {
     let subject = digest("5b");
     let cosign_tag = format!("sha256-{}.sig", "5b".repeat(32));
+    let config = Some("application/vnd.oci.image.config.v1+json");
     // (case, image facts, whose signatures, artifact kind, scan rows)
     let cases: Vec<JudgedCase> = vec![
         ("an image", Some(image(&["v1"], None, None)), None, None, 1),
@@ -215,11 +257,25 @@ async fn a_pushed_digest_is_judged_itself_or_re_judges_its_subject() {
             0,
         ),
         (
-            "a Cosign signature by its tag",
-            Some(image(&[cosign_tag.as_str()], None, None)),
-            Some(subject.clone()),
-            Some(ArtifactKind::CosignSignature),
-            0,
+            "an image tagged like a Cosign signature is judged",
+            Some(image(&[cosign_tag.as_str()], config, None)),
+            None,
+            None,
+            1,
+        ),
+        (
+            "an image with a subject is judged",
+            Some(image(&["v2"], config, Some(&subject))),
+            None,
+            None,
+            1,
+        ),
+        (
+            "a signature whose subject is not in the repository is judged",
+            Some(image(&[], Some(NOTATION_SIGNATURE), Some(&digest("5e")))),
+            None,
+            None,
+            1,
         ),
         (
             "an SBOM",
@@ -232,7 +288,9 @@ async fn a_pushed_digest_is_judged_itself_or_re_judges_its_subject() {
     ];
     for (case, facts, signs, kind, scans) in cases {
         let pushed_digest = digest("a2");
-        let mut fake = FakeRegistry::new().with_repository(&key(), "IMMUTABLE");
+        let mut fake = FakeRegistry::new()
+            .with_repository(&key(), "IMMUTABLE")
+            .with_image(&key(), &subject, image(&["v0"], None, None));
         if let Some(facts) = facts.clone() {
             fake = fake.with_image(&key(), &pushed_digest, facts);
         }
@@ -246,6 +304,8 @@ async fn a_pushed_digest_is_judged_itself_or_re_judges_its_subject() {
         };
         assert_eq!(found.signatures, expected, "{case}");
         assert_eq!(found.image.artifact.map(|(_, k)| k), kind, "{case}");
+        let disguised = case.ends_with("is judged");
+        assert_eq!(found.image.disguise.is_some(), disguised, "{case}");
         assert_eq!(found.scans.len(), scans, "{case}");
         assert_eq!(found.exists, facts.is_some(), "{case}");
     }
@@ -359,6 +419,7 @@ async fn a_scan_that_overtakes_its_push_plans_the_image_only_if_it_exists() {
             observed_at: Utc::now(),
             repository: planner(10).repository_write(key(), facts, &registry),
             lookup: fake.image(&key(), &scanned).await.expect("image"),
+            subject_present: false,
         });
         assert_eq!(found.exists, exists, "{case}");
         assert_eq!(
@@ -386,6 +447,76 @@ fn absent_repository_write() -> RepositoryWrite {
         },
         &ControlPolicy::default(),
     )
+}
+
+#[tokio::test]
+async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
+    let fake = FakeRegistry::default().with_repository(&key(), "IMMUTABLE");
+    let reread = fake.repository(&key()).await.expect("read");
+    let at = Utc::now() - Duration::seconds(30);
+    let call = |mode: Option<&str>| Change::RepositoryChanged {
+        repository: key().name,
+        call: RepositoryCall::PutImageTagMutability {
+            image_tag_mutability: mode.map(str::to_owned),
+        },
+    };
+    let mode = |facts: &crate::facts::RepositoryFacts| match &facts.state {
+        crate::facts::RepositoryState::Present(s) => {
+            s.tag_mutability.known().map(|m| m.mode.clone())
+        }
+        _ => None,
+    };
+    // MUTABLE asked, IMMUTABLE read back: the request is the state at its time, and a later
+    // change undid it.
+    let (facts, requested) = requested_state(&call(Some("MUTABLE")), at, reread.clone());
+    assert_eq!(mode(&facts).as_deref(), Some("MUTABLE"));
+    assert_eq!(facts.observed_at, at);
+    assert_eq!(
+        requested,
+        Requested {
+            applied: true,
+            undone: true
+        }
+    );
+    let (_, requested) = requested_state(&call(Some("IMMUTABLE")), at, reread.clone());
+    assert!(requested.applied && !requested.undone);
+    // A mode with exclusions, a request without the mode, another call: the re-read stands.
+    for change in [
+        call(Some("IMMUTABLE_WITH_EXCLUSION")),
+        call(None),
+        Change::RepositoryChanged {
+            repository: key().name,
+            call: RepositoryCall::PutLifecyclePolicy,
+        },
+    ] {
+        let (facts, requested) = requested_state(&change, at, reread.clone());
+        assert_eq!(facts, reread, "{change:?}");
+        assert_eq!(requested, Requested::default());
+    }
+}
+
+#[test]
+fn a_read_with_an_unavailable_fact_asks_for_a_reread_and_judges_the_rest() {
+    let absent = absent_repository_write();
+    assert!(
+        !absent.reread,
+        "a lasting Unknown is an answer, not an outage"
+    );
+    let registry = crate::facts::RegistryFacts {
+        observed_at: Utc::now(),
+        scanning: Fact::Known(crate::facts::RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: Vec::new(),
+        }),
+        signing: Fact::unavailable("ecr:GetSigningConfiguration", "HTTP 500"),
+        pull_through_rules: Fact::Known(Vec::new()),
+        creation_templates: Fact::Known(Vec::new()),
+    };
+    let facts = crate::facts::RepositoryFacts {
+        observed_at: Utc::now(),
+        state: crate::facts::RepositoryState::Absent,
+    };
+    assert!(repository_write(key(), facts, &registry, &ControlPolicy::default()).reread);
 }
 
 #[test]
@@ -520,10 +651,11 @@ async fn managed_signing_reads_each_complete_profile_once() {
     // (case, entries, profile status, verdict, profile reads)
     let cases = [
         (
-            "complete, active",
+            // COMPLETE alone is not a signature: no envelope of that profile verified.
+            "complete, active, no signature artifact",
             vec!["COMPLETE", "COMPLETE"],
             ProfileStatus::Active,
-            SignatureStatus::Signed,
+            SignatureStatus::Untrusted,
             1,
         ),
         (
@@ -578,19 +710,60 @@ async fn managed_signing_reads_each_complete_profile_once() {
 }
 
 #[test]
-fn deletes_and_events_without_reads_are_planned_at_once() {
+fn a_delete_is_taken_only_when_ecr_confirms_it() {
     let gone = digest("f1");
-    let (plan, reads) = start(event(Change::ImageDeleted {
+    let (_, reads) = start(event(Change::ImageDeleted {
         repository: key().name,
         digest: gone.clone(),
         tag: Some("v1".into()),
     }));
-    assert_eq!(reads, Reads::Nothing);
-    let image = plan.image.expect("a delete writes the image");
-    assert_eq!(image.presence, ImagePresence::Deleted);
-    assert_eq!((image.key, image.digest), (key(), gone));
-    assert!(image.lookup.is_none() && image.settings.is_none() && image.pushed_by.is_none());
+    assert_eq!(
+        reads,
+        Reads::Delete {
+            key: key(),
+            digest: gone.clone()
+        }
+    );
+    let unreadable = ImageLookup::Unreadable {
+        reason: "AccessDeniedException".into(),
+    };
+    // (case, ECR's answer, presence written, whether the delete is noted as not taken)
+    let cases = [
+        (
+            "ECR no longer has it",
+            ImageLookup::NotFound,
+            Some(ImagePresence::Deleted),
+            false,
+        ),
+        (
+            "a forged delete: ECR still has it",
+            ImageLookup::Found(image(&["v1"], None, None)),
+            Some(ImagePresence::Unchanged),
+            true,
+        ),
+        ("ECR cannot say", unreadable, None, true),
+    ];
+    for (case, lookup, presence, noted) in cases {
+        let (mut plan, _) = start(event(Change::ImageDeleted {
+            repository: key().name,
+            digest: gone.clone(),
+            tag: Some("v1".into()),
+        }));
+        plan_delete(&mut plan, key(), gone.clone(), (Utc::now(), lookup));
+        assert_eq!(plan.image.as_ref().map(|i| i.presence), presence, "{case}");
+        assert_eq!(!plan.distrusted.is_empty(), noted, "{case}");
+        if let Some(image) = plan.image {
+            assert_eq!((image.key, image.digest), (key(), gone.clone()), "{case}");
+            assert!(
+                image.settings.is_none() && image.pushed_by.is_none(),
+                "{case}"
+            );
+        }
+    }
+}
 
+#[test]
+fn events_without_reads_are_planned_at_once() {
     let (plan, reads) = start(event(Change::Ignored {
         reason: "not evaluated".into(),
     }));
@@ -602,6 +775,9 @@ fn deletes_and_events_without_reads_are_planned_at_once() {
         repository: Some(key().name),
         error_code: "AccessDenied".into(),
         error_message: None,
+        requested: Some(RepositoryCall::PutImageTagMutability {
+            image_tag_mutability: Some("MUTABLE".into()),
+        }),
     }));
     assert_eq!(reads, Reads::Nothing);
     assert!(!plan.ignored && plan.image.is_none() && plan.repositories.is_empty());
@@ -656,11 +832,140 @@ fn each_event_names_the_reads_it_needs() {
             Reads::Registry {
                 account: key().account,
                 region: key().region,
+                only: Vec::new(),
+            },
+        ),
+        (
+            Change::RegistryChanged {
+                call: RegistryCall::ScanResourceChange {
+                    repositories: vec![key().name],
+                },
+            },
+            Reads::Registry {
+                account: key().account,
+                region: key().region,
+                only: vec![key().name],
             },
         ),
     ];
     for (change, expected) in cases {
         let kind = change.kind();
         assert_eq!(start(event(change)).1, expected, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn a_push_record_older_than_the_image_does_not_name_the_pusher() {
+    let pushed_digest = digest("a7");
+    let facts = image(&["v1"], None, None);
+    let pushed_at = facts.pushed_at.expect("pushed at");
+    let fake = FakeRegistry::new()
+        .with_repository(&key(), "IMMUTABLE")
+        .with_image(&key(), &pushed_digest, facts);
+    let recorded = Change::ImagePushRecorded {
+        repository: key().name,
+        digest: pushed_digest.clone(),
+        tag: Some("v1".into()),
+    };
+    // (case, record time, pusher taken)
+    let cases = [
+        ("the push's own record", pushed_at, true),
+        (
+            "a record within the skew",
+            pushed_at - Duration::minutes(4),
+            true,
+        ),
+        (
+            "a record a day older than the image",
+            pushed_at - Duration::days(1),
+            false,
+        ),
+    ];
+    for (case, time, taken) in cases {
+        let mut record = event(recorded.clone());
+        record.time = time;
+        let found = plan_push(&fake, &record).await;
+        assert_eq!(found.image.pushed_by.is_some(), taken, "{case}");
+        assert_eq!(
+            found.distrusted.map(|d| d.hint),
+            (!taken).then_some(crate::telemetry::DistrustedHint::PushRecordTooOld),
+            "{case}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cosign_signature_tag_re_judges_the_digest_it_names() {
+    let signed = digest("b1");
+    let sig_tag = format!("sha256-{}.sig", "b1".repeat(32));
+    let config = Some("application/vnd.oci.image.config.v1+json");
+    // (case, tags of the pushed manifest, digest re-judged)
+    let cases = [
+        (
+            "a .sig tag names another digest",
+            vec![sig_tag.clone()],
+            Some(signed.clone()),
+        ),
+        (
+            "an .att tag is not a signature",
+            vec![format!("sha256-{}.att", "b1".repeat(32))],
+            None,
+        ),
+        ("no signature tag", vec!["v1".to_owned()], None),
+    ];
+    for (case, tags, expected) in cases {
+        let pushed_digest = digest("b2");
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let fake = FakeRegistry::new()
+            .with_repository(&key(), "IMMUTABLE")
+            .with_image(&key(), &pushed_digest, image(&tags, config, None));
+        let found = plan_push(&fake, &event(pushed(&pushed_digest, None))).await;
+        assert_eq!(found.cosign_signs, expected, "{case}");
+    }
+}
+
+#[test]
+fn a_signer_revocation_reads_nothing_and_asks_the_store_for_the_digests_it_names() {
+    use crate::parse::SignerRevocation;
+    let cases = [
+        (
+            SignerRevocation::RevokeSignature {
+                job_id: "job-1".into(),
+                job_owner: None,
+                reason: Some("leak".into()),
+            },
+            "arn:aws:signer:us-east-1:123456789012:/signing-jobs/job-1",
+        ),
+        (
+            SignerRevocation::RevokeSignature {
+                job_id: "job-2".into(),
+                job_owner: AccountId::parse("444455556666").ok(),
+                reason: None,
+            },
+            "arn:aws:signer:us-east-1:444455556666:/signing-jobs/job-2",
+        ),
+        (
+            SignerRevocation::RevokeSigningProfile {
+                profile_name: "release".into(),
+                profile_version: "v2".into(),
+                effective_time: None,
+                reason: None,
+            },
+            // The version ARN a verified signature's signingProfileVersion attribute names.
+            "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release/v2",
+        ),
+    ];
+    for (revocation, arn) in cases {
+        let (plan, reads) = start(event(Change::SignerRevoked { revocation }));
+        assert_eq!(reads, Reads::Nothing);
+        assert!(
+            !plan.ignored,
+            "a revocation is evidence, not an ignored event"
+        );
+        assert!(plan.image.is_none() && plan.signatures.is_empty());
+        assert_eq!(
+            plan.reverify,
+            Some(Reverify::NamingSigner { arn: arn.into() })
+        );
     }
 }

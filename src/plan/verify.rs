@@ -9,10 +9,16 @@ use crate::facts::{
     BlobRead, LayerDescriptor, SignatureArtifact, SignatureKind, SignatureManifest,
     SignatureVerification, VerificationResult,
 };
-use crate::trust::settings::NO_POLICY_REASON;
 use crate::trust::{
-    Descriptor, Failure, Rejection, SignatureCheck, TrustSettings, Verifier,
+    Action, Descriptor, Failure, Rejection, SignatureCheck, TrustSettings, Verifier,
     verify_cosign_simple_signing,
+};
+
+mod revocation;
+
+pub use revocation::{
+    REVOCATION_UNKNOWN_CHECK, REVOKED_CHECK, SIGNER_NOTATION_PLATFORM, apply_revocation,
+    revocation_action,
 };
 
 /// Notary Project envelope media types (JWS, COSE).
@@ -97,9 +103,10 @@ fn no_layer(kind: SignatureKind) -> Rejection {
 /// A rejection that holds whatever the bytes are: nothing configured to trust.
 fn certain_rejection(settings: &TrustSettings, kind: SignatureKind) -> Option<Rejection> {
     match kind {
-        SignatureKind::Notation if settings.policy.is_none() => {
-            Some(TrustSettings::no_policy_rejection())
-        }
+        SignatureKind::Notation if settings.policy.is_none() => Some(Rejection::new(
+            Failure::NoTrustPolicy,
+            settings.no_policy_reason(),
+        )),
         SignatureKind::Cosign if settings.cosign_keys.is_empty() => Some(Rejection::new(
             Failure::UntrustedKey,
             "no Cosign public key configured (ECR_AUDIT_COSIGN_KEYS)",
@@ -144,11 +151,19 @@ pub fn verify_read(
         return rejected(settings, read.reference, Some(read.layer), &rejection);
     }
     let check = check_bytes(settings, read, bytes, subject, scope, now);
+    let result = result_of(check);
+    let revocation = match (&read.kind, &result) {
+        (SignatureKind::Notation, VerificationResult::Verified { .. }) => {
+            revocation::query(&read.layer.media_type, bytes, &settings.limits, &result)
+        }
+        _ => None,
+    };
     SignatureVerification {
         reference: read.reference.to_owned(),
         envelope_digest: Some(read.layer.digest.clone()),
         policy_version: settings.version(),
-        result: result_of(check),
+        result,
+        revocation,
     }
 }
 
@@ -168,7 +183,7 @@ fn check_bytes(
         }
         .verify_notation(&read.layer.media_type, bytes, subject, scope, now),
         (SignatureKind::Notation, None) => {
-            SignatureCheck::rejected(Failure::NoTrustPolicy, NO_POLICY_REASON)
+            SignatureCheck::rejected(Failure::NoTrustPolicy, settings.no_policy_reason())
         }
         (SignatureKind::Cosign, _) => {
             let signature = read
@@ -201,7 +216,63 @@ fn rejected(
             check: rejection.failure.as_str().to_owned(),
             reason: rejection.reason.clone(),
         },
+        revocation: None,
     }
+}
+
+/// A rejection of a signature that could not be read (its manifest or its envelope is gone or
+/// refused): `envelope_unreadable`, not kept, since a later read may succeed.
+pub fn unreadable(
+    settings: &TrustSettings,
+    reference: &str,
+    layer: Option<&LayerDescriptor>,
+    what: &str,
+    reason: &str,
+) -> SignatureVerification {
+    let rejection = Rejection::new(
+        Failure::EnvelopeUnreadable,
+        format!("the {what} could not be read: {reason}"),
+    );
+    rejected(settings, reference, layer, &rejection)
+}
+
+/// The descriptor a signature of `digest` must name: the digest is the real subject's (the
+/// one ECR listed the signature for); media type and size are taken from the signature
+/// manifest's own `subject` descriptor, or the image's manifest media type. Those two cannot
+/// let a signature through on their own: the digest already fixes the manifest's bytes, so
+/// a payload naming this digest with another size or type names no real artifact.
+pub fn subject_descriptor(
+    digest: &crate::domain::Digest,
+    manifest: &SignatureManifest,
+    image_media_type: Option<&str>,
+) -> Descriptor {
+    let own = manifest.subject.as_deref() == Some(digest.as_str());
+    let media_type = own
+        .then(|| manifest.subject_media_type.clone())
+        .flatten()
+        .or_else(|| image_media_type.map(str::to_owned))
+        .unwrap_or_default();
+    Descriptor {
+        media_type,
+        digest: digest.clone(),
+        size: if own {
+            manifest.subject_size.unwrap_or(0)
+        } else {
+            0
+        },
+    }
+}
+
+/// Whether a revocation answer is needed: a verified signature that names Signer entities,
+/// under a policy that does not skip revocation.
+pub fn needs_revocation(
+    settings: &TrustSettings,
+    verification: &SignatureVerification,
+    scope: &str,
+) -> bool {
+    verification.is_verified()
+        && verification.revocation.is_some()
+        && revocation_action(settings, scope) != Action::Skip
 }
 
 /// The stored form of a `trust` outcome.

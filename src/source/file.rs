@@ -164,6 +164,7 @@ fn message(name: &str, index: usize, body: Vec<u8>, format: InputFormat) -> Inbo
         message_id: Some(format!("{name}:{index}")),
         body,
         format,
+        sent_at: None,
     }
 }
 

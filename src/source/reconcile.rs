@@ -24,7 +24,7 @@ use crate::parse::{AuditEvent, Change, RepositoryCall};
 use crate::pipeline::Pipeline;
 use crate::plan::{EventPlan, Plan};
 use crate::store::{ReconcileSnapshot, StoreError};
-use crate::telemetry::{DriftKind, Happened};
+use crate::telemetry::{DriftKind, Happened, SkipReason};
 
 /// `detail_type` of the events a sweep synthesises.
 pub(crate) const RECONCILE_DETAIL_TYPE: &str = "ecr-audit Reconcile";
@@ -52,11 +52,73 @@ pub struct SweepReport {
     pub images: u64,
     /// Drift kind → how many.
     pub changes: BTreeMap<DriftKind, u64>,
+    /// Repositories (or one of their digests) the sweep could not read and went past.
+    pub skipped: Vec<SkippedRepository>,
 }
 
 impl SweepReport {
     pub fn total_changes(&self) -> u64 {
         self.changes.values().sum()
+    }
+
+    /// What the run's row says about the skipped repositories (bounded: the first few).
+    fn skipped_summary(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = self
+            .skipped
+            .iter()
+            .take(SHOWN)
+            .map(|s| format!("{} ({}): {}", s.repository, s.reason, s.detail))
+            .collect();
+        let more = self.skipped.len().saturating_sub(SHOWN);
+        let tail = if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "skipped {} unreadable: {}{tail}",
+            self.skipped.len(),
+            shown.join("; ")
+        ))
+    }
+}
+
+/// A repository a sweep could not read: one unreadable repository (a policy that denies the
+/// audit role, an API that does not answer) must not blind the sweep to every later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRepository {
+    /// `ACCOUNT/REGION/NAME`.
+    pub repository: String,
+    pub reason: SkipReason,
+    /// What AWS answered.
+    pub detail: String,
+}
+
+impl SkippedRepository {
+    fn new(repository: String, reason: SkipReason, detail: String) -> Self {
+        Self {
+            repository,
+            reason,
+            detail,
+        }
+    }
+
+    fn transient(repository: String, err: &EnrichError) -> Self {
+        Self::new(repository, SkipReason::Transient, err.to_string())
+    }
+
+    /// Logs and counts the skip.
+    fn record(&self, metrics: &crate::telemetry::Metrics) {
+        Happened::RepositorySkipped {
+            repository: &self.repository,
+            reason: self.reason,
+            detail: &self.detail,
+        }
+        .record(metrics);
     }
 }
 
@@ -111,11 +173,12 @@ impl Reconciler {
                 break;
             }
         }
-        let error = result.as_ref().err().map(ToString::to_string);
+        let failed = result.as_ref().err().map(ToString::to_string);
+        let error = failed.clone().or_else(|| report.skipped_summary());
         store
             .finish_reconcile_run(
                 run,
-                error.is_none(),
+                failed.is_none(),
                 report.repositories,
                 report.images,
                 report.total_changes(),
@@ -142,6 +205,7 @@ impl Reconciler {
         let store = self.pipeline.store();
         // Also refreshes the event path's view of the registry.
         self.pipeline.forget_registry(account, region);
+        let started = std::time::Instant::now();
         let registry_facts = self.registry.registry(account, region).await?;
         let listed = match self.registry.list_repositories(account, region).await? {
             Fact::Known(listed) => listed,
@@ -152,6 +216,9 @@ impl Reconciler {
                 });
             }
         };
+        // Planning the images found below reads the same repositories: from this listing.
+        self.pipeline
+            .remember_sweep((account, region, &registry_facts), &listed, started);
         progress.repositories_found(listed.len() as u64);
         report.repositories += listed.len() as u64;
         let snapshot = store.reconcile_snapshot(account, region).await?;
@@ -161,10 +228,28 @@ impl Reconciler {
         let plans = self.changed_repositories(&listed, &snapshot, &registry_facts, &event, report);
         let events = deleted_repositories(&listed, &snapshot, &event, report);
         self.commit(plans).await?;
-        self.plan_and_commit(events).await?;
+        self.plan_and_commit(events, report).await?;
 
-        // Images, repository by repository.
-        let image_results: Vec<Result<ImageDrift, ReconcileError>> = stream::iter(
+        let events = self
+            .image_events(run, &listed, &snapshot, progress, report)
+            .await;
+        report.changes.retain(|_, n| *n > 0);
+        self.plan_and_commit(events, report).await?;
+        info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
+        Ok(())
+    }
+
+    /// Lists each repository's images and returns the synthetic events of the digests that
+    /// appeared or vanished; a repository whose images cannot be listed is skipped and reported.
+    async fn image_events(
+        &self,
+        run: i64,
+        listed: &[ListedRepository],
+        snapshot: &ReconcileSnapshot,
+        progress: &dyn SweepProgress,
+        report: &mut SweepReport,
+    ) -> Vec<AuditEvent> {
+        let image_results: Vec<Result<ImageDrift, SkippedRepository>> = stream::iter(
             listed
                 .iter()
                 .map(|repository| {
@@ -182,16 +267,20 @@ impl Reconciler {
         .await;
         let mut events = Vec::new();
         for result in image_results {
-            let (images, drift, added, deleted) = result?;
+            let (images, drift, added, deleted) = match result {
+                Ok(drift) => drift,
+                Err(skipped) => {
+                    skipped.record(self.pipeline.metrics());
+                    report.skipped.push(skipped);
+                    continue;
+                }
+            };
             report.images += images;
             *report.changes.entry(DriftKind::ImageAdded).or_default() += added;
             *report.changes.entry(DriftKind::ImageDeleted).or_default() += deleted;
             events.extend(drift);
         }
-        report.changes.retain(|_, n| *n > 0);
-        self.plan_and_commit(events).await?;
-        info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
-        Ok(())
+        events
     }
 
     /// Plans for the listed repositories that are new or whose control statuses changed.
@@ -237,7 +326,7 @@ impl Reconciler {
         repository: &ListedRepository,
         stored: Option<&HashSet<String>>,
         progress: &dyn SweepProgress,
-    ) -> Result<ImageDrift, ReconcileError> {
+    ) -> Result<ImageDrift, SkippedRepository> {
         let result = self.image_drift_of(run, repository, stored).await;
         progress.repository_done();
         result
@@ -248,21 +337,23 @@ impl Reconciler {
         run: i64,
         ListedRepository { key, facts }: &ListedRepository,
         stored: Option<&HashSet<String>>,
-    ) -> Result<ImageDrift, ReconcileError> {
+    ) -> Result<ImageDrift, SkippedRepository> {
         if !matches!(facts.state, RepositoryState::Present(_)) {
             return Ok((0, Vec::new(), 0, 0));
         }
         let event = |id: String, change: Change| {
             synthetic_event(run, &key.account, &key.region, id, change)
         };
-        let images = match self.registry.list_images(key).await? {
-            Fact::Known(images) => images,
-            Fact::Unknown(reason) => {
-                return Err(ReconcileError::Unreadable {
-                    target: key.to_string(),
+        let images = match self.registry.list_images(key).await {
+            Ok(Fact::Known(images)) => images,
+            Ok(Fact::Unknown(reason)) => {
+                return Err(SkippedRepository::new(
+                    key.to_string(),
+                    SkipReason::Unreadable,
                     reason,
-                });
+                ));
             }
+            Err(err) => return Err(SkippedRepository::transient(key.to_string(), &err)),
         };
         let empty = HashSet::new();
         let stored = stored.unwrap_or(&empty);
@@ -304,13 +395,24 @@ impl Reconciler {
         Ok((images.len() as u64, events, added, deleted))
     }
 
-    async fn plan_and_commit(&self, events: Vec<AuditEvent>) -> Result<(), ReconcileError> {
+    /// Plans and commits synthetic events; an event whose facts AWS does not give skips its
+    /// repository's change for this sweep (logged, counted, in the report), not the sweep.
+    async fn plan_and_commit(
+        &self,
+        events: Vec<AuditEvent>,
+        report: &mut SweepReport,
+    ) -> Result<(), ReconcileError> {
         for chunk in events.chunks(COMMIT_CHUNK) {
             let mut plans = Vec::with_capacity(chunk.len());
             for event in chunk {
-                plans.push(Plan::Event(Box::new(
-                    self.pipeline.plan(event.clone()).await?,
-                )));
+                match self.pipeline.plan(event.clone()).await {
+                    Ok(plan) => plans.push(Plan::Event(Box::new(plan))),
+                    Err(err) => {
+                        let skipped = SkippedRepository::transient(event_repository(event), &err);
+                        skipped.record(self.pipeline.metrics());
+                        report.skipped.push(skipped);
+                    }
+                }
             }
             self.commit(plans).await?;
         }
@@ -350,6 +452,15 @@ fn deleted_repositories(
     events
 }
 
+/// `ACCOUNT/REGION/NAME` of the repository a synthetic event is about.
+fn event_repository(event: &AuditEvent) -> String {
+    let name = event
+        .change
+        .repository()
+        .map_or("-", RepositoryName::as_str);
+    format!("{}/{}/{name}", event.account, event.region)
+}
+
 /// The change a sweep records for a repository it saw differ from what is stored.
 fn observed_change(repository: RepositoryName) -> Change {
     Change::RepositoryChanged {
@@ -373,6 +484,7 @@ fn synthetic_event(
         detail_type: RECONCILE_DETAIL_TYPE.to_owned(),
         actor: None,
         change,
+        claimed_time: None,
     }
 }
 
@@ -397,11 +509,24 @@ pub(crate) async fn run_periodically(
         let store = reconciler.pipeline.store();
         match store.try_reconcile_lock(interval / 2).await {
             Ok(Some(lock)) => {
-                match reconciler.sweep(&()).await {
+                // A sweep reads every digest (and, since signatures are verified, may download
+                // their envelopes): it can outlast a shutdown grace period, so shutdown drops
+                // it. Each plan commits in its own transaction, rolled back if dropped, and the
+                // next sweep starts over.
+                let swept = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        lock.release().await;
+                        info!("reconcile sweep stopped by shutdown; the next one starts over");
+                        return;
+                    }
+                    swept = reconciler.sweep(&()) => swept,
+                };
+                match swept {
                     Ok(report) => info!(
                         repositories = report.repositories,
                         images = report.images,
                         changes = report.total_changes(),
+                        skipped = report.skipped.len(),
                         "reconcile sweep finished"
                     ),
                     Err(err) => {

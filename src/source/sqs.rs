@@ -241,6 +241,7 @@ impl SqsConsumer {
             .wait_time_seconds(wait.as_secs() as i32)
             .visibility_timeout(self.settings.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .customize()
             .config_override(timeouts)
             .send()
@@ -389,11 +390,18 @@ fn inbound_messages(messages: Vec<Message>) -> (Vec<InboundMessage>, Vec<Receive
             .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
+        // Set by SQS, not by the sender: the bound an event's own time is held to.
+        let sent_at = message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_millis);
         inbound.push(InboundMessage {
             source: "sqs",
             message_id: message.message_id().map(str::to_owned),
             body: message.body.unwrap_or_default().into_bytes(),
             format: InputFormat::Envelope,
+            sent_at,
         });
         handles.push(Received {
             receipt_handle,

@@ -104,9 +104,11 @@ pub(super) async fn apply_signature(
               signature_sources = $6,
               signature_reason = $7,
               signature_checked_at = $8,
+              signature_verifications = $9,
+              signature_policy_version = $10,
               signed_at = CASE WHEN $5 = 'SIGNED' THEN COALESCE(signed_at, $8) ELSE signed_at END,
-              first_unsigned_at = CASE WHEN $5 = 'UNSIGNED' THEN COALESCE(first_unsigned_at, $8)
-                                       ELSE first_unsigned_at END,
+              first_unsigned_at = CASE WHEN $5 IN ('UNSIGNED', 'UNTRUSTED')
+                                       THEN COALESCE(first_unsigned_at, $8) ELSE first_unsigned_at END,
               updated_at = now()
           WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
     )
@@ -118,6 +120,8 @@ pub(super) async fn apply_signature(
     .bind(json!(write.verdict.sources))
     .bind(&write.verdict.reason)
     .bind(write.checked_at)
+    .bind(json!(write.verdict.verifications))
+    .bind(write.verdict.policy_version.as_deref())
     .execute(&mut **tx)
     .await?;
 
@@ -132,8 +136,18 @@ pub(super) async fn apply_signature(
     Ok(Some(SignatureChange {
         from,
         to: status,
-        first_unsigned: status == SignatureStatus::Unsigned && never_unsigned,
+        first_unsigned: lacks_trusted_signature(status) && never_unsigned,
     }))
+}
+
+/// Whether a status means the digest has no trusted signature, for the unsigned-push count: a
+/// forged or failing signature must not silence the alert, so `UNTRUSTED` counts like
+/// `UNSIGNED` (the first of either, once per digest).
+fn lacks_trusted_signature(status: SignatureStatus) -> bool {
+    matches!(
+        status,
+        SignatureStatus::Unsigned | SignatureStatus::Untrusted
+    )
 }
 
 pub(super) async fn apply_scan(
@@ -180,6 +194,27 @@ pub(super) async fn apply_scan(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Makes every current digest whose verdict was reached under another trust configuration
+/// version (or before verdicts named one) due for a re-check now; returns how many.
+pub(super) async fn requeue_other_policy_versions(
+    pool: &sqlx::PgPool,
+    version: &str,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO signature_rechecks (account, region, repository, digest, pushed_at, due_at, attempts)
+         SELECT account, region, repository, digest, COALESCE(pushed_at, now()), now(), 0
+           FROM images
+          WHERE present AND artifact_of IS NULL AND signature_status IS NOT NULL
+            AND signature_policy_version IS DISTINCT FROM $1
+         ON CONFLICT (account, region, repository, digest) DO UPDATE SET
+              due_at = LEAST(signature_rechecks.due_at, EXCLUDED.due_at)",
+    )
+    .bind(version)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub(super) async fn claim_due(

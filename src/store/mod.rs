@@ -8,11 +8,14 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
+mod rereads;
+mod reverify;
 pub mod verifications;
 pub mod views;
 mod write;
 
 pub use digest::{RecheckClaim, SignatureChange};
+pub use reverify::REVOCATION_SETTLE;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +46,10 @@ pub enum StoreError {
     Refused(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A record the batch makes has an id another record already holds, though its event is
+    /// new: refused (and so dead-lettered, kept for a person) instead of dropped.
+    #[error("evidence id already taken: {event_id}")]
+    IdCollision { event_id: String },
 }
 
 impl StoreError {
@@ -51,6 +58,7 @@ impl StoreError {
             Self::Unavailable(_) => RetryCode::DbUnavailable,
             Self::Refused(_) => RetryCode::DbRefused,
             Self::Migrate(_) => RetryCode::DbMigrate,
+            Self::IdCollision { .. } => RetryCode::IdCollision,
         }
     }
 
@@ -103,8 +111,12 @@ pub struct BatchOutcome {
     pub committed: Vec<Committed>,
     /// Digests that became `UNSIGNED` for the first time in this batch.
     pub first_unsigned: u64,
+    /// Digests whose signature re-check an AWS Signer revocation made due now.
+    pub reverify_scheduled: u64,
     /// Controls that went from PASS to FAIL in this batch (one entry per repository).
     pub regressions: Vec<ControlId>,
+    /// Controls that went from PASS to UNKNOWN in this batch (one entry per repository).
+    pub blinded: Vec<ControlId>,
 }
 
 /// The Postgres store.
@@ -210,6 +222,16 @@ impl Store {
         Ok((tx, claims))
     }
 
+    /// Makes every current digest judged under another trust configuration version (or
+    /// before verdicts named one) due for a signature re-check now, so a changed trust policy
+    /// re-verifies them; returns how many.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn requeue_signatures_for_policy(&self, version: &str) -> Result<u64, StoreError> {
+        digest::requeue_other_policy_versions(&self.pool, version).await
+    }
+
     /// Applies re-check results (a verdict, or a later due time after a transient failure)
     /// with their transition evidence, and commits; returns how many digests became
     /// `UNSIGNED` for the first time.
@@ -222,6 +244,18 @@ impl Store {
         results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
     ) -> Result<u64, StoreError> {
         write::finish_rechecks(tx, results, self.alerts).await
+    }
+
+    /// Claims up to `limit` repositories due to be read again after an incomplete read (see
+    /// `rereads.rs`), with the attempt number of this claim.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub(crate) async fn claim_rereads(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(RepositoryKey, i32)>, StoreError> {
+        rereads::claim_due(&self.pool, limit).await
     }
 
     /// Repositories per control and status, over repositories that still exist.

@@ -48,6 +48,41 @@ impl Store {
             .map(|(detail, _)| detail.0))
     }
 
+    /// The verification kept for a signature artifact by its manifest digest (`reference`)
+    /// under `policy_version`, for `subject` in `scope`, if it still holds at `now`: a
+    /// manifest digest fixes its envelope, so this saves even reading the manifest.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn signature_verification_of_artifact(
+        &self,
+        reference: &str,
+        policy_version: &str,
+        subject: &Digest,
+        scope: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SignatureVerification>, StoreError> {
+        let row: Option<(
+            sqlx::types::Json<SignatureVerification>,
+            Option<DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "SELECT detail, expiry FROM signature_verifications
+                  WHERE subject_digest = $1 AND reference = $2 AND policy_version = $3
+                    AND scope = $4
+                  ORDER BY verified_at DESC
+                  LIMIT 1",
+        )
+        .bind(subject.as_str())
+        .bind(reference)
+        .bind(policy_version)
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .filter(|(_, expiry)| expiry.is_none_or(|expiry| expiry > now))
+            .map(|(detail, _)| detail.0))
+    }
+
     /// Keeps a verification; one already kept under the same key stays as it was.
     ///
     /// # Errors

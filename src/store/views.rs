@@ -38,6 +38,8 @@ struct ImageRecord {
     signature_status: Option<String>,
     signature_sources: Value,
     signature_reason: Option<String>,
+    signature_verifications: Value,
+    signature_policy_version: Option<String>,
     scan_status: Option<String>,
     scan_raw_status: Option<String>,
     scan_critical: Option<i32>,
@@ -93,6 +95,7 @@ impl Store {
             "SELECT account, region, repository, digest, tags, pushed_at, pushed_by, artifact_of,
                     artifact_kind, tag_immutability, tag_protected, encryption_type, kms_key,
                     kms_customer_managed, signature_status, signature_sources, signature_reason,
+                    signature_verifications, signature_policy_version,
                     scan_status, scan_raw_status, scan_critical, scan_high, scan_medium
                FROM images
               WHERE present AND ($1::text IS NULL OR repository = $1)
@@ -117,6 +120,9 @@ impl Store {
                     status: r.signature_status,
                     sources: serde_json::from_value(r.signature_sources).unwrap_or_default(),
                     reason: r.signature_reason,
+                    policy_version: r.signature_policy_version,
+                    verifications: serde_json::from_value(r.signature_verifications)
+                        .unwrap_or_default(),
                 },
                 scan: ScanView {
                     status: r.scan_status,

@@ -21,7 +21,7 @@ use crate::evidence::detail::{
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
-use crate::facts::{Fact, ImageLookup, RepositoryState};
+use crate::facts::{Disguise, Fact, ImageLookup, RepositoryState};
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
 type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
@@ -78,6 +78,7 @@ pub(super) async fn commit_batch(
 
     let mut outcomes = vec![Committed::Duplicate; plans.len()];
     let mut first_unsigned = 0;
+    let mut reverify_scheduled = 0;
     let mut pending = Vec::new();
     let mut seen = HashSet::new();
     let recorded_at = truncate_to_micros(Utc::now());
@@ -95,6 +96,10 @@ pub(super) async fn commit_batch(
                 }
                 let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
                 first_unsigned += newly_unsigned;
+                if let Some(reverify) = &plan.reverify {
+                    reverify_scheduled +=
+                        super::reverify::schedule(&mut tx, reverify, recorded_at).await?;
+                }
                 pending.extend(pending_records(index, records));
                 outcomes[index] = if plan.ignored {
                     Committed::Ignored
@@ -105,15 +110,17 @@ pub(super) async fn commit_batch(
         }
     }
 
-    let mut regressions = Vec::new();
+    let mut paged = PagedControls::default();
     if !pending.is_empty() {
-        regressions = append_to_chain(&mut tx, pending, &mut outcomes, alerts).await?;
+        paged = append_to_chain(&mut tx, pending, &mut outcomes, alerts).await?;
     }
     tx.commit().await?;
     Ok(BatchOutcome {
         committed: outcomes,
         first_unsigned,
-        regressions,
+        regressions: paged.regressions,
+        blinded: paged.blinded,
+        reverify_scheduled,
     })
 }
 
@@ -197,6 +204,8 @@ fn signature_transition_record(
         sources: write.verdict.sources.clone(),
         first_unsigned: change.first_unsigned,
         cause_kind: cause_kind.to_owned(),
+        policy_version: write.verdict.policy_version.clone(),
+        verifications: write.verdict.verifications.clone(),
     };
     ChainedRecord {
         seq: 0,
@@ -311,8 +320,17 @@ async fn apply_repositories(
 ) -> Result<(Vec<RepositoryAfter>, Vec<ControlChange>), StoreError> {
     let mut transitions = Vec::new();
     let mut repositories = Vec::new();
+    let mut requested_applied = false;
     for write in &plan.repositories {
-        let applied = upsert_repository(tx, write).await?;
+        // The re-read behind a requested state counts only when the requested state was older
+        // than what is stored (see `RepositoryWrite::fallback`).
+        let applied = if write.fallback && requested_applied {
+            false
+        } else {
+            upsert_repository(tx, write).await?
+        };
+        requested_applied = write.requested && applied;
+        super::rereads::schedule_or_clear(tx, write, applied).await?;
         repositories.push(RepositoryAfter {
             repository: write.key.name.to_string(),
             state: repository_state_label(&write.facts.state),
@@ -353,6 +371,8 @@ fn event_detail(plan: &EventPlan, repositories: Vec<RepositoryAfter>) -> EventDe
             status: s.verdict.status,
             reason: s.verdict.reason.clone(),
             sources: s.verdict.sources.clone(),
+            policy_version: s.verdict.policy_version.clone(),
+            verifications: s.verdict.verifications.clone(),
         })
         .collect::<Vec<_>>();
     EventDetail {
@@ -362,6 +382,8 @@ fn event_detail(plan: &EventPlan, repositories: Vec<RepositoryAfter>) -> EventDe
         image_after: plan.image.as_ref().map(image_after),
         scans: (!scans.is_empty()).then_some(scans),
         signatures: (!signatures.is_empty()).then_some(signatures),
+        distrusted: (!plan.distrusted.is_empty())
+            .then(|| plan.distrusted.iter().map(|d| d.note.clone()).collect()),
     }
 }
 
@@ -462,6 +484,7 @@ fn image_after(image: &ImageWrite) -> ImageAfter {
             .artifact
             .as_ref()
             .map(|(_, kind)| kind.as_str().to_owned()),
+        disguise: image.disguise.as_ref().map(Disguise::describe),
     }
 }
 
@@ -505,7 +528,9 @@ async fn upsert_repository(
               facts = EXCLUDED.facts,
               observed_at = EXCLUDED.observed_at,
               updated_at = now()
-         WHERE r.observed_at < EXCLUDED.observed_at AND NOT $16
+         WHERE (r.observed_at < EXCLUDED.observed_at
+                OR ($17 AND r.observed_at = EXCLUDED.observed_at))
+           AND NOT $16
          RETURNING true",
     )
     .bind(write.key.account.as_str())
@@ -524,6 +549,7 @@ async fn upsert_repository(
     .bind(serde_json::to_value(facts).unwrap_or(Value::Null))
     .bind(facts.observed_at)
     .bind(write.only_if_new)
+    .bind(write.requested)
     .fetch_optional(&mut **tx)
     .await?;
     Ok(written.unwrap_or(false))
@@ -588,8 +614,10 @@ async fn upsert_controls(
 }
 
 /// One image row, with every guard of a versioned write: presence moves only with a newer
-/// push or delete, tags only with a newer read, the earliest pusher wins, and the settings at
-/// push are written once.
+/// push or delete, tags only with a newer read, the earliest pusher wins unless its record is
+/// older than ECR's push time (`$27`, see `plan::PUSH_RECORD_SKEW`), the settings at push are
+/// written once, and what the digest is (artifact or image) is what the latest read of it
+/// says (`$26`): a classification is never carried over from an earlier read.
 const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
@@ -607,15 +635,18 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               tags_observed_at = GREATEST(i.tags_observed_at, $8),
               push_tag = COALESCE(i.push_tag, EXCLUDED.push_tag),
               pushed_at = COALESCE(i.pushed_at, EXCLUDED.pushed_at),
-              pushed_by = CASE WHEN i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at
+              pushed_by = CASE WHEN (i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at)
+                                    AND (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
                                THEN COALESCE(EXCLUDED.pushed_by, i.pushed_by) ELSE i.pushed_by END,
-              pushed_by_type = CASE WHEN i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at
+              pushed_by_type = CASE WHEN (i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at)
+                                         AND (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
                                     THEN COALESCE(EXCLUDED.pushed_by_type, i.pushed_by_type) ELSE i.pushed_by_type END,
-              pushed_by_at = LEAST(i.pushed_by_at, EXCLUDED.pushed_by_at),
+              pushed_by_at = CASE WHEN (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
+                                  THEN LEAST(i.pushed_by_at, EXCLUDED.pushed_by_at) ELSE i.pushed_by_at END,
               manifest_media_type = COALESCE(EXCLUDED.manifest_media_type, i.manifest_media_type),
               artifact_media_type = COALESCE(EXCLUDED.artifact_media_type, i.artifact_media_type),
-              artifact_of = COALESCE(EXCLUDED.artifact_of, i.artifact_of),
-              artifact_kind = COALESCE(EXCLUDED.artifact_kind, i.artifact_kind),
+              artifact_of = CASE WHEN $26 THEN EXCLUDED.artifact_of ELSE i.artifact_of END,
+              artifact_kind = CASE WHEN $26 THEN EXCLUDED.artifact_kind ELSE i.artifact_kind END,
               size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
               storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
               tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
@@ -624,6 +655,17 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               kms_key = COALESCE(i.kms_key, EXCLUDED.kms_key),
               kms_customer_managed = COALESCE(i.kms_customer_managed, EXCLUDED.kms_customer_managed),
               updated_at = now()";
+
+/// [`crate::plan::PUSH_RECORD_SKEW`] as a Postgres interval.
+fn push_record_skew() -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: crate::plan::PUSH_RECORD_SKEW
+            .num_microseconds()
+            .unwrap_or(i64::MAX),
+    }
+}
 
 async fn upsert_image(
     tx: &mut Transaction<'_, Postgres>,
@@ -673,34 +715,51 @@ async fn upsert_image(
         .bind(image.presence != ImagePresence::Unchanged)
         .bind(image.pushed_by.as_ref().map(|_| image.event_time))
         .bind(image.artifact.as_ref().map(|(_, kind)| kind.as_str()))
+        // Only a push's full read classifies the digest (`plan::plan_present_image`); a
+        // storage-class change or an unconfirmed delete reads the digest but leaves its class.
+        .bind(found.is_some() && image.presence == ImagePresence::Pushed)
+        .bind(push_record_skew())
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
+/// The control transitions of a batch that page, for the metrics.
+#[derive(Default)]
+struct PagedControls {
+    /// PASS → FAIL.
+    regressions: Vec<ControlId>,
+    /// PASS → UNKNOWN.
+    blinded: Vec<ControlId>,
+}
+
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
 /// another transaction recorded first becomes a duplicate. Transitions worth a page get their
-/// alert row here, beside their evidence; the controls that regressed from PASS to FAIL are
-/// returned for the metrics.
+/// alert row here, beside their evidence; the controls that went from PASS to FAIL or to
+/// UNKNOWN are returned for the metrics.
 async fn append_to_chain(
     tx: &mut Transaction<'_, Postgres>,
     pending: Vec<PendingRecord>,
     outcomes: &mut [Committed],
     alerts: bool,
-) -> Result<Vec<ControlId>, StoreError> {
+) -> Result<PagedControls, StoreError> {
     let appended = append(tx, pending).await?;
+    if let Some(event_id) = appended.collisions.into_iter().next() {
+        return Err(StoreError::IdCollision { event_id });
+    }
     for group in &appended.duplicate_groups {
         outcomes[*group] = Committed::Duplicate;
     }
-    let mut regressions = Vec::new();
+    let mut paged = PagedControls::default();
     for (record, hash) in &appended.chained {
         let Some(kind) = alert_kind(record) else {
             continue;
         };
-        regressions.extend(kind.regressed_control());
+        paged.regressions.extend(kind.regressed_control());
+        paged.blinded.extend(kind.blinded_control());
         if alerts {
             enqueue(tx, record, hash, kind).await?;
         }
     }
-    Ok(regressions)
+    Ok(paged)
 }

@@ -6,8 +6,9 @@
 use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DriftKind, EventKind, EventOutcome, QueueRole,
-    QueueState, RejectionCode, RetryCode,
+    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
+    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
+    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 /// The prefix of every exported name.
@@ -149,8 +150,8 @@ pub const UNSIGNED_PUSHES: MetricSpec = MetricSpec {
     kind: MetricType::Counter,
     unit: MetricUnit::None,
     labels: &[],
-    help: "Digests that became UNSIGNED, each counted once, by the process that recorded it",
-    details: "Only the transaction that first records the digest as `UNSIGNED` (column `images.first_unsigned_at`) counts it, whatever the redeliveries and replicas.",
+    help: "Digests that first had no trusted signature (UNSIGNED or UNTRUSTED), each counted once, by the process that recorded it",
+    details: "Only the transaction that first records the digest as `UNSIGNED` or `UNTRUSTED` (column `images.first_unsigned_at`) counts it, whatever the redeliveries and replicas: a forged or failing signature raises the same alert as none.",
     query: "sum(increase(ecr_audit_unsigned_pushes_total[15m])) > 0",
 };
 
@@ -162,6 +163,49 @@ pub const RECHECK_BACKLOG: MetricSpec = MetricSpec {
     help: "Signature re-checks that are due now and not yet done, from stored state",
     details: "`signature_rechecks` rows with `due_at <= now()`; it should stay near 0.",
     query: "max(ecr_audit_signature_recheck_backlog) > 100",
+};
+
+pub const SIGNATURE_OLDEST_VERDICT_AGE: MetricSpec = MetricSpec {
+    name: "signature_oldest_verdict_age",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::Seconds,
+    labels: &[],
+    help: "Age of the oldest signature verdict among images with signatures (SIGNED, UNTRUSTED), from stored state",
+    details: "`now - min(images.signature_checked_at)`; scheduled re-verification keeps it below `ECR_AUDIT_REVERIFY_INTERVAL` plus the time to work through the backlog (docs/SIGNATURES.md). 0 when no image has a signature.",
+    query: "max(ecr_audit_signature_oldest_verdict_age_seconds) > 2 * 86400",
+};
+
+pub const SIGNATURE_VERIFICATIONS: MetricSpec = MetricSpec {
+    name: "signature_verifications",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[
+        closed("result", VerificationOutcome::values),
+        closed("check", VerificationCheck::values),
+    ],
+    help: "Signatures verified by this process, by result (verified, skipped, rejected) and the check that failed",
+    details: "Counted each time a signature is judged, whether its verification was computed or read back from `signature_verifications`. `check` is `none` when nothing failed.",
+    query: r#"sum by (check) (rate(ecr_audit_signature_verifications_total{result="rejected"}[1h]))"#,
+};
+
+pub const SIGNER_REVOCATION_CHECKS: MetricSpec = MetricSpec {
+    name: "signer_revocation_checks",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("outcome", RevocationOutcome::values)],
+    help: "AWS Signer revocation answers (GetRevocationStatus) about verified signatures, by outcome",
+    details: "`unknown`: Signer could not be asked or did not answer; under an enforced `revocation` check the signature is then `UNTRUSTED` (`revocation_unknown`).",
+    query: r#"sum(rate(ecr_audit_signer_revocation_checks_total{outcome="unknown"}[15m])) > 0"#,
+};
+
+pub const SIGNATURE_REVERIFICATIONS: MetricSpec = MetricSpec {
+    name: "signature_reverifications",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("cause", ReverifyCause::values)],
+    help: "Current digests made due for judging their signatures again, by cause (revocation, schedule)",
+    details: "`revocation`: a CloudTrail `RevokeSignature`/`RevokeSigningProfile` named the signer of a stored verification; `schedule`: the verdict was older than `ECR_AUDIT_REVERIFY_INTERVAL`.",
+    query: "sum by (cause) (increase(ecr_audit_signature_reverifications_total[1d]))",
 };
 
 pub const EVENTS: MetricSpec = MetricSpec {
@@ -230,6 +274,16 @@ pub const SQS_DELETE_FAILURES: MetricSpec = MetricSpec {
     query: "increase(ecr_audit_sqs_delete_failures_total[1h])",
 };
 
+pub const DISTRUSTED_HINTS: MetricSpec = MetricSpec {
+    name: "distrusted_hints",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("hint", DistrustedHint::values)],
+    help: "Claims of committed messages or pushed manifests that were not taken on trust, by hint",
+    details: "Each is also written in the event's evidence (`distrusted`, or `image_after.disguise`). `subject_on_image`, `missing_subject` and `signature_tag` are images dressed as artifacts: judged as images; `delete_unconfirmed` is a delete ECR did not confirm; `event_time_clamped` an event dated outside the queue's own timestamps; `push_record_too_old` a pusher dated before the image.",
+    query: r#"sum by (hint) (increase(ecr_audit_distrusted_hints_total[1h])) > 0"#,
+};
+
 pub const QUEUE_MESSAGES: MetricSpec = MetricSpec {
     name: "queue_messages",
     kind: MetricType::Gauge,
@@ -251,6 +305,46 @@ pub const CONTROL_REGRESSIONS: MetricSpec = MetricSpec {
     help: "Repositories whose control went from PASS to FAIL, committed by this process",
     details: "Each transition is counted once, by the process that committed it.",
     query: "sum by (control) (increase(ecr_audit_control_regressions_total[15m])) > 0",
+};
+
+pub const CONTROL_BLINDED: MetricSpec = MetricSpec {
+    name: "control_blinded",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[CONTROL],
+    help: "Repositories whose control went from PASS to UNKNOWN, committed by this process",
+    details: "A fact the control needs became unreadable (a policy that denies the audit role, an API outage): the control can no longer be judged, so a failure would go unseen. Each transition is counted once, by the process that committed it.",
+    query: "sum by (control) (increase(ecr_audit_control_blinded_total[15m])) > 0",
+};
+
+pub const AWS_ACCESS_DENIED: MetricSpec = MetricSpec {
+    name: "aws_access_denied",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("operation", AwsOperation::values)],
+    help: "AWS reads refused to the audit role (AccessDenied and its variants), by operation",
+    details: "Also counted as `service_error` in `ecr_audit_aws_api_calls_total`. A refused read makes the facts it carries `UNKNOWN`; a resource policy that denies the audit role is how an adversary blinds the auditor.",
+    query: "sum by (operation) (increase(ecr_audit_aws_access_denied_total[15m])) > 0",
+};
+
+pub const AWS_UNAVAILABLE: MetricSpec = MetricSpec {
+    name: "aws_unavailable",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("operation", AwsOperation::values)],
+    help: "AWS reads that got no answer after the retries and were recorded as UNKNOWN instead of stopping the event, by operation",
+    details: "Only reads an event can be judged without (registry settings, lifecycle and repository policies, key ownership, signing statuses, referrers, signing profiles): the checks that need them are `UNKNOWN` and read again later, everything else is recorded. A steady rate for one operation is an outage of that API.",
+    query: "sum by (operation) (rate(ecr_audit_aws_unavailable_total[5m])) > 0",
+};
+
+pub const RECONCILE_SKIPPED: MetricSpec = MetricSpec {
+    name: "reconcile_skipped_repositories",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("reason", SkipReason::values)],
+    help: "Repositories a reconcile sweep could not read and skipped, by reason (unreadable, transient)",
+    details: "The sweep logs the repository and the reason and goes on with the others; the next sweep tries it again.",
+    query: "sum by (reason) (increase(ecr_audit_reconcile_skipped_repositories_total[1d]))",
 };
 
 pub const LAST_COMMIT: MetricSpec = MetricSpec {
@@ -293,6 +387,16 @@ pub const RECONCILE_DRIFT: MetricSpec = MetricSpec {
     query: "sum by (kind) (increase(ecr_audit_reconcile_drift_total[1d]))",
 };
 
+pub const SCANNING_DISAGREEMENTS: MetricSpec = MetricSpec {
+    name: "scanning_disagreements",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("fact", ScanningDisagreement::values)],
+    help: "Repository judgements where AWS's BatchGetRepositoryScanningConfiguration answer differed from the registry rules as evaluated here, by fact",
+    details: "ECR.1 follows AWS's answer; a disagreement is a bug in the rules' evaluation to report, not a verdict.",
+    query: "sum by (fact) (increase(ecr_audit_scanning_disagreements_total[1d])) > 0",
+};
+
 pub const ALERT_EVENTS: MetricSpec = MetricSpec {
     name: "alert_events",
     kind: MetricType::Counter,
@@ -333,18 +437,28 @@ pub const CATALOGUE: &[MetricSpec] = &[
     IMAGE_SCANS,
     UNSIGNED_PUSHES,
     RECHECK_BACKLOG,
+    SIGNATURE_OLDEST_VERDICT_AGE,
+    SIGNATURE_VERIFICATIONS,
+    SIGNER_REVOCATION_CHECKS,
+    SIGNATURE_REVERIFICATIONS,
     EVENTS,
     EVENT_LAG,
     AWS_API_CALLS,
     REJECTED_MESSAGES,
     MESSAGE_RETRIES,
     SQS_DELETE_FAILURES,
+    DISTRUSTED_HINTS,
     QUEUE_MESSAGES,
     CONTROL_REGRESSIONS,
+    CONTROL_BLINDED,
+    AWS_ACCESS_DENIED,
+    AWS_UNAVAILABLE,
     LAST_COMMIT,
     RECONCILE_DURATION,
     RECONCILE_LAST_SUCCESS,
     RECONCILE_DRIFT,
+    SCANNING_DISAGREEMENTS,
+    RECONCILE_SKIPPED,
     ALERT_EVENTS,
     ALERT_BACKLOG,
     BUILD,

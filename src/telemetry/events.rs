@@ -56,12 +56,33 @@ label_enum! {
         FindingChanged => "finding_changed",
         RepositoryChanged => "repository_changed",
         RegistryChanged => "registry_changed",
+        /// An AWS Signer revocation (`RevokeSignature`, `RevokeSigningProfile`).
+        SignerRevoked => "signer_revoked",
         FailedApiCall => "failed_api_call",
         Ignored => "ignored",
         /// The message could not be parsed.
         Unparseable => "unparseable",
         /// Parsed, but its facts could not be read, so its kind is not reported.
         Unknown => "unknown",
+    }
+}
+
+label_enum! {
+    /// A claim of a message or a manifest that was not taken on trust (the `hint` label of
+    /// `ecr_audit_distrusted_hints_total`).
+    DistrustedHint {
+        /// The event time was outside the window around the queue's `SentTimestamp`.
+        EventTimeClamped => "event_time_clamped",
+        /// A delete ECR did not confirm: the digest is still there, or could not be read.
+        DeleteUnconfirmed => "delete_unconfirmed",
+        /// A push record dated before ECR's own push time: its pusher was not taken.
+        PushRecordTooOld => "push_record_too_old",
+        /// A runnable image naming a subject.
+        SubjectOnImage => "subject_on_image",
+        /// An artifact type whose subject is not in the repository.
+        MissingSubject => "missing_subject",
+        /// A Cosign-shaped signature tag on a manifest that is not an artifact.
+        SignatureTag => "signature_tag",
     }
 }
 
@@ -85,6 +106,7 @@ label_enum! {
         WrongType => "wrong_type",
         InvalidIdentifier => "invalid_identifier",
         InvalidTime => "invalid_time",
+        ReservedId => "reserved_id",
         NoAccount => "no_account",
         NoRegion => "no_region",
     }
@@ -101,6 +123,8 @@ label_enum! {
         DbRefused => "db_refused",
         /// The schema could not be migrated.
         DbMigrate => "db_migrate",
+        /// A record's evidence id was already taken by another record (dead-letter).
+        IdCollision => "id_collision",
         /// A pipeline invariant failed (no commit result for a message).
         Internal => "internal",
     }
@@ -114,6 +138,25 @@ label_enum! {
         RepositoryDeleted => "repository_deleted",
         ImageAdded => "image_added",
         ImageDeleted => "image_deleted",
+    }
+}
+
+label_enum! {
+    /// Which part of a repository's scanning AWS reported differently from the registry rules
+    /// as evaluated here (the `fact` of `ecr_audit_scanning_disagreements_total`).
+    ScanningDisagreement {
+        ScanFrequency => "scan_frequency",
+        AppliedFilters => "applied_filters",
+    }
+}
+
+label_enum! {
+    /// Why a reconcile sweep skipped a repository.
+    SkipReason {
+        /// A lasting answer (access denied, …): the repository cannot be read as the audit role.
+        Unreadable => "unreadable",
+        /// AWS did not answer after the retries (throttling, timeouts, 5xx).
+        Transient => "transient",
     }
 }
 
@@ -135,6 +178,7 @@ label_enum! {
         EcrGetLifecyclePolicy => "ecr:GetLifecyclePolicy",
         EcrGetRepositoryPolicy => "ecr:GetRepositoryPolicy",
         EcrGetRegistryScanningConfiguration => "ecr:GetRegistryScanningConfiguration",
+        EcrBatchGetRepositoryScanningConfiguration => "ecr:BatchGetRepositoryScanningConfiguration",
         EcrGetSigningConfiguration => "ecr:GetSigningConfiguration",
         EcrDescribePullThroughCacheRules => "ecr:DescribePullThroughCacheRules",
         EcrDescribeRepositoryCreationTemplates => "ecr:DescribeRepositoryCreationTemplates",
@@ -165,6 +209,84 @@ label_enum! {
     QueueRole {
         Main => "main",
         DeadLetter => "dead_letter",
+    }
+}
+
+label_enum! {
+    /// What verifying one signature concluded (the `result` label of
+    /// `ecr_audit_signature_verifications_total`).
+    VerificationOutcome {
+        Verified => "verified",
+        Skipped => "skipped",
+        Rejected => "rejected",
+    }
+}
+
+label_enum! {
+    /// The check a signature failed (the `check` label of
+    /// `ecr_audit_signature_verifications_total`): `trust::Failure`'s names, AWS Signer's
+    /// revocation answers, `none` for a signature that did not fail, `other` for a name this
+    /// list lacks (src/trust/tests.rs keeps the two lists equal).
+    VerificationCheck {
+        None => "none",
+        EnvelopeUnreadable => "envelope_unreadable",
+        EnvelopeTooLarge => "envelope_too_large",
+        UnsupportedEnvelope => "unsupported_envelope",
+        UnsupportedAlgorithm => "unsupported_algorithm",
+        UnknownCriticalHeader => "unknown_critical_header",
+        BadSignature => "bad_signature",
+        DigestMismatch => "digest_mismatch",
+        MediaTypeMismatch => "media_type_mismatch",
+        SizeMismatch => "size_mismatch",
+        ChainTooLong => "chain_too_long",
+        UntrustedChain => "untrusted_chain",
+        CertificateUsage => "certificate_usage",
+        SchemeNotTrusted => "scheme_not_trusted",
+        IdentityNotTrusted => "identity_not_trusted",
+        CertificateNotValidAtSigningTime => "certificate_not_valid_at_signing_time",
+        CertificateExpired => "certificate_expired",
+        Expired => "expired",
+        NoPolicyForScope => "no_policy_for_scope",
+        NoTrustPolicy => "no_trust_policy",
+        TrustStoreMissing => "trust_store_missing",
+        KeylessNotConfigured => "keyless_not_configured",
+        UntrustedKey => "untrusted_key",
+        Revoked => "revoked",
+        RevocationUnknown => "revocation_unknown",
+        Other => "other",
+    }
+}
+
+impl VerificationCheck {
+    /// The label of a stored check name; `Other` for a name this version does not list.
+    pub fn from_check(check: &str) -> Self {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == check)
+            .unwrap_or(Self::Other)
+    }
+}
+
+label_enum! {
+    /// AWS Signer's answer about a verified signature (the `outcome` label of
+    /// `ecr_audit_signer_revocation_checks_total`).
+    RevocationOutcome {
+        NotRevoked => "not_revoked",
+        Revoked => "revoked",
+        /// `GetRevocationStatus` could not be asked or answered.
+        Unknown => "unknown",
+    }
+}
+
+label_enum! {
+    /// Why current digests were made due for judging again (the `cause` label of
+    /// `ecr_audit_signature_reverifications_total`).
+    ReverifyCause {
+        /// A CloudTrail `RevokeSignature` or `RevokeSigningProfile` named their signer.
+        Revocation => "revocation",
+        /// Their verdict was older than `ECR_AUDIT_REVERIFY_INTERVAL`.
+        Schedule => "schedule",
     }
 }
 
@@ -202,15 +324,41 @@ pub enum Happened<'a> {
     },
     /// Committed messages whose SQS delete failed (they come back as duplicates).
     SqsDeleteFailed { count: usize },
+    /// A committed message claimed something that was not taken on trust.
+    Distrusted {
+        hint: DistrustedHint,
+        message_id: &'a str,
+        note: &'a str,
+    },
     /// One AWS call, after the SDK's retries.
     AwsCalled {
         operation: AwsOperation,
         outcome: ApiOutcome,
     },
+    /// AWS refused a read to the audit role (AccessDenied and its variants).
+    AwsAccessDenied {
+        operation: AwsOperation,
+        target: &'a str,
+        message: &'a str,
+    },
+    /// AWS did not answer a read after the retries; the fact it carries is recorded as
+    /// `UNKNOWN` (unavailable) and read again later.
+    AwsUnavailable {
+        operation: AwsOperation,
+        target: &'a str,
+        message: &'a str,
+    },
     /// A batch (events, re-checks or a sweep) was committed.
     BatchCommitted {
         first_unsigned: u64,
         regressions: &'a [ControlId],
+        blinded: &'a [ControlId],
+    },
+    /// A reconcile sweep could not read one repository and went on with the others.
+    RepositorySkipped {
+        repository: &'a str,
+        reason: SkipReason,
+        detail: &'a str,
     },
     /// Signature re-checks were committed.
     RechecksCommitted { first_unsigned: u64 },
@@ -219,6 +367,21 @@ pub enum Happened<'a> {
         duration: Duration,
         drift: &'a [(DriftKind, u64)],
     },
+    /// AWS's answer on a repository's scanning differs from the registry rules as evaluated
+    /// here: AWS wins, and this is a bug to report in the rules' evaluation.
+    ScanningDisagreed {
+        fact: ScanningDisagreement,
+        repository: &'a str,
+    },
+    /// One signature was verified (or read back from a stored verification).
+    SignatureVerified {
+        outcome: VerificationOutcome,
+        check: VerificationCheck,
+    },
+    /// AWS Signer answered (or could not answer) whether a verified signature is revoked.
+    RevocationChecked { outcome: RevocationOutcome },
+    /// `count` current digests were made due for judging again.
+    ReverifyScheduled { cause: ReverifyCause, count: u64 },
     /// EventBridge accepted an alert event.
     AlertPublished { alert_id: i64 },
     /// EventBridge refused an alert event; it is tried again after `delay`.
@@ -269,17 +432,78 @@ impl Happened<'_> {
                 attempt = *attempt,
                 "alert event not accepted, retrying in {delay:?}: {error}"
             ),
+            Self::Distrusted { .. } | Self::ScanningDisagreed { .. } => self.log_doubted(),
             Self::SqsDeleteFailed { count } => {
                 warn!(
                     count = *count,
                     "SQS delete failed; the messages come back as duplicates"
                 );
             }
+            Self::AwsAccessDenied { .. }
+            | Self::AwsUnavailable { .. }
+            | Self::RepositorySkipped { .. } => self.log_unread(),
             Self::ReconcileFinished { duration, drift } => {
                 let changes: u64 = drift.iter().map(|(_, n)| n).sum();
                 debug!(?duration, changes, "reconcile sweep finished");
             }
             other => debug!(event = ?other, "telemetry"),
+        }
+    }
+
+    /// A claim or an answer not taken as given: a message's hint, or the registry rules where
+    /// AWS said otherwise.
+    fn log_doubted(&self) {
+        match self {
+            Self::Distrusted {
+                hint,
+                message_id,
+                note,
+            } => warn!(
+                hint = hint.as_str(),
+                sqs.message_id = *message_id,
+                "claim not taken on trust ({hint}) in message {message_id}: {note}"
+            ),
+            Self::ScanningDisagreed { fact, repository } => warn!(
+                scanning.fact = fact.as_str(),
+                "AWS reports {repository}'s {} differently from the registry rules as evaluated \
+                 here; AWS's answer is used",
+                fact.as_str()
+            ),
+            _ => {}
+        }
+    }
+
+    /// What ecr-audit could not read: always a warning, since it is blind there.
+    fn log_unread(&self) {
+        match self {
+            Self::AwsAccessDenied {
+                operation,
+                target,
+                message,
+            } => warn!(
+                aws.operation = operation.as_str(),
+                target = *target,
+                "the audit role was denied {operation} on {target}: {message}"
+            ),
+            Self::AwsUnavailable {
+                operation,
+                target,
+                message,
+            } => warn!(
+                aws.operation = operation.as_str(),
+                target = *target,
+                "{operation} on {target} did not answer after the retries; its facts are UNKNOWN until read again: {message}"
+            ),
+            Self::RepositorySkipped {
+                repository,
+                reason,
+                detail,
+            } => warn!(
+                repository.name = *repository,
+                skip.reason = reason.as_str(),
+                "reconcile skipped repository {repository} ({reason}): {detail}"
+            ),
+            _ => {}
         }
     }
 
@@ -302,15 +526,21 @@ impl Happened<'_> {
                 metrics.retried(*code);
             }
             Self::SqsDeleteFailed { count } => metrics.sqs_delete_failed(*count),
+            Self::Distrusted { hint, .. } => metrics.distrusted(*hint),
             Self::AwsCalled { operation, outcome } => metrics.aws_call(*operation, *outcome),
+            Self::AwsAccessDenied { operation, .. } => metrics.aws_access_denied(*operation),
+            Self::AwsUnavailable { operation, .. } => metrics.aws_unavailable(*operation),
             Self::BatchCommitted {
                 first_unsigned,
                 regressions,
+                blinded,
             } => {
                 metrics.unsigned_pushes(*first_unsigned);
                 metrics.control_regressions(regressions);
+                metrics.control_blinded(blinded);
                 metrics.batch_committed();
             }
+            Self::RepositorySkipped { reason, .. } => metrics.reconcile_skipped(*reason),
             Self::RechecksCommitted { first_unsigned } => metrics.unsigned_pushes(*first_unsigned),
             Self::ReconcileFinished { duration, drift } => {
                 metrics.reconcile_finished(*duration);
@@ -318,6 +548,12 @@ impl Happened<'_> {
                     metrics.reconcile_drift(*kind, *count);
                 }
             }
+            Self::ScanningDisagreed { fact, .. } => metrics.scanning_disagreement(*fact),
+            Self::SignatureVerified { outcome, check } => {
+                metrics.signature_verified(*outcome, *check);
+            }
+            Self::RevocationChecked { outcome } => metrics.revocation_checked(*outcome),
+            Self::ReverifyScheduled { cause, count } => metrics.reverify_scheduled(*cause, *count),
             Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
             Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
         }

@@ -20,8 +20,9 @@ use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DriftKind, EventKind, EventOutcome, QueueRole,
-    QueueState, RejectionCode, RetryCode,
+    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
+    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
+    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +60,26 @@ struct SingleControlLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FactLabels {
+    fact: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HintLabels {
+    hint: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -76,6 +97,17 @@ struct VersionLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignatureLabels {
     signature: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    result: &'static str,
+    check: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,18 +145,28 @@ pub struct Metrics {
     image_scans: Family<ScanLabels, Gauge>,
     unsigned_pushes: Counter,
     recheck_backlog: Gauge,
+    oldest_verdict_age: FloatGauge,
+    signature_verifications: Family<VerificationLabels, Counter>,
+    revocation_checks: Family<OutcomeLabels, Counter>,
+    reverifications: Family<CauseLabels, Counter>,
     events: Family<EventLabels, Counter>,
     event_lag: Histogram,
     aws_calls: Family<ApiLabels, Counter>,
     rejected: Family<CodeLabels, Counter>,
     message_retries: Family<CodeLabels, Counter>,
     sqs_delete_failures: Counter,
+    distrusted_hints: Family<HintLabels, Counter>,
     queue_messages: Family<QueueLabels, Gauge>,
     control_regressions: Family<SingleControlLabels, Counter>,
+    control_blinded: Family<SingleControlLabels, Counter>,
+    aws_access_denied: Family<OperationLabels, Counter>,
+    aws_unavailable: Family<OperationLabels, Counter>,
     last_commit: FloatGauge,
     reconcile_duration: FloatGauge,
     reconcile_last_success: FloatGauge,
     reconcile_drift: Family<KindLabels, Counter>,
+    scanning_disagreements: Family<FactLabels, Counter>,
+    reconcile_skipped: Family<ReasonLabels, Counter>,
     alert_events: Family<OutcomeLabels, Counter>,
     alert_backlog: Gauge,
     registry: Registry,
@@ -146,14 +188,30 @@ impl Metrics {
             image_scans: register(&mut r, &cat::IMAGE_SCANS, Family::default()),
             unsigned_pushes: register(&mut r, &cat::UNSIGNED_PUSHES, Counter::default()),
             recheck_backlog: register(&mut r, &cat::RECHECK_BACKLOG, Gauge::default()),
+            oldest_verdict_age: register(
+                &mut r,
+                &cat::SIGNATURE_OLDEST_VERDICT_AGE,
+                FloatGauge::default(),
+            ),
+            signature_verifications: register(
+                &mut r,
+                &cat::SIGNATURE_VERIFICATIONS,
+                Family::default(),
+            ),
+            revocation_checks: register(&mut r, &cat::SIGNER_REVOCATION_CHECKS, Family::default()),
+            reverifications: register(&mut r, &cat::SIGNATURE_REVERIFICATIONS, Family::default()),
             events: register(&mut r, &cat::EVENTS, Family::default()),
             event_lag: register(&mut r, &cat::EVENT_LAG, Histogram::new(lag_buckets())),
             aws_calls: register(&mut r, &cat::AWS_API_CALLS, Family::default()),
             rejected: register(&mut r, &cat::REJECTED_MESSAGES, Family::default()),
             message_retries: register(&mut r, &cat::MESSAGE_RETRIES, Family::default()),
             sqs_delete_failures: register(&mut r, &cat::SQS_DELETE_FAILURES, Counter::default()),
+            distrusted_hints: register(&mut r, &cat::DISTRUSTED_HINTS, Family::default()),
             queue_messages: register(&mut r, &cat::QUEUE_MESSAGES, Family::default()),
             control_regressions: register(&mut r, &cat::CONTROL_REGRESSIONS, Family::default()),
+            control_blinded: register(&mut r, &cat::CONTROL_BLINDED, Family::default()),
+            aws_access_denied: register(&mut r, &cat::AWS_ACCESS_DENIED, Family::default()),
+            aws_unavailable: register(&mut r, &cat::AWS_UNAVAILABLE, Family::default()),
             last_commit: register(&mut r, &cat::LAST_COMMIT, FloatGauge::default()),
             reconcile_duration: register(&mut r, &cat::RECONCILE_DURATION, FloatGauge::default()),
             reconcile_last_success: register(
@@ -162,6 +220,12 @@ impl Metrics {
                 FloatGauge::default(),
             ),
             reconcile_drift: register(&mut r, &cat::RECONCILE_DRIFT, Family::default()),
+            scanning_disagreements: register(
+                &mut r,
+                &cat::SCANNING_DISAGREEMENTS,
+                Family::default(),
+            ),
+            reconcile_skipped: register(&mut r, &cat::RECONCILE_SKIPPED, Family::default()),
             alert_events: register(&mut r, &cat::ALERT_EVENTS, Family::default()),
             alert_backlog: register(&mut r, &cat::ALERT_BACKLOG, Gauge::default()),
             registry: r,
@@ -180,9 +244,23 @@ impl Metrics {
     /// Series that start at 0, so rate() and increase() see their first event.
     fn start_series_at_zero(&self) {
         for control in ControlId::ALL {
-            self.control_regressions
-                .get_or_create(&SingleControlLabels {
-                    control: control.as_str(),
+            let labels = SingleControlLabels {
+                control: control.as_str(),
+            };
+            self.control_regressions.get_or_create(&labels).get();
+            self.control_blinded.get_or_create(&labels).get();
+        }
+        for operation in AwsOperation::ALL {
+            let labels = OperationLabels {
+                operation: operation.as_str(),
+            };
+            self.aws_access_denied.get_or_create(&labels).get();
+            self.aws_unavailable.get_or_create(&labels).get();
+        }
+        for reason in SkipReason::ALL {
+            self.reconcile_skipped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
                 })
                 .get();
         }
@@ -193,10 +271,44 @@ impl Metrics {
                 })
                 .get();
         }
+        self.start_doubt_series_at_zero();
         for kind in DriftKind::ALL {
             self.reconcile_drift
                 .get_or_create(&KindLabels {
                     kind: kind.as_str(),
+                })
+                .get();
+        }
+    }
+
+    /// The series of answers not taken as given (disagreements, distrusted hints) and of
+    /// signature re-judgements, at 0.
+    fn start_doubt_series_at_zero(&self) {
+        for fact in ScanningDisagreement::ALL {
+            self.scanning_disagreements
+                .get_or_create(&FactLabels {
+                    fact: fact.as_str(),
+                })
+                .get();
+        }
+        for hint in DistrustedHint::ALL {
+            self.distrusted_hints
+                .get_or_create(&HintLabels {
+                    hint: hint.as_str(),
+                })
+                .get();
+        }
+        for outcome in RevocationOutcome::ALL {
+            self.revocation_checks
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
+        for cause in ReverifyCause::ALL {
+            self.reverifications
+                .get_or_create(&CauseLabels {
+                    cause: cause.as_str(),
                 })
                 .get();
         }
@@ -245,6 +357,14 @@ impl Metrics {
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
+    pub(super) fn distrusted(&self, hint: DistrustedHint) {
+        self.distrusted_hints
+            .get_or_create(&HintLabels {
+                hint: hint.as_str(),
+            })
+            .inc();
+    }
+
     pub(super) fn unsigned_pushes(&self, first_unsigned: u64) {
         self.unsigned_pushes.inc_by(first_unsigned);
     }
@@ -257,6 +377,40 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub(super) fn control_blinded(&self, controls: &[ControlId]) {
+        for control in controls {
+            self.control_blinded
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub(super) fn aws_access_denied(&self, operation: AwsOperation) {
+        self.aws_access_denied
+            .get_or_create(&OperationLabels {
+                operation: operation.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn aws_unavailable(&self, operation: AwsOperation) {
+        self.aws_unavailable
+            .get_or_create(&OperationLabels {
+                operation: operation.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn reconcile_skipped(&self, reason: SkipReason) {
+        self.reconcile_skipped
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     pub(super) fn batch_committed(&self) {
@@ -274,6 +428,49 @@ impl Metrics {
                 kind: kind.as_str(),
             })
             .inc_by(count);
+    }
+
+    pub(super) fn scanning_disagreement(&self, fact: ScanningDisagreement) {
+        self.scanning_disagreements
+            .get_or_create(&FactLabels {
+                fact: fact.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn signature_verified(
+        &self,
+        outcome: VerificationOutcome,
+        check: VerificationCheck,
+    ) {
+        self.signature_verifications
+            .get_or_create(&VerificationLabels {
+                result: outcome.as_str(),
+                check: check.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn revocation_checked(&self, outcome: RevocationOutcome) {
+        self.revocation_checks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(super) fn reverify_scheduled(&self, cause: ReverifyCause, count: u64) {
+        self.reverifications
+            .get_or_create(&CauseLabels {
+                cause: cause.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    /// Sets the age of the oldest signature verdict the store read (`None`: no image has a
+    /// signature, so nothing is stale).
+    pub(crate) fn set_oldest_verdict_age(&self, seconds: Option<f64>) {
+        self.oldest_verdict_age.set(seconds.unwrap_or(0.0));
     }
 
     pub(super) fn alert_event(&self, outcome: AlertOutcome) {

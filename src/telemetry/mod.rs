@@ -8,8 +8,9 @@ pub mod logging;
 pub mod metrics;
 
 pub use events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DriftKind, EventKind, EventOutcome, Happened,
-    QueueRole, QueueState, RejectionCode, RetryCode,
+    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
+    Happened, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
+    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

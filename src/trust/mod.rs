@@ -3,6 +3,7 @@
 //! key-based signatures. Pure apart from [`TrustStores::load`]; no AWS, database or async.
 //! docs/SIGNATURES.md ("Cryptographic verification") describes the checks and the limits.
 
+pub mod aws_signer;
 mod certs;
 pub mod cosign;
 pub mod envelope;

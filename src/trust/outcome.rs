@@ -58,6 +58,32 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, in declaration order (the metric label list is checked against it).
+    pub const ALL: [Self; 22] = [
+        Self::EnvelopeUnreadable,
+        Self::EnvelopeTooLarge,
+        Self::UnsupportedEnvelope,
+        Self::UnsupportedAlgorithm,
+        Self::UnknownCriticalHeader,
+        Self::BadSignature,
+        Self::DigestMismatch,
+        Self::MediaTypeMismatch,
+        Self::SizeMismatch,
+        Self::ChainTooLong,
+        Self::UntrustedChain,
+        Self::CertificateUsage,
+        Self::SchemeNotTrusted,
+        Self::IdentityNotTrusted,
+        Self::CertificateNotValidAtSigningTime,
+        Self::CertificateExpired,
+        Self::Expired,
+        Self::NoPolicyForScope,
+        Self::NoTrustPolicy,
+        Self::TrustStoreMissing,
+        Self::KeylessNotConfigured,
+        Self::UntrustedKey,
+    ];
+
     /// A stable snake_case name for records and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

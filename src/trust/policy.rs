@@ -433,7 +433,7 @@ fn parse_identity(name: &str, value: &str) -> Result<TrustedIdentity, PolicyErro
 }
 
 /// `arn:PARTITION:signer:REGION:ACCOUNT:/signing-profiles/NAME[/VERSION]`.
-fn is_signer_profile_arn(value: &str) -> bool {
+pub(crate) fn is_signer_profile_arn(value: &str) -> bool {
     let parts: Vec<&str> = value.splitn(6, ':').collect();
     matches!(
         parts.as_slice(),

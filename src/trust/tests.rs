@@ -280,3 +280,109 @@ fn hostile_bytes_are_rejected_not_panicked_on() {
         );
     }
 }
+
+mod aws_signer_default {
+    use super::super::aws_signer::{
+        DEFAULT_STORE_NAME, PINNED_ROOTS, check_pins, default_policy, der_fingerprints,
+    };
+    use super::super::policy::{Level, StoreKind, TrustedIdentity};
+
+    const PROFILE: &str = "arn:aws:signer:us-east-1:111122223333:/signing-profiles/release";
+    const OTHER: &str = "arn:aws:signer:us-east-1:111122223333:/signing-profiles/nightly";
+
+    #[test]
+    fn the_pinned_roots_match_their_pinned_fingerprints() {
+        check_pins().expect("pinned roots match");
+        for root in &PINNED_ROOTS {
+            let fingerprints = der_fingerprints(root.bytes);
+            assert_eq!(
+                fingerprints,
+                vec![root.der_sha256.to_owned()],
+                "{}",
+                root.file
+            );
+        }
+        // The commercial root is the one cross-checked against independent fingerprints
+        // (config/trust/aws-signer/PROVENANCE.md), and the only one trusted by default.
+        assert_eq!(
+            PINNED_ROOTS[0].der_sha256,
+            "90a87d0543c3f094dbff9589b6649affe2f3d6e0f308799be2258461c686473f"
+        );
+        let defaults: Vec<&str> = PINNED_ROOTS
+            .iter()
+            .filter(|r| r.in_default)
+            .map(|r| r.partition)
+            .collect();
+        assert_eq!(defaults, ["aws"]);
+    }
+
+    #[test]
+    fn the_commercial_root_is_the_file_aws_publishes_byte_for_byte() {
+        use sha2::{Digest as _, Sha256};
+        assert_eq!(
+            hex::encode(Sha256::digest(PINNED_ROOTS[0].bytes)),
+            "0ccf529561f610b9eb7f9b0ee02fffe2f74f7ffdf0ac56348ca224e879461c9b"
+        );
+    }
+
+    #[test]
+    fn the_default_trusts_the_pinned_root_for_the_managed_signing_profiles_only() {
+        let policy = default_policy([PROFILE, OTHER, PROFILE]).expect("a default policy");
+        let only = &policy.document.policies[0];
+        assert_eq!(policy.document.policies.len(), 1);
+        assert_eq!(only.registry_scopes, ["*"]);
+        assert_eq!(only.enforcement.level, Level::Strict);
+        assert_eq!(
+            only.trusted_identities,
+            [
+                TrustedIdentity::SignerProfile(OTHER.to_owned()),
+                TrustedIdentity::SignerProfile(PROFILE.to_owned())
+            ]
+        );
+        let roots = policy
+            .stores
+            .roots(StoreKind::SigningAuthority, DEFAULT_STORE_NAME)
+            .expect("the default store");
+        assert_eq!(roots.len(), 1);
+        assert!(policy.missing_stores().is_empty());
+        assert!(
+            policy
+                .version
+                .starts_with(&crate::trust::aws_signer::version_family())
+        );
+    }
+
+    #[test]
+    fn the_default_version_moves_with_the_rules_and_ignores_their_order() {
+        let one = default_policy([PROFILE]).expect("policy").version;
+        let both = default_policy([PROFILE, OTHER]).expect("policy").version;
+        let swapped = default_policy([OTHER, PROFILE]).expect("policy").version;
+        assert_ne!(one, both);
+        assert_eq!(both, swapped);
+    }
+
+    #[test]
+    fn no_profile_or_only_malformed_ones_is_no_default() {
+        assert!(default_policy([]).is_none());
+        assert!(default_policy(["not-an-arn", "arn:aws:s3:::bucket"]).is_none());
+        let kept = default_policy(["not-an-arn", PROFILE]).expect("the valid one is kept");
+        assert_eq!(kept.document.policies[0].trusted_identities.len(), 1);
+    }
+}
+
+#[test]
+fn every_failure_has_its_own_verification_metric_label() {
+    use crate::telemetry::VerificationCheck;
+    let mut names: Vec<&str> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), Failure::ALL.len(), "failure names are unique");
+    for failure in Failure::ALL {
+        let label = VerificationCheck::from_check(failure.as_str());
+        assert_eq!(label.as_str(), failure.as_str());
+    }
+    assert_eq!(
+        VerificationCheck::from_check("made_up"),
+        VerificationCheck::Other
+    );
+}

@@ -48,6 +48,21 @@ def test_a_5xx_fault_and_its_status(ecr, control):
     assert outcomes(ecr, 1) == ["ok"]
 
 
+def test_a_fault_can_name_one_repository(ecr, control):
+    for name in ("open", "denied"):
+        ecr.create_repository(repositoryName=name)
+    control("POST", "/_emulator/faults", {"service": "ecr", "operation": "DescribeImages", "error": "AccessDeniedException",
+                                          "repository": "denied"})
+
+    assert ecr.describe_images(repositoryName="open")["imageDetails"] == []
+    with pytest.raises(ClientError) as denied:
+        ecr.describe_images(repositoryName="denied")
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # A call that names no repository is not about it.
+    assert ecr.describe_repositories()["repositories"]
+
+
 def test_restjson_services_get_their_model_status(client, control):
     control("POST", "/_emulator/faults", {"service": "inspector2", "operation": "ListFindings", "error": "ThrottlingException"})
     with pytest.raises(ClientError) as throttled:

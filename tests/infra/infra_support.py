@@ -232,6 +232,19 @@ def cloudtrail_call(tag: str, account: str, event_name: str, error_code: str | N
     return _entry("aws.ecr", detail_type, detail)
 
 
+def signer_call(tag: str, account: str, event_name: str, error_code: str | None = None) -> dict[str, Any]:
+    """A CloudTrail record of an AWS Signer call as EventBridge delivers it (source aws.signer)."""
+    entry = cloudtrail_call(tag, account, event_name, error_code)
+    detail = json.loads(entry["Detail"])
+    detail["eventSource"] = "signer.amazonaws.com"
+    detail["requestParameters"] = (
+        {"jobId": f"job-{tag}", "reason": "test"} if event_name == "RevokeSignature"
+        else {"profileName": f"p{tag}", "profileVersion": "v1", "reason": "test", "effectiveTime": 1764547200}
+    )
+    detail["responseElements"] = None
+    return _entry("aws.signer", "AWS API Call via CloudTrail", detail)
+
+
 def inspector_scan(tag: str, repository_name: str) -> dict[str, Any]:
     return _entry(
         "aws.inspector2",

@@ -32,6 +32,7 @@ from infra_support import (
     Stack,
     as_list,
     cloudtrail_call,
+    signer_call,
     delete,
     deploy,
     drain,
@@ -77,7 +78,8 @@ def test_queues_are_configured(aws: ClientFactory, central_stack: Stack) -> None
 
 def test_rules_target_the_queue_on_the_default_bus(aws: ClientFactory, central_stack: Stack) -> None:
     events = aws("events", central_stack.account)
-    for key in ("EcrEventsRuleArn", "InspectorEventsRuleArn", "CloudTrailEventsRuleArn"):
+    for key in ("EcrEventsRuleArn", "InspectorEventsRuleArn", "CloudTrailEventsRuleArn",
+                "SignerRevocationEventsRuleArn"):
         name = central_stack.outputs[key].rsplit("/", 1)[1]
         rule = events.describe_rule(Name=name, EventBusName="default")
         assert rule["State"] == "ENABLED"
@@ -105,10 +107,17 @@ def test_routing(aws: ClientFactory, central_stack: Stack, central_account: str)
                                                          detail_type="AWS Service Event via CloudTrail"),
                        "what": "CloudTrail lifecycle expiry"}
     wanted[nonce()] = {"make": lambda n: inspector_scan(n, ecr_arn), "what": "Inspector2 Scan of an ECR image"}
+    for name in ("RevokeSignature", "RevokeSigningProfile"):
+        wanted[nonce()] = {"make": lambda n, c=name: signer_call(n, central_account, c), "what": f"Signer {name}"}
+    unwanted[nonce()] = {"make": lambda n: signer_call(n, central_account, "RevokeSignature", error_code="AccessDeniedException"),
+                         "what": "failed Signer revocation"}
+    unwanted[nonce()] = {"make": lambda n: signer_call(n, central_account, "StartSigningJob"),
+                         "what": "Signer call that revokes nothing"}
 
-    unwanted[nonce()] = {"make": lambda n: cloudtrail_call(n, central_account, "PutImageTagMutability",
-                                                           error_code="RepositoryNotFoundException"),
-                         "what": "failed CloudTrail call"}
+    # A denied attempt to weaken a control is evidence: routed like a successful call.
+    wanted[nonce()] = {"make": lambda n: cloudtrail_call(n, central_account, "PutImageTagMutability",
+                                                         error_code="AccessDenied"),
+                       "what": "denied CloudTrail PutImageTagMutability"}
     unwanted[nonce()] = {"make": lambda n: cloudtrail_call(n, central_account, "DescribeRepositories"),
                          "what": "read-only CloudTrail call"}
     unwanted[nonce()] = {"make": lambda n: cloudtrail_call(n, central_account, "TagResource"),

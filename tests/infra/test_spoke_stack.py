@@ -65,7 +65,8 @@ def test_forward_rules_target_the_central_default_bus(aws: ClientFactory, spoke_
     events = aws("events", spoke_stack.account)
     central_bus = f"arn:aws:events:{REGION}:{central_account}:event-bus/default"
     assert spoke_stack.outputs["CentralEventBusArn"] == central_bus
-    for key in ("EcrEventsForwardRuleArn", "InspectorEventsForwardRuleArn", "CloudTrailEventsForwardRuleArn"):
+    for key in ("EcrEventsForwardRuleArn", "InspectorEventsForwardRuleArn", "CloudTrailEventsForwardRuleArn",
+                "SignerRevocationEventsForwardRuleArn"):
         name = rule_name(spoke_stack.outputs[key])
         rule = events.describe_rule(Name=name, EventBusName="default")
         assert rule["State"] == "ENABLED"
@@ -90,7 +91,8 @@ def test_spoke_patterns_equal_central_patterns(aws: ClientFactory, spoke_stack: 
     central_events = aws("events", central_stack.account)
     for spoke_key, central_key in (("EcrEventsForwardRuleArn", "EcrEventsRuleArn"),
                                    ("InspectorEventsForwardRuleArn", "InspectorEventsRuleArn"),
-                                   ("CloudTrailEventsForwardRuleArn", "CloudTrailEventsRuleArn")):
+                                   ("CloudTrailEventsForwardRuleArn", "CloudTrailEventsRuleArn"),
+                                   ("SignerRevocationEventsForwardRuleArn", "SignerRevocationEventsRuleArn")):
         spoke_pattern = spoke_events.describe_rule(Name=rule_name(spoke_stack.outputs[spoke_key]))["EventPattern"]
         central_pattern = central_events.describe_rule(Name=rule_name(central_stack.outputs[central_key]))["EventPattern"]
         assert json.loads(spoke_pattern) == json.loads(central_pattern)

@@ -44,12 +44,13 @@ STAR_ONLY_ACTIONS = {
 }
 ROUTING_RESOURCES = {
     "DeadLetterQueue", "Queue", "QueuePolicy", "DeadLetterQueuePolicy", "EcrEventsRule", "InspectorEventsRule",
-    "CloudTrailEventsRule", "DeadLetterQueueAlarm", "TaskRole",
+    "CloudTrailEventsRule", "SignerRevocationEventsRule", "DeadLetterQueueAlarm", "TaskRole",
 }
 RULE_PAIRS = [
     ("EcrEventsRule", "EcrEventsForwardRule"),
     ("InspectorEventsRule", "InspectorEventsForwardRule"),
     ("CloudTrailEventsRule", "CloudTrailEventsForwardRule"),
+    ("SignerRevocationEventsRule", "SignerRevocationEventsForwardRule"),
 ]
 
 
@@ -99,7 +100,20 @@ def test_patterns_select_what_the_worker_needs() -> None:
     assert "AWS API Call via CloudTrail" in cloudtrail["detail-type"]
     assert cloudtrail["detail"]["eventSource"] == ["ecr.amazonaws.com"]
     assert set(cloudtrail["detail"]["eventName"]) == POSTURE_CALLS
-    assert cloudtrail["detail"]["errorCode"] == [{"exists": False}]
+    # Failed calls are routed: a denied attempt to weaken a control is evidence.
+    assert "errorCode" not in cloudtrail["detail"]
+
+    signer = rules["SignerRevocationEventsRule"]["Properties"]["EventPattern"]
+    assert signer == {
+        "source": ["aws.signer"],
+        "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {
+            "eventSource": ["signer.amazonaws.com"],
+            # The two calls src/parse/signer.rs turns into Change::SignerRevoked.
+            "eventName": ["RevokeSignature", "RevokeSigningProfile"],
+            "errorCode": [{"exists": False}],
+        },
+    }
 
     inspector = rules["InspectorEventsRule"]["Properties"]["EventPattern"]
     assert inspector["source"] == ["aws.inspector2"]
@@ -179,7 +193,8 @@ def test_routing_deploys_without_the_service() -> None:
 def test_outputs() -> None:
     outputs = CENTRAL["Outputs"]
     for key in ("QueueUrl", "QueueArn", "DeadLetterQueueUrl", "DeadLetterQueueArn", "EcrEventsRuleArn",
-                "InspectorEventsRuleArn", "CloudTrailEventsRuleArn", "TaskRoleArn", "AlertBusName", "AlertBusArn",
+                "InspectorEventsRuleArn", "CloudTrailEventsRuleArn", "SignerRevocationEventsRuleArn", "TaskRoleArn",
+                "AlertBusName", "AlertBusArn",
                 "ClusterName", "ServiceName"):
         assert key in outputs, key
 

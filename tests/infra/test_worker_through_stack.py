@@ -154,11 +154,27 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+def emulator_trust(endpoint: str, directory: Path) -> dict[str, str]:
+    """What the worker verifies managed signatures with: the emulator's Signer roots (not
+    AWS's, so the default policy would call them untrusted) and a strict policy for any
+    identity, in Notation's layout."""
+    store = directory / "truststore" / "x509" / "signingAuthority" / "aws-signer-ts"
+    store.mkdir(parents=True)
+    with urllib.request.urlopen(f"{endpoint}/_emulator/signer/roots", timeout=10) as response:
+        (store / "emulator-signer-roots.pem").write_bytes(response.read())
+    policy = directory / "trustpolicy.json"
+    policy.write_text(json.dumps({"version": "1.0", "trustPolicies": [{
+        "name": "emulator-signer", "registryScopes": ["*"], "signatureVerification": {"level": "strict"},
+        "trustStores": ["signingAuthority:aws-signer-ts"], "trustedIdentities": ["*"]}]}))
+    return {"ECR_AUDIT_TRUST_POLICY": str(policy), "ECR_AUDIT_TRUST_STORE": str(directory / "truststore")}
+
+
 @pytest.fixture(scope="module")
 def worker(stack: Stack, deployer: Session, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     # The worker acts as the stack's TaskRole, as the ECS task would.
     task_role = assume(deployer.endpoint, stack.outputs["TaskRoleArn"], "ecr-audit-task")
     http = f"127.0.0.1:{free_port()}"
+    trust = emulator_trust(deployer.endpoint, tmp_path_factory.mktemp("trust"))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_ACCESS", "AWS_SECRET", "AWS_SESSION", "ECR_AUDIT_"))},
            **task_role.env(),
            "DATABASE_URL": database,
@@ -166,7 +182,8 @@ def worker(stack: Stack, deployer: Session, database: str, tmp_path_factory: pyt
            "ECR_AUDIT_HTTP_ADDR": http,
            "ECR_AUDIT_LOG_FORMAT": "json",
            "ECR_AUDIT_SIGNING_GRACE": "2s",
-           "ECR_AUDIT_RECHECK_POLL": "1s"}
+           "ECR_AUDIT_RECHECK_POLL": "1s",
+           **trust}
     migrated = subprocess.run([str(binary()), "migrate"], env=env, capture_output=True, timeout=120)
     assert migrated.returncode == 0, migrated.stderr.decode()[-2000:]
 
@@ -247,7 +264,7 @@ def test_ecr_calls_reach_the_worker_through_the_stack(worker: Worker, stack: Sta
     web = as_["bob"].put_image(repositoryName="team/web", imageManifest=manifest("web-1"), imageTag="latest")["image"]["imageId"]["imageDigest"]
     # The regression: a person makes the production repository's tags mutable.
     as_["mallory"].put_image_tag_mutability(repositoryName="team/api", imageTagMutability="MUTABLE")
-    # A failed call: its CloudTrail event is dropped by the stack's rule (errorCode exists).
+    # A failed call: routed by the stack's rule and recorded as failed_api_call evidence.
     with pytest.raises(ClientError, match="RepositoryNotFoundException"):
         as_["mallory"].delete_repository(repositoryName="team/gone")
 

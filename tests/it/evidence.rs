@@ -50,6 +50,7 @@ fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
     let facts = repository_facts(repository, mode);
     let controls = repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
     Plan::Event(Box::new(EventPlan {
+        distrusted: Vec::new(),
         event: event(
             id,
             Change::RepositoryChanged {
@@ -65,12 +66,17 @@ fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
             key: key(repository),
             facts,
             scanning: None,
+            scanning_disagreements: Vec::new(),
             controls,
             only_if_new: false,
+            reread: false,
+            requested: false,
+            fallback: false,
         }],
         image: None,
         signatures: vec![],
         scans: vec![],
+        reverify: None,
     }))
 }
 
@@ -83,6 +89,8 @@ fn signature(repository: &str, n: u32, status: SignatureStatus) -> SignatureWrit
             status,
             sources: vec![],
             reason: format!("test verdict {}", status.as_str()),
+            verifications: vec![],
+            policy_version: None,
         },
         checked_at: Utc::now(),
         next_check: None,
@@ -90,9 +98,14 @@ fn signature(repository: &str, n: u32, status: SignatureStatus) -> SignatureWrit
 }
 
 /// A push with its lookup, its settings at push time, a signature verdict and a scan.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one whole plan literal, every field spelled out as the store receives it"
+)]
 fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
     let now = Utc::now();
     Plan::Event(Box::new(EventPlan {
+        distrusted: Vec::new(),
         event: event(
             id,
             Change::ImagePushed {
@@ -138,6 +151,7 @@ fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
             }),
             storage_class: None,
             artifact: None,
+            disguise: None,
         }),
         signatures: vec![signature(repository, n, SignatureStatus::Pending)],
         scans: vec![ScanWrite {
@@ -149,12 +163,14 @@ fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
             }),
             checked_at: now,
         }],
+        reverify: None,
     }))
 }
 
 /// A later event about the digest that carries a new signature verdict.
 fn signature_plan(id: &str, repository: &str, n: u32, status: SignatureStatus) -> Plan {
     Plan::Event(Box::new(EventPlan {
+        distrusted: Vec::new(),
         event: event(
             id,
             Change::ImagePushRecorded {
@@ -169,11 +185,13 @@ fn signature_plan(id: &str, repository: &str, n: u32, status: SignatureStatus) -
         image: None,
         signatures: vec![signature(repository, n, status)],
         scans: vec![],
+        reverify: None,
     }))
 }
 
 fn delete_plan(id: &str, repository: &str, n: u32) -> Plan {
     Plan::Event(Box::new(EventPlan {
+        distrusted: Vec::new(),
         event: event(
             id,
             Change::ImageDeleted {
@@ -196,9 +214,11 @@ fn delete_plan(id: &str, repository: &str, n: u32) -> Plan {
             pushed_by: None,
             storage_class: None,
             artifact: None,
+            disguise: None,
         }),
         signatures: vec![],
         scans: vec![],
+        reverify: None,
     }))
 }
 

@@ -462,3 +462,7 @@ async fn poison_messages_are_rejected_with_reasons_and_the_worker_keeps_going() 
     assert_eq!(utf8, 1);
     app.finish().await;
 }
+
+/// Reads the auditor cannot make: AWS refusing the audit role, one API down.
+#[path = "degrade.rs"]
+mod degrade;

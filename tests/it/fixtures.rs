@@ -41,6 +41,7 @@ pub fn audit_event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent 
             issuer_arn: None,
         }),
         change,
+        claimed_time: None,
     }
 }
 
@@ -62,18 +63,24 @@ pub fn tag_mutability_plan(
         },
     };
     Plan::Event(Box::new(EventPlan {
+        distrusted: Vec::new(),
         event: audit_event(id, change, actor),
         ignored: false,
         repositories: vec![RepositoryWrite {
             key: key.clone(),
             facts,
             scanning: None,
+            scanning_disagreements: Vec::new(),
             controls,
             only_if_new: false,
+            reread: false,
+            requested: false,
+            fallback: false,
         }],
         image: None,
         signatures: vec![],
         scans: vec![],
+        reverify: None,
     }))
 }
 
@@ -93,6 +100,7 @@ pub fn repository_facts_at(
                 exclusion_filters: vec![],
             }),
             scan_on_push: true,
+            reported_scanning: ecr_audit::facts::ReportedScanning::not_read(),
             lifecycle_policy: Fact::Known(true),
             encryption: Fact::Known(Encryption {
                 encryption_type: "AES256".into(),

@@ -63,6 +63,9 @@ pub struct TestApp {
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
     pub account_roles: std::collections::HashMap<AccountId, String>,
+    /// What signatures are verified against: by default the emulator's Signer roots under a
+    /// strict policy for any identity (`trust_config::emulator_trust`).
+    pub trust: Arc<ecr_audit::trust::TrustSettings>,
 }
 
 impl TestApp {
@@ -174,6 +177,7 @@ impl TestApp {
             alert_bus: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
+            trust: Arc::new(crate::trust_config::emulator_trust().await),
         }
     }
 
@@ -233,6 +237,7 @@ impl TestApp {
             default_region: Region::parse(REGION).ok(),
         })
         .signing_grace(chrono::Duration::milliseconds(self.signing_grace_ms))
+        .trust(Arc::clone(&self.trust))
         .build()
     }
 
@@ -424,6 +429,19 @@ impl TestApp {
         self.rules.push(rule);
     }
 
+    /// Routes AWS Signer's revocation calls (CloudTrail) to the test's queue with the
+    /// production pattern (`SignerRevocationEventsRule`, infra/cloudformation/central.yaml).
+    /// They name no repository, so only for tests in an account of their own.
+    pub async fn route_signer_revocations(&mut self) {
+        let rule = format!("{}signer", self.prefix);
+        let pattern = json!({"source": ["aws.signer"], "detail-type": ["AWS API Call via CloudTrail"],
+                             "detail": {"eventSource": ["signer.amazonaws.com"],
+                                        "eventName": ["RevokeSignature", "RevokeSigningProfile"],
+                                        "errorCode": [{"exists": false}]}});
+        let rule = TestRule::to_queue(&self.sdk, &rule, &pattern, &self.queue.arn).await;
+        self.rules.push(rule);
+    }
+
     /// Deletes this test's EventBridge rules: from now on no event reaches the queue.
     pub async fn remove_rules(&mut self) {
         self.rules.clear();
@@ -597,4 +615,36 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The emulator's call counters of one account: operation → count (`clear`: reset them; the
+/// answer is then empty).
+pub async fn emulator_requests(
+    account: &str,
+    clear: bool,
+) -> std::collections::BTreeMap<String, u64> {
+    let url = format!(
+        "{}/_emulator/requests?account={account}",
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
+    );
+    let client = reqwest::Client::new();
+    let request = if clear {
+        client.delete(url)
+    } else {
+        client.get(url)
+    };
+    let body: Value = request
+        .send()
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("json");
+    body.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -5,6 +5,8 @@
 //! repository-name prefix, so tests run in parallel.
 
 mod alerts;
+mod attacks;
+mod attempts;
 mod cli;
 mod evidence;
 mod faults;
@@ -12,10 +14,15 @@ mod fixtures;
 mod harness;
 mod helpers;
 mod http;
+mod managed_verdicts;
 mod pipeline;
 mod reconcile;
+mod reverify;
+mod scanning;
 mod signatures;
 mod source;
 mod store;
 mod trust;
+mod trust_config;
 mod verified_signatures;
+mod verified_verdicts;

@@ -400,6 +400,20 @@ async fn a_tag_mutability_change_flips_ecr2_with_the_actor_recorded() {
     app.finish().await;
 }
 
+async fn delete_image(app: &TestApp, repository: &str, digest: &str) {
+    app.ecr
+        .batch_delete_image()
+        .repository_name(repository)
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(digest)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("delete image");
+}
+
 #[tokio::test]
 async fn an_older_event_does_not_undo_newer_state() {
     let app = TestApp::new().await;
@@ -407,6 +421,7 @@ async fn an_older_event_does_not_undo_newer_state() {
     let digest = push_image(&app.ecr, &name, "v1", &app.prefix).await;
     let pipeline = app.pipeline();
     let message = |id: &str, time: &str, action: &str| ecr_audit::pipeline::InboundMessage {
+        sent_at: None,
         source: "sqs",
         message_id: Some(id.to_owned()),
         body: envelope(
@@ -418,7 +433,9 @@ async fn an_older_event_does_not_undo_newer_state() {
         .into_bytes(),
         format: ecr_audit::parse::InputFormat::Envelope,
     };
-    // The delete (10:05) arrives before the push (10:00) it follows.
+    // The digest is deleted (a delete is taken only when ECR confirms it), and the delete
+    // (10:05) arrives before the push (10:00) it follows.
+    delete_image(&app, &name, &digest).await;
     pipeline
         .process_batch(&[message("delete", "2026-11-20T10:05:00Z", "DELETE")])
         .await;
@@ -442,6 +459,7 @@ async fn an_older_event_does_not_undo_newer_state() {
     assert!(!present);
 
     // A newer push after the delete does bring it back.
+    assert_eq!(push_image(&app.ecr, &name, "v1", &app.prefix).await, digest);
     pipeline
         .process_batch(&[message("repush", "2026-11-20T10:10:00Z", "PUSH")])
         .await;
@@ -494,6 +512,7 @@ async fn a_failed_api_call_is_recorded_and_changes_nothing() {
         (failed.as_str(), failed_detail),
     ]
     .map(|(id, detail)| ecr_audit::pipeline::InboundMessage {
+        sent_at: None,
         source: "sqs",
         message_id: Some(id.to_owned()),
         body: envelope(
@@ -539,9 +558,11 @@ async fn the_pusher_is_joined_to_the_digest_whichever_event_comes_first() {
     let mut app = TestApp::new().await;
     let name = app.create_repository("pusher").await;
     let digest = push_image(&app.ecr, &name, "v9", &app.prefix).await;
+    // Dated a minute before the emulator's own record of the push (so it is the earliest), and
+    // within the skew of ECR's push time: an older record would name no pusher.
     let mut put_image = cloudtrail(
         &format!("{}put", app.prefix),
-        "2026-11-20T10:00:00Z",
+        &(chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339(),
         "PutImage",
         json!({"repositoryName": name, "imageTag": "v9"}),
         "arn:aws:sts::123456789012:assumed-role/ci/build-42",
@@ -673,6 +694,7 @@ async fn a_scan_result_that_overtakes_its_push_is_kept() {
     })
     .await;
     let scan_event = ecr_audit::pipeline::InboundMessage {
+        sent_at: None,
         source: "sqs",
         message_id: None,
         body: envelope(
@@ -727,6 +749,7 @@ async fn a_push_that_reads_a_change_first_leaves_the_transition_to_its_caller() 
         .expect("create");
     let batch = |body: String| {
         vec![ecr_audit::pipeline::InboundMessage {
+            sent_at: None,
             source: "sqs",
             message_id: None,
             body: body.into_bytes(),

@@ -424,25 +424,13 @@ async fn a_sweep_of_512_repositories_gives_every_combination_its_documented_verd
     app.finish().await;
 }
 
-/// The emulator's request counters for one account: operation → count.
+/// The emulator's request counters for one account, as numbers to divide.
 async fn emulator_requests(account: &str) -> BTreeMap<String, f64> {
-    let url = format!(
-        "{}/_emulator/requests?account={account}",
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
-    );
-    let body: serde_json::Value = reqwest::get(url)
+    crate::helpers::emulator_requests(account, false)
         .await
-        .expect("requests")
-        .json()
-        .await
-        .expect("json");
-    body.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .map(|(operation, n)| (operation, n as f64))
+        .collect()
 }
 
 #[tokio::test]

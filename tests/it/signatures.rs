@@ -300,7 +300,9 @@ async fn signatures_evolve_from_pending_to_their_truth() {
     );
     assert!(metric_value(&metrics, "ecr_audit_images", &[("signature", "UNSIGNED")]) >= Some(1.0));
 
-    // A Notation signature pushed after the digest became UNSIGNED makes it SIGNED.
+    // Something shaped like a Notation signature pushed after the digest became UNSIGNED
+    // (its envelope is not even in the registry) makes it UNTRUSTED, never SIGNED: presence
+    // is not a signature.
     push_artifact(
         &app,
         &plain,
@@ -309,22 +311,20 @@ async fn signatures_evolve_from_pending_to_their_truth() {
         None,
     )
     .await;
-    let late = wait_for_signature(&app, &plain, &plain_digest, "SIGNED").await;
+    let late = wait_for_signature(&app, &plain, &plain_digest, "UNTRUSTED").await;
+    let reason = late.signature.reason.clone().unwrap_or_default();
     assert!(
-        late.signature
-            .sources
-            .iter()
-            .any(|s| s.starts_with("notation:")),
-        "{:?}",
-        late.signature.sources
+        reason.contains("notation:sha256:") && reason.contains("envelope_unreadable"),
+        "{reason}"
     );
+    assert!(late.signature.sources.is_empty());
     let transitions = signature_transitions(&app, &plain_digest).await;
     assert!(
         transitions.contains(&(Some("PENDING".into()), "UNSIGNED".into())),
         "{transitions:?}"
     );
     assert!(
-        transitions.contains(&(Some("UNSIGNED".into()), "SIGNED".into())),
+        transitions.contains(&(Some("UNSIGNED".into()), "UNTRUSTED".into())),
         "{transitions:?}"
     );
     let unsigned_records = transitions
@@ -336,7 +336,7 @@ async fn signatures_evolve_from_pending_to_their_truth() {
         "one transition to UNSIGNED despite redelivery and two workers"
     );
 
-    // Cosign's tag convention.
+    // Cosign's tag convention on an ordinary image: no simple-signing payload, UNTRUSTED.
     let cosign_tag = format!("{}.sig", cosigned_digest.replacen(':', "-", 1));
     push_image(
         &app.ecr,
@@ -345,8 +345,9 @@ async fn signatures_evolve_from_pending_to_their_truth() {
         &format!("{}cs", app.prefix),
     )
     .await;
-    let cosign = wait_for_signature(&app, &cosigned, &cosigned_digest, "SIGNED").await;
-    assert_eq!(cosign.signature.sources, [format!("cosign:{cosign_tag}")]);
+    let cosign = wait_for_signature(&app, &cosigned, &cosigned_digest, "UNTRUSTED").await;
+    let reason = cosign.signature.reason.clone().unwrap_or_default();
+    assert!(reason.contains(&format!("cosign:{cosign_tag}")), "{reason}");
 
     // Signed, then the profile is revoked: the next evaluation says UNTRUSTED.
     wait_for_signature(&app, &revoked_later, &late_digest, "SIGNED").await;
@@ -354,6 +355,7 @@ async fn signatures_evolve_from_pending_to_their_truth() {
     let fresh = app.pipeline();
     fresh
         .process_batch(&[ecr_audit::pipeline::InboundMessage {
+            sent_at: None,
             source: "sqs",
             message_id: Some("re-evaluate".into()),
             body: envelope(

@@ -222,3 +222,34 @@ async fn the_store_speaks_tls_to_postgres_when_the_url_requires_it() {
             .expect("pg_stat_ssl");
     assert!(encrypted);
 }
+
+#[tokio::test]
+async fn a_record_whose_id_is_taken_refuses_the_batch_instead_of_vanishing() {
+    let db = crate::harness::TestDb::new().await;
+    let store = Store::from_pool(db.pool.clone());
+    // Something took the id the transition of event `e7` will have (the parser refuses such
+    // ids from outside; this stands for any other way to take one).
+    let squatter = format!("e7/{}/ECR.2", key().name);
+    store
+        .commit_batch(&[plan(&squatter, facts("IMMUTABLE", 0))])
+        .await
+        .expect("commit");
+    let refused = store
+        .commit_batch(&[plan("e7", facts("MUTABLE", 1))])
+        .await
+        .expect_err("the transition's id is taken");
+    assert!(
+        matches!(&refused, ecr_audit::store::StoreError::IdCollision { event_id } if *event_id == squatter),
+        "{refused}"
+    );
+    assert_eq!(refused.code().as_str(), "id_collision");
+    assert!(
+        !refused.is_transient(),
+        "dead-lettered, not retried forever"
+    );
+    assert_eq!(
+        ecr2(&store).await,
+        "PASS",
+        "nothing of the batch was committed"
+    );
+}

@@ -42,7 +42,7 @@ async fn a_profile_of_another_account_is_read_with_its_owner() {
 }
 
 /// Uploads a blob with the layer calls (one part) and answers its digest.
-async fn upload_blob(app: &TestApp, repository: &str, bytes: &[u8]) -> String {
+pub(crate) async fn upload_blob(app: &TestApp, repository: &str, bytes: &[u8]) -> String {
     let digest = format!("sha256:{}", sha256_hex(bytes));
     let upload = app
         .ecr
@@ -170,6 +170,7 @@ fn verified(expiry: Option<chrono::DateTime<chrono::Utc>>) -> SignatureVerificat
             expiry,
             warnings: Vec::new(),
         },
+        revocation: None,
     }
 }
 

@@ -35,6 +35,14 @@ class Operands:
     operands: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class FollowsCounter:
+    """True exactly for the label values whose counter moved in the window: the scenario may or
+    may not move it (its deliberate throttling can outlast the SDK's retries or not)."""
+    counter: str
+    label: str
+
+
 WORKER_DOWN = "checked by test_worker_down_fires_when_the_worker_stops"
 
 ALERT_CHECKS: dict[str, object] = {
@@ -59,6 +67,17 @@ ALERT_CHECKS: dict[str, object] = {
     # needs EventBridge refusing alert events for 15 minutes: operands only.
     "EcrAuditAlertEventsStuck": Operands(("max(ecr_audit_alert_backlog)",)),
     "EcrAuditWorkerDown": WORKER_DOWN,
+    # The scenario blinds, denies and disguises nothing: operands only here; the promtool tests
+    # (infra/prometheus/tests/) make each fire, and tests/it/degrade.rs and tests/it/attacks.rs
+    # move the counters through the real worker.
+    "EcrAuditControlUnknown": Operands(("increase(ecr_audit_control_blinded_total[15m])",)),
+    "EcrAuditAccessDenied": Operands(("increase(ecr_audit_aws_access_denied_total[15m])",)),
+    # scenario: DescribeImages throttled for 60 calls; whether a read outlasts the retries
+    # depends on timing, so the rule must be true exactly for the operations whose counter moved.
+    "EcrAuditAwsApiUnavailable": FollowsCounter("ecr_audit_aws_unavailable_total", "operation"),
+    "EcrAuditImageDisguisedAsArtifact": Operands((
+        'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag"}[15m])',
+    )),
 }
 
 PROMQL = dashboard_promql()
@@ -81,6 +100,8 @@ def test_every_alert_rule_has_a_check() -> None:
         if isinstance(check, Operands):
             for operand in check.operands:
                 assert _normalised(operand) in _normalised(RULES[name]), f"{operand!r} is not part of {name}"
+        if isinstance(check, FollowsCounter):
+            assert check.counter in RULES[name], f"{check.counter} is not part of {name}"
 
 
 def test_prometheus_loaded_every_rule(world: World) -> None:
@@ -117,6 +138,10 @@ def test_alert_expression(world: World, name: str) -> None:
         for operand in check.operands:
             assert world.prometheus.series(operand), f"{name}: operand {operand!r} returned no series{_describe(world)}"
         assert not result, f"{name} is true in a healthy run: {result}"
+    elif isinstance(check, FollowsCounter):
+        moved = world.prometheus.query(f"sum by ({check.label}) (rate({check.counter}[5m])) > 0")["data"]["result"]
+        assert world.prometheus.series(check.counter), f"{name}: {check.counter} has no series{_describe(world)}"
+        assert {s["metric"][check.label] for s in result} == {s["metric"][check.label] for s in moved}, (name, result, moved)
     else:
         assert check == WORKER_DOWN
         assert world.prometheus.value(f'up{{job="{JOB}"}}') == 1

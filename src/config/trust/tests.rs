@@ -18,6 +18,7 @@ fn args() -> TrustArgs {
     TrustArgs {
         trust_policy: None,
         trust_store: None,
+        default_trust_policy: DefaultTrustPolicy::AwsSigner,
         cosign_keys: Vec::new(),
         max_envelope_bytes: Limits::default().max_envelope_bytes,
         max_signatures_per_digest: DEFAULT_MAX_SIGNATURES_PER_DIGEST,
@@ -41,13 +42,55 @@ fn store_with(dir: &Path, kind_and_name: &str) -> PathBuf {
 }
 
 #[test]
-fn nothing_configured_is_the_explicit_no_policy() {
-    let settings = args().load().expect("no settings are valid");
+fn default_none_is_the_explicit_no_policy() {
+    let mut args = args();
+    args.default_trust_policy = DefaultTrustPolicy::None;
+    let settings = args.load().expect("no settings are valid");
     assert!(settings.policy.is_none());
+    assert!(!settings.aws_signer_default);
     assert_eq!(settings.version(), NO_POLICY_VERSION);
+    assert_eq!(settings.no_policy_reason(), "no trust policy configured");
     let rejection = TrustSettings::no_policy_rejection();
     assert_eq!(rejection.failure.as_str(), "no_trust_policy");
     assert_eq!(rejection.reason, "no trust policy configured");
+}
+
+#[test]
+fn nothing_configured_is_aws_signers_default_for_the_registrys_profiles() {
+    let settings = args().load().expect("no settings are valid");
+    assert!(settings.policy.is_none());
+    assert!(settings.aws_signer_default);
+    let profile = "arn:aws:signer:us-east-1:111122223333:/signing-profiles/release";
+    let effective = settings.for_registry([profile]);
+    let policy = effective.policy.as_ref().expect("the default policy");
+    assert_eq!(policy.document.policies[0].name, "aws-signer-default");
+    assert!(
+        effective
+            .version()
+            .starts_with(&crate::trust::aws_signer::version_family())
+    );
+    // No managed-signing rule: nothing to trust, and the reason says so; the version is
+    // still the default's family, so a worker start does not re-verify every digest.
+    assert!(settings.for_registry([]).policy.is_none());
+    assert_eq!(
+        settings.version(),
+        format!("{}none", crate::trust::aws_signer::version_family())
+    );
+    assert!(settings.no_policy_reason().contains("managed-signing rule"));
+}
+
+#[test]
+fn a_configured_policy_replaces_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = args();
+    args.trust_policy = Some(write(dir.path(), "trustpolicy.json", POLICY));
+    args.trust_store = Some(store_with(dir.path(), "ca/test"));
+    let settings = args.load().expect("valid configuration");
+    assert!(!settings.aws_signer_default);
+    let profile = "arn:aws:signer:us-east-1:111122223333:/signing-profiles/release";
+    let effective = settings.for_registry([profile]);
+    let policy = effective.policy.as_ref().expect("the configured policy");
+    assert_eq!(policy.document.policies[0].name, "fuzz");
 }
 
 #[test]
@@ -106,6 +149,7 @@ fn a_broken_policy_names_the_file_and_the_rule() {
 fn cosign_keys_load_and_change_the_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = args();
+    args.default_trust_policy = DefaultTrustPolicy::None;
     args.cosign_keys = vec![write(dir.path(), "cosign.pub", COSIGN_PUB.as_bytes())];
     let settings = args.load().expect("a P-256 key");
     assert_eq!(settings.cosign_keys.len(), 1);

@@ -61,7 +61,8 @@ impl EcrRegistry {
             )));
         };
         let clients = self.clients(&account, &region).await;
-        self.pace(AwsOperation::SignerGetRevocationStatus).await;
+        self.pace(&clients, AwsOperation::SignerGetRevocationStatus)
+            .await;
         let mut call = clients
             .signer
             .get_revocation_status()

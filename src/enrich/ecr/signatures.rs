@@ -44,7 +44,7 @@ impl EcrRegistry {
         } else {
             ImageIdentifier::builder().image_tag(reference)
         };
-        self.pace(AwsOperation::EcrBatchGetImage).await;
+        self.pace(&clients, AwsOperation::EcrBatchGetImage).await;
         let result = clients
             .ecr
             .batch_get_image()
@@ -106,7 +106,8 @@ impl EcrRegistry {
         digest: &str,
     ) -> Result<Result<String, String>, EnrichError> {
         let clients = self.clients_for(key).await;
-        self.pace(AwsOperation::EcrGetDownloadUrlForLayer).await;
+        self.pace(&clients, AwsOperation::EcrGetDownloadUrlForLayer)
+            .await;
         let result = clients
             .ecr
             .get_download_url_for_layer()

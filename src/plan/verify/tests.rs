@@ -57,6 +57,8 @@ fn manifest(layer: LayerDescriptor) -> SignatureManifest {
     SignatureManifest {
         artifact_type: Some("application/vnd.cncf.notary.signature".to_owned()),
         subject: None,
+        subject_media_type: None,
+        subject_size: None,
         layers: vec![layer],
     }
 }

@@ -102,7 +102,7 @@ fn a_drifted_docs_block_is_reported_line_by_line() {
 fn the_table_lists_enum_values_and_exported_names() {
     let table = markdown_table();
     assert!(table.contains(
-        "`code` (`aws_transient`, `db_unavailable`, `db_refused`, `db_migrate`, `internal`)"
+        "`code` (`aws_transient`, `db_unavailable`, `db_refused`, `db_migrate`, `id_collision`, `internal`)"
     ));
     assert!(table.contains("| `ecr_audit_event_lag_seconds` | histogram |"));
     assert!(table.contains("| `ecr_audit_build_info` | gauge (info) |"));

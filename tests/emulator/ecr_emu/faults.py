@@ -1,8 +1,9 @@
 """Injected failures and latency, switchable at run time, for reliability tests.
 
 A rule names a service and an operation (or `*`), an error code, the fraction
-of matching calls that fail (`rate`), optional added latency, and optionally
-how many failures to inject before the rule retires itself (`count`). The
+of matching calls that fail (`rate`), optional added latency, optionally
+how many failures to inject before the rule retires itself (`count`), and
+optionally the one repository (`repositoryName` of the request) it applies to. The
 error is written the way the service's protocol writes errors, with the HTTP
 status the service model gives that error, so an AWS SDK classifies and
 retries it exactly as it would against AWS.
@@ -47,10 +48,17 @@ class Fault:
     status: int | None = None
     message: str | None = None
     count: int | None = None
+    repository: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def applies_to(self, call: AwsCall) -> bool:
-        return self.service in ("*", call.service) and self.operation in ("*", call.operation)
+        if not (self.service in ("*", call.service) and self.operation in ("*", call.operation)):
+            return False
+        if self.repository is None:
+            return True
+        # Only calls about one repository: what a repository policy that denies a caller does.
+        body = call.json_body() or {}
+        return body.get("repositoryName") == self.repository
 
 
 class Faults:

@@ -1,0 +1,165 @@
+//! Every requested change is evidence: a denied attempt to weaken a control is recorded with
+//! its actor and what it asked for, and changes no posture; a change undone within seconds is
+//! two transitions, each by the caller whose request made it.
+
+use aws_sdk_ecr::types::ImageTagMutability;
+use serde_json::{Value, json};
+
+use crate::helpers::{ACCOUNT, TestApp, as_caller, cloudtrail, push_image};
+
+const MALLORY: &str = "arn:aws:sts::123456789012:assumed-role/AdminSSO/mallory";
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn a_denied_attempt_to_make_a_repository_mutable_is_evidence_and_changes_nothing() {
+    let mut app = TestApp::new().await;
+    let repository = app.create_repository("payments-api").await;
+    app.ecr
+        .put_image_tag_mutability()
+        .repository_name(&repository)
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("immutable");
+    app.start_worker().await;
+    app.wait_for_drain().await;
+    let ecr2 = |rows: &[ecr_audit::readmodel::PostureRow]| {
+        rows.first().map(|r| r.controls["ECR.2"].status.clone())
+    };
+    let before = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(ecr2(&before).as_deref(), Some("PASS"));
+
+    // What CloudTrail records when IAM refuses mallory's PutImageTagMutability.
+    let event_id = format!("{}denied", app.prefix);
+    let mut detail = cloudtrail(
+        &event_id,
+        &chrono::Utc::now().to_rfc3339(),
+        "PutImageTagMutability",
+        json!({"repositoryName": repository, "registryId": ACCOUNT, "imageTagMutability": "MUTABLE"}),
+        MALLORY,
+    );
+    detail["errorCode"] = json!("AccessDenied");
+    detail["errorMessage"] = json!(format!(
+        "User: {MALLORY} is not authorized to perform: ecr:PutImageTagMutability"
+    ));
+    app.put_event("AWS API Call via CloudTrail", detail).await;
+    app.wait_for_drain().await;
+
+    let records: Vec<(String, String, Option<String>, Value)> =
+        sqlx::query_as("SELECT kind, outcome, actor, detail FROM evidence WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("evidence");
+    let [(kind, outcome, actor, detail)] = records.as_slice() else {
+        panic!("one record for the attempt: {records:#?}");
+    };
+    assert_eq!(
+        (kind.as_str(), outcome.as_str()),
+        ("failed_api_call", "processed")
+    );
+    assert_eq!(actor.as_deref(), Some(MALLORY));
+    let attempt = &detail["change"];
+    assert_eq!(attempt["type"], "failed_api_call", "{detail}");
+    assert_eq!(attempt["error_code"], "AccessDenied", "{detail}");
+    assert_eq!(attempt["repository"], json!(repository), "{detail}");
+    assert_eq!(
+        attempt["requested"],
+        json!({"name": "PutImageTagMutability", "image_tag_mutability": "MUTABLE"}),
+        "{detail}"
+    );
+
+    // Posture is untouched: no transition, ECR.2 still PASS.
+    let after = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(ecr2(&after).as_deref(), Some("PASS"));
+    let transitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM evidence WHERE kind = 'control_transition'
+            AND detail->>'cause_event_id' = $1",
+    )
+    .bind(&event_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("transitions");
+    assert_eq!(transitions, 0);
+    app.finish().await;
+}
+
+const BOB: &str = "arn:aws:sts::123456789012:assumed-role/AdminSSO/bob";
+
+/// Sets a repository's tag mutability as `actor` (the emulator records them in CloudTrail).
+async fn set_mutability(app: &TestApp, repository: &str, mode: ImageTagMutability, actor: &str) {
+    app.ecr
+        .put_image_tag_mutability()
+        .repository_name(repository)
+        .image_tag_mutability(mode)
+        .customize()
+        .mutate_request(as_caller(actor))
+        .send()
+        .await
+        .expect("tag mutability");
+}
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_their_callers() {
+    let mut app = TestApp::new().await;
+    let repository = app.create_repository("prod-api").await;
+    app.ecr
+        .put_image_tag_mutability()
+        .repository_name(&repository)
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("immutable");
+    push_image(&app.ecr, &repository, "prod", "v1").await;
+    app.start_worker().await;
+    app.wait_for_drain().await;
+    let seen: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM evidence")
+        .fetch_one(&app.pool)
+        .await
+        .expect("seq");
+
+    // MUTABLE, overwrite `prod`, IMMUTABLE again: the final state is what it was before.
+    set_mutability(&app, &repository, ImageTagMutability::Mutable, MALLORY).await;
+    let overwritten = push_image(&app.ecr, &repository, "prod", "v2").await;
+    set_mutability(&app, &repository, ImageTagMutability::Immutable, BOB).await;
+    app.wait_for_drain().await;
+
+    let transitions: Vec<(Option<String>, Value)> = sqlx::query_as(
+        "SELECT actor, detail FROM evidence
+          WHERE kind = 'control_transition' AND repository = $1 AND seq > $2
+            AND detail->>'control' = 'ECR.2'
+          ORDER BY seq",
+    )
+    .bind(&repository)
+    .bind(seen)
+    .fetch_all(&app.pool)
+    .await
+    .expect("transitions");
+    let steps: Vec<(Option<&str>, &str, &str)> = transitions
+        .iter()
+        .map(|(actor, detail)| {
+            (
+                actor.as_deref(),
+                detail["from"]["status"].as_str().unwrap_or_default(),
+                detail["to"]["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [(Some(MALLORY), "PASS", "FAIL"), (Some(BOB), "FAIL", "PASS")],
+        "{transitions:#?}"
+    );
+    let rows = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(rows[0].controls["ECR.2"].status, "PASS");
+    let images = app.store.images(Some(&repository)).await.expect("images");
+    assert!(images.iter().any(|i| i.digest == overwritten), "{images:?}");
+    app.finish().await;
+}
