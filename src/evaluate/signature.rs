@@ -58,7 +58,9 @@ pub(crate) fn profiles_to_check(managed: &Fact<Vec<ManagedSigning>>) -> Vec<&str
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureVerdict {
     pub status: SignatureStatus,
-    /// Verified sources, e.g. `managed:arn:aws:signer:…`, `notation:sha256:…`, `cosign:sha256-….sig`.
+    /// Verified sources, e.g. `signer:arn:aws:signer:…` (a signature whose identity is a Signer
+    /// profile), `managed:arn:aws:signer:…` (when managed signing's status was read too),
+    /// `notation:sha256:…`, `cosign:sha256-….sig`.
     pub sources: Vec<String>,
     pub reason: String,
     /// Each signature's verification (what was checked, the identity or the failed check).
@@ -221,7 +223,10 @@ fn judge_sources(facts: &SignatureFacts) -> Judged {
             .map_or(SignatureKind::Notation, |a| a.kind);
         let label = format!("{}:{}", kind_label(kind), verification.reference);
         match &verification.result {
-            VerificationResult::Verified { .. } => judged.trusted.push(label),
+            // Named by who signed: the AWS Signer profile, when the identity is one.
+            VerificationResult::Verified { .. } => judged
+                .trusted
+                .push(profile.map_or(label, |p| format!("signer:{p}"))),
             VerificationResult::Skipped { policy } => judged.untrusted.push(format!(
                 "{label} skipped (trust policy {policy:?} has level skip: not verified)"
             )),

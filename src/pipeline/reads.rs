@@ -10,6 +10,7 @@ use tracing::info;
 use super::Pipeline;
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::enrich::{EnrichError, Registry};
+use crate::facts::Fact;
 use crate::plan::{
     self, EventPlan, ImageWrite, PresentImage, PresentImageRead, Reads, RepositoryWrite,
     SignatureFacts, SignatureReads, SignatureTarget, SignatureWrite,
@@ -236,19 +237,27 @@ impl Pipeline {
         &self,
         reads: SignatureReads,
     ) -> Result<SignatureWrite, EnrichError> {
-        let (managed, artifacts) = tokio::join!(
-            self.registry.signing_statuses(&reads.key, &reads.digest),
+        let artifacts = self
+            .registry
+            .signature_artifacts(&reads.key, &reads.digest, reads.cosign_tag)
+            .await?;
+        let trust = self.trust_for(&reads.key).await?;
+        let verifications = self.verify_artifacts(&trust, &reads, &artifacts).await?;
+        // One verified signature is the verdict (`SIGNED`): managed signing's statuses and
+        // profiles could only add sources, so they are read only when nothing verified. This
+        // keeps a signed push at five AWS calls (docs/PERFORMANCE.md).
+        let managed = if plan::settled_by_verification(&verifications) {
+            Fact::Known(Vec::new())
+        } else {
             self.registry
-                .signature_artifacts(&reads.key, &reads.digest, reads.cosign_tag)
-        );
-        let (managed, artifacts) = (managed?, artifacts?);
+                .signing_statuses(&reads.key, &reads.digest)
+                .await?
+        };
         let mut profiles = BTreeMap::new();
         for profile in SignatureReads::profiles(&managed) {
             let status = self.registry.profile_status(profile).await?;
             profiles.insert(profile.to_owned(), status);
         }
-        let trust = self.trust_for(&reads.key).await?;
-        let verifications = self.verify_artifacts(&trust, &reads, &artifacts).await?;
         let facts = SignatureFacts {
             managed,
             artifacts,

@@ -16,7 +16,7 @@ pub use event::{
     plan_present_image, push_tag, referrer_subject, repository_key, scan_write, start,
     subject_pushed_at,
 };
-pub(crate) use signature::SignatureFacts;
+pub(crate) use signature::{SignatureFacts, settled_by_verification};
 pub use signature::{SignatureReads, next_signature_check};
 
 use std::collections::BTreeMap;

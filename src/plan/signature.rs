@@ -6,7 +6,15 @@ use super::SignatureWrite;
 use crate::domain::{Digest, RepositoryKey, SignatureStatus};
 pub(crate) use crate::evaluate::signature::SignatureFacts;
 use crate::evaluate::signature::{profiles_to_check, signature_verdict, undetermined};
-use crate::facts::{Fact, ManagedSigning};
+use crate::facts::{Fact, ManagedSigning, SignatureVerification};
+
+/// Whether the verifications already decide the verdict: one signature verified under the
+/// trust configuration makes the digest `SIGNED` whatever managed signing's statuses say, so
+/// those need not be read (`pipeline::reads`). Skipped or rejected signatures settle nothing:
+/// a managed signing still `PENDING` or `FAILED` explains them.
+pub(crate) fn settled_by_verification(verifications: &[SignatureVerification]) -> bool {
+    verifications.iter().any(SignatureVerification::is_verified)
+}
 
 /// The signature reads one digest needs: managed signing, referrers, and — when
 /// `cosign_tag` — Cosign's `sha256-<hex>.sig` tag.

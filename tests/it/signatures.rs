@@ -98,8 +98,9 @@ async fn revoke(app: &TestApp, profile_name: &str, version: &str) {
         .profile_name(profile_name)
         .profile_version(version)
         .reason("key compromised")
+        // From an hour ago: AWS invalidates only the signatures made after the effective time.
         .effective_time(aws_smithy_types::DateTime::from(
-            std::time::SystemTime::now(),
+            std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
         ))
         .send()
         .await
@@ -225,7 +226,7 @@ async fn signatures_evolve_from_pending_to_their_truth() {
     // Managed signing: PENDING, then SIGNED once the emulator's signer completes; its Notation
     // signature artifact is recorded as an artifact of the image, not as an image.
     let signed = wait_for_signature(&app, &managed, &managed_digest, "SIGNED").await;
-    assert_eq!(signed.signature.sources, [format!("managed:{active_arn}")]);
+    assert_eq!(signed.signature.sources, [format!("signer:{active_arn}")]);
     let artifact = app
         .eventually("the signature artifact", WAIT, || async {
             app.store
@@ -349,7 +350,8 @@ async fn signatures_evolve_from_pending_to_their_truth() {
     let reason = cosign.signature.reason.clone().unwrap_or_default();
     assert!(reason.contains(&format!("cosign:{cosign_tag}")), "{reason}");
 
-    // Signed, then the profile is revoked: the next evaluation says UNTRUSTED.
+    // Signed, then the profile version is revoked from before the signature: the next
+    // evaluation says UNTRUSTED.
     wait_for_signature(&app, &revoked_later, &late_digest, "SIGNED").await;
     revoke(&app, &late_name, &late_version).await;
     let fresh = app.pipeline();
