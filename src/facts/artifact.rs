@@ -149,6 +149,10 @@ pub enum Disguise {
     MissingSubject { subject: Digest },
     /// A tag in Cosign's signature shape on a manifest that is not an artifact.
     SignatureTag { tag: String },
+    /// A non-runnable media type (ECR's `artifactMediaType`) whose subject exists, but whose
+    /// manifest carries an image config and image layers: a runnable image declaring itself
+    /// a signature or an SBOM.
+    RunnableContent { subject: Digest },
 }
 
 impl Disguise {
@@ -164,6 +168,9 @@ impl Disguise {
             Self::SignatureTag { tag } => format!(
                 "tagged {tag}, the shape of a Cosign signature tag, but not an artifact: judged as an image"
             ),
+            Self::RunnableContent { subject } => format!(
+                "declares an artifact type about {subject} but its manifest carries an image config and image layers: judged as an image"
+            ),
         }
     }
 }
@@ -177,17 +184,61 @@ pub enum Classification {
     Image { disguise: Option<Disguise> },
 }
 
-/// Decides what a manifest is from its media type, its subject, its tags, and whether the
-/// repository holds the subject (`subject_present`, as read for [`subject_to_confirm`]).
+/// What was read to confirm a manifest that claims to be an artifact ([`subject_to_confirm`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArtifactProof {
+    /// The repository holds the subject.
+    pub subject_present: bool,
+    /// The manifest itself, read once its subject was found, carries an image config and
+    /// image layers ([`carries_runnable_image`]); `false` when it could not be read.
+    pub runnable_content: bool,
+}
+
+/// Config media types a container runtime runs.
+const IMAGE_CONFIG_TYPES: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// Layer media type prefixes of filesystem layers (tar, compressed or not).
+const IMAGE_LAYER_PREFIXES: &[&str] = &[
+    "application/vnd.oci.image.layer.",
+    "application/vnd.docker.image.rootfs.",
+];
+
+/// Whether a manifest's own content is a runnable image: an image config and at least one
+/// filesystem layer. A Notation signature (empty or signature config, an envelope layer) and a
+/// legacy Cosign `.sig` manifest (an image config but only simple-signing layers) are not.
+pub fn carries_runnable_image<'a>(
+    config_media_type: Option<&str>,
+    layer_media_types: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    let config = config_media_type.map(str::to_ascii_lowercase);
+    config.is_some_and(|c| IMAGE_CONFIG_TYPES.contains(&c.as_str()))
+        && layer_media_types.into_iter().any(|layer| {
+            let layer = layer.to_ascii_lowercase();
+            IMAGE_LAYER_PREFIXES.iter().any(|p| layer.starts_with(p))
+        })
+}
+
+/// Decides what a manifest is from its media type, its subject, its tags, and what was read to
+/// confirm it ([`ArtifactProof`], for [`subject_to_confirm`]).
 pub fn classify(
     artifact_media_type: Option<&str>,
     subject: Option<&Digest>,
     tags: &[String],
-    subject_present: bool,
+    proof: ArtifactProof,
 ) -> Classification {
     let kind = artifact_media_type.and_then(non_runnable_kind);
     match (kind, subject) {
-        (Some(kind), Some(subject)) if subject_present => {
+        (Some(_), Some(subject)) if proof.subject_present && proof.runnable_content => {
+            return Classification::Image {
+                disguise: Some(Disguise::RunnableContent {
+                    subject: subject.clone(),
+                }),
+            };
+        }
+        (Some(kind), Some(subject)) if proof.subject_present => {
             return Classification::Artifact {
                 subject: subject.clone(),
                 kind,
@@ -357,7 +408,77 @@ mod tests {
         ];
         for (case, media_type, subject, tags, present, expected) in cases {
             assert_eq!(
-                classify(media_type, subject, tags, present),
+                classify(
+                    media_type,
+                    subject,
+                    tags,
+                    ArtifactProof {
+                        subject_present: present,
+                        runnable_content: false,
+                    }
+                ),
+                expected,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_declared_signature_carrying_an_image_is_judged_as_an_image() {
+        let subject = subject();
+        let proof = ArtifactProof {
+            subject_present: true,
+            runnable_content: true,
+        };
+        assert_eq!(
+            classify(Some(NOTATION_SIGNATURE), Some(&subject), &[], proof),
+            Classification::Image {
+                disguise: Some(Disguise::RunnableContent {
+                    subject: subject.clone()
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn only_an_image_config_with_a_filesystem_layer_is_runnable_content() {
+        let oci_config = Some("application/vnd.oci.image.config.v1+json");
+        let cases: [(&str, Option<&str>, &[&str], bool); 6] = [
+            (
+                "an OCI image",
+                oci_config,
+                &["application/vnd.oci.image.layer.v1.tar+gzip"],
+                true,
+            ),
+            (
+                "a Docker image",
+                Some("application/vnd.docker.container.image.v1+json"),
+                &["application/vnd.docker.image.rootfs.diff.tar.gzip"],
+                true,
+            ),
+            (
+                "a Notation signature",
+                Some("application/vnd.oci.empty.v1+json"),
+                &["application/jose+json"],
+                false,
+            ),
+            (
+                "a legacy Cosign .sig manifest",
+                oci_config,
+                &["application/vnd.dev.cosign.simplesigning.v1+json"],
+                false,
+            ),
+            ("an image config without layers", oci_config, &[], false),
+            (
+                "no config",
+                None,
+                &["application/vnd.oci.image.layer.v1.tar"],
+                false,
+            ),
+        ];
+        for (case, config, layers, expected) in cases {
+            assert_eq!(
+                carries_runnable_image(config, layers.iter().copied()),
                 expected,
                 "{case}"
             );

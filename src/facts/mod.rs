@@ -10,8 +10,9 @@ pub mod signature_content;
 pub mod signing;
 
 pub use artifact::{
-    ArtifactKind, Classification, Disguise, NOTATION_SIGNATURE, classify, cosign_tag_subject,
-    kind_of_artifact_type, non_runnable_kind, subject_to_confirm,
+    ArtifactKind, ArtifactProof, Classification, Disguise, NOTATION_SIGNATURE,
+    carries_runnable_image, classify, cosign_tag_subject, kind_of_artifact_type, non_runnable_kind,
+    subject_to_confirm,
 };
 pub use signature_content::{
     BlobRead, LayerDescriptor, RevocationQuery, SignatureManifest, SignatureVerification,

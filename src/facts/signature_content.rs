@@ -35,7 +35,20 @@ pub struct SignatureManifest {
     /// artifact is compared with, once its digest is known to be the real subject's.
     pub subject_media_type: Option<String>,
     pub subject_size: Option<u64>,
+    /// The config descriptor's media type: what tells a runnable image from an artifact.
+    pub config_media_type: Option<String>,
     pub layers: Vec<LayerDescriptor>,
+}
+
+impl SignatureManifest {
+    /// Whether the manifest's own content is a runnable image (image config and filesystem
+    /// layers), whatever artifact type it declares.
+    pub fn carries_runnable_image(&self) -> bool {
+        super::carries_runnable_image(
+            self.config_media_type.as_deref(),
+            self.layers.iter().map(|l| l.media_type.as_str()),
+        )
+    }
 }
 
 /// A manifest that is not JSON of an image manifest's shape.
@@ -46,9 +59,16 @@ pub struct ManifestUnreadable(pub String);
 #[serde(rename_all = "camelCase")]
 struct RawManifest {
     artifact_type: Option<String>,
+    config: Option<RawConfig>,
     subject: Option<RawDescriptor>,
     #[serde(default)]
     layers: Vec<RawDescriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    media_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +99,7 @@ impl SignatureManifest {
             subject,
             subject_media_type,
             subject_size,
+            config_media_type: raw.config.and_then(|c| c.media_type),
             layers: raw
                 .layers
                 .into_iter()

@@ -159,13 +159,9 @@ impl Pipeline {
             self.registry.image(&key, &digest)
         );
         let lookup = lookup?;
-        let subject_present = match plan::artifact_subject_to_confirm(&lookup) {
-            Some(subject) => {
-                plan::subject_pushed_at(&self.registry.image(&key, &subject).await?, observed_at)
-                    .is_some()
-            }
-            None => false,
-        };
+        let proof = self
+            .artifact_proof(&key, &digest, &lookup, observed_at)
+            .await?;
         let found = plan::plan_present_image(PresentImageRead {
             key,
             digest,
@@ -175,7 +171,7 @@ impl Pipeline {
             observed_at,
             repository: repository?,
             lookup,
-            subject_present,
+            proof,
         });
         let mut signatures = match &found.signatures {
             SignatureTarget::None => Vec::new(),
@@ -198,6 +194,35 @@ impl Pipeline {
             signatures.extend(self.judge_subject(&found.image.key, named).await?);
         }
         Ok((found, signatures))
+    }
+
+    /// What confirms a manifest that claims to be an artifact: its subject in the repository
+    /// and then its own content (`BatchGetImage`), since ECR reports the type the pusher
+    /// declared. A manifest that cannot be read is taken for what it declares (the failed read
+    /// is counted where AWS answers are settled, `enrich::ecr`).
+    async fn artifact_proof(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+        lookup: &crate::facts::ImageLookup,
+        observed_at: DateTime<Utc>,
+    ) -> Result<crate::facts::ArtifactProof, EnrichError> {
+        let mut proof = crate::facts::ArtifactProof::default();
+        let Some(subject) = plan::artifact_subject_to_confirm(lookup) else {
+            return Ok(proof);
+        };
+        let subject = self.registry.image(key, &subject).await?;
+        proof.subject_present = plan::subject_pushed_at(&subject, observed_at).is_some();
+        if proof.subject_present {
+            let manifest = self
+                .registry
+                .signature_manifest(key, digest.as_str())
+                .await?;
+            proof.runnable_content = manifest
+                .known()
+                .is_some_and(crate::facts::SignatureManifest::carries_runnable_image);
+        }
+        Ok(proof)
     }
 
     fn signature_reads(

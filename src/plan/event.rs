@@ -9,8 +9,8 @@ use super::{
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::evaluate;
 use crate::facts::{
-    Classification, Fact, ImageFacts, ImageLookup, ScanFacts, classify, cosign_tag_subject,
-    subject_to_confirm,
+    ArtifactProof, Classification, Fact, ImageFacts, ImageLookup, ScanFacts, classify,
+    cosign_tag_subject, subject_to_confirm,
 };
 use crate::parse::{AuditEvent, Change, RegistryCall};
 use crate::telemetry::DistrustedHint;
@@ -211,9 +211,9 @@ pub struct PresentImageRead {
     pub observed_at: DateTime<Utc>,
     pub repository: RepositoryWrite,
     pub lookup: ImageLookup,
-    /// Whether the repository holds the subject [`subject_to_confirm`] named (read by the
-    /// caller); `false` when none was named or it could not be read.
-    pub subject_present: bool,
+    /// What the caller read to confirm the subject [`subject_to_confirm`] named: whether the
+    /// repository holds it and, when it does, whether the manifest carries a runnable image.
+    pub proof: ArtifactProof,
 }
 
 /// Whose signatures a present digest's plan still needs judged.
@@ -268,7 +268,7 @@ pub fn plan_present_image(read: PresentImageRead) -> PresentImage {
                 facts.artifact_media_type.as_deref(),
                 facts.subject_digest.as_ref(),
                 &facts.tags,
-                read.subject_present,
+                read.proof,
             );
             let (signatures, scan) = what_an_image_needs(&classification, facts, read.event_time);
             let scans = scan.map(|facts| ScanWrite {

@@ -230,6 +230,7 @@ fn disguise_hint(disguise: &crate::facts::Disguise) -> DistrustedHint {
         Disguise::SubjectOnImage { .. } => DistrustedHint::SubjectOnImage,
         Disguise::MissingSubject { .. } => DistrustedHint::MissingSubject,
         Disguise::SignatureTag { .. } => DistrustedHint::SignatureTag,
+        Disguise::RunnableContent { .. } => DistrustedHint::RunnableContent,
     }
 }
 

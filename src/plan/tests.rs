@@ -133,7 +133,10 @@ async fn plan_push(fake: &FakeRegistry, event: &AuditEvent) -> PresentImage {
         pushed_by,
         observed_at,
         lookup,
-        subject_present,
+        proof: crate::facts::ArtifactProof {
+            subject_present,
+            runnable_content: false,
+        },
     })
 }
 
@@ -419,7 +422,7 @@ async fn a_scan_that_overtakes_its_push_plans_the_image_only_if_it_exists() {
             observed_at: Utc::now(),
             repository: planner(10).repository_write(key(), facts, &registry),
             lookup: fake.image(&key(), &scanned).await.expect("image"),
-            subject_present: false,
+            proof: crate::facts::ArtifactProof::default(),
         });
         assert_eq!(found.exists, exists, "{case}");
         assert_eq!(

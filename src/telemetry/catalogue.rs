@@ -280,7 +280,7 @@ pub const DISTRUSTED_HINTS: MetricSpec = MetricSpec {
     unit: MetricUnit::None,
     labels: &[closed("hint", DistrustedHint::values)],
     help: "Claims of committed messages or pushed manifests that were not taken on trust, by hint",
-    details: "Each is also written in the event's evidence (`distrusted`, or `image_after.disguise`). `subject_on_image`, `missing_subject` and `signature_tag` are images dressed as artifacts: judged as images; `delete_unconfirmed` is a delete ECR did not confirm; `event_time_clamped` an event dated outside the queue's own timestamps; `push_record_too_old` a pusher dated before the image.",
+    details: "Each is also written in the event's evidence (`distrusted`, or `image_after.disguise`). `subject_on_image`, `missing_subject`, `signature_tag` and `runnable_content` are images dressed as artifacts: judged as images; `delete_unconfirmed` is a delete ECR did not confirm; `event_time_clamped` an event dated outside the queue's own timestamps; `push_record_too_old` a pusher dated before the image.",
     query: r#"sum by (hint) (increase(ecr_audit_distrusted_hints_total[1h])) > 0"#,
 };
 

@@ -83,6 +83,8 @@ label_enum! {
         MissingSubject => "missing_subject",
         /// A Cosign-shaped signature tag on a manifest that is not an artifact.
         SignatureTag => "signature_tag",
+        /// A manifest declaring a non-runnable type that carries an image config and layers.
+        RunnableContent => "runnable_content",
     }
 }
 

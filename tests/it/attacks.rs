@@ -123,6 +123,38 @@ async fn a_runnable_image_naming_a_subject_is_judged_and_unsigned() {
     app.finish().await;
 }
 
+/// A runnable image that declares itself a Notation signature of an image the repository
+/// holds: ECR reports the declared type, so only the manifest's own content (an image config
+/// and a filesystem layer) gives it away.
+#[tokio::test]
+async fn a_runnable_image_declaring_a_signature_type_is_judged_and_unsigned() {
+    let mut app = TestApp::new().await;
+    let name = app.create_repository("declared").await;
+    app.start_worker().await;
+    let real = push_image(&app.ecr, &name, "base", &format!("{}base", app.prefix)).await;
+    let mut manifest = runnable_with_subject(&format!("{}declared", app.prefix), &real);
+    manifest["artifactType"] = json!("application/vnd.cncf.notary.signature");
+    let evader = put_manifest(&app, &name, &manifest, Some("latest")).await;
+    let row = wait_for_status(&app, &name, &evader, "UNSIGNED").await;
+    assert_eq!(row.artifact_of, None, "not exempted as an artifact");
+    let after = images_after(&app, &evader).await;
+    assert!(
+        after.iter().any(|a| a["disguise"]
+            .as_str()
+            .is_some_and(|d| d.contains("image config and image layers"))),
+        "the evidence names the disguise: {after:?}"
+    );
+    app.wait_for_drain().await;
+    let metrics = app.scrape().await;
+    let flagged = metric_value(
+        &metrics,
+        "ecr_audit_distrusted_hints_total",
+        &[("hint", "runnable_content")],
+    );
+    assert!(flagged >= Some(1.0), "{flagged:?}");
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn an_unsigned_digest_retagged_like_an_attestation_is_still_judged() {
     let mut app = TestApp::new().await;

@@ -76,7 +76,7 @@ ALERT_CHECKS: dict[str, object] = {
     # depends on timing, so the rule must be true exactly for the operations whose counter moved.
     "EcrAuditAwsApiUnavailable": FollowsCounter("ecr_audit_aws_unavailable_total", "operation"),
     "EcrAuditImageDisguisedAsArtifact": Operands((
-        'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag"}[15m])',
+        'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
 }
 

@@ -59,6 +59,7 @@ fn manifest(layer: LayerDescriptor) -> SignatureManifest {
         subject: None,
         subject_media_type: None,
         subject_size: None,
+        config_media_type: Some("application/vnd.oci.empty.v1+json".to_owned()),
         layers: vec![layer],
     }
 }
