@@ -344,7 +344,8 @@ async fn apply_repositories(
             }),
         });
         if let (Some(controls), true) = (&write.controls, applied) {
-            for (control, from, to) in upsert_controls(tx, write, controls).await? {
+            let changed_by = changed_by(&plan.event);
+            for (control, from, to) in upsert_controls(tx, write, controls, changed_by).await? {
                 transitions.push((write.key.name.to_string(), control, from, to));
             }
         }
@@ -419,8 +420,17 @@ fn event_record(
     }
 }
 
+/// Who a control transition is attributed to: the caller of the request that caused it, or
+/// `unattributed` when the event names none (a reconcile sweep): never another event's caller.
+fn changed_by(event: &crate::parse::AuditEvent) -> &str {
+    event
+        .actor
+        .as_ref()
+        .map_or(crate::domain::UNATTRIBUTED, |a| a.arn.as_str())
+}
+
 /// The record of a control transition an event caused; shares the event record's times,
-/// account, region and actor.
+/// account and region; its actor is [`changed_by`].
 fn control_transition_record(
     base: &ChainedRecord,
     plan: &EventPlan,
@@ -442,6 +452,7 @@ fn control_transition_record(
         digest: None,
         tag: None,
         detail: to_detail_value(&detail),
+        actor: Some(changed_by(event).to_owned()),
         ..base.clone()
     }
 }
@@ -561,6 +572,7 @@ async fn upsert_controls(
     tx: &mut Transaction<'_, Postgres>,
     write: &RepositoryWrite,
     controls: &BTreeMap<ControlId, Verdict>,
+    changed_by: &str,
 ) -> Result<Vec<(ControlId, Option<Verdict>, Verdict)>, StoreError> {
     let key = &write.key;
     let current: Vec<(String, String, String)> = sqlx::query_as(
@@ -591,14 +603,16 @@ async fn upsert_controls(
         }
         sqlx::query(
             "INSERT INTO control_results AS c (account, region, repository, control, status, reason,
-                  observed_at, changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                  observed_at, changed_at, changed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
              ON CONFLICT (account, region, repository, control) DO UPDATE SET
                   status = EXCLUDED.status,
                   reason = EXCLUDED.reason,
                   observed_at = EXCLUDED.observed_at,
                   changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
-                                    ELSE EXCLUDED.changed_at END",
+                                    ELSE EXCLUDED.changed_at END,
+                  changed_by = CASE WHEN c.status = EXCLUDED.status THEN c.changed_by
+                                    ELSE EXCLUDED.changed_by END",
         )
         .bind(key.account.as_str())
         .bind(key.region.as_str())
@@ -607,6 +621,7 @@ async fn upsert_controls(
         .bind(verdict.status.as_str())
         .bind(&verdict.reason)
         .bind(write.facts.observed_at)
+        .bind(changed_by)
         .execute(&mut **tx)
         .await?;
     }

@@ -159,6 +159,7 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
     );
     let rows = app.store.posture(Some(&repository)).await.expect("posture");
     assert_eq!(rows[0].controls["ECR.2"].status, "PASS");
+    assert_eq!(rows[0].controls["ECR.2"].changed_by.as_deref(), Some(BOB));
     let images = app.store.images(Some(&repository)).await.expect("images");
     assert!(images.iter().any(|i| i.digest == overwritten), "{images:?}");
     app.finish().await;
