@@ -504,6 +504,10 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one table of calls with what each must set, read best in one place"
+)]
 async fn each_call_that_names_a_whole_setting_is_the_state_at_its_time() {
     // The fake reads scan on push, a lifecycle policy and no repository policy.
     let fake = FakeRegistry::default().with_repository(&key(), "IMMUTABLE");

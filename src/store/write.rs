@@ -13,18 +13,25 @@ use super::{
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
 use crate::alerts::outbox::{alert_kind, enqueue};
-use crate::domain::{ControlId, RepositoryKey, Verdict};
+use crate::domain::{ControlId, ControlStatus, RepositoryKey, Verdict};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
-    ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
-    RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail, to_detail_value,
+    ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RegressedAndRestored,
+    RepositoryAfter, RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail,
+    to_detail_value,
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
 use crate::facts::{Disguise, Fact, ImageLookup, RepositoryState};
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
-type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
+type ControlChange = (
+    String,
+    ControlId,
+    Option<Verdict>,
+    Verdict,
+    Option<RegressedAndRestored>,
+);
 
 /// The event ids of the batch that an earlier transaction already recorded.
 async fn already_recorded(
@@ -66,7 +73,7 @@ fn pending_records(
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
-    alerts: bool,
+    settings: super::CommitSettings,
 ) -> Result<BatchOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let already = already_recorded(&mut tx, plans).await?;
@@ -94,7 +101,8 @@ pub(super) async fn commit_batch(
                     outcomes[index] = Committed::Duplicate;
                     continue;
                 }
-                let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
+                let (records, newly_unsigned) =
+                    apply_event(&mut tx, plan, recorded_at, settings.restored_window).await?;
                 first_unsigned += newly_unsigned;
                 if let Some(reverify) = &plan.reverify {
                     reverify_scheduled +=
@@ -112,7 +120,7 @@ pub(super) async fn commit_batch(
 
     let mut paged = PagedControls::default();
     if !pending.is_empty() {
-        paged = append_to_chain(&mut tx, pending, &mut outcomes, alerts).await?;
+        paged = append_to_chain(&mut tx, pending, &mut outcomes, settings.alerts).await?;
     }
     tx.commit().await?;
     Ok(BatchOutcome {
@@ -120,6 +128,7 @@ pub(super) async fn commit_batch(
         first_unsigned,
         regressions: paged.regressions,
         blinded: paged.blinded,
+        restored: paged.restored,
         reverify_scheduled,
     })
 }
@@ -268,6 +277,7 @@ async fn apply_event(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
     recorded_at: DateTime<Utc>,
+    restored_window: chrono::Duration,
 ) -> Result<(Vec<ChainedRecord>, u64), StoreError> {
     // Lock order, shared with the re-check path: a digest's re-check row before its image row.
     // Re-checks claim their rows first and then update the image; taking the image row first
@@ -275,7 +285,7 @@ async fn apply_event(
     for signature in &plan.signatures {
         lock_recheck(tx, signature).await?;
     }
-    let (repositories, transitions) = apply_repositories(tx, plan).await?;
+    let (repositories, transitions) = apply_repositories(tx, plan, restored_window).await?;
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
     }
@@ -317,6 +327,7 @@ async fn apply_event(
 async fn apply_repositories(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
+    restored_window: chrono::Duration,
 ) -> Result<(Vec<RepositoryAfter>, Vec<ControlChange>), StoreError> {
     let mut transitions = Vec::new();
     let mut repositories = Vec::new();
@@ -344,9 +355,14 @@ async fn apply_repositories(
             }),
         });
         if let (Some(controls), true) = (&write.controls, applied) {
-            let changed_by = changed_by(&plan.event);
-            for (control, from, to) in upsert_controls(tx, write, controls, changed_by).await? {
-                transitions.push((write.key.name.to_string(), control, from, to));
+            let cause = Cause {
+                by: changed_by(&plan.event),
+                at: plan.event.time,
+                restored_window,
+            };
+            for (control, from, to, restored) in upsert_controls(tx, write, controls, cause).await?
+            {
+                transitions.push((write.key.name.to_string(), control, from, to, restored));
             }
         }
     }
@@ -434,7 +450,7 @@ fn changed_by(event: &crate::parse::AuditEvent) -> &str {
 fn control_transition_record(
     base: &ChainedRecord,
     plan: &EventPlan,
-    (repository, control, from, to): ControlChange,
+    (repository, control, from, to, regressed_and_restored): ControlChange,
 ) -> ChainedRecord {
     let event = &plan.event;
     let detail = ControlTransitionDetail {
@@ -443,6 +459,7 @@ fn control_transition_record(
         to,
         cause_event_id: event.id.clone(),
         cause_kind: event.change.kind().to_owned(),
+        regressed_and_restored,
     };
     ChainedRecord {
         event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
@@ -566,17 +583,78 @@ async fn upsert_repository(
     Ok(written.unwrap_or(false))
 }
 
+/// Who caused an event's control writes, when, and how soon a FAIL → PASS must follow a
+/// PASS → FAIL to be "regressed and restored".
+#[derive(Debug, Clone, Copy)]
+struct Cause<'a> {
+    by: &'a str,
+    at: DateTime<Utc>,
+    restored_window: chrono::Duration,
+}
+
+/// A control's last PASS → FAIL, when and by whom, while it lasts.
+type StoredRegression = (Option<DateTime<Utc>>, Option<String>);
+
+/// A control's stored row: status, reason, and its last PASS → FAIL (when and by whom).
+type ControlRow = (
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+/// A control whose status an event changed: the old and new verdicts, and the regression it
+/// undoes when it is one ([`RegressedAndRestored`]).
+type ChangedControl = (
+    ControlId,
+    Option<Verdict>,
+    Verdict,
+    Option<RegressedAndRestored>,
+);
+
+/// The stored last regression after a write, and what a FAIL → PASS undoes: a PASS → FAIL
+/// starts a regression by the cause's caller, another change ends it, no change keeps it.
+fn next_regression(
+    old: Option<ControlStatus>,
+    new: ControlStatus,
+    row: Option<&ControlRow>,
+    cause: Cause<'_>,
+) -> (StoredRegression, Option<RegressedAndRestored>) {
+    let stored = row.map_or((None, None), |r| (r.3, r.4.clone()));
+    if old == Some(new) {
+        return (stored, None);
+    }
+    if old == Some(ControlStatus::Pass) && new == ControlStatus::Fail {
+        return ((Some(cause.at), Some(cause.by.to_owned())), None);
+    }
+    let restored = match (old, new, stored) {
+        (Some(ControlStatus::Fail), ControlStatus::Pass, (Some(at), by))
+            if at <= cause.at && cause.at - at <= cause.restored_window =>
+        {
+            Some(RegressedAndRestored {
+                regressed_by: by.unwrap_or_else(|| crate::domain::UNATTRIBUTED.to_owned()),
+                regressed_at: at.to_rfc3339(),
+                restored_by: cause.by.to_owned(),
+                seconds: (cause.at - at).num_seconds(),
+            })
+        }
+        _ => None,
+    };
+    ((None, None), restored)
+}
+
 /// Writes the control verdicts; returns the controls whose status changed, with the old and
 /// new verdicts (the old is `None` the first time a repository is evaluated).
 async fn upsert_controls(
     tx: &mut Transaction<'_, Postgres>,
     write: &RepositoryWrite,
     controls: &BTreeMap<ControlId, Verdict>,
-    changed_by: &str,
-) -> Result<Vec<(ControlId, Option<Verdict>, Verdict)>, StoreError> {
+    cause: Cause<'_>,
+) -> Result<Vec<ChangedControl>, StoreError> {
     let key = &write.key;
-    let current: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT control, status, reason FROM control_results
+    let current: Vec<ControlRow> = sqlx::query_as(
+        "SELECT control, status, reason, regressed_at, regressed_by FROM control_results
           WHERE account = $1 AND region = $2 AND repository = $3
           ORDER BY control
           FOR UPDATE",
@@ -589,44 +667,49 @@ async fn upsert_controls(
 
     let mut transitions = Vec::new();
     for (control, verdict) in controls {
-        let old = current
-            .iter()
-            .find(|(c, _, _)| c == control.as_str())
-            .and_then(|(_, status, reason)| {
-                Some(Verdict {
-                    status: crate::domain::ControlStatus::from_str_opt(status)?,
-                    reason: reason.clone(),
-                })
-            });
+        let row = current.iter().find(|r| r.0 == control.as_str());
+        let old = row.and_then(|(_, status, reason, _, _)| {
+            Some(Verdict {
+                status: ControlStatus::from_str_opt(status)?,
+                reason: reason.clone(),
+            })
+        });
+        let ((regressed_at, regressed_by), restored) =
+            next_regression(old.as_ref().map(|v| v.status), verdict.status, row, cause);
         if old.as_ref().map(|v| v.status) != Some(verdict.status) {
-            transitions.push((*control, old, verdict.clone()));
+            transitions.push((*control, old, verdict.clone(), restored));
         }
-        sqlx::query(
-            "INSERT INTO control_results AS c (account, region, repository, control, status, reason,
-                  observed_at, changed_at, changed_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
-             ON CONFLICT (account, region, repository, control) DO UPDATE SET
-                  status = EXCLUDED.status,
-                  reason = EXCLUDED.reason,
-                  observed_at = EXCLUDED.observed_at,
-                  changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
-                                    ELSE EXCLUDED.changed_at END,
-                  changed_by = CASE WHEN c.status = EXCLUDED.status THEN c.changed_by
-                                    ELSE EXCLUDED.changed_by END",
-        )
-        .bind(key.account.as_str())
-        .bind(key.region.as_str())
-        .bind(key.name.as_str())
-        .bind(control.as_str())
-        .bind(verdict.status.as_str())
-        .bind(&verdict.reason)
-        .bind(write.facts.observed_at)
-        .bind(changed_by)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(UPSERT_CONTROL)
+            .bind(key.account.as_str())
+            .bind(key.region.as_str())
+            .bind(key.name.as_str())
+            .bind(control.as_str())
+            .bind(verdict.status.as_str())
+            .bind(&verdict.reason)
+            .bind(write.facts.observed_at)
+            .bind(cause.by)
+            .bind(regressed_at)
+            .bind(regressed_by)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(transitions)
 }
+
+/// One control verdict; `changed_at` and `changed_by` move only with the status.
+const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region, repository,
+      control, status, reason, observed_at, changed_at, changed_by, regressed_at, regressed_by)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+ ON CONFLICT (account, region, repository, control) DO UPDATE SET
+      status = EXCLUDED.status,
+      reason = EXCLUDED.reason,
+      observed_at = EXCLUDED.observed_at,
+      changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
+                        ELSE EXCLUDED.changed_at END,
+      changed_by = CASE WHEN c.status = EXCLUDED.status THEN c.changed_by
+                        ELSE EXCLUDED.changed_by END,
+      regressed_at = EXCLUDED.regressed_at,
+      regressed_by = EXCLUDED.regressed_by";
 
 /// One image row, with every guard of a versioned write: presence moves only with a newer
 /// push or delete, tags only with a newer read, the earliest pusher wins unless its record is
@@ -746,6 +829,8 @@ struct PagedControls {
     regressions: Vec<ControlId>,
     /// PASS → UNKNOWN.
     blinded: Vec<ControlId>,
+    /// FAIL → PASS within the window of its PASS → FAIL.
+    restored: Vec<ControlId>,
 }
 
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
@@ -772,6 +857,7 @@ async fn append_to_chain(
         };
         paged.regressions.extend(kind.regressed_control());
         paged.blinded.extend(kind.blinded_control());
+        paged.restored.extend(kind.restored_control());
         if alerts {
             enqueue(tx, record, hash, kind).await?;
         }

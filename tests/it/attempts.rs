@@ -118,6 +118,8 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
         .await
         .expect("immutable");
     push_image(&app.ecr, &repository, "prod", "v1").await;
+    // Alert rows are queued (the test reads the outbox).
+    app.alert_bus = Some(format!("{}alerts", app.prefix));
     app.start_worker().await;
     app.wait_for_drain().await;
     let seen: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM evidence")
@@ -156,6 +158,37 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
         steps,
         [(Some(MALLORY), "PASS", "FAIL"), (Some(BOB), "FAIL", "PASS")],
         "{transitions:#?}"
+    );
+    // The restoring transition names both callers and how long ECR.2 stayed failed.
+    let restored = &transitions[1].1["regressed_and_restored"];
+    assert_eq!(restored["regressed_by"], MALLORY, "{restored}");
+    assert_eq!(restored["restored_by"], BOB, "{restored}");
+    let seconds = restored["seconds"].as_i64().expect("seconds");
+    assert!((0..=60).contains(&seconds), "{restored}");
+    assert!(transitions[0].1.get("regressed_and_restored").is_none());
+    // It pages on its own (beside the regression's alert), and is counted.
+    let alerts: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM alert_outbox
+          WHERE detail->>'repository' = $1
+            AND detail_type = 'ECR Audit Control Regressed And Restored'",
+    )
+    .bind(&repository)
+    .fetch_all(&app.pool)
+    .await
+    .expect("alerts");
+    let [alert] = alerts.as_slice() else {
+        panic!("one regressed-and-restored alert: {alerts:#?}");
+    };
+    assert_eq!(alert["alert"], "CONTROL_REGRESSED_AND_RESTORED");
+    assert_eq!(alert["control"], "ECR.2");
+    assert_eq!(
+        (&alert["regressed_by"], &alert["restored_by"]),
+        (&json!(MALLORY), &json!(BOB))
+    );
+    let metrics = app.scrape().await;
+    assert!(
+        metrics.contains(r#"ecr_audit_control_regressed_and_restored_total{control="ECR.2"} 1"#),
+        "{metrics}"
     );
     let rows = app.store.posture(Some(&repository)).await.expect("posture");
     assert_eq!(rows[0].controls["ECR.2"].status, "PASS");
