@@ -244,6 +244,9 @@ pub struct ImageWrite {
     pub push_tag: Option<String>,
     /// The repository's settings at push time; only the first recorded value is kept.
     pub settings: Option<ImageSettings>,
+    /// When the repository state `settings` describe was observed: the store derives the
+    /// settings from the recorded history instead when a change lies between it and the push.
+    pub settings_observed_at: Option<DateTime<Utc>>,
     pub pushed_by: Option<Actor>,
     pub storage_class: Option<String>,
     /// When the digest is an artifact (signature, SBOM, attestation): its subject and kind.
@@ -357,6 +360,7 @@ impl ImageWrite {
             lookup: None,
             push_tag: None,
             settings: None,
+            settings_observed_at: None,
             pushed_by: None,
             storage_class: None,
             artifact: None,

@@ -288,6 +288,9 @@ async fn apply_event(
     let (repositories, transitions) = apply_repositories(tx, plan, restored_window).await?;
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
+        if image.settings_observed_at.is_some() {
+            super::history::derive(tx, &image.key, Some(&image.digest)).await?;
+        }
     }
     for scan in &plan.scans {
         apply_scan(tx, scan).await?;
@@ -341,6 +344,7 @@ async fn apply_repositories(
             upsert_repository(tx, write).await?
         };
         requested_applied = write.requested && applied;
+        super::history::record(tx, write, applied, changed_by(&plan.event)).await?;
         super::rereads::schedule_or_clear(tx, write, applied).await?;
         repositories.push(RepositoryAfter {
             repository: write.key.name.to_string(),
@@ -719,9 +723,10 @@ const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region,
 const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
-              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind)
+              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind,
+              settings_observed_at)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25)
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25, $28)
          ON CONFLICT (account, region, repository, digest) DO UPDATE SET
               present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
                              THEN EXCLUDED.present ELSE i.present END,
@@ -747,6 +752,9 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               artifact_kind = CASE WHEN $26 THEN EXCLUDED.artifact_kind ELSE i.artifact_kind END,
               size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
               storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
+              settings_observed_at = CASE WHEN i.tag_immutability IS NULL
+                                          THEN EXCLUDED.settings_observed_at
+                                          ELSE i.settings_observed_at END,
               tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
               tag_protected = COALESCE(i.tag_protected, EXCLUDED.tag_protected),
               encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
@@ -817,6 +825,7 @@ async fn upsert_image(
         // storage-class change or an unconfirmed delete reads the digest but leaves its class.
         .bind(found.is_some() && image.presence == ImagePresence::Pushed)
         .bind(push_record_skew())
+        .bind(image.settings_observed_at)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -5,7 +5,7 @@
 use aws_sdk_ecr::types::ImageTagMutability;
 use serde_json::{Value, json};
 
-use crate::helpers::{ACCOUNT, TestApp, as_caller, cloudtrail, push_image};
+use crate::helpers::{ACCOUNT, TestApp, as_caller, cloudtrail, envelope, image_action, push_image};
 
 const MALLORY: &str = "arn:aws:sts::123456789012:assumed-role/AdminSSO/mallory";
 
@@ -195,5 +195,114 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
     assert_eq!(rows[0].controls["ECR.2"].changed_by.as_deref(), Some(BOB));
     let images = app.store.images(Some(&repository)).await.expect("images");
     assert!(images.iter().any(|i| i.digest == overwritten), "{images:?}");
+    app.finish().await;
+}
+
+/// A CloudTrail `PutImageTagMutability` by `actor` at `time`, as a raw queue message.
+fn mutability_call(
+    app: &TestApp,
+    id: &str,
+    time: &str,
+    repository: &str,
+    mode: &str,
+    actor: &str,
+) -> String {
+    let id = format!("{}{id}", app.prefix);
+    envelope(
+        &id,
+        time,
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &id,
+            time,
+            "PutImageTagMutability",
+            json!({"repositoryName": repository, "registryId": ACCOUNT, "imageTagMutability": mode}),
+            actor,
+        ),
+    )
+}
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn a_push_between_a_weakening_and_its_restore_is_recorded_under_mutable_tags_in_any_order() {
+    let mut app = TestApp::new().await;
+    // Only the messages this test sends arrive, in the order it chooses.
+    app.remove_rules().await;
+    app.start_worker().await;
+    let orders: [[usize; 3]; 4] = [[0, 1, 2], [1, 0, 2], [1, 2, 0], [2, 1, 0]];
+    for (n, order) in orders.iter().enumerate() {
+        let repository = app.create_repository(&format!("order-{n}")).await;
+        set_mutability(&app, &repository, ImageTagMutability::Immutable, BOB).await;
+        let start = chrono::Utc::now().to_rfc3339();
+        app.send_raw(&mutability_call(
+            &app,
+            &format!("{n}-start"),
+            &start,
+            &repository,
+            "IMMUTABLE",
+            BOB,
+        ))
+        .await;
+        app.wait_for_drain().await;
+        // Whole seconds apart, as CloudTrail times are.
+        let pause = std::time::Duration::from_millis(1_500);
+        tokio::time::sleep(pause).await;
+        let weakened = chrono::Utc::now().to_rfc3339();
+        set_mutability(&app, &repository, ImageTagMutability::Mutable, MALLORY).await;
+        tokio::time::sleep(pause).await;
+        let pushed_time = chrono::Utc::now().to_rfc3339();
+        let digest = push_image(
+            &app.ecr,
+            &repository,
+            "prod",
+            &format!("{}-{n}", app.prefix),
+        )
+        .await;
+        tokio::time::sleep(pause).await;
+        let restored = chrono::Utc::now().to_rfc3339();
+        set_mutability(&app, &repository, ImageTagMutability::Immutable, BOB).await;
+
+        let messages = [
+            mutability_call(
+                &app,
+                &format!("{n}-weaken"),
+                &weakened,
+                &repository,
+                "MUTABLE",
+                MALLORY,
+            ),
+            envelope(
+                &format!("{}{n}-push", app.prefix),
+                &pushed_time,
+                "ECR Image Action",
+                image_action(&repository, &digest, "PUSH", Some("prod")),
+            ),
+            mutability_call(
+                &app,
+                &format!("{n}-restore"),
+                &restored,
+                &repository,
+                "IMMUTABLE",
+                BOB,
+            ),
+        ];
+        for &i in order {
+            app.send_raw(&messages[i]).await;
+            app.wait_for_drain().await;
+        }
+        let images = app.store.images(Some(&repository)).await.expect("images");
+        let image = images
+            .iter()
+            .find(|i| i.digest == digest)
+            .unwrap_or_else(|| panic!("{order:?}: the push is stored: {images:?}"));
+        assert_eq!(
+            (image.tag_immutability.as_deref(), image.tag_protected),
+            (Some("MUTABLE"), Some(false)),
+            "order {order:?}: pushed while tags were mutable: {image:?}"
+        );
+    }
     app.finish().await;
 }
