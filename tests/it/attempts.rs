@@ -306,3 +306,67 @@ async fn a_push_between_a_weakening_and_its_restore_is_recorded_under_mutable_ta
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_public_policy_set_and_deleted_within_seconds_is_two_transitions_and_a_restore() {
+    let mut app = TestApp::new().await;
+    let repository = app.create_repository("shared-api").await;
+    app.start_worker().await;
+    app.wait_for_drain().await;
+    let public = json!({"Version": "2012-10-17", "Statement": [{"Sid": "open", "Effect": "Allow",
+        "Principal": "*", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}]});
+    app.ecr
+        .set_repository_policy()
+        .repository_name(&repository)
+        .policy_text(public.to_string())
+        .customize()
+        .mutate_request(as_caller(MALLORY))
+        .send()
+        .await
+        .expect("set policy");
+    app.ecr
+        .delete_repository_policy()
+        .repository_name(&repository)
+        .customize()
+        .mutate_request(as_caller(BOB))
+        .send()
+        .await
+        .expect("delete policy");
+    app.wait_for_drain().await;
+
+    // Both re-reads see no policy; the requests themselves say public, then none.
+    let transitions: Vec<(Option<String>, Value)> = sqlx::query_as(
+        "SELECT actor, detail FROM evidence
+          WHERE kind = 'control_transition' AND repository = $1 AND detail->>'control' = 'ECRA.1'
+            AND detail->'from' IS NOT NULL AND detail->>'from' <> 'null'
+          ORDER BY seq",
+    )
+    .bind(&repository)
+    .fetch_all(&app.pool)
+    .await
+    .expect("transitions");
+    let steps: Vec<(Option<&str>, &str, &str)> = transitions
+        .iter()
+        .map(|(actor, detail)| {
+            (
+                actor.as_deref(),
+                detail["from"]["status"].as_str().unwrap_or_default(),
+                detail["to"]["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [(Some(MALLORY), "PASS", "FAIL"), (Some(BOB), "FAIL", "PASS")],
+        "{transitions:#?}"
+    );
+    let restored = &transitions[1].1["regressed_and_restored"];
+    assert_eq!(
+        (&restored["regressed_by"], &restored["restored_by"]),
+        (&json!(MALLORY), &json!(BOB)),
+        "{restored}"
+    );
+    let rows = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(rows[0].controls["ECRA.1"].status, "PASS");
+    app.finish().await;
+}
