@@ -3,9 +3,8 @@
 //! A push's settings are first taken from the repository read made for it, which may come
 //! from a per-replica cache older than a change, or from a read made after the change was
 //! reverted. Each state ecr-audit learns is kept in `tag_mutability_history`, dated when it
-//! held; when a recorded change lies between the push and the state its settings came from (or
-//! a read made after the push disagrees with the last recorded state before it), the settings
-//! become the last recorded state at or before the push. Events may arrive in any
+//! held; when a recorded change lies between the push and the state its settings came from,
+//! the settings become the last recorded state at or before the push. Events may arrive in any
 //! order: each new history row re-derives the images whose push it falls next to.
 
 use serde_json::json;
@@ -50,9 +49,10 @@ pub(super) async fn record(
 }
 
 /// Re-derives the settings at push of a repository's images (or of one digest) whose settings
-/// came from a state with a recorded change between it and the push, or from a read made after
-/// the push that disagrees with the last recorded state before it: they take the last recorded
-/// state at or before the push. Only plain `MUTABLE`/`IMMUTABLE` states are derived
+/// came from a state with a recorded change between it and the push: they take the last
+/// recorded state at or before the push. A read made after the push that merely disagrees with
+/// the history is kept: the change it saw may be one whose event has not arrived yet, and that
+/// event re-derives the image when it does. Only plain `MUTABLE`/`IMMUTABLE` states are derived
 /// (whether a tag is protected under exclusion filters is judged by `evaluate`, not here).
 pub(super) async fn derive(
     tx: &mut Transaction<'_, Postgres>,
@@ -84,12 +84,11 @@ const DERIVE_SETTINGS_AT_PUSH: &str = "WITH due AS (
        AND i.pushed_at IS NOT NULL AND i.settings_observed_at IS NOT NULL
        AND i.settings_observed_at <> h.changed_at
        AND h.mode IN ('MUTABLE', 'IMMUTABLE') AND h.exclusion_filters = '[]'::jsonb
-       AND ((i.settings_observed_at > i.pushed_at AND i.tag_immutability IS DISTINCT FROM h.mode)
-            OR EXISTS (
-               SELECT 1 FROM tag_mutability_history c
-                WHERE c.account = i.account AND c.region = i.region AND c.repository = i.repository
-                  AND c.changed_at > LEAST(i.settings_observed_at, i.pushed_at)
-                  AND c.changed_at <= GREATEST(i.settings_observed_at, i.pushed_at))))
+       AND EXISTS (
+           SELECT 1 FROM tag_mutability_history c
+            WHERE c.account = i.account AND c.region = i.region AND c.repository = i.repository
+              AND c.changed_at > LEAST(i.settings_observed_at, i.pushed_at)
+              AND c.changed_at <= GREATEST(i.settings_observed_at, i.pushed_at)))
 UPDATE images AS i
    SET tag_immutability = due.mode,
        tag_protected = CASE WHEN i.push_tag IS NULL THEN NULL ELSE due.mode = 'IMMUTABLE' END,
