@@ -174,10 +174,11 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// The type and members of an alert about a control.
+/// The type and members of an alert about a control (`enqueue` handles signature alerts,
+/// which read the image row; given one here, it adds no members).
 fn control_detail(kind: AlertKind) -> (&'static str, Value) {
     match kind {
-        AlertKind::Signature { .. } => (SIGNATURE_ALERT, Value::Null),
+        AlertKind::Signature { .. } => (SIGNATURE_ALERT, json!({})),
         AlertKind::Regression {
             control,
             previous_reason,

@@ -92,7 +92,7 @@ pub(crate) fn repository_write(
 /// | call | setting it names |
 /// |---|---|
 /// | `PutImageTagMutability` `MUTABLE`/`IMMUTABLE` | tag mutability, no exclusions |
-/// | `PutImageScanningConfiguration` with `scanOnPush` | the repository's scan-on-push flag (ECR.1 is then judged from it and the registry rules, AWS's own report coming with the re-read) |
+/// | `PutImageScanningConfiguration` with `scanOnPush` | the repository's scan-on-push flag (ECR.1 is then judged from it and the registry rules, AWS's own report coming with the re-read); only when the registry's scanning is known, or ECR.1 would read `UNKNOWN` for a request that changed nothing unreadable |
 /// | `SetRepositoryPolicy` with `policyText` | the repository policy text |
 /// | `DeleteRepositoryPolicy` | no repository policy |
 /// | `PutLifecyclePolicy` / `DeleteLifecyclePolicy` | a lifecycle policy, or none |
@@ -106,10 +106,18 @@ pub fn requested_state(
     change: &crate::parse::Change,
     event_time: DateTime<Utc>,
     mut facts: RepositoryFacts,
+    registry: &RegistryFacts,
 ) -> (RepositoryFacts, Requested) {
     let crate::parse::Change::RepositoryChanged { call, .. } = change else {
         return (facts, Requested::default());
     };
+    if matches!(
+        call,
+        crate::parse::RepositoryCall::PutImageScanningConfiguration { .. }
+    ) && registry.scanning.known().is_none()
+    {
+        return (facts, Requested::default());
+    }
     let RepositoryState::Present(settings) = &mut facts.state else {
         return (facts, Requested::default());
     };

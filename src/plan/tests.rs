@@ -449,6 +449,20 @@ fn absent_repository_write() -> RepositoryWrite {
     )
 }
 
+/// A registry with basic scanning and no rules.
+fn basic_registry() -> crate::facts::RegistryFacts {
+    crate::facts::RegistryFacts {
+        observed_at: Utc::now(),
+        scanning: Fact::Known(crate::facts::RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: Vec::new(),
+        }),
+        signing: Fact::Known(Vec::new()),
+        pull_through_rules: Fact::Known(Vec::new()),
+        creation_templates: Fact::Known(Vec::new()),
+    }
+}
+
 #[tokio::test]
 async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
     let fake = FakeRegistry::default().with_repository(&key(), "IMMUTABLE");
@@ -468,7 +482,12 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
     };
     // MUTABLE asked, IMMUTABLE read back: the request is the state at its time, and a later
     // change undid it.
-    let (facts, requested) = requested_state(&call(Some("MUTABLE")), at, reread.clone());
+    let (facts, requested) = requested_state(
+        &call(Some("MUTABLE")),
+        at,
+        reread.clone(),
+        &basic_registry(),
+    );
     assert_eq!(mode(&facts).as_deref(), Some("MUTABLE"));
     assert_eq!(facts.observed_at, at);
     assert_eq!(
@@ -478,7 +497,12 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
             undone: true
         }
     );
-    let (_, requested) = requested_state(&call(Some("IMMUTABLE")), at, reread.clone());
+    let (_, requested) = requested_state(
+        &call(Some("IMMUTABLE")),
+        at,
+        reread.clone(),
+        &basic_registry(),
+    );
     assert!(requested.applied && !requested.undone);
     // A mode with exclusions, a request without the mode, another call: the re-read stands.
     for change in [
@@ -497,7 +521,7 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
             call: RepositoryCall::PutImageScanningConfiguration { scan_on_push: None },
         },
     ] {
-        let (facts, requested) = requested_state(&change, at, reread.clone());
+        let (facts, requested) = requested_state(&change, at, reread.clone(), &basic_registry());
         assert_eq!(facts, reread, "{change:?}");
         assert_eq!(requested, Requested::default());
     }
@@ -540,7 +564,7 @@ async fn each_call_that_names_a_whole_setting_is_the_state_at_its_time() {
             repository: key().name,
             call: call.clone(),
         };
-        let (facts, requested) = requested_state(&change, at, reread.clone());
+        let (facts, requested) = requested_state(&change, at, reread.clone(), &basic_registry());
         assert_eq!(facts.observed_at, at, "{call:?}");
         assert_eq!(
             requested,
@@ -569,6 +593,18 @@ async fn each_call_that_names_a_whole_setting_is_the_state_at_its_time() {
         assert_eq!(after.encryption, before.encryption);
         assert_eq!(after.tag_mutability, before.tag_mutability);
     }
+    // Scan on push with the registry's scanning unreadable: the re-read stands (the requested
+    // flag alone would make ECR.1 UNKNOWN).
+    let mut unread = basic_registry();
+    unread.scanning = Fact::Unknown("access denied".into());
+    let scan_off = Change::RepositoryChanged {
+        repository: key().name,
+        call: RepositoryCall::PutImageScanningConfiguration {
+            scan_on_push: Some(false),
+        },
+    };
+    let (facts, requested) = requested_state(&scan_off, at, reread.clone(), &unread);
+    assert_eq!((facts, requested), (reread.clone(), Requested::default()));
     // The same policy, formatted differently by AWS, is not a later change.
     let mut stored = reread.clone();
     if let crate::facts::RepositoryState::Present(s) = &mut stored.state {
@@ -580,7 +616,11 @@ async fn each_call_that_names_a_whole_setting_is_the_state_at_its_time() {
             policy_text: Some(policy.to_owned()),
         },
     };
-    assert!(!requested_state(&change, at, stored).1.undone);
+    assert!(
+        !requested_state(&change, at, stored, &basic_registry())
+            .1
+            .undone
+    );
 }
 
 #[test]
