@@ -41,6 +41,22 @@ pub struct EventDetail {
     /// ECR does not confirm, a push record older than the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distrusted: Option<Vec<String>>,
+    /// Images whose settings at push this event re-derived from the ordered tag mutability
+    /// history (a recorded change lay between the push and the state they came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_at_push: Option<Vec<SettingsAtPush>>,
+}
+
+/// An image's tag mutability at push, re-derived from the ordered history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SettingsAtPush {
+    pub repository: String,
+    pub digest: String,
+    pub tag_immutability: String,
+    /// Whether the tag it was pushed with was protected; `null` when pushed without a tag.
+    pub tag_protected: Option<bool>,
+    /// When the recorded state it now describes began (RFC 3339).
+    pub state_at: String,
 }
 
 /// What an event wrote for one repository.
@@ -321,6 +337,7 @@ mod tests {
             scans: None,
             signatures: None,
             distrusted: None,
+            settings_at_push: None,
         };
         assert_eq!(
             to_detail_value(&event),

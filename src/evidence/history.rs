@@ -133,6 +133,13 @@ impl AsOf {
                 after,
             );
         }
+        for derived in detail.settings_at_push.iter().flatten() {
+            let id = image_id(scope, &derived.repository, &derived.digest);
+            if let Some(settings) = self.images.get_mut(&id).and_then(|i| i.settings.as_mut()) {
+                settings.tag_immutability = Some(derived.tag_immutability.clone());
+                settings.tag_protected = derived.tag_protected;
+            }
+        }
         for signature in detail.signatures.iter().flatten() {
             if let Some(image) =
                 self.images

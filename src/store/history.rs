@@ -11,6 +11,7 @@ use serde_json::json;
 use sqlx::{Postgres, Transaction};
 
 use super::{RepositoryWrite, StoreError};
+use crate::evidence::detail::SettingsAtPush;
 use crate::facts::RepositoryState;
 
 /// Keeps the tag mutability of a repository write in the history: a requested state always (it
@@ -20,13 +21,13 @@ pub(super) async fn record(
     write: &RepositoryWrite,
     applied: bool,
     changed_by: &str,
-) -> Result<(), StoreError> {
+) -> Result<Vec<SettingsAtPush>, StoreError> {
     let RepositoryState::Present(settings) = &write.facts.state else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let (Some(mutability), true) = (settings.tag_mutability.known(), write.requested || applied)
     else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let key = &write.key;
     sqlx::query(
@@ -58,15 +59,14 @@ pub(super) async fn derive(
     tx: &mut Transaction<'_, Postgres>,
     key: &crate::domain::RepositoryKey,
     digest: Option<&crate::domain::Digest>,
-) -> Result<(), StoreError> {
-    sqlx::query(DERIVE_SETTINGS_AT_PUSH)
+) -> Result<Vec<SettingsAtPush>, StoreError> {
+    Ok(sqlx::query_as(DERIVE_SETTINGS_AT_PUSH)
         .bind(key.account.as_str())
         .bind(key.region.as_str())
         .bind(key.name.as_str())
         .bind(digest.map(crate::domain::Digest::as_str))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// `$4` = one digest, or `NULL` for every image of the repository.
@@ -96,4 +96,6 @@ UPDATE images AS i
        updated_at = now()
   FROM due
  WHERE i.account = due.account AND i.region = due.region AND i.repository = due.repository
-   AND i.digest = due.digest";
+   AND i.digest = due.digest
+ RETURNING i.repository, i.digest, i.tag_immutability, i.tag_protected,
+           to_char(i.settings_observed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS state_at";

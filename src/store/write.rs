@@ -17,8 +17,8 @@ use crate::domain::{ControlId, ControlStatus, RepositoryKey, Verdict};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
     ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RegressedAndRestored,
-    RepositoryAfter, RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail,
-    to_detail_value,
+    RepositoryAfter, RepositoryStateLabel, ScanAfter, SettingsAtPush, SignatureAfter,
+    SignatureTransitionDetail, to_detail_value,
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
@@ -285,11 +285,12 @@ async fn apply_event(
     for signature in &plan.signatures {
         lock_recheck(tx, signature).await?;
     }
-    let (repositories, transitions) = apply_repositories(tx, plan, restored_window).await?;
+    let (repositories, transitions, mut derived) =
+        apply_repositories(tx, plan, restored_window).await?;
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
         if image.settings_observed_at.is_some() {
-            super::history::derive(tx, &image.key, Some(&image.digest)).await?;
+            derived.extend(super::history::derive(tx, &image.key, Some(&image.digest)).await?);
         }
     }
     for scan in &plan.scans {
@@ -302,7 +303,9 @@ async fn apply_event(
         }
     }
 
-    let base = event_record(plan, &event_detail(plan, repositories), recorded_at);
+    let mut detail = event_detail(plan, repositories);
+    detail.settings_at_push = (!derived.is_empty()).then_some(derived);
+    let base = event_record(plan, &detail, recorded_at);
     let mut records = vec![base.clone()];
     records.extend(
         transitions
@@ -325,13 +328,22 @@ async fn apply_event(
     Ok((records, first_unsigned))
 }
 
-/// Writes the event's repository reads and their controls; returns what each write did and
-/// the controls whose status changed.
+/// What an event's repository writes did, the controls whose status changed, and the images
+/// whose settings at push the new history re-derived.
+type RepositoriesApplied = (
+    Vec<RepositoryAfter>,
+    Vec<ControlChange>,
+    Vec<SettingsAtPush>,
+);
+
+/// Writes the event's repository reads and their controls; returns what each write did, the
+/// controls whose status changed and the settings at push re-derived.
 async fn apply_repositories(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
     restored_window: chrono::Duration,
-) -> Result<(Vec<RepositoryAfter>, Vec<ControlChange>), StoreError> {
+) -> Result<RepositoriesApplied, StoreError> {
+    let mut derived = Vec::new();
     let mut transitions = Vec::new();
     let mut repositories = Vec::new();
     let mut requested_applied = false;
@@ -344,7 +356,7 @@ async fn apply_repositories(
             upsert_repository(tx, write).await?
         };
         requested_applied = write.requested && applied;
-        super::history::record(tx, write, applied, changed_by(&plan.event)).await?;
+        derived.extend(super::history::record(tx, write, applied, changed_by(&plan.event)).await?);
         super::rereads::schedule_or_clear(tx, write, applied).await?;
         repositories.push(RepositoryAfter {
             repository: write.key.name.to_string(),
@@ -370,7 +382,7 @@ async fn apply_repositories(
             }
         }
     }
-    Ok((repositories, transitions))
+    Ok((repositories, transitions, derived))
 }
 
 /// The detail of an event's own record: what it wrote, as the history (`--at`) replays it.
@@ -405,6 +417,7 @@ fn event_detail(plan: &EventPlan, repositories: Vec<RepositoryAfter>) -> EventDe
         signatures: (!signatures.is_empty()).then_some(signatures),
         distrusted: (!plan.distrusted.is_empty())
             .then(|| plan.distrusted.iter().map(|d| d.note.clone()).collect()),
+        settings_at_push: None,
     }
 }
 

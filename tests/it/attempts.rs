@@ -303,6 +303,21 @@ async fn a_push_between_a_weakening_and_its_restore_is_recorded_under_mutable_ta
             (Some("MUTABLE"), Some(false)),
             "order {order:?}: pushed while tags were mutable: {image:?}"
         );
+        // The history (`--at`) replays the same, from the evidence of the re-derivation.
+        let (history, _) =
+            ecr_audit::evidence::history::as_of(app.store.pool(), chrono::Utc::now())
+                .await
+                .expect("history");
+        let replayed = history.images(Some(&repository));
+        let replayed = replayed
+            .iter()
+            .find(|i| i.digest == digest)
+            .expect("replayed");
+        assert_eq!(
+            (replayed.tag_immutability.as_deref(), replayed.tag_protected),
+            (Some("MUTABLE"), Some(false)),
+            "order {order:?}: {replayed:?}"
+        );
     }
     app.finish().await;
 }
