@@ -233,7 +233,11 @@ pub(crate) async fn build_pipeline(
 ) -> anyhow::Result<BuiltPipeline> {
     // Loaded first, so a wrong policy stops start-up before anything else is touched.
     let trust = load_trust(args)?;
-    let store = connect(&args.database).await?;
+    let restored_window = chrono::Duration::from_std(args.restored_window)
+        .context("ECR_AUDIT_RESTORED_WINDOW is too long")?;
+    let store = connect(&args.database)
+        .await?
+        .with_restored_window(restored_window);
     let default_account = match &args.account_id {
         Some(account) => AccountId::parse(account).context("ECR_AUDIT_ACCOUNT_ID")?,
         None => caller_account(sdk).await?,

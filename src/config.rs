@@ -127,6 +127,10 @@ pub struct PipelineArgs {
     /// finishes within seconds; a CI job that signs after pushing may take minutes).
     #[arg(long, env = "ECR_AUDIT_SIGNING_GRACE", default_value = "15m", value_parser = duration)]
     pub signing_grace: Duration,
+    /// How soon a control's FAIL → PASS must follow its PASS → FAIL to be recorded, counted
+    /// and alerted as "regressed and restored" (a weakening undone before anyone looked).
+    #[arg(long, env = "ECR_AUDIT_RESTORED_WINDOW", default_value = "1h", value_parser = duration)]
+    pub restored_window: Duration,
     /// ECR.5: when set (comma-separated KMS key ARNs), only these customer-managed keys pass.
     #[arg(long, env = "ECR_AUDIT_KMS_KEY_ALLOW_LIST", value_delimiter = ',')]
     pub kms_key_allow_list: Vec<String>,

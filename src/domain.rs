@@ -301,6 +301,10 @@ impl Verdict {
     }
 }
 
+/// The actor of a change no request can be tied to (a reconcile sweep found it, or the event
+/// that revealed it names no caller): said explicitly, never borrowed from another event.
+pub const UNATTRIBUTED: &str = "unattributed";
+
 /// Who made a change, from CloudTrail's `userIdentity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {

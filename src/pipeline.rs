@@ -281,6 +281,7 @@ impl Pipeline {
             first_unsigned: outcome.first_unsigned,
             regressions: &outcome.regressions,
             blinded: &outcome.blinded,
+            restored: &outcome.restored,
         }
         .record(&self.metrics);
         if outcome.reverify_scheduled > 0 {

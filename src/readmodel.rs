@@ -11,6 +11,10 @@ use serde::Serialize;
 pub struct ControlView {
     pub status: String,
     pub reason: String,
+    /// Whose request last changed the status: the caller's ARN, or `unattributed` when no
+    /// request names one (a reconcile sweep); absent for verdicts stored before it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
 }
 
 /// One repository's posture (the `posture --format json` shape of docs/RUNBOOK.md).

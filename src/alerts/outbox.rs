@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::domain::{ControlId, SignatureStatus};
 use crate::evidence::ChainedRecord;
-use crate::evidence::detail::EvidenceDetail;
+use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail};
 
 /// `detail-type` of an alert about a digest's signature.
 pub const SIGNATURE_ALERT: &str = "ECR Audit Signature Alert";
@@ -21,6 +21,9 @@ pub const SIGNATURE_ALERT: &str = "ECR Audit Signature Alert";
 pub const CONTROL_REGRESSION_ALERT: &str = "ECR Audit Control Regression";
 /// `detail-type` of an alert about a control that went from PASS to UNKNOWN.
 pub const CONTROL_UNKNOWN_ALERT: &str = "ECR Audit Control Unknown";
+/// `detail-type` of an alert about a control that went PASS → FAIL and back FAIL → PASS within
+/// `ECR_AUDIT_RESTORED_WINDOW`.
+pub const CONTROL_RESTORED_ALERT: &str = "ECR Audit Control Regressed And Restored";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
@@ -48,6 +51,13 @@ pub enum AlertKind {
         reason: String,
         previous_reason: String,
     },
+    /// A control went back from FAIL to PASS within the window of its PASS → FAIL: the
+    /// weakening was undone, and whatever happened meanwhile (an overwritten tag) was not.
+    Restored {
+        control: String,
+        reason: String,
+        restored: crate::evidence::detail::RegressedAndRestored,
+    },
 }
 
 impl AlertKind {
@@ -55,7 +65,7 @@ impl AlertKind {
     pub(crate) fn regressed_control(&self) -> Option<ControlId> {
         match self {
             Self::Regression { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Blinded { .. } => None,
+            Self::Signature { .. } | Self::Blinded { .. } | Self::Restored { .. } => None,
         }
     }
 
@@ -63,7 +73,15 @@ impl AlertKind {
     pub(crate) fn blinded_control(&self) -> Option<ControlId> {
         match self {
             Self::Blinded { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Regression { .. } => None,
+            Self::Signature { .. } | Self::Regression { .. } | Self::Restored { .. } => None,
+        }
+    }
+
+    /// The control regressed and restored within the window, when this build evaluates it.
+    pub(crate) fn restored_control(&self) -> Option<ControlId> {
+        match self {
+            Self::Restored { control, .. } => ControlId::from_str_opt(control),
+            Self::Signature { .. } | Self::Regression { .. } | Self::Blinded { .. } => None,
         }
     }
 
@@ -71,7 +89,8 @@ impl AlertKind {
         match self {
             Self::Signature { reason, .. }
             | Self::Regression { reason, .. }
-            | Self::Blinded { reason, .. } => reason,
+            | Self::Blinded { reason, .. }
+            | Self::Restored { reason, .. } => reason,
         }
     }
 }
@@ -93,6 +112,16 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
                 reason: detail.to.reason,
             })
         }
+        EvidenceDetail::ControlTransition(ControlTransitionDetail {
+            control,
+            to,
+            regressed_and_restored: Some(restored),
+            ..
+        }) => Some(AlertKind::Restored {
+            control,
+            reason: to.reason,
+            restored,
+        }),
         EvidenceDetail::ControlTransition(detail) if detail.is_blinding() => {
             Some(AlertKind::Blinded {
                 previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
@@ -125,6 +154,31 @@ pub async fn enqueue(
                 signature_detail(record, status, previous, pushed),
             )
         }
+        control => control_detail(control),
+    };
+    if let (Value::Object(detail), Value::Object(specific)) = (&mut detail, specific) {
+        detail.extend(specific);
+    }
+    sqlx::query(
+        "INSERT INTO alert_outbox (evidence_event_id, evidence_seq, evidence_hash, detail_type, detail)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (evidence_event_id) DO NOTHING",
+    )
+    .bind(&record.event_id)
+    .bind(record.seq)
+    .bind(hash)
+    .bind(detail_type)
+    .bind(&detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The type and members of an alert about a control (`enqueue` handles signature alerts,
+/// which read the image row; given one here, it adds no members).
+fn control_detail(kind: AlertKind) -> (&'static str, Value) {
+    match kind {
+        AlertKind::Signature { .. } => (SIGNATURE_ALERT, json!({})),
         AlertKind::Regression {
             control,
             previous_reason,
@@ -153,23 +207,22 @@ pub async fn enqueue(
                 "previous_reason": previous_reason,
             }),
         ),
-    };
-    if let (Value::Object(detail), Value::Object(specific)) = (&mut detail, specific) {
-        detail.extend(specific);
+        AlertKind::Restored {
+            control, restored, ..
+        } => (
+            CONTROL_RESTORED_ALERT,
+            json!({
+                "alert": "CONTROL_REGRESSED_AND_RESTORED",
+                "control": control,
+                "status": "PASS",
+                "previous_status": "FAIL",
+                "regressed_by": restored.regressed_by,
+                "regressed_at": restored.regressed_at,
+                "restored_by": restored.restored_by,
+                "seconds": restored.seconds,
+            }),
+        ),
     }
-    sqlx::query(
-        "INSERT INTO alert_outbox (evidence_event_id, evidence_seq, evidence_hash, detail_type, detail)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (evidence_event_id) DO NOTHING",
-    )
-    .bind(&record.event_id)
-    .bind(record.seq)
-    .bind(hash)
-    .bind(detail_type)
-    .bind(&detail)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The members every alert has (docs/ALERTS.md).

@@ -41,6 +41,22 @@ pub struct EventDetail {
     /// ECR does not confirm, a push record older than the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distrusted: Option<Vec<String>>,
+    /// Images whose settings at push this event re-derived from the ordered tag mutability
+    /// history (a recorded change lay between the push and the state they came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_at_push: Option<Vec<SettingsAtPush>>,
+}
+
+/// An image's tag mutability at push, re-derived from the ordered history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SettingsAtPush {
+    pub repository: String,
+    pub digest: String,
+    pub tag_immutability: String,
+    /// Whether the tag it was pushed with was protected; `null` when pushed without a tag.
+    pub tag_protected: Option<bool>,
+    /// When the recorded state it now describes began (RFC 3339).
+    pub state_at: String,
 }
 
 /// What an event wrote for one repository.
@@ -129,6 +145,25 @@ pub struct ControlTransitionDetail {
     pub cause_event_id: String,
     #[serde(default)]
     pub cause_kind: String,
+    /// On a FAIL → PASS transition that undoes a PASS → FAIL within the window
+    /// (`ECR_AUDIT_RESTORED_WINDOW`): who regressed it, when, and how long it stayed failed.
+    /// Absent otherwise, and from records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regressed_and_restored: Option<RegressedAndRestored>,
+}
+
+/// A control that went PASS → FAIL and back FAIL → PASS within the window: both changes are
+/// transitions of their own, each by its caller; this names both on the restoring one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegressedAndRestored {
+    /// The caller of the PASS → FAIL change, or `unattributed`.
+    pub regressed_by: String,
+    /// Event time of the PASS → FAIL change (RFC 3339).
+    pub regressed_at: String,
+    /// The caller of the FAIL → PASS change (the record's own actor), or `unattributed`.
+    pub restored_by: String,
+    /// Seconds between the two event times.
+    pub seconds: i64,
 }
 
 impl ControlTransitionDetail {
@@ -277,6 +312,7 @@ mod tests {
             },
             cause_event_id: "e1".into(),
             cause_kind: "repository_changed".into(),
+            regressed_and_restored: None,
         };
         assert_eq!(
             to_detail_value(&transition),
@@ -301,6 +337,7 @@ mod tests {
             scans: None,
             signatures: None,
             distrusted: None,
+            settings_at_push: None,
         };
         assert_eq!(
             to_detail_value(&event),
@@ -326,6 +363,7 @@ mod tests {
             },
             cause_event_id: String::new(),
             cause_kind: String::new(),
+            regressed_and_restored: None,
         };
         let cases = [
             (Some(Pass), Fail, true, false),

@@ -62,10 +62,11 @@ fn time(text: Option<&str>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn control_view(verdict: &Verdict) -> ControlView {
+fn control_view(verdict: &Verdict, changed_by: Option<String>) -> ControlView {
     ControlView {
         status: verdict.status.as_str().to_owned(),
         reason: verdict.reason.clone(),
+        changed_by,
     }
 }
 
@@ -79,10 +80,16 @@ impl AsOf {
         match record.typed_detail() {
             EvidenceDetail::Event(detail) => self.apply_event(scope, record, &detail),
             EvidenceDetail::ControlTransition(transition) => {
+                let by = Some(
+                    record
+                        .actor
+                        .clone()
+                        .unwrap_or_else(|| crate::domain::UNATTRIBUTED.to_owned()),
+                );
                 if let Some(repository) = &record.repository {
                     self.repository(scope, repository)
                         .controls
-                        .insert(transition.control, control_view(&transition.to));
+                        .insert(transition.control, control_view(&transition.to, by));
                 }
             }
             EvidenceDetail::SignatureTransition(transition) => {
@@ -113,7 +120,7 @@ impl AsOf {
     fn apply_event(&mut self, scope: (&str, &str), record: &ChainedRecord, detail: &EventDetail) {
         for write in detail.repositories.iter().flatten() {
             if write.applied {
-                self.apply_repository(scope, write);
+                self.apply_repository(scope, write, record.actor.as_deref());
             }
         }
         let Some(repository) = &record.repository else {
@@ -125,6 +132,13 @@ impl AsOf {
                 record.event_time,
                 after,
             );
+        }
+        for derived in detail.settings_at_push.iter().flatten() {
+            let id = image_id(scope, &derived.repository, &derived.digest);
+            if let Some(settings) = self.images.get_mut(&id).and_then(|i| i.settings.as_mut()) {
+                settings.tag_immutability = Some(derived.tag_immutability.clone());
+                settings.tag_protected = derived.tag_protected;
+            }
         }
         for signature in detail.signatures.iter().flatten() {
             if let Some(image) =
@@ -150,7 +164,12 @@ impl AsOf {
         }
     }
 
-    fn apply_repository(&mut self, scope: (&str, &str), write: &RepositoryAfter) {
+    fn apply_repository(
+        &mut self,
+        scope: (&str, &str),
+        write: &RepositoryAfter,
+        actor: Option<&str>,
+    ) {
         let entry = self.repository(scope, &write.repository);
         match write.state {
             RepositoryStateLabel::Present => entry.present = true,
@@ -158,9 +177,15 @@ impl AsOf {
             RepositoryStateLabel::Unreadable => {}
         }
         for (control, verdict) in write.controls_after.iter().flatten() {
+            // Who changed it: the record's caller when the status moved, else whoever did before.
+            let previous = entry.controls.get(control);
+            let changed_by = match previous {
+                Some(view) if view.status == verdict.status.as_str() => view.changed_by.clone(),
+                _ => Some(actor.unwrap_or(crate::domain::UNATTRIBUTED).to_owned()),
+            };
             entry
                 .controls
-                .insert(control.clone(), control_view(verdict));
+                .insert(control.clone(), control_view(verdict, changed_by));
         }
     }
 

@@ -149,6 +149,7 @@ mod tests {
                 ControlView {
                     status: s.to_owned(),
                     reason: format!("{c} reason"),
+                    changed_by: None,
                 },
             );
         }

@@ -27,7 +27,14 @@ pub enum RepositoryCall {
     PutImageScanningConfiguration {
         scan_on_push: Option<bool>,
     },
-    SetRepositoryPolicy,
+    /// `policy_text` is the whole new policy the request set (`requestParameters.policyText`);
+    /// it becomes the repository's state at the request's time (`plan::requested_state`). It
+    /// is left out of the event's evidence `change` (a policy may be 10 KiB): the evidence of
+    /// the request is the control verdicts it caused and the repository row's facts.
+    SetRepositoryPolicy {
+        #[serde(skip)]
+        policy_text: Option<String>,
+    },
     DeleteRepositoryPolicy,
     /// Not a CloudTrail call: a reconcile sweep saw the repository differ from what was
     /// stored (settings changed, created or deleted without an event reaching us).
@@ -44,7 +51,7 @@ impl RepositoryCall {
             Self::PutLifecyclePolicy => "PutLifecyclePolicy",
             Self::DeleteLifecyclePolicy => "DeleteLifecyclePolicy",
             Self::PutImageScanningConfiguration { .. } => "PutImageScanningConfiguration",
-            Self::SetRepositoryPolicy => "SetRepositoryPolicy",
+            Self::SetRepositoryPolicy { .. } => "SetRepositoryPolicy",
             Self::DeleteRepositoryPolicy => "DeleteRepositoryPolicy",
         }
     }
@@ -324,7 +331,9 @@ fn repository_call(
                 .transpose()?
                 .flatten(),
         },
-        "SetRepositoryPolicy" => RepositoryCall::SetRepositoryPolicy,
+        "SetRepositoryPolicy" => RepositoryCall::SetRepositoryPolicy {
+            policy_text: param(params, "policyText")?,
+        },
         "DeleteRepositoryPolicy" => RepositoryCall::DeleteRepositoryPolicy,
         _ => return Ok(None),
     }))

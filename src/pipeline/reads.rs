@@ -308,7 +308,7 @@ impl Pipeline {
         );
         let (facts, registry) = (facts?, registry?);
         let (requested_facts, requested) =
-            plan::requested_state(&event.change, event.time, facts.clone());
+            plan::requested_state(&event.change, event.time, facts.clone(), &registry);
         let mut writes = Vec::with_capacity(2);
         if requested.applied {
             let mut write = self

@@ -303,6 +303,7 @@ pub fn plan_present_image(read: PresentImageRead) -> PresentImage {
             lookup: Some((read.observed_at, read.lookup)),
             push_tag,
             settings: Some(settings),
+            settings_observed_at: Some(read.repository.facts.observed_at),
             pushed_by,
             storage_class: None,
             artifact,

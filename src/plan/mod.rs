@@ -84,40 +84,46 @@ pub(crate) fn repository_write(
 }
 
 /// The repository as a successful call left it at the call's own time, when the call's request
-/// parameters say the whole setting (`PutImageTagMutability` to `MUTABLE` or `IMMUTABLE`,
-/// without exclusions): the requested state, dated at the event, replaces what the re-read
-/// found for that setting. A change undone within seconds (MUTABLE, overwrite, IMMUTABLE) is
-/// then two states, each written by its own event and attributed to its own caller; a re-read
-/// alone would see only the final state. Other calls, or a mode whose exclusion filters the
-/// request carries, keep the re-read. Returns the facts and whether they are the requested
-/// state, and whether that differs from the re-read (a later change exists: read again soon).
+/// parameters say the whole setting: the requested state, dated at the event, replaces what
+/// the re-read found for that setting. A change undone within seconds (MUTABLE, overwrite,
+/// IMMUTABLE) is then two states, each written by its own event and attributed to its own
+/// caller; a re-read alone would see only the final state.
+///
+/// | call | setting it names |
+/// |---|---|
+/// | `PutImageTagMutability` `MUTABLE`/`IMMUTABLE` | tag mutability, no exclusions |
+/// | `PutImageScanningConfiguration` with `scanOnPush` | the repository's scan-on-push flag (ECR.1 is then judged from it and the registry rules, AWS's own report coming with the re-read); only when the registry's scanning is known, or ECR.1 would read `UNKNOWN` for a request that changed nothing unreadable |
+/// | `SetRepositoryPolicy` with `policyText` | the repository policy text |
+/// | `DeleteRepositoryPolicy` | no repository policy |
+/// | `PutLifecyclePolicy` / `DeleteLifecyclePolicy` | a lifecycle policy, or none |
+///
+/// Encryption is set when a repository is created and can never change afterwards, so no
+/// call changes it. Other calls, a tag mutability mode with exclusion filters, or a request
+/// without the parameter keep the re-read. Returns the facts and whether they are the
+/// requested state, and whether that differs from the re-read (a later change exists: read
+/// again soon).
 pub fn requested_state(
     change: &crate::parse::Change,
     event_time: DateTime<Utc>,
     mut facts: RepositoryFacts,
+    registry: &RegistryFacts,
 ) -> (RepositoryFacts, Requested) {
-    let crate::parse::Change::RepositoryChanged {
-        call:
-            crate::parse::RepositoryCall::PutImageTagMutability {
-                image_tag_mutability: Some(mode),
-            },
-        ..
-    } = change
-    else {
+    let crate::parse::Change::RepositoryChanged { call, .. } = change else {
         return (facts, Requested::default());
     };
-    if !matches!(mode.as_str(), "MUTABLE" | "IMMUTABLE") {
+    if matches!(
+        call,
+        crate::parse::RepositoryCall::PutImageScanningConfiguration { .. }
+    ) && registry.scanning.known().is_none()
+    {
         return (facts, Requested::default());
     }
     let RepositoryState::Present(settings) = &mut facts.state else {
         return (facts, Requested::default());
     };
-    let requested = crate::facts::TagMutability {
-        mode: mode.clone(),
-        exclusion_filters: Vec::new(),
+    let Some(undone) = apply_request(call, settings) else {
+        return (facts, Requested::default());
     };
-    let undone = settings.tag_mutability.known() != Some(&requested);
-    settings.tag_mutability = crate::facts::Fact::Known(requested);
     facts.observed_at = event_time;
     (
         facts,
@@ -126,6 +132,64 @@ pub fn requested_state(
             undone,
         },
     )
+}
+
+/// Sets the one setting `call` names to what it asked for; `None` when the call does not name
+/// a whole setting (nothing changed), else whether the re-read showed something else.
+fn apply_request(
+    call: &crate::parse::RepositoryCall,
+    settings: &mut crate::facts::RepositorySettings,
+) -> Option<bool> {
+    use crate::facts::Fact;
+    use crate::parse::RepositoryCall;
+    fn set<T: PartialEq>(fact: &mut Fact<T>, requested: T) -> bool {
+        let undone = fact.known() != Some(&requested);
+        *fact = Fact::Known(requested);
+        undone
+    }
+    Some(match call {
+        RepositoryCall::PutImageTagMutability {
+            image_tag_mutability: Some(mode),
+        } if matches!(mode.as_str(), "MUTABLE" | "IMMUTABLE") => {
+            let requested = crate::facts::TagMutability {
+                mode: mode.clone(),
+                exclusion_filters: Vec::new(),
+            };
+            set(&mut settings.tag_mutability, requested)
+        }
+        RepositoryCall::PutImageScanningConfiguration {
+            scan_on_push: Some(on),
+        } => {
+            let undone = settings.scan_on_push != *on
+                || settings.reported_scanning.known().map(|r| r.scan_on_push) != Some(*on);
+            settings.scan_on_push = *on;
+            // AWS's report at the request's time is not known (it also depends on the registry
+            // rules); ECR.1 falls back to the rules with the requested flag.
+            settings.reported_scanning = Fact::Unknown(
+                "the state PutImageScanningConfiguration requested: AWS's own report was read later"
+                    .to_owned(),
+            );
+            undone
+        }
+        RepositoryCall::SetRepositoryPolicy {
+            policy_text: Some(text),
+        } => {
+            // AWS may store the policy re-formatted: compare as JSON when both parse.
+            let as_json = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+            let same = match settings.policy.known() {
+                Some(Some(read)) => {
+                    read == text || (as_json(read).is_some() && as_json(read) == as_json(text))
+                }
+                _ => false,
+            };
+            settings.policy = Fact::Known(Some(text.clone()));
+            !same
+        }
+        RepositoryCall::DeleteRepositoryPolicy => set(&mut settings.policy, None),
+        RepositoryCall::PutLifecyclePolicy => set(&mut settings.lifecycle_policy, true),
+        RepositoryCall::DeleteLifecyclePolicy => set(&mut settings.lifecycle_policy, false),
+        _ => return None,
+    })
 }
 
 /// What [`requested_state`] did.
@@ -188,6 +252,9 @@ pub struct ImageWrite {
     pub push_tag: Option<String>,
     /// The repository's settings at push time; only the first recorded value is kept.
     pub settings: Option<ImageSettings>,
+    /// When the repository state `settings` describe was observed: the store derives the
+    /// settings from the recorded history instead when a change lies between it and the push.
+    pub settings_observed_at: Option<DateTime<Utc>>,
     pub pushed_by: Option<Actor>,
     pub storage_class: Option<String>,
     /// When the digest is an artifact (signature, SBOM, attestation): its subject and kind.
@@ -302,6 +369,7 @@ impl ImageWrite {
             lookup: None,
             push_tag: None,
             settings: None,
+            settings_observed_at: None,
             pushed_by: None,
             storage_class: None,
             artifact: None,

@@ -452,6 +452,20 @@ fn absent_repository_write() -> RepositoryWrite {
     )
 }
 
+/// A registry with basic scanning and no rules.
+fn basic_registry() -> crate::facts::RegistryFacts {
+    crate::facts::RegistryFacts {
+        observed_at: Utc::now(),
+        scanning: Fact::Known(crate::facts::RegistryScanning {
+            scan_type: "BASIC".into(),
+            rules: Vec::new(),
+        }),
+        signing: Fact::Known(Vec::new()),
+        pull_through_rules: Fact::Known(Vec::new()),
+        creation_templates: Fact::Known(Vec::new()),
+    }
+}
+
 #[tokio::test]
 async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
     let fake = FakeRegistry::default().with_repository(&key(), "IMMUTABLE");
@@ -471,7 +485,12 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
     };
     // MUTABLE asked, IMMUTABLE read back: the request is the state at its time, and a later
     // change undid it.
-    let (facts, requested) = requested_state(&call(Some("MUTABLE")), at, reread.clone());
+    let (facts, requested) = requested_state(
+        &call(Some("MUTABLE")),
+        at,
+        reread.clone(),
+        &basic_registry(),
+    );
     assert_eq!(mode(&facts).as_deref(), Some("MUTABLE"));
     assert_eq!(facts.observed_at, at);
     assert_eq!(
@@ -481,7 +500,12 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
             undone: true
         }
     );
-    let (_, requested) = requested_state(&call(Some("IMMUTABLE")), at, reread.clone());
+    let (_, requested) = requested_state(
+        &call(Some("IMMUTABLE")),
+        at,
+        reread.clone(),
+        &basic_registry(),
+    );
     assert!(requested.applied && !requested.undone);
     // A mode with exclusions, a request without the mode, another call: the re-read stands.
     for change in [
@@ -489,13 +513,117 @@ async fn a_request_that_names_the_whole_setting_is_the_state_at_its_time() {
         call(None),
         Change::RepositoryChanged {
             repository: key().name,
-            call: RepositoryCall::PutLifecyclePolicy,
+            call: RepositoryCall::CreateRepository,
+        },
+        Change::RepositoryChanged {
+            repository: key().name,
+            call: RepositoryCall::SetRepositoryPolicy { policy_text: None },
+        },
+        Change::RepositoryChanged {
+            repository: key().name,
+            call: RepositoryCall::PutImageScanningConfiguration { scan_on_push: None },
         },
     ] {
-        let (facts, requested) = requested_state(&change, at, reread.clone());
+        let (facts, requested) = requested_state(&change, at, reread.clone(), &basic_registry());
         assert_eq!(facts, reread, "{change:?}");
         assert_eq!(requested, Requested::default());
     }
+}
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one table of calls with what each must set, read best in one place"
+)]
+async fn each_call_that_names_a_whole_setting_is_the_state_at_its_time() {
+    // The fake reads scan on push, a lifecycle policy and no repository policy.
+    let fake = FakeRegistry::default().with_repository(&key(), "IMMUTABLE");
+    let reread = fake.repository(&key()).await.expect("read");
+    let at = Utc::now() - Duration::seconds(30);
+    let settings = |facts: &crate::facts::RepositoryFacts| match &facts.state {
+        crate::facts::RepositoryState::Present(s) => (**s).clone(),
+        other => panic!("present: {other:?}"),
+    };
+    let policy = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ecr:*"}]}"#;
+    let cases: [(RepositoryCall, bool); 5] = [
+        (
+            RepositoryCall::PutImageScanningConfiguration {
+                scan_on_push: Some(false),
+            },
+            true,
+        ),
+        (
+            RepositoryCall::SetRepositoryPolicy {
+                policy_text: Some(policy.to_owned()),
+            },
+            true,
+        ),
+        (RepositoryCall::DeleteRepositoryPolicy, false),
+        (RepositoryCall::PutLifecyclePolicy, false),
+        (RepositoryCall::DeleteLifecyclePolicy, true),
+    ];
+    for (call, undone) in cases {
+        let change = Change::RepositoryChanged {
+            repository: key().name,
+            call: call.clone(),
+        };
+        let (facts, requested) = requested_state(&change, at, reread.clone(), &basic_registry());
+        assert_eq!(facts.observed_at, at, "{call:?}");
+        assert_eq!(
+            requested,
+            Requested {
+                applied: true,
+                undone
+            },
+            "{call:?}"
+        );
+        let (after, before) = (settings(&facts), settings(&reread));
+        match call {
+            RepositoryCall::PutImageScanningConfiguration { .. } => {
+                assert!(!after.scan_on_push && before.scan_on_push);
+                assert!(!after.reported_scanning.is_unavailable());
+            }
+            RepositoryCall::SetRepositoryPolicy { .. } => {
+                assert_eq!(after.policy, Fact::Known(Some(policy.to_owned())));
+            }
+            RepositoryCall::DeleteRepositoryPolicy => assert_eq!(after.policy, Fact::Known(None)),
+            RepositoryCall::PutLifecyclePolicy => {
+                assert_eq!(after.lifecycle_policy, Fact::Known(true));
+            }
+            _ => assert_eq!(after.lifecycle_policy, Fact::Known(false)),
+        }
+        // Encryption never changes after creation: no call touches it.
+        assert_eq!(after.encryption, before.encryption);
+        assert_eq!(after.tag_mutability, before.tag_mutability);
+    }
+    // Scan on push with the registry's scanning unreadable: the re-read stands (the requested
+    // flag alone would make ECR.1 UNKNOWN).
+    let mut unread = basic_registry();
+    unread.scanning = Fact::Unknown("access denied".into());
+    let scan_off = Change::RepositoryChanged {
+        repository: key().name,
+        call: RepositoryCall::PutImageScanningConfiguration {
+            scan_on_push: Some(false),
+        },
+    };
+    let (facts, requested) = requested_state(&scan_off, at, reread.clone(), &unread);
+    assert_eq!((facts, requested), (reread.clone(), Requested::default()));
+    // The same policy, formatted differently by AWS, is not a later change.
+    let mut stored = reread.clone();
+    if let crate::facts::RepositoryState::Present(s) = &mut stored.state {
+        s.policy = Fact::Known(Some(policy.replace(',', ", ")));
+    }
+    let change = Change::RepositoryChanged {
+        repository: key().name,
+        call: RepositoryCall::SetRepositoryPolicy {
+            policy_text: Some(policy.to_owned()),
+        },
+    };
+    assert!(
+        !requested_state(&change, at, stored, &basic_registry())
+            .1
+            .undone
+    );
 }
 
 #[test]

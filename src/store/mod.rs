@@ -8,6 +8,7 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
+mod history;
 mod rereads;
 mod reverify;
 pub mod verifications;
@@ -117,14 +118,37 @@ pub struct BatchOutcome {
     pub regressions: Vec<ControlId>,
     /// Controls that went from PASS to UNKNOWN in this batch (one entry per repository).
     pub blinded: Vec<ControlId>,
+    /// Controls that went from FAIL back to PASS within the window of their PASS → FAIL.
+    pub restored: Vec<ControlId>,
 }
 
 /// The Postgres store.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    settings: CommitSettings,
+}
+
+/// How a batch is committed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitSettings {
     /// Whether transitions worth a page are queued in `alert_outbox` (an alert bus is set).
-    alerts: bool,
+    pub alerts: bool,
+    /// How soon a FAIL → PASS must follow its PASS → FAIL to be recorded, counted and alerted
+    /// as "regressed and restored" (`ECR_AUDIT_RESTORED_WINDOW`).
+    pub restored_window: chrono::Duration,
+}
+
+/// The default of `ECR_AUDIT_RESTORED_WINDOW`: one hour.
+pub const DEFAULT_RESTORED_WINDOW_SECONDS: i64 = 3600;
+
+impl Default for CommitSettings {
+    fn default() -> Self {
+        Self {
+            alerts: false,
+            restored_window: chrono::Duration::seconds(DEFAULT_RESTORED_WINDOW_SECONDS),
+        }
+    }
 }
 
 impl Store {
@@ -141,21 +165,29 @@ impl Store {
             .await?;
         Ok(Self {
             pool,
-            alerts: false,
+            settings: CommitSettings::default(),
         })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
-            alerts: false,
+            settings: CommitSettings::default(),
         }
     }
 
     /// Queue alert events for transitions worth a page (when an alert bus is configured).
     #[must_use]
     pub fn with_alerts(mut self, enabled: bool) -> Self {
-        self.alerts = enabled;
+        self.settings.alerts = enabled;
+        self
+    }
+
+    /// How soon a FAIL → PASS must follow its PASS → FAIL to count as "regressed and
+    /// restored" (default [`DEFAULT_RESTORED_WINDOW_SECONDS`]).
+    #[must_use]
+    pub fn with_restored_window(mut self, window: chrono::Duration) -> Self {
+        self.settings.restored_window = window;
         self
     }
 
@@ -191,7 +223,7 @@ impl Store {
         // SQS receives, which would otherwise send it to the dead-letter queue.
         let mut attempt = 0;
         loop {
-            match write::commit_batch(&self.pool, plans, self.alerts).await {
+            match write::commit_batch(&self.pool, plans, self.settings).await {
                 Err(err) if err.is_conflict() && attempt < 5 => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
@@ -243,7 +275,7 @@ impl Store {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         results: Vec<(RecheckClaim, Result<SignatureWrite, DateTime<Utc>>)>,
     ) -> Result<u64, StoreError> {
-        write::finish_rechecks(tx, results, self.alerts).await
+        write::finish_rechecks(tx, results, self.settings.alerts).await
     }
 
     /// Claims up to `limit` repositories due to be read again after an incomplete read (see

@@ -17,6 +17,7 @@ type PostureTuple = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 #[derive(sqlx::FromRow)]
@@ -54,7 +55,7 @@ impl Store {
     /// When the query fails.
     pub async fn posture(&self, repository: Option<&str>) -> Result<Vec<PostureRow>, StoreError> {
         let rows: Vec<PostureTuple> = sqlx::query_as(
-            "SELECT r.account, r.region, r.name, c.control, c.status, c.reason
+            "SELECT r.account, r.region, r.name, c.control, c.status, c.reason, c.changed_by
                    FROM repositories r
                    LEFT JOIN control_results c
                      ON c.account = r.account AND c.region = r.region AND c.repository = r.name
@@ -65,7 +66,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut out: Vec<PostureRow> = Vec::new();
-        for (account, region, name, control, status, reason) in rows {
+        for (account, region, name, control, status, reason, changed_by) in rows {
             let same = out.last().is_some_and(|last| {
                 last.account == account && last.region == region && last.repository == name
             });
@@ -80,7 +81,14 @@ impl Store {
             if let (Some(row), Some(control), Some(status), Some(reason)) =
                 (out.last_mut(), control, status, reason)
             {
-                row.controls.insert(control, ControlView { status, reason });
+                row.controls.insert(
+                    control,
+                    ControlView {
+                        status,
+                        reason,
+                        changed_by,
+                    },
+                );
             }
         }
         Ok(out)

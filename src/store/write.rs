@@ -13,18 +13,25 @@ use super::{
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
 use crate::alerts::outbox::{alert_kind, enqueue};
-use crate::domain::{ControlId, RepositoryKey, Verdict};
+use crate::domain::{ControlId, ControlStatus, RepositoryKey, Verdict};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
-    ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
-    RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail, to_detail_value,
+    ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RegressedAndRestored,
+    RepositoryAfter, RepositoryStateLabel, ScanAfter, SettingsAtPush, SignatureAfter,
+    SignatureTransitionDetail, to_detail_value,
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
 use crate::facts::{Disguise, Fact, ImageLookup, RepositoryState};
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
-type ControlChange = (String, ControlId, Option<Verdict>, Verdict);
+type ControlChange = (
+    String,
+    ControlId,
+    Option<Verdict>,
+    Verdict,
+    Option<RegressedAndRestored>,
+);
 
 /// The event ids of the batch that an earlier transaction already recorded.
 async fn already_recorded(
@@ -66,7 +73,7 @@ fn pending_records(
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
-    alerts: bool,
+    settings: super::CommitSettings,
 ) -> Result<BatchOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let already = already_recorded(&mut tx, plans).await?;
@@ -94,7 +101,8 @@ pub(super) async fn commit_batch(
                     outcomes[index] = Committed::Duplicate;
                     continue;
                 }
-                let (records, newly_unsigned) = apply_event(&mut tx, plan, recorded_at).await?;
+                let (records, newly_unsigned) =
+                    apply_event(&mut tx, plan, recorded_at, settings.restored_window).await?;
                 first_unsigned += newly_unsigned;
                 if let Some(reverify) = &plan.reverify {
                     reverify_scheduled +=
@@ -112,7 +120,7 @@ pub(super) async fn commit_batch(
 
     let mut paged = PagedControls::default();
     if !pending.is_empty() {
-        paged = append_to_chain(&mut tx, pending, &mut outcomes, alerts).await?;
+        paged = append_to_chain(&mut tx, pending, &mut outcomes, settings.alerts).await?;
     }
     tx.commit().await?;
     Ok(BatchOutcome {
@@ -120,6 +128,7 @@ pub(super) async fn commit_batch(
         first_unsigned,
         regressions: paged.regressions,
         blinded: paged.blinded,
+        restored: paged.restored,
         reverify_scheduled,
     })
 }
@@ -268,6 +277,7 @@ async fn apply_event(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
     recorded_at: DateTime<Utc>,
+    restored_window: chrono::Duration,
 ) -> Result<(Vec<ChainedRecord>, u64), StoreError> {
     // Lock order, shared with the re-check path: a digest's re-check row before its image row.
     // Re-checks claim their rows first and then update the image; taking the image row first
@@ -275,9 +285,13 @@ async fn apply_event(
     for signature in &plan.signatures {
         lock_recheck(tx, signature).await?;
     }
-    let (repositories, transitions) = apply_repositories(tx, plan).await?;
+    let (repositories, transitions, mut derived) =
+        apply_repositories(tx, plan, restored_window).await?;
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
+        if image.settings_observed_at.is_some() {
+            derived.extend(super::history::derive(tx, &image.key, Some(&image.digest)).await?);
+        }
     }
     for scan in &plan.scans {
         apply_scan(tx, scan).await?;
@@ -289,7 +303,9 @@ async fn apply_event(
         }
     }
 
-    let base = event_record(plan, &event_detail(plan, repositories), recorded_at);
+    let mut detail = event_detail(plan, repositories);
+    detail.settings_at_push = (!derived.is_empty()).then_some(derived);
+    let base = event_record(plan, &detail, recorded_at);
     let mut records = vec![base.clone()];
     records.extend(
         transitions
@@ -312,12 +328,22 @@ async fn apply_event(
     Ok((records, first_unsigned))
 }
 
-/// Writes the event's repository reads and their controls; returns what each write did and
-/// the controls whose status changed.
+/// What an event's repository writes did, the controls whose status changed, and the images
+/// whose settings at push the new history re-derived.
+type RepositoriesApplied = (
+    Vec<RepositoryAfter>,
+    Vec<ControlChange>,
+    Vec<SettingsAtPush>,
+);
+
+/// Writes the event's repository reads and their controls; returns what each write did, the
+/// controls whose status changed and the settings at push re-derived.
 async fn apply_repositories(
     tx: &mut Transaction<'_, Postgres>,
     plan: &EventPlan,
-) -> Result<(Vec<RepositoryAfter>, Vec<ControlChange>), StoreError> {
+    restored_window: chrono::Duration,
+) -> Result<RepositoriesApplied, StoreError> {
+    let mut derived = Vec::new();
     let mut transitions = Vec::new();
     let mut repositories = Vec::new();
     let mut requested_applied = false;
@@ -330,6 +356,7 @@ async fn apply_repositories(
             upsert_repository(tx, write).await?
         };
         requested_applied = write.requested && applied;
+        derived.extend(super::history::record(tx, write, applied, changed_by(&plan.event)).await?);
         super::rereads::schedule_or_clear(tx, write, applied).await?;
         repositories.push(RepositoryAfter {
             repository: write.key.name.to_string(),
@@ -344,12 +371,18 @@ async fn apply_repositories(
             }),
         });
         if let (Some(controls), true) = (&write.controls, applied) {
-            for (control, from, to) in upsert_controls(tx, write, controls).await? {
-                transitions.push((write.key.name.to_string(), control, from, to));
+            let cause = Cause {
+                by: changed_by(&plan.event),
+                at: plan.event.time,
+                restored_window,
+            };
+            for (control, from, to, restored) in upsert_controls(tx, write, controls, cause).await?
+            {
+                transitions.push((write.key.name.to_string(), control, from, to, restored));
             }
         }
     }
-    Ok((repositories, transitions))
+    Ok((repositories, transitions, derived))
 }
 
 /// The detail of an event's own record: what it wrote, as the history (`--at`) replays it.
@@ -384,6 +417,7 @@ fn event_detail(plan: &EventPlan, repositories: Vec<RepositoryAfter>) -> EventDe
         signatures: (!signatures.is_empty()).then_some(signatures),
         distrusted: (!plan.distrusted.is_empty())
             .then(|| plan.distrusted.iter().map(|d| d.note.clone()).collect()),
+        settings_at_push: None,
     }
 }
 
@@ -419,12 +453,21 @@ fn event_record(
     }
 }
 
+/// Who a control transition is attributed to: the caller of the request that caused it, or
+/// `unattributed` when the event names none (a reconcile sweep): never another event's caller.
+fn changed_by(event: &crate::parse::AuditEvent) -> &str {
+    event
+        .actor
+        .as_ref()
+        .map_or(crate::domain::UNATTRIBUTED, |a| a.arn.as_str())
+}
+
 /// The record of a control transition an event caused; shares the event record's times,
-/// account, region and actor.
+/// account and region; its actor is [`changed_by`].
 fn control_transition_record(
     base: &ChainedRecord,
     plan: &EventPlan,
-    (repository, control, from, to): ControlChange,
+    (repository, control, from, to, regressed_and_restored): ControlChange,
 ) -> ChainedRecord {
     let event = &plan.event;
     let detail = ControlTransitionDetail {
@@ -433,6 +476,7 @@ fn control_transition_record(
         to,
         cause_event_id: event.id.clone(),
         cause_kind: event.change.kind().to_owned(),
+        regressed_and_restored,
     };
     ChainedRecord {
         event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
@@ -442,6 +486,7 @@ fn control_transition_record(
         digest: None,
         tag: None,
         detail: to_detail_value(&detail),
+        actor: Some(changed_by(event).to_owned()),
         ..base.clone()
     }
 }
@@ -555,16 +600,78 @@ async fn upsert_repository(
     Ok(written.unwrap_or(false))
 }
 
+/// Who caused an event's control writes, when, and how soon a FAIL → PASS must follow a
+/// PASS → FAIL to be "regressed and restored".
+#[derive(Debug, Clone, Copy)]
+struct Cause<'a> {
+    by: &'a str,
+    at: DateTime<Utc>,
+    restored_window: chrono::Duration,
+}
+
+/// A control's last PASS → FAIL, when and by whom, while it lasts.
+type StoredRegression = (Option<DateTime<Utc>>, Option<String>);
+
+/// A control's stored row: status, reason, and its last PASS → FAIL (when and by whom).
+type ControlRow = (
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+/// A control whose status an event changed: the old and new verdicts, and the regression it
+/// undoes when it is one ([`RegressedAndRestored`]).
+type ChangedControl = (
+    ControlId,
+    Option<Verdict>,
+    Verdict,
+    Option<RegressedAndRestored>,
+);
+
+/// The stored last regression after a write, and what a FAIL → PASS undoes: a PASS → FAIL
+/// starts a regression by the cause's caller, another change ends it, no change keeps it.
+fn next_regression(
+    old: Option<ControlStatus>,
+    new: ControlStatus,
+    row: Option<&ControlRow>,
+    cause: Cause<'_>,
+) -> (StoredRegression, Option<RegressedAndRestored>) {
+    let stored = row.map_or((None, None), |r| (r.3, r.4.clone()));
+    if old == Some(new) {
+        return (stored, None);
+    }
+    if old == Some(ControlStatus::Pass) && new == ControlStatus::Fail {
+        return ((Some(cause.at), Some(cause.by.to_owned())), None);
+    }
+    let restored = match (old, new, stored) {
+        (Some(ControlStatus::Fail), ControlStatus::Pass, (Some(at), by))
+            if at <= cause.at && cause.at - at <= cause.restored_window =>
+        {
+            Some(RegressedAndRestored {
+                regressed_by: by.unwrap_or_else(|| crate::domain::UNATTRIBUTED.to_owned()),
+                regressed_at: at.to_rfc3339(),
+                restored_by: cause.by.to_owned(),
+                seconds: (cause.at - at).num_seconds(),
+            })
+        }
+        _ => None,
+    };
+    ((None, None), restored)
+}
+
 /// Writes the control verdicts; returns the controls whose status changed, with the old and
 /// new verdicts (the old is `None` the first time a repository is evaluated).
 async fn upsert_controls(
     tx: &mut Transaction<'_, Postgres>,
     write: &RepositoryWrite,
     controls: &BTreeMap<ControlId, Verdict>,
-) -> Result<Vec<(ControlId, Option<Verdict>, Verdict)>, StoreError> {
+    cause: Cause<'_>,
+) -> Result<Vec<ChangedControl>, StoreError> {
     let key = &write.key;
-    let current: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT control, status, reason FROM control_results
+    let current: Vec<ControlRow> = sqlx::query_as(
+        "SELECT control, status, reason, regressed_at, regressed_by FROM control_results
           WHERE account = $1 AND region = $2 AND repository = $3
           ORDER BY control
           FOR UPDATE",
@@ -577,41 +684,49 @@ async fn upsert_controls(
 
     let mut transitions = Vec::new();
     for (control, verdict) in controls {
-        let old = current
-            .iter()
-            .find(|(c, _, _)| c == control.as_str())
-            .and_then(|(_, status, reason)| {
-                Some(Verdict {
-                    status: crate::domain::ControlStatus::from_str_opt(status)?,
-                    reason: reason.clone(),
-                })
-            });
+        let row = current.iter().find(|r| r.0 == control.as_str());
+        let old = row.and_then(|(_, status, reason, _, _)| {
+            Some(Verdict {
+                status: ControlStatus::from_str_opt(status)?,
+                reason: reason.clone(),
+            })
+        });
+        let ((regressed_at, regressed_by), restored) =
+            next_regression(old.as_ref().map(|v| v.status), verdict.status, row, cause);
         if old.as_ref().map(|v| v.status) != Some(verdict.status) {
-            transitions.push((*control, old, verdict.clone()));
+            transitions.push((*control, old, verdict.clone(), restored));
         }
-        sqlx::query(
-            "INSERT INTO control_results AS c (account, region, repository, control, status, reason,
-                  observed_at, changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-             ON CONFLICT (account, region, repository, control) DO UPDATE SET
-                  status = EXCLUDED.status,
-                  reason = EXCLUDED.reason,
-                  observed_at = EXCLUDED.observed_at,
-                  changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
-                                    ELSE EXCLUDED.changed_at END",
-        )
-        .bind(key.account.as_str())
-        .bind(key.region.as_str())
-        .bind(key.name.as_str())
-        .bind(control.as_str())
-        .bind(verdict.status.as_str())
-        .bind(&verdict.reason)
-        .bind(write.facts.observed_at)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(UPSERT_CONTROL)
+            .bind(key.account.as_str())
+            .bind(key.region.as_str())
+            .bind(key.name.as_str())
+            .bind(control.as_str())
+            .bind(verdict.status.as_str())
+            .bind(&verdict.reason)
+            .bind(write.facts.observed_at)
+            .bind(cause.by)
+            .bind(regressed_at)
+            .bind(regressed_by)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(transitions)
 }
+
+/// One control verdict; `changed_at` and `changed_by` move only with the status.
+const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region, repository,
+      control, status, reason, observed_at, changed_at, changed_by, regressed_at, regressed_by)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+ ON CONFLICT (account, region, repository, control) DO UPDATE SET
+      status = EXCLUDED.status,
+      reason = EXCLUDED.reason,
+      observed_at = EXCLUDED.observed_at,
+      changed_at = CASE WHEN c.status = EXCLUDED.status THEN c.changed_at
+                        ELSE EXCLUDED.changed_at END,
+      changed_by = CASE WHEN c.status = EXCLUDED.status THEN c.changed_by
+                        ELSE EXCLUDED.changed_by END,
+      regressed_at = EXCLUDED.regressed_at,
+      regressed_by = EXCLUDED.regressed_by";
 
 /// One image row, with every guard of a versioned write: presence moves only with a newer
 /// push or delete, tags only with a newer read, the earliest pusher wins unless its record is
@@ -621,9 +736,10 @@ async fn upsert_controls(
 const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
-              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind)
+              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind,
+              settings_observed_at)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25)
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25, $28)
          ON CONFLICT (account, region, repository, digest) DO UPDATE SET
               present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
                              THEN EXCLUDED.present ELSE i.present END,
@@ -649,6 +765,9 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               artifact_kind = CASE WHEN $26 THEN EXCLUDED.artifact_kind ELSE i.artifact_kind END,
               size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
               storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
+              settings_observed_at = CASE WHEN i.tag_immutability IS NULL
+                                          THEN EXCLUDED.settings_observed_at
+                                          ELSE i.settings_observed_at END,
               tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
               tag_protected = COALESCE(i.tag_protected, EXCLUDED.tag_protected),
               encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
@@ -719,6 +838,7 @@ async fn upsert_image(
         // storage-class change or an unconfirmed delete reads the digest but leaves its class.
         .bind(found.is_some() && image.presence == ImagePresence::Pushed)
         .bind(push_record_skew())
+        .bind(image.settings_observed_at)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -731,6 +851,8 @@ struct PagedControls {
     regressions: Vec<ControlId>,
     /// PASS → UNKNOWN.
     blinded: Vec<ControlId>,
+    /// FAIL → PASS within the window of its PASS → FAIL.
+    restored: Vec<ControlId>,
 }
 
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
@@ -757,6 +879,7 @@ async fn append_to_chain(
         };
         paged.regressions.extend(kind.regressed_control());
         paged.blinded.extend(kind.blinded_control());
+        paged.restored.extend(kind.restored_control());
         if alerts {
             enqueue(tx, record, hash, kind).await?;
         }

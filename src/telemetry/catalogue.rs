@@ -317,6 +317,16 @@ pub const CONTROL_BLINDED: MetricSpec = MetricSpec {
     query: "sum by (control) (increase(ecr_audit_control_blinded_total[15m])) > 0",
 };
 
+pub const CONTROL_RESTORED: MetricSpec = MetricSpec {
+    name: "control_regressed_and_restored",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[CONTROL],
+    help: "Repositories whose control went from PASS to FAIL and back to PASS within ECR_AUDIT_RESTORED_WINDOW, committed by this process",
+    details: "Counted at the FAIL → PASS transition, whose evidence names both callers and the seconds between them (`regressed_and_restored`). A control weakened and restored within seconds hides a change made meanwhile (a tag overwritten while tags were mutable) from anyone who only looks at the current posture.",
+    query: "sum by (control) (increase(ecr_audit_control_regressed_and_restored_total[15m])) > 0",
+};
+
 pub const AWS_ACCESS_DENIED: MetricSpec = MetricSpec {
     name: "aws_access_denied",
     kind: MetricType::Counter,
@@ -451,6 +461,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     QUEUE_MESSAGES,
     CONTROL_REGRESSIONS,
     CONTROL_BLINDED,
+    CONTROL_RESTORED,
     AWS_ACCESS_DENIED,
     AWS_UNAVAILABLE,
     LAST_COMMIT,

@@ -355,6 +355,8 @@ pub enum Happened<'a> {
         first_unsigned: u64,
         regressions: &'a [ControlId],
         blinded: &'a [ControlId],
+        /// FAIL → PASS within the window of their PASS → FAIL.
+        restored: &'a [ControlId],
     },
     /// A reconcile sweep could not read one repository and went on with the others.
     RepositorySkipped {
@@ -536,10 +538,12 @@ impl Happened<'_> {
                 first_unsigned,
                 regressions,
                 blinded,
+                restored,
             } => {
                 metrics.unsigned_pushes(*first_unsigned);
                 metrics.control_regressions(regressions);
                 metrics.control_blinded(blinded);
+                metrics.control_restored(restored);
                 metrics.batch_committed();
             }
             Self::RepositorySkipped { reason, .. } => metrics.reconcile_skipped(*reason),

@@ -159,6 +159,7 @@ pub struct Metrics {
     queue_messages: Family<QueueLabels, Gauge>,
     control_regressions: Family<SingleControlLabels, Counter>,
     control_blinded: Family<SingleControlLabels, Counter>,
+    control_restored: Family<SingleControlLabels, Counter>,
     aws_access_denied: Family<OperationLabels, Counter>,
     aws_unavailable: Family<OperationLabels, Counter>,
     last_commit: FloatGauge,
@@ -210,6 +211,7 @@ impl Metrics {
             queue_messages: register(&mut r, &cat::QUEUE_MESSAGES, Family::default()),
             control_regressions: register(&mut r, &cat::CONTROL_REGRESSIONS, Family::default()),
             control_blinded: register(&mut r, &cat::CONTROL_BLINDED, Family::default()),
+            control_restored: register(&mut r, &cat::CONTROL_RESTORED, Family::default()),
             aws_access_denied: register(&mut r, &cat::AWS_ACCESS_DENIED, Family::default()),
             aws_unavailable: register(&mut r, &cat::AWS_UNAVAILABLE, Family::default()),
             last_commit: register(&mut r, &cat::LAST_COMMIT, FloatGauge::default()),
@@ -249,6 +251,7 @@ impl Metrics {
             };
             self.control_regressions.get_or_create(&labels).get();
             self.control_blinded.get_or_create(&labels).get();
+            self.control_restored.get_or_create(&labels).get();
         }
         for operation in AwsOperation::ALL {
             let labels = OperationLabels {
@@ -382,6 +385,16 @@ impl Metrics {
     pub(super) fn control_blinded(&self, controls: &[ControlId]) {
         for control in controls {
             self.control_blinded
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub(super) fn control_restored(&self, controls: &[ControlId]) {
+        for control in controls {
+            self.control_restored
                 .get_or_create(&SingleControlLabels {
                     control: control.as_str(),
                 })

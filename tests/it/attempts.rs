@@ -5,7 +5,7 @@
 use aws_sdk_ecr::types::ImageTagMutability;
 use serde_json::{Value, json};
 
-use crate::helpers::{ACCOUNT, TestApp, as_caller, cloudtrail, push_image};
+use crate::helpers::{ACCOUNT, TestApp, as_caller, cloudtrail, envelope, image_action, push_image};
 
 const MALLORY: &str = "arn:aws:sts::123456789012:assumed-role/AdminSSO/mallory";
 
@@ -118,6 +118,8 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
         .await
         .expect("immutable");
     push_image(&app.ecr, &repository, "prod", "v1").await;
+    // Alert rows are queued (the test reads the outbox).
+    app.alert_bus = Some(format!("{}alerts", app.prefix));
     app.start_worker().await;
     app.wait_for_drain().await;
     let seen: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM evidence")
@@ -157,9 +159,229 @@ async fn a_control_weakened_and_restored_within_seconds_is_two_transitions_by_th
         [(Some(MALLORY), "PASS", "FAIL"), (Some(BOB), "FAIL", "PASS")],
         "{transitions:#?}"
     );
+    // The restoring transition names both callers and how long ECR.2 stayed failed.
+    let restored = &transitions[1].1["regressed_and_restored"];
+    assert_eq!(restored["regressed_by"], MALLORY, "{restored}");
+    assert_eq!(restored["restored_by"], BOB, "{restored}");
+    let seconds = restored["seconds"].as_i64().expect("seconds");
+    assert!((0..=60).contains(&seconds), "{restored}");
+    assert!(transitions[0].1.get("regressed_and_restored").is_none());
+    // It pages on its own (beside the regression's alert), and is counted.
+    let alerts: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM alert_outbox
+          WHERE detail->>'repository' = $1
+            AND detail_type = 'ECR Audit Control Regressed And Restored'",
+    )
+    .bind(&repository)
+    .fetch_all(&app.pool)
+    .await
+    .expect("alerts");
+    let [alert] = alerts.as_slice() else {
+        panic!("one regressed-and-restored alert: {alerts:#?}");
+    };
+    assert_eq!(alert["alert"], "CONTROL_REGRESSED_AND_RESTORED");
+    assert_eq!(alert["control"], "ECR.2");
+    assert_eq!(
+        (&alert["regressed_by"], &alert["restored_by"]),
+        (&json!(MALLORY), &json!(BOB))
+    );
+    let metrics = app.scrape().await;
+    assert!(
+        metrics.contains(r#"ecr_audit_control_regressed_and_restored_total{control="ECR.2"} 1"#),
+        "{metrics}"
+    );
     let rows = app.store.posture(Some(&repository)).await.expect("posture");
     assert_eq!(rows[0].controls["ECR.2"].status, "PASS");
+    assert_eq!(rows[0].controls["ECR.2"].changed_by.as_deref(), Some(BOB));
     let images = app.store.images(Some(&repository)).await.expect("images");
     assert!(images.iter().any(|i| i.digest == overwritten), "{images:?}");
+    app.finish().await;
+}
+
+/// A CloudTrail `PutImageTagMutability` by `actor` at `time`, as a raw queue message.
+fn mutability_call(
+    app: &TestApp,
+    id: &str,
+    time: &str,
+    repository: &str,
+    mode: &str,
+    actor: &str,
+) -> String {
+    let id = format!("{}{id}", app.prefix);
+    envelope(
+        &id,
+        time,
+        "AWS API Call via CloudTrail",
+        cloudtrail(
+            &id,
+            time,
+            "PutImageTagMutability",
+            json!({"repositoryName": repository, "registryId": ACCOUNT, "imageTagMutability": mode}),
+            actor,
+        ),
+    )
+}
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn a_push_between_a_weakening_and_its_restore_is_recorded_under_mutable_tags_in_any_order() {
+    let mut app = TestApp::new().await;
+    // Only the messages this test sends arrive, in the order it chooses.
+    app.remove_rules().await;
+    app.start_worker().await;
+    let orders: [[usize; 3]; 4] = [[0, 1, 2], [1, 0, 2], [1, 2, 0], [2, 1, 0]];
+    for (n, order) in orders.iter().enumerate() {
+        let repository = app.create_repository(&format!("order-{n}")).await;
+        set_mutability(&app, &repository, ImageTagMutability::Immutable, BOB).await;
+        let start = chrono::Utc::now().to_rfc3339();
+        app.send_raw(&mutability_call(
+            &app,
+            &format!("{n}-start"),
+            &start,
+            &repository,
+            "IMMUTABLE",
+            BOB,
+        ))
+        .await;
+        app.wait_for_drain().await;
+        // Whole seconds apart, as CloudTrail times are.
+        let pause = std::time::Duration::from_millis(1_500);
+        tokio::time::sleep(pause).await;
+        let weakened = chrono::Utc::now().to_rfc3339();
+        set_mutability(&app, &repository, ImageTagMutability::Mutable, MALLORY).await;
+        tokio::time::sleep(pause).await;
+        let pushed_time = chrono::Utc::now().to_rfc3339();
+        let digest = push_image(
+            &app.ecr,
+            &repository,
+            "prod",
+            &format!("{}-{n}", app.prefix),
+        )
+        .await;
+        tokio::time::sleep(pause).await;
+        let restored = chrono::Utc::now().to_rfc3339();
+        set_mutability(&app, &repository, ImageTagMutability::Immutable, BOB).await;
+
+        let messages = [
+            mutability_call(
+                &app,
+                &format!("{n}-weaken"),
+                &weakened,
+                &repository,
+                "MUTABLE",
+                MALLORY,
+            ),
+            envelope(
+                &format!("{}{n}-push", app.prefix),
+                &pushed_time,
+                "ECR Image Action",
+                image_action(&repository, &digest, "PUSH", Some("prod")),
+            ),
+            mutability_call(
+                &app,
+                &format!("{n}-restore"),
+                &restored,
+                &repository,
+                "IMMUTABLE",
+                BOB,
+            ),
+        ];
+        for &i in order {
+            app.send_raw(&messages[i]).await;
+            app.wait_for_drain().await;
+        }
+        let images = app.store.images(Some(&repository)).await.expect("images");
+        let image = images
+            .iter()
+            .find(|i| i.digest == digest)
+            .unwrap_or_else(|| panic!("{order:?}: the push is stored: {images:?}"));
+        assert_eq!(
+            (image.tag_immutability.as_deref(), image.tag_protected),
+            (Some("MUTABLE"), Some(false)),
+            "order {order:?}: pushed while tags were mutable: {image:?}"
+        );
+        // The history (`--at`) replays the same, from the evidence of the re-derivation.
+        let (history, _) =
+            ecr_audit::evidence::history::as_of(app.store.pool(), chrono::Utc::now())
+                .await
+                .expect("history");
+        let replayed = history.images(Some(&repository));
+        let replayed = replayed
+            .iter()
+            .find(|i| i.digest == digest)
+            .expect("replayed");
+        assert_eq!(
+            (replayed.tag_immutability.as_deref(), replayed.tag_protected),
+            (Some("MUTABLE"), Some(false)),
+            "order {order:?}: {replayed:?}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_public_policy_set_and_deleted_within_seconds_is_two_transitions_and_a_restore() {
+    let mut app = TestApp::new().await;
+    let repository = app.create_repository("shared-api").await;
+    app.start_worker().await;
+    app.wait_for_drain().await;
+    let public = json!({"Version": "2012-10-17", "Statement": [{"Sid": "open", "Effect": "Allow",
+        "Principal": "*", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}]});
+    app.ecr
+        .set_repository_policy()
+        .repository_name(&repository)
+        .policy_text(public.to_string())
+        .customize()
+        .mutate_request(as_caller(MALLORY))
+        .send()
+        .await
+        .expect("set policy");
+    app.ecr
+        .delete_repository_policy()
+        .repository_name(&repository)
+        .customize()
+        .mutate_request(as_caller(BOB))
+        .send()
+        .await
+        .expect("delete policy");
+    app.wait_for_drain().await;
+
+    // Both re-reads see no policy; the requests themselves say public, then none.
+    let transitions: Vec<(Option<String>, Value)> = sqlx::query_as(
+        "SELECT actor, detail FROM evidence
+          WHERE kind = 'control_transition' AND repository = $1 AND detail->>'control' = 'ECRA.1'
+            AND detail->'from' IS NOT NULL AND detail->>'from' <> 'null'
+          ORDER BY seq",
+    )
+    .bind(&repository)
+    .fetch_all(&app.pool)
+    .await
+    .expect("transitions");
+    let steps: Vec<(Option<&str>, &str, &str)> = transitions
+        .iter()
+        .map(|(actor, detail)| {
+            (
+                actor.as_deref(),
+                detail["from"]["status"].as_str().unwrap_or_default(),
+                detail["to"]["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [(Some(MALLORY), "PASS", "FAIL"), (Some(BOB), "FAIL", "PASS")],
+        "{transitions:#?}"
+    );
+    let restored = &transitions[1].1["regressed_and_restored"];
+    assert_eq!(
+        (&restored["regressed_by"], &restored["restored_by"]),
+        (&json!(MALLORY), &json!(BOB)),
+        "{restored}"
+    );
+    let rows = app.store.posture(Some(&repository)).await.expect("posture");
+    assert_eq!(rows[0].controls["ECRA.1"].status, "PASS");
     app.finish().await;
 }

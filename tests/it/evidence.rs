@@ -144,6 +144,7 @@ fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
                 kms_key: None,
                 customer_managed_key: Some(false),
             }),
+            settings_observed_at: None,
             pushed_by: Some(Actor {
                 arn: "arn:aws:iam::123456789012:user/ci".into(),
                 identity_type: Some("IAMUser".into()),
@@ -211,6 +212,7 @@ fn delete_plan(id: &str, repository: &str, n: u32) -> Plan {
             lookup: None,
             push_tag: None,
             settings: None,
+            settings_observed_at: None,
             pushed_by: None,
             storage_class: None,
             artifact: None,

@@ -532,6 +532,33 @@ async fn reconcile_catches_up_with_changes_no_event_reported() {
         records.iter().any(|(kind, _, _)| kind == "image_pushed"),
         "{records:#?}"
     );
+    // Nobody's request is known: the sweep's transition says so, never borrowing an actor
+    // (the earlier IMMUTABLE was made by the test's caller), in evidence, posture and history.
+    let actors: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT actor FROM evidence
+          WHERE kind = 'control_transition' AND detail->>'cause_event_id' LIKE 'reconcile/%'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("actors");
+    assert!(!actors.is_empty());
+    assert!(
+        actors.iter().all(|a| a.as_deref() == Some("unattributed")),
+        "{actors:?}"
+    );
+    let changed_by = |rows: &[PostureRow]| {
+        rows.iter()
+            .find(|r| r.repository == kept)
+            .and_then(|r| r.controls["ECR.2"].changed_by.clone())
+    };
+    assert_eq!(changed_by(&rows).as_deref(), Some("unattributed"));
+    let (history, _) = ecr_audit::evidence::history::as_of(app.store.pool(), chrono::Utc::now())
+        .await
+        .expect("history");
+    assert_eq!(
+        changed_by(&history.posture(Some(&kept))).as_deref(),
+        Some("unattributed")
+    );
     let verify = ecr_audit::evidence::verify_database(app.store.pool())
         .await
         .expect("verify");
