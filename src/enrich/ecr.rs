@@ -1,5 +1,5 @@
 //! [`Registry`] over the AWS SDK: ECR for repositories and images, KMS for key ownership,
-//! Signer for profile status.
+//! Signer for profile status, Inspector for which images run (coverage, `ecr/coverage.rs`).
 //!
 //! Clients are made per account and region from the one shared `SdkConfig`, so an event is
 //! read in the account and region it happened in; an account configured with a role is read
