@@ -91,7 +91,8 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
             Arc::clone(&built.registry),
             pipeline.store().clone(),
             built.targets.clone(),
-        ),
+        )
+        .skipping_fresh(args.coverage_interval / 2),
         args.coverage_interval,
     ));
     if !args.reconcile_interval.is_zero() {

@@ -83,6 +83,9 @@ pub struct CoverageSweeper {
     registry: Arc<dyn Registry>,
     store: Store,
     targets: Vec<(AccountId, Region)>,
+    /// A registry whose coverage any replica wrote less than this ago is skipped, so replicas
+    /// sharing a database do not each page through Inspector.
+    fresh_for: Duration,
 }
 
 impl CoverageSweeper {
@@ -96,7 +99,28 @@ impl CoverageSweeper {
             registry,
             store,
             targets,
+            fresh_for: Duration::ZERO,
         }
+    }
+
+    /// Skips registries whose coverage was written less than `fresh_for` ago.
+    #[must_use]
+    pub fn skipping_fresh(mut self, fresh_for: Duration) -> Self {
+        self.fresh_for = fresh_for;
+        self
+    }
+
+    /// Whether another sweep (this replica's or another's) wrote the registry recently.
+    async fn is_fresh(&self, account: &AccountId, region: &Region) -> Result<bool, StoreError> {
+        if self.fresh_for.is_zero() {
+            return Ok(false);
+        }
+        let read_at = self.store.coverage_read_at(account, region).await?;
+        Ok(read_at.is_some_and(|at| {
+            (Utc::now() - at)
+                .to_std()
+                .is_ok_and(|age| age < self.fresh_for)
+        }))
     }
 
     /// One pass over every registry; one registry's failure does not stop the others.
@@ -120,6 +144,9 @@ impl CoverageSweeper {
         account: &AccountId,
         region: &Region,
     ) -> Result<Option<UsageReport>, CoverageError> {
+        if self.is_fresh(account, region).await? {
+            return Ok(None);
+        }
         let facts = self.registry.registry(account, region).await?;
         refresh_registry(
             self.registry.as_ref(),

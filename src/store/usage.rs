@@ -231,6 +231,24 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// When a registry's coverage was last written (by any replica); `None` when never.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn coverage_read_at(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(usage_observed_at) FROM images WHERE account = $1 AND region = $2",
+        )
+        .bind(account.as_str())
+        .bind(region.as_str())
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Existing images (not artifacts) in use, per signature status.
     ///
     /// # Errors

@@ -271,6 +271,21 @@ async fn the_coverage_sweep_reads_one_paged_listing_per_registry() {
     .await
     .expect("count");
     assert_eq!(stored, IMAGES as i64, "every page was written");
+
+    // Another replica's sweep within half an interval finds the registry fresh and skips it.
+    let replica = CoverageSweeper::new(
+        app.registry(&metrics),
+        app.store.clone(),
+        vec![(
+            AccountId::parse(&app.account).expect("account"),
+            Region::parse(REGION).expect("region"),
+        )],
+    )
+    .skipping_fresh(std::time::Duration::from_secs(450));
+    emulator_requests(&app.account, true).await;
+    assert_eq!(replica.sweep().await, 0, "fresh: skipped");
+    let counted = emulator_requests(&app.account, false).await;
+    assert_eq!(counted.get("inspector2.ListCoverage"), None, "{counted:?}");
     app.finish().await;
 }
 
