@@ -246,14 +246,7 @@ async fn the_coverage_sweep_reads_one_paged_listing_per_registry() {
         )
         .with_coverage_page_size(2),
     );
-    let sweeper = CoverageSweeper::new(
-        registry,
-        app.store.clone(),
-        vec![(
-            AccountId::parse(&app.account).expect("account"),
-            Region::parse(REGION).expect("region"),
-        )],
-    );
+    let sweeper = CoverageSweeper::new(registry, app.store.clone(), own_registry(&app));
     emulator_requests(&app.account, true).await;
     assert_eq!(sweeper.sweep().await, 1, "the one registry was written");
     let counted = emulator_requests(&app.account, false).await;
@@ -276,10 +269,7 @@ async fn the_coverage_sweep_reads_one_paged_listing_per_registry() {
     let replica = CoverageSweeper::new(
         app.registry(&metrics),
         app.store.clone(),
-        vec![(
-            AccountId::parse(&app.account).expect("account"),
-            Region::parse(REGION).expect("region"),
-        )],
+        own_registry(&app),
     )
     .skipping_fresh(std::time::Duration::from_secs(450));
     emulator_requests(&app.account, true).await;
@@ -290,15 +280,16 @@ async fn the_coverage_sweep_reads_one_paged_listing_per_registry() {
 }
 
 /// A coverage sweep over the app's own account, counting into `metrics`.
+/// The test's own registry (account and region) as a sweep target.
+fn own_registry(app: &TestApp) -> Vec<(AccountId, Region)> {
+    vec![(
+        AccountId::parse(&app.account).expect("account"),
+        Region::parse(REGION).expect("region"),
+    )]
+}
+
 pub(crate) fn sweeper(app: &TestApp, metrics: &Arc<Metrics>) -> CoverageSweeper {
-    CoverageSweeper::new(
-        app.registry(metrics),
-        app.store.clone(),
-        vec![(
-            AccountId::parse(&app.account).expect("account"),
-            Region::parse(REGION).expect("region"),
-        )],
-    )
+    CoverageSweeper::new(app.registry(metrics), app.store.clone(), own_registry(app))
 }
 
 #[tokio::test]
