@@ -39,6 +39,9 @@ pub struct ScanView {
     /// `None` for artifacts, which take no scan status.
     pub status: Option<String>,
     pub raw_status: Option<String>,
+    /// Under ENHANCED scanning, Inspector's coverage `scanStatus.reason` (`SUCCESSFUL`,
+    /// `PENDING_INITIAL_SCAN`, `UNSUPPORTED_OS`, `SCAN_ELIGIBILITY_EXPIRED`, … as given).
+    pub reason: Option<String>,
     pub critical: Option<i64>,
     pub high: Option<i64>,
     pub medium: Option<i64>,

@@ -316,6 +316,8 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
                 image.scan_status.clone()
             },
             raw_status: image.scan_raw.clone(),
+            // Inspector's coverage reason is current state only; it is not on the chain.
+            reason: None,
             critical: count("CRITICAL"),
             high: count("HIGH"),
             medium: count("MEDIUM"),

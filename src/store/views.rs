@@ -122,7 +122,7 @@ fn image_row(r: ImageRecord) -> ImageRow {
     let coverage =
         (r.coverage_status.is_some() || r.coverage_reason.is_some()).then_some(CoverageView {
             status: r.coverage_status,
-            reason: r.coverage_reason,
+            reason: r.coverage_reason.clone(),
         });
     ImageRow {
         account: r.account,
@@ -144,6 +144,7 @@ fn image_row(r: ImageRecord) -> ImageRow {
         scan: ScanView {
             status: r.scan_status,
             raw_status: r.scan_raw_status,
+            reason: r.coverage_reason,
             critical: r.scan_critical.map(i64::from),
             high: r.scan_high.map(i64::from),
             medium: r.scan_medium.map(i64::from),

@@ -158,6 +158,8 @@ async fn an_unsigned_image_in_use_is_listed_counted_and_alerted() {
     assert_eq!(row["usage"]["in_use_count"], json!(2));
     assert!(row["usage"]["last_in_use_at"].is_string(), "{row:#?}");
     assert_eq!(row["usage"]["coverage"]["status"], json!("ACTIVE"));
+    assert_eq!(row["scan"]["reason"], row["usage"]["coverage"]["reason"]);
+    assert!(row["scan"]["reason"].is_string(), "{row:#?}");
     assert_eq!(row["signature"]["status"], json!("UNSIGNED"));
     // Scanned or still pending, depending on the emulator's scan delay: filter by what it is.
     let scan = row["scan"]["status"].as_str().expect("a scan status");
