@@ -90,3 +90,59 @@ impl EcrRegistry {
         Ok(self.degrade(read))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_inspector2::types::{
+        EcrContainerImageMetadata, ResourceScanMetadata, ScanStatus, ScanStatusCode,
+        ScanStatusReason, ScanType,
+    };
+
+    use super::*;
+
+    fn resource(id: &str, reason: &str, count: Option<i64>) -> CoveredResource {
+        CoveredResource::builder()
+            .resource_type(CoverageResourceType::AwsEcrContainerImage)
+            .resource_id(id)
+            .account_id("123456789012")
+            .scan_type(ScanType::Package)
+            .scan_status(
+                ScanStatus::builder()
+                    .status_code(ScanStatusCode::Inactive)
+                    .reason(ScanStatusReason::from(reason))
+                    .build()
+                    .expect("scan status"),
+            )
+            .resource_metadata(
+                ResourceScanMetadata::builder()
+                    .ecr_image(
+                        EcrContainerImageMetadata::builder()
+                            .set_in_use_count(count)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+            .expect("covered resource")
+    }
+
+    #[test]
+    fn reasons_this_version_does_not_know_are_kept_as_given() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let id = format!("arn:aws:ecr:us-east-1:123456789012:repository/team/api/{digest}");
+        let covered =
+            covered_image(&resource(&id, "SOME_FUTURE_REASON", Some(0))).expect("an ECR image");
+        assert_eq!(covered.reason.as_deref(), Some("SOME_FUTURE_REASON"));
+        assert_eq!(covered.status_code.as_deref(), Some("INACTIVE"));
+        assert_eq!(covered.in_use(), Some(false));
+        let known = covered_image(&resource(&id, "UNSUPPORTED_OS", None)).expect("an ECR image");
+        assert_eq!(known.reason.as_deref(), Some("UNSUPPORTED_OS"));
+        assert_eq!(known.in_use(), None, "no count: unknown, not false");
+    }
+
+    #[test]
+    fn resources_that_name_no_ecr_image_are_left_out() {
+        let lambda = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        assert!(covered_image(&resource(lambda, "SUCCESSFUL", Some(1))).is_none());
+    }
+}
