@@ -103,6 +103,7 @@ impl Registry for InstantRegistry {
                 raw_status: "COMPLETE".into(),
                 severity_counts: BTreeMap::from([("HIGH".into(), 1)]),
             }),
+            last_pulled_at: None,
         }))
     }
     async fn signing_statuses(
@@ -151,6 +152,13 @@ impl Registry for InstantRegistry {
         &self,
         _: &RevocationQuery,
     ) -> Result<Fact<Vec<String>>, EnrichError> {
+        Ok(Fact::Known(Vec::new()))
+    }
+    async fn image_coverage(
+        &self,
+        _: &AccountId,
+        _: &Region,
+    ) -> Result<Fact<Vec<ecr_audit::facts::CoveredImage>>, EnrichError> {
         Ok(Fact::Known(Vec::new()))
     }
     async fn scan(

@@ -86,6 +86,15 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         None => pipeline,
     };
     let pipeline = Arc::new(pipeline);
+    background.coverage = Some((
+        crate::source::coverage::CoverageSweeper::new(
+            Arc::clone(&built.registry),
+            pipeline.store().clone(),
+            built.targets.clone(),
+        )
+        .skipping_fresh(args.coverage_interval / 2),
+        args.coverage_interval,
+    ));
     if !args.reconcile_interval.is_zero() {
         background.reconcile = Some((
             Reconciler::new(Arc::clone(&pipeline), built.registry, built.targets),
@@ -202,6 +211,12 @@ async fn images(args: ImagesArgs) -> anyhow::Result<i32> {
         }
         None => store.images(args.repository.as_deref()).await?,
     };
+    let filter = crate::readmodel::ImageFilter {
+        in_use: args.in_use,
+        signature: args.signature,
+        scan: args.scan,
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|row| filter.keeps(row)).collect();
     match args.format {
         OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
         OutputFormat::Table => emit(&views::images_table(&rows))?,

@@ -45,6 +45,39 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 30s, 5m, 6h)"))
 }
 
+/// The coverage interval: at least a minute (Inspector refreshes use no faster, and every read
+/// pages through a registry's images), at most a day (use older than that misleads).
+fn coverage_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration(text)?;
+    if (Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&interval) {
+        Ok(interval)
+    } else {
+        Err(format!("{text}: between 1m and 24h"))
+    }
+}
+
+/// A signature status as `images --signature` takes it (docs/SIGNATURES.md's vocabulary).
+fn signature_status(text: &str) -> Result<crate::domain::SignatureStatus, String> {
+    crate::domain::SignatureStatus::from_str_opt(&text.to_ascii_uppercase()).ok_or_else(|| {
+        let all: Vec<&str> = crate::domain::SignatureStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("{text}: one of {}", all.join(", "))
+    })
+}
+
+/// A scan status as `images --scan` takes it.
+fn scan_status(text: &str) -> Result<crate::domain::ScanStatus, String> {
+    crate::domain::ScanStatus::from_str_opt(&text.to_ascii_uppercase()).ok_or_else(|| {
+        let all: Vec<&str> = crate::domain::ScanStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("{text}: one of {}", all.join(", "))
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ecr-audit",
@@ -204,6 +237,10 @@ pub struct WorkerArgs {
     /// turns the sweep off.
     #[arg(long, env = "ECR_AUDIT_RECONCILE_INTERVAL", default_value = "1h", value_parser = duration)]
     pub reconcile_interval: Duration,
+    /// How often Inspector's coverage is read for image use (one paged `ListCoverage` per
+    /// registry; also after each reconcile sweep); between 1m and 24h.
+    #[arg(long, env = "ECR_AUDIT_COVERAGE_INTERVAL", default_value = "15m", value_parser = coverage_interval)]
+    pub coverage_interval: Duration,
     /// EventBridge bus (name or ARN) for alert events; unset = no alert events.
     #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
     pub alert_bus: Option<String>,
@@ -285,6 +322,16 @@ pub struct ImagesArgs {
     /// Only this repository.
     #[arg(long)]
     pub repository: Option<String>,
+    /// Only digests Inspector reports in use (ENHANCED scanning).
+    #[arg(long)]
+    pub in_use: bool,
+    /// Only digests with this signature status (SIGNED, PENDING, UNSIGNED, FAILED, UNTRUSTED).
+    #[arg(long, value_parser = signature_status)]
+    pub signature: Option<crate::domain::SignatureStatus>,
+    /// Only digests with this scan status (SCANNED, PENDING, FAILED, UNSUPPORTED, EXPIRED,
+    /// UNAVAILABLE, NOT_SCANNED).
+    #[arg(long, value_parser = scan_status)]
+    pub(crate) scan: Option<crate::domain::ScanStatus>,
     /// Answer as of this time (2026-10-01 or RFC 3339), from the evidence records.
     #[arg(long, value_parser = evidence_time)]
     pub at: Option<DateTime<Utc>>,
@@ -387,6 +434,28 @@ mod tests {
         assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
         assert!(duration("five").is_err());
+    }
+
+    #[test]
+    fn coverage_interval_is_bounded() {
+        assert_eq!(coverage_interval("15m"), Ok(Duration::from_secs(900)));
+        assert!(coverage_interval("30s").is_err());
+        assert!(coverage_interval("2d").is_err());
+        assert!(coverage_interval("soon").is_err());
+    }
+
+    #[test]
+    fn image_filters_take_the_status_vocabulary() {
+        assert_eq!(
+            signature_status("unsigned"),
+            Ok(crate::domain::SignatureStatus::Unsigned)
+        );
+        assert!(signature_status("BOGUS").is_err());
+        assert_eq!(
+            scan_status("NOT_SCANNED"),
+            Ok(crate::domain::ScanStatus::NotScanned)
+        );
+        assert!(scan_status("DONE").is_err());
     }
 
     #[test]

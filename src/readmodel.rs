@@ -43,6 +43,9 @@ pub struct ScanView {
     /// `None` for artifacts, which take no scan status.
     pub status: Option<String>,
     pub raw_status: Option<String>,
+    /// Under ENHANCED scanning, Inspector's coverage `scanStatus.reason` (`SUCCESSFUL`,
+    /// `PENDING_INITIAL_SCAN`, `UNSUPPORTED_OS`, `SCAN_ELIGIBILITY_EXPIRED`, … as given).
+    pub reason: Option<String>,
     pub critical: Option<i64>,
     pub high: Option<i64>,
     pub medium: Option<i64>,
@@ -74,4 +77,48 @@ pub struct ImageRow {
     pub tag_immutability: Option<String>,
     pub tag_protected: Option<bool>,
     pub encryption: EncryptionView,
+    pub usage: UsageView,
+}
+
+/// Whether a digest runs and when it was pulled (docs/RUNBOOK.md, "Images in use").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageView {
+    /// `None` while unknown: BASIC scanning, no coverage read yet, or no count reported.
+    pub in_use: Option<bool>,
+    pub in_use_count: Option<i64>,
+    pub last_in_use_at: Option<DateTime<Utc>>,
+    /// ECR's `lastRecordedPullTime` (or Inspector's `imagePulledAt`), the latest seen.
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    /// Inspector's coverage `scanStatus` under ENHANCED scanning.
+    pub coverage: Option<CoverageView>,
+    /// When the coverage was last read for this digest.
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+/// Inspector's `scanStatus` of a digest: `statusCode` and `reason`, as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoverageView {
+    pub status: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Which rows `images` shows (`--in-use`, `--signature`, `--scan`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ImageFilter {
+    /// Only digests known to be in use.
+    pub in_use: bool,
+    pub signature: Option<crate::domain::SignatureStatus>,
+    pub scan: Option<crate::domain::ScanStatus>,
+}
+
+impl ImageFilter {
+    pub(crate) fn keeps(&self, row: &ImageRow) -> bool {
+        (!self.in_use || row.usage.in_use == Some(true))
+            && self
+                .signature
+                .is_none_or(|s| row.signature.status.as_deref() == Some(s.as_str()))
+            && self
+                .scan
+                .is_none_or(|s| row.scan.status.as_deref() == Some(s.as_str()))
+    }
 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::alerts::AlertPublisher;
 use crate::export::http::{self, HttpLimits, HttpState};
 use crate::pipeline::Pipeline;
+use crate::source::coverage::CoverageSweeper;
 use crate::source::depth::poll_queue_depth;
 use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
@@ -40,6 +41,8 @@ pub struct Background {
     pub alerts: Option<AlertPublisher>,
     /// The periodic reconcile sweep and its interval.
     pub reconcile: Option<(Reconciler, Duration)>,
+    /// The periodic coverage sweep (image use) and its interval.
+    pub coverage: Option<(CoverageSweeper, Duration)>,
     /// The bounds of the HTTP endpoints and the size of their own database pool.
     pub http: HttpLimits,
 }
@@ -52,6 +55,7 @@ impl Background {
             queue_metrics_interval: Duration::from_secs(15),
             alerts: None,
             reconcile: None,
+            coverage: None,
             http: HttpLimits::default(),
         }
     }
@@ -106,7 +110,7 @@ pub async fn run(
         &mut tasks,
         &pipeline,
         background.reverify_interval,
-        background.reconcile,
+        (background.reconcile, background.coverage),
         &background_stop,
     );
     if let Some(alerts) = background.alerts {
@@ -175,13 +179,19 @@ async fn run_rechecks(pipeline: Arc<Pipeline>, poll: Duration, shutdown: Cancell
     }
 }
 
+/// The reconcile and coverage sweeps, each with its interval, when configured.
+type Sweeps = (
+    Option<(Reconciler, Duration)>,
+    Option<(CoverageSweeper, Duration)>,
+);
+
 /// Starts the periodic work that is configured: scheduled re-verification (unless
-/// `reverify_interval` is zero) and the reconcile sweep.
+/// `reverify_interval` is zero), the reconcile sweep and the coverage sweep.
 fn spawn_periodic(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     pipeline: &Arc<Pipeline>,
     reverify_interval: Duration,
-    reconcile: Option<(Reconciler, Duration)>,
+    (reconcile, coverage): Sweeps,
     stop: &CancellationToken,
 ) {
     if !reverify_interval.is_zero() {
@@ -194,6 +204,13 @@ fn spawn_periodic(
     if let Some((reconciler, interval)) = reconcile {
         tasks.push(tokio::spawn(run_periodically(
             reconciler,
+            interval,
+            stop.clone(),
+        )));
+    }
+    if let Some((sweeper, interval)) = coverage {
+        tasks.push(tokio::spawn(crate::source::coverage::run_periodically(
+            sweeper,
             interval,
             stop.clone(),
         )));

@@ -258,6 +258,15 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         Ok(answer)
     }
 
+    async fn image_coverage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<crate::facts::CoveredImage>>, EnrichError> {
+        // Not cached: coverage is read once per sweep, and a cached answer would hide a change.
+        self.inner.image_coverage(account, region).await
+    }
+
     async fn scan(
         &self,
         key: &RepositoryKey,
@@ -359,6 +368,14 @@ mod tests {
             self.revocation_reads.fetch_add(1, Ordering::SeqCst);
             Ok(Fact::Known(Vec::new()))
         }
+        async fn image_coverage(
+            &self,
+            _: &AccountId,
+            _: &Region,
+        ) -> Result<Fact<Vec<crate::facts::CoveredImage>>, EnrichError> {
+            Ok(Fact::Known(Vec::new()))
+        }
+
         async fn scan(
             &self,
             _: &RepositoryKey,
@@ -449,6 +466,14 @@ mod tests {
         ) -> Result<Fact<Vec<String>>, EnrichError> {
             self.inner.revoked_entities(q).await
         }
+        async fn image_coverage(
+            &self,
+            account: &AccountId,
+            region: &Region,
+        ) -> Result<Fact<Vec<crate::facts::CoveredImage>>, EnrichError> {
+            self.inner.image_coverage(account, region).await
+        }
+
         async fn scan(
             &self,
             k: &RepositoryKey,

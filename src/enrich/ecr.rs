@@ -1,5 +1,5 @@
 //! [`Registry`] over the AWS SDK: ECR for repositories and images, KMS for key ownership,
-//! Signer for profile status.
+//! Signer for profile status, Inspector for which images run (coverage, `ecr/coverage.rs`).
 //!
 //! Clients are made per account and region from the one shared `SdkConfig`, so an event is
 //! read in the account and region it happened in; an account configured with a role is read
@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+mod coverage;
 mod revocation;
 mod scanning;
 mod signatures;
@@ -27,8 +28,8 @@ use crate::aws::{AwsErrorClass, classify, is_access_denied};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
 use crate::facts::RevocationQuery;
 use crate::facts::{
-    ArtifactKind, BlobRead, CreationTemplate, Encryption, Fact, ImageFacts, ImageLookup,
-    ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
+    ArtifactKind, BlobRead, CoveredImage, CreationTemplate, Encryption, Fact, ImageFacts,
+    ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
     RegistryScanning, ReportedScanning, RepositoryFacts, RepositorySettings, RepositoryState,
     ScanFacts, ScanRule, SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts,
     SigningStatus, TagMutability, kind_of_artifact_type,
@@ -42,6 +43,7 @@ struct RegionalClients {
     ecr: aws_sdk_ecr::Client,
     kms: aws_sdk_kms::Client,
     signer: aws_sdk_signer::Client,
+    inspector: aws_sdk_inspector2::Client,
 }
 
 type ProfileCache = HashMap<String, (std::time::Instant, Fact<ProfileStatus>)>;
@@ -81,6 +83,8 @@ pub struct EcrRegistry {
     http: Result<reqwest::Client, String>,
     /// How many OCI referrers of one digest are read at most ([`DEFAULT_MAX_REFERRERS`]).
     max_referrers: usize,
+    /// `maxResults` of each `ListCoverage` page.
+    coverage_page_size: i32,
 }
 
 /// How many referrers of one digest are read by default: anyone who can push can attach
@@ -241,7 +245,16 @@ impl EcrRegistry {
             metrics,
             http: signatures::blob_client(),
             max_referrers: DEFAULT_MAX_REFERRERS,
+            coverage_page_size: coverage::MAX_PAGE_SIZE,
         }
+    }
+
+    /// Reads Inspector coverage in pages of `size` entries (1 to 200; Inspector's largest by
+    /// default), so tests can see the paging with a few images.
+    #[must_use]
+    pub fn with_coverage_page_size(mut self, size: i32) -> Self {
+        self.coverage_page_size = size.clamp(1, coverage::MAX_PAGE_SIZE);
+        self
     }
 
     /// Reads at most `max` referrers of a digest (at least one page is always read).
@@ -305,6 +318,11 @@ impl EcrRegistry {
             ),
             signer: aws_sdk_signer::Client::from_conf(
                 aws_sdk_signer::config::Builder::from(&config)
+                    .region(aws_region.clone())
+                    .build(),
+            ),
+            inspector: aws_sdk_inspector2::Client::from_conf(
+                aws_sdk_inspector2::config::Builder::from(&config)
                     .region(aws_region)
                     .build(),
             ),
@@ -791,6 +809,7 @@ fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
             .subject_manifest_digest()
             .and_then(|d| Digest::parse(d).ok()),
         size_bytes: detail.image_size_in_bytes(),
+        last_pulled_at: detail.last_recorded_pull_time().and_then(to_chrono),
         scan: detail.image_scan_status().and_then(|status| {
             Some(ScanFacts {
                 raw_status: status.status()?.as_str().to_owned(),
@@ -1058,6 +1077,14 @@ impl Registry for EcrRegistry {
 
     async fn profile_status(&self, profile_arn: &str) -> Result<Fact<ProfileStatus>, EnrichError> {
         Ok(self.degrade(self.read_profile_status(profile_arn).await))
+    }
+
+    async fn image_coverage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<CoveredImage>>, EnrichError> {
+        self.read_image_coverage(account, region).await
     }
 
     async fn scan(

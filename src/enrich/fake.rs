@@ -324,6 +324,15 @@ impl Registry for FakeRegistry {
         ))
     }
 
+    async fn image_coverage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<crate::facts::CoveredImage>>, EnrichError> {
+        self.record(format!("coverage {account}/{region}"));
+        Ok(Fact::Known(Vec::new()))
+    }
+
     async fn scan(
         &self,
         _: &RepositoryKey,

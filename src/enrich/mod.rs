@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::facts::RevocationQuery;
 use crate::facts::{
-    BlobRead, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning, ProfileStatus,
-    RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
+    BlobRead, CoveredImage, Fact, ImageFacts, ImageLookup, ListedRepository, ManagedSigning,
+    ProfileStatus, RegistryFacts, RepositoryFacts, ScanFacts, SignatureArtifact, SignatureManifest,
 };
 use crate::telemetry::RetryCode;
 
@@ -132,6 +132,18 @@ pub trait Registry: Send + Sync {
         &self,
         query: &RevocationQuery,
     ) -> Result<Fact<Vec<String>>, EnrichError>;
+
+    /// Inspector's coverage of a registry's ECR images (`ListCoverage` filtered to
+    /// `AWS_ECR_CONTAINER_IMAGE`, every page): in-use counts, pull times and scan status per
+    /// digest. `Unknown` when Inspector refuses or is not there.
+    ///
+    /// # Errors
+    /// [`EnrichError::Transient`] when AWS could not answer for now.
+    async fn image_coverage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<CoveredImage>>, EnrichError>;
 
     /// A digest's scan result; `Known(None)` when it was never scanned.
     ///
@@ -244,6 +256,14 @@ impl<T: Registry + ?Sized> Registry for std::sync::Arc<T> {
         query: &RevocationQuery,
     ) -> Result<Fact<Vec<String>>, EnrichError> {
         (**self).revoked_entities(query).await
+    }
+
+    async fn image_coverage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Fact<Vec<CoveredImage>>, EnrichError> {
+        (**self).image_coverage(account, region).await
     }
 
     async fn scan(

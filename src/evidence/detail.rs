@@ -205,6 +205,22 @@ pub struct SignatureTransitionDetail {
     pub verifications: Vec<SignatureVerification>,
 }
 
+/// The detail of a `usage_transition` record: Inspector's coverage says a digest started or
+/// stopped running (docs/EVIDENCE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTransitionDetail {
+    /// `None` when use was not known before.
+    pub from: Option<bool>,
+    pub to: bool,
+    /// `inUseCount` as read.
+    pub in_use_count: Option<i64>,
+    /// `lastInUseAt` as read, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_in_use_at: Option<String>,
+    /// Where the answer came from: `inspector2:ListCoverage`.
+    pub source: String,
+}
+
 /// The detail of a `checkpoint` record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointDetail {
@@ -238,6 +254,7 @@ pub enum EvidenceDetail {
     Event(Box<EventDetail>),
     ControlTransition(ControlTransitionDetail),
     SignatureTransition(SignatureTransitionDetail),
+    UsageTransition(UsageTransitionDetail),
     Checkpoint(CheckpointDetail),
     /// The stored detail does not have its kind's shape (a record this build did not write):
     /// it still hashes and verifies, but says nothing to history, alerts or the mappings.
@@ -254,6 +271,9 @@ impl ChainedRecord {
             }
             EvidenceKind::SignatureTransition => SignatureTransitionDetail::deserialize(detail)
                 .map(EvidenceDetail::SignatureTransition),
+            EvidenceKind::UsageTransition => {
+                UsageTransitionDetail::deserialize(detail).map(EvidenceDetail::UsageTransition)
+            }
             EvidenceKind::Checkpoint => {
                 CheckpointDetail::deserialize(detail).map(EvidenceDetail::Checkpoint)
             }

@@ -21,7 +21,7 @@ use super::detail::{
 use crate::domain::{ScanStatus, Verdict};
 use crate::evaluate::ImageSettings;
 use crate::readmodel::{
-    ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView,
+    ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView, UsageView,
 };
 
 type RepositoryId = (String, String, String);
@@ -48,6 +48,8 @@ struct ImageAsOf {
     scan_status: Option<String>,
     scan_raw: Option<String>,
     scan_counts: Option<BTreeMap<String, i64>>,
+    /// The last `usage_transition`: in use or not, and the count read with it.
+    in_use: Option<(bool, Option<i64>)>,
 }
 
 /// The state rebuilt from evidence records, fed in chain order.
@@ -101,6 +103,13 @@ impl AsOf {
                         transition.sources,
                         Some(transition.reason),
                     ));
+                }
+            }
+            EvidenceDetail::UsageTransition(transition) => {
+                if let (Some(repository), Some(digest)) = (&record.repository, &record.digest)
+                    && let Some(image) = self.images.get_mut(&image_id(scope, repository, digest))
+                {
+                    image.in_use = Some((transition.to, transition.in_use_count));
                 }
             }
             EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {}
@@ -332,6 +341,8 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
                 image.scan_status.clone()
             },
             raw_status: image.scan_raw.clone(),
+            // Inspector's coverage reason is current state only; it is not on the chain.
+            reason: None,
             critical: count("CRITICAL"),
             high: count("HIGH"),
             medium: count("MEDIUM"),
@@ -342,6 +353,12 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
             encryption_type: settings.and_then(|s| s.encryption_type.clone()),
             kms_key: settings.and_then(|s| s.kms_key.clone()),
             customer_managed: settings.and_then(|s| s.customer_managed_key),
+        },
+        // Only flips are recorded: pull times and coverage reasons are current-state facts.
+        usage: UsageView {
+            in_use: image.in_use.map(|(in_use, _)| in_use),
+            in_use_count: image.in_use.and_then(|(_, count)| count),
+            ..UsageView::default()
         },
     }
 }

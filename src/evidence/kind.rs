@@ -29,6 +29,8 @@ pub enum EvidenceKind {
     ControlTransition,
     /// A digest's signature status changed.
     SignatureTransition,
+    /// Whether a digest is in use changed (Inspector coverage).
+    UsageTransition,
     /// Retention archived a prefix of the chain (`evidence::retention`).
     Checkpoint,
     /// A kind this build does not write, kept as stored.
@@ -37,7 +39,7 @@ pub enum EvidenceKind {
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub(crate) const KNOWN: [EvidenceKind; 15] = [
+    pub(crate) const KNOWN: [EvidenceKind; 16] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,
@@ -52,6 +54,7 @@ impl EvidenceKind {
         Self::Ignored,
         Self::ControlTransition,
         Self::SignatureTransition,
+        Self::UsageTransition,
         Self::Checkpoint,
     ];
 
@@ -72,6 +75,7 @@ impl EvidenceKind {
             Self::Ignored => "ignored",
             Self::ControlTransition => "control_transition",
             Self::SignatureTransition => "signature_transition",
+            Self::UsageTransition => "usage_transition",
             Self::Checkpoint => "checkpoint",
             Self::Other(kind) => kind,
         }
@@ -90,7 +94,10 @@ impl EvidenceKind {
     pub fn is_event(&self) -> bool {
         !matches!(
             self,
-            Self::ControlTransition | Self::SignatureTransition | Self::Checkpoint
+            Self::ControlTransition
+                | Self::SignatureTransition
+                | Self::UsageTransition
+                | Self::Checkpoint
         )
     }
 }

@@ -215,6 +215,10 @@ async fn refresh_gauges(state: &HttpState) {
         }
         Err(err) => warn!(error = %err, "could not refresh image gauges"),
     }
+    match state.store.in_use_counts().await {
+        Ok(counts) => state.metrics.set_in_use_counts(&counts),
+        Err(err) => warn!(error = %err, "could not refresh the in-use gauge"),
+    }
     match state
         .store
         .oldest_signature_verdict_age(chrono::Utc::now())

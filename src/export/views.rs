@@ -76,6 +76,25 @@ fn short_digest(digest: &str) -> String {
     digest.chars().take(19).collect()
 }
 
+/// `yes (N)`, `no`, or `-` while unknown; Inspector's reason when it does not scan the digest.
+fn in_use_cell(row: &ImageRow) -> String {
+    let usage = match (row.usage.in_use, row.usage.in_use_count) {
+        (Some(true), Some(n)) => format!("yes ({n})"),
+        (Some(true), None) => "yes".to_owned(),
+        (Some(false), _) => "no".to_owned(),
+        (None, _) => "-".to_owned(),
+    };
+    match row
+        .usage
+        .coverage
+        .as_ref()
+        .and_then(|c| c.reason.as_deref())
+    {
+        Some(reason) if reason != "SUCCESSFUL" => format!("{usage} [{reason}]"),
+        _ => usage,
+    }
+}
+
 pub(crate) fn images_table(rows: &[ImageRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -108,6 +127,11 @@ pub(crate) fn images_table(rows: &[ImageRow]) -> String {
                 row.artifact_of
                     .as_deref()
                     .map_or_else(|| "-".to_owned(), short_digest),
+                in_use_cell(row),
+                row.usage.last_pulled_at.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ),
             ]
         })
         .collect();
@@ -123,6 +147,8 @@ pub(crate) fn images_table(rows: &[ImageRow]) -> String {
             "TAG MUTABILITY",
             "ENCRYPTION",
             "ARTIFACT OF",
+            "IN USE",
+            "LAST PULL",
         ],
         &body,
     )

@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod signature_content;
 pub mod signing;
+pub mod usage;
 
 pub use artifact::{
     ArtifactKind, ArtifactProof, Classification, Disguise, NOTATION_SIGNATURE,
@@ -19,6 +20,7 @@ pub use signature_content::{
     VerificationResult,
 };
 pub use signing::{ManagedSigning, ProfileStatus, SignatureArtifact, SignatureKind, SigningStatus};
+pub use usage::{CoveredImage, image_of_resource_id};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -265,6 +267,9 @@ pub struct ImageFacts {
     pub size_bytes: Option<i64>,
     /// The scan state `DescribeImages` reports with the image, when it reports one.
     pub scan: Option<ScanFacts>,
+    /// `lastRecordedPullTime`; absent from older serialised facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pulled_at: Option<DateTime<Utc>>,
 }
 
 /// A scan result: the raw ECR/Inspector status and the severity counts.

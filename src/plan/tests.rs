@@ -87,6 +87,7 @@ fn image(tags: &[&str], artifact_type: Option<&str>, subject: Option<&Digest>) -
         subject_digest: subject.cloned(),
         size_bytes: Some(10),
         scan: None,
+        last_pulled_at: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Both hand the pipeline the same [`crate::pipeline::InboundMessage`] and carry out the
 //! [`crate::pipeline::MessageFate`] it returns.
 
+pub mod coverage;
 pub mod depth;
 pub mod file;
 pub mod reconcile;

@@ -122,8 +122,11 @@ impl SkippedRepository {
     }
 }
 
-/// One repository's images as listed: (images, synthetic events, added, deleted).
-type ImageDrift = (u64, Vec<AuditEvent>, u64, u64);
+/// A listed digest's `lastRecordedPullTime`.
+type Pull = (RepositoryName, Digest, chrono::DateTime<Utc>);
+
+/// One repository's images as listed: (images, synthetic events, added, deleted, pulls).
+type ImageDrift = (u64, Vec<AuditEvent>, u64, u64, Vec<Pull>);
 
 /// Progress callbacks, for a progress bar.
 pub trait SweepProgress: Send + Sync {
@@ -230,11 +233,14 @@ impl Reconciler {
         self.commit(plans).await?;
         self.plan_and_commit(events, report).await?;
 
-        let events = self
+        let (events, pulls) = self
             .image_events(run, &listed, &snapshot, progress, report)
             .await;
         report.changes.retain(|_, n| *n > 0);
         self.plan_and_commit(events, report).await?;
+        // After the new digests are stored, so that their pull times land too.
+        store.record_pulls(account, region, &pulls).await?;
+        self.refresh_usage(account, region, &registry_facts).await?;
         info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
         Ok(())
     }
@@ -248,7 +254,7 @@ impl Reconciler {
         snapshot: &ReconcileSnapshot,
         progress: &dyn SweepProgress,
         report: &mut SweepReport,
-    ) -> Vec<AuditEvent> {
+    ) -> (Vec<AuditEvent>, Vec<Pull>) {
         let image_results: Vec<Result<ImageDrift, SkippedRepository>> = stream::iter(
             listed
                 .iter()
@@ -265,9 +271,9 @@ impl Reconciler {
         .buffer_unordered(REPOSITORY_CONCURRENCY)
         .collect()
         .await;
-        let mut events = Vec::new();
+        let (mut events, mut pulls) = (Vec::new(), Vec::new());
         for result in image_results {
-            let (images, drift, added, deleted) = match result {
+            let (images, drift, added, deleted, pulled) = match result {
                 Ok(drift) => drift,
                 Err(skipped) => {
                     skipped.record(self.pipeline.metrics());
@@ -279,8 +285,35 @@ impl Reconciler {
             *report.changes.entry(DriftKind::ImageAdded).or_default() += added;
             *report.changes.entry(DriftKind::ImageDeleted).or_default() += deleted;
             events.extend(drift);
+            pulls.extend(pulled);
         }
-        events
+        (events, pulls)
+    }
+
+    /// Image use from Inspector's coverage under ENHANCED scanning; a coverage read that fails
+    /// leaves use as stored and does not fail the sweep.
+    async fn refresh_usage(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        registry_facts: &RegistryFacts,
+    ) -> Result<(), ReconcileError> {
+        match super::coverage::refresh_registry(
+            self.registry.as_ref(),
+            self.pipeline.store(),
+            account,
+            region,
+            super::coverage::enhanced(registry_facts),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(super::coverage::CoverageError::Store(err)) => Err(err.into()),
+            Err(super::coverage::CoverageError::Aws(err)) => {
+                warn!(account = %account, region = %region, error = %err, "Inspector coverage unavailable; image use left as stored");
+                Ok(())
+            }
+        }
     }
 
     /// Plans for the listed repositories that are new or whose control statuses changed.
@@ -339,7 +372,7 @@ impl Reconciler {
         stored: Option<&HashSet<String>>,
     ) -> Result<ImageDrift, SkippedRepository> {
         if !matches!(facts.state, RepositoryState::Present(_)) {
-            return Ok((0, Vec::new(), 0, 0));
+            return Ok((0, Vec::new(), 0, 0, Vec::new()));
         }
         let event = |id: String, change: Change| {
             synthetic_event(run, &key.account, &key.region, id, change)
@@ -392,7 +425,8 @@ impl Reconciler {
                 },
             ));
         }
-        Ok((images.len() as u64, events, added, deleted))
+        let pulls = pulls_of(&key.name, &images);
+        Ok((images.len() as u64, events, added, deleted, pulls))
     }
 
     /// Plans and commits synthetic events; an event whose facts AWS does not give skips its
@@ -425,6 +459,19 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// The listed digests ECR has a `lastRecordedPullTime` for.
+fn pulls_of(
+    repository: &RepositoryName,
+    images: &[(Digest, crate::facts::ImageFacts)],
+) -> Vec<Pull> {
+    images
+        .iter()
+        .filter_map(|(digest, image)| {
+            Some((repository.clone(), digest.clone(), image.last_pulled_at?))
+        })
+        .collect()
 }
 
 /// Repositories deleted while nobody listened: planned like a DeleteRepository call, which

@@ -11,12 +11,14 @@ mod digest;
 mod history;
 mod rereads;
 mod reverify;
+mod usage;
 pub mod verifications;
 pub mod views;
 mod write;
 
 pub use digest::{RecheckClaim, SignatureChange};
 pub use reverify::REVOCATION_SETTLE;
+pub use usage::UsageReport;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::{Store, StoreError};
 use crate::readmodel::{
-    ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView,
+    ControlView, CoverageView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView,
+    UsageView,
 };
 
 type PostureTuple = (
@@ -46,6 +47,13 @@ struct ImageRecord {
     scan_critical: Option<i32>,
     scan_high: Option<i32>,
     scan_medium: Option<i32>,
+    in_use: Option<bool>,
+    in_use_count: Option<i64>,
+    last_in_use_at: Option<DateTime<Utc>>,
+    last_pulled_at: Option<DateTime<Utc>>,
+    coverage_status: Option<String>,
+    coverage_reason: Option<String>,
+    usage_observed_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -104,7 +112,9 @@ impl Store {
                     artifact_kind, tag_immutability, tag_protected, encryption_type, kms_key,
                     kms_customer_managed, signature_status, signature_sources, signature_reason,
                     signature_verifications, signature_policy_version,
-                    scan_status, scan_raw_status, scan_critical, scan_high, scan_medium
+                    scan_status, scan_raw_status, scan_critical, scan_high, scan_medium,
+                    in_use, in_use_count, last_in_use_at, last_pulled_at, coverage_status,
+                    coverage_reason, usage_observed_at
                FROM images
               WHERE present AND ($1::text IS NULL OR repository = $1)
               ORDER BY pushed_at DESC NULLS LAST, account, region, repository, digest",
@@ -112,41 +122,55 @@ impl Store {
         .bind(repository)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ImageRow {
-                account: r.account,
-                region: r.region,
-                repository: r.repository,
-                digest: r.digest,
-                tags: r.tags,
-                pushed_at: r.pushed_at,
-                pushed_by: r.pushed_by,
-                artifact_of: r.artifact_of,
-                artifact_kind: r.artifact_kind,
-                signature: SignatureView {
-                    status: r.signature_status,
-                    sources: serde_json::from_value(r.signature_sources).unwrap_or_default(),
-                    reason: r.signature_reason,
-                    policy_version: r.signature_policy_version,
-                    verifications: serde_json::from_value(r.signature_verifications)
-                        .unwrap_or_default(),
-                },
-                scan: ScanView {
-                    status: r.scan_status,
-                    raw_status: r.scan_raw_status,
-                    critical: r.scan_critical.map(i64::from),
-                    high: r.scan_high.map(i64::from),
-                    medium: r.scan_medium.map(i64::from),
-                },
-                tag_immutability: r.tag_immutability,
-                tag_protected: r.tag_protected,
-                encryption: EncryptionView {
-                    encryption_type: r.encryption_type,
-                    kms_key: r.kms_key,
-                    customer_managed: r.kms_customer_managed,
-                },
-            })
-            .collect())
+        Ok(rows.into_iter().map(image_row).collect())
+    }
+}
+
+fn image_row(r: ImageRecord) -> ImageRow {
+    let coverage =
+        (r.coverage_status.is_some() || r.coverage_reason.is_some()).then_some(CoverageView {
+            status: r.coverage_status,
+            reason: r.coverage_reason.clone(),
+        });
+    ImageRow {
+        account: r.account,
+        region: r.region,
+        repository: r.repository,
+        digest: r.digest,
+        tags: r.tags,
+        pushed_at: r.pushed_at,
+        pushed_by: r.pushed_by,
+        artifact_of: r.artifact_of,
+        artifact_kind: r.artifact_kind,
+        signature: SignatureView {
+            status: r.signature_status,
+            sources: serde_json::from_value(r.signature_sources).unwrap_or_default(),
+            reason: r.signature_reason,
+            policy_version: r.signature_policy_version,
+            verifications: serde_json::from_value(r.signature_verifications).unwrap_or_default(),
+        },
+        scan: ScanView {
+            status: r.scan_status,
+            raw_status: r.scan_raw_status,
+            reason: r.coverage_reason,
+            critical: r.scan_critical.map(i64::from),
+            high: r.scan_high.map(i64::from),
+            medium: r.scan_medium.map(i64::from),
+        },
+        tag_immutability: r.tag_immutability,
+        tag_protected: r.tag_protected,
+        encryption: EncryptionView {
+            encryption_type: r.encryption_type,
+            kms_key: r.kms_key,
+            customer_managed: r.kms_customer_managed,
+        },
+        usage: UsageView {
+            in_use: r.in_use,
+            in_use_count: r.in_use_count,
+            last_in_use_at: r.last_in_use_at,
+            last_pulled_at: r.last_pulled_at,
+            coverage,
+            observed_at: r.usage_observed_at,
+        },
     }
 }

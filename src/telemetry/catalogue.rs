@@ -145,6 +145,16 @@ pub const IMAGE_SCANS: MetricSpec = MetricSpec {
     query: "max by (scan) (ecr_audit_image_scans)",
 };
 
+pub const IMAGES_IN_USE: MetricSpec = MetricSpec {
+    name: "images_in_use",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::None,
+    labels: &[closed("signature", signature_statuses)],
+    help: "Images (not artifacts) that exist and Inspector reports in use (inUseCount > 0), per signature status, from stored state",
+    details: "Known only under ENHANCED scanning, from the coverage sweep (`ECR_AUDIT_COVERAGE_INTERVAL`, docs/RUNBOOK.md \"Images in use\"); an image whose use is unknown is not counted. A failed coverage read leaves the last answer in place and moves `ecr_audit_aws_api_calls_total{operation=\"inspector2:ListCoverage\"}` (and `ecr_audit_aws_access_denied_total` when refused).",
+    query: r#"max by (signature) (ecr_audit_images_in_use{signature=~"UNSIGNED|UNTRUSTED|FAILED"}) > 0"#,
+};
+
 pub const UNSIGNED_PUSHES: MetricSpec = MetricSpec {
     name: "unsigned_pushes",
     kind: MetricType::Counter,
@@ -445,6 +455,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     CONTROL_REPOSITORIES,
     IMAGES,
     IMAGE_SCANS,
+    IMAGES_IN_USE,
     UNSIGNED_PUSHES,
     RECHECK_BACKLOG,
     SIGNATURE_OLDEST_VERDICT_AGE,

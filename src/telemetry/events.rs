@@ -195,6 +195,7 @@ label_enum! {
         /// The download of a blob from the URL ECR answered (not an AWS API call; counted beside them).
         BlobGet => "blob:GET",
         SignerGetRevocationStatus => "signer:GetRevocationStatus",
+        Inspector2ListCoverage => "inspector2:ListCoverage",
     }
 }
 

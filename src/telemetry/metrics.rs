@@ -143,6 +143,7 @@ pub struct Metrics {
     control_repositories: Family<ControlLabels, Gauge>,
     images: Family<SignatureLabels, Gauge>,
     image_scans: Family<ScanLabels, Gauge>,
+    images_in_use: Family<SignatureLabels, Gauge>,
     unsigned_pushes: Counter,
     recheck_backlog: Gauge,
     oldest_verdict_age: FloatGauge,
@@ -187,6 +188,7 @@ impl Metrics {
             control_repositories: register(&mut r, &cat::CONTROL_REPOSITORIES, Family::default()),
             images: register(&mut r, &cat::IMAGES, Family::default()),
             image_scans: register(&mut r, &cat::IMAGE_SCANS, Family::default()),
+            images_in_use: register(&mut r, &cat::IMAGES_IN_USE, Family::default()),
             unsigned_pushes: register(&mut r, &cat::UNSIGNED_PUSHES, Counter::default()),
             recheck_backlog: register(&mut r, &cat::RECHECK_BACKLOG, Gauge::default()),
             oldest_verdict_age: register(
@@ -275,6 +277,7 @@ impl Metrics {
                 .get();
         }
         self.start_doubt_series_at_zero();
+        self.set_in_use_counts(&[]);
         for kind in DriftKind::ALL {
             self.reconcile_drift
                 .get_or_create(&KindLabels {
@@ -537,6 +540,17 @@ impl Metrics {
                 .set(n);
         }
         self.recheck_backlog.set(recheck_backlog);
+    }
+
+    /// Replaces the in-use gauge with counts the store read (absent statuses → 0).
+    pub(crate) fn set_in_use_counts(&self, signatures: &[(SignatureStatus, i64)]) {
+        for status in SignatureStatus::ALL {
+            self.images_in_use
+                .get_or_create(&SignatureLabels {
+                    signature: status.as_str(),
+                })
+                .set(count_of(signatures, status));
+        }
     }
 
     pub fn queue_depth(&self, queue: QueueRole, visible: i64, in_flight: i64) {

@@ -340,3 +340,62 @@ async fn with_list_image_referrers_down_pushes_are_recorded_and_signatures_resol
     assert_eq!(status, "UNSIGNED", "nothing signed it");
     app.finish().await;
 }
+
+/// Inspector refusing the coverage read (the emulator's faults are shared, hence here): image
+/// use stays unknown, the refusal is counted, the sweep and the verdicts go on.
+#[tokio::test]
+async fn a_refused_coverage_read_leaves_use_unknown_and_moves_a_metric() {
+    let app = TestApp::new_in_own_account().await;
+    crate::in_use::enhanced_scanning(&app).await;
+    let repository = app.create_repository("denied").await;
+    let digest = push_image(&app.ecr, &repository, "v1", &app.prefix).await;
+    crate::in_use::set_in_use(&app, &repository, &digest, 1).await;
+    // Two refusals: the reconcile sweep's read and the coverage sweep's first.
+    emulator(
+        "/_emulator/faults",
+        reqwest::Method::POST,
+        json!({"service": "inspector2", "operation": "ListCoverage", "error": "AccessDeniedException", "count": 2}),
+    )
+    .await;
+
+    let report = app
+        .reconciler()
+        .sweep(&())
+        .await
+        .expect("the sweep goes on");
+    assert_eq!(report.images, 1, "{report:?}");
+    let rows = app.store.images(Some(&repository)).await.expect("images");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].usage.in_use, None, "unknown, not false");
+    assert!(
+        rows[0].signature.status.is_some(),
+        "the digest was judged all the same"
+    );
+
+    let metrics = Arc::new(ecr_audit::telemetry::Metrics::new());
+    let sweeper = crate::in_use::sweeper(&app, &metrics);
+    assert_eq!(sweeper.sweep().await, 0, "nothing written while refused");
+    let text = metrics.render().expect("render");
+    assert_eq!(
+        metric_value(
+            &text,
+            "ecr_audit_aws_access_denied_total",
+            &[("operation", "inspector2:ListCoverage")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        app.store.images(Some(&repository)).await.expect("images")[0]
+            .usage
+            .in_use,
+        None
+    );
+
+    // The faults are used up: the next read answers.
+    assert_eq!(sweeper.sweep().await, 1);
+    let rows = app.store.images(Some(&repository)).await.expect("images");
+    assert_eq!(rows[0].usage.in_use, Some(true));
+    clear_faults().await;
+    app.finish().await;
+}

@@ -134,6 +134,7 @@ fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
                     subject_digest: None,
                     size_bytes: Some(10),
                     scan: None,
+                    last_pulled_at: None,
                 }),
             )),
             push_tag: Some(tag.to_owned()),
