@@ -203,10 +203,13 @@ pub enum ControlId {
     /// template covers.
     #[serde(rename = "ECRA.4")]
     PullThroughTemplate,
+    /// The repository differs from the repository creation template that applies to it.
+    #[serde(rename = "ECRA.5")]
+    TemplateDrift,
 }
 
 impl ControlId {
-    pub const ALL: [ControlId; 8] = [
+    pub const ALL: [ControlId; 9] = [
         Self::Ecr1,
         Self::Ecr2,
         Self::Ecr3,
@@ -215,6 +218,7 @@ impl ControlId {
         Self::CrossAccountWithoutOrg,
         Self::SigningCoverage,
         Self::PullThroughTemplate,
+        Self::TemplateDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -227,6 +231,7 @@ impl ControlId {
             Self::CrossAccountWithoutOrg => "ECRA.2",
             Self::SigningCoverage => "ECRA.3",
             Self::PullThroughTemplate => "ECRA.4",
+            Self::TemplateDrift => "ECRA.5",
         }
     }
 

@@ -31,7 +31,7 @@ use crate::facts::{
     ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
     RegistryScanning, ReportedScanning, RepositoryFacts, RepositorySettings, RepositoryState,
     ScanFacts, ScanRule, SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts,
-    SigningStatus, TagMutability, kind_of_artifact_type,
+    SigningStatus, TagMutability, TemplateSettings, kind_of_artifact_type,
 };
 use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
 
@@ -437,7 +437,7 @@ impl EcrRegistry {
         &self,
         clients: &RegionalClients,
         key: &RepositoryKey,
-    ) -> Result<Fact<bool>, EnrichError> {
+    ) -> Result<Fact<Option<String>>, EnrichError> {
         self.pace(clients, AwsOperation::EcrGetLifecyclePolicy)
             .await;
         let result = clients
@@ -449,8 +449,14 @@ impl EcrRegistry {
             .await;
         Ok(
             match self.settle(AwsOperation::EcrGetLifecyclePolicy, key, result)? {
-                Ok(_) => Fact::Known(true),
-                Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(false),
+                // A policy without text is still a policy (ECR.3); ECRA.5 compares it as empty.
+                Ok(output) => Fact::Known(Some(
+                    output
+                        .lifecycle_policy_text()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )),
+                Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(None),
                 Err((code, message)) => {
                     Fact::Unknown(format!("GetLifecyclePolicy: {code}: {message}"))
                 }
@@ -540,6 +546,7 @@ impl EcrRegistry {
             self.lifecycle_policy(clients, key),
             self.repository_policy(clients, key)
         );
+        let lifecycle_policy = self.degrade(lifecycle_policy);
         let encryption = match repository.encryption_configuration() {
             // ECR's default when nothing was chosen at creation.
             None => Fact::Known(Encryption {
@@ -574,7 +581,8 @@ impl EcrRegistry {
                 .image_scanning_configuration()
                 .is_some_and(|c| c.scan_on_push()),
             reported_scanning,
-            lifecycle_policy: self.degrade(lifecycle_policy),
+            lifecycle_policy: lifecycle_policy.as_ref().map(Option::is_some),
+            lifecycle_policy_text: lifecycle_policy,
             encryption,
             policy: self.degrade(policy),
         })
@@ -730,6 +738,7 @@ impl EcrRegistry {
                                 .iter()
                                 .map(|a| a.as_str().to_owned())
                                 .collect(),
+                            settings: template_settings(template),
                         })
                     })
                     .collect();
@@ -737,6 +746,27 @@ impl EcrRegistry {
             },
         )
         .await
+    }
+}
+
+/// The settings a repository creation template gives, as ECRA.5 compares them.
+fn template_settings(
+    template: &aws_sdk_ecr::types::RepositoryCreationTemplate,
+) -> TemplateSettings {
+    let encryption = template.encryption_configuration();
+    TemplateSettings {
+        tag_mutability: template.image_tag_mutability().map(|mode| TagMutability {
+            mode: mode.as_str().to_owned(),
+            exclusion_filters: template
+                .image_tag_mutability_exclusion_filters()
+                .iter()
+                .map(|f| f.filter().to_owned())
+                .collect(),
+        }),
+        encryption_type: encryption.map(|e| e.encryption_type().as_str().to_owned()),
+        kms_key: encryption.and_then(|e| e.kms_key()).map(str::to_owned),
+        lifecycle_policy: template.lifecycle_policy().map(str::to_owned),
+        repository_policy: template.repository_policy().map(str::to_owned),
     }
 }
 

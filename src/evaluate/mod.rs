@@ -6,6 +6,7 @@
 
 pub mod policy;
 pub mod signature;
+pub mod template;
 
 use std::collections::BTreeMap;
 
@@ -88,6 +89,10 @@ fn present_controls(
                 &registry.creation_templates,
                 name,
             ),
+        ),
+        (
+            ControlId::TemplateDrift,
+            template::template_drift(settings, registry, name),
         ),
         (
             ControlId::Ecr2,
@@ -274,10 +279,10 @@ pub(crate) fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> 
 }
 
 /// The prefix keyword that stands for "every repository" in rules and templates.
-const ROOT_PREFIX: &str = "ROOT";
+pub(crate) const ROOT_PREFIX: &str = "ROOT";
 
 /// A prefix without the `/` ECR always assumes at its end.
-fn bare_prefix(prefix: &str) -> &str {
+pub(crate) fn bare_prefix(prefix: &str) -> &str {
     prefix.trim_end_matches('/')
 }
 

@@ -66,6 +66,7 @@ pub(crate) fn posture_table(rows: &[PostureRow]) -> String {
             "ECRA.2",
             "ECRA.3",
             "ECRA.4",
+            "ECRA.5",
             "WHY NOT PASS",
         ],
         &body,

@@ -105,9 +105,21 @@ pub struct RepositorySettings {
     #[serde(default = "ReportedScanning::not_read")]
     pub reported_scanning: Fact<ReportedScanning>,
     pub lifecycle_policy: Fact<bool>,
+    /// The lifecycle policy text (`GetLifecyclePolicy`); `Known(None)` when there is none.
+    /// Compared with the repository creation template (ECRA.5).
+    #[serde(default = "RepositorySettings::lifecycle_text_not_read")]
+    pub lifecycle_policy_text: Fact<Option<String>>,
     pub encryption: Fact<Encryption>,
     /// The repository policy text; `Known(None)` when the repository has none.
     pub policy: Fact<Option<String>>,
+}
+
+impl RepositorySettings {
+    /// For settings stored before the lifecycle policy text was kept: ECRA.5 is then
+    /// `UNKNOWN` until the repository is read again.
+    pub fn lifecycle_text_not_read() -> Fact<Option<String>> {
+        Fact::Unknown("the lifecycle policy text was not read".to_owned())
+    }
 }
 
 impl RepositoryFacts {
@@ -124,6 +136,7 @@ impl RepositoryFacts {
         settings.tag_mutability.is_unavailable()
             || settings.reported_scanning.is_unavailable()
             || settings.lifecycle_policy.is_unavailable()
+            || settings.lifecycle_policy_text.is_unavailable()
             || settings.encryption.is_unavailable()
             || settings.policy.is_unavailable()
             || key_manager
@@ -166,12 +179,31 @@ pub struct PullThroughRule {
 
 /// One repository creation template: the settings ECR gives a repository it creates whose
 /// name the prefix covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreationTemplate {
     /// `prefix`; `ROOT` applies to every repository.
     pub prefix: String,
     /// `appliedFor` raw: `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`, `REPLICATION`, or newer values.
     pub applied_for: Vec<String>,
+    /// The settings the template gives (ECRA.5 compares a repository with them).
+    #[serde(default)]
+    pub settings: TemplateSettings,
+}
+
+/// What a repository creation template sets, as `DescribeRepositoryCreationTemplates` answers
+/// (enum values raw). `None` is a setting the template leaves out: ECR's default then applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateSettings {
+    /// `imageTagMutability` with its exclusion filters; ECR's default is `MUTABLE`.
+    pub tag_mutability: Option<TagMutability>,
+    /// `encryptionConfiguration.encryptionType`; ECR's default is `AES256`.
+    pub encryption_type: Option<String>,
+    /// `encryptionConfiguration.kmsKey` (a key ARN); none means the AWS-managed key.
+    pub kms_key: Option<String>,
+    /// `lifecyclePolicy` text.
+    pub lifecycle_policy: Option<String>,
+    /// `repositoryPolicy` text.
+    pub repository_policy: Option<String>,
 }
 
 /// `GetRegistryScanningConfiguration`, enum values raw.

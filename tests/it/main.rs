@@ -22,6 +22,7 @@ mod scanning;
 mod signatures;
 mod source;
 mod store;
+mod template_drift;
 mod trust;
 mod trust_config;
 mod verified_signatures;
