@@ -35,6 +35,8 @@ use crate::facts::{
 };
 use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
 
+mod public;
+
 #[derive(Clone)]
 struct RegionalClients {
     /// The account the clients act in: the key of the rate limits ([`EcrRegistry::pace`]).
@@ -42,6 +44,8 @@ struct RegionalClients {
     ecr: aws_sdk_ecr::Client,
     kms: aws_sdk_kms::Client,
     signer: aws_sdk_signer::Client,
+    /// ECR Public, whose API answers in us-east-1 whatever the region.
+    public: public::PublicClient,
 }
 
 type ProfileCache = HashMap<String, (std::time::Instant, Fact<ProfileStatus>)>;
@@ -271,7 +275,12 @@ impl EcrRegistry {
         if let Some(found) = clients.get(&(account.clone(), region.clone())) {
             return found.clone();
         }
-        let aws_region = aws_config::Region::new(region.as_str().to_owned());
+        // ECR Public's pseudo-region is no AWS region: its API (and STS for it) is us-east-1.
+        let aws_region = aws_config::Region::new(if region.is_ecr_public() {
+            public::ECR_PUBLIC_API_REGION.to_owned()
+        } else {
+            region.as_str().to_owned()
+        });
         let config = match self.account_roles.get(account) {
             Some(role_arn) => {
                 // The provider caches the temporary credentials and refreshes them before
@@ -308,6 +317,7 @@ impl EcrRegistry {
                     .region(aws_region)
                     .build(),
             ),
+            public: public::PublicClient::new(&config),
         };
         clients.insert((account.clone(), region.clone()), made.clone());
         made
@@ -837,6 +847,9 @@ fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
 #[async_trait]
 impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        if key.region.is_ecr_public() {
+            return self.public_repository(key).await;
+        }
         let clients = self.clients_for(key).await;
         let observed_at = Utc::now();
         self.pace(&clients, AwsOperation::EcrDescribeRepositories)
@@ -889,6 +902,9 @@ impl Registry for EcrRegistry {
         account: &AccountId,
         region: &Region,
     ) -> Result<RegistryFacts, EnrichError> {
+        if region.is_ecr_public() {
+            return Ok(RegistryFacts::none(Utc::now()));
+        }
         let clients = self.clients(account, region).await;
         let observed_at = Utc::now();
         let target = format!("{account}/{region}");
@@ -912,6 +928,9 @@ impl Registry for EcrRegistry {
         account: &AccountId,
         region: &Region,
     ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        if region.is_ecr_public() {
+            return self.public_repositories(account).await;
+        }
         let clients = self.clients(account, region).await;
         let target = format!("{account}/{region}");
         // Dated before the first page: a listing is as old as its first request.

@@ -255,10 +255,12 @@ fn ecr5_needs_a_customer_managed_key() {
 fn ecr5_allow_list_restricts_customer_keys() {
     let policy = ControlPolicy {
         kms_key_allow_list: vec!["arn:aws:kms:us-east-1:123456789012:key/other".into()],
+        ..ControlPolicy::default()
     };
     assert_eq!(verdicts(settings(), &policy)[&ControlId::Ecr5].status, Fail);
     let policy = ControlPolicy {
         kms_key_allow_list: vec!["arn:aws:kms:us-east-1:123456789012:key/k1".into()],
+        ..ControlPolicy::default()
     };
     assert_eq!(verdicts(settings(), &policy)[&ControlId::Ecr5].status, Pass);
 }
@@ -472,9 +474,13 @@ fn ecra4_unreadable_rules_or_templates_are_unknown() {
 #[test]
 fn every_control_is_evaluated_for_a_present_repository() {
     let v = verdicts(settings(), &ControlPolicy::default());
+    // ECR.4 is judged for public repositories only.
     assert_eq!(
         v.keys().copied().collect::<Vec<_>>(),
-        ControlId::ALL.to_vec()
+        ControlId::ALL
+            .into_iter()
+            .filter(|c| *c != ControlId::Ecr4)
+            .collect::<Vec<_>>()
     );
     assert_eq!(v[&ControlId::PullThroughTemplate].status, Pass);
 }
@@ -808,4 +814,72 @@ fn ecra5_is_unknown_when_templates_or_a_setting_cannot_be_read() {
         "{}",
         v.reason
     );
+}
+
+fn tag_keys(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
+#[test]
+fn ecr4_without_required_keys_needs_one_non_system_tag() {
+    let none = public::RequiredTagKeys::default();
+    let judge =
+        |keys: &[&str]| public::public_repository_tagged(&Fact::Known(tag_keys(keys)), &none);
+    assert_eq!(judge(&[]).status, Fail);
+    let v = judge(&["aws:cloudformation:stack-name"]);
+    assert_eq!(v.status, Fail, "system tags do not count: {}", v.reason);
+    assert_eq!(judge(&["team"]).status, Pass);
+    let v =
+        public::public_repository_tagged(&Fact::Unknown("AccessDeniedException: no".into()), &none);
+    assert_eq!(v.status, Unknown);
+}
+
+#[test]
+fn ecr4_with_required_keys_needs_each_of_them_case_sensitive() {
+    let required =
+        public::RequiredTagKeys::new(&tag_keys(&["team", " cost-center "])).expect("valid");
+    let judge =
+        |keys: &[&str]| public::public_repository_tagged(&Fact::Known(tag_keys(keys)), &required);
+    assert_eq!(judge(&["team", "cost-center", "other"]).status, Pass);
+    let v = judge(&["Team", "cost-center"]);
+    assert_eq!(v.status, Fail);
+    assert_eq!(
+        v.reason,
+        "missing required tag key(s) team (required: team, cost-center)"
+    );
+    assert_eq!(judge(&["other"]).status, Fail);
+}
+
+#[test]
+fn ecr4_required_tag_keys_are_validated_as_security_hub_does() {
+    use public::TagKeysError::*;
+    let check = |keys: &[&str]| public::RequiredTagKeys::new(&tag_keys(keys)).err();
+    assert_eq!(check(&[]), None);
+    assert_eq!(check(&["a", "b", "c", "d", "e", "f"]), None);
+    assert_eq!(check(&["team name", "k8s.io/app", "a=b+c-d@e:f_g"]), None);
+    assert_eq!(
+        check(&["a", "b", "c", "d", "e", "f", "g"]),
+        Some(TooMany(7))
+    );
+    assert_eq!(check(&[" "]), Some(Empty));
+    assert_eq!(check(&["aws:team"]), Some(System("aws:team".into())));
+    assert_eq!(check(&["team!"]), Some(Character("team!".into())));
+    assert_eq!(check(&["team", "team"]), Some(Duplicate("team".into())));
+    let long = "k".repeat(129);
+    assert_eq!(check(&[&long]), Some(TooLong(long.clone())));
+    assert_eq!(check(&[&long[1..]]), None);
+}
+
+#[test]
+fn a_public_repository_is_judged_on_ecr4_only() {
+    let facts = RepositoryFacts {
+        observed_at: Utc::now(),
+        state: RepositoryState::Public(crate::facts::PublicRepositorySettings {
+            arn: "arn:aws:ecr-public::123456789012:repository/tools".into(),
+            tag_keys: Fact::Known(vec![]),
+        }),
+    };
+    let v = repository_controls(&facts, &registry(), &ControlPolicy::default()).expect("present");
+    assert_eq!(v.keys().copied().collect::<Vec<_>>(), [ControlId::Ecr4]);
+    assert_eq!(v[&ControlId::Ecr4].status, Fail);
 }

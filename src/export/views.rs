@@ -61,6 +61,7 @@ pub(crate) fn posture_table(rows: &[PostureRow]) -> String {
             "ECR.1",
             "ECR.2",
             "ECR.3",
+            "ECR.4",
             "ECR.5",
             "ECRA.1",
             "ECRA.2",

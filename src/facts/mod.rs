@@ -90,6 +90,18 @@ pub enum RepositoryState {
     Unreadable {
         reason: String,
     },
+    /// An ECR Public repository (keyed with the `ecr-public` pseudo-region): only ECR.4 is
+    /// judged for it.
+    Public(PublicRepositorySettings),
+}
+
+/// What ECR.4 is judged from: an ECR Public repository's tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicRepositorySettings {
+    /// `arn:aws:ecr-public::ACCOUNT:repository/NAME`.
+    pub arn: String,
+    /// Its tag keys (`ListTagsForResource`).
+    pub tag_keys: Fact<Vec<String>>,
 }
 
 /// The settings the ECR controls are evaluated from, as ECR reports them (enum values raw).
@@ -125,8 +137,10 @@ impl RepositorySettings {
 impl RepositoryFacts {
     /// Whether a setting could not be read because AWS did not answer.
     pub fn has_unavailable(&self) -> bool {
-        let RepositoryState::Present(settings) = &self.state else {
-            return false;
+        let settings = match &self.state {
+            RepositoryState::Present(settings) => settings,
+            RepositoryState::Public(public) => return public.tag_keys.is_unavailable(),
+            RepositoryState::Absent | RepositoryState::Unreadable { .. } => return false,
         };
         let key_manager = settings
             .encryption
@@ -144,6 +158,21 @@ impl RepositoryFacts {
 }
 
 impl RegistryFacts {
+    /// A registry without any registry-wide setting: ECR Public's, which has none of the
+    /// private registry's (scanning, signing, pull-through cache, creation templates).
+    pub fn none(observed_at: DateTime<Utc>) -> Self {
+        Self {
+            observed_at,
+            scanning: Fact::Known(RegistryScanning {
+                scan_type: "BASIC".to_owned(),
+                rules: Vec::new(),
+            }),
+            signing: Fact::Known(Vec::new()),
+            pull_through_rules: Fact::Known(Vec::new()),
+            creation_templates: Fact::Known(Vec::new()),
+        }
+    }
+
     /// Whether a registry-wide setting could not be read because AWS did not answer.
     pub fn has_unavailable(&self) -> bool {
         self.scanning.is_unavailable()

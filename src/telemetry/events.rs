@@ -193,6 +193,8 @@ label_enum! {
         /// The download of a blob from the URL ECR answered (not an AWS API call; counted beside them).
         BlobGet => "blob:GET",
         SignerGetRevocationStatus => "signer:GetRevocationStatus",
+        EcrPublicDescribeRepositories => "ecr-public:DescribeRepositories",
+        EcrPublicListTagsForResource => "ecr-public:ListTagsForResource",
     }
 }
 

@@ -16,6 +16,7 @@ mod helpers;
 mod http;
 mod managed_verdicts;
 mod pipeline;
+mod public_tags;
 mod reconcile;
 mod reverify;
 mod scanning;
