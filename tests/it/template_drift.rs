@@ -104,8 +104,11 @@ async fn rule_and_template(app: &TestApp, prefix: &str) {
 )]
 async fn a_repository_changed_by_hand_drifts_from_its_creation_template() {
     let mut app = TestApp::new_in_own_account().await;
-    app.route_registry_calls(&["CreateRepositoryCreationTemplate"])
-        .await;
+    app.route_registry_calls(&[
+        "CreateRepositoryCreationTemplate",
+        "UpdateRepositoryCreationTemplate",
+    ])
+    .await;
     let prefix = app.repo("hub");
     rule_and_template(&app, &prefix).await;
     app.start_worker().await;
@@ -152,31 +155,54 @@ async fn a_repository_changed_by_hand_drifts_from_its_creation_template() {
     assert_eq!((from.as_deref(), to.as_str()), (Some("PASS"), "FAIL"));
     assert!(!cause.starts_with("reconcile/"), "{cause}");
 
-    // With no event flowing, a repository policy set on the other one is drift that the
-    // next sweep finds.
-    app.stop_worker().await;
-    app.remove_rules().await;
+    // The template itself changes (its CloudTrail event re-reads the registry and re-judges
+    // every repository): now MUTABLE, the untouched repository drifts from it.
     app.ecr
-        .set_repository_policy()
-        .repository_name(&kept)
-        .policy_text(
-            json!({"Version": "2012-10-17", "Statement": [{"Sid": "pull", "Effect": "Allow",
-                   "Principal": {"AWS": format!("arn:aws:iam::{}:root", app.account)},
-                   "Action": ["ecr:BatchGetImage"]}]})
-            .to_string(),
-        )
+        .update_repository_creation_template()
+        .prefix(&prefix)
+        .image_tag_mutability(ImageTagMutability::Mutable)
         .send()
         .await
-        .expect("repository policy");
-    app.reconciler().sweep(&()).await.expect("sweep");
+        .expect("update template");
+    app.wait_for_drain().await;
     let (status, reason) = ecra5(&app, &kept).await;
     assert_eq!(status, "FAIL", "{reason}");
     assert!(
-        reason.ends_with("repository policy is set, the template sets none"),
+        reason.ends_with("tag mutability is IMMUTABLE, the template's MUTABLE"),
         "{reason}"
     );
     let (from, to, cause) = ecra5_transition(&app, &kept).await;
     assert_eq!((from.as_deref(), to.as_str()), (Some("PASS"), "FAIL"));
+    assert!(!cause.starts_with("reconcile/"), "{cause}");
+    assert!(
+        ecra5(&app, &changed)
+            .await
+            .1
+            .ends_with("lifecycle policy is missing, the template sets one"),
+        "only the lifecycle policy still differs"
+    );
+
+    // With no event flowing, the changed repository gets the template's lifecycle policy back,
+    // written another way (layout, key order): the next
+    // sweep finds it matching again.
+    app.stop_worker().await;
+    app.remove_rules().await;
+    app.ecr
+        .put_lifecycle_policy()
+        .repository_name(&changed)
+        .lifecycle_policy_text(
+            r#"{ "rules": [ { "action": {"type": "expire"}, "selection": { "countNumber": 7,
+                 "countUnit": "days", "countType": "sinceImagePushed", "tagStatus": "untagged" },
+                 "description": "untagged", "rulePriority": 1 } ] }"#,
+        )
+        .send()
+        .await
+        .expect("lifecycle policy");
+    app.reconciler().sweep(&()).await.expect("sweep");
+    let (status, reason) = ecra5(&app, &changed).await;
+    assert_eq!(status, "PASS", "{reason}");
+    let (from, to, cause) = ecra5_transition(&app, &changed).await;
+    assert_eq!((from.as_deref(), to.as_str()), (Some("FAIL"), "PASS"));
     assert!(cause.starts_with("reconcile/"), "{cause}");
     app.finish().await;
 }
