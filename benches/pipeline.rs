@@ -54,6 +54,7 @@ impl Registry for InstantRegistry {
                 scan_on_push: true,
                 reported_scanning: ecr_audit::facts::ReportedScanning::not_read(),
                 lifecycle_policy: Fact::Known(true),
+                lifecycle_policy_text: Fact::Known(Some(r#"{"rules":[]}"#.to_owned())),
                 encryption: Fact::Known(Encryption {
                     encryption_type: "AES256".into(),
                     kms_key: None,

@@ -19,6 +19,7 @@ use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
 use crate::evaluate::ControlPolicy;
+use crate::evaluate::public::RequiredTagKeys;
 use crate::evidence::history::HistoryCoverage;
 use crate::export::views;
 use crate::parse::ParseContext;
@@ -246,8 +247,10 @@ pub(crate) async fn build_pipeline(
     sdk: &SdkConfig,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BuiltPipeline> {
-    // Loaded first, so a wrong policy stops start-up before anything else is touched.
+    // Loaded first, so a wrong policy or parameter stops start-up before anything is touched.
     let trust = load_trust(args)?;
+    let required_tag_keys =
+        RequiredTagKeys::new(&args.required_tag_keys).context("ECR_AUDIT_REQUIRED_TAG_KEYS")?;
     let restored_window = chrono::Duration::from_std(args.restored_window)
         .context("ECR_AUDIT_RESTORED_WINDOW is too long")?;
     let store = connect(&args.database)
@@ -285,6 +288,7 @@ pub(crate) async fn build_pipeline(
         })
         .policy(ControlPolicy {
             kms_key_allow_list: args.kms_key_allow_list.clone(),
+            required_tag_keys,
         })
         .signing_grace(signing_grace)
         .trust(trust)
@@ -323,9 +327,19 @@ fn sweep_targets(
             .map(|r| Region::parse(r.trim()).context("ECR_AUDIT_REGIONS"))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    if regions.iter().any(Region::is_ecr_public) {
+        anyhow::bail!("ECR_AUDIT_REGIONS: ecr-public is not a region; ECR Public is always swept");
+    }
+    // Each account's ECR Public registry too (ECR.4), once, under its pseudo-region.
     let targets = accounts
         .iter()
-        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .flat_map(|a| {
+            regions
+                .iter()
+                .cloned()
+                .chain(std::iter::once(Region::ecr_public()))
+                .map(move |r| (a.clone(), r))
+        })
         .collect();
     Ok((targets, account_roles))
 }

@@ -167,6 +167,10 @@ pub struct PipelineArgs {
     /// ECR.5: when set (comma-separated KMS key ARNs), only these customer-managed keys pass.
     #[arg(long, env = "ECR_AUDIT_KMS_KEY_ALLOW_LIST", value_delimiter = ',')]
     pub kms_key_allow_list: Vec<String>,
+    /// ECR.4: tag keys every ECR Public repository must carry (comma-separated, at most 6,
+    /// case-sensitive, none starting with `aws:`); empty: any one tag.
+    #[arg(long, env = "ECR_AUDIT_REQUIRED_TAG_KEYS", value_delimiter = ',')]
+    pub required_tag_keys: Vec<String>,
     /// Extra accounts to audit, as `ACCOUNT_ID=ROLE_ARN` (comma-separated): events from such an
     /// account are read through the role (STS AssumeRole), and reconcile sweeps it too.
     #[arg(long, env = "ECR_AUDIT_ACCOUNTS", value_delimiter = ',', value_parser = account_role)]

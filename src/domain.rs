@@ -80,7 +80,22 @@ impl AccountId {
     }
 }
 
+/// The region under which ECR Public repositories are kept: ECR Public is one registry per
+/// account (its API answers in us-east-1 only), so its repositories are keyed, stored and
+/// shown with this pseudo-region, apart from the private repositories of us-east-1.
+pub const ECR_PUBLIC_REGION: &str = "ecr-public";
+
 impl Region {
+    /// The pseudo-region of ECR Public repositories ([`ECR_PUBLIC_REGION`]).
+    pub fn ecr_public() -> Self {
+        Self(ECR_PUBLIC_REGION.to_owned())
+    }
+
+    /// Whether this is the pseudo-region of ECR Public repositories.
+    pub fn is_ecr_public(&self) -> bool {
+        self.0 == ECR_PUBLIC_REGION
+    }
+
     /// # Errors
     /// When `value` is not shaped like a region (`xx-word-N`, lowercase).
     pub fn parse(value: &str) -> Result<Self, InvalidIdentifier> {
@@ -165,6 +180,12 @@ pub struct RepositoryKey {
 
 impl RepositoryKey {
     pub fn arn(&self) -> String {
+        if self.region.is_ecr_public() {
+            return format!(
+                "arn:aws:ecr-public::{}:repository/{}",
+                self.account, self.name
+            );
+        }
         format!(
             "arn:aws:ecr:{}:{}:repository/{}",
             self.region, self.account, self.name
@@ -188,6 +209,9 @@ pub enum ControlId {
     Ecr2,
     #[serde(rename = "ECR.3")]
     Ecr3,
+    /// ECR Public repositories should be tagged (judged for public repositories only).
+    #[serde(rename = "ECR.4")]
+    Ecr4,
     #[serde(rename = "ECR.5")]
     Ecr5,
     /// The repository policy grants access to any principal (`"Principal": "*"`).
@@ -203,18 +227,23 @@ pub enum ControlId {
     /// template covers.
     #[serde(rename = "ECRA.4")]
     PullThroughTemplate,
+    /// The repository differs from the repository creation template that applies to it.
+    #[serde(rename = "ECRA.5")]
+    TemplateDrift,
 }
 
 impl ControlId {
-    pub const ALL: [ControlId; 8] = [
+    pub const ALL: [ControlId; 10] = [
         Self::Ecr1,
         Self::Ecr2,
         Self::Ecr3,
+        Self::Ecr4,
         Self::Ecr5,
         Self::PublicPolicy,
         Self::CrossAccountWithoutOrg,
         Self::SigningCoverage,
         Self::PullThroughTemplate,
+        Self::TemplateDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -222,11 +251,13 @@ impl ControlId {
             Self::Ecr1 => "ECR.1",
             Self::Ecr2 => "ECR.2",
             Self::Ecr3 => "ECR.3",
+            Self::Ecr4 => "ECR.4",
             Self::Ecr5 => "ECR.5",
             Self::PublicPolicy => "ECRA.1",
             Self::CrossAccountWithoutOrg => "ECRA.2",
             Self::SigningCoverage => "ECRA.3",
             Self::PullThroughTemplate => "ECRA.4",
+            Self::TemplateDrift => "ECRA.5",
         }
     }
 

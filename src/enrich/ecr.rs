@@ -32,9 +32,11 @@ use crate::facts::{
     ImageLookup, ListedRepository, ManagedSigning, ProfileStatus, PullThroughRule, RegistryFacts,
     RegistryScanning, ReportedScanning, RepositoryFacts, RepositorySettings, RepositoryState,
     ScanFacts, ScanRule, SignatureArtifact, SignatureKind, SignatureManifest, SigningRuleFacts,
-    SigningStatus, TagMutability, kind_of_artifact_type,
+    SigningStatus, TagMutability, TemplateSettings, kind_of_artifact_type,
 };
 use crate::telemetry::{ApiOutcome, AwsOperation, Happened, Metrics};
+
+mod public;
 
 #[derive(Clone)]
 struct RegionalClients {
@@ -44,6 +46,8 @@ struct RegionalClients {
     kms: aws_sdk_kms::Client,
     signer: aws_sdk_signer::Client,
     inspector: aws_sdk_inspector2::Client,
+    /// ECR Public, whose API answers in us-east-1 whatever the region.
+    public: public::PublicClient,
 }
 
 type ProfileCache = HashMap<String, (std::time::Instant, Fact<ProfileStatus>)>;
@@ -284,7 +288,12 @@ impl EcrRegistry {
         if let Some(found) = clients.get(&(account.clone(), region.clone())) {
             return found.clone();
         }
-        let aws_region = aws_config::Region::new(region.as_str().to_owned());
+        // ECR Public's pseudo-region is no AWS region: its API (and STS for it) is us-east-1.
+        let aws_region = aws_config::Region::new(if region.is_ecr_public() {
+            public::ECR_PUBLIC_API_REGION.to_owned()
+        } else {
+            region.as_str().to_owned()
+        });
         let config = match self.account_roles.get(account) {
             Some(role_arn) => {
                 // The provider caches the temporary credentials and refreshes them before
@@ -326,6 +335,7 @@ impl EcrRegistry {
                     .region(aws_region)
                     .build(),
             ),
+            public: public::PublicClient::new(&config),
         };
         clients.insert((account.clone(), region.clone()), made.clone());
         made
@@ -455,7 +465,7 @@ impl EcrRegistry {
         &self,
         clients: &RegionalClients,
         key: &RepositoryKey,
-    ) -> Result<Fact<bool>, EnrichError> {
+    ) -> Result<Fact<Option<String>>, EnrichError> {
         self.pace(clients, AwsOperation::EcrGetLifecyclePolicy)
             .await;
         let result = clients
@@ -467,8 +477,14 @@ impl EcrRegistry {
             .await;
         Ok(
             match self.settle(AwsOperation::EcrGetLifecyclePolicy, key, result)? {
-                Ok(_) => Fact::Known(true),
-                Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(false),
+                // A policy without text is still a policy (ECR.3); ECRA.5 compares it as empty.
+                Ok(output) => Fact::Known(Some(
+                    output
+                        .lifecycle_policy_text()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )),
+                Err((code, _)) if code == "LifecyclePolicyNotFoundException" => Fact::Known(None),
                 Err((code, message)) => {
                     Fact::Unknown(format!("GetLifecyclePolicy: {code}: {message}"))
                 }
@@ -558,6 +574,7 @@ impl EcrRegistry {
             self.lifecycle_policy(clients, key),
             self.repository_policy(clients, key)
         );
+        let lifecycle_policy = self.degrade(lifecycle_policy);
         let encryption = match repository.encryption_configuration() {
             // ECR's default when nothing was chosen at creation.
             None => Fact::Known(Encryption {
@@ -592,7 +609,8 @@ impl EcrRegistry {
                 .image_scanning_configuration()
                 .is_some_and(|c| c.scan_on_push()),
             reported_scanning,
-            lifecycle_policy: self.degrade(lifecycle_policy),
+            lifecycle_policy: lifecycle_policy.as_ref().map(Option::is_some),
+            lifecycle_policy_text: lifecycle_policy,
             encryption,
             policy: self.degrade(policy),
         })
@@ -748,6 +766,7 @@ impl EcrRegistry {
                                 .iter()
                                 .map(|a| a.as_str().to_owned())
                                 .collect(),
+                            settings: template_settings(template),
                         })
                     })
                     .collect();
@@ -755,6 +774,27 @@ impl EcrRegistry {
             },
         )
         .await
+    }
+}
+
+/// The settings a repository creation template gives, as ECRA.5 compares them.
+fn template_settings(
+    template: &aws_sdk_ecr::types::RepositoryCreationTemplate,
+) -> TemplateSettings {
+    let encryption = template.encryption_configuration();
+    TemplateSettings {
+        tag_mutability: template.image_tag_mutability().map(|mode| TagMutability {
+            mode: mode.as_str().to_owned(),
+            exclusion_filters: template
+                .image_tag_mutability_exclusion_filters()
+                .iter()
+                .map(|f| f.filter().to_owned())
+                .collect(),
+        }),
+        encryption_type: encryption.map(|e| e.encryption_type().as_str().to_owned()),
+        kms_key: encryption.and_then(|e| e.kms_key()).map(str::to_owned),
+        lifecycle_policy: template.lifecycle_policy().map(str::to_owned),
+        repository_policy: template.repository_policy().map(str::to_owned),
     }
 }
 
@@ -826,6 +866,9 @@ fn image_facts(detail: &aws_sdk_ecr::types::ImageDetail) -> ImageFacts {
 #[async_trait]
 impl Registry for EcrRegistry {
     async fn repository(&self, key: &RepositoryKey) -> Result<RepositoryFacts, EnrichError> {
+        if key.region.is_ecr_public() {
+            return self.public_repository(key).await;
+        }
         let clients = self.clients_for(key).await;
         let observed_at = Utc::now();
         self.pace(&clients, AwsOperation::EcrDescribeRepositories)
@@ -878,6 +921,9 @@ impl Registry for EcrRegistry {
         account: &AccountId,
         region: &Region,
     ) -> Result<RegistryFacts, EnrichError> {
+        if region.is_ecr_public() {
+            return Ok(RegistryFacts::none(Utc::now()));
+        }
         let clients = self.clients(account, region).await;
         let observed_at = Utc::now();
         let target = format!("{account}/{region}");
@@ -901,6 +947,9 @@ impl Registry for EcrRegistry {
         account: &AccountId,
         region: &Region,
     ) -> Result<Fact<Vec<ListedRepository>>, EnrichError> {
+        if region.is_ecr_public() {
+            return self.public_repositories(account).await;
+        }
         let clients = self.clients(account, region).await;
         let target = format!("{account}/{region}");
         // Dated before the first page: a listing is as old as its first request.

@@ -88,6 +88,7 @@ impl FakeRegistry {
             scan_on_push: true,
             reported_scanning: crate::facts::ReportedScanning::not_read(),
             lifecycle_policy: Fact::Known(true),
+            lifecycle_policy_text: Fact::Known(Some(r#"{"rules":[]}"#.to_owned())),
             encryption: Fact::Known(Encryption {
                 encryption_type: "AES256".to_owned(),
                 kms_key: None,

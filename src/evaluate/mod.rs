@@ -5,7 +5,9 @@
 //! know are reported verbatim as `UNKNOWN`, not guessed at.
 
 pub mod policy;
+pub mod public;
 pub mod signature;
+pub mod template;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,9 @@ use crate::telemetry::ScanningDisagreement;
 pub struct ControlPolicy {
     /// Security Hub's optional ECR.5 parameter: when non-empty, only these KMS key ARNs pass.
     pub kms_key_allow_list: Vec<String>,
+    /// Security Hub's ECR.4 parameter `requiredTagKeys` (validated; ECR.4 is not reported yet,
+    /// docs/CONTROLS.md).
+    pub required_tag_keys: public::RequiredTagKeys,
 }
 
 /// The verdict of every control for one repository; `None` when the repository is gone.
@@ -38,6 +43,8 @@ pub fn repository_controls(
         RepositoryState::Unreadable { reason } => Some(
             ControlId::ALL
                 .into_iter()
+                // ECR.4 is a control of public repositories, which are never `Unreadable`.
+                .filter(|c| *c != ControlId::Ecr4)
                 .map(|c| {
                     (
                         c,
@@ -47,6 +54,10 @@ pub fn repository_controls(
                 .collect(),
         ),
         RepositoryState::Present(settings) => Some(present_controls(settings, registry, policy)),
+        RepositoryState::Public(public) => Some(BTreeMap::from([(
+            ControlId::Ecr4,
+            public::public_repository_tagged(&public.tag_keys, &policy.required_tag_keys),
+        )])),
     }
 }
 
@@ -88,6 +99,10 @@ fn present_controls(
                 &registry.creation_templates,
                 name,
             ),
+        ),
+        (
+            ControlId::TemplateDrift,
+            template::template_drift(settings, registry, name),
         ),
         (
             ControlId::Ecr2,
@@ -274,10 +289,10 @@ pub(crate) fn signing_coverage(rules: &[SigningRuleFacts], repository: &str) -> 
 }
 
 /// The prefix keyword that stands for "every repository" in rules and templates.
-const ROOT_PREFIX: &str = "ROOT";
+pub(crate) const ROOT_PREFIX: &str = "ROOT";
 
 /// A prefix without the `/` ECR always assumes at its end.
-fn bare_prefix(prefix: &str) -> &str {
+pub(crate) fn bare_prefix(prefix: &str) -> &str {
     prefix.trim_end_matches('/')
 }
 

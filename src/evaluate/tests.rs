@@ -6,6 +6,8 @@ use super::*;
 use crate::domain::ControlStatus;
 use crate::domain::ControlStatus::{Fail, Pass, Unknown};
 
+const LIFECYCLE_TEXT: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":5},"action":{"type":"expire"}}]}"#;
+
 fn settings() -> RepositorySettings {
     RepositorySettings {
         arn: "arn:aws:ecr:us-east-1:123456789012:repository/app".into(),
@@ -16,6 +18,7 @@ fn settings() -> RepositorySettings {
         scan_on_push: true,
         reported_scanning: crate::facts::ReportedScanning::not_read(),
         lifecycle_policy: Fact::Known(true),
+        lifecycle_policy_text: Fact::Known(Some(LIFECYCLE_TEXT.to_owned())),
         encryption: Fact::Known(Encryption {
             encryption_type: "KMS".into(),
             kms_key: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
@@ -252,10 +255,12 @@ fn ecr5_needs_a_customer_managed_key() {
 fn ecr5_allow_list_restricts_customer_keys() {
     let policy = ControlPolicy {
         kms_key_allow_list: vec!["arn:aws:kms:us-east-1:123456789012:key/other".into()],
+        ..ControlPolicy::default()
     };
     assert_eq!(verdicts(settings(), &policy)[&ControlId::Ecr5].status, Fail);
     let policy = ControlPolicy {
         kms_key_allow_list: vec!["arn:aws:kms:us-east-1:123456789012:key/k1".into()],
+        ..ControlPolicy::default()
     };
     assert_eq!(verdicts(settings(), &policy)[&ControlId::Ecr5].status, Pass);
 }
@@ -346,6 +351,7 @@ fn template(prefix: &str, applied_for: &[&str]) -> CreationTemplate {
     CreationTemplate {
         prefix: prefix.into(),
         applied_for: applied_for.iter().map(|a| (*a).to_owned()).collect(),
+        ..CreationTemplate::default()
     }
 }
 
@@ -468,9 +474,13 @@ fn ecra4_unreadable_rules_or_templates_are_unknown() {
 #[test]
 fn every_control_is_evaluated_for_a_present_repository() {
     let v = verdicts(settings(), &ControlPolicy::default());
+    // ECR.4 is judged for public repositories only.
     assert_eq!(
         v.keys().copied().collect::<Vec<_>>(),
-        ControlId::ALL.to_vec()
+        ControlId::ALL
+            .into_iter()
+            .filter(|c| *c != ControlId::Ecr4)
+            .collect::<Vec<_>>()
     );
     assert_eq!(v[&ControlId::PullThroughTemplate].status, Pass);
 }
@@ -553,4 +563,323 @@ fn ecr1_falls_back_to_the_registry_rules_when_aws_cannot_answer_and_says_so() {
         ecr1.reason
     );
     assert!(!ecr1.reason.contains("reported by AWS"), "{}", ecr1.reason);
+}
+
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/k1";
+
+/// A template that gives exactly what `settings()` has.
+fn matching_template(prefix: &str, applied_for: &[&str]) -> CreationTemplate {
+    CreationTemplate {
+        settings: crate::facts::TemplateSettings {
+            tag_mutability: Some(TagMutability {
+                mode: "IMMUTABLE".into(),
+                exclusion_filters: vec![],
+            }),
+            encryption_type: Some("KMS".into()),
+            kms_key: Some(KEY.into()),
+            // Same rules, other layout and key order.
+            lifecycle_policy: Some(
+                r#"{ "rules": [ { "action": {"type": "expire"}, "rulePriority": 1,
+                     "selection": {"countNumber": 5, "countType": "imageCountMoreThan",
+                                   "tagStatus": "untagged"} } ] }"#
+                    .into(),
+            ),
+            repository_policy: None,
+        },
+        ..template(prefix, applied_for)
+    }
+}
+
+fn ecra5(s: &RepositorySettings, templates: Vec<CreationTemplate>, rules: &[&str]) -> Verdict {
+    let mut r = registry();
+    r.creation_templates = Fact::Known(templates);
+    r.pull_through_rules = Fact::Known(rules.iter().map(|p| ptc_rule(p)).collect());
+    let name = s
+        .arn
+        .rsplit_once("repository/")
+        .map(|(_, n)| n)
+        .unwrap_or_default();
+    template::template_drift(s, &r, name)
+}
+
+fn named(name: &str) -> RepositorySettings {
+    RepositorySettings {
+        arn: format!("arn:aws:ecr:us-east-1:123456789012:repository/{name}"),
+        ..settings()
+    }
+}
+
+#[test]
+fn ecra5_passes_without_an_applicable_template() {
+    let v = ecra5(&named("app"), vec![], &[]);
+    assert_eq!(
+        (v.status, v.reason.as_str()),
+        (Pass, "no repository creation template applies")
+    );
+    // A prefix applies to whole path segments only.
+    for prefix in ["ap", "app", "other"] {
+        let mut s = named("app");
+        s.lifecycle_policy_text = Fact::Known(None);
+        let v = ecra5(&s, vec![matching_template(prefix, &["REPLICATION"])], &[]);
+        assert_eq!(v.status, Pass, "{prefix}: {}", v.reason);
+    }
+}
+
+#[test]
+fn ecra5_passes_a_repository_with_the_templates_settings_compared_as_json() {
+    let v = ecra5(
+        &named("team/app"),
+        vec![matching_template("team", &["REPLICATION"])],
+        &[],
+    );
+    assert_eq!(v.status, Pass, "{}", v.reason);
+    assert_eq!(v.reason, "matches repository creation template team");
+}
+
+#[test]
+fn ecra5_fails_naming_every_differing_setting() {
+    let mut s = named("team/app");
+    s.tag_mutability = Fact::Known(TagMutability {
+        mode: "MUTABLE".into(),
+        exclusion_filters: vec![],
+    });
+    s.lifecycle_policy_text = Fact::Known(None);
+    s.encryption = Fact::Known(Encryption {
+        encryption_type: "AES256".into(),
+        kms_key: None,
+        key_manager: None,
+    });
+    s.policy = Fact::Known(Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into()));
+    let v = ecra5(
+        &s,
+        vec![matching_template("team", &["PULL_THROUGH_CACHE"])],
+        &[],
+    );
+    assert_eq!(v.status, Fail);
+    for part in [
+        "differs from repository creation template team: ",
+        "tag mutability is MUTABLE, the template's IMMUTABLE",
+        "encryption is AES256, the template's KMS",
+        "lifecycle policy is missing, the template sets one",
+        "repository policy is set, the template sets none",
+    ] {
+        assert!(v.reason.contains(part), "{part} not in {}", v.reason);
+    }
+}
+
+#[test]
+fn ecra5_compares_exclusion_filters_as_sets_and_the_named_key() {
+    let immutable = |filters: &[&str]| TagMutability {
+        mode: "IMMUTABLE_WITH_EXCLUSION".into(),
+        exclusion_filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    let wanted = immutable(&["latest", "dev-*"]);
+    assert_eq!(
+        template::mutability_difference(&immutable(&["dev-*", "latest"]), Some(&wanted)),
+        None
+    );
+    assert_eq!(
+        template::mutability_difference(&immutable(&["latest"]), Some(&wanted)).as_deref(),
+        Some("tag mutability exclusion filters are [latest], the template's [dev-*, latest]")
+    );
+    // A template without a mutability means ECR's default, MUTABLE.
+    assert!(template::mutability_difference(&immutable(&[]), None).is_some());
+    let kms = |key: Option<&str>| Encryption {
+        encryption_type: "KMS".into(),
+        kms_key: key.map(str::to_owned),
+        key_manager: None,
+    };
+    let names_key = crate::facts::TemplateSettings {
+        encryption_type: Some("KMS".into()),
+        kms_key: Some(KEY.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        template::encryption_difference(&kms(Some(KEY)), &names_key),
+        None
+    );
+    let other = "arn:aws:kms:us-east-1:123456789012:key/k2";
+    assert_eq!(
+        template::encryption_difference(&kms(Some(other)), &names_key),
+        Some(format!(
+            "encryption KMS key is {other}, the template's {KEY}"
+        ))
+    );
+    // KMS without a key in the template: the AWS-managed key, whatever ARN ECR reports.
+    let managed = crate::facts::TemplateSettings {
+        encryption_type: Some("KMS".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        template::encryption_difference(&kms(Some(other)), &managed),
+        None
+    );
+    // No encryption in the template: ECR's default, AES256.
+    assert!(
+        template::encryption_difference(&kms(None), &crate::facts::TemplateSettings::default())
+            .is_some()
+    );
+}
+
+#[test]
+fn ecra5_policies_compare_as_normalised_json() {
+    let same = [
+        (r#"{"a":1,"b":[1,2]}"#, r#"{ "b": [2, 1], "a": 1 }"#),
+        (
+            r#"{"Statement":[{"Effect":"Allow","Action":"ecr:BatchGetImage"}]}"#,
+            r#"{"Statement":{"Action":["ecr:BatchGetImage"],"Effect":"Allow"}}"#,
+        ),
+        ("not json ", "not json"),
+    ];
+    for (a, b) in same {
+        assert!(template::same_document(a, b), "{a} vs {b}");
+    }
+    let different = [
+        (r#"{"a":1}"#, r#"{"a":"1"}"#),
+        (r#"{"a":[1,2]}"#, r#"{"a":[1,2,3]}"#),
+        (r#"{"a":1}"#, "{\"a\":1"),
+    ];
+    for (a, b) in different {
+        assert!(!template::same_document(a, b), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn ecra5_picks_the_longest_prefix_for_the_known_creator_else_root() {
+    let templates = vec![
+        template("ROOT", &["PULL_THROUGH_CACHE", "REPLICATION"]),
+        template("hub", &["REPLICATION"]),
+        template("hub/library", &["PULL_THROUGH_CACHE"]),
+        template("team", &["CREATE_ON_PUSH"]),
+    ];
+    let prefix = |name: &str, creator: Option<&str>| {
+        template::applicable_template(&templates, name, creator).map(|t| t.prefix.clone())
+    };
+    assert_eq!(
+        prefix("hub/library/nginx", Some("PULL_THROUGH_CACHE")).as_deref(),
+        Some("hub/library")
+    );
+    assert_eq!(
+        prefix("hub/other", Some("PULL_THROUGH_CACHE")).as_deref(),
+        Some("ROOT")
+    );
+    assert_eq!(prefix("hub/other", None).as_deref(), Some("hub"));
+    assert_eq!(
+        prefix("team/app", Some("PULL_THROUGH_CACHE")).as_deref(),
+        Some("ROOT")
+    );
+    assert_eq!(prefix("team/app", None).as_deref(), Some("team"));
+    assert_eq!(prefix("teamx/app", Some("CREATE_ON_PUSH")), None);
+    // A repository a pull-through cache rule owns is judged against the PULL_THROUGH_CACHE
+    // template, and the reason says so.
+    let mut s = named("hub/other/nginx");
+    s.lifecycle_policy_text = Fact::Known(None);
+    let v = ecra5(
+        &s,
+        vec![
+            matching_template("hub", &["REPLICATION"]),
+            matching_template("ROOT", &["PULL_THROUGH_CACHE"]),
+        ],
+        &["hub"],
+    );
+    assert_eq!(v.status, Fail);
+    assert!(v.reason.starts_with("differs from repository creation template ROOT (for PULL_THROUGH_CACHE): lifecycle policy is missing"), "{}", v.reason);
+}
+
+#[test]
+fn ecra5_is_unknown_when_templates_or_a_setting_cannot_be_read() {
+    let mut r = registry();
+    r.creation_templates = Fact::Unknown("AccessDeniedException: no".into());
+    let v = template::template_drift(&named("app"), &r, "app");
+    assert_eq!(v.status, Unknown);
+    assert!(
+        v.reason
+            .contains("repository creation templates: AccessDeniedException")
+    );
+    let mut s = named("team/app");
+    s.policy = Fact::Unknown("GetRepositoryPolicy: AccessDeniedException: no".into());
+    let v = ecra5(&s, vec![matching_template("team", &["REPLICATION"])], &[]);
+    assert_eq!(v.status, Unknown, "{}", v.reason);
+    assert!(
+        v.reason.contains("repository policy: GetRepositoryPolicy"),
+        "{}",
+        v.reason
+    );
+    // A known difference still fails, and the unread setting is named.
+    s.lifecycle_policy_text = Fact::Known(None);
+    let v = ecra5(&s, vec![matching_template("team", &["REPLICATION"])], &[]);
+    assert_eq!(v.status, Fail, "{}", v.reason);
+    assert!(
+        v.reason.contains("not read: repository policy"),
+        "{}",
+        v.reason
+    );
+}
+
+fn tag_keys(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
+#[test]
+fn ecr4_without_required_keys_needs_one_non_system_tag() {
+    let none = public::RequiredTagKeys::default();
+    let judge =
+        |keys: &[&str]| public::public_repository_tagged(&Fact::Known(tag_keys(keys)), &none);
+    assert_eq!(judge(&[]).status, Fail);
+    let v = judge(&["aws:cloudformation:stack-name"]);
+    assert_eq!(v.status, Fail, "system tags do not count: {}", v.reason);
+    assert_eq!(judge(&["team"]).status, Pass);
+    let v =
+        public::public_repository_tagged(&Fact::Unknown("AccessDeniedException: no".into()), &none);
+    assert_eq!(v.status, Unknown);
+}
+
+#[test]
+fn ecr4_with_required_keys_needs_each_of_them_case_sensitive() {
+    let required =
+        public::RequiredTagKeys::new(&tag_keys(&["team", " cost-center "])).expect("valid");
+    let judge =
+        |keys: &[&str]| public::public_repository_tagged(&Fact::Known(tag_keys(keys)), &required);
+    assert_eq!(judge(&["team", "cost-center", "other"]).status, Pass);
+    let v = judge(&["Team", "cost-center"]);
+    assert_eq!(v.status, Fail);
+    assert_eq!(
+        v.reason,
+        "missing required tag key(s) team (required: team, cost-center)"
+    );
+    assert_eq!(judge(&["other"]).status, Fail);
+}
+
+#[test]
+fn ecr4_required_tag_keys_are_validated_as_security_hub_does() {
+    use public::TagKeysError::*;
+    let check = |keys: &[&str]| public::RequiredTagKeys::new(&tag_keys(keys)).err();
+    assert_eq!(check(&[]), None);
+    assert_eq!(check(&["a", "b", "c", "d", "e", "f"]), None);
+    assert_eq!(check(&["team name", "k8s.io/app", "a=b+c-d@e:f_g"]), None);
+    assert_eq!(
+        check(&["a", "b", "c", "d", "e", "f", "g"]),
+        Some(TooMany(7))
+    );
+    assert_eq!(check(&[" "]), Some(Empty));
+    assert_eq!(check(&["aws:team"]), Some(System("aws:team".into())));
+    assert_eq!(check(&["team!"]), Some(Character("team!".into())));
+    assert_eq!(check(&["team", "team"]), Some(Duplicate("team".into())));
+    let long = "k".repeat(129);
+    assert_eq!(check(&[&long]), Some(TooLong(long.clone())));
+    assert_eq!(check(&[&long[1..]]), None);
+}
+
+#[test]
+fn a_public_repository_is_judged_on_ecr4_only() {
+    let facts = RepositoryFacts {
+        observed_at: Utc::now(),
+        state: RepositoryState::Public(crate::facts::PublicRepositorySettings {
+            arn: "arn:aws:ecr-public::123456789012:repository/tools".into(),
+            tag_keys: Fact::Known(vec![]),
+        }),
+    };
+    let v = repository_controls(&facts, &registry(), &ControlPolicy::default()).expect("present");
+    assert_eq!(v.keys().copied().collect::<Vec<_>>(), [ControlId::Ecr4]);
+    assert_eq!(v[&ControlId::Ecr4].status, Fail);
 }

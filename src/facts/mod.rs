@@ -93,6 +93,18 @@ pub enum RepositoryState {
     Unreadable {
         reason: String,
     },
+    /// An ECR Public repository (keyed with the `ecr-public` pseudo-region): only ECR.4 is
+    /// judged for it.
+    Public(PublicRepositorySettings),
+}
+
+/// What ECR.4 is judged from: an ECR Public repository's tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicRepositorySettings {
+    /// `arn:aws:ecr-public::ACCOUNT:repository/NAME`.
+    pub arn: String,
+    /// Its tag keys (`ListTagsForResource`).
+    pub tag_keys: Fact<Vec<String>>,
 }
 
 /// The settings the ECR controls are evaluated from, as ECR reports them (enum values raw).
@@ -108,16 +120,30 @@ pub struct RepositorySettings {
     #[serde(default = "ReportedScanning::not_read")]
     pub reported_scanning: Fact<ReportedScanning>,
     pub lifecycle_policy: Fact<bool>,
+    /// The lifecycle policy text (`GetLifecyclePolicy`); `Known(None)` when there is none.
+    /// Compared with the repository creation template (ECRA.5).
+    #[serde(default = "RepositorySettings::lifecycle_text_not_read")]
+    pub lifecycle_policy_text: Fact<Option<String>>,
     pub encryption: Fact<Encryption>,
     /// The repository policy text; `Known(None)` when the repository has none.
     pub policy: Fact<Option<String>>,
 }
 
+impl RepositorySettings {
+    /// For settings stored before the lifecycle policy text was kept: ECRA.5 is then
+    /// `UNKNOWN` until the repository is read again.
+    pub fn lifecycle_text_not_read() -> Fact<Option<String>> {
+        Fact::Unknown("the lifecycle policy text was not read".to_owned())
+    }
+}
+
 impl RepositoryFacts {
     /// Whether a setting could not be read because AWS did not answer.
     pub fn has_unavailable(&self) -> bool {
-        let RepositoryState::Present(settings) = &self.state else {
-            return false;
+        let settings = match &self.state {
+            RepositoryState::Present(settings) => settings,
+            RepositoryState::Public(public) => return public.tag_keys.is_unavailable(),
+            RepositoryState::Absent | RepositoryState::Unreadable { .. } => return false,
         };
         let key_manager = settings
             .encryption
@@ -127,6 +153,7 @@ impl RepositoryFacts {
         settings.tag_mutability.is_unavailable()
             || settings.reported_scanning.is_unavailable()
             || settings.lifecycle_policy.is_unavailable()
+            || settings.lifecycle_policy_text.is_unavailable()
             || settings.encryption.is_unavailable()
             || settings.policy.is_unavailable()
             || key_manager
@@ -134,6 +161,21 @@ impl RepositoryFacts {
 }
 
 impl RegistryFacts {
+    /// A registry without any registry-wide setting: ECR Public's, which has none of the
+    /// private registry's (scanning, signing, pull-through cache, creation templates).
+    pub fn none(observed_at: DateTime<Utc>) -> Self {
+        Self {
+            observed_at,
+            scanning: Fact::Known(RegistryScanning {
+                scan_type: "BASIC".to_owned(),
+                rules: Vec::new(),
+            }),
+            signing: Fact::Known(Vec::new()),
+            pull_through_rules: Fact::Known(Vec::new()),
+            creation_templates: Fact::Known(Vec::new()),
+        }
+    }
+
     /// Whether a registry-wide setting could not be read because AWS did not answer.
     pub fn has_unavailable(&self) -> bool {
         self.scanning.is_unavailable()
@@ -169,12 +211,31 @@ pub struct PullThroughRule {
 
 /// One repository creation template: the settings ECR gives a repository it creates whose
 /// name the prefix covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreationTemplate {
     /// `prefix`; `ROOT` applies to every repository.
     pub prefix: String,
     /// `appliedFor` raw: `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`, `REPLICATION`, or newer values.
     pub applied_for: Vec<String>,
+    /// The settings the template gives (ECRA.5 compares a repository with them).
+    #[serde(default)]
+    pub settings: TemplateSettings,
+}
+
+/// What a repository creation template sets, as `DescribeRepositoryCreationTemplates` answers
+/// (enum values raw). `None` is a setting the template leaves out: ECR's default then applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateSettings {
+    /// `imageTagMutability` with its exclusion filters; ECR's default is `MUTABLE`.
+    pub tag_mutability: Option<TagMutability>,
+    /// `encryptionConfiguration.encryptionType`; ECR's default is `AES256`.
+    pub encryption_type: Option<String>,
+    /// `encryptionConfiguration.kmsKey` (a key ARN); none means the AWS-managed key.
+    pub kms_key: Option<String>,
+    /// `lifecyclePolicy` text.
+    pub lifecycle_policy: Option<String>,
+    /// `repositoryPolicy` text.
+    pub repository_policy: Option<String>,
 }
 
 /// `GetRegistryScanningConfiguration`, enum values raw.

@@ -36,6 +36,10 @@ pub enum RepositoryCall {
         policy_text: Option<String>,
     },
     DeleteRepositoryPolicy,
+    /// ECR Public `TagResource` (ECR.4).
+    TagResource,
+    /// ECR Public `UntagResource` (ECR.4).
+    UntagResource,
     /// Not a CloudTrail call: a reconcile sweep saw the repository differ from what was
     /// stored (settings changed, created or deleted without an event reaching us).
     ObservedByReconcile,
@@ -53,6 +57,8 @@ impl RepositoryCall {
             Self::PutImageScanningConfiguration { .. } => "PutImageScanningConfiguration",
             Self::SetRepositoryPolicy { .. } => "SetRepositoryPolicy",
             Self::DeleteRepositoryPolicy => "DeleteRepositoryPolicy",
+            Self::TagResource => "TagResource",
+            Self::UntagResource => "UntagResource",
         }
     }
 }
@@ -148,6 +154,13 @@ pub(super) fn parse_detail(
             .or_else(|| fallback.ctx.default_region.clone())
             .ok_or(ParseError::NoRegion)?,
     };
+    // ECR Public records say us-east-1; their repositories live in the `ecr-public` pseudo-region.
+    let region = if opt_str(detail, "eventSource")? == Some(super::public::ECR_PUBLIC_EVENT_SOURCE)
+    {
+        Region::ecr_public()
+    } else {
+        region
+    };
     let actor = actor(detail)?;
     let change = change(detail)?;
     Ok(AuditEvent {
@@ -204,6 +217,9 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
     let name = req_str(detail, "eventName")?;
     if source == super::signer::SIGNER_EVENT_SOURCE {
         return signer_change(name, detail);
+    }
+    if source == super::public::ECR_PUBLIC_EVENT_SOURCE {
+        return super::public::change(name, detail);
     }
     if source != "ecr.amazonaws.com" {
         return Ok(Change::Ignored {

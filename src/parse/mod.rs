@@ -12,6 +12,7 @@
 
 mod cloudtrail;
 mod json;
+mod public;
 mod signer;
 
 pub use json::MAX_MESSAGE_STRING;

@@ -934,3 +934,63 @@ fn a_signer_record_from_a_cloudtrail_log_file_is_understood_too() {
     let parsed = parse_value(record, InputFormat::CloudTrailRecord).expect("parses");
     assert_eq!(parsed.change.kind(), "signer_revoked");
 }
+
+/// An ECR Public CloudTrail record (source `aws.ecr-public`, us-east-1).
+fn public_cloudtrail(name: &str, params: Value) -> Value {
+    let mut record = cloudtrail(name, params, Value::Null);
+    record["source"] = json!("aws.ecr-public");
+    record["detail"]["eventSource"] = json!("ecr-public.amazonaws.com");
+    record
+}
+
+#[test]
+fn ecr_public_calls_re_read_the_public_repository_in_its_pseudo_region() {
+    let arn = "arn:aws:ecr-public::123456789012:repository/tools/cli";
+    let cases = [
+        (
+            "TagResource",
+            json!({"resourceArn": arn, "tags": [{"key": "team", "value": "a"}]}),
+            RepositoryCall::TagResource,
+        ),
+        (
+            "UntagResource",
+            json!({"resourceArn": arn, "tagKeys": ["team"]}),
+            RepositoryCall::UntagResource,
+        ),
+        (
+            "CreateRepository",
+            json!({"repositoryName": "tools/cli"}),
+            RepositoryCall::CreateRepository,
+        ),
+        (
+            "DeleteRepository",
+            json!({"repositoryName": "tools/cli"}),
+            RepositoryCall::DeleteRepository,
+        ),
+    ];
+    for (name, params, call) in cases {
+        let event =
+            parse_value(&public_cloudtrail(name, params), InputFormat::Envelope).expect(name);
+        assert_eq!(event.region.as_str(), "ecr-public", "{name}");
+        assert_eq!(
+            event.change,
+            Change::RepositoryChanged {
+                repository: RepositoryName::parse("tools/cli").expect("name"),
+                call,
+            },
+            "{name}"
+        );
+        assert!(event.actor.is_some(), "{name}");
+    }
+    // A failed call is evidence and changes nothing; a read or another call is not evaluated.
+    let mut failed = public_cloudtrail("TagResource", json!({"resourceArn": arn}));
+    failed["detail"]["errorCode"] = json!("AccessDeniedException");
+    let failed = parse_value(&failed, InputFormat::Envelope).expect("failed");
+    assert_eq!(failed.change.kind(), "failed_api_call");
+    assert_eq!(failed.region.as_str(), "ecr-public");
+    for name in ["DescribeRepositories", "PutRepositoryCatalogData"] {
+        let event =
+            parse_value(&public_cloudtrail(name, json!({})), InputFormat::Envelope).expect(name);
+        assert_eq!(event.change.kind(), "ignored", "{name}");
+    }
+}

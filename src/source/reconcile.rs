@@ -212,6 +212,18 @@ impl Reconciler {
         let registry_facts = self.registry.registry(account, region).await?;
         let listed = match self.registry.list_repositories(account, region).await? {
             Fact::Known(listed) => listed,
+            // ECR Public may be refused to an older reader role or missing from a partition:
+            // its repositories go unjudged, the private registries are still swept.
+            Fact::Unknown(reason) if region.is_ecr_public() => {
+                let skipped = SkippedRepository::new(
+                    format!("{account}/{region}"),
+                    SkipReason::Unreadable,
+                    reason,
+                );
+                skipped.record(self.pipeline.metrics());
+                report.skipped.push(skipped);
+                return Ok(());
+            }
             Fact::Unknown(reason) => {
                 return Err(ReconcileError::Unreadable {
                     target: format!("{account}/{region}"),

@@ -491,9 +491,22 @@ fn control_transition_record(
     }
 }
 
+/// Whether the repository exists (`None`: unknown) and its private settings, if it has them.
+fn presence_and_settings(
+    state: &RepositoryState,
+) -> (Option<bool>, Option<&crate::facts::RepositorySettings>) {
+    match state {
+        RepositoryState::Present(settings) => (Some(true), Some(settings)),
+        // A public repository has none of the private settings columns (ECR.4 only).
+        RepositoryState::Public(_) => (Some(true), None),
+        RepositoryState::Absent => (Some(false), None),
+        RepositoryState::Unreadable { .. } => (None, None),
+    }
+}
+
 fn repository_state_label(state: &RepositoryState) -> RepositoryStateLabel {
     match state {
-        RepositoryState::Present(_) => RepositoryStateLabel::Present,
+        RepositoryState::Present(_) | RepositoryState::Public(_) => RepositoryStateLabel::Present,
         RepositoryState::Absent => RepositoryStateLabel::Absent,
         RepositoryState::Unreadable { .. } => RepositoryStateLabel::Unreadable,
     }
@@ -541,11 +554,7 @@ async fn upsert_repository(
     write: &RepositoryWrite,
 ) -> Result<bool, StoreError> {
     let facts = &write.facts;
-    let (present, settings) = match &facts.state {
-        RepositoryState::Present(settings) => (Some(true), Some(settings)),
-        RepositoryState::Absent => (Some(false), None),
-        RepositoryState::Unreadable { .. } => (None, None),
-    };
+    let (present, settings) = presence_and_settings(&facts.state);
     let mutability = settings.and_then(|s| s.tag_mutability.known());
     let scanning = write.scanning.as_ref().filter(|_| settings.is_some());
     let encryption = settings.and_then(|s| s.encryption.known());

@@ -196,6 +196,8 @@ label_enum! {
         BlobGet => "blob:GET",
         SignerGetRevocationStatus => "signer:GetRevocationStatus",
         Inspector2ListCoverage => "inspector2:ListCoverage",
+        EcrPublicDescribeRepositories => "ecr-public:DescribeRepositories",
+        EcrPublicListTagsForResource => "ecr-public:ListTagsForResource",
     }
 }
 

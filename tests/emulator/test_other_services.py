@@ -40,6 +40,23 @@ def test_ecr_public_repositories_and_tags(client):
     assert public.list_tags_for_resource(resourceArn=arn)["tags"] == [{"Key": "data", "Value": "public"}]
 
 
+def test_ecr_public_writes_get_cloudtrail_events(client, control):
+    public = client("ecr-public")
+    arn = public.create_repository(repositoryName="traced")["repository"]["repositoryArn"]
+    public.tag_resource(resourceArn=arn, tags=[{"Key": "team", "Value": "platform"}])
+    public.list_tags_for_resource(resourceArn=arn)
+    with pytest.raises(ClientError):
+        public.create_repository(repositoryName="traced")
+    emitted = [e for e in control("GET", "/_emulator/events")["events"] if e["source"] == "aws.ecr-public"]
+    assert [e["detail-type"] for e in emitted] == ["AWS API Call via CloudTrail"] * 3
+    trail = [e["detail"] for e in emitted]
+    assert [d["eventName"] for d in trail] == ["CreateRepository", "TagResource", "CreateRepository"]
+    assert {d["eventSource"] for d in trail} == {"ecr-public.amazonaws.com"}
+    assert {d["awsRegion"] for d in trail} == {"us-east-1"}
+    assert trail[1]["requestParameters"]["resourceArn"] == arn
+    assert "errorCode" not in trail[0] and trail[2]["errorCode"] == "RepositoryAlreadyExistsException"
+
+
 def test_ecr_public_errors(client):
     public = client("ecr-public")
     public.create_repository(repositoryName="dup")

@@ -79,7 +79,7 @@ def test_queues_are_configured(aws: ClientFactory, central_stack: Stack) -> None
 def test_rules_target_the_queue_on_the_default_bus(aws: ClientFactory, central_stack: Stack) -> None:
     events = aws("events", central_stack.account)
     for key in ("EcrEventsRuleArn", "InspectorEventsRuleArn", "CloudTrailEventsRuleArn",
-                "SignerRevocationEventsRuleArn"):
+                "SignerRevocationEventsRuleArn", "EcrPublicCloudTrailEventsRuleArn"):
         name = central_stack.outputs[key].rsplit("/", 1)[1]
         rule = events.describe_rule(Name=name, EventBusName="default")
         assert rule["State"] == "ENABLED"

@@ -53,8 +53,8 @@ AUTHORIZED_BY = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:SendMessageBatch": "sqs:SendMessage",
 }
-# Services the worker reads in spoke accounts through the reader role.
-POSTURE_PREFIXES = {"ecr", "inspector2", "signer", "kms"}
+# Services the worker reads in spoke accounts through the reader role (ECR Public: ECR.4).
+POSTURE_PREFIXES = {"ecr", "ecr-public", "inspector2", "signer", "kms"}
 
 # Granted to the task role although no fluent SDK call in src/ makes them.
 TASK_ROLE_EXTRA = {

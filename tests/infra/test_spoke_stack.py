@@ -92,7 +92,8 @@ def test_spoke_patterns_equal_central_patterns(aws: ClientFactory, spoke_stack: 
     for spoke_key, central_key in (("EcrEventsForwardRuleArn", "EcrEventsRuleArn"),
                                    ("InspectorEventsForwardRuleArn", "InspectorEventsRuleArn"),
                                    ("CloudTrailEventsForwardRuleArn", "CloudTrailEventsRuleArn"),
-                                   ("SignerRevocationEventsForwardRuleArn", "SignerRevocationEventsRuleArn")):
+                                   ("SignerRevocationEventsForwardRuleArn", "SignerRevocationEventsRuleArn"),
+                                   ("EcrPublicCloudTrailEventsForwardRuleArn", "EcrPublicCloudTrailEventsRuleArn")):
         spoke_pattern = spoke_events.describe_rule(Name=rule_name(spoke_stack.outputs[spoke_key]))["EventPattern"]
         central_pattern = central_events.describe_rule(Name=rule_name(central_stack.outputs[central_key]))["EventPattern"]
         assert json.loads(spoke_pattern) == json.loads(central_pattern)

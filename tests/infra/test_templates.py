@@ -44,13 +44,15 @@ STAR_ONLY_ACTIONS = {
 }
 ROUTING_RESOURCES = {
     "DeadLetterQueue", "Queue", "QueuePolicy", "DeadLetterQueuePolicy", "EcrEventsRule", "InspectorEventsRule",
-    "CloudTrailEventsRule", "SignerRevocationEventsRule", "DeadLetterQueueAlarm", "TaskRole",
+    "CloudTrailEventsRule", "SignerRevocationEventsRule", "EcrPublicCloudTrailEventsRule", "DeadLetterQueueAlarm",
+    "TaskRole",
 }
 RULE_PAIRS = [
     ("EcrEventsRule", "EcrEventsForwardRule"),
     ("InspectorEventsRule", "InspectorEventsForwardRule"),
     ("CloudTrailEventsRule", "CloudTrailEventsForwardRule"),
     ("SignerRevocationEventsRule", "SignerRevocationEventsForwardRule"),
+    ("EcrPublicCloudTrailEventsRule", "EcrPublicCloudTrailEventsForwardRule"),
 ]
 
 
@@ -112,6 +114,17 @@ def test_patterns_select_what_the_worker_needs() -> None:
             # The two calls src/parse/signer.rs turns into Change::SignerRevoked.
             "eventName": ["RevokeSignature", "RevokeSigningProfile"],
             "errorCode": [{"exists": False}],
+        },
+    }
+
+    public = rules["EcrPublicCloudTrailEventsRule"]["Properties"]["EventPattern"]
+    assert public == {
+        "source": ["aws.ecr-public"],
+        "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {
+            "eventSource": ["ecr-public.amazonaws.com"],
+            # The calls src/parse/public.rs turns into a re-read of one public repository (ECR.4).
+            "eventName": ["CreateRepository", "DeleteRepository", "TagResource", "UntagResource"],
         },
     }
 

@@ -207,6 +207,27 @@ fn a_wrong_trust_policy_stops_start_up_naming_the_setting() {
     );
 }
 
+#[test]
+fn a_wrong_required_tag_key_stops_start_up_naming_the_setting() {
+    let output = assert_cmd::Command::cargo_bin("ecr-audit")
+        .expect("binary")
+        .args(["ingest", "/dev/null"])
+        // Never reached: ECR.4's parameter is checked before the database.
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("ECR_AUDIT_ACCOUNT_ID", "123456789012")
+        .env("AWS_REGION", "us-east-1")
+        .env("ECR_AUDIT_REQUIRED_TAG_KEYS", "team,aws:cost")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ECR_AUDIT_REQUIRED_TAG_KEYS")
+            && stderr.contains("\"aws:cost\" starts with aws:"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 #[allow(
     clippy::too_many_lines,

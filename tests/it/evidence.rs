@@ -320,7 +320,7 @@ fn verify_offline(files: &[&Path]) -> (Option<i32>, String) {
     )
 }
 
-fn export(pool: &PgPool, dir: &Path, format: &str, extra: &[&str]) -> PathBuf {
+pub(crate) fn export(pool: &PgPool, dir: &Path, format: &str, extra: &[&str]) -> PathBuf {
     let path = dir.join(format!(
         "export-{format}-{}.out",
         extra.join("_").replace(['/', '-'], "")

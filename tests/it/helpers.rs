@@ -66,6 +66,8 @@ pub struct TestApp {
     /// What signatures are verified against: by default the emulator's Signer roots under a
     /// strict policy for any identity (`trust_config::emulator_trust`).
     pub trust: Arc<ecr_audit::trust::TrustSettings>,
+    /// Operator choices of the controls (ECR.4's required tag keys, ECR.5's key allow-list).
+    pub policy: ecr_audit::evaluate::ControlPolicy,
 }
 
 impl TestApp {
@@ -178,6 +180,7 @@ impl TestApp {
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
+            policy: ecr_audit::evaluate::ControlPolicy::default(),
         }
     }
 
@@ -220,6 +223,9 @@ impl TestApp {
         for account in self.account_roles.keys() {
             targets.push((account.clone(), Region::parse(REGION).expect("region")));
         }
+        // Each account's ECR Public registry, as the worker sweeps it (src/cli.rs).
+        let accounts: Vec<AccountId> = targets.iter().map(|(a, _)| a.clone()).collect();
+        targets.extend(accounts.into_iter().map(|a| (a, Region::ecr_public())));
         ecr_audit::source::reconcile::Reconciler::new(pipeline, registry, targets)
     }
 
@@ -238,6 +244,7 @@ impl TestApp {
         })
         .signing_grace(chrono::Duration::milliseconds(self.signing_grace_ms))
         .trust(Arc::clone(&self.trust))
+        .policy(self.policy.clone())
         .build()
     }
 
@@ -425,6 +432,19 @@ impl TestApp {
         let rule = format!("{}registry", self.prefix);
         let pattern = json!({"source": ["aws.ecr"], "detail-type": ["AWS API Call via CloudTrail"],
                              "detail": {"eventName": event_names}});
+        let rule = TestRule::to_queue(&self.sdk, &rule, &pattern, &self.queue.arn).await;
+        self.rules.push(rule);
+    }
+
+    /// Routes this account's ECR Public calls (CloudTrail) to the test's queue with the
+    /// production pattern (`EcrPublicCloudTrailEventsRule`, infra/cloudformation/central.yaml).
+    /// They name no private repository, so only for tests in an account of their own.
+    pub async fn route_public_calls(&mut self) {
+        let rule = format!("{}public", self.prefix);
+        let pattern = json!({"source": ["aws.ecr-public"], "detail-type": ["AWS API Call via CloudTrail"],
+                             "detail": {"eventSource": ["ecr-public.amazonaws.com"],
+                                        "eventName": ["CreateRepository", "DeleteRepository",
+                                                      "TagResource", "UntagResource"]}});
         let rule = TestRule::to_queue(&self.sdk, &rule, &pattern, &self.queue.arn).await;
         self.rules.push(rule);
     }

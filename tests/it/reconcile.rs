@@ -101,6 +101,8 @@ impl Case {
             ("ECRA.3", pass(self.signed())),
             // The registry's one pull-through cache rule (prefix `hub`) created none of them.
             ("ECRA.4", "PASS"),
+            // The registry has no repository creation template.
+            ("ECRA.5", "PASS"),
         ])
     }
 }

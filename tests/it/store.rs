@@ -101,6 +101,7 @@ async fn transitions_are_evidence_and_the_chain_verifies() {
             "a/team/app/ECRA.2",
             "a/team/app/ECRA.3",
             "a/team/app/ECRA.4",
+            "a/team/app/ECRA.5",
             "b",
             "b/team/app/ECR.2",
             "c"
@@ -111,7 +112,7 @@ async fn transitions_are_evidence_and_the_chain_verifies() {
         ecr_audit::evidence::verify_database(store.pool())
             .await
             .expect("verify"),
-        ChainReport::Valid { records: 12, .. }
+        ChainReport::Valid { records: 13, .. }
     ));
 }
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde_json::{Map, Value, json};
 
 use super::{EvidenceWriter, Manifest};
-use crate::domain::{ControlStatus, SignatureStatus};
+use crate::domain::{ControlStatus, ECR_PUBLIC_REGION, SignatureStatus};
 use crate::evidence::chain::ChainedRecord;
 use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail, SignatureTransitionDetail};
 
@@ -43,9 +43,14 @@ fn severity(id: i64) -> (i64, &'static str) {
     }
 }
 
-/// Security Hub's severity of a failing control (ECR.1 High; ECR.2, ECR.3, ECR.5 Medium).
+/// Security Hub's severity of a failing control (ECR.1 High; ECR.4 Low; ECR.2, ECR.3, ECR.5
+/// Medium).
 fn control_fail_severity(control: &str) -> i64 {
-    if control == "ECR.1" { 4 } else { 3 }
+    match control {
+        "ECR.1" => 4,
+        "ECR.4" => 2,
+        _ => 3,
+    }
 }
 
 /// OCSF compliance `status_id` and caption of a control status.
@@ -213,11 +218,20 @@ fn metadata(record: &ChainedRecord, product_version: &str) -> Value {
     })
 }
 
+/// The AWS region of a stored region: ECR Public's pseudo-region is us-east-1, where its API is.
+fn aws_region(region: &str) -> &str {
+    if region == ECR_PUBLIC_REGION {
+        "us-east-1"
+    } else {
+        region
+    }
+}
+
 fn cloud(record: &ChainedRecord) -> Value {
     let mut cloud = Map::new();
     cloud.insert("provider".into(), json!("AWS"));
     if let Some(region) = &record.region {
-        cloud.insert("region".into(), json!(region));
+        cloud.insert("region".into(), json!(aws_region(region)));
     }
     if let Some(account) = &record.account {
         cloud.insert(
@@ -232,12 +246,20 @@ fn cloud(record: &ChainedRecord) -> Value {
 fn resources(record: &ChainedRecord) -> Vec<Value> {
     let mut resources = Vec::new();
     if let Some(repository) = &record.repository {
-        let mut resource = json!({"type": "AWS::ECR::Repository", "name": repository});
+        let public = record.region.as_deref() == Some(ECR_PUBLIC_REGION);
+        let kind = if public {
+            "AWS::ECR::PublicRepository"
+        } else {
+            "AWS::ECR::Repository"
+        };
+        let mut resource = json!({"type": kind, "name": repository});
         if let (Some(account), Some(region)) = (&record.account, &record.region) {
-            resource["uid"] = json!(format!(
-                "arn:aws:ecr:{region}:{account}:repository/{repository}"
-            ));
-            resource["region"] = json!(region);
+            resource["uid"] = json!(if public {
+                format!("arn:aws:ecr-public::{account}:repository/{repository}")
+            } else {
+                format!("arn:aws:ecr:{region}:{account}:repository/{repository}")
+            });
+            resource["region"] = json!(aws_region(region));
         }
         resources.push(resource);
     }

@@ -1,4 +1,4 @@
-"""`AWS API Call via CloudTrail` events for every state-changing ECR call.
+"""`AWS API Call via CloudTrail` events for every state-changing ECR and ECR Public call.
 
 In AWS, CloudTrail records each write call (successful or not) and hands it
 to EventBridge on the default bus. ecr-audit learns who changed what from
@@ -31,8 +31,13 @@ CALLER_TYPE_HEADER = "HTTP_X_EMULATOR_CALLER_TYPE"
 UNLOGGED_MEMBERS = ("layerPartBlob",)
 
 
+#: Services whose every write call CloudTrail records here (ECR Public: source `aws.ecr-public`,
+#: event source `ecr-public.amazonaws.com`, region us-east-1, like any AWS service's record).
+RECORDED_SERVICES = ("ecr", "ecr-public")
+
+
 def is_recorded(call: AwsCall) -> bool:
-    return (call.service == "ecr" and not call.operation.startswith(READ_ONLY_PREFIXES)) or signer_revocation.is_recorded(call)
+    return (call.service in RECORDED_SERVICES and not call.operation.startswith(READ_ONLY_PREFIXES)) or signer_revocation.is_recorded(call)
 
 
 def _principal_id(prefix: str, arn: str) -> str:

@@ -103,6 +103,8 @@ class EmulatorMiddleware:
         if own is not None:
             with LOCK:
                 status, body = own(call)
+                if cloudtrail.is_recorded(call):
+                    cloudtrail.record(environ, call, status, {}, body)
             content_type = environ.get("CONTENT_TYPE") or "application/x-amz-json-1.1"
             return _reply(start_response, status, [("Content-Type", content_type)], body)
         if call.service not in LOCKED_SERVICES:
