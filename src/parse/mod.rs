@@ -12,6 +12,7 @@
 
 mod cloudtrail;
 mod json;
+mod ledger;
 mod signer;
 
 pub use json::MAX_MESSAGE_STRING;
@@ -24,6 +25,7 @@ use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, Reposit
 use crate::telemetry::{EventKind, RejectionCode};
 
 pub use cloudtrail::{RegistryCall, RepositoryCall};
+pub use ledger::{LifecycleRule, MAX_DIGESTS_PER_EVENT, Removal, RemovedImage};
 pub use signer::SignerRevocation;
 
 /// Which scanner reported a scan.
@@ -96,6 +98,9 @@ pub fn bound_event_time(event: &mut AuditEvent, sent_at: DateTime<Utc>) -> bool 
     event.time = bounded;
     true
 }
+
+/// The detail-type of a CloudTrail service event (lifecycle expiry's `PolicyExecutionEvent`).
+pub const SERVICE_EVENT_DETAIL_TYPE: &str = "AWS Service Event via CloudTrail";
 
 /// What an event tells us may have changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,6 +182,38 @@ pub enum Change {
         #[serde(skip_serializing_if = "Option::is_none")]
         requested: Option<RepositoryCall>,
     },
+    /// `ECR Replication Action`, in the destination account and region: a digest arrived in
+    /// this registry from `source_account`/`source_region`. Only a `SUCCESS` is read back and
+    /// evaluated here; another result is evidence only.
+    ImageReplicated {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<String>,
+        result: String,
+        source_account: Option<String>,
+        source_region: Option<String>,
+    },
+    /// `ECR Pull Through Cache Action`: a sync from an upstream registry. `SUCCESS` names the
+    /// repository and digest it cached (both read back and evaluated); another status is
+    /// evidence only.
+    PullThroughCached {
+        repository: RepositoryName,
+        digest: Option<Digest>,
+        tag: Option<String>,
+        sync_status: String,
+        upstream_registry_url: Option<String>,
+        ecr_repository_prefix: Option<String>,
+    },
+    /// Several digests of one repository removed at once: lifecycle expiry (CloudTrail
+    /// `PolicyExecutionEvent`) or `BatchDeleteImage`. Each is marked deleted only once ECR no
+    /// longer has it; `omitted` counts the digests beyond [`MAX_DIGESTS_PER_EVENT`], left to
+    /// the reconcile sweep.
+    ImagesDeleted {
+        repository: RepositoryName,
+        removal: Removal,
+        images: Vec<RemovedImage>,
+        omitted: usize,
+    },
     /// Well formed, but not something this version evaluates.
     Ignored { reason: String },
 }
@@ -201,6 +238,9 @@ impl Change {
             Self::RegistryChanged { .. } => EventKind::RegistryChanged,
             Self::SignerRevoked { .. } => EventKind::SignerRevoked,
             Self::FailedApiCall { .. } => EventKind::FailedApiCall,
+            Self::ImageReplicated { .. } => EventKind::ImageReplicated,
+            Self::PullThroughCached { .. } => EventKind::PullThroughCached,
+            Self::ImagesDeleted { .. } => EventKind::ImagesDeleted,
             Self::Ignored { .. } => EventKind::Ignored,
         }
     }
@@ -215,7 +255,10 @@ impl Change {
             | Self::ReferrerChanged { repository, .. }
             | Self::ScanCompleted { repository, .. }
             | Self::FindingChanged { repository, .. }
-            | Self::RepositoryChanged { repository, .. } => Some(repository),
+            | Self::RepositoryChanged { repository, .. }
+            | Self::ImageReplicated { repository, .. }
+            | Self::PullThroughCached { repository, .. }
+            | Self::ImagesDeleted { repository, .. } => Some(repository),
             Self::FailedApiCall { repository, .. } => repository.as_ref(),
             Self::RegistryChanged { .. } | Self::SignerRevoked { .. } | Self::Ignored { .. } => {
                 None
@@ -232,7 +275,9 @@ impl Change {
             | Self::ImagePushRecorded { digest, .. }
             | Self::ReferrerChanged { digest, .. }
             | Self::ScanCompleted { digest, .. }
-            | Self::FindingChanged { digest, .. } => Some(digest),
+            | Self::FindingChanged { digest, .. }
+            | Self::ImageReplicated { digest, .. } => Some(digest),
+            Self::PullThroughCached { digest, .. } => digest.as_ref(),
             _ => None,
         }
     }
@@ -241,7 +286,9 @@ impl Change {
         match self {
             Self::ImagePushed { tag, .. }
             | Self::ImageDeleted { tag, .. }
-            | Self::ImagePushRecorded { tag, .. } => tag.as_deref(),
+            | Self::ImagePushRecorded { tag, .. }
+            | Self::ImageReplicated { tag, .. }
+            | Self::PullThroughCached { tag, .. } => tag.as_deref(),
             _ => None,
         }
     }
@@ -368,7 +415,8 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
     let time = json::time(json::req_str(envelope, "time")?, "time")?;
     let detail = json::req_object(envelope, "detail")?;
 
-    if detail_type == "AWS API Call via CloudTrail" {
+    // A lifecycle expiry arrives as a service event; its record has the shape of a call's.
+    if detail_type == "AWS API Call via CloudTrail" || detail_type == SERVICE_EVENT_DETAIL_TYPE {
         // The record inside is authoritative for id, time, account and region; the envelope
         // only fills what the record lacks.
         let fallback = EnvelopeFallback::from_envelope(envelope, ctx)?;
@@ -385,6 +433,8 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
                 repositories: scan_resource_repositories(detail),
             },
         },
+        ("aws.ecr", "ECR Replication Action") => ledger::replication_action(detail)?,
+        ("aws.ecr", "ECR Pull Through Cache Action") => ledger::pull_through_cache_action(detail)?,
         ("aws.inspector2", "Inspector2 Scan") => scan_completed(detail, ScanSource::Enhanced)?,
         ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
         _ => Change::Ignored {
