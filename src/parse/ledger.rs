@@ -182,7 +182,10 @@ fn expired_image(action: &Value) -> Result<RemovedImage, ParseError> {
             "lifecycleEventImage.digest",
             Digest::parse(req_str(image, "digest")?),
         )?,
-        rule_priority: action.get("rulePriority").map(|_| priority(action)).transpose()?,
+        rule_priority: action
+            .get("rulePriority")
+            .map(|_| priority(action))
+            .transpose()?,
         by_tag: false,
     })
 }

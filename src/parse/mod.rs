@@ -648,3 +648,5 @@ fn inspector_finding(detail: &Value) -> Result<Change, ParseError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ledger;

@@ -87,7 +87,9 @@ impl Pipeline {
         plan: &mut EventPlan,
         key: RepositoryKey,
     ) -> Result<(), EnrichError> {
-        let writes = self.changed_repository_writes(&plan.event, key.clone()).await?;
+        let writes = self
+            .changed_repository_writes(&plan.event, key.clone())
+            .await?;
         let gone = writes
             .last()
             .is_some_and(|w| matches!(w.facts.state, RepositoryState::Absent));

@@ -504,15 +504,15 @@ pub fn removal_note(event: &AuditEvent, image: &RemovedImage) -> RemovalNote {
             removal: Removal::LifecyclePolicy { rules },
             ..
         } => {
-            let rule = image
-                .rule_priority
-                .map(|priority| match rules.iter().find(|r| r.priority == priority) {
+            let rule = image.rule_priority.map(|priority| {
+                match rules.iter().find(|r| r.priority == priority) {
                     Some(LifecycleRule {
                         description: Some(description),
                         ..
                     }) => format!("lifecycle policy rule {priority} ({description})"),
                     _ => format!("lifecycle policy rule {priority}"),
-                });
+                }
+            });
             RemovalNote {
                 reason: "expired by lifecycle policy".to_owned(),
                 cause: rule.or_else(|| Some("lifecycle policy".to_owned())),

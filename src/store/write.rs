@@ -525,10 +525,7 @@ fn image_after(image: &ImageWrite) -> ImageAfter {
             .map(|(_, kind)| kind.as_str().to_owned()),
         disguise: image.disguise.as_ref().map(Disguise::describe),
         deleted_reason: image.removal.as_ref().map(|note| note.reason.clone()),
-        deleted_by: image
-            .removal
-            .as_ref()
-            .and_then(|note| note.cause.clone()),
+        deleted_by: image.removal.as_ref().and_then(|note| note.cause.clone()),
     }
 }
 
