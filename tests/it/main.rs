@@ -14,6 +14,7 @@ mod fixtures;
 mod harness;
 mod helpers;
 mod http;
+mod ledger;
 mod managed_verdicts;
 mod pipeline;
 mod reconcile;
