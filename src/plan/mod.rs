@@ -8,6 +8,8 @@ mod event;
 mod signature;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ledger;
 pub mod verify;
 
 pub use event::{
