@@ -95,14 +95,31 @@ pub(super) fn pull_through_cache_action(detail: &Value) -> Result<Change, ParseE
     })
 }
 
-/// Keeps at most [`MAX_DIGESTS_PER_EVENT`] distinct digests; returns them and how many more
-/// the event named.
-fn bounded(mut images: Vec<RemovedImage>) -> (Vec<RemovedImage>, usize) {
+/// The digests a multi-digest event keeps, how many more it named, and why those were left.
+struct Bounded {
+    images: Vec<RemovedImage>,
+    omitted: usize,
+    omitted_reason: Option<String>,
+}
+
+/// Keeps at most [`MAX_DIGESTS_PER_EVENT`] distinct digests.
+fn bounded(mut images: Vec<RemovedImage>) -> Bounded {
     let mut seen = std::collections::HashSet::new();
     images.retain(|image| seen.insert(image.digest.clone()));
     let omitted = images.len().saturating_sub(MAX_DIGESTS_PER_EVENT);
     images.truncate(MAX_DIGESTS_PER_EVENT);
-    (images, omitted)
+    let omitted_reason = (omitted > 0).then(|| {
+        format!(
+            "the event names {} digests; the first {MAX_DIGESTS_PER_EVENT} are read back, the other \
+             {omitted} are left to the next reconcile sweep (one ECR read each)",
+            omitted + MAX_DIGESTS_PER_EVENT
+        )
+    });
+    Bounded {
+        images,
+        omitted,
+        omitted_reason,
+    }
 }
 
 fn array<'a>(object: &'a Value, field: &'static str) -> Result<&'a [Value], ParseError> {
@@ -136,12 +153,13 @@ pub(super) fn lifecycle_expiry(detail: &Value) -> Result<Change, ParseError> {
         .iter()
         .map(expired_image)
         .collect::<Result<Vec<_>, _>>()?;
-    let (images, omitted) = bounded(images);
+    let kept = bounded(images);
     Ok(Change::ImagesDeleted {
         repository,
         removal: Removal::LifecyclePolicy { rules },
-        images,
-        omitted,
+        images: kept.images,
+        omitted: kept.omitted,
+        omitted_reason: kept.omitted_reason,
     })
 }
 
@@ -233,11 +251,12 @@ pub(super) fn batch_delete_image(
             by_tag: tag.is_some_and(|tag| by_tag.contains(tag)),
         });
     }
-    let (images, omitted) = bounded(images);
+    let kept = bounded(images);
     Ok(Change::ImagesDeleted {
         repository,
         removal: Removal::BatchDeleteImage { failures },
-        images,
-        omitted,
+        images: kept.images,
+        omitted: kept.omitted,
+        omitted_reason: kept.omitted_reason,
     })
 }

@@ -213,6 +213,9 @@ pub enum Change {
         removal: Removal,
         images: Vec<RemovedImage>,
         omitted: usize,
+        /// Why `omitted` digests were not read back; absent when none were.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        omitted_reason: Option<String>,
     },
     /// Well formed, but not something this version evaluates.
     Ignored { reason: String },

@@ -181,10 +181,12 @@ fn a_lifecycle_expiry_lists_the_digests_and_the_rules() {
         removal,
         images,
         omitted,
+        omitted_reason,
     } = event.change
     else {
         panic!("not a removal");
     };
+    assert_eq!(omitted_reason, None);
     assert_eq!(repository.as_str(), "team-api");
     assert_eq!(
         removal,
@@ -212,13 +214,21 @@ fn a_lifecycle_expiry_takes_a_bounded_number_of_digests() {
         .collect();
     let event = parse_envelope(&lifecycle(Value::Array(many))).expect("large expiry");
     let Change::ImagesDeleted {
-        images, omitted, ..
+        images,
+        omitted,
+        omitted_reason,
+        ..
     } = event.change
     else {
         panic!("not a removal");
     };
     assert_eq!(images.len(), MAX_DIGESTS_PER_EVENT);
     assert_eq!(omitted, 25);
+    let reason = omitted_reason.expect("a reason for the omitted digests");
+    assert!(
+        reason.contains("125 digests") && reason.contains("reconcile"),
+        "{reason}"
+    );
 }
 
 #[test]

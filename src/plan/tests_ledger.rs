@@ -104,6 +104,7 @@ fn removal(removal: Removal, images: Vec<RemovedImage>) -> Change {
         removal,
         images,
         omitted: 0,
+        omitted_reason: None,
     }
 }
 
