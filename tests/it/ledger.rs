@@ -252,6 +252,16 @@ async fn three_images_keep_one(app: &TestApp, name: &str) -> Vec<String> {
     digests
 }
 
+/// The `ecr_audit_images` gauges summed over signature statuses, as a scrape shows them.
+async fn images_in_gauges(app: &TestApp) -> f64 {
+    app.scrape()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("ecr_audit_images{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn lifecycle_expiry_deletes_the_rows_with_the_reason_and_the_rule() {
     let mut app = TestApp::new().await;
@@ -312,13 +322,11 @@ async fn lifecycle_expiry_deletes_the_rows_with_the_reason_and_the_rule() {
     assert_eq!(evidence_of(&app, "images_deleted", &name).await.len(), 1);
     app.wait_for_drain().await;
     // The gauges count what is stored as present: the kept image only.
-    let metrics = app.scrape().await;
-    let images: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("ecr_audit_images{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!((images - 1.0).abs() < f64::EPSILON, "{images} images in the gauges");
+    let images = images_in_gauges(&app).await;
+    assert!(
+        (images - 1.0).abs() < f64::EPSILON,
+        "{images} images in the gauges"
+    );
     app.finish().await;
 }
 
