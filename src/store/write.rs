@@ -233,6 +233,7 @@ fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
                 .first()
                 .map(|r| &r.key)
                 .or(p.image.as_ref().map(|i| &i.key))
+                .or(p.deletions.first().map(|d| &d.key))
                 .or(p.scans.first().map(|s| &s.key))
                 .or(p.signatures.first().map(|s| &s.key)),
             Some(p.event.time),
@@ -279,7 +280,10 @@ async fn apply_event(
     if let Some(image) = &plan.image {
         upsert_image(tx, image).await?;
     }
-    for image in &plan.deletions {
+    // In digest order, as every other batch touching the same rows takes them.
+    let mut deletions: Vec<&ImageWrite> = plan.deletions.iter().collect();
+    deletions.sort_by(|a, b| (&a.key, &a.digest).cmp(&(&b.key, &b.digest)));
+    for image in deletions {
         upsert_image(tx, image).await?;
     }
     for scan in &plan.scans {
