@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::TestRule;
-use crate::helpers::{REGION, TestApp, as_caller, push_image, queue_arn, route_to_queue};
+use crate::helpers::{
+    REGION, TestApp, as_caller, emulator_requests, push_image, queue_arn, route_to_queue,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
@@ -262,9 +264,49 @@ async fn images_in_gauges(app: &TestApp) -> f64 {
         .sum()
 }
 
+/// The ECR calls since the counters were cleared: one `DescribeImages` per expired digest,
+/// besides any signature re-check that fell in the window (one `DescribeImageSigningStatus`,
+/// `ListImageReferrers` and `DescribeImages` each), and no other ECR call.
+async fn assert_only_reads(app: &TestApp, expired: u64) {
+    let calls = emulator_requests(&app.account, false).await;
+    eprintln!("ECR calls for one expiry of {expired} digests: {calls:?}");
+    let count = |op: &str| calls.get(op).copied().unwrap_or(0);
+    let rechecks = count("ecr.DescribeImageSigningStatus");
+    let reads = count("ecr.DescribeImages");
+    assert!(reads >= expired && reads <= expired + rechecks, "{calls:?}");
+    let allowed = [
+        "ecr.DescribeImages",
+        "ecr.DescribeImageSigningStatus",
+        "ecr.ListImageReferrers",
+    ];
+    assert!(
+        calls
+            .keys()
+            .filter(|op| op.starts_with("ecr."))
+            .all(|op| allowed.contains(&op.as_str())),
+        "{calls:?}"
+    );
+}
+
+/// Applies the repository's lifecycle policy now; returns the expired digests.
+async fn apply_lifecycle(app: &TestApp, name: &str) -> Vec<String> {
+    let result = emulator(
+        "/_emulator/lifecycle",
+        json!({"repositoryName": name, "account": app.account, "region": REGION}),
+    )
+    .await;
+    result["expired"]
+        .as_array()
+        .expect("expired")
+        .iter()
+        .filter_map(|e| e["imageDigest"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test]
 async fn lifecycle_expiry_deletes_the_rows_with_the_reason_and_the_rule() {
-    let mut app = TestApp::new().await;
+    // An account of its own, so the emulator's call counters are this test's alone.
+    let mut app = TestApp::new_in_own_account().await;
     let sdk = app.sdk.clone();
     let _rule = route(
         &app,
@@ -281,18 +323,10 @@ async fn lifecycle_expiry_deletes_the_rows_with_the_reason_and_the_rule() {
     for digest in &digests {
         wait_row(&app, (REGION, &name, digest), "pushed", |(p, ..)| *p).await;
     }
-    let result = emulator(
-        "/_emulator/lifecycle",
-        json!({"repositoryName": name, "account": app.account, "region": REGION}),
-    )
-    .await;
-    let expired: Vec<String> = result["expired"]
-        .as_array()
-        .expect("expired")
-        .iter()
-        .filter_map(|e| e["imageDigest"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(expired.len(), 2, "{result}");
+    app.wait_for_drain().await;
+    emulator_requests(&app.account, true).await;
+    let expired = apply_lifecycle(&app, &name).await;
+    assert_eq!(expired.len(), 2, "{expired:?}");
 
     for digest in &expired {
         let (_, reason, by) = wait_row(
@@ -305,6 +339,8 @@ async fn lifecycle_expiry_deletes_the_rows_with_the_reason_and_the_rule() {
         assert_eq!(reason.as_deref(), Some("expired by lifecycle policy"));
         assert_eq!(by.as_deref(), Some("lifecycle policy rule 1 (keep one)"));
     }
+    app.wait_for_drain().await;
+    assert_only_reads(&app, expired.len() as u64).await;
     let kept = digests.iter().find(|d| !expired.contains(d)).expect("kept");
     assert!(row(&app, REGION, &name, kept).await.is_some_and(|r| r.0));
 
