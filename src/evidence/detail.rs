@@ -98,6 +98,14 @@ pub struct ImageAfter {
     /// when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disguise: Option<String>,
+    /// Why the digest was deleted (`expired by lifecycle policy`, `deleted by
+    /// BatchDeleteImage`, `repository deleted`, `repository no longer exists`); left out when
+    /// the event does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_reason: Option<String>,
+    /// Who or what deleted it: the caller's ARN, or the lifecycle rule; left out when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
 }
 
 /// What the event did to the image.
@@ -353,6 +361,8 @@ mod tests {
                 artifact_of: None,
                 artifact_kind: None,
                 disguise: None,
+                deleted_reason: None,
+                deleted_by: None,
             }),
             scans: None,
             signatures: None,

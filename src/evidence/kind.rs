@@ -24,6 +24,13 @@ pub enum EvidenceKind {
     /// An AWS Signer revocation (`RevokeSignature`, `RevokeSigningProfile`).
     SignerRevoked,
     FailedApiCall,
+    /// `ECR Replication Action` in the destination registry.
+    ImageReplicated,
+    /// `ECR Pull Through Cache Action`.
+    PullThroughCached,
+    /// Lifecycle expiry or `BatchDeleteImage` (each digest it marks deleted gets an
+    /// `image_deleted` record of its own).
+    ImagesDeleted,
     Ignored,
     /// A control's status changed for a repository.
     ControlTransition,
@@ -39,7 +46,7 @@ pub enum EvidenceKind {
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub(crate) const KNOWN: [EvidenceKind; 16] = [
+    pub(crate) const KNOWN: [EvidenceKind; 19] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,
@@ -51,6 +58,9 @@ impl EvidenceKind {
         Self::RegistryChanged,
         Self::SignerRevoked,
         Self::FailedApiCall,
+        Self::ImageReplicated,
+        Self::PullThroughCached,
+        Self::ImagesDeleted,
         Self::Ignored,
         Self::ControlTransition,
         Self::SignatureTransition,
@@ -72,6 +82,9 @@ impl EvidenceKind {
             Self::RegistryChanged => "registry_changed",
             Self::SignerRevoked => "signer_revoked",
             Self::FailedApiCall => "failed_api_call",
+            Self::ImageReplicated => "image_replicated",
+            Self::PullThroughCached => "pull_through_cached",
+            Self::ImagesDeleted => "images_deleted",
             Self::Ignored => "ignored",
             Self::ControlTransition => "control_transition",
             Self::SignatureTransition => "signature_transition",

@@ -18,7 +18,11 @@ const CLOUDTRAIL_DETAIL_TYPE: &str = "AWS API Call via CloudTrail";
 #[serde(tag = "name")]
 pub enum RepositoryCall {
     CreateRepository,
-    DeleteRepository,
+    /// `force` deletes a repository that still holds images; its images are marked deleted
+    /// once the repository is read back absent.
+    DeleteRepository {
+        force: Option<bool>,
+    },
     PutImageTagMutability {
         image_tag_mutability: Option<String>,
     },
@@ -50,7 +54,7 @@ impl RepositoryCall {
         match self {
             Self::ObservedByReconcile => "ObservedByReconcile",
             Self::CreateRepository => "CreateRepository",
-            Self::DeleteRepository => "DeleteRepository",
+            Self::DeleteRepository { .. } => "DeleteRepository",
             Self::PutImageTagMutability { .. } => "PutImageTagMutability",
             Self::PutLifecyclePolicy => "PutLifecyclePolicy",
             Self::DeleteLifecyclePolicy => "DeleteLifecyclePolicy",
@@ -252,6 +256,9 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
             requested,
         });
     }
+    if name == "PolicyExecutionEvent" {
+        return super::ledger::lifecycle_expiry(detail);
+    }
     if let Some(call) = registry_call(name, params)? {
         return Ok(Change::RegistryChanged { call });
     }
@@ -260,6 +267,9 @@ fn change(detail: &Value) -> Result<Change, ParseError> {
     };
     if name == "PutImage" {
         return put_image(detail, repository, params);
+    }
+    if name == "BatchDeleteImage" {
+        return super::ledger::batch_delete_image(detail, repository, params);
     }
     Ok(match repository_call(name, params)? {
         Some(call) => Change::RepositoryChanged { repository, call },
@@ -332,7 +342,9 @@ fn repository_call(
 ) -> Result<Option<RepositoryCall>, ParseError> {
     Ok(Some(match name {
         "CreateRepository" => RepositoryCall::CreateRepository,
-        "DeleteRepository" => RepositoryCall::DeleteRepository,
+        "DeleteRepository" => RepositoryCall::DeleteRepository {
+            force: params.map(|p| opt_bool(p, "force")).transpose()?.flatten(),
+        },
         "PutImageTagMutability" => RepositoryCall::PutImageTagMutability {
             image_tag_mutability: param(params, "imageTagMutability")?,
         },

@@ -12,6 +12,7 @@
 
 mod cloudtrail;
 mod json;
+mod ledger;
 mod public;
 mod signer;
 
@@ -25,6 +26,7 @@ use crate::domain::{AccountId, Actor, Digest, InvalidIdentifier, Region, Reposit
 use crate::telemetry::{EventKind, RejectionCode};
 
 pub use cloudtrail::{RegistryCall, RepositoryCall};
+pub use ledger::{LifecycleRule, MAX_DIGESTS_PER_EVENT, Removal, RemovedImage};
 pub use signer::SignerRevocation;
 
 /// Which scanner reported a scan.
@@ -97,6 +99,9 @@ pub fn bound_event_time(event: &mut AuditEvent, sent_at: DateTime<Utc>) -> bool 
     event.time = bounded;
     true
 }
+
+/// The detail-type of a CloudTrail service event (lifecycle expiry's `PolicyExecutionEvent`).
+pub const SERVICE_EVENT_DETAIL_TYPE: &str = "AWS Service Event via CloudTrail";
 
 /// What an event tells us may have changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,6 +183,41 @@ pub enum Change {
         #[serde(skip_serializing_if = "Option::is_none")]
         requested: Option<RepositoryCall>,
     },
+    /// `ECR Replication Action`, in the destination account and region: a digest arrived in
+    /// this registry from `source_account`/`source_region`. Only a `SUCCESS` is read back and
+    /// evaluated here; another result is evidence only.
+    ImageReplicated {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<String>,
+        result: String,
+        source_account: Option<String>,
+        source_region: Option<String>,
+    },
+    /// `ECR Pull Through Cache Action`: a sync from an upstream registry. `SUCCESS` names the
+    /// repository and digest it cached (both read back and evaluated); another status is
+    /// evidence only.
+    PullThroughCached {
+        repository: RepositoryName,
+        digest: Option<Digest>,
+        tag: Option<String>,
+        sync_status: String,
+        upstream_registry_url: Option<String>,
+        ecr_repository_prefix: Option<String>,
+    },
+    /// Several digests of one repository removed at once: lifecycle expiry (CloudTrail
+    /// `PolicyExecutionEvent`) or `BatchDeleteImage`. Each is marked deleted only once ECR no
+    /// longer has it; `omitted` counts the digests beyond [`MAX_DIGESTS_PER_EVENT`], left to
+    /// the reconcile sweep.
+    ImagesDeleted {
+        repository: RepositoryName,
+        removal: Removal,
+        images: Vec<RemovedImage>,
+        omitted: usize,
+        /// Why `omitted` digests were not read back; absent when none were.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        omitted_reason: Option<String>,
+    },
     /// Well formed, but not something this version evaluates.
     Ignored { reason: String },
 }
@@ -202,6 +242,9 @@ impl Change {
             Self::RegistryChanged { .. } => EventKind::RegistryChanged,
             Self::SignerRevoked { .. } => EventKind::SignerRevoked,
             Self::FailedApiCall { .. } => EventKind::FailedApiCall,
+            Self::ImageReplicated { .. } => EventKind::ImageReplicated,
+            Self::PullThroughCached { .. } => EventKind::PullThroughCached,
+            Self::ImagesDeleted { .. } => EventKind::ImagesDeleted,
             Self::Ignored { .. } => EventKind::Ignored,
         }
     }
@@ -216,7 +259,10 @@ impl Change {
             | Self::ReferrerChanged { repository, .. }
             | Self::ScanCompleted { repository, .. }
             | Self::FindingChanged { repository, .. }
-            | Self::RepositoryChanged { repository, .. } => Some(repository),
+            | Self::RepositoryChanged { repository, .. }
+            | Self::ImageReplicated { repository, .. }
+            | Self::PullThroughCached { repository, .. }
+            | Self::ImagesDeleted { repository, .. } => Some(repository),
             Self::FailedApiCall { repository, .. } => repository.as_ref(),
             Self::RegistryChanged { .. } | Self::SignerRevoked { .. } | Self::Ignored { .. } => {
                 None
@@ -233,7 +279,9 @@ impl Change {
             | Self::ImagePushRecorded { digest, .. }
             | Self::ReferrerChanged { digest, .. }
             | Self::ScanCompleted { digest, .. }
-            | Self::FindingChanged { digest, .. } => Some(digest),
+            | Self::FindingChanged { digest, .. }
+            | Self::ImageReplicated { digest, .. } => Some(digest),
+            Self::PullThroughCached { digest, .. } => digest.as_ref(),
             _ => None,
         }
     }
@@ -242,7 +290,9 @@ impl Change {
         match self {
             Self::ImagePushed { tag, .. }
             | Self::ImageDeleted { tag, .. }
-            | Self::ImagePushRecorded { tag, .. } => tag.as_deref(),
+            | Self::ImagePushRecorded { tag, .. }
+            | Self::ImageReplicated { tag, .. }
+            | Self::PullThroughCached { tag, .. } => tag.as_deref(),
             _ => None,
         }
     }
@@ -369,7 +419,8 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
     let time = json::time(json::req_str(envelope, "time")?, "time")?;
     let detail = json::req_object(envelope, "detail")?;
 
-    if detail_type == "AWS API Call via CloudTrail" {
+    // A lifecycle expiry arrives as a service event; its record has the shape of a call's.
+    if detail_type == "AWS API Call via CloudTrail" || detail_type == SERVICE_EVENT_DETAIL_TYPE {
         // The record inside is authoritative for id, time, account and region; the envelope
         // only fills what the record lacks.
         let fallback = EnvelopeFallback::from_envelope(envelope, ctx)?;
@@ -386,6 +437,8 @@ fn parse_envelope(envelope: &Value, ctx: &ParseContext) -> Result<AuditEvent, Pa
                 repositories: scan_resource_repositories(detail),
             },
         },
+        ("aws.ecr", "ECR Replication Action") => ledger::replication_action(detail)?,
+        ("aws.ecr", "ECR Pull Through Cache Action") => ledger::pull_through_cache_action(detail)?,
         ("aws.inspector2", "Inspector2 Scan") => scan_completed(detail, ScanSource::Enhanced)?,
         ("aws.inspector2", "Inspector2 Finding") => inspector_finding(detail)?,
         _ => Change::Ignored {
@@ -599,3 +652,5 @@ fn inspector_finding(detail: &Value) -> Result<Change, ParseError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ledger;

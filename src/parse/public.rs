@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::cloudtrail::RepositoryCall;
-use super::json::{opt_object, opt_str};
+use super::json::{opt_bool, opt_object, opt_str};
 use super::{Change, ParseError, identifier};
 use crate::domain::RepositoryName;
 
@@ -28,7 +28,9 @@ pub(super) fn change(name: &str, detail: &Value) -> Result<Change, ParseError> {
     }
     let call = match name {
         "CreateRepository" => RepositoryCall::CreateRepository,
-        "DeleteRepository" => RepositoryCall::DeleteRepository,
+        "DeleteRepository" => RepositoryCall::DeleteRepository {
+            force: params.map(|p| opt_bool(p, "force")).transpose()?.flatten(),
+        },
         "TagResource" => RepositoryCall::TagResource,
         "UntagResource" => RepositoryCall::UntagResource,
         _ => return Ok(ignored(name)),

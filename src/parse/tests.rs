@@ -156,12 +156,12 @@ fn missing_account_falls_back_to_resource_arn_then_configuration() {
 fn unknown_detail_types_are_ignored_with_a_reason() {
     let mut envelope = image_action("PUSH", json!({}));
     if let Some(o) = envelope.as_object_mut() {
-        o.insert("detail-type".into(), json!("ECR Replication Action"));
+        o.insert("detail-type".into(), json!("ECR Future Action"));
     }
     let event = parse_value(&envelope, InputFormat::Envelope).expect("ignored, not an error");
     match event.change {
         Change::Ignored { reason } => {
-            assert!(reason.contains("ECR Replication Action"), "{reason}")
+            assert!(reason.contains("ECR Future Action"), "{reason}")
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -964,8 +964,8 @@ fn ecr_public_calls_re_read_the_public_repository_in_its_pseudo_region() {
         ),
         (
             "DeleteRepository",
-            json!({"repositoryName": "tools/cli"}),
-            RepositoryCall::DeleteRepository,
+            json!({"repositoryName": "tools/cli", "force": true}),
+            RepositoryCall::DeleteRepository { force: Some(true) },
         ),
     ];
     for (name, params, call) in cases {

@@ -10,7 +10,7 @@ use tracing::info;
 use super::Pipeline;
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::enrich::{EnrichError, Registry};
-use crate::facts::Fact;
+use crate::facts::{Fact, RepositoryState};
 use crate::plan::{
     self, EventPlan, ImageWrite, PresentImage, PresentImageRead, Reads, RepositoryWrite,
     SignatureFacts, SignatureReads, SignatureTarget, SignatureWrite,
@@ -65,11 +65,11 @@ impl Pipeline {
                 let lookup = self.registry.image(&key, &digest).await?;
                 plan::plan_delete(&mut plan, key, digest, (observed_at, lookup));
             }
-            Reads::Scan { key, digest } => self.read_scan(&mut plan, key, digest).await?,
-            Reads::Repository { key } => {
-                let writes = self.changed_repository_writes(&plan.event, key).await?;
-                plan.repositories.extend(writes);
+            Reads::DeleteMany { key, images } => {
+                self.read_removals(&mut plan, &key, images).await?;
             }
+            Reads::Scan { key, digest } => self.read_scan(&mut plan, key, digest).await?,
+            Reads::Repository { key } => self.read_repository(&mut plan, key).await?,
             Reads::Registry {
                 account,
                 region,
@@ -79,6 +79,61 @@ impl Pipeline {
             }
         }
         Ok(plan)
+    }
+
+    /// A repository's settings re-read; read back absent, its stored digests are deleted.
+    async fn read_repository(
+        &self,
+        plan: &mut EventPlan,
+        key: RepositoryKey,
+    ) -> Result<(), EnrichError> {
+        let writes = self
+            .changed_repository_writes(&plan.event, key.clone())
+            .await?;
+        let gone = writes
+            .last()
+            .is_some_and(|w| matches!(w.facts.state, RepositoryState::Absent));
+        plan.repositories.extend(writes);
+        if gone {
+            let present = self.present_digests(&key).await?;
+            plan::plan_repository_gone(plan, &key, present);
+        }
+        Ok(())
+    }
+
+    /// Each digest a multi-digest removal names, read back (a few at a time) and planned.
+    async fn read_removals(
+        &self,
+        plan: &mut EventPlan,
+        key: &RepositoryKey,
+        images: Vec<crate::parse::RemovedImage>,
+    ) -> Result<(), EnrichError> {
+        let reads: Vec<Result<_, EnrichError>> = stream::iter(images)
+            .map(|image| async move {
+                let observed_at = Utc::now();
+                let lookup = self.registry.image(key, &image.digest).await?;
+                Ok((image, (observed_at, lookup)))
+            })
+            .buffered(REGISTRY_FANOUT)
+            .collect()
+            .await;
+        for read in reads {
+            let (image, read) = read?;
+            plan::plan_removal(plan, key.clone(), &image, read);
+        }
+        Ok(())
+    }
+
+    /// The digests stored as present in a repository; a database failure retries the message.
+    async fn present_digests(&self, key: &RepositoryKey) -> Result<Vec<Digest>, EnrichError> {
+        self.store
+            .present_digests(key)
+            .await
+            .map_err(|err| EnrichError::Transient {
+                operation: "store:present_digests",
+                target: key.to_string(),
+                message: err.to_string(),
+            })
     }
 
     /// A push (its event, or its CloudTrail record when `recorded`): the digest read and judged.

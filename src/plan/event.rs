@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Distrusted, EventPlan, ImagePresence, ImageWrite, RepositoryWrite, Reverify, ScanWrite,
+    Distrusted, EventPlan, ImagePresence, ImageWrite, RemovalNote, RepositoryWrite, Reverify,
+    ScanWrite,
 };
 use crate::domain::{AccountId, Actor, Digest, Region, RepositoryKey, RepositoryName};
 use crate::evaluate;
@@ -12,7 +13,9 @@ use crate::facts::{
     ArtifactProof, Classification, Fact, ImageFacts, ImageLookup, ScanFacts, classify,
     cosign_tag_subject, subject_to_confirm,
 };
-use crate::parse::{AuditEvent, Change, RegistryCall};
+use crate::parse::{
+    AuditEvent, Change, LifecycleRule, RegistryCall, Removal, RemovedImage, RepositoryCall,
+};
 use crate::telemetry::DistrustedHint;
 
 /// What an event needs read before its plan is complete.
@@ -40,6 +43,12 @@ pub enum Reads {
     Referrer { key: RepositoryKey, digest: Digest },
     /// A delete-shaped event: the digest is marked deleted only if ECR no longer has it.
     Delete { key: RepositoryKey, digest: Digest },
+    /// Several digests removed at once (lifecycle expiry, `BatchDeleteImage`): each is read
+    /// back and marked deleted only if ECR no longer has it ([`plan_removal`]).
+    DeleteMany {
+        key: RepositoryKey,
+        images: Vec<RemovedImage>,
+    },
     /// A scan result: read back, and the image evaluated in full if it is not yet.
     Scan { key: RepositoryKey, digest: Digest },
     /// One repository's settings changed.
@@ -142,9 +151,45 @@ fn reads_for(event: &AuditEvent) -> Reads {
             key: key(repository),
             digest: digest.clone(),
         },
-        Change::FailedApiCall { .. } | Change::Ignored { .. } => Reads::Nothing,
+        Change::ImageReplicated {
+            repository,
+            digest,
+            tag,
+            result,
+            ..
+        } if result == "SUCCESS" => present_reads(key(repository), digest, tag),
+        Change::PullThroughCached {
+            repository,
+            digest: Some(digest),
+            tag,
+            sync_status,
+            ..
+        } if sync_status == "SUCCESS" => present_reads(key(repository), digest, tag),
+        Change::ImagesDeleted {
+            repository, images, ..
+        } => Reads::DeleteMany {
+            key: key(repository),
+            images: images.clone(),
+        },
+        // A failed replication or sync changed nothing here: evidence only.
+        Change::ImageReplicated { .. }
+        | Change::PullThroughCached { .. }
+        | Change::FailedApiCall { .. }
+        | Change::Ignored { .. } => Reads::Nothing,
         // The store chooses the digests (`EventPlan::reverify`); they are read when re-checked.
         Change::SignerRevoked { .. } => Reads::Nothing,
+    }
+}
+
+/// A digest that arrived in this registry without a push of its own (replication, a
+/// pull-through cache sync): read and evaluated like a push, with nobody to name as pusher.
+fn present_reads(key: RepositoryKey, digest: &Digest, tag: &Option<String>) -> Reads {
+    Reads::Push {
+        key,
+        digest: digest.clone(),
+        tag: tag.clone(),
+        pushed_by: None,
+        recorded: false,
     }
 }
 
@@ -308,6 +353,7 @@ pub fn plan_present_image(read: PresentImageRead) -> PresentImage {
             storage_class: None,
             artifact,
             disguise,
+            removal: None,
         },
         repository: read.repository,
         scans,
@@ -447,5 +493,95 @@ pub fn scan_write(
             checked_at,
         }),
         Fact::Unknown(_) => None,
+    }
+}
+
+/// Why an event removed `image`, and by what: the lifecycle rule that expired it, or the
+/// caller of `BatchDeleteImage`.
+pub fn removal_note(event: &AuditEvent, image: &RemovedImage) -> RemovalNote {
+    let caller = event.actor.as_ref().map(|actor| actor.arn.clone());
+    match &event.change {
+        Change::ImagesDeleted {
+            removal: Removal::LifecyclePolicy { rules },
+            ..
+        } => {
+            let rule = image.rule_priority.map(|priority| {
+                match rules.iter().find(|r| r.priority == priority) {
+                    Some(LifecycleRule {
+                        description: Some(description),
+                        ..
+                    }) => format!("lifecycle policy rule {priority} ({description})"),
+                    _ => format!("lifecycle policy rule {priority}"),
+                }
+            });
+            RemovalNote {
+                reason: "expired by lifecycle policy".to_owned(),
+                cause: rule.or_else(|| Some("lifecycle policy".to_owned())),
+            }
+        }
+        _ => RemovalNote {
+            reason: "deleted by BatchDeleteImage".to_owned(),
+            cause: caller,
+        },
+    }
+}
+
+/// One digest of a multi-digest removal, once ECR was asked. Gone: marked deleted with its
+/// note. Still there and asked for by tag only: the tag went, the digest stays (its tags
+/// refreshed), which is no distrust. Still there otherwise, or unreadable: as [`plan_delete`].
+pub fn plan_removal(
+    plan: &mut EventPlan,
+    key: RepositoryKey,
+    image: &RemovedImage,
+    read: (DateTime<Utc>, ImageLookup),
+) {
+    let time = plan.event.time;
+    let digest = image.digest.clone();
+    match &read.1 {
+        ImageLookup::NotFound => {
+            let mut write = ImageWrite::deleted(key, digest, time);
+            write.removal = Some(removal_note(&plan.event, image));
+            plan.deletions.push(write);
+        }
+        ImageLookup::Found(_) if image.by_tag => plan
+            .deletions
+            .push(ImageWrite::still_present(key, digest, time, read)),
+        ImageLookup::Found(_) => {
+            plan.distrusted.push(Distrusted::new(
+                DistrustedHint::DeleteUnconfirmed,
+                format!("delete of {digest} not confirmed: ECR still has the digest"),
+            ));
+            plan.deletions
+                .push(ImageWrite::still_present(key, digest, time, read));
+        }
+        ImageLookup::Unreadable { reason } => plan.distrusted.push(Distrusted::new(
+            DistrustedHint::DeleteUnconfirmed,
+            format!("delete of {digest} not confirmed: ECR could not be read ({reason})"),
+        )),
+    }
+}
+
+/// A repository read back absent: every digest still stored as present in it is deleted.
+/// The repository's absence is the re-read that confirms it. A `DeleteRepository` call names
+/// its caller; any other event (a reconcile sweep above all) names nobody.
+pub fn plan_repository_gone(plan: &mut EventPlan, key: &RepositoryKey, present: Vec<Digest>) {
+    let note = match &plan.event.change {
+        Change::RepositoryChanged {
+            call: RepositoryCall::DeleteRepository { .. },
+            ..
+        } => RemovalNote {
+            reason: "repository deleted".to_owned(),
+            cause: plan.event.actor.as_ref().map(|actor| actor.arn.clone()),
+        },
+        _ => RemovalNote {
+            reason: "repository no longer exists".to_owned(),
+            cause: None,
+        },
+    };
+    let time = plan.event.time;
+    for digest in present {
+        let mut write = ImageWrite::deleted(key.clone(), digest, time);
+        write.removal = Some(note.clone());
+        plan.deletions.push(write);
     }
 }

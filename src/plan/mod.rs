@@ -8,13 +8,15 @@ mod event;
 mod signature;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ledger;
 pub mod verify;
 
 pub use event::{
     PUSH_RECORD_SKEW, PresentImage, PresentImageRead, Reads, SignatureTarget,
     artifact_subject_to_confirm, attribute_repository_changes, moves_control_state, plan_delete,
-    plan_present_image, push_tag, referrer_subject, repository_key, scan_write, start,
-    subject_pushed_at,
+    plan_present_image, plan_removal, plan_repository_gone, push_tag, referrer_subject,
+    removal_note, repository_key, scan_write, start, subject_pushed_at,
 };
 pub(crate) use signature::{SignatureFacts, settled_by_verification};
 pub use signature::{SignatureReads, next_signature_check};
@@ -261,6 +263,18 @@ pub struct ImageWrite {
     pub artifact: Option<(Digest, crate::facts::ArtifactKind)>,
     /// When the digest is judged as an image but dressed as an artifact: how.
     pub disguise: Option<crate::facts::Disguise>,
+    /// Why a digest is marked deleted, and by what, when the event says (lifecycle expiry,
+    /// `BatchDeleteImage`, a deleted repository).
+    pub removal: Option<RemovalNote>,
+}
+
+/// Why a digest was deleted and who or what caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalNote {
+    /// One phrase: `expired by lifecycle policy`, `repository no longer exists`, …
+    pub reason: String,
+    /// The caller's ARN, or the lifecycle rule; `None` when nobody can be named (a sweep).
+    pub cause: Option<String>,
 }
 
 /// Everything one understood event changes.
@@ -271,6 +285,9 @@ pub struct EventPlan {
     /// Repositories re-read because of the event (several for a registry-wide change).
     pub repositories: Vec<RepositoryWrite>,
     pub image: Option<ImageWrite>,
+    /// Further digests an event removed (lifecycle expiry, `BatchDeleteImage`, a deleted
+    /// repository): each gets an `image_deleted` evidence record of its own.
+    pub deletions: Vec<ImageWrite>,
     /// Signature verdicts: the pushed digest's, or its subject's when a signature was pushed.
     pub signatures: Vec<SignatureWrite>,
     pub scans: Vec<ScanWrite>,
@@ -374,6 +391,7 @@ impl ImageWrite {
             storage_class: None,
             artifact: None,
             disguise: None,
+            removal: None,
         }
     }
 
@@ -448,6 +466,7 @@ impl EventPlan {
             ignored: false,
             repositories: Vec::new(),
             image: None,
+            deletions: Vec::new(),
             signatures: Vec::new(),
             scans: Vec::new(),
             distrusted,

@@ -953,7 +953,7 @@ fn each_event_names_the_reads_it_needs() {
         (
             Change::RepositoryChanged {
                 repository: key().name,
-                call: RepositoryCall::DeleteRepository,
+                call: RepositoryCall::DeleteRepository { force: None },
             },
             Reads::Repository { key: key() },
         ),

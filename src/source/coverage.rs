@@ -49,6 +49,10 @@ pub(crate) async fn refresh_registry(
     region: &Region,
     enhanced: Option<bool>,
 ) -> Result<Option<UsageReport>, CoverageError> {
+    // ECR Public (the `ecr-public` pseudo-region) is neither scanned nor run from: no coverage.
+    if region.is_ecr_public() {
+        return Ok(None);
+    }
     let observed_at = Utc::now();
     let covered = match enhanced {
         None => {

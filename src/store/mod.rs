@@ -557,6 +557,30 @@ impl Store {
         .await?)
     }
 
+    /// The digests stored as present in one repository (marked deleted when the repository
+    /// is read back absent).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub(crate) async fn present_digests(
+        &self,
+        key: &RepositoryKey,
+    ) -> Result<Vec<Digest>, StoreError> {
+        let digests: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM images
+              WHERE account = $1 AND region = $2 AND repository = $3 AND present ORDER BY digest",
+        )
+        .bind(key.account.as_str())
+        .bind(key.region.as_str())
+        .bind(key.name.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(digests
+            .iter()
+            .filter_map(|digest| Digest::parse(digest).ok())
+            .collect())
+    }
+
     /// The repositories known to exist in one registry, for re-evaluation after a
     /// registry-wide change.
     ///

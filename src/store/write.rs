@@ -242,6 +242,7 @@ fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
                 .first()
                 .map(|r| &r.key)
                 .or(p.image.as_ref().map(|i| &i.key))
+                .or(p.deletions.first().map(|d| &d.key))
                 .or(p.scans.first().map(|s| &s.key))
                 .or(p.signatures.first().map(|s| &s.key)),
             Some(p.event.time),
@@ -293,6 +294,12 @@ async fn apply_event(
             derived.extend(super::history::derive(tx, &image.key, Some(&image.digest)).await?);
         }
     }
+    // In digest order, as every other batch touching the same rows takes them.
+    let mut deletions: Vec<&ImageWrite> = plan.deletions.iter().collect();
+    deletions.sort_by(|a, b| (&a.key, &a.digest).cmp(&(&b.key, &b.digest)));
+    for image in deletions {
+        upsert_image(tx, image).await?;
+    }
     for scan in &plan.scans {
         apply_scan(tx, scan).await?;
     }
@@ -311,6 +318,11 @@ async fn apply_event(
         transitions
             .into_iter()
             .map(|change| control_transition_record(&base, plan, change)),
+    );
+    records.extend(
+        plan.deletions
+            .iter()
+            .map(|image| removal_record(&base, plan, image)),
     );
     let event = &plan.event;
     let mut first_unsigned = 0;
@@ -462,6 +474,38 @@ fn changed_by(event: &crate::parse::AuditEvent) -> &str {
         .map_or(crate::domain::UNATTRIBUTED, |a| a.arn.as_str())
 }
 
+/// The record of one digest a multi-digest event (or a deleted repository) removed or left in
+/// place: an `image_deleted` record of that digest, so `images --at` replays it, naming who or
+/// what deleted it; shares the event record's times, account and region.
+fn removal_record(base: &ChainedRecord, plan: &EventPlan, image: &ImageWrite) -> ChainedRecord {
+    let event = &plan.event;
+    let detail = EventDetail {
+        detail_type: event.detail_type.clone(),
+        change: serde_json::json!({"cause_event_id": event.id, "cause_kind": event.change.kind()}),
+        repositories: None,
+        image_after: Some(image_after(image)),
+        scans: None,
+        signatures: None,
+        distrusted: None,
+        settings_at_push: None,
+    };
+    ChainedRecord {
+        event_id: format!("{}/{}/{}", event.id, image.key.name, image.digest),
+        repository: Some(image.key.name.to_string()),
+        kind: EvidenceKind::ImageDeleted,
+        outcome: "processed".to_owned(),
+        digest: Some(image.digest.to_string()),
+        tag: None,
+        actor: image
+            .removal
+            .as_ref()
+            .and_then(|note| note.cause.clone())
+            .or_else(|| base.actor.clone()),
+        detail: to_detail_value(&detail),
+        ..base.clone()
+    }
+}
+
 /// The record of a control transition an event caused; shares the event record's times,
 /// account and region; its actor is [`changed_by`].
 fn control_transition_record(
@@ -543,6 +587,8 @@ fn image_after(image: &ImageWrite) -> ImageAfter {
             .as_ref()
             .map(|(_, kind)| kind.as_str().to_owned()),
         disguise: image.disguise.as_ref().map(Disguise::describe),
+        deleted_reason: image.removal.as_ref().map(|note| note.reason.clone()),
+        deleted_by: image.removal.as_ref().and_then(|note| note.cause.clone()),
     }
 }
 
@@ -746,9 +792,9 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
               manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
               tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind,
-              settings_observed_at)
+              settings_observed_at, deleted_reason, deleted_by)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25, $28)
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25, $28, $29, $30)
          ON CONFLICT (account, region, repository, digest) DO UPDATE SET
               present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
                              THEN EXCLUDED.present ELSE i.present END,
@@ -782,6 +828,18 @@ const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository
               encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
               kms_key = COALESCE(i.kms_key, EXCLUDED.kms_key),
               kms_customer_managed = COALESCE(i.kms_customer_managed, EXCLUDED.kms_customer_managed),
+              deleted_reason = CASE WHEN NOT $23 THEN i.deleted_reason
+                                    WHEN EXCLUDED.state_changed_at >= i.state_changed_at AND (EXCLUDED.present OR i.present)
+                                    THEN EXCLUDED.deleted_reason
+                                    WHEN NOT EXCLUDED.present AND NOT i.present
+                                    THEN COALESCE(i.deleted_reason, EXCLUDED.deleted_reason)
+                                    ELSE i.deleted_reason END,
+              deleted_by = CASE WHEN NOT $23 THEN i.deleted_by
+                                WHEN EXCLUDED.state_changed_at >= i.state_changed_at AND (EXCLUDED.present OR i.present)
+                                THEN EXCLUDED.deleted_by
+                                WHEN NOT EXCLUDED.present AND NOT i.present AND i.deleted_reason IS NULL
+                                THEN EXCLUDED.deleted_by
+                                ELSE i.deleted_by END,
               updated_at = now()";
 
 /// [`crate::plan::PUSH_RECORD_SKEW`] as a Postgres interval.
@@ -848,6 +906,8 @@ async fn upsert_image(
         .bind(found.is_some() && image.presence == ImagePresence::Pushed)
         .bind(push_record_skew())
         .bind(image.settings_observed_at)
+        .bind(image.removal.as_ref().map(|note| note.reason.clone()))
+        .bind(image.removal.as_ref().and_then(|note| note.cause.clone()))
         .execute(&mut **tx)
         .await?;
     Ok(())

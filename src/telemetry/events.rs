@@ -59,6 +59,12 @@ label_enum! {
         /// An AWS Signer revocation (`RevokeSignature`, `RevokeSigningProfile`).
         SignerRevoked => "signer_revoked",
         FailedApiCall => "failed_api_call",
+        /// `ECR Replication Action`, in the destination registry.
+        ImageReplicated => "image_replicated",
+        /// `ECR Pull Through Cache Action`.
+        PullThroughCached => "pull_through_cached",
+        /// Lifecycle expiry or `BatchDeleteImage`: several digests removed at once.
+        ImagesDeleted => "images_deleted",
         Ignored => "ignored",
         /// The message could not be parsed.
         Unparseable => "unparseable",

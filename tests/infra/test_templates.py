@@ -142,6 +142,25 @@ def test_patterns_select_what_the_worker_needs() -> None:
             assert rule["Properties"]["EventBusName"] == "default", name
 
 
+PARSE_SOURCES = Path(__file__).resolve().parents[2] / "src" / "parse"
+
+
+def test_every_routed_ecr_detail_type_and_ledger_call_is_evaluated_by_the_parser() -> None:
+    """The ledger events (replication, pull-through sync, lifecycle expiry, BatchDeleteImage,
+    DeleteRepository) are routed, and each routed ECR detail-type is one the parser turns into
+    a change rather than "not evaluated by this version"."""
+    parser = "\n".join(p.read_text() for p in PARSE_SOURCES.glob("*.rs") if not p.name.startswith("tests"))
+    for detail_type in ECR_DETAIL_TYPES:
+        assert f'("aws.ecr", "{detail_type}")' in parser, detail_type
+    for template, rule in ((CENTRAL, "CloudTrailEventsRule"), (SPOKE, "CloudTrailEventsForwardRule")):
+        pattern = template["Resources"][rule]["Properties"]["EventPattern"]
+        assert "AWS Service Event via CloudTrail" in pattern["detail-type"], rule
+        for call in ("BatchDeleteImage", "DeleteRepository", "PolicyExecutionEvent"):
+            assert call in pattern["detail"]["eventName"], (rule, call)
+            assert f'"{call}"' in parser, call
+    assert '"AWS Service Event via CloudTrail"' in parser
+
+
 def test_central_rules_target_the_queue_without_a_role() -> None:
     for name, rule in resources(CENTRAL, "AWS::Events::Rule").items():
         (target,) = rule["Properties"]["Targets"]

@@ -50,7 +50,8 @@ async fn ingest_reads_json_lines_arrays_and_cloudtrail_logs() {
         envelope(
             "l2",
             "2026-11-20T10:00:00Z",
-            "ECR Replication Action",
+            // A detail-type this version does not evaluate (replication now is evaluated).
+            "ECR Future Action",
             json!({"repository-name": name}),
         ),
     ];

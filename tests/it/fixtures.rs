@@ -78,6 +78,7 @@ pub fn tag_mutability_plan(
             fallback: false,
         }],
         image: None,
+        deletions: Vec::new(),
         signatures: vec![],
         scans: vec![],
         reverify: None,

@@ -15,6 +15,7 @@ mod harness;
 mod helpers;
 mod http;
 mod in_use;
+mod ledger;
 mod managed_verdicts;
 mod pipeline;
 mod public_tags;

@@ -254,3 +254,72 @@ async fn a_record_whose_id_is_taken_refuses_the_batch_instead_of_vanishing() {
         "nothing of the batch was committed"
     );
 }
+
+/// A plan of event `id` at `offset_secs` from now that writes `image` for `d`: deleted with
+/// `cause` (reason, by), or pushed when `cause` is `None` and `pushed`.
+fn image_plan(id: &str, offset_secs: i64, cause: Option<(&str, &str)>, pushed: bool) -> Plan {
+    use ecr_audit::plan::{EventPlan, ImagePresence, ImageWrite, RemovalNote};
+    let d =
+        ecr_audit::domain::Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest");
+    let change = ecr_audit::parse::Change::Ignored {
+        reason: "store test".into(),
+    };
+    let mut event = crate::fixtures::audit_event(id, change, None);
+    event.time += chrono::Duration::seconds(offset_secs);
+    let mut write = ImageWrite::deleted(key(), d, event.time);
+    if pushed {
+        write.presence = ImagePresence::Pushed;
+    }
+    write.removal = cause.map(|(reason, by)| RemovalNote {
+        reason: reason.into(),
+        cause: Some(by.into()),
+    });
+    let mut plan = EventPlan::new(event);
+    plan.deletions.push(write);
+    Plan::Event(Box::new(plan))
+}
+
+async fn deletion_cause(pool: &PgPool) -> (bool, Option<String>, Option<String>) {
+    sqlx::query_as("SELECT present, deleted_reason, deleted_by FROM images")
+        .fetch_one(pool)
+        .await
+        .expect("image row")
+}
+
+#[tokio::test]
+async fn a_deleted_digest_takes_the_first_named_cause_and_a_push_clears_it() {
+    let db = crate::harness::TestDb::new().await;
+    let pool: PgPool = db.pool.clone();
+    let store = Store::from_pool(pool.clone());
+    let alice = (
+        "deleted by BatchDeleteImage",
+        "arn:aws:iam::123456789012:user/alice",
+    );
+    let rule = ("expired by lifecycle policy", "lifecycle policy rule 1");
+    // An ECR Image Action DELETE names nobody; the CloudTrail record of the same delete,
+    // dated a second earlier, names the caller; a later event naming another cause does not
+    // rewrite who deleted it.
+    for plan in [
+        image_plan("delete", 0, None, false),
+        image_plan("batch", -1, Some(alice), false),
+        image_plan("later", 5, Some(rule), false),
+    ] {
+        store.commit_batch(&[plan]).await.expect("commit");
+    }
+    assert_eq!(
+        deletion_cause(&pool).await,
+        (false, Some(alice.0.into()), Some(alice.1.into()))
+    );
+    // Pushed again: present, no cause.
+    store
+        .commit_batch(&[image_plan("push", 10, None, true)])
+        .await
+        .expect("commit");
+    assert_eq!(deletion_cause(&pool).await, (true, None, None));
+    // An older delete cannot undo the newer push, nor leave its cause behind.
+    store
+        .commit_batch(&[image_plan("stale", 7, Some(rule), false)])
+        .await
+        .expect("commit");
+    assert_eq!(deletion_cause(&pool).await, (true, None, None));
+}
