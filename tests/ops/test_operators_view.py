@@ -75,6 +75,9 @@ ALERT_CHECKS: dict[str, object] = {
     # scenario: DescribeImages throttled for 60 calls; whether a read outlasts the retries
     # depends on timing, so the rule must be true exactly for the operations whose counter moved.
     "EcrAuditAwsApiUnavailable": FollowsCounter("ecr_audit_aws_unavailable_total", "operation"),
+    # the scenario restores no control and runs no ENHANCED registry: both stay quiet.
+    "EcrAuditControlRegressedAndRestored": Operands(("ecr_audit_control_regressed_and_restored_total",)),
+    "EcrAuditUnsignedImageInUse": Operands(('ecr_audit_images_in_use{signature=~"UNSIGNED|UNTRUSTED|FAILED"}',)),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
@@ -174,7 +177,7 @@ def test_evidence_panels_show_what_the_scenario_did(world: World) -> None:
     assert {"repository": REGRESSED, "control": "ECR.2", "from": "PASS", "to": "FAIL", "actor": person("mallory")}.items() \
         <= next((r for r in transitions if r["repository"] == REGRESSED and r["to"] == "FAIL"), {}).items(), transitions
     drift = [r for r in transitions if r["repository"] == DRIFTED and r["control"] == "ECR.3" and r["to"] == "FAIL"]
-    assert drift and drift[0]["from"] == "PASS" and drift[0]["actor"] == "(observed by reconcile)", \
+    assert drift and drift[0]["from"] == "PASS" and drift[0]["actor"] == "unattributed (observed by reconcile)", \
         f"the lifecycle policy deleted while routing was cut: {drift}{_describe(world)}"
 
     unsigned = _panel_rows(world, "Images without a trusted signature")
