@@ -54,8 +54,9 @@ def test_reader_role_is_read_only(aws: ClientFactory, spoke_stack: Stack) -> Non
             assert statement["Effect"] == "Allow"
             actions.update(as_list(statement["Action"]))
             if statement["Resource"] == "*":
-                # Registry-wide ECR reads and Signer revocation name no resource IAM can scope.
-                assert statement["Sid"] in {"EcrRegistry", "SignerRevocation"}
+                # Registry-wide ECR reads, Signer revocation and Inspector coverage name no
+                # resource IAM can scope.
+                assert statement["Sid"] in {"EcrRegistry", "SignerRevocation", "InspectorCoverage"}
     readers = ("Describe", "List", "Get", "BatchGet")
     assert all(action.split(":")[1].startswith(readers) for action in actions), actions
     assert {"ecr:DescribeRepositories", "signer:GetSigningProfile", "kms:DescribeKey"} <= actions
