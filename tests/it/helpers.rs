@@ -637,6 +637,22 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .and_then(|v| v.parse().ok())
 }
 
+/// POSTs `body` to the emulator's control API at `path` (docs/EMULATOR.md) and answers its JSON
+/// (`null` when the answer is not JSON); a refusal fails the test with the emulator's words.
+pub async fn emulator_control(path: &str, body: serde_json::Value) -> serde_json::Value {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let response = reqwest::Client::new()
+        .post(format!("{endpoint}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("emulator control");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
 /// The emulator's call counters of one account: operation → count (`clear`: reset them; the
 /// answer is then empty).
 pub async fn emulator_requests(

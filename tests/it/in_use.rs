@@ -15,22 +15,9 @@ use ecr_audit::source::coverage::CoverageSweeper;
 use ecr_audit::telemetry::Metrics;
 use serde_json::{Value, json};
 
-use crate::helpers::{REGION, TestApp, emulator_requests, metric_value, push_image};
-
-async fn emulator(path: &str, body: Value) -> Value {
-    let url = format!(
-        "{}{path}",
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
-    );
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("emulator control");
-    assert!(response.status().is_success(), "{path}");
-    response.json().await.expect("json")
-}
+use crate::helpers::{
+    REGION, TestApp, emulator_control, emulator_requests, metric_value, push_image,
+};
 
 /// ENHANCED scanning with continuous scans of this test's repositories.
 pub(crate) async fn enhanced_scanning(app: &TestApp) {
@@ -56,7 +43,7 @@ pub(crate) async fn enhanced_scanning(app: &TestApp) {
 }
 
 pub(crate) async fn set_in_use(app: &TestApp, repository: &str, digest: &str, count: i64) {
-    emulator(
+    emulator_control(
         "/_emulator/in-use",
         json!({"account": app.account, "region": REGION, "repositoryName": repository,
                "imageDigest": digest, "inUseCount": count}),
@@ -303,7 +290,7 @@ async fn last_pulled_at_follows_a_pull_under_basic_scanning() {
     let before = app.store.images(Some(&repository)).await.expect("images");
     assert_eq!(before[0].usage.last_pulled_at, None, "never pulled");
 
-    emulator(
+    emulator_control(
         "/_emulator/pull",
         json!({"account": app.account, "region": REGION, "repositoryName": repository, "imageTag": "v1"}),
     )

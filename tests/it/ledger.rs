@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::harness::TestRule;
 use crate::helpers::{
-    REGION, TestApp, as_caller, emulator_requests, push_image, queue_arn, route_to_queue,
+    REGION, TestApp, as_caller, emulator_control, emulator_requests, push_image, queue_arn,
+    route_to_queue,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -45,23 +46,6 @@ async fn wait_row(
             .filter(|found| check(found))
     })
     .await
-}
-
-/// POSTs to the emulator's control API.
-async fn emulator(path: &str, body: Value) -> Value {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let response = reqwest::Client::new()
-        .post(format!("{endpoint}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("emulator control");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
 }
 
 /// Routes `pattern` (on the default bus of `sdk`'s account and region) to the test's queue.
@@ -201,7 +185,7 @@ async fn a_pull_through_sync_gives_repository_and_digest_rows() {
     .await;
     app.start_worker().await;
     let name = format!("{prefix}/docker/library/alpine");
-    let pulled = emulator(
+    let pulled = emulator_control(
         "/_emulator/pull",
         json!({"repositoryName": name, "imageTag": "3.20", "account": app.account, "region": REGION}),
     )
@@ -290,7 +274,7 @@ async fn assert_only_reads(app: &TestApp, expired: u64) {
 
 /// Applies the repository's lifecycle policy now; returns the expired digests.
 async fn apply_lifecycle(app: &TestApp, name: &str) -> Vec<String> {
-    let result = emulator(
+    let result = emulator_control(
         "/_emulator/lifecycle",
         json!({"repositoryName": name, "account": app.account, "region": REGION}),
     )

@@ -11,30 +11,14 @@ use aws_sdk_ecr::types::{
     SigningRepositoryFilterType, SigningRule,
 };
 use ecr_audit::readmodel::ImageRow;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, envelope, image_action, metric_value, push_image, sha256_hex};
+use crate::helpers::{
+    TestApp, emulator_control, envelope, image_action, metric_value, push_image, sha256_hex,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NOTATION_PLATFORM: &str = "Notation-OCI-SHA384-ECDSA";
-
-async fn emulator(path: &str, body: Value) {
-    let url = format!(
-        "{}{path}",
-        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
-    );
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("emulator control");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.text().await.unwrap_or_default()
-    );
-}
 
 async fn image(app: &TestApp, repository: &str, digest: &str) -> Option<ImageRow> {
     app.store
@@ -178,7 +162,7 @@ async fn signature_transitions(app: &TestApp, digest: &str) -> Vec<(Option<Strin
 )]
 async fn signatures_evolve_from_pending_to_their_truth() {
     let mut app = TestApp::new().await;
-    emulator(
+    emulator_control(
         "/_emulator/config",
         json!({"signing_delay_seconds": 0.5, "scan_delay_seconds": 0.5}),
     )
@@ -405,7 +389,7 @@ async fn a_pending_re_check_survives_a_worker_restart() {
 #[tokio::test]
 async fn scans_are_recorded_with_their_status_and_counts() {
     let mut app = TestApp::new().await;
-    emulator(
+    emulator_control(
         "/_emulator/config",
         json!({"signing_delay_seconds": 0.5, "scan_delay_seconds": 0.5}),
     )
@@ -413,13 +397,13 @@ async fn scans_are_recorded_with_their_status_and_counts() {
     let scanned = create(&app, "scanned", true).await;
     let unsupported = create(&app, "unsupported", true).await;
     let unscanned = create(&app, "unscanned", false).await;
-    emulator(
+    emulator_control(
         "/_emulator/scan-results",
         json!({"repositoryName": scanned, "status": "COMPLETE",
         "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 2, "MEDIUM": 3}}),
     )
     .await;
-    emulator(
+    emulator_control(
         "/_emulator/scan-results",
         json!({"repositoryName": unsupported, "status": "UNSUPPORTED_IMAGE"}),
     )
@@ -474,7 +458,7 @@ async fn scans_are_recorded_with_their_status_and_counts() {
 )]
 async fn enhanced_scanning_is_read_through_inspector_events() {
     let mut app = TestApp::new_in_own_account().await;
-    emulator(
+    emulator_control(
         "/_emulator/config",
         json!({"signing_delay_seconds": 0.5, "scan_delay_seconds": 0.5}),
     )
