@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::aws::load_sdk_config;
 use crate::config::{
-    Command, DatabaseArgs, EvidenceCommand, ImagesArgs, IngestArgs, OutputFormat, PipelineArgs,
-    PostureArgs, ReconcileArgs, WorkerArgs,
+    Command, DatabaseArgs, EvidenceCommand, ExplainArgs, ImagesArgs, IngestArgs, OutputFormat,
+    PipelineArgs, PostureArgs, ReconcileArgs, WorkerArgs,
 };
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
@@ -48,6 +48,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Reconcile(args) => reconcile(args).await,
         Command::Posture(args) => posture(args).await,
         Command::Images(args) => images(args).await,
+        Command::Explain(args) => explain(args).await,
         Command::Verify(args) => evidence_cli::verify(args).await,
         Command::Export(args) => evidence_cli::export(args).await,
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
@@ -217,10 +218,57 @@ async fn images(args: ImagesArgs) -> anyhow::Result<i32> {
         signature: args.signature,
         scan: args.scan,
     };
-    let rows: Vec<_> = rows.into_iter().filter(|row| filter.keeps(row)).collect();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|row| filter.keeps(row))
+        .filter(|row| args.digest.as_deref().is_none_or(|d| row.digest == d))
+        .collect();
     match args.format {
         OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
         OutputFormat::Table => emit(&views::images_table(&rows))?,
+    }
+    Ok(exit::OK)
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
+    let store = connect(&args.database).await?;
+    let (repository, digest) = args.target;
+    let query = crate::evidence::timeline::DigestQuery {
+        repository,
+        digest,
+        account: args.account,
+        region: args.region,
+    };
+    let Some(timeline) =
+        crate::evidence::timeline::digest_timeline(store.pool(), &query, args.limit).await?
+    else {
+        eprintln!(
+            "no evidence names {}@{}{}: the ledger never saw this digest (check the repository, the digest, --account and --region)",
+            query.repository,
+            query.digest,
+            match (&query.account, &query.region) {
+                (None, None) => String::new(),
+                (account, region) => format!(
+                    " in account {} region {}",
+                    account.as_deref().unwrap_or("any"),
+                    region.as_deref().unwrap_or("any")
+                ),
+            }
+        );
+        return Ok(exit::ERROR);
+    };
+    match args.format {
+        OutputFormat::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&timeline.entries)?
+        ))?,
+        OutputFormat::Table => emit(&views::timeline_table(&timeline.entries))?,
+    }
+    if timeline.truncated {
+        eprintln!(
+            "note: the history was cut after {} evidence records (--limit); later records are not shown",
+            args.limit
+        );
     }
     Ok(exit::OK)
 }

@@ -120,6 +120,9 @@ pub enum Command {
     Posture(PostureArgs),
     /// One row per image digest with its posture.
     Images(ImagesArgs),
+    /// One digest's history from the evidence: push and pusher, settings at push, signature
+    /// and scan verdicts with their reasons, later control changes, use, deletion.
+    Explain(ExplainArgs),
     // Evidence: export, offline verification, retention.
     /// Check the evidence hash chain: in the database, or in export files without a database.
     Verify(VerifyArgs),
@@ -326,6 +329,9 @@ pub struct ImagesArgs {
     /// Only this repository.
     #[arg(long)]
     pub repository: Option<String>,
+    /// Only this digest (`sha256:…`).
+    #[arg(long)]
+    pub digest: Option<String>,
     /// Only digests Inspector reports in use (ENHANCED scanning).
     #[arg(long)]
     pub in_use: bool,
@@ -339,6 +345,39 @@ pub struct ImagesArgs {
     /// Answer as of this time (2026-10-01 or RFC 3339), from the evidence records.
     #[arg(long, value_parser = evidence_time)]
     pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The digest to explain, as `REPOSITORY@sha256:…`.
+    #[arg(value_parser = repository_at_digest)]
+    pub target: (String, String),
+    /// Only records of this account (default: any).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only records of this region (default: any).
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+    /// At most this many evidence records are read (oldest first); the output says when the
+    /// history was cut.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+}
+
+/// `REPOSITORY@DIGEST`, split at the last `@` (a repository name has none).
+fn repository_at_digest(text: &str) -> Result<(String, String), String> {
+    match text.rsplit_once('@') {
+        Some((repository, digest))
+            if !repository.is_empty() && digest.contains(':') && !digest.ends_with(':') =>
+        {
+            Ok((repository.to_owned(), digest.to_owned()))
+        }
+        _ => Err(format!("{text:?}: write REPOSITORY@sha256:DIGEST")),
+    }
 }
 
 // Evidence: the flags of `verify`, `export` and `evidence archive`.
@@ -460,6 +499,17 @@ mod tests {
             Ok(crate::domain::ScanStatus::NotScanned)
         );
         assert!(scan_status("DONE").is_err());
+    }
+
+    #[test]
+    fn explain_takes_repository_at_digest() {
+        assert_eq!(
+            repository_at_digest("team/app@sha256:ab"),
+            Ok(("team/app".to_owned(), "sha256:ab".to_owned()))
+        );
+        assert!(repository_at_digest("team/app").is_err());
+        assert!(repository_at_digest("@sha256:ab").is_err());
+        assert!(repository_at_digest("app@ab").is_err());
     }
 
     #[test]

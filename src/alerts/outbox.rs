@@ -277,7 +277,24 @@ fn signature_detail(
         "previous_status": previous,
         "pushed_by": pushed_by,
         "pushed_at": pushed_at.map(|t| t.to_rfc3339()),
+        "explain": explain_command(record),
     })
+}
+
+/// The one-line command that prints the digest's history (`ecr-audit explain`), so whoever is
+/// paged starts from the evidence; `None` when the record names no digest.
+fn explain_command(record: &ChainedRecord) -> Option<String> {
+    let (Some(repository), Some(digest)) = (&record.repository, &record.digest) else {
+        return None;
+    };
+    let mut command = format!("ecr-audit explain {repository}@{digest}");
+    if let Some(account) = &record.account {
+        command.push_str(&format!(" --account {account}"));
+    }
+    if let Some(region) = &record.region {
+        command.push_str(&format!(" --region {region}"));
+    }
+    Some(command)
 }
 
 /// An alert claimed for publishing.

@@ -1,4 +1,4 @@
-//! The `posture` and `images` views as a table for people or JSON for programs.
+//! The `posture`, `images` and `explain` views as a table for people or JSON for programs.
 
 use std::fmt::Write as _;
 
@@ -154,6 +154,23 @@ pub(crate) fn images_table(rows: &[ImageRow]) -> String {
         ],
         &body,
     )
+}
+
+/// `explain`: one line per happening, oldest first, with the evidence `seq` to find it by.
+pub(crate) fn timeline_table(entries: &[crate::evidence::timeline::TimelineEntry]) -> String {
+    let body: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.what.clone(),
+                e.who.clone().unwrap_or_else(|| "-".to_owned()),
+                e.seq.to_string(),
+                e.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(&["TIME", "WHAT", "WHO", "SEQ", "REASON"], &body)
 }
 
 #[cfg(test)]

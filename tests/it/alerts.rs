@@ -165,6 +165,18 @@ async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
     assert_eq!(detail["tag"], "v1");
     assert!(detail["pushed_by"].as_str().is_some(), "{detail}");
     assert_eq!(detail["evidence"]["hash"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        detail["explain"].as_str(),
+        Some(
+            format!(
+                "ecr-audit explain {repository}@{digest} --account {} --region {}",
+                detail["account"].as_str().unwrap_or_default(),
+                detail["region"].as_str().unwrap_or_default()
+            )
+            .as_str()
+        ),
+        "{detail}"
+    );
 
     let regression = by_type["ECR Audit Control Regression"][0];
     let detail = &regression["detail"];

@@ -311,3 +311,157 @@ async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
     );
     app.finish().await;
 }
+
+/// Pushes an unsigned image through the worker and waits for its UNSIGNED verdict.
+async fn unsigned_push(app: &mut TestApp, name: &str, salt: &str) -> (String, String) {
+    app.start_worker().await;
+    let repository = app.create_repository(name).await;
+    let digest = crate::helpers::push_image(&app.ecr, &repository, "v1", salt).await;
+    app.eventually(
+        "the digest UNSIGNED",
+        std::time::Duration::from_secs(30),
+        || async {
+            let images = app.store.images(Some(&repository)).await.ok()?;
+            images
+                .iter()
+                .find(|i| i.digest == digest && i.signature.status.as_deref() == Some("UNSIGNED"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    app.wait_for_drain().await;
+    (repository, digest)
+}
+
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn explain_prints_a_digests_history_from_the_evidence_oldest_first() {
+    let mut app = TestApp::new().await;
+    let (repository, digest) = unsigned_push(&mut app, "explained", "explain-1").await;
+    let target = format!("{repository}@{digest}");
+    // A later change to the repository belongs to the digest's history, with its caller.
+    app.ecr
+        .put_image_tag_mutability()
+        .repository_name(&repository)
+        .image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("make immutable");
+    app.eventually(
+        "ECR.2 passes",
+        std::time::Duration::from_secs(30),
+        || async {
+            let rows = app.store.posture(Some(&repository)).await.ok()?;
+            rows.first()
+                .and_then(|r| r.controls.get("ECR.2"))
+                .filter(|c| c.status == "PASS")
+                .map(|_| ())
+        },
+    )
+    .await;
+    app.wait_for_drain().await;
+
+    let output = ecr_audit(&app)
+        .args(["explain", &target])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("SEQ"),
+        "{text}"
+    );
+    let pushed = lines
+        .iter()
+        .position(|l| l.contains("push") && l.contains(" as v1") && l.contains("arn:aws:"))
+        .unwrap_or_else(|| panic!("no push with its pusher:\n{text}"));
+    let unsigned = lines
+        .iter()
+        .position(|l| l.contains("-> UNSIGNED"))
+        .unwrap_or_else(|| panic!("no UNSIGNED verdict:\n{text}"));
+    let changed = lines
+        .iter()
+        .position(|l| l.contains("ECR.2 FAIL -> PASS") && l.contains("arn:aws:"))
+        .unwrap_or_else(|| panic!("no later repository change with its caller:\n{text}"));
+    assert!(
+        pushed < unsigned && unsigned < changed,
+        "oldest first:\n{text}"
+    );
+    // The verdict's reason is on its line.
+    assert!(lines[unsigned].contains("no signature"), "{text}");
+
+    let output = ecr_audit(&app)
+        .args(["explain", &target, "--format", "json"])
+        .args(["--account", "123456789012", "--region", "us-east-1"])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("a JSON array");
+    let verdict = entries
+        .iter()
+        .find(|e| {
+            e["what"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("-> UNSIGNED"))
+        })
+        .unwrap_or_else(|| panic!("{entries:#?}"));
+    assert!(verdict["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(verdict["seq"].as_i64().is_some_and(|s| s > 0));
+    let seqs: Vec<i64> = entries.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+
+    let output = ecr_audit(&app)
+        .args(["explain", &target, "--limit", "1"])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cut after 1 evidence records"));
+
+    let unknown = format!("{repository}@sha256:{}", "0".repeat(64));
+    let output = ecr_audit(&app)
+        .args(["explain", &unknown])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("never saw this digest"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn images_digest_shows_only_that_digest() {
+    let mut app = TestApp::new().await;
+    let (repository, digest) = unsigned_push(&mut app, "only-one", "digest-1").await;
+    let other = crate::helpers::push_image(&app.ecr, &repository, "v2", "digest-2").await;
+    app.eventually(
+        "the second digest recorded",
+        std::time::Duration::from_secs(30),
+        || async {
+            let images = app.store.images(Some(&repository)).await.ok()?;
+            images.iter().any(|i| i.digest == other).then_some(())
+        },
+    )
+    .await;
+    let output = ecr_audit(&app)
+        .args(["images", "--format", "json", "--repository", &repository])
+        .args(["--digest", &digest])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["digest"], digest.as_str());
+    app.finish().await;
+}
