@@ -239,7 +239,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         account: args.account,
         region: args.region,
     };
-    let Some(timeline) =
+    let Some(mut timeline) =
         crate::evidence::timeline::digest_timeline(store.pool(), &query, args.limit).await?
     else {
         eprintln!(
@@ -257,6 +257,8 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         );
         return Ok(exit::ERROR);
     };
+    let alerts = crate::alerts::outbox::sent_for(store.pool(), &timeline.seqs()).await?;
+    timeline.add_alerts(&alerts);
     match args.format {
         OutputFormat::Json => emit(&format!(
             "{}\n",

@@ -14,6 +14,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::domain::{ControlId, SignatureStatus};
 use crate::evidence::ChainedRecord;
 use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail};
+use crate::evidence::timeline::AlertNote;
 
 /// `detail-type` of an alert about a digest's signature.
 pub const SIGNATURE_ALERT: &str = "ECR Audit Signature Alert";
@@ -295,6 +296,41 @@ fn explain_command(record: &ChainedRecord) -> Option<String> {
         command.push_str(&format!(" --region {region}"));
     }
     Some(command)
+}
+
+/// The alerts queued for these evidence records, sent or not (`ecr-audit explain`).
+///
+/// # Errors
+/// When the query fails.
+pub async fn sent_for(pool: &PgPool, seqs: &[i64]) -> Result<Vec<AlertNote>, sqlx::Error> {
+    type Row = (
+        i64,
+        Option<String>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        i32,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT evidence_seq, detail->>'alert', created_at, published_at, attempts, last_error
+           FROM alert_outbox WHERE evidence_seq = ANY($1) ORDER BY evidence_seq, id",
+    )
+    .bind(seqs)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(seq, alert, queued_at, published_at, attempts, last_error)| AlertNote {
+                seq,
+                alert: alert.unwrap_or_else(|| "(unnamed)".to_owned()),
+                queued_at,
+                published_at,
+                attempts,
+                last_error,
+            },
+        )
+        .collect())
 }
 
 /// An alert claimed for publishing.

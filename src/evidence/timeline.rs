@@ -123,6 +123,63 @@ fn without_repeats(entries: Vec<TimelineEntry>) -> Vec<TimelineEntry> {
         .collect()
 }
 
+/// An alert queued for one of the timeline's records (read from the alert outbox by
+/// `alerts::outbox::sent_for`, which sits above this layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNote {
+    /// The evidence record the alert is about.
+    pub seq: i64,
+    /// `detail.alert` (`UNSIGNED`, `CONTROL_REGRESSION`, …).
+    pub alert: String,
+    pub queued_at: DateTime<Utc>,
+    /// When EventBridge accepted it; `None`: not yet.
+    pub published_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl Timeline {
+    /// The record numbers shown, to look their alerts up.
+    pub fn seqs(&self) -> Vec<i64> {
+        let mut seqs: Vec<i64> = self.entries.iter().map(|e| e.seq).collect();
+        seqs.dedup();
+        seqs
+    }
+
+    /// Adds one line per alert, right after the lines of the record it is about.
+    pub fn add_alerts(&mut self, alerts: &[AlertNote]) {
+        for note in alerts {
+            let Some(at) = self.entries.iter().rposition(|e| e.seq == note.seq) else {
+                continue;
+            };
+            let about = &self.entries[at];
+            let (what, reason) = match note.published_at {
+                Some(_) => (format!("alert {} sent", note.alert), None),
+                None => (
+                    format!(
+                        "alert {} queued, not sent yet ({} attempts)",
+                        note.alert, note.attempts
+                    ),
+                    note.last_error.clone(),
+                ),
+            };
+            let line = TimelineEntry {
+                seq: note.seq,
+                time: note.published_at.unwrap_or(note.queued_at),
+                kind: "alert".to_owned(),
+                what,
+                who: None,
+                reason,
+                account: about.account.clone(),
+                region: about.region.clone(),
+                state: None,
+                change: false,
+            };
+            self.entries.insert(at + 1, line);
+        }
+    }
+}
+
 /// The happenings one record tells about `digest` (a push record also carries the first
 /// signature and scan verdicts).
 pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {

@@ -198,6 +198,21 @@ async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
         metric_value(&text, "ecr_audit_alert_backlog", &[]),
         Some(0.0)
     );
+
+    // The digest's history names the alert that was sent about it.
+    let output = crate::cli::ecr_audit(&app)
+        .args(["explain", &format!("{repository}@{digest}")])
+        .output()
+        .expect("run explain");
+    let history = String::from_utf8_lossy(&output.stdout);
+    let unsigned = history.lines().position(|l| l.contains("-> UNSIGNED"));
+    let sent = history
+        .lines()
+        .position(|l| l.contains("alert UNSIGNED sent"));
+    assert!(
+        unsigned.is_some() && sent == unsigned.map(|n| n + 1),
+        "{history}"
+    );
     assert_eq!(
         metric_value(
             &text,

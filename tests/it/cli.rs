@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{TestApp, cloudtrail, create_repository_envelope, envelope};
 
-fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
+pub(crate) fn ecr_audit(app: &TestApp) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
     command
         .env("DATABASE_URL", &app.database_url)
