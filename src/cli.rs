@@ -626,6 +626,7 @@ mod evidence_cli {
             repository: args.repository,
             control: args.control,
             through_seq: None,
+            digest: args.digest,
         };
         let manifest = match &args.output {
             Some(path) => {

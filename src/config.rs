@@ -418,6 +418,9 @@ pub struct ExportArgs {
     /// Only the transitions of this control (ECR.1, ECR.2, …).
     #[arg(long)]
     pub control: Option<String>,
+    /// Only records about this digest (`sha256:…`): its push, verdicts, use, deletion.
+    #[arg(long)]
+    pub digest: Option<String>,
     /// Write here (atomically, on success) instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,

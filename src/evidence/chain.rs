@@ -221,6 +221,10 @@ pub struct EvidenceFilter {
     pub control: Option<String>,
     /// Only records up to this seq (retention archives a prefix of the chain).
     pub through_seq: Option<i64>,
+    /// Only records about this digest (`digest` column: its push, verdicts, use, deletion).
+    /// Left out of a manifest when unused, so manifests of other exports are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl EvidenceFilter {
@@ -235,6 +239,7 @@ impl EvidenceFilter {
             || self.until.is_some()
             || self.repository.is_some()
             || self.control.is_some()
+            || self.digest.is_some()
     }
 
     /// The same test the export query applies, for checking an export offline.
@@ -251,6 +256,10 @@ impl EvidenceFilter {
                     .is_some_and(|transition| transition.control == *c)
             })
             && self.through_seq.is_none_or(|s| record.seq <= s)
+            && self
+                .digest
+                .as_ref()
+                .is_none_or(|d| record.digest.as_ref() == Some(d))
     }
 }
 

@@ -465,3 +465,55 @@ async fn images_digest_shows_only_that_digest() {
     assert_eq!(rows[0]["digest"], digest.as_str());
     app.finish().await;
 }
+
+#[tokio::test]
+async fn export_digest_keeps_the_records_about_that_digest_and_verifies() {
+    let mut app = TestApp::new().await;
+    let (repository, digest) = unsigned_push(&mut app, "exported", "export-1").await;
+    let other = crate::helpers::push_image(&app.ecr, &repository, "v2", "export-2").await;
+    app.eventually(
+        "the second digest recorded",
+        std::time::Duration::from_secs(30),
+        || async {
+            let images = app.store.images(Some(&repository)).await.ok()?;
+            images.iter().any(|i| i.digest == other).then_some(())
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("digest.jsonl");
+    ecr_audit(&app)
+        .args([
+            "export", "--format", "jsonl", "--digest", &digest, "--output",
+        ])
+        .arg(&file)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&file).expect("read");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let (manifest, records) = lines.split_last().expect("a manifest");
+    assert_eq!(manifest["manifest"]["filters"]["digest"], digest.as_str());
+    assert_eq!(manifest["manifest"]["scope"], "filtered");
+    assert!(
+        records.len() >= 3,
+        "push, CloudTrail push, UNSIGNED: {text}"
+    );
+    assert!(
+        records.iter().all(|r| r["digest"] == digest.as_str()),
+        "{text}"
+    );
+    let verify = ecr_audit(&app)
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    app.finish().await;
+}

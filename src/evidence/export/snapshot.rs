@@ -45,7 +45,8 @@ const FILTER_SQL: &str = "($1::timestamptz IS NULL OR recorded_at >= $1)
      AND ($2::timestamptz IS NULL OR recorded_at < $2)
      AND ($3::text IS NULL OR repository = $3)
      AND ($4::text IS NULL OR (kind = 'control_transition' AND detail->>'control' = $4))
-     AND ($5::bigint IS NULL OR seq <= $5)";
+     AND ($5::bigint IS NULL OR seq <= $5)
+     AND ($6::text IS NULL OR digest = $6)";
 
 /// Opens a snapshot of the chain for `filter`; counts the matching records when `count`.
 ///
@@ -101,6 +102,7 @@ fn bind_filter<'q, O>(
         .bind(filter.repository.as_deref())
         .bind(filter.control.as_deref())
         .bind(filter.through_seq)
+        .bind(filter.digest.as_deref())
 }
 
 impl EvidenceSnapshot {
@@ -123,6 +125,7 @@ impl EvidenceSnapshot {
                 .bind(filter.repository.as_deref())
                 .bind(filter.control.as_deref())
                 .bind(filter.through_seq)
+                .bind(filter.digest.as_deref())
                 .fetch(&mut *self.tx);
             while let Some(row) = rows.try_next().await? {
                 let (record, hash) = row.into_record();
