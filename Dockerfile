@@ -22,6 +22,7 @@ RUN mkdir src \
  && cargo build --release --locked --bin ecr-audit \
  && rm -rf src
 
+COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 # COPY keeps the files' own modification times, which may be older than the placeholder
