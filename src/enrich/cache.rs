@@ -5,7 +5,9 @@
 //! every repository of that account and region), and expire after a TTL as a safety net
 //! because CloudTrail events can be missing. Image look-ups are never cached: they are the
 //! per-digest truth. AWS Signer's revocation answers are kept for [`REVOCATION_TTL`], so
-//! re-judging a digest whose envelope was already verified costs no AWS call.
+//! re-judging a digest whose envelope was already verified costs no AWS call. Manifests read
+//! by digest are content-addressed and kept (bounded), so a pushed signature's manifest, read to
+//! classify it, is not read again to verify it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +28,8 @@ use crate::facts::{
 pub(crate) const REVOCATION_TTL: Duration = Duration::from_secs(60);
 /// Most revocation answers kept; past it, expired ones are dropped, then all.
 const MAX_REVOCATION_ENTRIES: usize = 4096;
+/// Most manifests kept by digest; past it, all are dropped (each is one `BatchGetImage` again).
+const MAX_MANIFEST_ENTRIES: usize = 1024;
 
 pub(crate) struct CachedRegistry<R> {
     inner: R,
@@ -43,6 +47,9 @@ struct CacheState {
     repository_invalidated: HashMap<RepositoryKey, Instant>,
     registry_invalidated: HashMap<(AccountId, Region), Instant>,
     revocations: HashMap<RevocationQuery, (Instant, Fact<Vec<String>>)>,
+    /// Manifests read by digest: content-addressed, so never stale. A pushed artifact's
+    /// manifest is read to classify it and again to verify it as its subject's signature.
+    manifests: HashMap<(RepositoryKey, String), SignatureManifest>,
 }
 
 impl CacheState {
@@ -214,14 +221,30 @@ impl<R: Registry> Registry for CachedRegistry<R> {
         self.inner.profile_status(profile_arn).await
     }
 
-    // Signature manifests and blobs are content-addressed: nothing to invalidate here; an
-    // envelope's verification result is kept in Postgres by its digest instead.
+    // A manifest read by digest is content-addressed: kept without a TTL, nothing to
+    // invalidate. One read by tag (Cosign's `.sig`) may move, so it is not kept; nor is an
+    // answer AWS did not give. Blobs are not kept: an envelope's verification result is kept
+    // in Postgres by its digest instead.
     async fn signature_manifest(
         &self,
         key: &RepositoryKey,
         reference: &str,
     ) -> Result<Fact<SignatureManifest>, EnrichError> {
-        self.inner.signature_manifest(key, reference).await
+        let id = (key.clone(), reference.to_owned());
+        if let Some(manifest) = self.state().manifests.get(&id) {
+            return Ok(Fact::Known(manifest.clone()));
+        }
+        let answer = self.inner.signature_manifest(key, reference).await?;
+        if let Fact::Known(manifest) = &answer
+            && Digest::parse(reference).is_ok()
+        {
+            let mut state = self.state();
+            if state.manifests.len() >= MAX_MANIFEST_ENTRIES {
+                state.manifests.clear();
+            }
+            state.manifests.insert(id, manifest.clone());
+        }
+        Ok(answer)
     }
 
     async fn blob(
@@ -291,6 +314,7 @@ mod tests {
         reads: AtomicUsize,
         registry_reads: AtomicUsize,
         revocation_reads: AtomicUsize,
+        manifest_reads: AtomicUsize,
     }
 
     #[async_trait]
@@ -351,7 +375,15 @@ mod tests {
             _: &RepositoryKey,
             _: &str,
         ) -> Result<Fact<SignatureManifest>, EnrichError> {
-            Ok(Fact::Unknown("fake".into()))
+            self.manifest_reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Fact::Known(SignatureManifest {
+                artifact_type: None,
+                subject: None,
+                subject_media_type: None,
+                subject_size: None,
+                config_media_type: None,
+                layers: Vec::new(),
+            }))
         }
         async fn blob(
             &self,
@@ -578,6 +610,19 @@ mod tests {
             cache.revoked_entities(q).await.expect("read");
         }
         assert_eq!(cache.inner.revocation_reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn manifests_are_kept_by_digest_but_not_by_tag() {
+        let cache = CachedRegistry::new(FakeRegistry::default(), Duration::ZERO);
+        let a = key("111111111111", "app");
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let tag = format!("sha256-{}.sig", "ab".repeat(32));
+        for reference in [&digest, &digest, &tag, &tag] {
+            cache.signature_manifest(&a, reference).await.expect("read");
+        }
+        // Content-addressed: kept even with a zero TTL; a tag may move: read each time.
+        assert_eq!(cache.inner.manifest_reads.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
