@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     TestApp, as_caller, cloudtrail, envelope, image_action, metric_value, push_image, sha256_hex,
 };
+use crate::verified_verdicts::put_manifest;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,33 +32,6 @@ async fn wait_for_status(app: &TestApp, repository: &str, digest: &str, status: 
             .filter(|i| i.signature.status.as_deref() == Some(status))
     })
     .await
-}
-
-/// Pushes `manifest` (an OCI image manifest) with an optional tag; returns ECR's digest.
-async fn put_manifest(
-    app: &TestApp,
-    repository: &str,
-    manifest: &Value,
-    tag: Option<&str>,
-) -> String {
-    let mut request = app
-        .ecr
-        .put_image()
-        .repository_name(repository)
-        .image_manifest(manifest.to_string())
-        .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json");
-    if let Some(tag) = tag {
-        request = request.image_tag(tag);
-    }
-    request
-        .send()
-        .await
-        .expect("put image")
-        .image()
-        .and_then(|i| i.image_id())
-        .and_then(|id| id.image_digest())
-        .expect("digest")
-        .to_owned()
 }
 
 /// A runnable image manifest (image config, one tar layer) that names `subject`.

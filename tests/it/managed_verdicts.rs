@@ -19,43 +19,24 @@ use ecr_audit::readmodel::ImageRow;
 use ecr_audit::telemetry::Metrics;
 use serde_json::{Value, json};
 
-use crate::helpers::{REGION, TestApp, envelope, image_action, push_image};
+use crate::helpers::{REGION, TestApp, emulator_requests, envelope, image_action, push_image};
 use crate::verified_verdicts::{
     Signed, descriptor, ensure_blob, push_notation, put_manifest, trust_for, wait_for,
 };
 
 const PLATFORM: &str = "Notation-OCI-SHA384-ECDSA";
 
-fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")
-}
-
 /// The emulator's call counts in `account`, by `service.Operation`.
 async fn calls(account: &str) -> BTreeMap<String, f64> {
-    reqwest::get(format!(
-        "{}/_emulator/requests?account={account}",
-        endpoint()
-    ))
-    .await
-    .expect("requests")
-    .json()
-    .await
-    .expect("json")
-}
-
-async fn reset_calls(account: &str) {
-    reqwest::Client::new()
-        .delete(format!(
-            "{}/_emulator/requests?account={account}",
-            endpoint()
-        ))
-        .send()
+    emulator_requests(account, false)
         .await
-        .expect("reset requests");
+        .into_iter()
+        .map(|(operation, count)| (operation, count as f64))
+        .collect()
 }
 
 /// Managed signing of every repository named `PREFIX<name>*` with a fresh profile.
-async fn managed_signing(app: &TestApp, name: &str) -> (String, String) {
+pub(crate) async fn managed_signing(app: &TestApp, name: &str) -> (String, String) {
     let profile_name = format!("{}{name}", app.prefix.replace('-', "_"));
     let profile = aws_sdk_signer::Client::new(&app.sdk)
         .put_signing_profile()
@@ -272,7 +253,7 @@ async fn managed_signatures_are_verified_and_revocations_untrust_them() {
     // nor Signer (kept in Postgres and cached).
     let pipeline = app.pipeline();
     judge_again(&pipeline, &app, &signed_repository, &second, 1).await;
-    reset_calls(&app.account).await;
+    emulator_requests(&app.account, true).await;
     judge_again(&pipeline, &app, &signed_repository, &second, 2).await;
     let counted = calls(&app.account).await;
     for operation in [
@@ -320,7 +301,7 @@ async fn managed_signatures_are_verified_and_revocations_untrust_them() {
         },
     )
     .await;
-    reset_calls(&app.account).await;
+    emulator_requests(&app.account, true).await;
     judge_again(&pipeline, &app, &signed_repository, &third, 3).await;
     let counted = calls(&app.account).await;
     let total: f64 = counted.values().sum();

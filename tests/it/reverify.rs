@@ -257,7 +257,8 @@ async fn a_revoked_signing_job_turns_its_signed_digest_untrusted_through_the_que
     let mut app = crate::helpers::TestApp::new_in_own_account().await;
     app.route_signer_revocations().await;
     let signer = aws_sdk_signer::Client::new(&app.sdk);
-    sign_everything_with_a_new_profile(&app, &signer).await;
+    // Every repository of the test (`PREFIX*`) signed by a new profile.
+    crate::managed_verdicts::managed_signing(&app, "").await;
     let repository = app.create_repository("app").await;
     app.start_worker().await;
     let digest = crate::helpers::push_image(&app.ecr, &repository, "v1", &app.prefix).await;
@@ -317,45 +318,6 @@ async fn image_row(
         .ok()?
         .into_iter()
         .find(|i| i.digest == digest)
-}
-
-/// Managed signing of every repository of the test by a new Signer profile.
-async fn sign_everything_with_a_new_profile(
-    app: &crate::helpers::TestApp,
-    signer: &aws_sdk_signer::Client,
-) {
-    use aws_sdk_ecr::types::{
-        SigningConfiguration, SigningRepositoryFilter, SigningRepositoryFilterType, SigningRule,
-    };
-    let profile = signer
-        .put_signing_profile()
-        .profile_name(format!("{}release", app.prefix.replace('-', "_")))
-        .platform_id("Notation-OCI-SHA384-ECDSA")
-        .send()
-        .await
-        .expect("signing profile");
-    let rule = SigningRule::builder()
-        .signing_profile_arn(profile.arn().expect("profile arn"))
-        .repository_filters(
-            SigningRepositoryFilter::builder()
-                .filter(format!("{}*", app.prefix))
-                .filter_type(SigningRepositoryFilterType::WildcardMatch)
-                .build()
-                .expect("filter"),
-        )
-        .build()
-        .expect("rule");
-    app.ecr
-        .put_signing_configuration()
-        .signing_configuration(
-            SigningConfiguration::builder()
-                .rules(rule)
-                .build()
-                .expect("configuration"),
-        )
-        .send()
-        .await
-        .expect("signing configuration");
 }
 
 /// The signing job of the image's verified AWS Signer signature.
