@@ -203,3 +203,32 @@ def test_patterns_match_inside_arrays_of_objects(client):
 
     received = [json.loads(m["Body"])["detail"]["findingArn"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
     assert sorted(received) == ["both", "ecr"]
+
+
+def test_a_topic_target_publishes_the_event_to_its_subscribers(client):
+    """An SNS topic as a rule target (infra/cloudformation/alert-routing.yaml relies on it):
+    the subscribers receive the event as the message, and a transformer's output when set."""
+    sqs, events, sns = client("sqs"), client("events"), client("sns")
+    url = sqs.create_queue(QueueName="paged")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    events.put_rule(Name="paging", EventPattern=json.dumps({"source": ["ecr-audit"], "detail": {"alert": ["UNSIGNED"]}}))
+    events.put_targets(Rule="paging", Targets=[
+        {"Id": "whole", "Arn": topic},
+        {"Id": "short", "Arn": topic, "InputTransformer": {
+            "InputPathsMap": {"alert": "$.detail.alert"}, "InputTemplate": '{"summary": "ecr-audit <alert>"}'}},
+    ])
+
+    events.put_events(Entries=[
+        {"Source": "ecr-audit", "DetailType": "ECR Audit Signature Alert", "Detail": json.dumps({"alert": "UNSIGNED"})},
+        {"Source": "ecr-audit", "DetailType": "ECR Audit Control Regressed And Restored",
+         "Detail": json.dumps({"alert": "CONTROL_REGRESSED_AND_RESTORED"})},
+    ])
+
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert len(bodies) == 2, bodies  # the restore matched no rule
+    [short] = [b for b in bodies if "summary" in b]
+    [whole] = [b for b in bodies if "detail" in b]
+    assert short == {"summary": "ecr-audit UNSIGNED"}
+    assert whole["detail"] == {"alert": "UNSIGNED"} and whole["source"] == "ecr-audit"

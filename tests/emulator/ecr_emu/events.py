@@ -13,6 +13,9 @@ every rule and target that a test or the demo created fires exactly as for a
   account was the receiving bus's;
 - an SQS target in another account or region is that queue; moto looked the
   queue name up in the rule's own account and region;
+- an SNS topic target publishes the target's input to the topic (its
+  subscriptions receive it, as from `Publish`); moto had no SNS targets and
+  failed the whole `PutEvents`;
 - a pattern can match inside arrays of objects (`detail.resources.type` matches
   an event whose `detail.resources` holds an object with that `type`), as
   EventBridge does; moto's matcher never looked into such arrays.
@@ -34,6 +37,7 @@ from typing import Any
 from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
 from moto.events.models import EventPattern, EventsBackend, Rule, events_backends
 from moto.events.utils import EventTemplateParser
+from moto.sns.models import sns_backends
 from moto.sqs.models import sqs_backends
 from moto.utilities.arns import parse_arn
 
@@ -138,6 +142,25 @@ def _to_queue(arn: Any, target: dict[str, Any], event: dict[str, Any], transform
     queue.send_message(queue_name=arn.resource_id, message_body=body if isinstance(body, str) else json.dumps(body), group_id=group_id)
 
 
+def _target_input(target: dict[str, Any], event: dict[str, Any], transform: bool) -> Any:
+    """What a target receives: the transformer's output, or the event itself."""
+    if not transform:
+        return copy.deepcopy(event)
+    transformer = target.get("InputTransformer", {})
+    return EventTemplateParser.parse(
+        input_template=transformer.get("InputTemplate"),
+        input_paths_map=transformer.get("InputPathsMap", {}),
+        event=event,
+    )
+
+
+def _to_topic(arn: Any, target: dict[str, Any], event: dict[str, Any], transform: bool) -> None:
+    """Publishes the target's input to the topic the target ARN names (the topic policy is not checked)."""
+    body = _target_input(target, event, transform)
+    topic = sns_backends[arn.account][arn.region].get_topic(target["Arn"])
+    topic.publish(message=body if isinstance(body, str) else json.dumps(body))
+
+
 def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:
     """Rule.send_to_targets with AWS's cross-account bus and queue delivery; other targets stay moto's."""
     if not self.event_pattern.matches_event(original_event):
@@ -150,6 +173,8 @@ def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input
                 _to_bus(arn, original_event)
             elif arn.service == "sqs":
                 _to_queue(arn, target, original_event, transform_input)
+            elif arn.service == "sns":
+                _to_topic(arn, target, original_event, transform_input)
             else:
                 others.append(target)
         except Exception as problem:  # a missing bus or queue: AWS drops the event, the caller never knows
