@@ -39,6 +39,9 @@ pub struct Background {
     pub queue_metrics_interval: Duration,
     /// Publishes alert events when an alert bus is configured.
     pub alerts: Option<AlertPublisher>,
+    /// How often the alert publisher looks at the outbox without being notified: retries
+    /// fall due, and a lost notification listener is covered (src/alerts/publisher.rs).
+    pub alert_poll: Duration,
     /// The periodic reconcile sweep and its interval.
     pub reconcile: Option<(Reconciler, Duration)>,
     /// The periodic coverage sweep (image use) and its interval.
@@ -54,6 +57,7 @@ impl Background {
             reverify_interval: Duration::ZERO,
             queue_metrics_interval: Duration::from_secs(15),
             alerts: None,
+            alert_poll: Duration::from_secs(1),
             reconcile: None,
             coverage: None,
             http: HttpLimits::default(),
@@ -116,7 +120,7 @@ pub async fn run(
     if let Some(alerts) = background.alerts {
         // Alerts keep flowing while the consumer drains; they stop with the endpoints.
         tasks.push(tokio::spawn(
-            alerts.run(Duration::from_secs(1), http_shutdown.clone()),
+            alerts.run(background.alert_poll, http_shutdown.clone()),
         ));
     }
     let consumed = SqsConsumer::new(sqs, settings, pipeline)

@@ -5,6 +5,8 @@
 //! acknowledgement still be lost, so delivery is at least once: consumers deduplicate on
 //! `detail.alert_id`, which is the evidence record's event id. A failed put never blocks the
 //! pipeline: the row waits with a growing delay (visible as `ecr_audit_alert_backlog`).
+//! The publisher wakes when Postgres notifies `ecr_audit_alerts` (a trigger on the outbox, sent at
+//! commit) and otherwise polls, so a lost listener connection only slows alerts down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +14,10 @@ use std::time::Duration;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::outbox::{self, AlertDelivery, PendingAlert};
 use crate::backoff::backoff;
@@ -24,6 +27,8 @@ use crate::telemetry::{Happened, Metrics};
 pub const ALERT_SOURCE: &str = "ecr-audit";
 /// `PutEvents` takes at most ten entries.
 const PUT_EVENTS_MAX: i64 = 10;
+/// The channel the outbox trigger notifies at commit (migrations/20261203000900_alert_outbox_notify.sql).
+const ALERTS_CHANNEL: &str = "ecr_audit_alerts";
 
 pub struct AlertPublisher {
     pool: PgPool,
@@ -141,8 +146,10 @@ impl AlertPublisher {
         }
     }
 
-    /// Publishes until none is due, then waits `poll`; stops at `shutdown`.
+    /// Publishes until none is due, then waits for a commit's notification or `poll`, whichever
+    /// comes first; stops at `shutdown`.
     pub async fn run(self, poll: Duration, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
         loop {
             match self.publish_due().await {
                 Ok(n) if n as i64 == PUT_EVENTS_MAX && !shutdown.is_cancelled() => continue,
@@ -152,7 +159,46 @@ impl AlertPublisher {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(poll) => {}
+                woken = notified(listener.as_mut()) => {
+                    if let Err(err) = woken {
+                        // sqlx reconnects on the next receive; until then the poll carries on.
+                        // The outage itself is logged by `publish_due`'s failure above.
+                        debug!(error = %err, "alert notifications interrupted; polling meanwhile");
+                        tokio::time::sleep(poll).await;
+                    }
+                }
             }
         }
+    }
+
+    /// Listens on the alerts channel over a connection of its own (a listener holds its
+    /// connection for good, which must not shrink the pipeline's pool); without it (a
+    /// connection refused) the publisher only polls.
+    async fn listen(&self) -> Option<PgListener> {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = match PgListener::connect_with(&own).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                warn!(error = %err, "alert notifications unavailable; polling only");
+                return None;
+            }
+        };
+        match listener.listen(ALERTS_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(err) => {
+                warn!(error = %err, "alert notifications unavailable; polling only");
+                None
+            }
+        }
+    }
+}
+
+/// The next notification, or never when there is no listener.
+async fn notified(listener: Option<&mut PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await.map(|_| ()),
+        None => std::future::pending().await,
     }
 }

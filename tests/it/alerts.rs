@@ -224,6 +224,43 @@ async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
     app.finish().await;
 }
 
+/// An alert leaves as soon as its batch commits: the outbox trigger notifies the publisher,
+/// which otherwise would only look again at its next poll (an hour here).
+#[tokio::test]
+async fn a_committed_alert_wakes_the_publisher_without_waiting_for_its_poll() {
+    let mut app = TestApp::new().await;
+    let bus = format!("{}alerts", app.prefix);
+    let (inbox_queue, _inbox_rule) = route_alerts_to_queue(&app, &bus).await;
+    app.alert_bus = Some(bus);
+    app.alert_poll = Duration::from_secs(3600);
+    app.start_worker().await;
+    // The publisher's first look at the outbox (at start-up) has passed before anything is pushed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let repository = app.repo("prompt");
+    app.ecr
+        .create_repository()
+        .repository_name(&repository)
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("create repository");
+    let digest = push_image(&app.ecr, &repository, "v1", "prompt-1").await;
+
+    let mut received = Vec::new();
+    let started = std::time::Instant::now();
+    while received.is_empty() {
+        assert!(
+            started.elapsed() < WAIT,
+            "no alert while the publisher's poll is an hour away"
+        );
+        received.extend(drain(&app, &inbox_queue.url).await);
+    }
+    assert_eq!(received[0]["detail"]["alert"], "UNSIGNED", "{received:#?}");
+    assert_eq!(received[0]["detail"]["digest"], digest.as_str());
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn queue_depth_of_the_main_queue_and_its_dead_letter_queue_is_exported() {
     let mut app = TestApp::new().await;
