@@ -134,6 +134,10 @@ pub enum Command {
     /// Sweep every repository and image of the configured accounts and regions once, and
     /// record what changed without an event.
     Reconcile(ReconcileArgs),
+    /// The auditor's period report (HTML, PDF or JSON) from the evidence: per control the
+    /// share of repositories passing, every transition with its caller, the images pushed
+    /// with their signature and scan verdicts, and the chain head it was computed against.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -424,6 +428,41 @@ pub struct ExportArgs {
     /// Write here (atomically, on success) instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// What `report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained HTML file (inline CSS and SVG).
+    Html,
+    /// The same HTML printed by a headless Chromium (`ECR_AUDIT_CHROMIUM`).
+    Pdf,
+    /// The same content as data (docs/REPORT.md).
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The period's start: records recorded at or after it (2026-07-01 or RFC 3339).
+    #[arg(long, value_parser = evidence_time)]
+    pub since: DateTime<Utc>,
+    /// The period's end: records recorded before it.
+    #[arg(long, value_parser = evidence_time)]
+    pub until: DateTime<Utc>,
+    /// A JSON file naming what is in scope ("production"): repository patterns, accounts,
+    /// regions, image tag patterns (docs/REPORT.md); default: everything.
+    #[arg(long)]
+    pub scope: Option<PathBuf>,
+    #[arg(long, default_value = "html")]
+    pub format: ReportFormat,
+    /// Write here (atomically, on success) instead of standard output; required for pdf.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// The Chromium that prints PDFs (a name on PATH or a path).
+    #[arg(long, env = "ECR_AUDIT_CHROMIUM", default_value = "chromium")]
+    pub chromium: String,
 }
 
 #[derive(Debug, Subcommand)]

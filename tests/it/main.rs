@@ -20,6 +20,7 @@ mod managed_verdicts;
 mod pipeline;
 mod public_tags;
 mod reconcile;
+mod report;
 mod reverify;
 mod scanning;
 mod signatures;
