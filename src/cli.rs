@@ -67,6 +67,8 @@ async fn migrate(db: &DatabaseArgs) -> anyhow::Result<i32> {
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    // Before anything is touched: an API switched on without a usable token stops start-up.
+    let api = args.api.token().map_err(anyhow::Error::msg)?;
     let sdk = load_sdk_config().await;
     let metrics = Arc::new(Metrics::new());
     let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
@@ -75,6 +77,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
+    background.api = api;
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);

@@ -112,7 +112,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Apply the database migrations.
     Migrate(DatabaseArgs),
-    /// Consume the SQS queue and serve /metrics, /healthz and /readyz until SIGTERM/SIGINT.
+    /// Consume the SQS queue and serve /metrics, /healthz, /readyz (and the /v1/ API when
+    /// ECR_AUDIT_API=on) until SIGTERM/SIGINT.
     Worker(WorkerArgs),
     /// Run the pipeline over a file (JSON Lines, a JSON array, or a CloudTrail log; `-` for stdin).
     Ingest(IngestArgs),
@@ -227,6 +228,8 @@ pub struct WorkerArgs {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Batches (of up to 10 messages) processed at once.
     #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub max_in_flight_batches: usize,
@@ -292,6 +295,43 @@ impl HttpArgs {
             max_connections: self.http_max_connections.max(1),
             metrics_cache: self.http_metrics_cache,
             db_connections: self.http_db_connections.max(1),
+        }
+    }
+}
+
+/// Whether the read-only `/v1/` API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiMode {
+    Off,
+    On,
+}
+
+/// The read-only JSON API on the HTTP address (`src/export/api.rs`).
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// `on` serves `/v1/posture`, `/v1/images` and `/v1/images/{digest}/history` on
+    /// ECR_AUDIT_HTTP_ADDR, behind the bearer token of ECR_AUDIT_API_TOKEN_FILE.
+    #[arg(long = "api", env = "ECR_AUDIT_API", default_value = "off")]
+    pub mode: ApiMode,
+    /// A file holding the API's bearer token (at least 16 characters; read at start-up).
+    #[arg(long, env = "ECR_AUDIT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The token when the API is on.
+    ///
+    /// # Errors
+    /// When the API is on without a readable token file of at least 16 characters.
+    pub fn token(&self) -> Result<Option<crate::export::api::ApiToken>, String> {
+        match (self.mode, &self.api_token_file) {
+            (ApiMode::Off, _) => Ok(None),
+            (ApiMode::On, None) => {
+                Err("ECR_AUDIT_API=on needs ECR_AUDIT_API_TOKEN_FILE (the bearer token)".to_owned())
+            }
+            (ApiMode::On, Some(path)) => crate::export::api::ApiToken::from_file(path)
+                .map(Some)
+                .map_err(|e| format!("ECR_AUDIT_API_TOKEN_FILE {}: {e}", path.display())),
         }
     }
 }

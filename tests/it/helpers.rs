@@ -59,6 +59,8 @@ pub struct TestApp {
     pub http: ecr_audit::export::http::HttpLimits,
     /// EventBridge bus the worker puts alert events on; `None` = no alerts.
     pub alert_bus: Option<String>,
+    /// The `/v1/` API's token; `None` = the API is off, as by default.
+    pub api: Option<ecr_audit::export::api::ApiToken>,
     /// The account this test's credentials act in.
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
@@ -177,6 +179,7 @@ impl TestApp {
                 ..Default::default()
             },
             alert_bus: None,
+            api: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
@@ -253,6 +256,7 @@ impl TestApp {
         let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
         background.queue_metrics_interval = Duration::from_secs(1);
         background.http = self.http;
+        background.api = self.api;
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

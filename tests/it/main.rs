@@ -5,6 +5,7 @@
 //! repository-name prefix, so tests run in parallel.
 
 mod alerts;
+mod api;
 mod attacks;
 mod attempts;
 mod cli;
