@@ -23,11 +23,12 @@ pub enum ReportError {
 }
 
 const STYLE: &str = "
+@page{size:A4 landscape;margin:12mm}
 body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;color:#1d2330;margin:24px 32px;font-size:13px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bottom:2px solid #1d2330;padding-bottom:3px}
 .meta{color:#4a5468;margin:2px 0}.head{font-family:'DejaVu Sans Mono',monospace;font-size:11px;word-break:break-all}
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #d5d9e2;vertical-align:top}
-th{background:#eef1f6;font-size:12px}td.num{text-align:right;white-space:nowrap}.mono{font-family:'DejaVu Sans Mono',monospace;font-size:11px}
+th{background:#eef1f6;font-size:12px}td.num{text-align:right;white-space:nowrap}.mono{font-family:'DejaVu Sans Mono',monospace;font-size:11px}.digest{word-break:break-all;max-width:190px}
 .pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}.unknown{color:#8a6d00;font-weight:bold}
 .note{background:#f6f8fb;border-left:4px solid #8793a8;padding:6px 10px;color:#384152}
 .cards{display:flex;gap:12px;margin:8px 0}.card{border:1px solid #d5d9e2;border-radius:6px;padding:8px 14px;min-width:110px}
@@ -256,7 +257,7 @@ fn image_row(out: &mut String, row: &ImageCoverageRow) {
     let count = |n: Option<i64>| n.map_or_else(|| "–".to_owned(), |n| n.to_string());
     let _ = writeln!(
         out,
-        "<tr><td>{}</td><td>{}{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}<br><span class=\"meta\">{}</span></td><td>{}</td><td class=\"num\">{} / {} / {}</td></tr>",
+        "<tr><td>{}</td><td>{}{}</td><td class=\"mono digest\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}<br><span class=\"meta\">{}</span></td><td>{}</td><td class=\"num\">{} / {} / {}</td></tr>",
         row.pushed_at.map_or_else(|| "–".to_owned(), when),
         escape(&row.repository),
         if row.present {
@@ -264,7 +265,7 @@ fn image_row(out: &mut String, row: &ImageCoverageRow) {
         } else {
             " <span class=\"meta\">(deleted since)</span>"
         },
-        escape(&row.digest.chars().take(23).collect::<String>()),
+        escape(&row.digest),
         escape(&row.tags.join(", ")),
         escape(row.pushed_by.as_deref().unwrap_or("–")),
         row.signature
