@@ -52,6 +52,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Verify(args) => evidence_cli::verify(args).await,
         Command::Export(args) => evidence_cli::export(args).await,
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
+        Command::Report(args) => report(args).await,
     }
 }
 
@@ -66,6 +67,8 @@ async fn migrate(db: &DatabaseArgs) -> anyhow::Result<i32> {
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    // Before anything is touched: an API switched on without a usable token stops start-up.
+    let api = args.api.token().map_err(anyhow::Error::msg)?;
     let sdk = load_sdk_config().await;
     let metrics = Arc::new(Metrics::new());
     let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
@@ -74,6 +77,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
+    background.api = api;
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);
@@ -273,6 +277,90 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+async fn report(args: crate::config::ReportArgs) -> anyhow::Result<i32> {
+    use crate::config::ReportFormat;
+    use crate::evidence::period::{PeriodQuery, ReportScope, period_report};
+    if args.since >= args.until {
+        bail!("--since must be before --until");
+    }
+    if args.format == ReportFormat::Pdf && args.output.is_none() {
+        bail!("--format pdf needs --output FILE");
+    }
+    let (scope, scope_sha256) = match &args.scope {
+        Some(path) => read_scope(path)?,
+        None => (ReportScope::default(), None),
+    };
+    let store = connect(&args.database).await?;
+    let query = PeriodQuery {
+        since: args.since,
+        until: args.until,
+        scope,
+        scope_sha256,
+    };
+    let report = period_report(store.pool(), query).await?;
+    let html = || crate::export::report::render_html(&report);
+    match (args.format, &args.output) {
+        (ReportFormat::Pdf, Some(path)) => {
+            write_atomically(path, |partial| {
+                crate::export::report::print_pdf(&args.chromium, &html(), partial)
+                    .map_err(anyhow::Error::from)
+            })?;
+        }
+        (format, output) => {
+            let text = match format {
+                ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+                _ => html(),
+            };
+            match output {
+                Some(path) => write_atomically(path, |partial| {
+                    std::fs::write(partial, &text).map_err(anyhow::Error::from)
+                })?,
+                None => emit(&text)?,
+            }
+        }
+    }
+    if let Some(path) = &args.output {
+        eprintln!(
+            "wrote {} ({} transitions, {} images pushed; evidence head seq {} hash {})",
+            path.display(),
+            report.transitions.len(),
+            report.images.pushed,
+            report.evidence_head.seq,
+            report.evidence_head.hash
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// The scope file (docs/REPORT.md) and its SHA-256, which the report names.
+fn read_scope(
+    path: &std::path::Path,
+) -> anyhow::Result<(crate::evidence::period::ReportScope, Option<String>)> {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let scope = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a scope file (docs/REPORT.md)", path.display()))?;
+    Ok((scope, Some(hex::encode(sha2::Sha256::digest(&bytes)))))
+}
+
+/// Writes through `write` to a file beside `path`, renamed into place only on success.
+fn write_atomically(
+    path: &std::path::Path,
+    write: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut name = path
+        .file_name()
+        .context("--output names no file")?
+        .to_owned();
+    name.push(".partial");
+    let partial = path.with_file_name(name);
+    if let Err(err) = write(&partial) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(err);
+    }
+    std::fs::rename(&partial, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
 fn print_counts(counts: &IngestCounts) {

@@ -112,7 +112,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Apply the database migrations.
     Migrate(DatabaseArgs),
-    /// Consume the SQS queue and serve /metrics, /healthz and /readyz until SIGTERM/SIGINT.
+    /// Consume the SQS queue and serve /metrics, /healthz, /readyz (and the /v1/ API when
+    /// ECR_AUDIT_API=on) until SIGTERM/SIGINT.
     Worker(WorkerArgs),
     /// Run the pipeline over a file (JSON Lines, a JSON array, or a CloudTrail log; `-` for stdin).
     Ingest(IngestArgs),
@@ -134,6 +135,10 @@ pub enum Command {
     /// Sweep every repository and image of the configured accounts and regions once, and
     /// record what changed without an event.
     Reconcile(ReconcileArgs),
+    /// The auditor's period report (HTML, PDF or JSON) from the evidence: per control the
+    /// share of repositories passing, every transition with its caller, the images pushed
+    /// with their signature and scan verdicts, and the chain head it was computed against.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -223,6 +228,8 @@ pub struct WorkerArgs {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Batches (of up to 10 messages) processed at once.
     #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub max_in_flight_batches: usize,
@@ -288,6 +295,43 @@ impl HttpArgs {
             max_connections: self.http_max_connections.max(1),
             metrics_cache: self.http_metrics_cache,
             db_connections: self.http_db_connections.max(1),
+        }
+    }
+}
+
+/// Whether the read-only `/v1/` API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiMode {
+    Off,
+    On,
+}
+
+/// The read-only JSON API on the HTTP address (`src/export/api.rs`).
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// `on` serves `/v1/posture`, `/v1/images` and `/v1/images/{digest}/history` on
+    /// ECR_AUDIT_HTTP_ADDR, behind the bearer token of ECR_AUDIT_API_TOKEN_FILE.
+    #[arg(long = "api", env = "ECR_AUDIT_API", default_value = "off")]
+    pub mode: ApiMode,
+    /// A file holding the API's bearer token (at least 16 characters; read at start-up).
+    #[arg(long, env = "ECR_AUDIT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The token when the API is on.
+    ///
+    /// # Errors
+    /// When the API is on without a readable token file of at least 16 characters.
+    pub fn token(&self) -> Result<Option<crate::export::api::ApiToken>, String> {
+        match (self.mode, &self.api_token_file) {
+            (ApiMode::Off, _) => Ok(None),
+            (ApiMode::On, None) => {
+                Err("ECR_AUDIT_API=on needs ECR_AUDIT_API_TOKEN_FILE (the bearer token)".to_owned())
+            }
+            (ApiMode::On, Some(path)) => crate::export::api::ApiToken::from_file(path)
+                .map(Some)
+                .map_err(|e| format!("ECR_AUDIT_API_TOKEN_FILE {}: {e}", path.display())),
         }
     }
 }
@@ -424,6 +468,41 @@ pub struct ExportArgs {
     /// Write here (atomically, on success) instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+}
+
+/// What `report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained HTML file (inline CSS and SVG).
+    Html,
+    /// The same HTML printed by a headless Chromium (`ECR_AUDIT_CHROMIUM`).
+    Pdf,
+    /// The same content as data (docs/REPORT.md).
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The period's start: records recorded at or after it (2026-07-01 or RFC 3339).
+    #[arg(long, value_parser = evidence_time)]
+    pub since: DateTime<Utc>,
+    /// The period's end: records recorded before it.
+    #[arg(long, value_parser = evidence_time)]
+    pub until: DateTime<Utc>,
+    /// A JSON file naming what is in scope ("production"): repository patterns, accounts,
+    /// regions, image tag patterns (docs/REPORT.md); default: everything.
+    #[arg(long)]
+    pub scope: Option<PathBuf>,
+    #[arg(long, default_value = "html")]
+    pub format: ReportFormat,
+    /// Write here (atomically, on success) instead of standard output; required for pdf.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// The Chromium that prints PDFs (a name on PATH or a path).
+    #[arg(long, env = "ECR_AUDIT_CHROMIUM", default_value = "chromium")]
+    pub chromium: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,8 @@ pub struct Background {
     pub coverage: Option<(CoverageSweeper, Duration)>,
     /// The bounds of the HTTP endpoints and the size of their own database pool.
     pub http: HttpLimits,
+    /// The `/v1/` API's bearer token when the API is on (`ECR_AUDIT_API`).
+    pub api: Option<crate::export::api::ApiToken>,
 }
 
 impl Background {
@@ -61,6 +63,7 @@ impl Background {
             reconcile: None,
             coverage: None,
             http: HttpLimits::default(),
+            api: None,
         }
     }
 }
@@ -77,14 +80,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let state = HttpState::new(
+    let mut state = HttpState::new(
         endpoint_store(pipeline.store(), &background.http),
         Arc::clone(pipeline.metrics()),
         Some((sqs.clone(), settings.queue_url.clone())),
         background.http.metrics_cache,
     );
+    state.api = background.api;
     if let Ok(addr) = listener.local_addr() {
-        info!(http.addr = %addr, "serving /metrics, /healthz, /readyz");
+        info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
     }
     // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
     let http_shutdown = CancellationToken::new();

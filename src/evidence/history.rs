@@ -257,18 +257,36 @@ impl AsOf {
                 image_row(account, region, name, digest, image)
             })
             .collect();
-        rows.sort_by(|a, b| {
-            b.pushed_at.cmp(&a.pushed_at).then_with(|| {
-                (&a.account, &a.region, &a.repository, &a.digest).cmp(&(
-                    &b.account,
-                    &b.region,
-                    &b.repository,
-                    &b.digest,
-                ))
-            })
-        });
+        sort_newest_first(&mut rows);
         rows
     }
+
+    /// Every digest ever recorded, deleted ones too, each with whether it still existed (the
+    /// period report lists every image pushed in the period, also those deleted since).
+    pub(crate) fn images_ever(&self) -> Vec<(ImageRow, bool)> {
+        self.images
+            .iter()
+            .map(|((account, region, name, digest), image)| {
+                (
+                    image_row(account, region, name, digest, image),
+                    image.present,
+                )
+            })
+            .collect()
+    }
+}
+
+fn sort_newest_first(rows: &mut [ImageRow]) {
+    rows.sort_by(|a, b| {
+        b.pushed_at.cmp(&a.pushed_at).then_with(|| {
+            (&a.account, &a.region, &a.repository, &a.digest).cmp(&(
+                &b.account,
+                &b.region,
+                &b.repository,
+                &b.digest,
+            ))
+        })
+    });
 }
 
 fn image_id((account, region): (&str, &str), repository: &str, digest: &str) -> ImageId {

@@ -4,6 +4,7 @@
 //! - [`kind`] and [`detail`]: the closed set of kinds and the typed detail of each.
 //! - [`write`]: appending records at the head of the chain, inside the caller's transaction.
 //! - [`timeline`]: one digest's history, line by line (`explain`).
+//! - [`period`]: the auditor's period report (`report`), replayed from the chain.
 //! - [`retention`]: archiving a prefix of the chain behind a checkpoint record.
 //! - [`export`]: the snapshot stream, the CSV, JSON Lines and OCSF files, their manifest and
 //!   offline verification.
@@ -17,6 +18,7 @@ pub mod detail;
 pub mod export;
 pub mod history;
 pub mod kind;
+pub mod period;
 pub mod retention;
 pub mod timeline;
 pub mod write;

@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz`, served within fixed bounds.
+//! `/metrics`, `/healthz`, `/readyz` and, when on, the `/v1/` API (`src/export/api.rs`),
+//! served within fixed bounds.
 //!
 //! `/metrics` refreshes the posture gauges from Postgres, so every replica reports the same
 //! numbers; the refresh is reused for [`HttpLimits::metrics_cache`], so a scrape storm costs
@@ -74,6 +75,8 @@ pub(crate) struct HttpState {
     /// scrapes wait for one refresh instead of each running the queries.
     pub refreshed: Arc<Mutex<Option<Instant>>>,
     pub metrics_cache: Duration,
+    /// The `/v1/` API's token; `None`: the API is off and its routes do not exist.
+    pub api: Option<super::api::ApiToken>,
 }
 
 impl HttpState {
@@ -89,19 +92,23 @@ impl HttpState {
             queue,
             refreshed: Arc::new(Mutex::new(None)),
             metrics_cache,
+            api: None,
         }
     }
 }
 
 pub(crate) fn router(state: HttpState, request_timeout: Duration) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            answer_within(request_timeout, request, next)
-        }))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    if let Some(token) = state.api {
+        app = app.merge(super::api::routes(token));
+    }
+    app.layer(middleware::from_fn(move |request: Request, next: Next| {
+        answer_within(request_timeout, request, next)
+    }))
+    .with_state(state)
 }
 
 async fn answer_within(limit: Duration, request: Request, next: Next) -> Response {

@@ -313,7 +313,7 @@ async fn the_worker_binary_serves_probes_processes_and_stops_on_sigterm() {
 }
 
 /// Pushes an unsigned image through the worker and waits for its UNSIGNED verdict.
-async fn unsigned_push(app: &mut TestApp, name: &str, salt: &str) -> (String, String) {
+pub(crate) async fn unsigned_push(app: &mut TestApp, name: &str, salt: &str) -> (String, String) {
     app.start_worker().await;
     let repository = app.create_repository(name).await;
     let digest = crate::helpers::push_image(&app.ecr, &repository, "v1", salt).await;

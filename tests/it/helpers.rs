@@ -61,6 +61,8 @@ pub struct TestApp {
     pub alert_bus: Option<String>,
     /// How often the worker's alert publisher polls the outbox without a notification.
     pub alert_poll: Duration,
+    /// The `/v1/` API's token; `None` = the API is off, as by default.
+    pub api: Option<ecr_audit::export::api::ApiToken>,
     /// The account this test's credentials act in.
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
@@ -180,6 +182,7 @@ impl TestApp {
             },
             alert_bus: None,
             alert_poll: Duration::from_secs(1),
+            api: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
@@ -257,6 +260,7 @@ impl TestApp {
         background.queue_metrics_interval = Duration::from_secs(1);
         background.http = self.http;
         background.alert_poll = self.alert_poll;
+        background.api = self.api;
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

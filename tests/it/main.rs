@@ -5,6 +5,7 @@
 //! repository-name prefix, so tests run in parallel.
 
 mod alerts;
+mod api;
 mod attacks;
 mod attempts;
 mod cli;
@@ -20,6 +21,7 @@ mod managed_verdicts;
 mod pipeline;
 mod public_tags;
 mod reconcile;
+mod report;
 mod reverify;
 mod scanning;
 mod signatures;
