@@ -1,6 +1,6 @@
 """Services beyond ECR that the next issues rely on, through the emulator server: ECR Public
 (issue 16 item 6), Organizations account discovery (issue 20), KMS ECC signing and S3 Object
-Lock for signed evidence heads (issue 17)."""
+Lock for signed evidence heads (issue 17), ECS service revisions for the deployment hook (issue 19)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from support import oci_manifest
 
 
 def error_code(problem: pytest.ExceptionInfo[ClientError]) -> str:
@@ -198,3 +199,29 @@ def test_object_without_retention_has_no_lock_configuration(client):
     with pytest.raises(ClientError) as none:
         s3.get_object_retention(Bucket="plain-lockable", Key="k", VersionId=version)
     assert error_code(none) == "NoSuchObjectLockConfiguration"
+
+
+def test_a_service_revision_names_its_images_resolved_to_digests(ecr, client):
+    """DescribeServiceRevisions (moto has none): the service's task definition, each ECR image
+    reference resolved to the digest its tag names at the time of the call."""
+    ecs = client("ecs")
+    ecr.create_repository(repositoryName="shop/web")
+    pushed = ecr.put_image(repositoryName="shop/web", imageManifest=oci_manifest("web"), imageTag="v1")
+    digest = pushed["image"]["imageId"]["imageDigest"]
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    ecs.create_cluster(clusterName="prod")
+    family = ecs.register_task_definition(family="shop", containerDefinitions=[
+        {"name": "web", "image": f"{registry}/shop/web:v1", "memory": 128},
+        {"name": "sidecar", "image": f"{registry}/shop/web@{digest}", "memory": 64},
+        {"name": "elsewhere", "image": "public.ecr.aws/nginx/nginx:1.27", "memory": 64},
+    ])["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="prod", serviceName="web", taskDefinition=family, desiredCount=1)
+    arn = "arn:aws:ecs:us-east-1:123456789012:service-revision/prod/web/4980306466373577095"
+
+    answer = ecs.describe_service_revisions(serviceRevisionArns=[arn, arn.replace("/web/", "/gone/")])
+
+    [revision] = answer["serviceRevisions"]
+    assert revision["taskDefinition"] == family
+    assert {i["containerName"]: i.get("imageDigest") for i in revision["containerImages"]} == {
+        "web": digest, "sidecar": digest, "elsewhere": None}
+    assert answer["failures"] == [{"arn": arn.replace("/web/", "/gone/"), "reason": "MISSING"}]

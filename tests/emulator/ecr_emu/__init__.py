@@ -15,6 +15,7 @@ from . import (
     control,
     ecr,
     ecr_public,
+    ecs_revisions,
     events,
     in_use,
     inspector,
@@ -50,6 +51,7 @@ def install() -> None:
     blobs.install()
     inspector.install()
     events.install()
+    ecs_revisions.install()
     sqs.install()
     # After ecr/inspector: these wrap what those installed.
     pulls.install()
