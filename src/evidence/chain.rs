@@ -40,12 +40,22 @@ pub struct ChainedRecord {
 }
 
 impl ChainedRecord {
+    /// The record's canonical serialisation: the text its hash is computed over, and what
+    /// the database's append function is given (it stores the columns read from this text).
+    pub fn canonical(&self) -> String {
+        // Serialising plain strings, integers and a `Value` cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// The record's hash over its canonical serialisation.
     pub fn compute_hash(&self) -> String {
-        // Serialising plain strings, integers and a `Value` cannot fail.
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        hash_canonical(&self.canonical())
     }
+}
+
+/// The hash of a canonical text: hex SHA-256 of its UTF-8 bytes.
+pub(crate) fn hash_canonical(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// Postgres keeps microseconds: hash exactly what can be read back.

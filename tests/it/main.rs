@@ -21,6 +21,7 @@ mod pipeline;
 mod public_tags;
 mod reconcile;
 mod reverify;
+mod roles;
 mod scanning;
 mod signatures;
 mod source;
