@@ -4,6 +4,10 @@
 -- The grants to the worker's role (ecr_audit_worker) are made by `ecr-audit migrate` after the
 -- migrations (src/store/roles.rs), so that tables added later are covered the same way.
 
+-- Records carry their format version (docs/UPGRADES.md); NULL is version 1, every record
+-- written before versions existed, whose canonical form has no such member.
+ALTER TABLE evidence ADD COLUMN format_version smallint;
+
 -- What only the owner may change. retention_min_age: the youngest cut-off retention accepts.
 CREATE TABLE evidence_settings (
     id                 smallint PRIMARY KEY CHECK (id = 1),
@@ -75,11 +79,11 @@ BEGIN
         RETURN head_seq;
     END IF;
     INSERT INTO public.evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
-           region, repository, digest, tag, actor, detail, prev_hash, hash)
+           region, repository, digest, tag, actor, detail, prev_hash, hash, format_version)
     SELECT (j->>'seq')::bigint, (j->>'recorded_at')::timestamptz, j->>'event_id',
            (j->>'event_time')::timestamptz, j->>'kind', j->>'outcome', j->>'account',
            j->>'region', j->>'repository', j->>'digest', j->>'tag', j->>'actor', j->'detail',
-           j->>'prev_hash', h
+           j->>'prev_hash', h, (j->>'format_version')::smallint
       FROM (SELECT c::jsonb AS j, h FROM unnest(canonical, hashes) AS u(c, h)) AS parsed;
     UPDATE public.evidence_chain_head SET seq = head_seq, hash = head_hash WHERE id = 1;
     PERFORM public.evidence_after_append(first_seq, head_seq);

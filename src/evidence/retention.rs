@@ -13,7 +13,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgPool;
 
-use super::chain::{ChainedRecord, hash_canonical, truncate_to_micros};
+use super::chain::{ChainedRecord, FORMAT_VERSION, hash_canonical, truncate_to_micros};
 use super::detail::{ArchivedRange, ChainPoint, CheckpointDetail, to_detail_value};
 use super::kind::EvidenceKind;
 
@@ -167,6 +167,7 @@ pub(crate) async fn drop_archived(
     let mut record = checkpoint_record(checkpoint);
     record.seq = head_seq + 1;
     record.prev_hash = head_hash;
+    record.format_version = Some(FORMAT_VERSION);
     let canonical = record.canonical();
     // A checkpoint is never worth a page: no alert is queued beside it.
     let dropped: i64 = sqlx::query_scalar("SELECT evidence_retire($1, $2)")
@@ -216,5 +217,6 @@ fn checkpoint_record(checkpoint: &Checkpoint) -> ChainedRecord {
         actor: None,
         detail: to_detail_value(&detail),
         prev_hash: String::new(),
+        format_version: None,
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use sqlx::PgConnection;
 
-use super::chain::{ChainedRecord, hash_canonical};
+use super::chain::{ChainedRecord, FORMAT_VERSION, hash_canonical};
 
 /// A record waiting for its place on the chain; `seq` and `prev_hash` are filled in on append.
 pub struct PendingRecord {
@@ -88,6 +88,7 @@ pub async fn append(
         }
         record.seq = seq + 1;
         record.prev_hash = prev_hash.clone();
+        record.format_version = Some(FORMAT_VERSION);
         let text = record.canonical();
         let hash = hash_canonical(&text);
         canonical.push(text);

@@ -267,7 +267,7 @@ pub(crate) async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
                     'event_id', event_id, 'event_time', to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     'kind', kind, 'outcome', outcome, 'account', account, 'region', region,
                     'repository', repository, 'digest', digest, 'tag', tag, 'actor', actor,
-                    'detail', detail, 'prev_hash', prev_hash)
+                    'detail', detail, 'prev_hash', prev_hash, 'format_version', format_version)
                FROM evidence WHERE seq = $1",
         )
         .bind(seq)
@@ -523,7 +523,7 @@ async fn tampering_in_the_database_is_detected_and_located() {
                 "DELETE FROM evidence WHERE seq = 7".into(),
                 format!(
                     "INSERT INTO evidence SELECT seq, recorded_at, 'forged', event_time, kind, outcome, account, region,
-                            repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}'
+                            repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}', format_version
                        FROM evidence_copy WHERE seq = 7"
                 ),
             ],

@@ -29,5 +29,6 @@ mod store;
 mod template_drift;
 mod trust;
 mod trust_config;
+mod upgrade;
 mod verified_signatures;
 mod verified_verdicts;

@@ -42,6 +42,7 @@ fn next_record(seq: i64, prev_hash: &str, kind: EvidenceKind) -> ChainedRecord {
         actor: None,
         detail: json!({"continues_from": {"seq": seq - 1, "hash": prev_hash}}),
         prev_hash: prev_hash.to_owned(),
+        format_version: None,
     }
 }
 
@@ -63,6 +64,10 @@ async fn head(pool: &PgPool) -> (i64, String) {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one attack after another, each refused, then the chain checked once"
+)]
 async fn the_worker_role_cannot_disable_triggers_insert_or_delete_evidence() {
     let db = TestDb::new().await;
     let worker = db.worker_pool().await;
