@@ -436,4 +436,28 @@ mod tests {
         let back: ChainedRecord = serde_json::from_str(&text).expect("parse");
         assert_eq!(back.compute_hash(), hash);
     }
+
+    #[test]
+    fn a_version_1_record_hashes_without_the_member_and_version_2_with_it() {
+        let (mut record, v1_hash) = chain(1).remove(0);
+        assert!(!record.canonical().contains("format_version"));
+        record.format_version = Some(FORMAT_VERSION);
+        assert!(record.canonical().ends_with(",\"format_version\":2}"));
+        assert_ne!(record.compute_hash(), v1_hash);
+        let mut verifier = ChainVerifier::new(None);
+        assert_eq!(verifier.check(&record, &record.compute_hash()), Ok(()));
+    }
+
+    #[test]
+    fn a_format_version_this_build_never_wrote_is_refused() {
+        for version in [1, FORMAT_VERSION + 1] {
+            let (mut record, _) = chain(1).remove(0);
+            record.format_version = Some(version);
+            let hash = record.compute_hash();
+            assert!(matches!(
+                ChainVerifier::new(None).check(&record, &hash),
+                Err(ChainBreak::UnknownFormat { seq: 1, version: v, .. }) if v == version
+            ));
+        }
+    }
 }
