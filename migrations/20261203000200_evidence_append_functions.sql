@@ -45,6 +45,7 @@ DECLARE
     head_hash  text;
     first_seq  bigint;
     rec        jsonb;
+    parsed     jsonb[] := '{}';
     computed   text;
     n          integer := coalesce(array_length(canonical, 1), 0);
 BEGIN
@@ -74,6 +75,7 @@ BEGIN
         END IF;
         head_seq := head_seq + 1;
         head_hash := computed;
+        parsed := parsed || rec;
     END LOOP;
     IF n = 0 THEN
         RETURN head_seq;
@@ -84,7 +86,7 @@ BEGIN
            (j->>'event_time')::timestamptz, j->>'kind', j->>'outcome', j->>'account',
            j->>'region', j->>'repository', j->>'digest', j->>'tag', j->>'actor', j->'detail',
            j->>'prev_hash', h, (j->>'format_version')::smallint
-      FROM (SELECT c::jsonb AS j, h FROM unnest(canonical, hashes) AS u(c, h)) AS parsed;
+      FROM unnest(parsed, hashes) AS u(j, h);
     UPDATE public.evidence_chain_head SET seq = head_seq, hash = head_hash WHERE id = 1;
     PERFORM public.evidence_after_append(first_seq, head_seq);
     RETURN head_seq;
