@@ -50,7 +50,19 @@ impl TestDb {
         .await
         .unwrap_or_else(|e| panic!("clone {template} into {name}: {e}"));
         let _ = connection.close().await;
-        let options = admin.clone().database(name);
+        let mut options = admin.clone().database(name);
+        // ECR_AUDIT_TEST_AS_WORKER=1: every test's own pool and URL use the worker's role, to
+        // find a privilege the worker lacks (tests that tamper as the owner then fail, as they
+        // should; docs/EVIDENCE.md, "Database roles", lists the run).
+        if std::env::var_os("ECR_AUDIT_TEST_AS_WORKER").is_some() {
+            let mut connection = admin.connect().await.expect("connect as admin");
+            sqlx::raw_sql(WORKER_LOGIN)
+                .execute(&mut connection)
+                .await
+                .expect("login");
+            let _ = connection.close().await;
+            options = options.username(WORKER_LOGIN_NAME);
+        }
         let url = options.to_url_lossy().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(8)
