@@ -97,13 +97,16 @@ pub(crate) async fn grant_worker(pool: &PgPool) -> Result<WorkerRole, StoreError
 /// # Errors
 /// When the grant fails (the migrating role may not grant roles).
 pub(crate) async fn admit_login(pool: &PgPool, login: &str) -> Result<bool, StoreError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+    let superuser: Option<bool> =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1")
             .bind(login)
-            .fetch_one(pool)
+            .fetch_optional(pool)
             .await?;
-    if !exists {
-        return Ok(false);
+    match superuser {
+        None => return Ok(false),
+        // A superuser passes every privilege check: membership would change nothing.
+        Some(true) => return Ok(true),
+        Some(false) => {}
     }
     // A role name cannot be a bound parameter; format's %I quotes it as an identifier.
     let statement: String = sqlx::query_scalar("SELECT format('GRANT ecr_audit_worker TO %I', $1)")

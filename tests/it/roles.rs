@@ -10,7 +10,7 @@ use chrono::{Duration, Utc};
 use ecr_audit::evidence::{ChainReport, ChainedRecord, EvidenceKind, verify_database};
 use ecr_audit::store::Store;
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions as _, PgPool};
 
 use crate::evidence::{ecr_audit, history, records};
 use crate::harness::TestDb;
@@ -211,10 +211,32 @@ async fn archive_refuses_a_cut_off_in_the_future_or_younger_than_the_minimum_age
     assert_eq!(records(&db.pool).await, before, "nothing was archived");
 }
 
+/// The URL of `db` as a login of this test's own that is not yet a member of the worker role.
+async fn login_outside_the_worker_role(db: &TestDb) -> String {
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ecr_audit_it_admitted') THEN
+                 CREATE ROLE ecr_audit_it_admitted LOGIN;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$;
+         REVOKE ecr_audit_worker FROM ecr_audit_it_admitted;",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a login outside the worker role");
+    db.url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("url")
+        .username("ecr_audit_it_admitted")
+        .to_url_lossy()
+        .to_string()
+}
+
 #[tokio::test]
-async fn migrate_with_two_urls_states_the_worker_grants_again() {
+async fn migrate_with_two_urls_admits_the_worker_login_and_states_the_grants_again() {
     let db = TestDb::new().await;
-    let worker_url = db.worker_url().await;
+    let worker_url = login_outside_the_worker_role(&db).await;
     // A grant the worker must not have, made by hand: migrate takes it back.
     sqlx::query("GRANT INSERT ON evidence TO ecr_audit_worker")
         .execute(&db.pool)
@@ -231,8 +253,18 @@ async fn migrate_with_two_urls_states_the_worker_grants_again() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let member: bool = sqlx::query_scalar(
+        "SELECT pg_has_role('ecr_audit_it_admitted', 'ecr_audit_worker', 'MEMBER')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("membership");
+    assert!(
+        member,
+        "migrate admits the worker URL's user to the worker role"
+    );
     let privileges: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT t || ':' || p, has_table_privilege('ecr_audit_it_worker', t, p)
+        "SELECT t || ':' || p, has_table_privilege('ecr_audit_it_admitted', t, p)
            FROM unnest(ARRAY['evidence', 'evidence_chain_head', 'evidence_settings', 'repositories', 'alert_outbox']) AS t,
                 unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER']) AS p
           ORDER BY 1",
