@@ -80,6 +80,7 @@ fn record(seq: i64, prev_hash: String) -> ChainedRecord {
         actor: transition.then(|| "arn:aws:sts::123456789012:assumed-role/platform/ci".to_owned()),
         detail,
         prev_hash,
+        format_version: None,
     }
 }
 

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::aws::load_sdk_config;
 use crate::config::{
-    Command, DatabaseArgs, EvidenceCommand, ExplainArgs, ImagesArgs, IngestArgs, OutputFormat,
-    PipelineArgs, PostureArgs, ReconcileArgs, WorkerArgs,
+    Command, DatabaseArgs, EvidenceCommand, ExplainArgs, ImagesArgs, IngestArgs, MigrateArgs,
+    OutputFormat, PipelineArgs, PostureArgs, ReconcileArgs, Secret, WorkerArgs,
 };
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
@@ -28,6 +28,7 @@ use crate::source::file::{self, IngestCounts};
 use crate::source::reconcile::{Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
+use crate::store::roles::WorkerRole;
 use crate::telemetry::Metrics;
 use crate::trust::TrustSettings;
 
@@ -42,7 +43,7 @@ pub mod exit {
 
 pub async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Migrate(db) => migrate(&db).await,
+        Command::Migrate(args) => migrate(&args).await,
         Command::Worker(args) => worker(args).await,
         Command::Ingest(args) => ingest(args).await,
         Command::Reconcile(args) => reconcile(args).await,
@@ -56,14 +57,53 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
     }
 }
 
-async fn migrate(db: &DatabaseArgs) -> anyhow::Result<i32> {
-    connect(db)
-        .await?
-        .migrate()
+async fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
+    let (owner_url, worker_url) = match (&args.migrate_database_url, &args.database_url) {
+        (Some(owner), worker) => (owner, worker.as_ref()),
+        (None, Some(single)) => (single, None),
+        (None, None) => {
+            bail!("set ECR_AUDIT_MIGRATE_DATABASE_URL (the owner role) or DATABASE_URL")
+        }
+    };
+    let store = Store::connect(owner_url.expose(), 2)
         .await
-        .context("applying migrations")?;
+        .context("connecting to the database as the owner (ECR_AUDIT_MIGRATE_DATABASE_URL)")?;
+    let role = store.migrate().await.context("applying migrations")?;
+    if role == WorkerRole::Unavailable {
+        warn!(
+            "the worker role ecr_audit_worker does not exist and this role may not create it: a single-role setup (docs/DEPLOY.md says what it gives up)"
+        );
+    }
+    if let Some(worker) = worker_url {
+        admit_worker(&store, owner_url, worker).await?;
+    }
     info!("migrations applied");
     Ok(exit::OK)
+}
+
+/// Makes the user of the worker's URL a member of the worker role, unless it is the owner.
+async fn admit_worker(store: &Store, owner: &Secret, worker: &Secret) -> anyhow::Result<()> {
+    let user = |url: &Secret| {
+        url.expose()
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map(|options| options.get_username().to_owned())
+            .context("reading the user of a database URL")
+    };
+    let login = user(worker)?;
+    if login == user(owner)? {
+        return Ok(());
+    }
+    if !store
+        .admit_worker_login(&login)
+        .await
+        .context("granting ecr_audit_worker to the worker's user")?
+    {
+        warn!(
+            login = %login,
+            "the worker's user does not exist yet; create it (docs/DEPLOY.md) and run migrate again"
+        );
+    }
+    Ok(())
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -857,6 +897,8 @@ mod evidence_cli {
 
     pub(super) async fn archive(args: ArchiveArgs) -> anyhow::Result<i32> {
         let store = connect(&args.database).await?;
+        // Refused before the archive file is written; the database refuses it again.
+        retention::check_cut_off(store.pool(), args.before).await?;
         let Some(prefix) = retention::archivable_prefix(store.pool(), args.before).await? else {
             println!(
                 "nothing to archive: no stored evidence was recorded before {}",

@@ -110,8 +110,9 @@ pub enum OutputFormat {
     reason = "parsed once at start-up and matched at once; boxing buys nothing"
 )]
 pub enum Command {
-    /// Apply the database migrations.
-    Migrate(DatabaseArgs),
+    /// Apply the database migrations as the owner role and grant the worker role its
+    /// privileges.
+    Migrate(MigrateArgs),
     /// Consume the SQS queue and serve /metrics, /healthz, /readyz (and the /v1/ API when
     /// ECR_AUDIT_API=on) until SIGTERM/SIGINT.
     Worker(WorkerArgs),
@@ -149,6 +150,19 @@ pub struct DatabaseArgs {
     /// Connections in the pool.
     #[arg(long, env = "ECR_AUDIT_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+}
+
+/// `migrate`: the owner's URL, and the worker's to admit its user to the worker role.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The worker's Postgres URL. Without `--migrate-database-url` migrations run through
+    /// it (a single-role setup, docs/DEPLOY.md); with it, its user is made a member of the
+    /// worker role `ecr_audit_worker`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// The owner's Postgres URL: the role that owns the tables and runs the migrations.
+    #[arg(long, env = "ECR_AUDIT_MIGRATE_DATABASE_URL", hide_env_values = true)]
+    pub migrate_database_url: Option<Secret>,
 }
 
 /// What the pipeline needs wherever it runs (worker or ingest).

@@ -37,15 +37,40 @@ pub struct ChainedRecord {
     pub actor: Option<String>,
     pub detail: Value,
     pub prev_hash: String,
+    /// The record's format version (docs/UPGRADES.md). Absent means version 1: every record
+    /// written before versions existed, whose canonical form (and hash) stays exactly as it
+    /// was. [`append`](super::write::append) stamps [`FORMAT_VERSION`] on what it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_version: Option<i16>,
+}
+
+/// The format version this build writes: version 1 plus the `format_version` member.
+pub const FORMAT_VERSION: i16 = 2;
+
+/// Whether this build knows how to verify a record of this format version: version 1
+/// (absent) and every version since, never an explicit 1 (no writer produced one) nor a
+/// version from a newer build.
+pub fn known_format(version: Option<i16>) -> bool {
+    version.is_none_or(|v| (2..=FORMAT_VERSION).contains(&v))
 }
 
 impl ChainedRecord {
+    /// The record's canonical serialisation: the text its hash is computed over, and what
+    /// the database's append function is given (it stores the columns read from this text).
+    pub fn canonical(&self) -> String {
+        // Serialising plain strings, integers and a `Value` cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// The record's hash over its canonical serialisation.
     pub fn compute_hash(&self) -> String {
-        // Serialising plain strings, integers and a `Value` cannot fail.
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        hash_canonical(&self.canonical())
     }
+}
+
+/// The hash of a canonical text: hex SHA-256 of its UTF-8 bytes.
+pub(crate) fn hash_canonical(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// Postgres keeps microseconds: hash exactly what can be read back.
@@ -75,6 +100,14 @@ pub(crate) mod micros {
 pub enum ChainBreak {
     #[error("record seq {seq} (event {event_id}): its hash does not match its content")]
     HashMismatch { seq: i64, event_id: String },
+    #[error(
+        "record seq {seq} (event {event_id}): format version {version} is not one this build writes or ever wrote (1..={FORMAT_VERSION}); verify it with the release that wrote it"
+    )]
+    UnknownFormat {
+        seq: i64,
+        event_id: String,
+        version: i16,
+    },
     #[error("record seq {seq} (event {event_id}): prev_hash does not match the record before it")]
     Broken { seq: i64, event_id: String },
     #[error(
@@ -131,6 +164,15 @@ impl ChainVerifier {
                 expected,
             });
         }
+        if let Some(version) = record.format_version
+            && !known_format(record.format_version)
+        {
+            return Err(ChainBreak::UnknownFormat {
+                seq: record.seq,
+                event_id: record.event_id.clone(),
+                version,
+            });
+        }
         if record.compute_hash() != stored_hash {
             return Err(ChainBreak::HashMismatch {
                 seq: record.seq,
@@ -173,11 +215,12 @@ pub(crate) struct EvidenceRow {
     detail: Value,
     prev_hash: String,
     hash: String,
+    format_version: Option<i16>,
 }
 
 /// The columns [`EvidenceRow`] reads, in table order.
 pub(crate) const EVIDENCE_COLUMNS: &str = "seq, recorded_at, event_id, event_time, kind, outcome, account, region, \
-     repository, digest, tag, actor, detail, prev_hash, hash";
+     repository, digest, tag, actor, detail, prev_hash, hash, format_version";
 
 impl EvidenceRow {
     /// The record and its stored hash.
@@ -198,6 +241,7 @@ impl EvidenceRow {
                 actor: self.actor,
                 detail: self.detail,
                 prev_hash: self.prev_hash,
+                format_version: self.format_version,
             },
             self.hash,
         )
@@ -321,6 +365,7 @@ mod tests {
                     actor: None,
                     detail: json!({"b": 1, "a": [seq]}),
                     prev_hash: prev.clone(),
+                    format_version: None,
                 };
                 let hash = record.compute_hash();
                 prev = hash.clone();
@@ -390,5 +435,29 @@ mod tests {
         let text = serde_json::to_string(&record).expect("serialise");
         let back: ChainedRecord = serde_json::from_str(&text).expect("parse");
         assert_eq!(back.compute_hash(), hash);
+    }
+
+    #[test]
+    fn a_version_1_record_hashes_without_the_member_and_version_2_with_it() {
+        let (mut record, v1_hash) = chain(1).remove(0);
+        assert!(!record.canonical().contains("format_version"));
+        record.format_version = Some(FORMAT_VERSION);
+        assert!(record.canonical().ends_with(",\"format_version\":2}"));
+        assert_ne!(record.compute_hash(), v1_hash);
+        let mut verifier = ChainVerifier::new(None);
+        assert_eq!(verifier.check(&record, &record.compute_hash()), Ok(()));
+    }
+
+    #[test]
+    fn a_format_version_this_build_never_wrote_is_refused() {
+        for version in [1, FORMAT_VERSION + 1] {
+            let (mut record, _) = chain(1).remove(0);
+            record.format_version = Some(version);
+            let hash = record.compute_hash();
+            assert!(matches!(
+                ChainVerifier::new(None).check(&record, &hash),
+                Err(ChainBreak::UnknownFormat { seq: 1, version: v, .. }) if v == version
+            ));
+        }
     }
 }

@@ -428,6 +428,7 @@ mod tests {
             actor: None,
             detail: json!({"to": "SOMETHING_NEW"}),
             prev_hash: String::new(),
+            format_version: None,
         };
         assert_eq!(record.typed_detail(), EvidenceDetail::Unreadable);
         assert!(record.signature_transition().is_none());

@@ -441,6 +441,7 @@ mod tests {
             actor: None,
             detail,
             prev_hash: String::new(),
+            format_version: None,
         }
     }
 

@@ -5,15 +5,17 @@
 //! next seq, whose `prev_hash` is that hash: `verify` starts from the checkpoint's claim and
 //! checks the checkpoint record itself when it reaches it. The database enforces the rule
 //! (migration `20261123000010`): a `DELETE` on `evidence` fails unless it removes a prefix
-//! that the newest checkpoint covers, and `UPDATE`/`TRUNCATE` stay forbidden.
+//! that the newest checkpoint covers, and `UPDATE`/`TRUNCATE` stay forbidden. The worker's
+//! role cannot `DELETE` at all: it retires a prefix through `evidence_retire` (migration
+//! `20261203000200`), which refuses a cut-off in the future or younger than the minimum age
+//! the owner set in `evidence_settings` (90 days unless changed).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgPool;
 
-use super::chain::{ChainedRecord, truncate_to_micros};
+use super::chain::{ChainedRecord, FORMAT_VERSION, hash_canonical, truncate_to_micros};
 use super::detail::{ArchivedRange, ChainPoint, CheckpointDetail, to_detail_value};
 use super::kind::EvidenceKind;
-use super::write::{PendingRecord, append};
 
 /// Why retention refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,53 @@ pub(crate) enum RetentionError {
         "the chain changed since the archive was written (expected the oldest record at seq {expected_first} and seq {last_seq} with the archived hash): nothing was dropped"
     )]
     Moved { expected_first: i64, last_seq: i64 },
+    /// A cut-off in the future would archive records still being written about.
+    #[error(
+        "refused: --before {before} is in the future; retention archives only records older than {min_age_days} days (evidence_settings.retention_min_age)"
+    )]
+    FutureCutOff { before: String, min_age_days: i64 },
+    /// A cut-off younger than the owner's minimum age.
+    #[error(
+        "refused: --before {before} is newer than the minimum age of {min_age_days} days (evidence_settings.retention_min_age, set by the database owner); give a cut-off before {oldest_allowed}"
+    )]
+    TooRecent {
+        before: String,
+        min_age_days: i64,
+        oldest_allowed: String,
+    },
+}
+
+/// Refuses a cut-off in the future or younger than the minimum age, before anything is
+/// written; `evidence_retire` checks the same again in the database, which is what holds.
+///
+/// # Errors
+/// [`RetentionError::FutureCutOff`], [`RetentionError::TooRecent`], or a failed query.
+pub(crate) async fn check_cut_off(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+) -> Result<(), RetentionError> {
+    let (min_age_seconds, now): (i64, DateTime<Utc>) = sqlx::query_as(
+        "SELECT extract(epoch FROM retention_min_age)::bigint, now() FROM evidence_settings WHERE id = 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    let min_age_days = min_age_seconds / 86_400;
+    let show = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    if before > now {
+        return Err(RetentionError::FutureCutOff {
+            before: show(before),
+            min_age_days,
+        });
+    }
+    let oldest_allowed = now - chrono::Duration::seconds(min_age_seconds);
+    if before > oldest_allowed {
+        return Err(RetentionError::TooRecent {
+            before: show(before),
+            min_age_days,
+            oldest_allowed: show(oldest_allowed),
+        });
+    }
+    Ok(())
 }
 
 /// The records an archive covers: a prefix of the stored chain.
@@ -110,22 +159,24 @@ pub(crate) async fn drop_archived(
             last_seq: prefix.last_seq,
         });
     }
-    let record = checkpoint_record(checkpoint);
+    // The checkpoint takes the next place on the chain; the head stays locked until commit.
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM evidence_lock_head()")
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut record = checkpoint_record(checkpoint);
+    record.seq = head_seq + 1;
+    record.prev_hash = head_hash;
+    record.format_version = Some(FORMAT_VERSION);
+    let canonical = record.canonical();
     // A checkpoint is never worth a page: no alert is queued beside it.
-    let pending = PendingRecord {
-        group: 0,
-        is_lead: true,
-        record,
-    };
-    append(&mut tx, vec![pending]).await?;
-    let checkpoint_seq: i64 = sqlx::query_scalar("SELECT seq FROM evidence_chain_head")
+    let dropped: i64 = sqlx::query_scalar("SELECT evidence_retire($1, $2)")
+        .bind(&canonical)
+        .bind(hash_canonical(&canonical))
         .fetch_one(&mut *tx)
         .await?;
-    let dropped = sqlx::query("DELETE FROM evidence WHERE seq <= $1")
-        .bind(prefix.last_seq)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let checkpoint_seq = record.seq;
+    let dropped = u64::try_from(dropped).unwrap_or_default();
     tx.commit().await?;
     Ok((checkpoint_seq, dropped))
 }
@@ -166,5 +217,6 @@ fn checkpoint_record(checkpoint: &Checkpoint) -> ChainedRecord {
         actor: None,
         detail: to_detail_value(&detail),
         prev_hash: String::new(),
+        format_version: None,
     }
 }

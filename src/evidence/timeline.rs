@@ -370,6 +370,7 @@ mod tests {
             actor: Some(actor.into()),
             detail,
             prev_hash: String::new(),
+            format_version: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Appending records at the head of the chain, inside the caller's transaction.
 //!
-//! Locking the head row orders every appender. A record whose event id is already on the
+//! The worker's database role cannot write the evidence tables (docs/EVIDENCE.md, "Database
+//! roles"): it locks the head through `evidence_lock_head()` and appends through
+//! `evidence_append(canonical[], hashes[])`, which checks each record's seq, link and hash
+//! under that lock (migration `20261203000200`). Locking the head row orders every appender. A record whose event id is already on the
 //! chain (another transaction recorded it first) is dropped, and so is the rest of its group
 //! when it was the group's lead record: the caller treats that group as a duplicate.
 
@@ -8,7 +11,7 @@ use std::collections::HashSet;
 
 use sqlx::PgConnection;
 
-use super::chain::ChainedRecord;
+use super::chain::{ChainedRecord, FORMAT_VERSION, hash_canonical};
 
 /// A record waiting for its place on the chain; `seq` and `prev_hash` are filled in on append.
 pub struct PendingRecord {
@@ -42,7 +45,7 @@ pub async fn append(
     pending: Vec<PendingRecord>,
 ) -> Result<Appended, sqlx::Error> {
     let (mut seq, mut prev_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
+        sqlx::query_as("SELECT seq, hash FROM evidence_lock_head()")
             .fetch_one(&mut *conn)
             .await?;
     // With the head locked no other appender can add records, so the ids already on the
@@ -57,6 +60,7 @@ pub async fn append(
             .into_iter()
             .collect();
     let mut appended = Appended::default();
+    let mut canonical = Vec::with_capacity(pending.len());
     let led: HashSet<usize> = pending
         .iter()
         .filter(|p| p.is_lead)
@@ -84,55 +88,35 @@ pub async fn append(
         }
         record.seq = seq + 1;
         record.prev_hash = prev_hash.clone();
-        let hash = record.compute_hash();
+        record.format_version = Some(FORMAT_VERSION);
+        let text = record.canonical();
+        let hash = hash_canonical(&text);
+        canonical.push(text);
         seq = record.seq;
         prev_hash = hash.clone();
         appended.chained.push((record, hash));
     }
     if !appended.chained.is_empty() {
-        insert_records(conn, &appended.chained).await?;
+        insert_canonical(conn, canonical, &appended.chained).await?;
     }
-    sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev_hash)
-        .execute(&mut *conn)
-        .await?;
     Ok(appended)
 }
 
-/// One column of the chained records, for `UNNEST`.
-fn column<T>(chained: &[(ChainedRecord, String)], f: impl Fn(&ChainedRecord) -> T) -> Vec<T> {
-    chained.iter().map(|(r, _)| f(r)).collect()
-}
-
-/// Inserts chained records in one statement (arrays unnested column by column).
-async fn insert_records(
+/// Appends chained records in one call of the database's append function, which moves the
+/// head; the records go as their canonical text, so what is stored is exactly what was hashed.
+///
+/// # Errors
+/// When the function refuses a record (out of order, a broken link, a hash that is not its
+/// text's) or a statement fails.
+pub(crate) async fn insert_canonical(
     conn: &mut PgConnection,
+    canonical: Vec<String>,
     chained: &[(ChainedRecord, String)],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
-              region, repository, digest, tag, actor, detail, prev_hash, hash)
-         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[],
-              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-              $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[])",
-    )
-    .bind(column(chained, |r| r.seq))
-    .bind(column(chained, |r| r.recorded_at))
-    .bind(column(chained, |r| r.event_id.clone()))
-    .bind(column(chained, |r| r.event_time))
-    .bind(column(chained, |r| r.kind.as_str().to_owned()))
-    .bind(column(chained, |r| r.outcome.clone()))
-    .bind(column(chained, |r| r.account.clone()))
-    .bind(column(chained, |r| r.region.clone()))
-    .bind(column(chained, |r| r.repository.clone()))
-    .bind(column(chained, |r| r.digest.clone()))
-    .bind(column(chained, |r| r.tag.clone()))
-    .bind(column(chained, |r| r.actor.clone()))
-    .bind(column(chained, |r| r.detail.clone()))
-    .bind(column(chained, |r| r.prev_hash.clone()))
-    .bind(chained.iter().map(|(_, h)| h.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+) -> Result<i64, sqlx::Error> {
+    let hashes: Vec<&str> = chained.iter().map(|(_, h)| h.as_str()).collect();
+    sqlx::query_scalar("SELECT evidence_append($1, $2)")
+        .bind(canonical)
+        .bind(hashes)
+        .fetch_one(&mut *conn)
+        .await
 }

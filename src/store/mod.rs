@@ -11,6 +11,7 @@ mod digest;
 mod history;
 mod rereads;
 mod reverify;
+pub mod roles;
 mod usage;
 pub mod verifications;
 pub mod views;
@@ -197,13 +198,22 @@ impl Store {
         &self.pool
     }
 
-    /// Applies the migrations in `migrations/`.
+    /// Applies the migrations in `migrations/`, then states the worker role's privileges
+    /// ([`roles`]).
     ///
     /// # Errors
-    /// When a migration fails or a landed migration was edited.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    /// When a migration fails, a landed migration was edited, or a grant fails.
+    pub async fn migrate(&self) -> Result<roles::WorkerRole, StoreError> {
         MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        roles::grant_worker(&self.pool).await
+    }
+
+    /// Makes the user `login` a member of the worker role (see [`roles::admit_login`]).
+    ///
+    /// # Errors
+    /// When the grant fails.
+    pub async fn admit_worker_login(&self, login: &str) -> Result<bool, StoreError> {
+        roles::admit_login(&self.pool, login).await
     }
 
     /// Whether the database answers.

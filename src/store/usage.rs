@@ -134,6 +134,7 @@ fn usage_record(
         actor: None,
         detail: to_detail_value(&detail),
         prev_hash: String::new(),
+        format_version: None,
     }
 }
 

@@ -231,6 +231,7 @@ fn signature_transition_record(
         actor,
         detail: to_detail_value(&detail),
         prev_hash: String::new(),
+        format_version: None,
     }
 }
 
@@ -462,6 +463,7 @@ fn event_record(
         actor: event.actor.as_ref().map(|a| a.arn.clone()),
         detail: to_detail_value(detail),
         prev_hash: String::new(),
+        format_version: None,
     }
 }
 

@@ -219,7 +219,10 @@ def test_routing_deploys_without_the_service() -> None:
     assert unconditional == ROUTING_RESOURCES
     ecs_like = {name for name, r in CENTRAL["Resources"].items()
                 if r["Type"].split("::")[1] in {"ECS", "EC2", "Logs"} or name == "ExecutionRole"}
-    assert all(CENTRAL["Resources"][name]["Condition"] == "ServiceEnabled" for name in ecs_like)
+    # ServiceWithMigrateSecret is ServiceEnabled and a migrate secret (the owner's URL).
+    assert all(CENTRAL["Resources"][name]["Condition"] in {"ServiceEnabled", "ServiceWithMigrateSecret"}
+               for name in ecs_like)
+    assert CENTRAL["Conditions"]["ServiceWithMigrateSecret"]["Fn::And"][0] == {"Condition": "ServiceEnabled"}
 
 
 def test_outputs() -> None:

@@ -236,7 +236,7 @@ async fn commit(store: &Store, plans: Vec<Plan>) {
 }
 
 /// Two repositories, an image pushed, signed late, a control regression: about 20 records.
-async fn history(store: &Store) {
+pub(crate) async fn history(store: &Store) {
     commit(store, vec![repository_plan("h1", "team/app", "IMMUTABLE")]).await;
     commit(store, vec![repository_plan("h2", "team/web", "MUTABLE")]).await;
     commit(store, vec![push_plan("h3", "team/app", 1, "v1")]).await;
@@ -255,7 +255,7 @@ async fn history(store: &Store) {
     commit(store, vec![repository_plan("h7", "team/web", "IMMUTABLE")]).await;
 }
 
-async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
+pub(crate) async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM evidence ORDER BY seq")
         .fetch_all(pool)
         .await
@@ -267,7 +267,7 @@ async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
                     'event_id', event_id, 'event_time', to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     'kind', kind, 'outcome', outcome, 'account', account, 'region', region,
                     'repository', repository, 'digest', digest, 'tag', tag, 'actor', actor,
-                    'detail', detail, 'prev_hash', prev_hash)
+                    'detail', detail, 'prev_hash', prev_hash, 'format_version', format_version)
                FROM evidence WHERE seq = $1",
         )
         .bind(seq)
@@ -299,7 +299,7 @@ fn database_url(pool: &PgPool) -> String {
     pool.connect_options().to_url_lossy().to_string()
 }
 
-fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
+pub(crate) fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
     command
         .env("DATABASE_URL", database_url(pool))
@@ -364,7 +364,8 @@ async fn assert_broken_at(store: &Store, expected: Box<dyn Fn(&ChainReport) -> b
 async fn concurrent_writers_append_one_chain_that_never_forks() {
     let db = crate::harness::TestDb::new().await;
     let pool = db.pool.clone();
-    let store = Store::from_pool(pool.clone());
+    // The writers are the worker's role: appends go through evidence_append.
+    let store = Store::from_pool(db.worker_pool().await);
     let writers = 8;
     let batches = 12;
     let mut tasks = Vec::new();
@@ -522,7 +523,7 @@ async fn tampering_in_the_database_is_detected_and_located() {
                 "DELETE FROM evidence WHERE seq = 7".into(),
                 format!(
                     "INSERT INTO evidence SELECT seq, recorded_at, 'forged', event_time, kind, outcome, account, region,
-                            repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}'
+                            repository, digest, tag, actor, detail, prev_hash, '{inserted_hash}', format_version
                        FROM evidence_copy WHERE seq = 7"
                 ),
             ],
@@ -836,8 +837,16 @@ async fn a_filtered_export_verifies_and_says_what_it_cannot_prove() {
 )]
 async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_verifies() {
     let db = crate::harness::TestDb::new().await;
+    // The pipeline and the archive run as the worker's role; the refusals below are the
+    // owner's (a superuser here), whom only the triggers stop.
     let pool = db.pool.clone();
-    let store = Store::from_pool(pool.clone());
+    let worker = db.worker_pool().await;
+    let store = Store::from_pool(worker.clone());
+    // The owner's decision: records of this test are seconds old.
+    sqlx::query("UPDATE evidence_settings SET retention_min_age = interval '0'")
+        .execute(&pool)
+        .await
+        .expect("owner sets the minimum age");
     history(&store).await;
     let old = records(&pool).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -861,7 +870,7 @@ async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_ver
 
     let dir = tempfile::tempdir().expect("tempdir");
     let archive = dir.path().join("evidence-2026-10.jsonl");
-    let output = ecr_audit(&pool)
+    let output = ecr_audit(&worker)
         .args([
             "evidence",
             "archive",
@@ -901,7 +910,10 @@ async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_ver
         ecr_audit::evidence::verify_database(store.pool()).await.expect("verify"),
         ChainReport::Valid { continues_from: Some(seq), .. } if seq == old.len() as i64
     ));
-    let output = ecr_audit(&pool).arg("verify").output().expect("run verify");
+    let output = ecr_audit(&worker)
+        .arg("verify")
+        .output()
+        .expect("run verify");
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("archived behind a checkpoint"));
     assert_eq!(
@@ -950,7 +962,7 @@ async fn retention_archives_a_prefix_behind_a_checkpoint_and_the_chain_still_ver
     }
 
     // Nothing more to archive before the same cut-off.
-    let output = ecr_audit(&pool)
+    let output = ecr_audit(&worker)
         .args([
             "evidence",
             "archive",

@@ -2,8 +2,10 @@
 //! then one manifest row.
 //!
 //! Columns: `record_type` (`evidence` or `manifest`), the canonical fields in canonical order
-//! (`detail` as its canonical JSON text), then `hash`. An empty cell is a null; the manifest
-//! row has its JSON in the `detail` column and every other cell empty.
+//! (`detail` as its canonical JSON text), then `hash`, then `format_version` (empty for a
+//! version 1 record). An empty cell is a null; the manifest row has its JSON in the `detail`
+//! column and every other cell empty. Files written before format versions have no
+//! `format_version` column and read as version 1 throughout.
 
 use std::io::Write;
 
@@ -13,7 +15,7 @@ use super::{EvidenceWriter, Manifest, canonical_time};
 use crate::evidence::chain::ChainedRecord;
 
 /// The header row.
-pub(super) const HEADER: [&str; 16] = [
+pub(super) const HEADER: [&str; 17] = [
     "record_type",
     "seq",
     "recorded_at",
@@ -30,7 +32,13 @@ pub(super) const HEADER: [&str; 16] = [
     "detail",
     "prev_hash",
     "hash",
+    "format_version",
 ];
+
+/// The header of files written before format versions: every column but the last.
+pub(super) fn is_header(header: &::csv::StringRecord) -> bool {
+    header.iter().eq(HEADER) || header.iter().eq(HEADER[..HEADER.len() - 1].iter().copied())
+}
 
 /// The columns that may be null, by index; an empty cell there reads as null.
 pub(super) const NULLABLE: [usize; 6] = [7, 8, 9, 10, 11, 12];
@@ -71,6 +79,10 @@ impl<W: Write> EvidenceWriter for CsvWriter<W> {
                 detail,
                 record.prev_hash.clone(),
                 hash.to_owned(),
+                record
+                    .format_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
             ])
             .map_err(std::io::Error::other)
     }
@@ -99,7 +111,7 @@ pub(super) enum RowError {
 /// Reads a record row back; returns the record (empty nullable cells read as null) and its
 /// hash.
 pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, String), RowError> {
-    if row.len() != HEADER.len() {
+    if row.len() != HEADER.len() && row.len() != HEADER.len() - 1 {
         return Err(RowError::Width {
             expected: HEADER.len(),
             found: row.len(),
@@ -117,6 +129,9 @@ pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, S
     };
     let nullable = |i: usize| (!cell(i).is_empty()).then(|| cell(i).to_owned());
     let detail: Value = serde_json::from_str(cell(13)).map_err(|e| bad(13, e.to_string()))?;
+    let format_version = nullable(16)
+        .map(|v| v.parse::<i16>().map_err(|e| bad(16, e.to_string())))
+        .transpose()?;
     Ok((
         ChainedRecord {
             seq: cell(1).parse().map_err(|e| bad(1, format!("{e}")))?,
@@ -133,6 +148,7 @@ pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, S
             actor: nullable(12),
             detail,
             prev_hash: cell(14).to_owned(),
+            format_version,
         },
         cell(15).to_owned(),
     ))

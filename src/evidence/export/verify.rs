@@ -18,7 +18,9 @@ use serde_json::Value;
 use super::jsonl::{self, ManifestLine};
 use super::ocsf::OcsfLine;
 use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
-use crate::evidence::chain::{ChainedRecord, GENESIS_HASH, checkpoint_continues_from};
+use crate::evidence::chain::{
+    ChainedRecord, GENESIS_HASH, checkpoint_continues_from, known_format,
+};
 
 /// What is wrong at a record (or at the end of the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,11 @@ pub(crate) enum Problem {
     Malformed(String),
     #[error("its hash does not match its content: the record was edited")]
     HashMismatch,
+    #[error(
+        "its format version {0} is not one this build writes or ever wrote (1..={max}); verify it with the release that wrote it",
+        max = crate::evidence::chain::FORMAT_VERSION
+    )]
+    UnknownFormat(i16),
     #[error(
         "its prev_hash does not match the hash of the record before it (seq {before}): a record was edited and re-hashed, or inserted"
     )]
@@ -320,7 +327,7 @@ fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), B
         .flexible(true)
         .from_reader(reader);
     match reader.headers() {
-        Ok(header) if header.iter().eq(csv::HEADER) => {}
+        Ok(header) if csv::is_header(header) => {}
         Ok(_) => {
             return Ok(Err(walk.bad(
                 1,
@@ -446,6 +453,11 @@ impl Walk {
             ($problem:expr) => {
                 Err(self.bad(line, Some(record), $problem))
             };
+        }
+        if let Some(version) = record.format_version
+            && !known_format(record.format_version)
+        {
+            return fail!(Problem::UnknownFormat(version));
         }
         let hash_ok = record.compute_hash() == hash
             || readings.is_some_and(|r| r(record).iter().any(|c| c.compute_hash() == hash));
@@ -654,6 +666,7 @@ mod tests {
                     actor: None,
                     detail: json!({"padding": "x".repeat(detail_bytes), "n": seq}),
                     prev_hash: prev.clone(),
+                    format_version: None,
                 };
                 let hash = record.compute_hash();
                 prev = hash.clone();

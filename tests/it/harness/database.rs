@@ -50,7 +50,19 @@ impl TestDb {
         .await
         .unwrap_or_else(|e| panic!("clone {template} into {name}: {e}"));
         let _ = connection.close().await;
-        let options = admin.clone().database(name);
+        let mut options = admin.clone().database(name);
+        // ECR_AUDIT_TEST_AS_WORKER=1: every test's own pool and URL use the worker's role, to
+        // find a privilege the worker lacks (tests that tamper as the owner then fail, as they
+        // should; docs/EVIDENCE.md, "Database roles", lists the run).
+        if std::env::var_os("ECR_AUDIT_TEST_AS_WORKER").is_some() {
+            let mut connection = admin.connect().await.expect("connect as admin");
+            sqlx::raw_sql(WORKER_LOGIN)
+                .execute(&mut connection)
+                .await
+                .expect("login");
+            let _ = connection.close().await;
+            options = options.username(WORKER_LOGIN_NAME);
+        }
         let url = options.to_url_lossy().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -69,7 +81,52 @@ impl TestDb {
     pub fn store(&self) -> Store {
         Store::from_pool(self.pool.clone())
     }
+
+    /// The URL of this database as the worker's role: a login role that is a member of
+    /// `ecr_audit_worker`, which `migrate` granted the worker's privileges in the template.
+    pub async fn worker_url(&self) -> String {
+        let mut connection = self.admin.connect().await.expect("connect as admin");
+        sqlx::raw_sql(WORKER_LOGIN)
+            .execute(&mut connection)
+            .await
+            .expect("create the test worker's login role");
+        let _ = connection.close().await;
+        self.admin
+            .clone()
+            .database(&self.name)
+            .username(WORKER_LOGIN_NAME)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    /// A pool on this database as the worker's role (see [`TestDb::worker_url`]).
+    pub async fn worker_pool(&self) -> PgPool {
+        let url = self.worker_url().await;
+        PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .expect("connect as the worker's role")
+    }
 }
+
+/// The login role tests use as the worker (the services trust local connections).
+pub const WORKER_LOGIN_NAME: &str = "ecr_audit_it_worker";
+
+/// Creates [`WORKER_LOGIN_NAME`] once per server, a member of the worker role; test processes
+/// may race to it, and the loser finds it made.
+const WORKER_LOGIN: &str = r"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ecr_audit_it_worker') THEN
+        BEGIN
+            CREATE ROLE ecr_audit_it_worker LOGIN IN ROLE ecr_audit_worker;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+END
+$$";
 
 impl Drop for TestDb {
     fn drop(&mut self) {
