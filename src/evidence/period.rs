@@ -499,6 +499,7 @@ mod tests {
             actor: Some("arn:aws:iam::123456789012:user/alice".into()),
             detail,
             prev_hash: String::new(),
+            format_version: None,
         }
     }
 
