@@ -8,6 +8,7 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
+mod failing;
 mod history;
 mod rereads;
 mod reverify;
