@@ -1010,3 +1010,35 @@ async fn append_to_chain(
     }
     Ok(paged)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cause(observed: bool) -> Cause<'static> {
+        Cause {
+            by: crate::domain::UNATTRIBUTED,
+            at: Utc::now(),
+            restored_window: chrono::Duration::hours(1),
+            observed,
+        }
+    }
+
+    #[test]
+    fn only_what_a_sweep_finds_as_history_is_baseline() {
+        // A sweep: the first of its registry, or a control never evaluated before.
+        assert_eq!(
+            failing_class(cause(true), false, true),
+            FindingClass::Baseline
+        );
+        assert_eq!(
+            failing_class(cause(true), true, false),
+            FindingClass::Baseline
+        );
+        // A later sweep seeing a known control fail: a regression nobody reported.
+        assert_eq!(failing_class(cause(true), false, false), FindingClass::New);
+        // An event (CreateRepository, PutImageTagMutability): new, even on a first sight.
+        assert_eq!(failing_class(cause(false), true, true), FindingClass::New);
+        assert_eq!(failing_class(cause(false), false, false), FindingClass::New);
+    }
+}

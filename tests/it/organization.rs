@@ -69,6 +69,33 @@ async fn create_repository_in(app: &TestApp, account: &str, name: &str) {
         .expect("create repository");
 }
 
+/// Creates an organization whose management account is the caller's; returns its root id.
+async fn create_organization(org: &aws_sdk_organizations::Client) -> String {
+    org.create_organization()
+        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+        .send()
+        .await
+        .expect("create organization");
+    org.list_roots().send().await.expect("roots").roots()[0]
+        .id()
+        .expect("root id")
+        .to_owned()
+}
+
+/// Creates an organizational unit under `parent`; returns its id.
+async fn create_unit(org: &aws_sdk_organizations::Client, parent: &str, name: &str) -> String {
+    org.create_organizational_unit()
+        .parent_id(parent)
+        .name(name)
+        .send()
+        .await
+        .expect("create OU")
+        .organizational_unit()
+        .and_then(|u| u.id())
+        .expect("OU id")
+        .to_owned()
+}
+
 /// The AssumeRole requests the emulator received from `account` (`clear`: forget them all).
 async fn assume_role_requests(account: &str, clear: bool) -> Vec<Value> {
     let url = format!(
@@ -112,11 +139,7 @@ async fn an_organization_is_discovered_and_an_account_added_later_is_swept_witho
     // The central account is the organization's management account.
     let mut central = TestApp::new_in_own_account().await;
     let org = aws_sdk_organizations::Client::new(&central.sdk);
-    org.create_organization()
-        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
-        .send()
-        .await
-        .expect("create organization");
+    create_organization(&org).await;
     let mut members = Vec::new();
     for n in 0..3 {
         members.push(create_account(&org, &format!("{}m{n}", central.prefix)).await);
@@ -250,4 +273,68 @@ async fn an_organization_is_discovered_and_an_account_added_later_is_swept_witho
         .await;
     assert!(accounts_with(&central, &name).await.contains(&leaving));
     central.finish().await;
+}
+
+#[tokio::test]
+async fn organizational_units_are_read_with_their_child_units_and_only_active_accounts() {
+    let app = TestApp::new_in_own_account().await;
+    let org = aws_sdk_organizations::Client::new(&app.sdk);
+    let root = create_organization(&org).await;
+    let workloads = create_unit(&org, &root, "workloads").await;
+    let eu = create_unit(&org, &workloads, "workloads-eu").await;
+    let sandbox = create_unit(&org, &root, "sandbox").await;
+    let mut placed = Vec::new();
+    for (name, parent) in [
+        ("direct", &workloads),
+        ("nested", &eu),
+        ("closed", &eu),
+        ("sandbox", &sandbox),
+    ] {
+        let account = create_account(&org, &format!("{}{name}", app.prefix)).await;
+        org.move_account()
+            .account_id(&account)
+            .source_parent_id(&root)
+            .destination_parent_id(parent)
+            .send()
+            .await
+            .expect("move account");
+        placed.push(account);
+    }
+    org.close_account()
+        .account_id(&placed[2])
+        .send()
+        .await
+        .expect("close account");
+
+    let metrics = Arc::new(Metrics::new());
+    let reader =
+        OrganizationReader::new(&app.sdk, None, None, vec![workloads], Arc::clone(&metrics)).await;
+    let found: BTreeSet<String> = reader
+        .active_accounts()
+        .await
+        .expect("discovery")
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    // The OU's own account and its child OU's active one; not the closed one, not the sandbox,
+    // not the management account (in the root).
+    assert_eq!(
+        found,
+        BTreeSet::from([placed[0].clone(), placed[1].clone()])
+    );
+    let scraped = metrics.render().expect("render");
+    for operation in [
+        "organizations:ListAccountsForParent",
+        "organizations:ListOrganizationalUnitsForParent",
+    ] {
+        assert!(
+            metric_value(
+                &scraped,
+                "ecr_audit_aws_api_calls_total",
+                &[("operation", operation), ("outcome", "ok")]
+            )
+            .is_some_and(|n| n >= 2.0),
+            "{operation}: {scraped}"
+        );
+    }
 }
