@@ -194,7 +194,9 @@ async fn run_failing_check(pipeline: Arc<Pipeline>, grace: Duration, shutdown: C
         loop {
             match pipeline.store().raise_overdue_failures(grace).await {
                 // A full claim: more may be due.
-                Ok(100..) if !shutdown.is_cancelled() => continue,
+                Ok(n) if n >= crate::store::FAILING_CLAIM as u64 && !shutdown.is_cancelled() => {
+                    continue;
+                }
                 Ok(_) => break,
                 Err(err) => {
                     warn!(error = %err, "checking failing controls failed; tried again next time");

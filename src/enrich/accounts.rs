@@ -106,8 +106,10 @@ impl AccountAccess {
         if self.home.as_ref() == Some(account) {
             return None;
         }
+        // Until discovery first answers (events may arrive before the first sweep), every
+        // other account is read through the pattern; afterwards only the discovered ones.
         let discovered = self.read_discovered();
-        let found = discovered.as_ref().is_some_and(|set| set.contains(account));
+        let found = discovered.as_ref().is_none_or(|set| set.contains(account));
         self.pattern
             .as_ref()
             .filter(|_| found)
@@ -218,8 +220,11 @@ mod tests {
         .with_pattern(Some(
             RolePattern::parse("arn:aws:iam::{account}:role/ecr-audit-reader").expect("pattern"),
         ));
-        // Not discovered yet: no role from the pattern.
-        assert_eq!(access.role_for(&account("333333333333")), None);
+        // Before the first discovery, any other account is read through the pattern.
+        assert_eq!(
+            access.role_for(&account("444444444444")).as_deref(),
+            Some("arn:aws:iam::444444444444:role/ecr-audit-reader")
+        );
         access.replace_discovered(
             ["111111111111", "222222222222", "333333333333"]
                 .into_iter()
@@ -235,6 +240,8 @@ mod tests {
             access.role_for(&account("333333333333")).as_deref(),
             Some("arn:aws:iam::333333333333:role/ecr-audit-reader")
         );
+        // Not in the organization's scope: the worker's own credentials.
+        assert_eq!(access.role_for(&account("444444444444")), None);
         // Three accounts, each in eu-west-1 and ECR Public.
         assert_eq!(access.targets().len(), 6);
     }

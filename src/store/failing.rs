@@ -16,8 +16,8 @@ use crate::alerts::outbox::{FailingFinding, enqueue_failing};
 use crate::domain::ControlId;
 use crate::telemetry::FindingClass;
 
-/// Findings handled per transaction.
-const CLAIM: i64 = 100;
+/// Findings handled per transaction; a full claim means more may be due.
+pub const FAILING_CLAIM: i64 = 100;
 
 /// A failing control as stored: account, region, repository, control, reason, since, by.
 type FailingRow = (
@@ -58,7 +58,7 @@ impl Store {
                 FOR UPDATE OF c SKIP LOCKED",
         )
         .bind(cutoff)
-        .bind(CLAIM)
+        .bind(FAILING_CLAIM)
         .fetch_all(&mut *tx)
         .await?;
         for row in &rows {

@@ -9,6 +9,7 @@
 
 mod digest;
 mod failing;
+pub use failing::FAILING_CLAIM;
 mod history;
 mod rereads;
 mod reverify;
