@@ -81,6 +81,9 @@ pub struct EcrRegistry {
     /// Which role each account is read through (none: the base credentials).
     access: Arc<AccountAccess>,
     clients: tokio::sync::Mutex<HashMap<(AccountId, Region), RegionalClients>>,
+    /// One credentials provider per assumed role, shared by the account's regional clients:
+    /// one AssumeRole (and one refresh an hour) per account, not per region.
+    assumed: tokio::sync::Mutex<HashMap<String, SdkConfig>>,
     profiles: Mutex<ProfileCache>,
     /// KMS key ownership never changes for a key ARN: read once per key.
     key_managers: Mutex<HashMap<String, Fact<String>>>,
@@ -246,6 +249,7 @@ impl EcrRegistry {
             sdk_config,
             access: Arc::new(AccountAccess::explicit(account_roles)),
             clients: tokio::sync::Mutex::new(HashMap::new()),
+            assumed: tokio::sync::Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
             key_managers: Mutex::new(HashMap::new()),
             pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
@@ -311,15 +315,7 @@ impl EcrRegistry {
             region.as_str().to_owned()
         });
         let config = match &role {
-            Some(role_arn) => {
-                crate::aws::assuming(
-                    &self.sdk_config,
-                    role_arn,
-                    self.access.external_id(),
-                    Some(aws_region.clone()),
-                )
-                .await
-            }
+            Some(role_arn) => self.assumed_config(role_arn).await,
             None => self.sdk_config.clone(),
         };
         let made = RegionalClients {
@@ -349,6 +345,19 @@ impl EcrRegistry {
         };
         clients.insert((account.clone(), region.clone()), made.clone());
         made
+    }
+
+    /// The configuration whose credentials come from assuming `role_arn` (STS in the worker's
+    /// own region, which shares the account's partition), made once per role.
+    async fn assumed_config(&self, role_arn: &str) -> SdkConfig {
+        let mut assumed = self.assumed.lock().await;
+        if let Some(config) = assumed.get(role_arn) {
+            return config.clone();
+        }
+        let config =
+            crate::aws::assuming(&self.sdk_config, role_arn, self.access.external_id(), None).await;
+        assumed.insert(role_arn.to_owned(), config.clone());
+        config
     }
 
     async fn clients_for(&self, key: &RepositoryKey) -> RegionalClients {

@@ -252,6 +252,15 @@ async fn an_organization_is_discovered_and_an_account_added_later_is_swept_witho
     for request in &reader_requests {
         assert_eq!(request["externalId"], EXTERNAL_ID, "{request}");
     }
+    // One AssumeRole per account, however many regions and sweeps: the regional clients
+    // share the role's cached credentials.
+    let mut per_role = std::collections::BTreeMap::<&str, u32>::new();
+    for request in &reader_requests {
+        *per_role
+            .entry(request["roleArn"].as_str().unwrap_or(""))
+            .or_default() += 1;
+    }
+    assert!(per_role.values().all(|n| *n == 1), "{per_role:?}");
 
     // An account that leaves the organization is reported; what was recorded about it stays.
     let leaving = members[0].clone();
