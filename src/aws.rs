@@ -26,6 +26,32 @@ pub async fn load_sdk_config() -> SdkConfig {
         .await
 }
 
+/// `sdk` with credentials of `role`, assumed through STS (presenting `external_id` when one is
+/// configured: the spoke roles' trust condition). The provider caches the temporary
+/// credentials and refreshes them before they expire.
+pub async fn assuming(
+    sdk: &SdkConfig,
+    role: &str,
+    external_id: Option<&str>,
+    region: Option<aws_config::Region>,
+) -> SdkConfig {
+    let mut builder = aws_config::sts::AssumeRoleProvider::builder(role)
+        .session_name("ecr-audit")
+        .configure(sdk);
+    if let Some(region) = region {
+        builder = builder.region(region);
+    }
+    if let Some(external_id) = external_id {
+        builder = builder.external_id(external_id);
+    }
+    let provider = builder.build().await;
+    sdk.to_builder()
+        .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
+            provider,
+        ))
+        .build()
+}
+
 /// What an AWS error means for the message that needed the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AwsErrorClass {

@@ -17,7 +17,9 @@ use crate::config::{
 };
 use crate::domain::{AccountId, Region};
 use crate::enrich::Registry;
+use crate::enrich::accounts::{AccountAccess, RolePattern, SweepTargets};
 use crate::enrich::ecr::{ApiPacing, EcrRegistry};
+use crate::enrich::organization::OrganizationReader;
 use crate::evaluate::ControlPolicy;
 use crate::evaluate::public::RequiredTagKeys;
 use crate::evidence::history::HistoryCoverage;
@@ -25,7 +27,7 @@ use crate::export::views;
 use crate::parse::ParseContext;
 use crate::pipeline::Pipeline;
 use crate::source::file::{self, IngestCounts};
-use crate::source::reconcile::{Reconciler, SweepProgress};
+use crate::source::reconcile::{Discovery, Reconciler, SweepProgress};
 use crate::source::sqs::SqsSettings;
 use crate::store::Store;
 use crate::store::roles::WorkerRole;
@@ -118,6 +120,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
     background.api = api;
+    background.failing_grace = args.failing_grace;
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);
@@ -136,14 +139,19 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         crate::source::coverage::CoverageSweeper::new(
             Arc::clone(&built.registry),
             pipeline.store().clone(),
-            built.targets.clone(),
+            SweepTargets::Shared(Arc::clone(&built.access)),
         )
         .skipping_fresh(args.coverage_interval / 2),
         args.coverage_interval,
     ));
     if !args.reconcile_interval.is_zero() {
         background.reconcile = Some((
-            Reconciler::new(Arc::clone(&pipeline), built.registry, built.targets),
+            BuiltPipeline::reconciler(
+                Arc::clone(&pipeline),
+                built.registry,
+                built.access,
+                built.organization,
+            ),
             args.reconcile_interval,
         ));
     }
@@ -200,7 +208,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<i32> {
 async fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
     let sdk = load_sdk_config().await;
     let built = build_pipeline(&args.pipeline, &sdk, Arc::new(Metrics::new())).await?;
-    let reconciler = Reconciler::new(Arc::new(built.pipeline), built.registry, built.targets);
+    let reconciler = BuiltPipeline::reconciler(
+        Arc::new(built.pipeline),
+        built.registry,
+        built.access,
+        built.organization,
+    );
     let progress = ProgressBar::new();
     let report = reconciler.sweep(&progress).await;
     progress.finish();
@@ -442,17 +455,19 @@ pub(crate) async fn build_pipeline(
         Some(region) => Region::parse(region.as_ref()).context("AWS_REGION")?,
         None => bail!("no AWS region configured: set AWS_REGION"),
     };
-    let (targets, account_roles) = sweep_targets(args, &default_account, &default_region)?;
+    let access = Arc::new(account_access(args, &default_account, &default_region)?);
+    let organization = organization_reader(args, sdk, &metrics).await;
     let registry: Arc<dyn Registry> = Arc::new(
         EcrRegistry::with_options(
             sdk.clone(),
             Arc::clone(&metrics),
-            account_roles,
+            std::collections::HashMap::new(),
             ApiPacing {
                 calls_per_second: std::num::NonZeroU32::new(args.api_rate)
                     .context("ECR_AUDIT_API_RATE must be at least 1")?,
             },
         )
+        .with_access(Arc::clone(&access))
         .with_max_referrers(args.max_referrers_per_digest),
     );
     let signing_grace = chrono::Duration::from_std(args.signing_grace)
@@ -474,28 +489,22 @@ pub(crate) async fn build_pipeline(
     Ok(BuiltPipeline {
         pipeline,
         registry,
-        targets,
+        access,
+        organization,
     })
 }
 
-/// The role each configured account is read through.
-type AccountRoles = std::collections::HashMap<AccountId, String>;
-
-/// The accounts and regions to sweep (the default ones first), and the role of each account
-/// that is read through one.
-fn sweep_targets(
+/// The audited accounts and regions and the role each account is read through: the worker's
+/// own account first, then `ECR_AUDIT_ACCOUNTS`, then (at each sweep) the accounts discovered.
+fn account_access(
     args: &PipelineArgs,
     default_account: &AccountId,
     default_region: &Region,
-) -> anyhow::Result<(Vec<(AccountId, Region)>, AccountRoles)> {
-    let mut account_roles = std::collections::HashMap::new();
-    let mut accounts = vec![default_account.clone()];
+) -> anyhow::Result<AccountAccess> {
+    let mut explicit = Vec::new();
     for (account, role) in &args.accounts {
         let account = AccountId::parse(account).context("ECR_AUDIT_ACCOUNTS")?;
-        if !accounts.contains(&account) {
-            accounts.push(account.clone());
-        }
-        account_roles.insert(account, role.clone());
+        explicit.push((account, role.clone()));
     }
     let regions = if args.regions.is_empty() {
         vec![default_region.clone()]
@@ -508,18 +517,47 @@ fn sweep_targets(
     if regions.iter().any(Region::is_ecr_public) {
         anyhow::bail!("ECR_AUDIT_REGIONS: ecr-public is not a region; ECR Public is always swept");
     }
-    // Each account's ECR Public registry too (ECR.4), once, under its pseudo-region.
-    let targets = accounts
-        .iter()
-        .flat_map(|a| {
-            regions
-                .iter()
-                .cloned()
-                .chain(std::iter::once(Region::ecr_public()))
-                .map(move |r| (a.clone(), r))
-        })
-        .collect();
-    Ok((targets, account_roles))
+    let org = &args.organization;
+    let pattern = org
+        .role_name_pattern
+        .as_deref()
+        .map(RolePattern::parse)
+        .transpose()
+        .context("ECR_AUDIT_ROLE_NAME_PATTERN")?;
+    if org.discovery() && pattern.is_none() {
+        anyhow::bail!(
+            "ECR_AUDIT_ORGANIZATION needs ECR_AUDIT_ROLE_NAME_PATTERN \
+             (e.g. arn:aws:iam::{{account}}:role/ecr-audit-reader)"
+        );
+    }
+    Ok(
+        AccountAccess::new(default_account.clone(), explicit, regions)
+            .with_pattern(pattern)
+            .with_external_id(org.external_id.as_ref().map(|id| id.expose().to_owned())),
+    )
+}
+
+/// The Organizations reader when discovery is on.
+async fn organization_reader(
+    args: &PipelineArgs,
+    sdk: &SdkConfig,
+    metrics: &Arc<Metrics>,
+) -> Option<OrganizationReader> {
+    let org = &args.organization;
+    if !org.discovery() {
+        return None;
+    }
+    let external_id = org.external_id.as_ref().map(|id| id.expose().to_owned());
+    Some(
+        OrganizationReader::new(
+            sdk,
+            org.organization_role.as_deref(),
+            external_id.as_deref(),
+            org.organization_units.clone(),
+            Arc::clone(metrics),
+        )
+        .await,
+    )
 }
 
 /// Loads the trust configuration before anything else, so a wrong policy, store or key stops
@@ -552,8 +590,30 @@ pub(crate) struct BuiltPipeline {
     pub pipeline: Pipeline,
     /// The uncached registry reader the pipeline's cache wraps.
     pub registry: Arc<dyn Registry>,
-    /// Every (account, region) the sweep covers.
-    pub targets: Vec<(AccountId, Region)>,
+    /// The audited accounts (and regions), shared with the registry reader.
+    pub access: Arc<AccountAccess>,
+    /// Reads the organization's accounts when discovery is on.
+    pub organization: Option<OrganizationReader>,
+}
+
+impl BuiltPipeline {
+    /// The reconcile sweep over the audited accounts, discovering them first when configured.
+    fn reconciler(
+        pipeline: Arc<Pipeline>,
+        registry: Arc<dyn Registry>,
+        access: Arc<AccountAccess>,
+        organization: Option<OrganizationReader>,
+    ) -> Reconciler {
+        let reconciler = Reconciler::new(
+            pipeline,
+            registry,
+            SweepTargets::Shared(Arc::clone(&access)),
+        );
+        match organization {
+            Some(reader) => reconciler.with_discovery(Discovery { reader, access }),
+            None => reconciler,
+        }
+    }
 }
 
 /// Writes command output to stdout. A reader that stops early (`| head`) is not an error:

@@ -201,6 +201,8 @@ pub struct PipelineArgs {
     /// read in the region they name.
     #[arg(long, env = "ECR_AUDIT_REGIONS", value_delimiter = ',')]
     pub regions: Vec<String>,
+    #[command(flatten)]
+    pub organization: OrganizationArgs,
     /// Calls a second allowed per AWS operation, so sweeps stay under ECR's API quotas.
     #[arg(long, env = "ECR_AUDIT_API_RATE", default_value_t = 50)]
     pub api_rate: u32,
@@ -215,6 +217,39 @@ pub struct PipelineArgs {
     pub max_referrers_per_digest: usize,
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// Org-wide accounts: discovery through AWS Organizations and how each account is read.
+#[derive(Debug, Clone, Args)]
+pub struct OrganizationArgs {
+    /// Discover the accounts to audit through AWS Organizations (`ListAccounts`) at every
+    /// reconcile sweep: every ACTIVE account, read through ECR_AUDIT_ROLE_NAME_PATTERN.
+    /// Needs the management account or a delegated administrator (or ECR_AUDIT_ORGANIZATION_ROLE).
+    #[arg(long, env = "ECR_AUDIT_ORGANIZATION")]
+    pub organization: bool,
+    /// Only the accounts under these organizational units (comma-separated `ou-…` or `r-…`
+    /// ids, child units included); implies ECR_AUDIT_ORGANIZATION.
+    #[arg(long, env = "ECR_AUDIT_ORGANIZATION_UNITS", value_delimiter = ',')]
+    pub organization_units: Vec<String>,
+    /// A role to assume for the Organizations calls (in the management or delegated
+    /// administrator account); default: the worker's own credentials.
+    #[arg(long, env = "ECR_AUDIT_ORGANIZATION_ROLE")]
+    pub organization_role: Option<String>,
+    /// The reader role of every discovered account, with `{account}` for its id:
+    /// `arn:aws:iam::{account}:role/ecr-audit-reader`. ECR_AUDIT_ACCOUNTS wins for the
+    /// accounts it names.
+    #[arg(long, env = "ECR_AUDIT_ROLE_NAME_PATTERN")]
+    pub role_name_pattern: Option<String>,
+    /// The external id presented on every AssumeRole (the spoke roles' trust condition).
+    #[arg(long, env = "ECR_AUDIT_EXTERNAL_ID", hide_env_values = true)]
+    pub external_id: Option<Secret>,
+}
+
+impl OrganizationArgs {
+    /// Whether accounts are discovered through AWS Organizations.
+    pub fn discovery(&self) -> bool {
+        self.organization || !self.organization_units.is_empty()
+    }
 }
 
 fn account_role(text: &str) -> Result<(String, String), String> {
@@ -269,6 +304,11 @@ pub struct WorkerArgs {
     /// registry; also after each reconcile sweep); between 1m and 24h.
     #[arg(long, env = "ECR_AUDIT_COVERAGE_INTERVAL", default_value = "15m", value_parser = coverage_interval)]
     pub coverage_interval: Duration,
+    /// How long a control may fail before its repository raises one `CONTROL_FAILING` alert
+    /// (failures found as history by a first sweep never do, docs/ALERTS.md); `0s` turns the
+    /// state alerts off.
+    #[arg(long, env = "ECR_AUDIT_FAILING_GRACE", default_value = "24h", value_parser = duration)]
+    pub failing_grace: Duration,
     /// EventBridge bus (name or ARN) for alert events; unset = no alert events.
     #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
     pub alert_bus: Option<String>,

@@ -50,6 +50,8 @@ pub struct Background {
     pub http: HttpLimits,
     /// The `/v1/` API's bearer token when the API is on (`ECR_AUDIT_API`).
     pub api: Option<crate::export::api::ApiToken>,
+    /// How long a control may fail before it alerts (`ECR_AUDIT_FAILING_GRACE`); zero: never.
+    pub failing_grace: Duration,
 }
 
 impl Background {
@@ -64,6 +66,7 @@ impl Background {
             coverage: None,
             http: HttpLimits::default(),
             api: None,
+            failing_grace: Duration::ZERO,
         }
     }
 }
@@ -117,7 +120,7 @@ pub async fn run(
     spawn_periodic(
         &mut tasks,
         &pipeline,
-        background.reverify_interval,
+        (background.reverify_interval, background.failing_grace),
         (background.reconcile, background.coverage),
         &background_stop,
     );
@@ -187,6 +190,31 @@ async fn run_rechecks(pipeline: Arc<Pipeline>, poll: Duration, shutdown: Cancell
     }
 }
 
+/// Looks for controls failing longer than `grace` every quarter of it (between a second and a
+/// minute), so an alert follows the grace period closely without polling a database often.
+async fn run_failing_check(pipeline: Arc<Pipeline>, grace: Duration, shutdown: CancellationToken) {
+    let poll = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        loop {
+            match pipeline.store().raise_overdue_failures(grace).await {
+                // A full claim: more may be due.
+                Ok(n) if n >= crate::store::FAILING_CLAIM as u64 && !shutdown.is_cancelled() => {
+                    continue;
+                }
+                Ok(_) => break,
+                Err(err) => {
+                    warn!(error = %err, "checking failing controls failed; tried again next time");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The reconcile and coverage sweeps, each with its interval, when configured.
 type Sweeps = (
     Option<(Reconciler, Duration)>,
@@ -194,14 +222,22 @@ type Sweeps = (
 );
 
 /// Starts the periodic work that is configured: scheduled re-verification (unless
-/// `reverify_interval` is zero), the reconcile sweep and the coverage sweep.
+/// `reverify_interval` is zero), the state alerts (unless `failing_grace` is zero), the
+/// reconcile sweep and the coverage sweep.
 fn spawn_periodic(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     pipeline: &Arc<Pipeline>,
-    reverify_interval: Duration,
+    (reverify_interval, failing_grace): (Duration, Duration),
     (reconcile, coverage): Sweeps,
     stop: &CancellationToken,
 ) {
+    if !failing_grace.is_zero() {
+        tasks.push(tokio::spawn(run_failing_check(
+            Arc::clone(pipeline),
+            failing_grace,
+            stop.clone(),
+        )));
+    }
     if !reverify_interval.is_zero() {
         tasks.push(tokio::spawn(run_reverify(
             Arc::clone(pipeline),

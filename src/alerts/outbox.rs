@@ -25,6 +25,8 @@ pub const CONTROL_UNKNOWN_ALERT: &str = "ECR Audit Control Unknown";
 /// `detail-type` of an alert about a control that went PASS → FAIL and back FAIL → PASS within
 /// `ECR_AUDIT_RESTORED_WINDOW`.
 pub const CONTROL_RESTORED_ALERT: &str = "ECR Audit Control Regressed And Restored";
+/// `detail-type` of an alert about a control failing longer than `ECR_AUDIT_FAILING_GRACE`.
+pub const CONTROL_FAILING_ALERT: &str = "ECR Audit Control Failing";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
@@ -224,6 +226,65 @@ fn control_detail(kind: AlertKind) -> (&'static str, Value) {
             }),
         ),
     }
+}
+
+/// A control failing beyond the grace period (`store::failing`).
+#[derive(Debug, Clone)]
+pub struct FailingFinding<'a> {
+    pub account: &'a str,
+    pub region: &'a str,
+    pub repository: &'a str,
+    pub control: &'a str,
+    pub reason: &'a str,
+    /// When the status became FAIL.
+    pub since: DateTime<Utc>,
+    /// Whose request made it FAIL (`unattributed` when none named one).
+    pub changed_by: Option<&'a str>,
+}
+
+/// Queues the one `CONTROL_FAILING` alert of a failure, pointing at the evidence record
+/// (`seq`, `hash`, `event_id`) of the transition that started it. Keyed by that record, so a
+/// failure alerts once, and a later failure of the same control (a new transition) again.
+///
+/// # Errors
+/// When the statement fails.
+pub async fn enqueue_failing(
+    conn: &mut PgConnection,
+    finding: &FailingFinding<'_>,
+    (seq, hash, event_id): (i64, &str, &str),
+) -> Result<(), sqlx::Error> {
+    let alert_id = format!("failing/{event_id}");
+    let detail = json!({
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "alert_id": alert_id,
+        "account": finding.account,
+        "region": finding.region,
+        "repository": finding.repository,
+        "reason": finding.reason,
+        "actor": finding.changed_by,
+        "event_time": finding.since.to_rfc3339(),
+        "recorded_at": Utc::now().to_rfc3339(),
+        "evidence": {"seq": seq, "hash": hash},
+        "alert": "CONTROL_FAILING",
+        "control": finding.control,
+        "status": "FAIL",
+        "failing_since": finding.since.to_rfc3339(),
+        "failing_seconds": (Utc::now() - finding.since).num_seconds(),
+        "class": "new",
+    });
+    sqlx::query(
+        "INSERT INTO alert_outbox (evidence_event_id, evidence_seq, evidence_hash, detail_type, detail)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (evidence_event_id) DO NOTHING",
+    )
+    .bind(&alert_id)
+    .bind(seq)
+    .bind(hash)
+    .bind(CONTROL_FAILING_ALERT)
+    .bind(&detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The members every alert has (docs/ALERTS.md).

@@ -23,6 +23,7 @@ mod revocation;
 mod scanning;
 mod signatures;
 
+use super::accounts::AccountAccess;
 use super::{EnrichError, Registry};
 use crate::aws::{AwsErrorClass, classify, is_access_denied};
 use crate::domain::{AccountId, Digest, Region, RepositoryKey, RepositoryName};
@@ -42,6 +43,8 @@ mod public;
 struct RegionalClients {
     /// The account the clients act in: the key of the rate limits ([`EcrRegistry::pace`]).
     account: AccountId,
+    /// The role the clients assumed (`None`: the base credentials).
+    role: Option<String>,
     ecr: aws_sdk_ecr::Client,
     kms: aws_sdk_kms::Client,
     signer: aws_sdk_signer::Client,
@@ -75,9 +78,12 @@ impl Default for ApiPacing {
 /// The SDK-backed registry reader.
 pub struct EcrRegistry {
     sdk_config: SdkConfig,
-    /// Accounts read through an assumed role; any other account with the base credentials.
-    account_roles: HashMap<AccountId, String>,
+    /// Which role each account is read through (none: the base credentials).
+    access: Arc<AccountAccess>,
     clients: tokio::sync::Mutex<HashMap<(AccountId, Region), RegionalClients>>,
+    /// One credentials provider per assumed role, shared by the account's regional clients:
+    /// one AssumeRole (and one refresh an hour) per account, not per region.
+    assumed: tokio::sync::Mutex<HashMap<String, SdkConfig>>,
     profiles: Mutex<ProfileCache>,
     /// KMS key ownership never changes for a key ARN: read once per key.
     key_managers: Mutex<HashMap<String, Fact<String>>>,
@@ -241,8 +247,9 @@ impl EcrRegistry {
     ) -> Self {
         Self {
             sdk_config,
-            account_roles,
+            access: Arc::new(AccountAccess::explicit(account_roles)),
             clients: tokio::sync::Mutex::new(HashMap::new()),
+            assumed: tokio::sync::Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
             key_managers: Mutex::new(HashMap::new()),
             pacing: RateLimiter::keyed(Quota::per_second(pacing.calls_per_second)),
@@ -251,6 +258,14 @@ impl EcrRegistry {
             max_referrers: DEFAULT_MAX_REFERRERS,
             coverage_page_size: coverage::MAX_PAGE_SIZE,
         }
+    }
+
+    /// Reads each account through the role `access` names for it (shared with the sweeps, which
+    /// update the discovered accounts).
+    #[must_use]
+    pub fn with_access(mut self, access: Arc<AccountAccess>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Reads Inspector coverage in pages of `size` entries (1 to 200; Inspector's largest by
@@ -285,7 +300,12 @@ impl EcrRegistry {
 
     async fn clients(&self, account: &AccountId, region: &Region) -> RegionalClients {
         let mut clients = self.clients.lock().await;
-        if let Some(found) = clients.get(&(account.clone(), region.clone())) {
+        let role = self.access.role_for(account);
+        // Clients made before discovery found the account (or before its role changed) are
+        // made again with the role it has now.
+        if let Some(found) = clients.get(&(account.clone(), region.clone()))
+            && found.role == role
+        {
             return found.clone();
         }
         // ECR Public's pseudo-region is no AWS region: its API (and STS for it) is us-east-1.
@@ -294,27 +314,13 @@ impl EcrRegistry {
         } else {
             region.as_str().to_owned()
         });
-        let config = match self.account_roles.get(account) {
-            Some(role_arn) => {
-                // The provider caches the temporary credentials and refreshes them before
-                // they expire.
-                let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-                    .session_name("ecr-audit")
-                    .region(aws_region.clone())
-                    .configure(&self.sdk_config)
-                    .build()
-                    .await;
-                self.sdk_config
-                    .to_builder()
-                    .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
-                        provider,
-                    ))
-                    .build()
-            }
+        let config = match &role {
+            Some(role_arn) => self.assumed_config(role_arn).await,
             None => self.sdk_config.clone(),
         };
         let made = RegionalClients {
             account: account.clone(),
+            role,
             ecr: aws_sdk_ecr::Client::from_conf(
                 aws_sdk_ecr::config::Builder::from(&config)
                     .region(aws_region.clone())
@@ -339,6 +345,19 @@ impl EcrRegistry {
         };
         clients.insert((account.clone(), region.clone()), made.clone());
         made
+    }
+
+    /// The configuration whose credentials come from assuming `role_arn` (STS in the worker's
+    /// own region, which shares the account's partition), made once per role.
+    async fn assumed_config(&self, role_arn: &str) -> SdkConfig {
+        let mut assumed = self.assumed.lock().await;
+        if let Some(config) = assumed.get(role_arn) {
+            return config.clone();
+        }
+        let config =
+            crate::aws::assuming(&self.sdk_config, role_arn, self.access.external_id(), None).await;
+        assumed.insert(role_arn.to_owned(), config.clone());
+        config
     }
 
     async fn clients_for(&self, key: &RepositoryKey) -> RegionalClients {

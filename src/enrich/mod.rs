@@ -10,10 +10,12 @@
 //! failures (throttling after the SDK's own retries, timeouts, 5xx) are errors: they leave the
 //! message on the queue.
 
+pub mod accounts;
 pub mod cache;
 pub mod ecr;
 #[cfg(test)]
 pub mod fake;
+pub mod organization;
 
 use async_trait::async_trait;
 

@@ -234,6 +234,10 @@ async fn refresh_gauges(state: &HttpState) {
         Ok(age) => state.metrics.set_oldest_verdict_age(age),
         Err(err) => warn!(error = %err, "could not refresh the signature verdict age"),
     }
+    match state.store.failing_counts().await {
+        Ok((failing, overdue)) => state.metrics.set_failing_counts(&failing, &overdue),
+        Err(err) => warn!(error = %err, "could not refresh the failing-finding gauges"),
+    }
     match state.store.operational_counts().await {
         Ok((alert_backlog, last_reconcile)) => state
             .metrics

@@ -15,6 +15,7 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::domain::{AccountId, Region};
+use crate::enrich::accounts::SweepTargets;
 use crate::enrich::{EnrichError, Registry};
 use crate::facts::{Fact, RegistryFacts};
 use crate::store::{Store, StoreError, UsageReport};
@@ -86,7 +87,7 @@ pub(crate) async fn refresh_registry(
 pub struct CoverageSweeper {
     registry: Arc<dyn Registry>,
     store: Store,
-    targets: Vec<(AccountId, Region)>,
+    targets: SweepTargets,
     /// A registry whose coverage any replica wrote less than this ago is skipped, so replicas
     /// sharing a database do not each page through Inspector.
     fresh_for: Duration,
@@ -97,12 +98,12 @@ impl CoverageSweeper {
     pub fn new(
         registry: Arc<dyn Registry>,
         store: Store,
-        targets: Vec<(AccountId, Region)>,
+        targets: impl Into<SweepTargets>,
     ) -> Self {
         Self {
             registry,
             store,
-            targets,
+            targets: targets.into(),
             fresh_for: Duration::ZERO,
         }
     }
@@ -131,7 +132,7 @@ impl CoverageSweeper {
     /// Returns how many registries were written.
     pub async fn sweep(&self) -> usize {
         let mut written = 0;
-        for (account, region) in &self.targets {
+        for (account, region) in &self.targets.current() {
             match self.sweep_registry(account, region).await {
                 Ok(Some(_)) => written += 1,
                 Ok(None) => {}

@@ -18,6 +18,8 @@ use futures::{StreamExt, stream};
 use tracing::{info, warn};
 
 use crate::domain::{AccountId, ControlId, Digest, Region, RepositoryName};
+use crate::enrich::accounts::{AccountAccess, SweepTargets};
+use crate::enrich::organization::OrganizationReader;
 use crate::enrich::{EnrichError, Registry};
 use crate::facts::{Fact, ListedRepository, RegistryFacts, RepositoryState};
 use crate::parse::{AuditEvent, Change, RepositoryCall};
@@ -136,10 +138,17 @@ pub trait SweepProgress: Send + Sync {
 
 impl SweepProgress for () {}
 
+/// Account discovery before each sweep: the organization's reader and the access it updates.
+pub struct Discovery {
+    pub reader: OrganizationReader,
+    pub access: Arc<AccountAccess>,
+}
+
 pub struct Reconciler {
     pipeline: Arc<Pipeline>,
     registry: Arc<dyn Registry>,
-    targets: Vec<(AccountId, Region)>,
+    targets: SweepTargets,
+    discovery: Option<Discovery>,
 }
 
 impl Reconciler {
@@ -147,12 +156,45 @@ impl Reconciler {
     pub fn new(
         pipeline: Arc<Pipeline>,
         registry: Arc<dyn Registry>,
-        targets: Vec<(AccountId, Region)>,
+        targets: impl Into<SweepTargets>,
     ) -> Self {
         Self {
             pipeline,
             registry,
-            targets,
+            targets: targets.into(),
+            discovery: None,
+        }
+    }
+
+    /// Discovers the organization's accounts before each sweep and sweeps what `access` then
+    /// holds (the explicit accounts and the discovered ones).
+    #[must_use]
+    pub fn with_discovery(mut self, discovery: Discovery) -> Self {
+        self.targets = SweepTargets::Shared(Arc::clone(&discovery.access));
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// Asks Organizations for the active accounts and replaces the discovered set; when it
+    /// cannot answer, the accounts found last time are swept.
+    async fn discover(&self) {
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
+        match discovery.reader.active_accounts().await {
+            Ok(found) => {
+                let active = found.len();
+                let changes = discovery.access.replace_discovered(found);
+                Happened::AccountsDiscovered {
+                    active,
+                    joined: &changes.joined,
+                    left: &changes.left,
+                }
+                .record(self.pipeline.metrics());
+            }
+            Err(err) => {
+                warn!(error = %err, "organization discovery failed; the accounts found last time are swept");
+            }
         }
     }
 
@@ -167,13 +209,27 @@ impl Reconciler {
         let started = Instant::now();
         let mut report = SweepReport::default();
         let mut result = Ok(());
-        for (account, region) in &self.targets {
-            if let Err(err) = self
+        self.discover().await;
+        for (account, region) in &self.targets.current() {
+            match self
                 .sweep_registry(run, account, region, progress, &mut report)
                 .await
             {
-                result = Err(err);
-                break;
+                Ok(()) => {}
+                // The database is gone: the other registries would fail alike.
+                Err(err @ ReconcileError::Store(_)) => {
+                    result = Err(err);
+                    break;
+                }
+                // One account's role missing or one region unreadable must not blind the sweep
+                // to every other account of an organization: the rest are swept, and the run
+                // still reports the failure.
+                Err(err) => {
+                    warn!(account = %account, region = %region, error = %err, "registry not swept; the others are");
+                    if result.is_ok() {
+                        result = Err(err);
+                    }
+                }
             }
         }
         let failed = result.as_ref().err().map(ToString::to_string);
@@ -253,6 +309,8 @@ impl Reconciler {
         // After the new digests are stored, so that their pull times land too.
         store.record_pulls(account, region, &pulls).await?;
         self.refresh_usage(account, region, &registry_facts).await?;
+        // From now on, what this registry's sweeps find is no longer history (docs/ALERTS.md).
+        store.mark_registry_swept(account, region).await?;
         info!(account = %account, region = %region, repositories = listed.len(), "reconciled");
         Ok(())
     }

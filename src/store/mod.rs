@@ -8,6 +8,8 @@
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
 mod digest;
+mod failing;
+pub use failing::FAILING_CLAIM;
 mod history;
 mod rereads;
 mod reverify;

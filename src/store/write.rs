@@ -23,6 +23,7 @@ use crate::evidence::detail::{
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
 use crate::facts::{Disguise, Fact, ImageLookup, RepositoryState};
+use crate::telemetry::FindingClass;
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
 type ControlChange = (
@@ -388,6 +389,7 @@ async fn apply_repositories(
                 by: changed_by(&plan.event),
                 at: plan.event.time,
                 restored_window,
+                observed: is_observation(&plan.event),
             };
             for (control, from, to, restored) in upsert_controls(tx, write, controls, cause).await?
             {
@@ -664,6 +666,43 @@ struct Cause<'a> {
     by: &'a str,
     at: DateTime<Utc>,
     restored_window: chrono::Duration,
+    /// A sweep (or a re-read) observed it, no AWS event reported it.
+    observed: bool,
+}
+
+/// Whether no AWS event reported the change: a reconcile sweep or a re-read observed it.
+fn is_observation(event: &crate::parse::AuditEvent) -> bool {
+    matches!(
+        event.change,
+        crate::parse::Change::RepositoryChanged {
+            call: crate::parse::RepositoryCall::ObservedByReconcile,
+            ..
+        }
+    )
+}
+
+/// The class a failure starting now gets: history (`baseline`) when a sweep found it on a
+/// control never evaluated before or in a registry no sweep has finished yet; else `new`.
+fn failing_class(cause: Cause<'_>, first_evaluation: bool, first_sweep: bool) -> FindingClass {
+    if cause.observed && (first_evaluation || first_sweep) {
+        FindingClass::Baseline
+    } else {
+        FindingClass::New
+    }
+}
+
+/// Whether no reconcile sweep has finished the repository's registry yet.
+async fn registry_unswept(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &crate::domain::RepositoryKey,
+) -> Result<bool, StoreError> {
+    let swept: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM reconcile_registries WHERE account = $1 AND region = $2")
+            .bind(key.account.as_str())
+            .bind(key.region.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(swept.is_none())
 }
 
 /// A control's last PASS → FAIL, when and by whom, while it lasts.
@@ -739,9 +778,12 @@ async fn upsert_controls(
     .fetch_all(&mut **tx)
     .await?;
 
+    let first_sweep = cause.observed && registry_unswept(tx, key).await?;
     let mut transitions = Vec::new();
     for (control, verdict) in controls {
         let row = current.iter().find(|r| r.0 == control.as_str());
+        let class = (verdict.status == ControlStatus::Fail)
+            .then(|| failing_class(cause, row.is_none(), first_sweep).as_str());
         let old = row.and_then(|(_, status, reason, _, _)| {
             Some(Verdict {
                 status: ControlStatus::from_str_opt(status)?,
@@ -764,16 +806,21 @@ async fn upsert_controls(
             .bind(cause.by)
             .bind(regressed_at)
             .bind(regressed_by)
+            .bind(cause.at)
+            .bind(class)
             .execute(&mut **tx)
             .await?;
     }
     Ok(transitions)
 }
 
-/// One control verdict; `changed_at` and `changed_by` move only with the status.
+/// One control verdict; `changed_at` and `changed_by` move only with the status. A failure
+/// keeps its start, class and overdue mark while it lasts; `$12` is its class if it starts now.
 const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region, repository,
-      control, status, reason, observed_at, changed_at, changed_by, regressed_at, regressed_by)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)
+      control, status, reason, observed_at, changed_at, changed_by, regressed_at, regressed_by,
+      failing_since, failing_class)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10,
+         CASE WHEN $5 = 'FAIL' THEN $11::timestamptz END, $12)
  ON CONFLICT (account, region, repository, control) DO UPDATE SET
       status = EXCLUDED.status,
       reason = EXCLUDED.reason,
@@ -783,7 +830,15 @@ const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region,
       changed_by = CASE WHEN c.status = EXCLUDED.status THEN c.changed_by
                         ELSE EXCLUDED.changed_by END,
       regressed_at = EXCLUDED.regressed_at,
-      regressed_by = EXCLUDED.regressed_by";
+      regressed_by = EXCLUDED.regressed_by,
+      failing_since = CASE WHEN EXCLUDED.status <> 'FAIL' THEN NULL
+                           WHEN c.status = 'FAIL' THEN c.failing_since
+                           ELSE EXCLUDED.failing_since END,
+      failing_class = CASE WHEN EXCLUDED.status <> 'FAIL' THEN NULL
+                           WHEN c.status = 'FAIL' THEN c.failing_class
+                           ELSE EXCLUDED.failing_class END,
+      failing_overdue_at = CASE WHEN EXCLUDED.status = 'FAIL' AND c.status = 'FAIL'
+                                THEN c.failing_overdue_at END";
 
 /// One image row, with every guard of a versioned write: presence moves only with a newer
 /// push or delete, tags only with a newer read, the earliest pusher wins unless its record is
@@ -956,4 +1011,36 @@ async fn append_to_chain(
         }
     }
     Ok(paged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cause(observed: bool) -> Cause<'static> {
+        Cause {
+            by: crate::domain::UNATTRIBUTED,
+            at: Utc::now(),
+            restored_window: chrono::Duration::hours(1),
+            observed,
+        }
+    }
+
+    #[test]
+    fn only_what_a_sweep_finds_as_history_is_baseline() {
+        // A sweep: the first of its registry, or a control never evaluated before.
+        assert_eq!(
+            failing_class(cause(true), false, true),
+            FindingClass::Baseline
+        );
+        assert_eq!(
+            failing_class(cause(true), true, false),
+            FindingClass::Baseline
+        );
+        // A later sweep seeing a known control fail: a regression nobody reported.
+        assert_eq!(failing_class(cause(true), false, false), FindingClass::New);
+        // An event (CreateRepository, PutImageTagMutability): new, even on a first sight.
+        assert_eq!(failing_class(cause(false), true, true), FindingClass::New);
+        assert_eq!(failing_class(cause(false), false, false), FindingClass::New);
+    }
 }

@@ -6,9 +6,9 @@
 use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
+    EventOutcome, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 /// The prefix of every exported name.
@@ -437,6 +437,46 @@ pub const ALERT_BACKLOG: MetricSpec = MetricSpec {
     query: "max(ecr_audit_alert_backlog) > 0",
 };
 
+pub const FAILING_FINDINGS: MetricSpec = MetricSpec {
+    name: "failing_findings",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::None,
+    labels: &[CONTROL, closed("class", FindingClass::values)],
+    help: "Repositories currently failing a control, per control and class (baseline: history found by a first sweep; new: failing since ecr-audit watches), from stored state",
+    details: "A `baseline` finding never pages; a `new` one raises a `CONTROL_FAILING` alert event once it has failed longer than `ECR_AUDIT_FAILING_GRACE` (docs/ALERTS.md).",
+    query: r#"sum by (control) (ecr_audit_failing_findings{class="baseline"})"#,
+};
+
+pub const FAILING_FINDINGS_OVERDUE: MetricSpec = MetricSpec {
+    name: "failing_findings_overdue",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::None,
+    labels: &[CONTROL],
+    help: "Repositories failing a control (class new) longer than ECR_AUDIT_FAILING_GRACE, per control, from stored state",
+    details: "Each was reported once as a `CONTROL_FAILING` alert event; the count falls when the control passes again or the repository is deleted.",
+    query: "sum by (control) (ecr_audit_failing_findings_overdue) > 0",
+};
+
+pub const ORGANIZATION_ACCOUNTS: MetricSpec = MetricSpec {
+    name: "organization_accounts",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::None,
+    labels: &[],
+    help: "Active accounts the last AWS Organizations discovery found in scope (ECR_AUDIT_ORGANIZATION); 0 without discovery",
+    details: "Discovery runs at the start of every reconcile sweep.",
+    query: "max(ecr_audit_organization_accounts)",
+};
+
+pub const ORGANIZATION_ACCOUNT_CHANGES: MetricSpec = MetricSpec {
+    name: "organization_account_changes",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("change", AccountChange::values)],
+    help: "Accounts that joined or left the discovered organization scope since start-up, by change",
+    details: "An account that leaves is no longer read; its stored state and evidence are kept. The log names the account.",
+    query: r#"sum(increase(ecr_audit_organization_account_changes_total{change="left"}[1d])) > 0"#,
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -483,6 +523,10 @@ pub const CATALOGUE: &[MetricSpec] = &[
     RECONCILE_SKIPPED,
     ALERT_EVENTS,
     ALERT_BACKLOG,
+    FAILING_FINDINGS,
+    FAILING_FINDINGS_OVERDUE,
+    ORGANIZATION_ACCOUNTS,
+    ORGANIZATION_ACCOUNT_CHANGES,
     BUILD,
 ];
 

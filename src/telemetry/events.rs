@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::domain::ControlId;
 
@@ -204,6 +204,31 @@ label_enum! {
         Inspector2ListCoverage => "inspector2:ListCoverage",
         EcrPublicDescribeRepositories => "ecr-public:DescribeRepositories",
         EcrPublicListTagsForResource => "ecr-public:ListTagsForResource",
+        /// Account discovery (`ECR_AUDIT_ORGANIZATION`), once per reconcile sweep.
+        OrganizationsListAccounts => "organizations:ListAccounts",
+        OrganizationsListAccountsForParent => "organizations:ListAccountsForParent",
+        OrganizationsListOrganizationalUnitsForParent => "organizations:ListOrganizationalUnitsForParent",
+    }
+}
+
+label_enum! {
+    /// How an account's membership of the audited estate changed (the `change` label of
+    /// `ecr_audit_organization_account_changes_total`).
+    AccountChange {
+        /// Organizations discovery found it active for the first time since start-up.
+        Joined => "joined",
+        /// It is no longer an active account of the discovered scope; its data is kept.
+        Left => "left",
+    }
+}
+
+label_enum! {
+    /// Whether a currently failing finding pages after the grace period (`new`) or was found
+    /// as history (`baseline`: the first sweep of an account and region, or a repository a
+    /// sweep saw before any event did). docs/ALERTS.md explains the ramp-up.
+    FindingClass {
+        Baseline => "baseline",
+        New => "new",
     }
 }
 
@@ -395,6 +420,13 @@ pub enum Happened<'a> {
     RevocationChecked { outcome: RevocationOutcome },
     /// `count` current digests were made due for judging again.
     ReverifyScheduled { cause: ReverifyCause, count: u64 },
+    /// Organizations discovery answered: `active` accounts in scope, of which `joined` are new
+    /// since the last discovery and `left` are gone from it.
+    AccountsDiscovered {
+        active: usize,
+        joined: &'a [crate::domain::AccountId],
+        left: &'a [crate::domain::AccountId],
+    },
     /// EventBridge accepted an alert event.
     AlertPublished { alert_id: i64 },
     /// EventBridge refused an alert event; it is tried again after `delay`.
@@ -459,6 +491,11 @@ impl Happened<'_> {
                 let changes: u64 = drift.iter().map(|(_, n)| n).sum();
                 debug!(?duration, changes, "reconcile sweep finished");
             }
+            Self::AccountsDiscovered {
+                active,
+                joined,
+                left,
+            } => log_discovery(*active, joined, left),
             other => debug!(event = ?other, "telemetry"),
         }
     }
@@ -569,10 +606,30 @@ impl Happened<'_> {
             }
             Self::RevocationChecked { outcome } => metrics.revocation_checked(*outcome),
             Self::ReverifyScheduled { cause, count } => metrics.reverify_scheduled(*cause, *count),
+            Self::AccountsDiscovered {
+                active,
+                joined,
+                left,
+            } => metrics.accounts_discovered(*active, joined.len(), left.len()),
             Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
             Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
         }
     }
+}
+
+/// Joins are news, departures a warning: an account that leaves is no longer audited.
+fn log_discovery(
+    active: usize,
+    joined: &[crate::domain::AccountId],
+    left: &[crate::domain::AccountId],
+) {
+    for account in joined {
+        info!(account = %account, active, "account joined the audited organization scope; swept from now on");
+    }
+    for account in left {
+        warn!(account = %account, active, "account left the audited organization scope (closed, suspended, moved or removed); no longer read, its stored data is kept");
+    }
+    debug!(active, "organization accounts discovered");
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
+    EventOutcome, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +82,17 @@ struct ReasonLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    control: &'static str,
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    change: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,6 +182,10 @@ pub struct Metrics {
     reconcile_skipped: Family<ReasonLabels, Counter>,
     alert_events: Family<OutcomeLabels, Counter>,
     alert_backlog: Gauge,
+    failing_findings: Family<ClassLabels, Gauge>,
+    failing_overdue: Family<SingleControlLabels, Gauge>,
+    organization_accounts: Gauge,
+    organization_changes: Family<ChangeLabels, Counter>,
     registry: Registry,
 }
 
@@ -182,6 +197,10 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric of the catalogue, in its order.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one registration per catalogue entry, in its order: a declarative table"
+    )]
     pub fn new() -> Self {
         let mut r = Registry::with_prefix(cat::PREFIX);
         let mut metrics = Self {
@@ -232,6 +251,14 @@ impl Metrics {
             reconcile_skipped: register(&mut r, &cat::RECONCILE_SKIPPED, Family::default()),
             alert_events: register(&mut r, &cat::ALERT_EVENTS, Family::default()),
             alert_backlog: register(&mut r, &cat::ALERT_BACKLOG, Gauge::default()),
+            failing_findings: register(&mut r, &cat::FAILING_FINDINGS, Family::default()),
+            failing_overdue: register(&mut r, &cat::FAILING_FINDINGS_OVERDUE, Family::default()),
+            organization_accounts: register(&mut r, &cat::ORGANIZATION_ACCOUNTS, Gauge::default()),
+            organization_changes: register(
+                &mut r,
+                &cat::ORGANIZATION_ACCOUNT_CHANGES,
+                Family::default(),
+            ),
             registry: r,
         };
         register_spec(
@@ -269,6 +296,14 @@ impl Metrics {
                 })
                 .get();
         }
+        for change in AccountChange::ALL {
+            self.organization_changes
+                .get_or_create(&ChangeLabels {
+                    change: change.as_str(),
+                })
+                .get();
+        }
+        self.set_failing_counts(&[], &[]);
         for outcome in AlertOutcome::ALL {
             self.alert_events
                 .get_or_create(&OutcomeLabels {
@@ -576,6 +611,45 @@ impl Metrics {
         self.alert_backlog.set(alert_backlog);
         self.reconcile_last_success
             .set(last_reconcile.map_or(0.0, |t| t.timestamp() as f64));
+    }
+
+    /// Replaces the failing-finding gauges with counts the store read (absent → 0).
+    pub(crate) fn set_failing_counts(
+        &self,
+        failing: &[(ControlId, FindingClass, i64)],
+        overdue: &[(ControlId, i64)],
+    ) {
+        for control in ControlId::ALL {
+            for class in FindingClass::ALL {
+                let value = failing
+                    .iter()
+                    .find(|(c, k, _)| *c == control && k == class)
+                    .map_or(0, |(_, _, n)| *n);
+                self.failing_findings
+                    .get_or_create(&ClassLabels {
+                        control: control.as_str(),
+                        class: class.as_str(),
+                    })
+                    .set(value);
+            }
+            self.failing_overdue
+                .get_or_create(&SingleControlLabels {
+                    control: control.as_str(),
+                })
+                .set(count_of(overdue, control));
+        }
+    }
+
+    pub(super) fn accounts_discovered(&self, active: usize, joined: usize, left: usize) {
+        self.organization_accounts
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        for (change, count) in [(AccountChange::Joined, joined), (AccountChange::Left, left)] {
+            self.organization_changes
+                .get_or_create(&ChangeLabels {
+                    change: change.as_str(),
+                })
+                .inc_by(count as u64);
+        }
     }
 
     /// Renders the OpenMetrics text exposition.

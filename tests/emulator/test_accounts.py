@@ -173,3 +173,38 @@ def test_emit_events_takes_a_boolean_and_resets_to_true(control):
     control("POST", "/_emulator/config", {"emit_events": False})
     control("POST", "/_emulator/reset")
     assert control("GET", "/_emulator/config")["emit_events"] is True
+
+
+def test_assume_role_requests_are_recorded_with_their_external_id(client, control):
+    control("DELETE", "/_emulator/assume-role-requests")
+    sts = client("sts")
+    sts.assume_role(RoleArn=SPOKE_ROLE, RoleSessionName="with-id", ExternalId="ext-1")
+    sts.assume_role(RoleArn=SPOKE_ROLE, RoleSessionName="without-id")
+    assert control("GET", f"/_emulator/assume-role-requests?account={CENTRAL}")["requests"] == [
+        {"account": CENTRAL, "roleArn": SPOKE_ROLE, "roleSessionName": "with-id", "externalId": "ext-1"},
+        {"account": CENTRAL, "roleArn": SPOKE_ROLE, "roleSessionName": "without-id", "externalId": None},
+    ]
+    assert control("GET", f"/_emulator/assume-role-requests?account={SPOKE}")["requests"] == []
+    control("DELETE", "/_emulator/assume-role-requests")
+    assert control("GET", "/_emulator/assume-role-requests")["requests"] == []
+
+
+def test_organizations_lists_active_accounts_per_unit_in_the_management_account(spoke):
+    """What discovery calls, as moto answers them (docs/EMULATOR.md): the organization lives in the
+    account that created it; closed accounts are SUSPENDED; removed ones are gone."""
+    org = spoke("organizations")
+    org.create_organization(FeatureSet="ALL")
+    root = org.list_roots()["Roots"][0]["Id"]
+    prod = org.create_organizational_unit(ParentId=root, Name="prod")["OrganizationalUnit"]["Id"]
+    eu = org.create_organizational_unit(ParentId=prod, Name="prod-eu")["OrganizationalUnit"]["Id"]
+    ids = [org.create_account(Email=f"a{i}@example.com", AccountName=f"a{i}")["CreateAccountStatus"]["AccountId"] for i in range(3)]
+    org.move_account(AccountId=ids[0], SourceParentId=root, DestinationParentId=eu)
+    assert [u["Id"] for u in org.list_organizational_units_for_parent(ParentId=prod)["OrganizationalUnits"]] == [eu]
+    assert [a["Id"] for a in org.list_accounts_for_parent(ParentId=eu)["Accounts"]] == [ids[0]]
+    page = org.list_accounts(MaxResults=2)
+    assert len(page["Accounts"]) == 2 and page["NextToken"]
+    org.close_account(AccountId=ids[1])
+    states = {a["Id"]: a["State"] for a in org.list_accounts()["Accounts"]}
+    assert states[ids[1]] == "SUSPENDED" and states[ids[2]] == "ACTIVE" and states[SPOKE] == "ACTIVE"
+    org.remove_account_from_organization(AccountId=ids[2])
+    assert ids[2] not in {a["Id"] for a in org.list_accounts()["Accounts"]}

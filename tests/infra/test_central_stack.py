@@ -220,6 +220,11 @@ def test_full_stack_with_the_service(aws: ClientFactory) -> None:
         "SubnetIds": ",".join(subnets),
         "PrometheusCidr": "10.42.0.0/16",
         "SigningGrace": "10m",
+        "Regions": "eu-west-1,eu-central-1,us-east-1",
+        "AccountDiscovery": "true",
+        "OrganizationUnitIds": "ou-ab12-11111111,ou-ab12-22222222",
+        "ExternalId": "ecr-audit-0a1b2c",
+        "FailingGrace": "72h",
     })
     try:
         for key in ("ClusterName", "ServiceName", "TaskDefinitionArn", "ServiceSecurityGroupId"):
@@ -238,6 +243,14 @@ def test_full_stack_with_the_service(aws: ClientFactory) -> None:
         assert environment["ECR_AUDIT_LOG_FORMAT"] == "json"
         assert environment["AWS_REGION"] == REGION
         assert environment["ECR_AUDIT_SIGNING_GRACE"] == "10m"
+        # The audited estate: regions, Organizations discovery, the spoke role and the external id.
+        assert environment["ECR_AUDIT_REGIONS"] == "eu-west-1,eu-central-1,us-east-1"
+        assert environment["ECR_AUDIT_ORGANIZATION"] == "true"
+        assert environment["ECR_AUDIT_ORGANIZATION_UNITS"] == "ou-ab12-11111111,ou-ab12-22222222"
+        assert environment["ECR_AUDIT_ROLE_NAME_PATTERN"] == "arn:aws:iam::{account}:role/ecr-audit-reader"
+        assert environment["ECR_AUDIT_EXTERNAL_ID"] == "ecr-audit-0a1b2c"
+        assert environment["ECR_AUDIT_FAILING_GRACE"] == "72h"
+        assert "ECR_AUDIT_ORGANIZATION_ROLE" not in environment
         assert "ECR_AUDIT_ALERT_BUS" not in environment and "ECR_AUDIT_RECONCILE_INTERVAL" not in environment
         assert container["secrets"] == [{"name": "DATABASE_URL", "valueFrom": secret_arn}]
         assert container["logConfiguration"]["options"]["awslogs-group"] == f"/ecs/{stack.name}/worker"

@@ -41,6 +41,7 @@ STAR_ONLY_ACTIONS = {
     "ecr:DescribePullThroughCacheRules", "ecr:DescribeRepositoryCreationTemplates", "ecr:GetAuthorizationToken",
     "inspector2:ListFindings", "inspector2:ListCoverage", "inspector2:ListFindingAggregations",
     "signer:ListSigningProfiles", "signer:GetRevocationStatus", "sts:GetCallerIdentity",
+    "organizations:ListAccounts",
 }
 ROUTING_RESOURCES = {
     "DeadLetterQueue", "Queue", "QueuePolicy", "DeadLetterQueuePolicy", "EcrEventsRule", "InspectorEventsRule",

@@ -72,7 +72,21 @@ pub struct TestApp {
     pub trust: Arc<ecr_audit::trust::TrustSettings>,
     /// Operator choices of the controls (ECR.4's required tag keys, ECR.5's key allow-list).
     pub policy: ecr_audit::evaluate::ControlPolicy,
+    /// When set, the registry reads accounts through it (discovered accounts, external id)
+    /// instead of `account_roles`.
+    pub access: Option<Arc<ecr_audit::enrich::accounts::AccountAccess>>,
+    /// The worker's `ECR_AUDIT_FAILING_GRACE`; zero: no state alerts.
+    pub failing_grace: Duration,
+    /// The worker's periodic reconcile sweep (made from its pipeline and registry) and interval.
+    pub reconcile: Option<(ReconcilerFactory, Duration)>,
 }
+
+/// Makes the worker's reconcile sweep from its pipeline and uncached registry.
+pub type ReconcilerFactory = Box<
+    dyn Fn(Arc<Pipeline>, Arc<dyn Registry>) -> ecr_audit::source::reconcile::Reconciler
+        + Send
+        + Sync,
+>;
 
 impl TestApp {
     pub async fn new() -> Self {
@@ -187,6 +201,9 @@ impl TestApp {
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
             policy: ecr_audit::evaluate::ControlPolicy::default(),
+            access: None,
+            failing_grace: Duration::ZERO,
+            reconcile: None,
         }
     }
 
@@ -208,14 +225,18 @@ impl TestApp {
 
     /// The uncached registry reader the pipeline uses (fast pacing: the emulator has no quotas).
     pub fn registry(&self, metrics: &Arc<Metrics>) -> Arc<dyn Registry> {
-        Arc::new(EcrRegistry::with_options(
+        let registry = EcrRegistry::with_options(
             self.sdk.clone(),
             Arc::clone(metrics),
             self.account_roles.clone(),
             ecr_audit::enrich::ecr::ApiPacing {
                 calls_per_second: std::num::NonZeroU32::new(2000).expect("non-zero"),
             },
-        ))
+        );
+        match &self.access {
+            Some(access) => Arc::new(registry.with_access(Arc::clone(access))),
+            None => Arc::new(registry),
+        }
     }
 
     /// A reconcile sweep over this test's account (and the role accounts) in its region.
@@ -290,10 +311,15 @@ impl TestApp {
         settings.visibility_timeout = Duration::from_secs(10);
         settings.shutdown_grace = Duration::from_secs(10);
         let token = CancellationToken::new();
-        let pipeline = self.pipeline();
-        let background = self.background(&pipeline);
+        let pipeline = Arc::new(self.pipeline());
+        let mut background = self.background(&pipeline);
+        background.failing_grace = self.failing_grace;
+        if let Some((factory, interval)) = &self.reconcile {
+            let registry = self.registry(pipeline.metrics());
+            background.reconcile = Some((factory(Arc::clone(&pipeline), registry), *interval));
+        }
         let handle = tokio::spawn(ecr_audit::worker::run(
-            Arc::new(pipeline),
+            pipeline,
             self.sqs.clone(),
             settings,
             background,

@@ -78,6 +78,10 @@ ALERT_CHECKS: dict[str, object] = {
     # the scenario restores no control and runs no ENHANCED registry: both stay quiet.
     "EcrAuditControlRegressedAndRestored": Operands(("ecr_audit_control_regressed_and_restored_total",)),
     "EcrAuditUnsignedImageInUse": Operands(('ecr_audit_images_in_use{signature=~"UNSIGNED|UNTRUSTED|FAILED"}',)),
+    # needs a failure older than ECR_AUDIT_FAILING_GRACE (24 h by default) and 15 minutes of it:
+    # operands only; infra/prometheus/tests/failing_test.yml makes it fire, and
+    # tests/it/failing.rs moves the gauge through the real worker.
+    "EcrAuditControlFailing": Operands(("max by (control) (ecr_audit_failing_findings_overdue)",)),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from . import (
+    assume_role,
     blobs,
     control,
     ecr,
@@ -61,8 +62,9 @@ def install() -> None:
     s3_lock.install()
     ecr_public.install()
     OWN_SERVICES["ecr-public"] = ecr_public.handle
-    control.ROUTES.update({**pulls.ROUTES, **lifecycle.ROUTES, **in_use.ROUTES})
+    control.ROUTES.update({**pulls.ROUTES, **lifecycle.ROUTES, **in_use.ROUTES, **assume_role.ROUTES})
     STORE.on_reset(COUNTER.clear)
+    STORE.on_reset(assume_role.clear)
     STORE.on_reset(FAULTS.clear)
     STORE.on_reset(events.RECENT.clear)
     _installed = True

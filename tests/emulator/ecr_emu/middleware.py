@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from moto.moto_api._internal.models import moto_api_backend
 
-from . import blobs, calls, cloudtrail, control, signer_revocation
+from . import assume_role, blobs, calls, cloudtrail, control, signer_revocation
 from .counters import COUNTER
 from .faults import FAULTS, error_response, render_error
 from .state import LOCK, STORE
@@ -86,6 +86,7 @@ class EmulatorMiddleware:
 
     def _aws_call(self, environ: dict[str, Any], start_response: Callable[..., Any], call: calls.AwsCall) -> Iterable[bytes]:
         COUNTER.record(call.key, call.account, call.region)
+        assume_role.record(call)
         content_type = environ.get("CONTENT_TYPE") or "application/x-amz-json-1.1"
         latency_ms, fault = FAULTS.decide(call)
         if latency_ms:
