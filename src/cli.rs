@@ -121,20 +121,13 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.http = args.http.limits();
     background.api = api;
     background.failing_grace = args.failing_grace;
-    let pipeline = match &args.alert_bus {
-        Some(bus) => {
-            let store = pipeline.store().clone().with_alerts(true);
-            background.alerts = Some(crate::alerts::AlertPublisher::new(
-                store.pool().clone(),
-                aws_sdk_eventbridge::Client::new(&sdk),
-                bus.clone(),
-                Arc::clone(&metrics),
-            ));
-            pipeline.with_store(store)
-        }
-        None => pipeline,
-    };
-    let pipeline = Arc::new(pipeline);
+    let pipeline = Arc::new(with_alert_bus(
+        pipeline,
+        args.alert_bus.as_ref(),
+        &sdk,
+        &metrics,
+        &mut background,
+    ));
     background.coverage = Some((
         crate::source::coverage::CoverageSweeper::new(
             Arc::clone(&built.registry),
@@ -170,6 +163,27 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     )
     .await?;
     Ok(exit::OK)
+}
+
+/// With an alert bus, the store queues alerts and the background publishes them.
+fn with_alert_bus(
+    pipeline: Pipeline,
+    bus: Option<&String>,
+    sdk: &aws_config::SdkConfig,
+    metrics: &Arc<Metrics>,
+    background: &mut crate::worker::Background,
+) -> Pipeline {
+    let Some(bus) = bus else {
+        return pipeline;
+    };
+    let store = pipeline.store().clone().with_alerts(true);
+    background.alerts = Some(crate::alerts::AlertPublisher::new(
+        store.pool().clone(),
+        aws_sdk_eventbridge::Client::new(sdk),
+        bus.clone(),
+        Arc::clone(metrics),
+    ));
+    pipeline.with_store(store)
 }
 
 fn sqs_settings(args: &WorkerArgs) -> SqsSettings {
