@@ -16,6 +16,7 @@ use crate::export::http::{self, HttpLimits, HttpState};
 use crate::pipeline::Pipeline;
 use crate::source::coverage::CoverageSweeper;
 use crate::source::depth::poll_queue_depth;
+use crate::source::exceptions::ExceptionWatcher;
 use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub struct Background {
     pub coverage: Option<(CoverageSweeper, Duration)>,
     /// The bounds of the HTTP endpoints and the size of their own database pool.
     pub http: HttpLimits,
+    /// The exceptions task (file and expiry) and its interval.
+    pub exceptions: Option<(ExceptionWatcher, Duration)>,
 }
 
 impl Background {
@@ -57,6 +60,7 @@ impl Background {
             reconcile: None,
             coverage: None,
             http: HttpLimits::default(),
+            exceptions: None,
         }
     }
 }
@@ -113,6 +117,9 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
+    if let Some((watcher, interval)) = background.exceptions {
+        tasks.push(tokio::spawn(watcher.run(interval, background_stop.clone())));
+    }
     if let Some(alerts) = background.alerts {
         // Alerts keep flowing while the consumer drains; they stop with the endpoints.
         tasks.push(tokio::spawn(

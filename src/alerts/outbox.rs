@@ -13,7 +13,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::domain::{ControlId, SignatureStatus};
 use crate::evidence::ChainedRecord;
-use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail};
+use crate::evidence::detail::{
+    ControlTransitionDetail, EvidenceDetail, ExceptionAction, ExceptionDetail, ExceptionNote,
+};
 use crate::evidence::timeline::AlertNote;
 
 /// `detail-type` of an alert about a digest's signature.
@@ -25,6 +27,9 @@ pub const CONTROL_UNKNOWN_ALERT: &str = "ECR Audit Control Unknown";
 /// `detail-type` of an alert about a control that went PASS → FAIL and back FAIL → PASS within
 /// `ECR_AUDIT_RESTORED_WINDOW`.
 pub const CONTROL_RESTORED_ALERT: &str = "ECR Audit Control Regressed And Restored";
+/// `detail-type` of an alert about a failing control whose exception ended (expired or
+/// revoked): the finding is open again.
+pub const EXCEPTION_ENDED_ALERT: &str = "ECR Audit Exception Ended";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
@@ -59,6 +64,13 @@ pub enum AlertKind {
         reason: String,
         restored: crate::evidence::detail::RegressedAndRestored,
     },
+    /// The exception covering a failing control ended: the finding is open again.
+    ExceptionEnded {
+        reason: String,
+        exception: Box<ExceptionNote>,
+        /// `expired`, or the revocation's reason.
+        end_reason: String,
+    },
 }
 
 impl AlertKind {
@@ -66,7 +78,10 @@ impl AlertKind {
     pub(crate) fn regressed_control(&self) -> Option<ControlId> {
         match self {
             Self::Regression { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Blinded { .. } | Self::Restored { .. } => None,
+            Self::Signature { .. }
+            | Self::Blinded { .. }
+            | Self::Restored { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -74,7 +89,10 @@ impl AlertKind {
     pub(crate) fn blinded_control(&self) -> Option<ControlId> {
         match self {
             Self::Blinded { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Regression { .. } | Self::Restored { .. } => None,
+            Self::Signature { .. }
+            | Self::Regression { .. }
+            | Self::Restored { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -82,7 +100,10 @@ impl AlertKind {
     pub(crate) fn restored_control(&self) -> Option<ControlId> {
         match self {
             Self::Restored { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Regression { .. } | Self::Blinded { .. } => None,
+            Self::Signature { .. }
+            | Self::Regression { .. }
+            | Self::Blinded { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -91,7 +112,8 @@ impl AlertKind {
             Self::Signature { reason, .. }
             | Self::Regression { reason, .. }
             | Self::Blinded { reason, .. }
-            | Self::Restored { reason, .. } => reason,
+            | Self::Restored { reason, .. }
+            | Self::ExceptionEnded { reason, .. } => reason,
         }
     }
 }
@@ -106,7 +128,9 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
                 reason: detail.reason,
             })
         }
-        EvidenceDetail::ControlTransition(detail) if detail.is_regression() => {
+        // A regression under an exception in force is recorded, reported EXCEPTED, and does
+        // not page (docs/ALERTS.md).
+        EvidenceDetail::ControlTransition(detail) if detail.is_unexcepted_regression() => {
             Some(AlertKind::Regression {
                 previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
                 control: detail.control,
@@ -130,6 +154,17 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
                 reason: detail.to.reason,
             })
         }
+        EvidenceDetail::Exception(ExceptionDetail {
+            action: ExceptionAction::Reopened,
+            exception: Some(exception),
+            verdict: Some(verdict),
+            end_reason,
+            ..
+        }) => Some(AlertKind::ExceptionEnded {
+            reason: verdict.reason,
+            exception: Box::new(exception),
+            end_reason: end_reason.unwrap_or_default(),
+        }),
         _ => None,
     }
 }
@@ -223,7 +258,39 @@ fn control_detail(kind: AlertKind) -> (&'static str, Value) {
                 "seconds": restored.seconds,
             }),
         ),
+        AlertKind::ExceptionEnded {
+            exception,
+            end_reason,
+            ..
+        } => (
+            EXCEPTION_ENDED_ALERT,
+            exception_ended_detail(&exception, &end_reason),
+        ),
     }
+}
+
+/// The members of an alert about an ended exception: the finding fails again.
+fn exception_ended_detail(exception: &ExceptionNote, end_reason: &str) -> Value {
+    let alert = if end_reason == crate::domain::EXCEPTION_EXPIRED_REASON {
+        "EXCEPTION_EXPIRED"
+    } else {
+        "EXCEPTION_REVOKED"
+    };
+    json!({
+        "alert": alert,
+        "control": exception.control,
+        "status": "FAIL",
+        "previous_status": "EXCEPTED",
+        "exception": {
+            "id": exception.id,
+            "repository": exception.repository,
+            "reason": exception.reason,
+            "approver": exception.approver,
+            "expires_at": exception.expires_at,
+            "source": exception.source,
+            "end_reason": end_reason,
+        },
+    })
 }
 
 /// The members every alert has (docs/ALERTS.md).

@@ -68,6 +68,10 @@ fn control_view(verdict: &Verdict, changed_by: Option<String>) -> ControlView {
     ControlView {
         status: verdict.status.as_str().to_owned(),
         reason: verdict.reason.clone(),
+        // `--at` replays the verdicts as recorded; exceptions in force then are not replayed
+        // (docs/EXCEPTIONS.md).
+        verdict: None,
+        exception: None,
         changed_by,
     }
 }
@@ -112,7 +116,9 @@ impl AsOf {
                     image.in_use = Some((transition.to, transition.in_use_count));
                 }
             }
-            EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {}
+            EvidenceDetail::Checkpoint(_)
+            | EvidenceDetail::Exception(_)
+            | EvidenceDetail::Unreadable => {}
         }
     }
 
@@ -360,6 +366,7 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
             in_use_count: image.in_use.and_then(|(_, count)| count),
             ..UsageView::default()
         },
+        exceptions: Vec::new(),
     }
 }
 

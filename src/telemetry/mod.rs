@@ -9,8 +9,8 @@ pub mod metrics;
 
 pub use events::{
     AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    Happened, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    ExceptionEnd, Happened, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

@@ -68,6 +68,8 @@ pub struct TestApp {
     pub trust: Arc<ecr_audit::trust::TrustSettings>,
     /// Operator choices of the controls (ECR.4's required tag keys, ECR.5's key allow-list).
     pub policy: ecr_audit::evaluate::ControlPolicy,
+    /// The reviewed exceptions file the worker loads (`ECR_AUDIT_EXCEPTIONS_FILE`).
+    pub exceptions_file: Option<std::path::PathBuf>,
 }
 
 impl TestApp {
@@ -181,6 +183,7 @@ impl TestApp {
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
             policy: ecr_audit::evaluate::ControlPolicy::default(),
+            exceptions_file: None,
         }
     }
 
@@ -253,6 +256,15 @@ impl TestApp {
         let mut background = ecr_audit::worker::Background::new(Duration::from_millis(200));
         background.queue_metrics_interval = Duration::from_secs(1);
         background.http = self.http;
+        // The exceptions task as production runs it, every 300 ms instead of every minute.
+        background.exceptions = Some((
+            ecr_audit::source::exceptions::ExceptionWatcher::new(
+                pipeline.store().clone(),
+                Arc::clone(pipeline.metrics()),
+                self.exceptions_file.clone(),
+            ),
+            Duration::from_millis(300),
+        ));
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

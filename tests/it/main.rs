@@ -9,6 +9,7 @@ mod attacks;
 mod attempts;
 mod cli;
 mod evidence;
+mod exceptions;
 mod faults;
 mod fixtures;
 mod harness;

@@ -78,6 +78,10 @@ ALERT_CHECKS: dict[str, object] = {
     # the scenario restores no control and runs no ENHANCED registry: both stay quiet.
     "EcrAuditControlRegressedAndRestored": Operands(("ecr_audit_control_regressed_and_restored_total",)),
     "EcrAuditUnsignedImageInUse": Operands(('ecr_audit_images_in_use{signature=~"UNSIGNED|UNTRUSTED|FAILED"}',)),
+    # the scenario lets no exception expire and loads no exceptions file: operands only; the
+    # promtool tests make both fire and tests/it/exceptions.rs moves the counters.
+    "EcrAuditExceptionExpired": Operands(('ecr_audit_exceptions_ended_total{cause="expired"}',)),
+    "EcrAuditExceptionsFileInvalid": Operands(("ecr_audit_exceptions_file_errors_total",)),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),

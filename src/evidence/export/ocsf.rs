@@ -14,7 +14,10 @@ use serde_json::{Map, Value, json};
 use super::{EvidenceWriter, Manifest};
 use crate::domain::{ControlStatus, ECR_PUBLIC_REGION, SignatureStatus};
 use crate::evidence::chain::ChainedRecord;
-use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail, SignatureTransitionDetail};
+use crate::evidence::detail::{
+    ControlTransitionDetail, EvidenceDetail, ExceptionDetail, ExceptionNote,
+    SignatureTransitionDetail,
+};
 
 /// The pinned OCSF schema version.
 pub(crate) const OCSF_VERSION: &str = "1.3.0";
@@ -68,11 +71,7 @@ fn control_compliance(transition: &ControlTransitionDetail) -> (Value, i64) {
     let control = transition.control.as_str();
     let status = transition.to.status;
     let (status_id, caption) = control_status(status);
-    let standard = if control.starts_with("ECR.") {
-        FSBP
-    } else {
-        OWN_STANDARD
-    };
+    let standard = standard_of(control);
     let severity = match status {
         ControlStatus::Pass => 1,
         ControlStatus::Fail => control_fail_severity(control),
@@ -105,13 +104,78 @@ fn signature_compliance(transition: &SignatureTransitionDetail) -> (Value, i64) 
     )
 }
 
+/// The standard a control belongs to.
+fn standard_of(control: &str) -> &'static str {
+    if control.starts_with("ECR.") {
+        FSBP
+    } else {
+        OWN_STANDARD
+    }
+}
+
+/// The compliance object and severity of an exception record: the control's verdict stays
+/// honest (a failing control is `Fail` whether or not its risk is accepted); the finding's
+/// own status says whether it is suppressed ([`finding_status`]).
+fn exception_compliance(detail: &ExceptionDetail) -> (Value, i64) {
+    let Some(exception) = &detail.exception else {
+        return (json!({"standards": [OWN_STANDARD]}), 1);
+    };
+    let control = exception.control.as_str();
+    let mut compliance = json!({"standards": [standard_of(control)], "control": control});
+    let mut severity = 1;
+    if let Some(verdict) = &detail.verdict {
+        let (status_id, caption) = control_status(verdict.status);
+        compliance["status_id"] = json!(status_id);
+        compliance["status"] = json!(caption);
+        compliance["status_code"] = json!(verdict.status.as_str());
+        compliance["status_detail"] = json!(verdict.reason);
+        if verdict.status == ControlStatus::Fail {
+            severity = control_fail_severity(control);
+        }
+    }
+    (compliance, severity)
+}
+
 /// The compliance object and severity of a record.
 fn compliance(detail: &EvidenceDetail) -> (Value, i64) {
     match detail {
         EvidenceDetail::ControlTransition(transition) => control_compliance(transition),
         EvidenceDetail::SignatureTransition(transition) => signature_compliance(transition),
+        EvidenceDetail::Exception(exception) => exception_compliance(exception),
         _ => (json!({"standards": [OWN_STANDARD]}), 1),
     }
+}
+
+/// The finding's own status (OCSF `status_id`) and comment, for records about an exception:
+/// 3 `Suppressed` while an exception covers the finding (a transition to FAIL under one, an
+/// exception added or applied), 1 `New` when it ended and the finding is open again. Other
+/// records carry none, so their mapping is unchanged.
+fn finding_status(detail: &EvidenceDetail) -> Option<(i64, &'static str, &ExceptionNote)> {
+    let (suppressed, exception) = match detail {
+        EvidenceDetail::ControlTransition(ControlTransitionDetail {
+            exception: Some(exception),
+            ..
+        }) => (true, exception),
+        EvidenceDetail::Exception(ExceptionDetail {
+            action,
+            exception: Some(exception),
+            ..
+        }) => (action.suppresses(), exception),
+        _ => return None,
+    };
+    Some(if suppressed {
+        (3, "Suppressed", exception)
+    } else {
+        (1, "New", exception)
+    })
+}
+
+/// Who accepted the risk, until when, and why, in one line.
+fn exception_comment(exception: &ExceptionNote) -> String {
+    format!(
+        "exception {} approved by {} until {}: {}",
+        exception.id, exception.approver, exception.expires_at, exception.reason
+    )
 }
 
 fn title(record: &ChainedRecord, detail: &EvidenceDetail) -> String {
@@ -127,6 +191,15 @@ fn title(record: &ChainedRecord, detail: &EvidenceDetail) -> String {
         EvidenceDetail::SignatureTransition(transition) => {
             format!("signature {}:{subject}", transition.to.as_str())
         }
+        EvidenceDetail::Exception(ExceptionDetail {
+            action,
+            exception: Some(exception),
+            ..
+        }) => format!(
+            "{} exception {}:{subject}",
+            exception.control,
+            action.as_str()
+        ),
         _ => format!("{}:{subject}", record.kind)
             .trim_end_matches(':')
             .to_owned(),
@@ -163,6 +236,11 @@ pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Val
         }),
     );
     event.insert("compliance".into(), compliance);
+    if let Some((status_id, status, exception)) = finding_status(&detail) {
+        event.insert("status_id".into(), json!(status_id));
+        event.insert("status".into(), json!(status));
+        event.insert("comment".into(), json!(exception_comment(exception)));
+    }
     let resources = resources(record);
     if !resources.is_empty() {
         event.insert("resources".into(), Value::Array(resources));
