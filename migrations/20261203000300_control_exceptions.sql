@@ -38,24 +38,30 @@ CREATE TABLE exception_file_state (
 
 -- Every present repository's control results as reported: a FAIL under an exception in force
 -- (active and not yet expired, whether or not the worker has marked it) is EXCEPTED, with the
--- exception expiring last when several apply.
+-- exception expiring last when several apply. Set-based (failing rows joined to the exceptions
+-- on the control, then one per row), not a lateral lookup per row, which took 4.5 s for the
+-- gauges of 10,000 repositories with 100 exceptions against 0.8 s this way (docs/EXCEPTIONS.md,
+-- "Cost"). `LIKE` without `ESCAPE` uses the backslash, as `repository_like` is written.
 CREATE VIEW reported_controls AS
 SELECT c.account, c.region, c.repository, c.control, c.status, c.reason, c.changed_by,
-       CASE WHEN e.id IS NULL THEN c.status ELSE 'EXCEPTED' END AS reported_status,
-       e.id AS exception_id, e.reason AS exception_reason, e.approver AS exception_approver,
-       e.expires_at AS exception_expires_at, e.source AS exception_source,
-       e.repository_pattern AS exception_pattern
+       CASE WHEN m.id IS NULL THEN c.status ELSE 'EXCEPTED' END AS reported_status,
+       m.id AS exception_id, m.reason AS exception_reason, m.approver AS exception_approver,
+       m.expires_at AS exception_expires_at, m.source AS exception_source,
+       m.repository_pattern AS exception_pattern
   FROM control_results c
   JOIN repositories r
     ON r.account = c.account AND r.region = c.region AND r.name = c.repository AND r.present
-  LEFT JOIN LATERAL (
-        SELECT x.id, x.reason, x.approver, x.expires_at, x.source, x.repository_pattern
-          FROM control_exceptions x
-         WHERE c.status = 'FAIL'
-           AND x.state = 'active' AND x.expires_at > now()
-           AND x.control = c.control
-           AND (x.account IS NULL OR x.account = c.account)
-           AND (x.region IS NULL OR x.region = c.region)
-           AND c.repository LIKE x.repository_like ESCAPE '\'
-         ORDER BY x.expires_at DESC, x.id
-         LIMIT 1) e ON true;
+  LEFT JOIN (
+        SELECT DISTINCT ON (f.account, f.region, f.repository, f.control)
+               f.account, f.region, f.repository, f.control, x.id, x.reason, x.approver,
+               x.expires_at, x.source, x.repository_pattern
+          FROM control_results f
+          JOIN control_exceptions x
+            ON x.control = f.control
+           AND (x.account IS NULL OR x.account = f.account)
+           AND (x.region IS NULL OR x.region = f.region)
+           AND f.repository LIKE x.repository_like
+         WHERE f.status = 'FAIL' AND x.state = 'active' AND x.expires_at > now()
+         ORDER BY f.account, f.region, f.repository, f.control, x.expires_at DESC, x.id) m
+    ON m.account = c.account AND m.region = c.region AND m.repository = c.repository
+   AND m.control = c.control;
