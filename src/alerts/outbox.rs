@@ -488,3 +488,73 @@ async fn record_delivery(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::evidence::kind::EvidenceKind;
+
+    fn record(kind: EvidenceKind, detail: Value) -> ChainedRecord {
+        ChainedRecord {
+            seq: 1,
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_id: "e1".into(),
+            event_time: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            outcome: "processed".into(),
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository: Some("team/app".into()),
+            digest: None,
+            tag: None,
+            actor: None,
+            detail,
+            prev_hash: "0".repeat(64),
+        }
+    }
+
+    fn exception() -> Value {
+        json!({"id": "EX-1", "control": "ECR.2", "repository": "team/*", "account": null,
+               "region": null, "reason": "r", "approver": "sec@example.com",
+               "expires_at": "2027-03-31T00:00:00.000000Z", "source": "cli"})
+    }
+
+    #[test]
+    fn a_regression_under_an_exception_does_not_page_and_its_end_does() {
+        let mut regression = json!({"control": "ECR.2", "from": {"status": "PASS", "reason": "ok"},
+                                    "to": {"status": "FAIL", "reason": "MUTABLE"}});
+        assert!(matches!(
+            alert_kind(&record(EvidenceKind::ControlTransition, regression.clone())),
+            Some(AlertKind::Regression { .. })
+        ));
+        regression["exception"] = exception();
+        assert_eq!(
+            alert_kind(&record(EvidenceKind::ControlTransition, regression)),
+            None
+        );
+
+        for (end_reason, alert) in [
+            ("expired", "EXCEPTION_EXPIRED"),
+            ("the tool was fixed", "EXCEPTION_REVOKED"),
+        ] {
+            let reopened = json!({"action": "reopened", "exception": exception(),
+                                  "verdict": {"status": "FAIL", "reason": "MUTABLE"},
+                                  "end_reason": end_reason});
+            let kind = alert_kind(&record(EvidenceKind::ExceptionChanged, reopened))
+                .expect("the end of an exception pages");
+            let (detail_type, detail) = control_detail(kind);
+            assert_eq!(detail_type, EXCEPTION_ENDED_ALERT);
+            assert_eq!(detail["alert"], alert);
+            assert_eq!(detail["previous_status"], "EXCEPTED");
+            assert_eq!(detail["exception"]["approver"], "sec@example.com");
+        }
+        let applied = json!({"action": "applied", "exception": exception(),
+                             "verdict": {"status": "FAIL", "reason": "MUTABLE"}});
+        assert_eq!(
+            alert_kind(&record(EvidenceKind::ExceptionChanged, applied)),
+            None
+        );
+    }
+}

@@ -475,3 +475,90 @@ impl<W: Write> EvidenceWriter for OcsfWriter<W> {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::evidence::kind::EvidenceKind;
+
+    fn record(kind: EvidenceKind, detail: Value) -> ChainedRecord {
+        ChainedRecord {
+            seq: 7,
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_id: "e7".into(),
+            event_time: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            outcome: "processed".into(),
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository: Some("team/app".into()),
+            digest: None,
+            tag: None,
+            actor: None,
+            detail,
+            prev_hash: "0".repeat(64),
+        }
+    }
+
+    fn exception() -> Value {
+        json!({"id": "EX-1", "control": "ECR.2", "repository": "team/*", "account": null,
+               "region": null, "reason": "re-tags latest", "approver": "sec@example.com",
+               "expires_at": "2027-03-31T00:00:00.000000Z", "source": "cli"})
+    }
+
+    #[test]
+    fn an_excepted_failure_still_fails_compliance_and_its_finding_is_suppressed() {
+        let mut detail = json!({"control": "ECR.2", "from": {"status": "PASS", "reason": "ok"},
+                                "to": {"status": "FAIL", "reason": "MUTABLE"}});
+        let plain = finding(
+            &record(EvidenceKind::ControlTransition, detail.clone()),
+            "h",
+            "v",
+        );
+        assert_eq!(plain["compliance"]["status"], "Fail");
+        assert_eq!(
+            plain.get("status_id"),
+            None,
+            "unchanged mapping without an exception"
+        );
+        assert_eq!(plain.get("comment"), None);
+
+        detail["exception"] = exception();
+        let excepted = finding(&record(EvidenceKind::ControlTransition, detail), "h", "v");
+        assert_eq!(excepted["compliance"]["status"], "Fail");
+        assert_eq!(excepted["compliance"]["status_code"], "FAIL");
+        assert_eq!(excepted["status_id"], 3);
+        assert_eq!(excepted["status"], "Suppressed");
+        assert_eq!(
+            excepted["comment"],
+            "exception EX-1 approved by sec@example.com until 2027-03-31T00:00:00.000000Z: re-tags latest"
+        );
+    }
+
+    #[test]
+    fn exception_records_map_applied_to_suppressed_and_reopened_to_new() {
+        let applied = json!({"action": "applied", "exception": exception(),
+                             "verdict": {"status": "FAIL", "reason": "MUTABLE"}});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, applied), "h", "v");
+        assert_eq!(line["compliance"]["control"], "ECR.2");
+        assert_eq!(line["compliance"]["status"], "Fail");
+        assert_eq!(line["status"], "Suppressed");
+        assert_eq!(line["severity_id"], 3);
+        assert_eq!(line["message"], "ECR.2 exception applied: team/app");
+
+        let reopened = json!({"action": "reopened", "exception": exception(),
+                              "verdict": {"status": "FAIL", "reason": "MUTABLE"},
+                              "end_reason": "expired"});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, reopened), "h", "v");
+        assert_eq!(line["status_id"], 1);
+        assert_eq!(line["status"], "New");
+
+        let loaded = json!({"action": "file_loaded", "file": {"path": "x.json",
+            "sha256": "ab", "entries": 1, "added": [], "revoked": []}});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, loaded), "h", "v");
+        assert_eq!(line["compliance"], json!({"standards": [OWN_STANDARD]}));
+        assert_eq!(line.get("status_id"), None);
+    }
+}
