@@ -176,6 +176,33 @@ async fn an_exception_excepts_ecr2_everywhere_and_its_end_reopens_the_finding_wi
     assert_eq!(images[0]["exceptions"][0]["control"], "ECR.2");
     assert_eq!(images[0]["exceptions"][0]["approver"], APPROVER);
     assert_eq!(images[0]["exceptions"][0]["id"], "EX-1");
+    // Replayed from the evidence (`--at`), the exception is in force just the same.
+    let now = Utc::now().to_rfc3339();
+    for (view, live) in [("posture", &posture), ("images", &images)] {
+        let replayed: Value = serde_json::from_str(
+            &run_ok(
+                &app,
+                &[
+                    view,
+                    "--format",
+                    "json",
+                    "--repository",
+                    &legacy,
+                    "--at",
+                    &now,
+                ],
+            )
+            .await,
+        )
+        .expect("--at JSON");
+        // The replay keeps no signature policy version (docs/EVIDENCE.md): compare what the
+        // exceptions change.
+        let shown = |rows: &Value| match view {
+            "posture" => rows[0]["controls"].clone(),
+            _ => rows[0]["exceptions"].clone(),
+        };
+        assert_eq!(shown(&replayed), shown(live), "{view} --at");
+    }
 
     let text = app.scrape().await;
     let gauge = |text: &str, status| {
