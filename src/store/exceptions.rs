@@ -254,6 +254,11 @@ async fn append_all(
     records: Vec<ChainedRecord>,
     alerts: bool,
 ) -> Result<u64, sqlx::Error> {
+    // Nothing to append: the chain head is not locked (the worker settles every interval,
+    // mostly with nothing to do, and must not queue behind the pipeline for nothing).
+    if records.is_empty() {
+        return Ok(0);
+    }
     let pending = records
         .into_iter()
         .enumerate()
@@ -420,11 +425,13 @@ impl Store {
         for exception in &unsettled {
             records.extend(per_repository(&mut tx, exception, ExceptionAction::Reopened).await?);
         }
-        let ids: Vec<&str> = unsettled.iter().map(|e| e.id.as_str()).collect();
-        sqlx::query("UPDATE control_exceptions SET settled_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        if !unsettled.is_empty() {
+            let ids: Vec<&str> = unsettled.iter().map(|e| e.id.as_str()).collect();
+            sqlx::query("UPDATE control_exceptions SET settled_at = now() WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
         let reopened = append_all(&mut tx, records, self.settings.alerts).await?;
         tx.commit().await?;
         let revoked = unsettled
