@@ -56,6 +56,87 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Export(args) => evidence_cli::export(args).await,
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
         Command::Report(args) => report(args).await,
+        Command::Exception(command) => exception_cli::run(command).await,
+    }
+}
+
+/// `ecr-audit exception add | list | revoke`.
+mod exception_cli {
+    use anyhow::bail;
+    use chrono::Utc;
+
+    use super::{connect, emit, exit};
+    use crate::config::{
+        ExceptionAddArgs, ExceptionCommand, ExceptionListArgs, ExceptionRevokeArgs, OutputFormat,
+    };
+    use crate::evaluate::exception::ExceptionRequest;
+    use crate::export::views;
+
+    pub(super) async fn run(command: ExceptionCommand) -> anyhow::Result<i32> {
+        match command {
+            ExceptionCommand::Add(args) => add(args).await,
+            ExceptionCommand::List(args) => list(args).await,
+            ExceptionCommand::Revoke(args) => revoke(args).await,
+        }
+    }
+
+    async fn add(args: ExceptionAddArgs) -> anyhow::Result<i32> {
+        let request = ExceptionRequest {
+            repository: args.repository,
+            control: args.control,
+            reason: args.reason,
+            approver: args.approver,
+            expires: args.expires,
+            account: args.account,
+            region: args.region,
+        };
+        // Validated before connecting: a wrong flag is named without a database.
+        let valid = match request.validate(Utc::now()) {
+            Ok(valid) => valid,
+            Err(err) => bail!("exception refused: {err}"),
+        };
+        let store = connect(&args.database).await?;
+        let (id, applied) = store.add_exception(&valid).await?;
+        println!(
+            "{id}: {} excepted for {} until {} ({applied} failing repositories now EXCEPTED)",
+            valid.control,
+            valid.pattern.as_str(),
+            valid
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        Ok(exit::OK)
+    }
+
+    async fn list(args: ExceptionListArgs) -> anyhow::Result<i32> {
+        let store = connect(&args.database).await?;
+        let rows = store.exceptions(args.all).await?;
+        match args.format {
+            OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?,
+            OutputFormat::Table => emit(&views::exceptions_table(&rows))?,
+        }
+        Ok(exit::OK)
+    }
+
+    async fn revoke(args: ExceptionRevokeArgs) -> anyhow::Result<i32> {
+        if args.reason.trim().is_empty() {
+            bail!("exception not revoked: the reason is empty: say why it ends now");
+        }
+        let store = connect(&args.database).await?;
+        if !store
+            .revoke_exception(&args.id, args.reason.trim(), args.by.as_deref())
+            .await?
+        {
+            bail!(
+                "exception not revoked: no exception {:?} is in force (see `ecr-audit exception list --all`)",
+                args.id
+            );
+        }
+        println!(
+            "{}: revoked; its findings re-open when the worker next settles exceptions",
+            args.id
+        );
+        Ok(exit::OK)
     }
 }
 
@@ -128,6 +209,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         &metrics,
         &mut background,
     ));
+    background.exceptions = Some(exception_watcher(&args, &pipeline, &metrics));
     background.coverage = Some((
         crate::source::coverage::CoverageSweeper::new(
             Arc::clone(&built.registry),
@@ -184,6 +266,25 @@ fn with_alert_bus(
         Arc::clone(metrics),
     ));
     pipeline.with_store(store)
+}
+
+/// The exceptions task, on the pipeline's store (so re-opened findings alert when it does).
+fn exception_watcher(
+    args: &WorkerArgs,
+    pipeline: &Arc<Pipeline>,
+    metrics: &Arc<Metrics>,
+) -> (
+    crate::source::exceptions::ExceptionWatcher,
+    std::time::Duration,
+) {
+    (
+        crate::source::exceptions::ExceptionWatcher::new(
+            pipeline.store().clone(),
+            Arc::clone(metrics),
+            args.exceptions_file.clone(),
+        ),
+        args.exception_interval,
+    )
 }
 
 fn sqs_settings(args: &WorkerArgs) -> SqsSettings {

@@ -133,6 +133,9 @@ pub enum Command {
     /// Evidence retention: archive old records to a file and drop them from the database.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// Exceptions: accepted risks with an approver, a reason and an expiry (docs/EXCEPTIONS.md).
+    #[command(subcommand)]
+    Exception(ExceptionCommand),
     /// Sweep every repository and image of the configured accounts and regions once, and
     /// record what changed without an event.
     Reconcile(ReconcileArgs),
@@ -315,6 +318,14 @@ pub struct WorkerArgs {
     /// How often the queue depth gauges are refreshed (GetQueueAttributes).
     #[arg(long, env = "ECR_AUDIT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = duration)]
     pub queue_metrics_interval: Duration,
+    /// A reviewed exceptions file (JSON, docs/EXCEPTIONS.md), loaded at start-up and whenever
+    /// its content changes; unset = exceptions come from `ecr-audit exception add` only.
+    #[arg(long, env = "ECR_AUDIT_EXCEPTIONS_FILE")]
+    pub exceptions_file: Option<PathBuf>,
+    /// How often the exceptions file is checked for changes and ended exceptions (expired or
+    /// revoked) are settled: their findings re-open and alert (also once at start-up).
+    #[arg(long, env = "ECR_AUDIT_EXCEPTION_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub exception_interval: Duration,
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
@@ -557,6 +568,69 @@ pub struct ReportArgs {
     /// The Chromium that prints PDFs (a name on PATH or a path).
     #[arg(long, env = "ECR_AUDIT_CHROMIUM", default_value = "chromium")]
     pub chromium: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExceptionCommand {
+    /// Accept a control's failure for matching repositories until a date, with a reason and
+    /// an approver; written to the evidence chain.
+    Add(ExceptionAddArgs),
+    /// The exceptions in force (`--all`: also revoked and expired ones).
+    List(ExceptionListArgs),
+    /// End an exception before its expiry; the findings it covered re-open and alert.
+    Revoke(ExceptionRevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExceptionAddArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Repository name, `*` standing for any run of characters (`team/legacy-*`).
+    #[arg(long)]
+    pub repository: String,
+    /// The control (ECR.1 … ECR.5, ECRA.1 … ECRA.5).
+    #[arg(long)]
+    pub control: String,
+    /// Why the risk is accepted.
+    #[arg(long)]
+    pub reason: String,
+    /// Who accepted it: an IAM ARN or an e-mail address.
+    #[arg(long)]
+    pub approver: String,
+    /// When it ends (2027-03-31 = 00:00 UTC that day, or RFC 3339); at most 366 days away.
+    #[arg(long)]
+    pub expires: String,
+    /// Only this account (default: every account).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only this region (default: every region).
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExceptionListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+    /// Also exceptions that were revoked or expired.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExceptionRevokeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The exception's id (`EX-1`, or `file:…` as `exception list` shows it).
+    pub id: String,
+    /// Why it ends now.
+    #[arg(long)]
+    pub reason: String,
+    /// Who revokes it (IAM ARN or e-mail), recorded as the evidence record's actor.
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -304,6 +304,39 @@ impl fmt::Display for ControlStatus {
     }
 }
 
+/// A control's status as reported (views, gauges, dashboards): the evaluation's status, except
+/// that a `FAIL` under an exception in force is reported `EXCEPTED` (docs/EXCEPTIONS.md). The
+/// verdict itself stays `FAIL`; only the reporting changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReportedStatus {
+    Pass,
+    Fail,
+    Unknown,
+    /// `FAIL`, with an accepted risk in force (approver, reason, expiry).
+    Excepted,
+}
+
+impl ReportedStatus {
+    pub const ALL: [ReportedStatus; 4] = [Self::Pass, Self::Fail, Self::Unknown, Self::Excepted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Fail => "FAIL",
+            Self::Unknown => "UNKNOWN",
+            Self::Excepted => "EXCEPTED",
+        }
+    }
+
+    pub(crate) fn from_str_opt(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// The end reason of an exception whose expiry passed (evidence `end_reason`; the alert is
+/// then `EXCEPTION_EXPIRED`, any other end reason is a revocation).
+pub const EXCEPTION_EXPIRED_REASON: &str = "expired";
+
 /// A control status with the human-readable reason behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {

@@ -6,11 +6,57 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// An exception in force, as the views show it beside the verdict it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExceptionView {
+    pub id: String,
+    /// The control it covers (on `images`, where a row lists its repository's exceptions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    /// The repository pattern it was written for.
+    pub repository: String,
+    pub reason: String,
+    pub approver: String,
+    pub expires_at: DateTime<Utc>,
+    /// `cli` or `file`.
+    pub source: String,
+}
+
+/// One exception as `exception list` shows it (every state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExceptionRow {
+    pub id: String,
+    /// `active`, `revoked` or `expired` (an active one past its expiry shows `expired`).
+    pub state: String,
+    pub control: String,
+    pub repository: String,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub reason: String,
+    pub approver: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub source: String,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    pub ended_by: Option<String>,
+    /// Failing controls of present repositories it reports `EXCEPTED` now.
+    pub excepted: i64,
+}
+
 /// One control's verdict as shown to users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlView {
+    /// `PASS`, `FAIL`, `UNKNOWN`, or `EXCEPTED`: a `FAIL` under an exception in force.
     pub status: String,
+    /// The evaluation's reason (for `EXCEPTED`, why it fails).
     pub reason: String,
+    /// The evaluation's verdict when it differs from `status` (`FAIL` under `EXCEPTED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The exception in force, when `status` is `EXCEPTED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionView>,
     /// Whose request last changed the status: the caller's ARN, or `unattributed` when no
     /// request names one (a reconcile sweep); absent for verdicts stored before it was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +124,10 @@ pub struct ImageRow {
     pub tag_protected: Option<bool>,
     pub encryption: EncryptionView,
     pub usage: UsageView,
+    /// The exceptions in force over failing controls of the digest's repository (left out
+    /// when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<ExceptionView>,
 }
 
 /// Whether a digest runs and when it was pulled (docs/RUNBOOK.md, "Images in use").

@@ -16,6 +16,7 @@ use crate::export::http::{self, HttpLimits, HttpState};
 use crate::pipeline::Pipeline;
 use crate::source::coverage::CoverageSweeper;
 use crate::source::depth::poll_queue_depth;
+use crate::source::exceptions::ExceptionWatcher;
 use crate::source::reconcile::{Reconciler, run_periodically};
 use crate::source::sqs::{SourceError, SqsConsumer, SqsSettings};
 use crate::store::Store;
@@ -52,6 +53,8 @@ pub struct Background {
     pub api: Option<crate::export::api::ApiToken>,
     /// How long a control may fail before it alerts (`ECR_AUDIT_FAILING_GRACE`); zero: never.
     pub failing_grace: Duration,
+    /// The exceptions task (file and expiry) and its interval.
+    pub exceptions: Option<(ExceptionWatcher, Duration)>,
 }
 
 impl Background {
@@ -67,7 +70,25 @@ impl Background {
             http: HttpLimits::default(),
             api: None,
             failing_grace: Duration::ZERO,
+            exceptions: None,
         }
+    }
+}
+
+/// The exceptions task stops with the other background work; alerts keep flowing while the
+/// consumer drains and stop with the endpoints.
+fn spawn_exceptions_and_alerts(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    (exceptions, alerts): (Option<(ExceptionWatcher, Duration)>, Option<AlertPublisher>),
+    alert_poll: Duration,
+    background_stop: &CancellationToken,
+    http_shutdown: &CancellationToken,
+) {
+    if let Some((watcher, interval)) = exceptions {
+        tasks.push(tokio::spawn(watcher.run(interval, background_stop.clone())));
+    }
+    if let Some(alerts) = alerts {
+        tasks.push(tokio::spawn(alerts.run(alert_poll, http_shutdown.clone())));
     }
 }
 
@@ -124,12 +145,13 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
-    if let Some(alerts) = background.alerts {
-        // Alerts keep flowing while the consumer drains; they stop with the endpoints.
-        tasks.push(tokio::spawn(
-            alerts.run(background.alert_poll, http_shutdown.clone()),
-        ));
-    }
+    spawn_exceptions_and_alerts(
+        &mut tasks,
+        (background.exceptions, background.alerts),
+        background.alert_poll,
+        &background_stop,
+        &http_shutdown,
+    );
     let consumed = SqsConsumer::new(sqs, settings, pipeline)
         .run(shutdown)
         .await;

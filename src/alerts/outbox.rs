@@ -13,7 +13,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::domain::{ControlId, SignatureStatus};
 use crate::evidence::ChainedRecord;
-use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail};
+use crate::evidence::detail::{
+    ControlTransitionDetail, EvidenceDetail, ExceptionAction, ExceptionDetail, ExceptionNote,
+};
 use crate::evidence::timeline::AlertNote;
 
 /// `detail-type` of an alert about a digest's signature.
@@ -27,6 +29,9 @@ pub const CONTROL_UNKNOWN_ALERT: &str = "ECR Audit Control Unknown";
 pub const CONTROL_RESTORED_ALERT: &str = "ECR Audit Control Regressed And Restored";
 /// `detail-type` of an alert about a control failing longer than `ECR_AUDIT_FAILING_GRACE`.
 pub const CONTROL_FAILING_ALERT: &str = "ECR Audit Control Failing";
+/// `detail-type` of an alert about a failing control whose exception ended (expired or
+/// revoked): the finding is open again.
+pub const EXCEPTION_ENDED_ALERT: &str = "ECR Audit Exception Ended";
 /// Version of the `detail` schema documented in docs/ALERTS.md.
 pub const ALERT_SCHEMA_VERSION: &str = "1";
 
@@ -61,6 +66,13 @@ pub enum AlertKind {
         reason: String,
         restored: crate::evidence::detail::RegressedAndRestored,
     },
+    /// The exception covering a failing control ended: the finding is open again.
+    ExceptionEnded {
+        reason: String,
+        exception: Box<ExceptionNote>,
+        /// `expired`, or the revocation's reason.
+        end_reason: String,
+    },
 }
 
 impl AlertKind {
@@ -68,7 +80,10 @@ impl AlertKind {
     pub(crate) fn regressed_control(&self) -> Option<ControlId> {
         match self {
             Self::Regression { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Blinded { .. } | Self::Restored { .. } => None,
+            Self::Signature { .. }
+            | Self::Blinded { .. }
+            | Self::Restored { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -76,7 +91,10 @@ impl AlertKind {
     pub(crate) fn blinded_control(&self) -> Option<ControlId> {
         match self {
             Self::Blinded { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Regression { .. } | Self::Restored { .. } => None,
+            Self::Signature { .. }
+            | Self::Regression { .. }
+            | Self::Restored { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -84,7 +102,10 @@ impl AlertKind {
     pub(crate) fn restored_control(&self) -> Option<ControlId> {
         match self {
             Self::Restored { control, .. } => ControlId::from_str_opt(control),
-            Self::Signature { .. } | Self::Regression { .. } | Self::Blinded { .. } => None,
+            Self::Signature { .. }
+            | Self::Regression { .. }
+            | Self::Blinded { .. }
+            | Self::ExceptionEnded { .. } => None,
         }
     }
 
@@ -93,7 +114,8 @@ impl AlertKind {
             Self::Signature { reason, .. }
             | Self::Regression { reason, .. }
             | Self::Blinded { reason, .. }
-            | Self::Restored { reason, .. } => reason,
+            | Self::Restored { reason, .. }
+            | Self::ExceptionEnded { reason, .. } => reason,
         }
     }
 }
@@ -108,7 +130,9 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
                 reason: detail.reason,
             })
         }
-        EvidenceDetail::ControlTransition(detail) if detail.is_regression() => {
+        // A regression under an exception in force is recorded, reported EXCEPTED, and does
+        // not page (docs/ALERTS.md).
+        EvidenceDetail::ControlTransition(detail) if detail.is_unexcepted_regression() => {
             Some(AlertKind::Regression {
                 previous_reason: detail.from.map(|f| f.reason).unwrap_or_default(),
                 control: detail.control,
@@ -132,6 +156,17 @@ pub fn alert_kind(record: &ChainedRecord) -> Option<AlertKind> {
                 reason: detail.to.reason,
             })
         }
+        EvidenceDetail::Exception(ExceptionDetail {
+            action: ExceptionAction::Reopened,
+            exception: Some(exception),
+            verdict: Some(verdict),
+            end_reason,
+            ..
+        }) => Some(AlertKind::ExceptionEnded {
+            reason: verdict.reason,
+            exception: Box::new(exception),
+            end_reason: end_reason.unwrap_or_default(),
+        }),
         _ => None,
     }
 }
@@ -225,6 +260,14 @@ fn control_detail(kind: AlertKind) -> (&'static str, Value) {
                 "seconds": restored.seconds,
             }),
         ),
+        AlertKind::ExceptionEnded {
+            exception,
+            end_reason,
+            ..
+        } => (
+            EXCEPTION_ENDED_ALERT,
+            exception_ended_detail(&exception, &end_reason),
+        ),
     }
 }
 
@@ -285,6 +328,30 @@ pub async fn enqueue_failing(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The members of an alert about an ended exception: the finding fails again.
+fn exception_ended_detail(exception: &ExceptionNote, end_reason: &str) -> Value {
+    let alert = if end_reason == crate::domain::EXCEPTION_EXPIRED_REASON {
+        "EXCEPTION_EXPIRED"
+    } else {
+        "EXCEPTION_REVOKED"
+    };
+    json!({
+        "alert": alert,
+        "control": exception.control,
+        "status": "FAIL",
+        "previous_status": "EXCEPTED",
+        "exception": {
+            "id": exception.id,
+            "repository": exception.repository,
+            "reason": exception.reason,
+            "approver": exception.approver,
+            "expires_at": exception.expires_at,
+            "source": exception.source,
+            "end_reason": end_reason,
+        },
+    })
 }
 
 /// The members every alert has (docs/ALERTS.md).
@@ -481,4 +548,75 @@ async fn record_delivery(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::evidence::kind::EvidenceKind;
+
+    fn record(kind: EvidenceKind, detail: Value) -> ChainedRecord {
+        ChainedRecord {
+            seq: 1,
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_id: "e1".into(),
+            event_time: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            outcome: "processed".into(),
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository: Some("team/app".into()),
+            digest: None,
+            tag: None,
+            actor: None,
+            detail,
+            prev_hash: "0".repeat(64),
+            format_version: None,
+        }
+    }
+
+    fn exception() -> Value {
+        json!({"id": "EX-1", "control": "ECR.2", "repository": "team/*", "account": null,
+               "region": null, "reason": "r", "approver": "sec@example.com",
+               "expires_at": "2027-03-31T00:00:00.000000Z", "source": "cli"})
+    }
+
+    #[test]
+    fn a_regression_under_an_exception_does_not_page_and_its_end_does() {
+        let mut regression = json!({"control": "ECR.2", "from": {"status": "PASS", "reason": "ok"},
+                                    "to": {"status": "FAIL", "reason": "MUTABLE"}});
+        assert!(matches!(
+            alert_kind(&record(EvidenceKind::ControlTransition, regression.clone())),
+            Some(AlertKind::Regression { .. })
+        ));
+        regression["exception"] = exception();
+        assert_eq!(
+            alert_kind(&record(EvidenceKind::ControlTransition, regression)),
+            None
+        );
+
+        for (end_reason, alert) in [
+            ("expired", "EXCEPTION_EXPIRED"),
+            ("the tool was fixed", "EXCEPTION_REVOKED"),
+        ] {
+            let reopened = json!({"action": "reopened", "exception": exception(),
+                                  "verdict": {"status": "FAIL", "reason": "MUTABLE"},
+                                  "end_reason": end_reason});
+            let kind = alert_kind(&record(EvidenceKind::ExceptionChanged, reopened))
+                .expect("the end of an exception pages");
+            let (detail_type, detail) = control_detail(kind);
+            assert_eq!(detail_type, EXCEPTION_ENDED_ALERT);
+            assert_eq!(detail["alert"], alert);
+            assert_eq!(detail["previous_status"], "EXCEPTED");
+            assert_eq!(detail["exception"]["approver"], "sec@example.com");
+        }
+        let applied = json!({"action": "applied", "exception": exception(),
+                             "verdict": {"status": "FAIL", "reason": "MUTABLE"}});
+        assert_eq!(
+            alert_kind(&record(EvidenceKind::ExceptionChanged, applied)),
+            None
+        );
+    }
 }

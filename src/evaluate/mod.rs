@@ -4,6 +4,7 @@
 //! `UNKNOWN` with the reason, never `PASS` (fail closed). Enum values this version does not
 //! know are reported verbatim as `UNKNOWN`, not guessed at.
 
+pub mod exception;
 pub mod policy;
 pub mod public;
 pub mod signature;

@@ -158,6 +158,10 @@ pub struct ControlTransitionDetail {
     /// Absent otherwise, and from records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regressed_and_restored: Option<RegressedAndRestored>,
+    /// The exception in force when a control went to FAIL under it: the transition is
+    /// recorded, reported `EXCEPTED`, and does not page. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionNote>,
 }
 
 /// A control that went PASS → FAIL and back FAIL → PASS within the window: both changes are
@@ -179,6 +183,11 @@ impl ControlTransitionDetail {
     pub(crate) fn is_regression(&self) -> bool {
         use crate::domain::ControlStatus::{Fail, Pass};
         self.from.as_ref().is_some_and(|f| f.status == Pass) && self.to.status == Fail
+    }
+
+    /// PASS → FAIL with no exception in force: a regression that pages.
+    pub(crate) fn is_unexcepted_regression(&self) -> bool {
+        self.is_regression() && self.exception.is_none()
     }
 
     /// PASS → UNKNOWN: a fact the control needs became unreadable (a policy that denies the
@@ -256,6 +265,90 @@ pub struct ArchivedRange {
     pub sha256: String,
 }
 
+/// An exception as the evidence names it (docs/EXCEPTIONS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionNote {
+    pub id: String,
+    pub control: String,
+    /// The repository pattern (`*` for any run of characters).
+    pub repository: String,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub reason: String,
+    pub approver: String,
+    /// RFC 3339 UTC with microseconds.
+    pub expires_at: String,
+    /// `cli` or `file`.
+    pub source: String,
+}
+
+/// What an `exception_changed` record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceptionAction {
+    /// The exception was added (one record, about the exception).
+    Added,
+    /// At its addition, it covered this repository's failing control (one record per
+    /// repository): the finding is reported `EXCEPTED` from here.
+    Applied,
+    /// Revoked by a person, or removed from the exceptions file.
+    Revoked,
+    /// Its expiry passed.
+    Expired,
+    /// After it ended, this repository's control fails again unexcepted (one record per
+    /// repository; alerted).
+    Reopened,
+    /// The exceptions file was (re)loaded: its SHA-256 and what changed.
+    FileLoaded,
+}
+
+impl ExceptionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Applied => "applied",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Reopened => "reopened",
+            Self::FileLoaded => "file_loaded",
+        }
+    }
+
+    /// Whether the finding is suppressed from here (OCSF `status_id` 3), rather than open.
+    pub fn suppresses(self) -> bool {
+        matches!(self, Self::Added | Self::Applied)
+    }
+}
+
+/// The exceptions file a `file_loaded` record is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionFileNote {
+    /// The path as configured.
+    pub path: String,
+    pub sha256: String,
+    /// Entries in the file.
+    pub entries: usize,
+    /// Stored ids added and revoked by this load.
+    pub added: Vec<String>,
+    pub revoked: Vec<String>,
+}
+
+/// The detail of an `exception_changed` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExceptionDetail {
+    pub action: ExceptionAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionNote>,
+    /// The control's verdict (FAIL, with its reason) for `applied` and `reopened`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Why it ended (the revocation's reason, `expired`, or `removed from the exceptions file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<ExceptionFileNote>,
+}
+
 /// A record's detail read as the type of its kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvidenceDetail {
@@ -264,6 +357,7 @@ pub enum EvidenceDetail {
     SignatureTransition(SignatureTransitionDetail),
     UsageTransition(UsageTransitionDetail),
     Checkpoint(CheckpointDetail),
+    Exception(ExceptionDetail),
     /// The stored detail does not have its kind's shape (a record this build did not write):
     /// it still hashes and verifies, but says nothing to history, alerts or the mappings.
     Unreadable,
@@ -284,6 +378,9 @@ impl ChainedRecord {
             }
             EvidenceKind::Checkpoint => {
                 CheckpointDetail::deserialize(detail).map(EvidenceDetail::Checkpoint)
+            }
+            EvidenceKind::ExceptionChanged => {
+                ExceptionDetail::deserialize(detail).map(EvidenceDetail::Exception)
             }
             _ => EventDetail::deserialize(detail).map(|d| EvidenceDetail::Event(Box::new(d))),
         };
@@ -341,6 +438,7 @@ mod tests {
             cause_event_id: "e1".into(),
             cause_kind: "repository_changed".into(),
             regressed_and_restored: None,
+            exception: None,
         };
         assert_eq!(
             to_detail_value(&transition),
@@ -394,6 +492,7 @@ mod tests {
             cause_event_id: String::new(),
             cause_kind: String::new(),
             regressed_and_restored: None,
+            exception: None,
         };
         let cases = [
             (Some(Pass), Fail, true, false),

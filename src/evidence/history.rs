@@ -15,13 +15,15 @@ use sqlx::PgPool;
 
 use super::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
 use super::detail::{
-    EventDetail, EvidenceDetail, ImageAfter, ImagePresenceLabel, RepositoryAfter,
-    RepositoryStateLabel, ScanAfter,
+    EventDetail, EvidenceDetail, ExceptionAction, ExceptionDetail, ExceptionNote, ImageAfter,
+    ImagePresenceLabel, RepositoryAfter, RepositoryStateLabel, ScanAfter,
 };
 use crate::domain::{ScanStatus, Verdict};
 use crate::evaluate::ImageSettings;
+use crate::evaluate::exception::RepositoryPattern;
 use crate::readmodel::{
-    ControlView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView, UsageView,
+    ControlView, EncryptionView, ExceptionView, ImageRow, PostureRow, ScanView, SignatureView,
+    UsageView,
 };
 
 type RepositoryId = (String, String, String);
@@ -57,6 +59,10 @@ struct ImageAsOf {
 pub struct AsOf {
     repositories: BTreeMap<RepositoryId, RepositoryAsOf>,
     images: BTreeMap<ImageId, ImageAsOf>,
+    /// Exceptions added and not yet revoked or recorded expired, by id (docs/EXCEPTIONS.md).
+    exceptions: BTreeMap<String, ExceptionNote>,
+    /// The time asked about: an exception whose expiry is not after it is no longer in force.
+    at: Option<DateTime<Utc>>,
 }
 
 fn time(text: Option<&str>) -> Option<DateTime<Utc>> {
@@ -68,6 +74,9 @@ fn control_view(verdict: &Verdict, changed_by: Option<String>) -> ControlView {
     ControlView {
         status: verdict.status.as_str().to_owned(),
         reason: verdict.reason.clone(),
+        // The verdict as recorded; `AsOf::reported` marks it EXCEPTED under an exception.
+        verdict: None,
+        exception: None,
         changed_by,
     }
 }
@@ -75,6 +84,10 @@ fn control_view(verdict: &Verdict, changed_by: Option<String>) -> ControlView {
 impl AsOf {
     /// Applies one record; records must come in chain order.
     pub(crate) fn apply(&mut self, record: &ChainedRecord) {
+        if let EvidenceDetail::Exception(detail) = record.typed_detail() {
+            self.apply_exception(detail);
+            return;
+        }
         let (Some(account), Some(region)) = (&record.account, &record.region) else {
             return;
         };
@@ -112,7 +125,9 @@ impl AsOf {
                     image.in_use = Some((transition.to, transition.in_use_count));
                 }
             }
-            EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {}
+            EvidenceDetail::Checkpoint(_)
+            | EvidenceDetail::Exception(_)
+            | EvidenceDetail::Unreadable => {}
         }
     }
 
@@ -236,11 +251,91 @@ impl AsOf {
         self.repositories
             .iter()
             .filter(|((_, _, name), state)| state.present && repository.is_none_or(|r| r == name))
-            .map(|((account, region, name), state)| PostureRow {
-                account: account.clone(),
-                region: region.clone(),
-                repository: name.clone(),
-                controls: state.controls.clone(),
+            .map(|(id, state)| PostureRow {
+                account: id.0.clone(),
+                region: id.1.clone(),
+                repository: id.2.clone(),
+                controls: self.reported(id, &state.controls),
+            })
+            .collect()
+    }
+
+    /// An exception's addition puts it in force, its revocation or expiry ends it.
+    fn apply_exception(&mut self, detail: ExceptionDetail) {
+        let Some(exception) = detail.exception else {
+            return;
+        };
+        match detail.action {
+            ExceptionAction::Added => {
+                self.exceptions.insert(exception.id.clone(), exception);
+            }
+            ExceptionAction::Revoked | ExceptionAction::Expired => {
+                self.exceptions.remove(&exception.id);
+            }
+            ExceptionAction::Applied | ExceptionAction::Reopened | ExceptionAction::FileLoaded => {}
+        }
+    }
+
+    /// The exception in force at the time asked about that covers this failing control (the
+    /// one expiring last), as the live views choose it.
+    fn covering(
+        &self,
+        (account, region, repository): (&str, &str, &str),
+        control: &str,
+    ) -> Option<(&ExceptionNote, DateTime<Utc>)> {
+        let at = self.at.unwrap_or_else(Utc::now);
+        self.exceptions
+            .values()
+            .filter_map(|e| Some((e, time(Some(&e.expires_at))?)))
+            .filter(|(e, expires)| {
+                *expires > at
+                    && e.control == control
+                    && e.account.as_deref().is_none_or(|a| a == account)
+                    && e.region.as_deref().is_none_or(|r| r == region)
+                    && RepositoryPattern::parse(&e.repository).is_ok_and(|p| p.matches(repository))
+            })
+            .max_by(|(a, ea), (b, eb)| ea.cmp(eb).then_with(|| b.id.cmp(&a.id)))
+    }
+
+    /// A repository's controls as reported: a `FAIL` under an exception in force is `EXCEPTED`.
+    fn reported(
+        &self,
+        id: &RepositoryId,
+        controls: &BTreeMap<String, ControlView>,
+    ) -> BTreeMap<String, ControlView> {
+        let (account, region, name) = id;
+        controls
+            .iter()
+            .map(|(control, view)| {
+                let covering = (view.status == "FAIL")
+                    .then(|| self.covering((account, region, name), control))
+                    .flatten();
+                let view = match covering {
+                    Some((e, expires_at)) => ControlView {
+                        status: "EXCEPTED".to_owned(),
+                        verdict: Some(view.status.clone()),
+                        exception: Some(exception_view(e, expires_at, None)),
+                        ..view.clone()
+                    },
+                    None => view.clone(),
+                };
+                (control.clone(), view)
+            })
+            .collect()
+    }
+
+    /// The exceptions in force over a repository's failing controls (for `images`).
+    fn repository_exceptions(&self, id: &RepositoryId) -> Vec<ExceptionView> {
+        let Some(state) = self.repositories.get(id) else {
+            return Vec::new();
+        };
+        self.reported(id, &state.controls)
+            .into_iter()
+            .filter_map(|(control, view)| {
+                view.exception.map(|e| ExceptionView {
+                    control: Some(control),
+                    ..e
+                })
             })
             .collect()
     }
@@ -254,7 +349,10 @@ impl AsOf {
                 image.present && repository.is_none_or(|r| r == name)
             })
             .map(|((account, region, name, digest), image)| {
-                image_row(account, region, name, digest, image)
+                let mut row = image_row(account, region, name, digest, image);
+                row.exceptions =
+                    self.repository_exceptions(&(account.clone(), region.clone(), name.clone()));
+                row
             })
             .collect();
         sort_newest_first(&mut rows);
@@ -313,6 +411,22 @@ fn apply_scan(image: &mut ImageAsOf, scan: &ScanAfter) {
             image.scan_raw = Some(raw.clone());
             image.scan_counts.clone_from(&scan.severity_counts);
         }
+    }
+}
+
+fn exception_view(
+    e: &ExceptionNote,
+    expires_at: DateTime<Utc>,
+    control: Option<String>,
+) -> ExceptionView {
+    ExceptionView {
+        id: e.id.clone(),
+        control,
+        repository: e.repository.clone(),
+        reason: e.reason.clone(),
+        approver: e.approver.clone(),
+        expires_at,
+        source: e.source.clone(),
     }
 }
 
@@ -378,6 +492,7 @@ fn image_row(account: &str, region: &str, name: &str, digest: &str, image: &Imag
             in_use_count: image.in_use.and_then(|(_, count)| count),
             ..UsageView::default()
         },
+        exceptions: Vec::new(),
     }
 }
 
@@ -403,7 +518,10 @@ pub async fn as_of(
         sqlx::query_as("SELECT seq, recorded_at FROM evidence ORDER BY seq LIMIT 1")
             .fetch_optional(pool)
             .await?;
-    let mut state = AsOf::default();
+    let mut state = AsOf {
+        at: Some(at),
+        ..AsOf::default()
+    };
     let sql =
         format!("SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE recorded_at <= $1 ORDER BY seq");
     let mut rows = sqlx::query_as::<_, EvidenceRow>(&sql).bind(at).fetch(pool);

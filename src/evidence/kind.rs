@@ -40,13 +40,16 @@ pub enum EvidenceKind {
     UsageTransition,
     /// Retention archived a prefix of the chain (`evidence::retention`).
     Checkpoint,
+    /// An exception was added, applied, revoked, expired or re-opened, or the exceptions file
+    /// was loaded (docs/EXCEPTIONS.md).
+    ExceptionChanged,
     /// A kind this build does not write, kept as stored.
     Other(String),
 }
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub(crate) const KNOWN: [EvidenceKind; 19] = [
+    pub(crate) const KNOWN: [EvidenceKind; 20] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,
@@ -66,6 +69,7 @@ impl EvidenceKind {
         Self::SignatureTransition,
         Self::UsageTransition,
         Self::Checkpoint,
+        Self::ExceptionChanged,
     ];
 
     /// The stored spelling.
@@ -90,6 +94,7 @@ impl EvidenceKind {
             Self::SignatureTransition => "signature_transition",
             Self::UsageTransition => "usage_transition",
             Self::Checkpoint => "checkpoint",
+            Self::ExceptionChanged => "exception_changed",
             Self::Other(kind) => kind,
         }
     }
@@ -111,6 +116,7 @@ impl EvidenceKind {
                 | Self::SignatureTransition
                 | Self::UsageTransition
                 | Self::Checkpoint
+                | Self::ExceptionChanged
         )
     }
 }

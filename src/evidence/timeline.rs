@@ -229,7 +229,9 @@ pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {
             None,
         )],
         EvidenceDetail::Event(detail) => event_entries(record, &detail, digest, &entry),
-        EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {
+        EvidenceDetail::Checkpoint(_)
+        | EvidenceDetail::Exception(_)
+        | EvidenceDetail::Unreadable => {
             vec![entry(
                 record.kind.as_str().replace('_', " "),
                 record.actor.clone(),

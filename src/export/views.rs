@@ -43,7 +43,16 @@ pub(crate) fn posture_table(rows: &[PostureRow]) -> String {
                     Some(view) => {
                         cells.push(view.status.clone());
                         if view.status != "PASS" {
-                            reasons.push(format!("{control}: {}", view.reason));
+                            reasons.push(match &view.exception {
+                                Some(e) => format!(
+                                    "{control}: {} [excepted: {} by {} until {}]",
+                                    view.reason,
+                                    e.id,
+                                    e.approver,
+                                    e.expires_at.format("%Y-%m-%d %H:%M")
+                                ),
+                                None => format!("{control}: {}", view.reason),
+                            });
                         }
                     }
                     None => cells.push("-".to_owned()),
@@ -156,6 +165,44 @@ pub(crate) fn images_table(rows: &[ImageRow]) -> String {
     )
 }
 
+/// `exception list`: one line per exception, newest first.
+pub(crate) fn exceptions_table(rows: &[crate::readmodel::ExceptionRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.state.clone(),
+                e.control.clone(),
+                e.repository.clone(),
+                e.account.clone().unwrap_or_else(|| "*".to_owned()),
+                e.region.clone().unwrap_or_else(|| "*".to_owned()),
+                e.expires_at.format("%Y-%m-%d %H:%M").to_string(),
+                e.approver.clone(),
+                e.source.clone(),
+                e.excepted.to_string(),
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATE",
+            "CONTROL",
+            "REPOSITORY",
+            "ACCOUNT",
+            "REGION",
+            "EXPIRES",
+            "APPROVER",
+            "SOURCE",
+            "EXCEPTED",
+            "REASON",
+        ],
+        &body,
+    )
+}
+
 /// `explain`: one line per happening, oldest first, with the evidence `seq` to find it by.
 pub(crate) fn timeline_table(entries: &[crate::evidence::timeline::TimelineEntry]) -> String {
     let body: Vec<Vec<String>> = entries
@@ -194,6 +241,8 @@ mod tests {
                 ControlView {
                     status: s.to_owned(),
                     reason: format!("{c} reason"),
+                    verdict: None,
+                    exception: None,
                     changed_by: None,
                 },
             );

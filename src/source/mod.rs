@@ -5,6 +5,7 @@
 
 pub mod coverage;
 pub mod depth;
+pub mod exceptions;
 pub mod file;
 pub mod reconcile;
 pub mod sqs;

@@ -10,6 +10,7 @@
 mod digest;
 mod failing;
 pub use failing::FAILING_CLAIM;
+pub mod exceptions;
 mod history;
 mod rereads;
 mod reverify;
@@ -30,7 +31,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::domain::{ControlId, ControlStatus, Digest, RepositoryKey};
+use crate::domain::{ControlId, Digest, ReportedStatus, RepositoryKey};
 use crate::telemetry::RetryCode;
 // The writes a plan carries are the planner's types; store submodules reach them as `super::`.
 use crate::plan::{
@@ -304,18 +305,18 @@ impl Store {
         rereads::claim_due(&self.pool, limit).await
     }
 
-    /// Repositories per control and status, over repositories that still exist.
+    /// Repositories per control and reported status (`EXCEPTED` for a `FAIL` under an
+    /// exception in force), over repositories that still exist.
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn control_counts(&self) -> Result<Vec<(ControlId, ControlStatus, i64)>, StoreError> {
+    pub async fn control_counts(
+        &self,
+    ) -> Result<Vec<(ControlId, ReportedStatus, i64)>, StoreError> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT c.control, c.status, count(*)
-               FROM control_results c
-               JOIN repositories r
-                 ON r.account = c.account AND r.region = c.region AND r.name = c.repository
-              WHERE r.present
-              GROUP BY c.control, c.status",
+            "SELECT control, reported_status, count(*)
+               FROM reported_controls
+              GROUP BY control, reported_status",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -324,7 +325,7 @@ impl Store {
             .filter_map(|(control, status, n)| {
                 Some((
                     ControlId::from_str_opt(&control)?,
-                    ControlStatus::from_str_opt(&status)?,
+                    ReportedStatus::from_str_opt(&status)?,
                     n,
                 ))
             })

@@ -1,25 +1,74 @@
 //! The current state as the CLI views show it (`posture`, `images`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Store, StoreError};
 use crate::readmodel::{
-    ControlView, CoverageView, EncryptionView, ImageRow, PostureRow, ScanView, SignatureView,
-    UsageView,
+    ControlView, CoverageView, EncryptionView, ExceptionView, ImageRow, PostureRow, ScanView,
+    SignatureView, UsageView,
 };
 
-type PostureTuple = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// One control of one repository, as reported (the `reported_controls` view).
+#[derive(sqlx::FromRow)]
+struct ReportedControl {
+    account: String,
+    region: String,
+    repository: String,
+    control: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    changed_by: Option<String>,
+    reported_status: Option<String>,
+    #[sqlx(flatten)]
+    exception: ExceptionColumns,
+}
+
+/// The exception columns of `reported_controls` (all `NULL` when none is in force).
+#[derive(sqlx::FromRow)]
+struct ExceptionColumns {
+    exception_id: Option<String>,
+    exception_reason: Option<String>,
+    exception_approver: Option<String>,
+    exception_expires_at: Option<DateTime<Utc>>,
+    exception_source: Option<String>,
+    exception_pattern: Option<String>,
+}
+
+impl ExceptionColumns {
+    fn view(self, control: Option<String>) -> Option<ExceptionView> {
+        Some(ExceptionView {
+            id: self.exception_id?,
+            control,
+            repository: self.exception_pattern?,
+            reason: self.exception_reason?,
+            approver: self.exception_approver?,
+            expires_at: self.exception_expires_at?,
+            source: self.exception_source?,
+        })
+    }
+}
+
+/// The control view of a reported row: `EXCEPTED` keeps the verdict (`FAIL`) beside it.
+fn control_view(
+    status: String,
+    reported: Option<String>,
+    reason: String,
+    changed_by: Option<String>,
+    exception: ExceptionColumns,
+) -> ControlView {
+    let exception = exception.view(None);
+    let reported = reported.unwrap_or_else(|| status.clone());
+    ControlView {
+        verdict: (reported != status).then_some(status),
+        status: reported,
+        reason,
+        exception,
+        changed_by,
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct ImageRecord {
@@ -62,10 +111,13 @@ impl Store {
     /// # Errors
     /// When the query fails.
     pub async fn posture(&self, repository: Option<&str>) -> Result<Vec<PostureRow>, StoreError> {
-        let rows: Vec<PostureTuple> = sqlx::query_as(
-            "SELECT r.account, r.region, r.name, c.control, c.status, c.reason, c.changed_by
+        let rows: Vec<ReportedControl> = sqlx::query_as(
+            "SELECT r.account, r.region, r.name AS repository, c.control, c.status, c.reason,
+                    c.changed_by, c.reported_status, c.exception_id, c.exception_reason,
+                    c.exception_approver, c.exception_expires_at, c.exception_source,
+                    c.exception_pattern
                    FROM repositories r
-                   LEFT JOIN control_results c
+                   LEFT JOIN reported_controls c
                      ON c.account = r.account AND c.region = r.region AND c.repository = r.name
                   WHERE r.present AND ($1::text IS NULL OR r.name = $1)
                   ORDER BY r.account, r.region, r.name, c.control",
@@ -74,7 +126,18 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut out: Vec<PostureRow> = Vec::new();
-        for (account, region, name, control, status, reason, changed_by) in rows {
+        for row in rows {
+            let ReportedControl {
+                account,
+                region,
+                repository: name,
+                control,
+                status,
+                reason,
+                changed_by,
+                reported_status,
+                exception,
+            } = row;
             let same = out.last().is_some_and(|last| {
                 last.account == account && last.region == region && last.repository == name
             });
@@ -91,11 +154,7 @@ impl Store {
             {
                 row.controls.insert(
                     control,
-                    ControlView {
-                        status,
-                        reason,
-                        changed_by,
-                    },
+                    control_view(status, reported_status, reason, changed_by, exception),
                 );
             }
         }
@@ -122,7 +181,51 @@ impl Store {
         .bind(repository)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(image_row).collect())
+        let exceptions = self.exceptions_in_force(repository).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let key = (r.account.clone(), r.region.clone(), r.repository.clone());
+                let mut row = image_row(r);
+                row.exceptions = exceptions.get(&key).cloned().unwrap_or_default();
+                row
+            })
+            .collect())
+    }
+
+    /// The exceptions in force over failing controls, per repository (for `images`).
+    async fn exceptions_in_force(
+        &self,
+        repository: Option<&str>,
+    ) -> Result<HashMap<(String, String, String), Vec<ExceptionView>>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            account: String,
+            region: String,
+            repository: String,
+            control: String,
+            #[sqlx(flatten)]
+            exception: ExceptionColumns,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT account, region, repository, control, exception_id, exception_reason,
+                    exception_approver, exception_expires_at, exception_source, exception_pattern
+               FROM reported_controls
+              WHERE exception_id IS NOT NULL AND ($1::text IS NULL OR repository = $1)
+              ORDER BY account, region, repository, control",
+        )
+        .bind(repository)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: HashMap<_, Vec<ExceptionView>> = HashMap::new();
+        for row in rows {
+            if let Some(view) = row.exception.view(Some(row.control)) {
+                out.entry((row.account, row.region, row.repository))
+                    .or_default()
+                    .push(view);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -172,5 +275,6 @@ fn image_row(r: ImageRecord) -> ImageRow {
             coverage,
             observed_at: r.usage_observed_at,
         },
+        exceptions: Vec::new(),
     }
 }

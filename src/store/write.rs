@@ -525,6 +525,7 @@ fn control_transition_record(
         cause_event_id: event.id.clone(),
         cause_kind: event.change.kind().to_owned(),
         regressed_and_restored,
+        exception: None,
     };
     ChainedRecord {
         event_id: format!("{}/{}/{}", event.id, repository, control.as_str()),
@@ -987,10 +988,11 @@ struct PagedControls {
 /// UNKNOWN are returned for the metrics.
 async fn append_to_chain(
     tx: &mut Transaction<'_, Postgres>,
-    pending: Vec<PendingRecord>,
+    mut pending: Vec<PendingRecord>,
     outcomes: &mut [Committed],
     alerts: bool,
 ) -> Result<PagedControls, StoreError> {
+    super::exceptions::mark_excepted(tx, &mut pending).await?;
     let appended = append(tx, pending).await?;
     if let Some(event_id) = appended.collisions.into_iter().next() {
         return Err(StoreError::IdCollision { event_id });

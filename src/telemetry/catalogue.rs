@@ -3,12 +3,13 @@
 //! and [`markdown_table`] renders the table of docs/METRICS.md, so the two cannot drift
 //! (the test `telemetry::catalogue::tests::docs_table_matches_the_catalogue` checks it).
 
-use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
+use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
-    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    EventOutcome, ExceptionEnd, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode,
+    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
+    VerificationOutcome,
 };
 
 /// The prefix of every exported name.
@@ -95,7 +96,7 @@ fn control_ids() -> Vec<&'static str> {
 }
 
 fn control_statuses() -> Vec<&'static str> {
-    ControlStatus::ALL.iter().map(|s| s.as_str()).collect()
+    ReportedStatus::ALL.iter().map(|s| s.as_str()).collect()
 }
 
 fn signature_statuses() -> Vec<&'static str> {
@@ -120,8 +121,8 @@ pub const CONTROL_REPOSITORIES: MetricSpec = MetricSpec {
     kind: MetricType::Gauge,
     unit: MetricUnit::None,
     labels: &[CONTROL, closed("status", control_statuses)],
-    help: "Repositories per Security Hub control and status (PASS, FAIL, UNKNOWN), from stored state",
-    details: "Repositories that exist, per control (Security Hub's `ECR.*` and ecr-audit's own `ECRA.*` checks, see docs/CONTROLS.md) and current status.",
+    help: "Repositories per Security Hub control and status (PASS, FAIL, UNKNOWN, EXCEPTED), from stored state",
+    details: "Repositories that exist, per control (Security Hub's `ECR.*` and ecr-audit's own `ECRA.*` checks, see docs/CONTROLS.md) and current status as reported: a `FAIL` under an exception in force counts as `EXCEPTED`, not `FAIL` (docs/EXCEPTIONS.md).",
     query: r#"max by (control) (ecr_audit_control_repositories{status="FAIL"})"#,
 };
 
@@ -477,6 +478,26 @@ pub const ORGANIZATION_ACCOUNT_CHANGES: MetricSpec = MetricSpec {
     query: r#"sum(increase(ecr_audit_organization_account_changes_total{change="left"}[1d])) > 0"#,
 };
 
+pub const EXCEPTIONS_ENDED: MetricSpec = MetricSpec {
+    name: "exceptions_ended",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("cause", ExceptionEnd::values)],
+    help: "Exceptions that ended (expired, or revoked) and whose findings the worker re-opened, settled by this process",
+    details: "Each ended exception is counted once, by the worker that re-opened its findings (one `EXCEPTION_EXPIRED` or `EXCEPTION_REVOKED` alert per failing repository it covered, docs/ALERTS.md).",
+    query: r#"sum(increase(ecr_audit_exceptions_ended_total{cause="expired"}[15m])) > 0"#,
+};
+
+pub const EXCEPTIONS_FILE_ERRORS: MetricSpec = MetricSpec {
+    name: "exceptions_file_errors",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[],
+    help: "Versions of the exceptions file (ECR_AUDIT_EXCEPTIONS_FILE) refused as unreadable or invalid",
+    details: "The exceptions in force are kept when the file is refused; the error is logged naming the entry.",
+    query: "increase(ecr_audit_exceptions_file_errors_total[15m]) > 0",
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -527,6 +548,8 @@ pub const CATALOGUE: &[MetricSpec] = &[
     FAILING_FINDINGS_OVERDUE,
     ORGANIZATION_ACCOUNTS,
     ORGANIZATION_ACCOUNT_CHANGES,
+    EXCEPTIONS_ENDED,
+    EXCEPTIONS_FILE_ERRORS,
     BUILD,
 ];
 

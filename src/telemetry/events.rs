@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::domain::ControlId;
 
@@ -241,6 +241,16 @@ label_enum! {
 }
 
 label_enum! {
+    /// How an exception ended (the `cause` label of `ecr_audit_exceptions_ended_total`).
+    ExceptionEnd {
+        /// Its expiry passed.
+        Expired => "expired",
+        /// Revoked by a person, or removed from the exceptions file.
+        Revoked => "revoked",
+    }
+}
+
+label_enum! {
     /// Which queue a depth gauge describes.
     QueueRole {
         Main => "main",
@@ -427,6 +437,22 @@ pub enum Happened<'a> {
         joined: &'a [crate::domain::AccountId],
         left: &'a [crate::domain::AccountId],
     },
+    /// The worker settled ended exceptions: `expired` reached their expiry, `revoked` had
+    /// been revoked, and `reopened` findings fail unexcepted again (each alerted).
+    ExceptionsSettled {
+        expired: u64,
+        revoked: u64,
+        reopened: u64,
+    },
+    /// The exceptions file was loaded and changed the set in force.
+    ExceptionsFileLoaded {
+        path: &'a str,
+        sha256: &'a str,
+        added: usize,
+        revoked: usize,
+    },
+    /// The exceptions file could not be read or is invalid: the set in force is kept.
+    ExceptionsFileInvalid { path: &'a str, error: &'a str },
     /// EventBridge accepted an alert event.
     AlertPublished { alert_id: i64 },
     /// EventBridge refused an alert event; it is tried again after `delay`.
@@ -478,6 +504,9 @@ impl Happened<'_> {
                 "alert event not accepted, retrying in {delay:?}: {error}"
             ),
             Self::Distrusted { .. } | Self::ScanningDisagreed { .. } => self.log_doubted(),
+            Self::ExceptionsSettled { .. }
+            | Self::ExceptionsFileLoaded { .. }
+            | Self::ExceptionsFileInvalid { .. } => self.log_exceptions(),
             Self::SqsDeleteFailed { count } => {
                 warn!(
                     count = *count,
@@ -518,6 +547,37 @@ impl Happened<'_> {
                 "AWS reports {repository}'s {} differently from the registry rules as evaluated \
                  here; AWS's answer is used",
                 fact.as_str()
+            ),
+            _ => {}
+        }
+    }
+
+    /// Exceptions ending, re-opening findings, and the exceptions file.
+    fn log_exceptions(&self) {
+        match self {
+            Self::ExceptionsSettled {
+                expired,
+                revoked,
+                reopened,
+            } => info!(
+                exceptions.expired = *expired,
+                exceptions.revoked = *revoked,
+                findings.reopened = *reopened,
+                "exceptions ended: {expired} expired, {revoked} revoked; {reopened} finding(s) re-opened"
+            ),
+            Self::ExceptionsFileLoaded {
+                path,
+                sha256,
+                added,
+                revoked,
+            } => info!(
+                exceptions.file = *path,
+                exceptions.sha256 = *sha256,
+                "exceptions file {path} loaded (sha256 {sha256}): {added} added, {revoked} revoked"
+            ),
+            Self::ExceptionsFileInvalid { path, error } => error!(
+                exceptions.file = *path,
+                "exceptions file {path} refused, the exceptions in force are kept: {error}"
             ),
             _ => {}
         }
@@ -611,8 +671,25 @@ impl Happened<'_> {
                 joined,
                 left,
             } => metrics.accounts_discovered(*active, joined.len(), left.len()),
+            Self::ExceptionsSettled { .. }
+            | Self::ExceptionsFileLoaded { .. }
+            | Self::ExceptionsFileInvalid { .. } => self.count_exceptions(metrics),
             Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
             Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
+        }
+    }
+
+    /// The exceptions task's counters (`count`'s share for exceptions).
+    fn count_exceptions(&self, metrics: &Metrics) {
+        match self {
+            Self::ExceptionsSettled {
+                expired, revoked, ..
+            } => {
+                metrics.exceptions_ended(ExceptionEnd::Expired, *expired);
+                metrics.exceptions_ended(ExceptionEnd::Revoked, *revoked);
+            }
+            Self::ExceptionsFileInvalid { .. } => metrics.exceptions_file_error(),
+            _ => {}
         }
     }
 }

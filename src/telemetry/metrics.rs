@@ -16,13 +16,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
+use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
-    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    EventOutcome, ExceptionEnd, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode,
+    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
+    VerificationOutcome,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,6 +187,8 @@ pub struct Metrics {
     failing_overdue: Family<SingleControlLabels, Gauge>,
     organization_accounts: Gauge,
     organization_changes: Family<ChangeLabels, Counter>,
+    exceptions_ended: Family<CauseLabels, Counter>,
+    exceptions_file_errors: Counter,
     registry: Registry,
 }
 
@@ -259,6 +262,12 @@ impl Metrics {
                 &cat::ORGANIZATION_ACCOUNT_CHANGES,
                 Family::default(),
             ),
+            exceptions_ended: register(&mut r, &cat::EXCEPTIONS_ENDED, Family::default()),
+            exceptions_file_errors: register(
+                &mut r,
+                &cat::EXCEPTIONS_FILE_ERRORS,
+                Counter::default(),
+            ),
             registry: r,
         };
         register_spec(
@@ -308,6 +317,13 @@ impl Metrics {
             self.alert_events
                 .get_or_create(&OutcomeLabels {
                     outcome: outcome.as_str(),
+                })
+                .get();
+        }
+        for cause in ExceptionEnd::ALL {
+            self.exceptions_ended
+                .get_or_create(&CauseLabels {
+                    cause: cause.as_str(),
                 })
                 .get();
         }
@@ -532,11 +548,23 @@ impl Metrics {
             .inc();
     }
 
+    pub(super) fn exceptions_ended(&self, cause: ExceptionEnd, count: u64) {
+        self.exceptions_ended
+            .get_or_create(&CauseLabels {
+                cause: cause.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    pub(super) fn exceptions_file_error(&self) {
+        self.exceptions_file_errors.inc();
+    }
+
     /// Replaces the control gauges with counts the store read; combinations absent from
     /// `counts` are set to 0 so a status that emptied does not keep its last value.
-    pub(crate) fn set_control_counts(&self, counts: &[(ControlId, ControlStatus, i64)]) {
+    pub(crate) fn set_control_counts(&self, counts: &[(ControlId, ReportedStatus, i64)]) {
         for control in ControlId::ALL {
-            for status in ControlStatus::ALL {
+            for status in ReportedStatus::ALL {
                 let value = counts
                     .iter()
                     .find(|(c, s, _)| *c == control && *s == status)
@@ -692,7 +720,7 @@ mod tests {
             outcome: ApiOutcome::ServiceError,
         }
         .record(&metrics);
-        metrics.set_control_counts(&[(ControlId::Ecr2, ControlStatus::Fail, 3)]);
+        metrics.set_control_counts(&[(ControlId::Ecr2, ReportedStatus::Fail, 3)]);
         metrics.queue_depth(QueueRole::DeadLetter, 4, 1);
         let text = metrics.render().unwrap_or_default();
         for line in [

@@ -9,9 +9,9 @@ pub mod metrics;
 
 pub use events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, FindingClass, Happened, QueueRole, QueueState, RejectionCode, RetryCode,
-    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
-    VerificationOutcome,
+    EventOutcome, ExceptionEnd, FindingClass, Happened, QueueRole, QueueState, RejectionCode,
+    RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason,
+    VerificationCheck, VerificationOutcome,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

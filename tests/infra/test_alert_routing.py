@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 from infra_support import ClientFactory, Stack, delete, deploy, load_template, nonce, put_events
 
-PAGING = ["UNSIGNED", "UNTRUSTED", "SIGNING_FAILED", "CONTROL_REGRESSION", "CONTROL_UNKNOWN", "CONTROL_FAILING"]
+PAGING = ["UNSIGNED", "UNTRUSTED", "SIGNING_FAILED", "CONTROL_REGRESSION", "CONTROL_UNKNOWN", "CONTROL_FAILING", "EXCEPTION_EXPIRED"]
 
 
 @pytest.fixture(scope="module")

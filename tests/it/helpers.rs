@@ -79,6 +79,8 @@ pub struct TestApp {
     pub failing_grace: Duration,
     /// The worker's periodic reconcile sweep (made from its pipeline and registry) and interval.
     pub reconcile: Option<(ReconcilerFactory, Duration)>,
+    /// The reviewed exceptions file the worker loads (`ECR_AUDIT_EXCEPTIONS_FILE`).
+    pub exceptions_file: Option<std::path::PathBuf>,
 }
 
 /// Makes the worker's reconcile sweep from its pipeline and uncached registry.
@@ -204,6 +206,7 @@ impl TestApp {
             access: None,
             failing_grace: Duration::ZERO,
             reconcile: None,
+            exceptions_file: None,
         }
     }
 
@@ -282,6 +285,15 @@ impl TestApp {
         background.http = self.http;
         background.alert_poll = self.alert_poll;
         background.api = self.api;
+        // The exceptions task as production runs it, every 300 ms instead of every minute.
+        background.exceptions = Some((
+            ecr_audit::source::exceptions::ExceptionWatcher::new(
+                pipeline.store().clone(),
+                Arc::clone(pipeline.metrics()),
+                self.exceptions_file.clone(),
+            ),
+            Duration::from_millis(300),
+        ));
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

@@ -10,6 +10,7 @@ mod attacks;
 mod attempts;
 mod cli;
 mod evidence;
+mod exceptions;
 mod failing;
 mod faults;
 mod fixtures;

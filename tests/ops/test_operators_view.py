@@ -82,6 +82,10 @@ ALERT_CHECKS: dict[str, object] = {
     # operands only; infra/prometheus/tests/failing_test.yml makes it fire, and
     # tests/it/failing.rs moves the gauge through the real worker.
     "EcrAuditControlFailing": Operands(("max by (control) (ecr_audit_failing_findings_overdue)",)),
+    # the scenario lets no exception expire and loads no exceptions file: operands only; the
+    # promtool tests make both fire and tests/it/exceptions.rs moves the counters.
+    "EcrAuditExceptionExpired": Operands(('ecr_audit_exceptions_ended_total{cause="expired"}',)),
+    "EcrAuditExceptionsFileInvalid": Operands(("ecr_audit_exceptions_file_errors_total",)),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),

@@ -14,7 +14,10 @@ use serde_json::{Map, Value, json};
 use super::{EvidenceWriter, Manifest};
 use crate::domain::{ControlStatus, ECR_PUBLIC_REGION, SignatureStatus};
 use crate::evidence::chain::ChainedRecord;
-use crate::evidence::detail::{ControlTransitionDetail, EvidenceDetail, SignatureTransitionDetail};
+use crate::evidence::detail::{
+    ControlTransitionDetail, EvidenceDetail, ExceptionDetail, ExceptionNote,
+    SignatureTransitionDetail,
+};
 
 /// The pinned OCSF schema version.
 pub(crate) const OCSF_VERSION: &str = "1.3.0";
@@ -68,11 +71,7 @@ fn control_compliance(transition: &ControlTransitionDetail) -> (Value, i64) {
     let control = transition.control.as_str();
     let status = transition.to.status;
     let (status_id, caption) = control_status(status);
-    let standard = if control.starts_with("ECR.") {
-        FSBP
-    } else {
-        OWN_STANDARD
-    };
+    let standard = standard_of(control);
     let severity = match status {
         ControlStatus::Pass => 1,
         ControlStatus::Fail => control_fail_severity(control),
@@ -105,13 +104,78 @@ fn signature_compliance(transition: &SignatureTransitionDetail) -> (Value, i64) 
     )
 }
 
+/// The standard a control belongs to.
+fn standard_of(control: &str) -> &'static str {
+    if control.starts_with("ECR.") {
+        FSBP
+    } else {
+        OWN_STANDARD
+    }
+}
+
+/// The compliance object and severity of an exception record: the control's verdict stays
+/// honest (a failing control is `Fail` whether or not its risk is accepted); the finding's
+/// own status says whether it is suppressed ([`finding_status`]).
+fn exception_compliance(detail: &ExceptionDetail) -> (Value, i64) {
+    let Some(exception) = &detail.exception else {
+        return (json!({"standards": [OWN_STANDARD]}), 1);
+    };
+    let control = exception.control.as_str();
+    let mut compliance = json!({"standards": [standard_of(control)], "control": control});
+    let mut severity = 1;
+    if let Some(verdict) = &detail.verdict {
+        let (status_id, caption) = control_status(verdict.status);
+        compliance["status_id"] = json!(status_id);
+        compliance["status"] = json!(caption);
+        compliance["status_code"] = json!(verdict.status.as_str());
+        compliance["status_detail"] = json!(verdict.reason);
+        if verdict.status == ControlStatus::Fail {
+            severity = control_fail_severity(control);
+        }
+    }
+    (compliance, severity)
+}
+
 /// The compliance object and severity of a record.
 fn compliance(detail: &EvidenceDetail) -> (Value, i64) {
     match detail {
         EvidenceDetail::ControlTransition(transition) => control_compliance(transition),
         EvidenceDetail::SignatureTransition(transition) => signature_compliance(transition),
+        EvidenceDetail::Exception(exception) => exception_compliance(exception),
         _ => (json!({"standards": [OWN_STANDARD]}), 1),
     }
+}
+
+/// The finding's own status (OCSF `status_id`) and comment, for records about an exception:
+/// 3 `Suppressed` while an exception covers the finding (a transition to FAIL under one, an
+/// exception added or applied), 1 `New` when it ended and the finding is open again. Other
+/// records carry none, so their mapping is unchanged.
+fn finding_status(detail: &EvidenceDetail) -> Option<(i64, &'static str, &ExceptionNote)> {
+    let (suppressed, exception) = match detail {
+        EvidenceDetail::ControlTransition(ControlTransitionDetail {
+            exception: Some(exception),
+            ..
+        }) => (true, exception),
+        EvidenceDetail::Exception(ExceptionDetail {
+            action,
+            exception: Some(exception),
+            ..
+        }) => (action.suppresses(), exception),
+        _ => return None,
+    };
+    Some(if suppressed {
+        (3, "Suppressed", exception)
+    } else {
+        (1, "New", exception)
+    })
+}
+
+/// Who accepted the risk, until when, and why, in one line.
+fn exception_comment(exception: &ExceptionNote) -> String {
+    format!(
+        "exception {} approved by {} until {}: {}",
+        exception.id, exception.approver, exception.expires_at, exception.reason
+    )
 }
 
 fn title(record: &ChainedRecord, detail: &EvidenceDetail) -> String {
@@ -127,6 +191,15 @@ fn title(record: &ChainedRecord, detail: &EvidenceDetail) -> String {
         EvidenceDetail::SignatureTransition(transition) => {
             format!("signature {}:{subject}", transition.to.as_str())
         }
+        EvidenceDetail::Exception(ExceptionDetail {
+            action,
+            exception: Some(exception),
+            ..
+        }) => format!(
+            "{} exception {}:{subject}",
+            exception.control,
+            action.as_str()
+        ),
         _ => format!("{}:{subject}", record.kind)
             .trim_end_matches(':')
             .to_owned(),
@@ -163,6 +236,11 @@ pub fn finding(record: &ChainedRecord, hash: &str, product_version: &str) -> Val
         }),
     );
     event.insert("compliance".into(), compliance);
+    if let Some((status_id, status, exception)) = finding_status(&detail) {
+        event.insert("status_id".into(), json!(status_id));
+        event.insert("status".into(), json!(status));
+        event.insert("comment".into(), json!(exception_comment(exception)));
+    }
     let resources = resources(record);
     if !resources.is_empty() {
         event.insert("resources".into(), Value::Array(resources));
@@ -395,5 +473,93 @@ impl<W: Write> EvidenceWriter for OcsfWriter<W> {
         serde_json::to_writer(&mut self.out, &manifest_event(manifest))?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::evidence::kind::EvidenceKind;
+
+    fn record(kind: EvidenceKind, detail: Value) -> ChainedRecord {
+        ChainedRecord {
+            seq: 7,
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            event_id: "e7".into(),
+            event_time: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            outcome: "processed".into(),
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository: Some("team/app".into()),
+            digest: None,
+            tag: None,
+            actor: None,
+            detail,
+            prev_hash: "0".repeat(64),
+            format_version: None,
+        }
+    }
+
+    fn exception() -> Value {
+        json!({"id": "EX-1", "control": "ECR.2", "repository": "team/*", "account": null,
+               "region": null, "reason": "re-tags latest", "approver": "sec@example.com",
+               "expires_at": "2027-03-31T00:00:00.000000Z", "source": "cli"})
+    }
+
+    #[test]
+    fn an_excepted_failure_still_fails_compliance_and_its_finding_is_suppressed() {
+        let mut detail = json!({"control": "ECR.2", "from": {"status": "PASS", "reason": "ok"},
+                                "to": {"status": "FAIL", "reason": "MUTABLE"}});
+        let plain = finding(
+            &record(EvidenceKind::ControlTransition, detail.clone()),
+            "h",
+            "v",
+        );
+        assert_eq!(plain["compliance"]["status"], "Fail");
+        assert_eq!(
+            plain.get("status_id"),
+            None,
+            "unchanged mapping without an exception"
+        );
+        assert_eq!(plain.get("comment"), None);
+
+        detail["exception"] = exception();
+        let excepted = finding(&record(EvidenceKind::ControlTransition, detail), "h", "v");
+        assert_eq!(excepted["compliance"]["status"], "Fail");
+        assert_eq!(excepted["compliance"]["status_code"], "FAIL");
+        assert_eq!(excepted["status_id"], 3);
+        assert_eq!(excepted["status"], "Suppressed");
+        assert_eq!(
+            excepted["comment"],
+            "exception EX-1 approved by sec@example.com until 2027-03-31T00:00:00.000000Z: re-tags latest"
+        );
+    }
+
+    #[test]
+    fn exception_records_map_applied_to_suppressed_and_reopened_to_new() {
+        let applied = json!({"action": "applied", "exception": exception(),
+                             "verdict": {"status": "FAIL", "reason": "MUTABLE"}});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, applied), "h", "v");
+        assert_eq!(line["compliance"]["control"], "ECR.2");
+        assert_eq!(line["compliance"]["status"], "Fail");
+        assert_eq!(line["status"], "Suppressed");
+        assert_eq!(line["severity_id"], 3);
+        assert_eq!(line["message"], "ECR.2 exception applied: team/app");
+
+        let reopened = json!({"action": "reopened", "exception": exception(),
+                              "verdict": {"status": "FAIL", "reason": "MUTABLE"},
+                              "end_reason": "expired"});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, reopened), "h", "v");
+        assert_eq!(line["status_id"], 1);
+        assert_eq!(line["status"], "New");
+
+        let loaded = json!({"action": "file_loaded", "file": {"path": "x.json",
+            "sha256": "ab", "entries": 1, "added": [], "revoked": []}});
+        let line = finding(&record(EvidenceKind::ExceptionChanged, loaded), "h", "v");
+        assert_eq!(line["compliance"], json!({"standards": [OWN_STANDARD]}));
+        assert_eq!(line.get("status_id"), None);
     }
 }
