@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
-use super::detail::EvidenceDetail;
+use super::detail::{EvidenceDetail, ExceptionAction, ExceptionNote};
 use super::export::ChainPoint;
 use super::history::AsOf;
 use crate::domain::{ControlId, UNATTRIBUTED};
@@ -91,10 +91,24 @@ pub struct PeriodReport {
     pub sample_seconds: i64,
     pub controls: Vec<ControlShare>,
     pub transitions: Vec<PeriodTransition>,
-    /// Exceptions in force during the period; this version records none, so the list is
-    /// always empty (the member is here so readers need not change when they arrive).
-    pub exceptions: Vec<serde_json::Value>,
+    /// Exceptions in force at some time of the period, from their `exception_changed`
+    /// records: added before `until`, not ended (revoked, expired) before `since`.
+    pub exceptions: Vec<PeriodException>,
     pub images: ImageCoverage,
+}
+
+/// An exception in force during the period, with what it excepted in scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeriodException {
+    #[serde(flatten)]
+    pub exception: ExceptionNote,
+    /// When its `added` record was written.
+    pub added_at: DateTime<Utc>,
+    /// When it was revoked or expired (its record), if before `until`.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    /// In-scope repositories whose failing control it excepted (`applied` records), by `until`.
+    pub repositories_excepted: u64,
 }
 
 /// One control's share of in-scope repositories passing over the period.
@@ -214,6 +228,8 @@ pub struct PeriodBuilder {
     pending: std::collections::VecDeque<DateTime<Utc>>,
     series: Vec<(DateTime<Utc>, Vec<PostureRow>)>,
     transitions: Vec<PeriodTransition>,
+    /// Exceptions by id, as their records were met.
+    exceptions: std::collections::BTreeMap<String, PeriodException>,
     records: u64,
     step: Duration,
 }
@@ -234,6 +250,7 @@ impl PeriodBuilder {
             pending,
             series: Vec::new(),
             transitions: Vec::new(),
+            exceptions: std::collections::BTreeMap::new(),
             records: 0,
             step,
         }
@@ -254,10 +271,53 @@ impl PeriodBuilder {
         }
         self.records += 1;
         self.state.apply(record);
+        self.note_exception(record);
         if record.recorded_at >= self.query.since
             && let Some(transition) = self.transition(record)
         {
             self.transitions.push(transition);
+        }
+    }
+
+    /// Follows an exception through its records: added, applied in scope, ended.
+    fn note_exception(&mut self, record: &ChainedRecord) {
+        let EvidenceDetail::Exception(detail) = record.typed_detail() else {
+            return;
+        };
+        let Some(note) = detail.exception else {
+            return;
+        };
+        match detail.action {
+            ExceptionAction::Added => {
+                self.exceptions.insert(
+                    note.id.clone(),
+                    PeriodException {
+                        exception: note,
+                        added_at: record.recorded_at,
+                        ended_at: None,
+                        end_reason: None,
+                        repositories_excepted: 0,
+                    },
+                );
+            }
+            ExceptionAction::Applied => {
+                let in_scope = match (&record.account, &record.region, &record.repository) {
+                    (Some(a), Some(r), Some(repo)) => self.query.scope.keeps_repository(a, r, repo),
+                    _ => false,
+                };
+                if let Some(kept) = self.exceptions.get_mut(&note.id)
+                    && in_scope
+                {
+                    kept.repositories_excepted += 1;
+                }
+            }
+            ExceptionAction::Revoked | ExceptionAction::Expired => {
+                if let Some(kept) = self.exceptions.get_mut(&note.id) {
+                    kept.ended_at = Some(record.recorded_at);
+                    kept.end_reason = detail.end_reason;
+                }
+            }
+            ExceptionAction::Reopened | ExceptionAction::FileLoaded => {}
         }
     }
 
@@ -340,10 +400,26 @@ impl PeriodBuilder {
             sample_seconds: self.step.num_seconds(),
             controls,
             transitions: self.transitions,
-            exceptions: Vec::new(),
+            exceptions: in_force(self.exceptions, self.query.since),
             images,
         }
     }
+}
+
+/// The exceptions neither ended nor past their expiry before `since` (those added at or after
+/// `until` were never met).
+fn in_force(
+    exceptions: std::collections::BTreeMap<String, PeriodException>,
+    since: DateTime<Utc>,
+) -> Vec<PeriodException> {
+    exceptions
+        .into_values()
+        .filter(|e| e.ended_at.is_none_or(|ended| ended >= since))
+        .filter(|e| {
+            DateTime::parse_from_rfc3339(&e.exception.expires_at)
+                .map_or(true, |expires| expires >= since)
+        })
+        .collect()
 }
 
 fn control_share(control: &str, series: &[(DateTime<Utc>, Vec<PostureRow>)]) -> ControlShare {

@@ -222,15 +222,49 @@ fn transitions_section(out: &mut String, transitions: &[PeriodTransition]) {
     out.push_str("</table>\n");
 }
 
-// EXCEPTIONS: the section is here and always empty until this version records exceptions;
-// `PeriodReport::exceptions` is where they will be listed.
+/// Every exception in force at some time of the period: what it excepted, who approved it,
+/// until when, and whether it ended within the period.
 fn exceptions_section(out: &mut String, report: &PeriodReport) {
     let _ = write!(
         out,
-        "<h2>Exceptions in force ({})</h2>\n<!-- exceptions: none are recorded by this version -->\n",
+        "<h2>Exceptions in force ({})</h2>\n",
         report.exceptions.len()
     );
-    out.push_str("<p class=\"note\">None: this version of ecr-audit records no exceptions, so every verdict above is as judged.</p>\n");
+    if report.exceptions.is_empty() {
+        out.push_str("<p class=\"note\">None: every verdict above is as judged.</p>\n");
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>Id</th><th>Control</th><th>Repositories</th><th>Approver</th>\
+         <th>Reason</th><th>Added</th><th>Expires</th><th>Ended</th><th>Excepted in scope</th></tr>\n",
+    );
+    for e in &report.exceptions {
+        let x = &e.exception;
+        let ended = e.ended_at.map_or_else(
+            || "in force".to_owned(),
+            |at| {
+                format!(
+                    "{} ({})",
+                    when(at),
+                    e.end_reason.as_deref().unwrap_or("ended")
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&x.id),
+            escape(&x.control),
+            escape(&x.repository),
+            escape(&x.approver),
+            escape(&x.reason),
+            when(e.added_at),
+            escape(&x.expires_at),
+            escape(&ended),
+            e.repositories_excepted,
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 fn images_section(out: &mut String, report: &PeriodReport) {

@@ -73,6 +73,28 @@ async fn period_with_history(app: &mut TestApp) -> (String, String, String) {
             .map(|_| ())
     })
     .await;
+    // An accepted risk on the failing ECR.2 while the team fixes it: the report lists it.
+    let expires = (chrono::Utc::now() + chrono::Duration::days(30))
+        .format("%Y-%m-%d")
+        .to_string();
+    let added = ecr_audit(app)
+        .args([
+            "exception",
+            "add",
+            "--repository",
+            &repository,
+            "--control",
+            "ECR.2",
+        ])
+        .args(["--reason", "release tags move until the migration"])
+        .args(["--approver", "ciso@example.com", "--expires", &expires])
+        .output()
+        .expect("exception add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     app.ecr
         .put_image_tag_mutability()
         .repository_name(&repository)
@@ -163,7 +185,18 @@ fn assert_json_content(json: &Value, repository: &str, outside: &str, digest: &s
         ecr2["lowest_share"].as_f64().is_some_and(|s| s < 1.0),
         "{ecr2}"
     );
-    assert_eq!(json["exceptions"], serde_json::json!([]));
+    let [exception] = json["exceptions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    else {
+        panic!("one exception in force: {}", json["exceptions"]);
+    };
+    assert_eq!(exception["control"], "ECR.2");
+    assert_eq!(exception["repository"], repository);
+    assert_eq!(exception["approver"], "ciso@example.com");
+    assert_eq!(exception["repositories_excepted"], 1, "{exception}");
+    assert_eq!(exception["ended_at"], Value::Null);
 }
 
 #[tokio::test]
@@ -225,6 +258,7 @@ async fn the_period_report_renders_names_transitions_and_coverage_and_its_head_m
         "the coverage row is on the page"
     );
     assert!(html.contains("ECR.2") && html.contains("<svg"));
+    assert!(html.contains("Exceptions in force (1)") && html.contains("ciso@example.com"));
     assert!(!html.contains(&outside));
     screenshot(&html_path, &artifacts().join("report.png"));
 
