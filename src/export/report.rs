@@ -225,9 +225,9 @@ fn transitions_section(out: &mut String, transitions: &[PeriodTransition]) {
 /// Every exception in force at some time of the period: what it excepted, who approved it,
 /// until when, and whether it ended within the period.
 fn exceptions_section(out: &mut String, report: &PeriodReport) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<h2>Exceptions in force ({})</h2>\n",
+        "<h2>Exceptions in force ({})</h2>",
         report.exceptions.len()
     );
     if report.exceptions.is_empty() {
