@@ -47,6 +47,31 @@ fn screenshot(html: &Path, png: &Path) {
     );
 }
 
+/// `exception add` for ECR.2 of `repository`, approved by the CISO for 30 days.
+fn add_exception(app: &TestApp, repository: &str) {
+    let expires = (chrono::Utc::now() + chrono::Duration::days(30))
+        .format("%Y-%m-%d")
+        .to_string();
+    let added = ecr_audit(app)
+        .args([
+            "exception",
+            "add",
+            "--repository",
+            repository,
+            "--control",
+            "ECR.2",
+        ])
+        .args(["--reason", "release tags move until the migration"])
+        .args(["--approver", "ciso@example.com", "--expires", &expires])
+        .output()
+        .expect("exception add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+}
+
 /// A period in which a repository is created mutable, gets an unsigned push that is scanned,
 /// and is made immutable by a named caller; a second repository lies outside the scope.
 async fn period_with_history(app: &mut TestApp) -> (String, String, String) {
@@ -74,27 +99,7 @@ async fn period_with_history(app: &mut TestApp) -> (String, String, String) {
     })
     .await;
     // An accepted risk on the failing ECR.2 while the team fixes it: the report lists it.
-    let expires = (chrono::Utc::now() + chrono::Duration::days(30))
-        .format("%Y-%m-%d")
-        .to_string();
-    let added = ecr_audit(app)
-        .args([
-            "exception",
-            "add",
-            "--repository",
-            &repository,
-            "--control",
-            "ECR.2",
-        ])
-        .args(["--reason", "release tags move until the migration"])
-        .args(["--approver", "ciso@example.com", "--expires", &expires])
-        .output()
-        .expect("exception add");
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    add_exception(app, &repository);
     app.ecr
         .put_image_tag_mutability()
         .repository_name(&repository)
