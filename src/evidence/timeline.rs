@@ -1,7 +1,7 @@
 //! One digest's history from the evidence alone (`ecr-audit explain REPOSITORY@DIGEST`).
 //!
 //! The records about the digest (its push, signature and scan verdicts, usage, deletion) and
-//! the control transitions of its repository after its first record are read in chain order
+//! the control transitions and exceptions of its repository after its first record are read in chain order
 //! and turned into one line per happening, each naming the record's `seq` so an auditor can
 //! find it in an export. The turning is pure ([`entries`]); the query is bounded.
 
@@ -11,7 +11,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::chain::{ChainedRecord, EVIDENCE_COLUMNS, EvidenceRow};
-use super::detail::{EventDetail, EvidenceDetail, ImageAfter, ImagePresenceLabel, ScanAfter};
+use super::detail::{
+    EventDetail, EvidenceDetail, ExceptionAction, ExceptionDetail, ImageAfter, ImagePresenceLabel,
+    ScanAfter,
+};
 use super::kind::EvidenceKind;
 
 /// The digest to explain, and where.
@@ -79,7 +82,8 @@ pub async fn digest_timeline(
           WHERE e.repository = $2
             AND ($3::text IS NULL OR e.account = $3) AND ($4::text IS NULL OR e.region = $4)
             AND e.seq >= (SELECT seq FROM first)
-            AND (e.digest = $1 OR (e.digest IS NULL AND e.kind = 'control_transition'))
+            AND (e.digest = $1 OR (e.digest IS NULL
+                 AND e.kind IN ('control_transition', 'exception_changed')))
           ORDER BY e.seq
           LIMIT $5"
     );
@@ -229,9 +233,10 @@ pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {
             None,
         )],
         EvidenceDetail::Event(detail) => event_entries(record, &detail, digest, &entry),
-        EvidenceDetail::Checkpoint(_)
-        | EvidenceDetail::Exception(_)
-        | EvidenceDetail::Unreadable => {
+        EvidenceDetail::Exception(detail) => exception_entry(record, &detail, &entry)
+            .into_iter()
+            .collect(),
+        EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {
             vec![entry(
                 record.kind.as_str().replace('_', " "),
                 record.actor.clone(),
@@ -242,6 +247,31 @@ pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {
 }
 
 type MakeEntry<'a> = dyn Fn(String, Option<String>, Option<String>) -> TimelineEntry + 'a;
+
+/// An exception covering the repository's failing control, or ending for it: the lines an
+/// auditor needs to read an `EXCEPTED` verdict (docs/EXCEPTIONS.md). Records about the
+/// exception as a whole (added, revoked, expired, the file) name no repository and are not met.
+fn exception_entry(
+    record: &ChainedRecord,
+    detail: &ExceptionDetail,
+    entry: &MakeEntry<'_>,
+) -> Option<TimelineEntry> {
+    let note = detail.exception.as_ref()?;
+    let what = match detail.action {
+        ExceptionAction::Applied => format!(
+            "{} EXCEPTED by exception {} (approved by {} until {})",
+            note.control, note.id, note.approver, note.expires_at
+        ),
+        ExceptionAction::Reopened => format!(
+            "{} FAIL again: exception {} ended ({})",
+            note.control,
+            note.id,
+            detail.end_reason.as_deref().unwrap_or("ended")
+        ),
+        _ => return None,
+    };
+    Some(entry(what, record.actor.clone(), Some(note.reason.clone())))
+}
 
 fn event_entries(
     record: &ChainedRecord,

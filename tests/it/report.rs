@@ -267,6 +267,17 @@ async fn the_period_report_renders_names_transitions_and_coverage_and_its_head_m
     assert!(!html.contains(&outside));
     screenshot(&html_path, &artifacts().join("report.png"));
 
+    // The digest's history shows the accepted risk its repository ran under.
+    let explained = ecr_audit(&app)
+        .args(["explain", &format!("{repository}@{digest}")])
+        .output()
+        .expect("explain");
+    let history = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        history.contains("ECR.2 EXCEPTED by exception") && history.contains("ciso@example.com"),
+        "{history}"
+    );
+
     let pdf = dir.path().join("report.pdf");
     let pdf_arg = pdf.to_string_lossy().into_owned();
     let output = report(
