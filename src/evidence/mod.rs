@@ -17,8 +17,10 @@ pub mod detail;
 pub mod export;
 pub mod history;
 pub mod kind;
+pub mod merkle;
 pub mod retention;
 pub mod timeline;
+pub mod tree;
 pub mod write;
 
 pub use chain::{ChainBreak, ChainVerifier, ChainedRecord, EvidenceFilter, GENESIS_HASH};

@@ -45,6 +45,7 @@ pub async fn append(
         sqlx::query_as("SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *conn)
             .await?;
+    let size_before = seq;
     // With the head locked no other appender can add records, so the ids already on the
     // chain now are all there will be: one query finds them, one statement appends the rest
     // (the head lock is held for two round trips, not one per record).
@@ -91,6 +92,7 @@ pub async fn append(
     }
     if !appended.chained.is_empty() {
         insert_records(conn, &appended.chained).await?;
+        extend_tree(conn, size_before, &appended.chained).await?;
     }
     sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
@@ -98,6 +100,22 @@ pub async fn append(
         .execute(&mut *conn)
         .await?;
     Ok(appended)
+}
+
+/// Grows the Merkle tree by the records just inserted: same transaction, same head lock
+/// (docs/EVIDENCE.md, "The Merkle tree").
+async fn extend_tree(
+    conn: &mut PgConnection,
+    head_seq: i64,
+    chained: &[(ChainedRecord, String)],
+) -> Result<(), sqlx::Error> {
+    let hashes: Vec<String> = chained.iter().map(|(_, h)| h.clone()).collect();
+    super::tree::extend(conn, head_seq, &hashes)
+        .await
+        .map_err(|e| match e {
+            super::tree::TreeError::Sql(e) => e,
+            other => sqlx::Error::Decode(Box::new(other)),
+        })
 }
 
 /// One column of the chained records, for `UNNEST`.

@@ -46,7 +46,7 @@ fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {
 }
 
 /// A repository setting change and the re-read that evaluates its controls.
-fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
+pub(crate) fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
     let facts = repository_facts(repository, mode);
     let controls = repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
     Plan::Event(Box::new(EventPlan {
@@ -231,12 +231,12 @@ fn delete_plan(id: &str, repository: &str, n: u32) -> Plan {
     }))
 }
 
-async fn commit(store: &Store, plans: Vec<Plan>) {
+pub(crate) async fn commit(store: &Store, plans: Vec<Plan>) {
     store.commit_batch(&plans).await.expect("commit");
 }
 
 /// Two repositories, an image pushed, signed late, a control regression: about 20 records.
-async fn history(store: &Store) {
+pub(crate) async fn history(store: &Store) {
     commit(store, vec![repository_plan("h1", "team/app", "IMMUTABLE")]).await;
     commit(store, vec![repository_plan("h2", "team/web", "MUTABLE")]).await;
     commit(store, vec![push_plan("h3", "team/app", 1, "v1")]).await;
@@ -280,7 +280,7 @@ async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
 }
 
 /// Runs SQL as a superuser who switches the append-only triggers off: how tampering looks.
-async fn tamper(pool: &PgPool, statements: &[&str]) {
+pub(crate) async fn tamper(pool: &PgPool, statements: &[&str]) {
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL session_replication_role = replica")
         .execute(&mut *tx)
@@ -299,7 +299,7 @@ fn database_url(pool: &PgPool) -> String {
     pool.connect_options().to_url_lossy().to_string()
 }
 
-fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
+pub(crate) fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("ecr-audit").expect("binary");
     command
         .env("DATABASE_URL", database_url(pool))
@@ -308,7 +308,7 @@ fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
 }
 
 /// `ecr-audit verify FILE…` with no database in reach; returns the exit code and stdout.
-fn verify_offline(files: &[&Path]) -> (Option<i32>, String) {
+pub(crate) fn verify_offline(files: &[&Path]) -> (Option<i32>, String) {
     let output = assert_cmd::Command::cargo_bin("ecr-audit")
         .expect("binary")
         .arg("verify")
@@ -1147,11 +1147,17 @@ async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_cla
 // A chain written before typed evidence (issue 13): tests/fixtures/evidence-v1.sql.
 
 /// The fixture: evidence and alert rows written by the code before typed evidence.
-async fn load_v1_fixture(pool: &PgPool) {
+pub(crate) async fn load_v1_fixture(pool: &PgPool) {
     sqlx::raw_sql(include_str!("../fixtures/evidence-v1.sql"))
         .execute(pool)
         .await
         .expect("load the fixture");
+    // The tree's migration adopts the chain it finds; the fixture arrives after the
+    // migrations, so it is adopted here exactly as the migration would have.
+    sqlx::query("SELECT evidence_tree_adopt()")
+        .execute(pool)
+        .await
+        .expect("adopt the fixture's chain into the tree");
 }
 
 #[sqlx::test(migrations = "./migrations")]

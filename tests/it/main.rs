@@ -17,6 +17,7 @@ mod http;
 mod in_use;
 mod ledger;
 mod managed_verdicts;
+mod merkle;
 mod pipeline;
 mod public_tags;
 mod reconcile;
