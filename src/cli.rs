@@ -52,6 +52,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Verify(args) => evidence_cli::verify(args).await,
         Command::Export(args) => evidence_cli::export(args).await,
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
+        Command::Evidence(command) => head_cli::run(command).await,
     }
 }
 
@@ -74,6 +75,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
+    background.heads = Some(args.heads.settings(&sdk));
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);
@@ -661,14 +663,22 @@ mod evidence_cli {
 
     pub(super) async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
         if args.files.is_empty() {
-            let Some(database_url) = args.database_url else {
+            let Some(database_url) = args.database_url.clone() else {
                 bail!("give export files to verify, or set DATABASE_URL to verify the database");
             };
             let db = DatabaseArgs {
                 database_url,
                 db_max_connections: args.db_max_connections,
             };
-            return verify_database(&connect(&db).await?).await;
+            let store = connect(&db).await?;
+            let code = verify_database(&store).await?;
+            if code != exit::OK {
+                return Ok(code);
+            }
+            return super::head_cli::verify_tree(&store, &args).await;
+        }
+        if let Some(code) = super::head_cli::verify_proof_files(&args)? {
+            return Ok(code);
         }
         let mut previous: Option<ChainPoint> = None;
         for path in &args.files {
@@ -842,5 +852,278 @@ mod evidence_cli {
         let mut reader = std::fs::File::open(path)?;
         std::io::copy(&mut reader, &mut hasher)?;
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Tree heads and proofs: `evidence heads|sign-head|public-key|prove|consistency`, the tree part
+/// of `verify` on the database, and proof files given to `verify`.
+mod head_cli {
+    use std::path::Path;
+
+    use anyhow::{Context, bail};
+
+    use super::{connect, exit};
+    use crate::aws::load_sdk_config;
+    use crate::config::{EvidenceCommand, VerifyArgs};
+    use crate::evidence::heads::{self, KmsSigner, SignedHead};
+    use crate::evidence::proof::{self, ConsistencyProof, Proven, TreeReport};
+    use crate::store::Store;
+
+    pub(super) async fn run(command: EvidenceCommand) -> anyhow::Result<i32> {
+        match command {
+            EvidenceCommand::Archive(_) => bail!("archive is dispatched elsewhere"),
+            EvidenceCommand::Heads(db) => {
+                let store = connect(&db).await?;
+                for head in heads::all(store.pool()).await? {
+                    println!("{}", serde_json::to_string(&head)?);
+                }
+                Ok(exit::OK)
+            }
+            EvidenceCommand::SignHead(args) => {
+                let store = connect(&args.database).await?;
+                let signer = signer(args.evidence_key).await;
+                match heads::make_head(store.pool(), signer.as_ref()).await? {
+                    Some(head) => {
+                        if head.signature.is_none() {
+                            eprintln!(
+                                "unanchored: no ECR_AUDIT_EVIDENCE_KEY, the head is unsigned"
+                            );
+                        }
+                        println!("{}", serde_json::to_string(&head)?);
+                    }
+                    None => eprintln!("no new records since the last head"),
+                }
+                Ok(exit::OK)
+            }
+            EvidenceCommand::PublicKey(args) => {
+                let Some(signer) = signer(Some(args.evidence_key)).await else {
+                    bail!("no key");
+                };
+                print!("{}", heads::to_pem(&signer.public_key().await?));
+                Ok(exit::OK)
+            }
+            EvidenceCommand::Prove(args) => {
+                prove(&connect(&args.database).await?, args.record).await
+            }
+            EvidenceCommand::Consistency(args) => {
+                let store = connect(&args.database).await?;
+                let find = |size| heads::find(store.pool(), Some(size));
+                let (Some(from), Some(to)) = (find(args.from).await?, find(args.to).await?) else {
+                    bail!(
+                        "no stored head of size {} and of size {} (see `evidence heads`)",
+                        args.from,
+                        args.to
+                    );
+                };
+                let proof = proof::consistency(store.pool(), from, to).await?;
+                println!("{}", serde_json::to_string_pretty(&proof)?);
+                Ok(exit::OK)
+            }
+        }
+    }
+
+    async fn signer(key: Option<String>) -> Option<KmsSigner> {
+        let key = key?;
+        Some(KmsSigner::new(&load_sdk_config().await, key))
+    }
+
+    async fn prove(store: &Store, seq: i64) -> anyhow::Result<i32> {
+        let Some(head) = heads::find(store.pool(), None).await? else {
+            bail!("no tree head yet: the worker makes them, or run `ecr-audit evidence sign-head`");
+        };
+        if seq < head.head.first_seq || seq > head.head.last_seq() {
+            bail!(
+                "record {seq} is not under the latest head (seq {}..{}); a later head will cover it",
+                head.head.first_seq,
+                head.head.last_seq()
+            );
+        }
+        let proof = proof::prove(store.pool(), &head.head, seq).await?;
+        if head.signature.is_none() {
+            eprintln!("unanchored: the latest head is unsigned");
+        }
+        println!("{}", serde_json::to_string_pretty(&Proven { head, proof })?);
+        Ok(exit::OK)
+    }
+
+    fn read_head(path: &Path) -> anyhow::Result<SignedHead> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("{} is not a signed head", path.display()))
+    }
+
+    fn read_point(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = path else { return Ok(None) };
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(heads::public_key_point(&bytes)?))
+    }
+
+    /// The tree part of `verify` on the database: records vs tree, tree vs every head.
+    pub(super) async fn verify_tree(store: &Store, args: &VerifyArgs) -> anyhow::Result<i32> {
+        let mut point = read_point(args.public_key.as_deref())?;
+        if point.is_none()
+            && let Some(signer) = signer(args.evidence_key.clone()).await
+        {
+            point = Some(heads::public_key_point(&signer.public_key().await?)?);
+        }
+        let kept: Vec<SignedHead> = args
+            .since_head
+            .as_deref()
+            .map(read_head)
+            .transpose()?
+            .into_iter()
+            .collect();
+        if let (Some(point), Some(kept)) = (&point, kept.first())
+            && let Err(problem) = heads::verify_signature(kept, point)
+        {
+            println!(
+                "BROKEN: the kept head of size {}: {problem}",
+                kept.head.tree_size
+            );
+            return Ok(exit::INCOMPLETE);
+        }
+        let report = proof::verify_tree(store.pool(), point.as_deref(), &kept).await?;
+        Ok(print_tree_report(&report))
+    }
+
+    fn print_tree_report(report: &TreeReport) -> i32 {
+        if let Some(problem) = &report.problem {
+            println!("BROKEN: {problem}");
+            return exit::INCOMPLETE;
+        }
+        let Some(newest) = &report.newest else {
+            println!(
+                "UNANCHORED: the tree of {} leaves matches every record, but no tree head was made yet",
+                report.leaves
+            );
+            return exit::OK;
+        };
+        let what = format!(
+            "the tree of {} leaves matches every record and {} tree heads (newest: size {}, root {}, {})",
+            report.leaves,
+            report.heads,
+            newest.head.tree_size,
+            newest.head.root_hash,
+            newest.head.timestamp.to_rfc3339()
+        );
+        if report.unsigned > 0 {
+            println!(
+                "UNANCHORED: {what}; {} heads are unsigned (no ECR_AUDIT_EVIDENCE_KEY)",
+                report.unsigned
+            );
+        } else if !report.signatures_checked {
+            println!(
+                "OK: {what}; signatures not checked (give --public-key or ECR_AUDIT_EVIDENCE_KEY)"
+            );
+        } else {
+            println!("OK: {what}; {} signatures verified", report.signed);
+        }
+        exit::OK
+    }
+
+    /// What a JSON file given to `verify` holds when it is not an export.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ProofFile {
+        Inclusion(Proven),
+        Consistency(ConsistencyProof),
+    }
+
+    /// Verifies inclusion and consistency proof files (`evidence prove`, `evidence
+    /// consistency`) offline; `None` when the files are exports.
+    pub(super) fn verify_proof_files(args: &VerifyArgs) -> anyhow::Result<Option<i32>> {
+        let mut parsed = Vec::new();
+        for path in &args.files {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return Ok(None);
+            };
+            let Ok(file) = serde_json::from_str::<ProofFile>(&text) else {
+                return Ok(None);
+            };
+            parsed.push((path, file));
+        }
+        let point = read_point(args.public_key.as_deref())?;
+        let kept = args.since_head.as_deref().map(read_head).transpose()?;
+        for (path, file) in parsed {
+            let name = path.display();
+            let (heads_in, result, what) = check_file(&file);
+            if let Err(problem) = result {
+                println!("BROKEN: {name}: {problem}");
+                return Ok(Some(exit::INCOMPLETE));
+            }
+            let signed = match check_signatures(&heads_in, point.as_deref()) {
+                Ok(words) => words,
+                Err(problem) => {
+                    println!("BROKEN: {name}: {problem}");
+                    return Ok(Some(exit::INCOMPLETE));
+                }
+            };
+            if let (Some(kept), Some(newest)) = (&kept, heads_in.last())
+                && kept.head != newest.head
+                && kept.head.tree_size == newest.head.tree_size
+            {
+                println!(
+                    "BROKEN: {name}: the head of size {} is not the head kept in --since-head: the log was rewritten",
+                    kept.head.tree_size
+                );
+                return Ok(Some(exit::INCOMPLETE));
+            }
+            println!(
+                "{}: {name}: {what}; {signed}",
+                if signed.starts_with("unanchored") {
+                    "UNANCHORED"
+                } else {
+                    "OK"
+                }
+            );
+        }
+        Ok(Some(exit::OK))
+    }
+
+    /// The heads a proof file names, whether its proof holds, and what it shows.
+    fn check_file(file: &ProofFile) -> (Vec<&SignedHead>, Result<(), proof::ProofProblem>, String) {
+        match file {
+            ProofFile::Inclusion(p) => (
+                vec![&p.head],
+                proof::check_inclusion(&p.head.head, &p.proof),
+                format!(
+                    "record seq {} ({}) is leaf {} of the head of size {}",
+                    p.proof.seq, p.proof.record_hash, p.proof.leaf_index, p.head.head.tree_size
+                ),
+            ),
+            ProofFile::Consistency(c) => (
+                vec![&c.from, &c.to],
+                proof::check_consistency(c),
+                format!(
+                    "the head of size {} extends the head of size {}",
+                    c.to.head.tree_size, c.from.head.tree_size
+                ),
+            ),
+        }
+    }
+
+    fn check_signatures(heads_in: &[&SignedHead], point: Option<&[u8]>) -> Result<String, String> {
+        let Some(point) = point else {
+            return Ok("unanchored: no --public-key, signatures not checked".to_owned());
+        };
+        for head in heads_in {
+            match heads::verify_signature(head, point) {
+                Ok(()) => {}
+                Err(heads::SignatureProblem::Unsigned) => {
+                    return Ok(format!(
+                        "unanchored: the head of size {} is unsigned",
+                        head.head.tree_size
+                    ));
+                }
+                Err(problem) => {
+                    return Err(format!(
+                        "the head of size {}: {problem}",
+                        head.head.tree_size
+                    ));
+                }
+            }
+        }
+        Ok("every head signature verified with the public key".to_owned())
     }
 }

@@ -45,6 +45,8 @@ pub struct Background {
     pub coverage: Option<(CoverageSweeper, Duration)>,
     /// The bounds of the HTTP endpoints and the size of their own database pool.
     pub http: HttpLimits,
+    /// Evidence tree heads: the signer (none = unsigned heads), every N records or T.
+    pub heads: Option<(Option<crate::evidence::heads::KmsSigner>, u64, Duration)>,
 }
 
 impl Background {
@@ -57,6 +59,7 @@ impl Background {
             reconcile: None,
             coverage: None,
             http: HttpLimits::default(),
+            heads: None,
         }
     }
 }
@@ -113,6 +116,7 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
+    spawn_heads(&mut tasks, &pipeline, background.heads, &http_shutdown);
     if let Some(alerts) = background.alerts {
         // Alerts keep flowing while the consumer drains; they stop with the endpoints.
         tasks.push(tokio::spawn(
@@ -187,6 +191,25 @@ type Sweeps = (
 
 /// Starts the periodic work that is configured: scheduled re-verification (unless
 /// `reverify_interval` is zero), the reconcile sweep and the coverage sweep.
+/// Tree heads are made off the batch path, and stop with the endpoints so that the last head
+/// is made after the consumer drained.
+fn spawn_heads(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    pipeline: &Arc<Pipeline>,
+    heads: Option<(Option<crate::evidence::heads::KmsSigner>, u64, Duration)>,
+    stop: &CancellationToken,
+) {
+    if let Some((signer, records, interval)) = heads {
+        tasks.push(tokio::spawn(crate::evidence::heads::run_periodically(
+            pipeline.store().pool().clone(),
+            signer,
+            records,
+            interval,
+            stop.clone(),
+        )));
+    }
+}
+
 fn spawn_periodic(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     pipeline: &Arc<Pipeline>,

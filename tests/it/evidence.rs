@@ -103,7 +103,7 @@ fn signature(repository: &str, n: u32, status: SignatureStatus) -> SignatureWrit
     clippy::too_many_lines,
     reason = "one whole plan literal, every field spelled out as the store receives it"
 )]
-fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
+pub(crate) fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
     let now = Utc::now();
     Plan::Event(Box::new(EventPlan {
         distrusted: Vec::new(),
@@ -255,7 +255,7 @@ pub(crate) async fn history(store: &Store) {
     commit(store, vec![repository_plan("h7", "team/web", "IMMUTABLE")]).await;
 }
 
-async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
+pub(crate) async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM evidence ORDER BY seq")
         .fetch_all(pool)
         .await

@@ -109,3 +109,467 @@ async fn the_tree_refuses_update_delete_and_truncate() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signed tree heads, proofs, and the attacks they detect (docs/EVIDENCE.md, "Threat model").
+
+use std::path::Path;
+
+use ecr_audit::evidence::ChainedRecord;
+
+/// A KMS signing key in the emulator, as the CloudFormation stack creates it.
+async fn signing_key() -> String {
+    let sdk = ecr_audit::aws::load_sdk_config().await;
+    aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .description("ecr-audit evidence heads (test)")
+        .send()
+        .await
+        .expect("create key")
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("key arn")
+        .to_owned()
+}
+
+/// Runs the binary against the database with the key (if any); exit code and all output.
+fn run(pool: &PgPool, key: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = crate::evidence::ecr_audit(pool);
+    command.args(args);
+    match key {
+        Some(key) => command.env("ECR_AUDIT_EVIDENCE_KEY", key),
+        None => command.env_remove("ECR_AUDIT_EVIDENCE_KEY"),
+    };
+    let output = command.output().expect("run ecr-audit");
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+fn stdout_to(pool: &PgPool, key: Option<&str>, args: &[&str], path: &Path) {
+    let mut command = crate::evidence::ecr_audit(pool);
+    if let Some(key) = key {
+        command.env("ECR_AUDIT_EVIDENCE_KEY", key);
+    }
+    let output = command.args(args).output().expect("run ecr-audit");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::write(path, output.stdout).expect("write");
+}
+
+/// `verify FILE… --public-key PEM` with no database and no AWS in reach.
+fn verify_offline(files: &[&Path], pem: &Path) -> (Option<i32>, String) {
+    let output = assert_cmd::Command::cargo_bin("ecr-audit")
+        .expect("binary")
+        .arg("verify")
+        .args(files)
+        .arg("--public-key")
+        .arg(pem)
+        .env_remove("DATABASE_URL")
+        .env_remove("ECR_AUDIT_EVIDENCE_KEY")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .expect("run verify");
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// As a superuser with the triggers off: replaces the whole log by `records` (re-linked and
+/// re-hashed so the chain is internally consistent), moves the head row and, when
+/// `rebuild_tree`, rebuilds the tree over the forgery too.
+async fn replace_log(pool: &PgPool, mut records: Vec<ChainedRecord>, rebuild_tree: bool) {
+    let mut prev = ecr_audit::evidence::GENESIS_HASH.to_owned();
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .expect("triggers off");
+    sqlx::query("DELETE FROM evidence")
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
+    for (seq, r) in (1i64..).zip(records.iter_mut()) {
+        r.seq = seq;
+        r.prev_hash = prev.clone();
+        let hash = r.compute_hash();
+        sqlx::query(
+            "INSERT INTO evidence (seq, recorded_at, event_id, event_time, kind, outcome, account,
+                  region, repository, digest, tag, actor, detail, prev_hash, hash)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+        )
+        .bind(r.seq)
+        .bind(r.recorded_at)
+        .bind(&r.event_id)
+        .bind(r.event_time)
+        .bind(r.kind.as_str())
+        .bind(&r.outcome)
+        .bind(&r.account)
+        .bind(&r.region)
+        .bind(&r.repository)
+        .bind(&r.digest)
+        .bind(&r.tag)
+        .bind(&r.actor)
+        .bind(&r.detail)
+        .bind(&r.prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .expect("insert forged record");
+        prev = hash;
+    }
+    sqlx::query("UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(i64::try_from(records.len()).expect("len"))
+        .bind(&prev)
+        .execute(&mut *tx)
+        .await
+        .expect("head");
+    if rebuild_tree {
+        sqlx::query("DELETE FROM evidence_tree")
+            .execute(&mut *tx)
+            .await
+            .expect("tree");
+        sqlx::query("SELECT evidence_tree_adopt()")
+            .execute(&mut *tx)
+            .await
+            .expect("adopt");
+    }
+    tx.commit().await.expect("commit forgery");
+}
+
+async fn stored(pool: &PgPool) -> Vec<ChainedRecord> {
+    crate::evidence::records(pool)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+async fn signed_log(key: &str) -> crate::harness::TestDb {
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    history(&store).await;
+    let (code, out) = run(&db.pool, Some(key), &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&db.pool, Some(key), &["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 signatures verified"), "{out}");
+    db
+}
+
+#[tokio::test]
+async fn a_whole_evidence_table_replaced_by_another_consistent_chain_is_detected() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    // Another log, internally consistent, with other contents.
+    let other = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(other.pool.clone());
+    for i in 0..40 {
+        commit(
+            &store,
+            vec![repository_plan(&format!("x{i}"), "team/other", "MUTABLE")],
+        )
+        .await;
+    }
+    replace_log(&db.pool, stored(&other.pool).await, true).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("OK: ") && out.contains(" evidence records verified"),
+        "the chain itself verifies: {out}"
+    );
+    assert!(out.contains("BROKEN: the head of size"), "{out}");
+    assert!(
+        out.contains("the log was rewritten after the head was made"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn one_record_edited_with_every_later_hash_recomputed_is_detected() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let mut records = stored(&db.pool).await;
+    records[2].actor = Some("arn:aws:iam::123456789012:user/someone-else".into());
+    // The tree left alone: the record no longer is its leaf.
+    replace_log(&db.pool, records.clone(), false).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("record seq 3: its hash is not the tree's leaf"),
+        "{out}"
+    );
+    // The tree rebuilt over the edit too: the signed head no longer matches.
+    replace_log(&db.pool, records, true).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("the log was rewritten after the head was made"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_rolled_back_to_an_earlier_prefix_is_detected() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let records = stored(&db.pool).await;
+    replace_log(&db.pool, records[..5].to_vec(), true).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("OK: 5 evidence records verified"), "{out}");
+    assert!(
+        out.contains("the log was rolled back to an earlier prefix"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_head_signed_by_another_key_is_detected() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    use base64::Engine as _;
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    // The attacker rewrites the log and, to match, replaces the heads with one of their own,
+    // signed by a key they hold, naming the real key.
+    let mut records = stored(&db.pool).await;
+    records[1].actor = Some("arn:aws:iam::123456789012:user/cover-up".into());
+    replace_log(&db.pool, records, true).await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let (log_id, _) = tree::log_identity(&mut conn).await.expect("log");
+    let size = tree::size(&mut conn).await.expect("size");
+    let root = hex::encode(tree::root(&mut conn, size).await.expect("root"));
+    let head = ecr_audit::evidence::heads::TreeHead {
+        log_id,
+        first_seq: 1,
+        tree_size: size,
+        root_hash: root.clone(),
+        timestamp: chrono::Utc::now(),
+    };
+    let head: ecr_audit::evidence::heads::TreeHead =
+        serde_json::from_slice(&head.canonical()).expect("round trip");
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).expect("pair");
+    let signature = pair.sign(&rng, &head.canonical()).expect("sign");
+    crate::evidence::tamper(&db.pool, &["DELETE FROM evidence_heads"]).await;
+    sqlx::query(
+        "INSERT INTO evidence_heads (tree_size, root_hash, signed_at, head_json, key_id, signature)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(i64::try_from(size).expect("size"))
+    .bind(&root)
+    .bind(head.timestamp)
+    .bind(String::from_utf8(head.canonical()).expect("utf8"))
+    .bind(&key)
+    .bind(signature.as_ref())
+    .execute(&db.pool)
+    .await
+    .expect("forged head");
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("signature does not verify with the public key"),
+        "{out}"
+    );
+    let _ = base64::engine::general_purpose::STANDARD.encode(b"");
+}
+
+#[tokio::test]
+async fn inclusion_proofs_verify_offline_with_the_public_key_and_a_tampered_one_does_not() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("key.pem");
+    stdout_to(&db.pool, Some(&key), &["evidence", "public-key"], &pem);
+    assert!(
+        std::fs::read_to_string(&pem)
+            .expect("pem")
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    let proof = dir.path().join("proof.json");
+    stdout_to(
+        &db.pool,
+        None,
+        &["evidence", "prove", "--record", "4"],
+        &proof,
+    );
+    let (code, out) = verify_offline(&[&proof], &pem);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("OK: ") && out.contains("record seq 4"),
+        "{out}"
+    );
+    assert!(out.contains("every head signature verified"), "{out}");
+    // One hash of the path altered.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&proof).expect("read")).expect("json");
+    json["proof"]["path"][0] = serde_json::Value::String("ab".repeat(32));
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, json.to_string()).expect("write");
+    let (code, out) = verify_offline(&[&tampered], &pem);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("inclusion proof does not lead to the root"),
+        "{out}"
+    );
+    // The record's hash swapped for another record's: the same.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&proof).expect("read")).expect("json");
+    json["proof"]["record_hash"] = serde_json::Value::String(stored_hash(&db.pool, 5).await);
+    std::fs::write(&tampered, json.to_string()).expect("write");
+    let (code, out) = verify_offline(&[&tampered], &pem);
+    assert_eq!(code, Some(2), "{out}");
+}
+
+async fn stored_hash(pool: &PgPool, seq: i64) -> String {
+    sqlx::query_scalar("SELECT hash FROM evidence WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(pool)
+        .await
+        .expect("hash")
+}
+
+#[tokio::test]
+async fn a_consistency_proof_links_heads_of_one_log_and_fails_between_heads_that_do_not_extend() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    let first = tree::size(&mut db.pool.acquire().await.expect("conn"))
+        .await
+        .expect("size");
+    commit(&store, vec![repository_plan("c1", "team/c", "MUTABLE")]).await;
+    let (code, out) = run(&db.pool, Some(&key), &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
+    let second = tree::size(&mut db.pool.acquire().await.expect("conn"))
+        .await
+        .expect("size");
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("key.pem");
+    stdout_to(&db.pool, Some(&key), &["evidence", "public-key"], &pem);
+    let good = dir.path().join("good.json");
+    let (from, to) = (first.to_string(), second.to_string());
+    stdout_to(
+        &db.pool,
+        None,
+        &["evidence", "consistency", "--from", &from, "--to", &to],
+        &good,
+    );
+    let (code, out) = verify_offline(&[&good], &pem);
+    assert_eq!(code, Some(0), "{out}");
+    // The log forked: record 2 rewritten (chain and tree), then the honest signer signs the
+    // forged tree as it grows.
+    let mut records = stored(&db.pool).await;
+    records[1].actor = Some("arn:aws:iam::123456789012:user/fork".into());
+    replace_log(&db.pool, records, true).await;
+    commit(&store, vec![repository_plan("c2", "team/c", "IMMUTABLE")]).await;
+    let (code, out) = run(&db.pool, Some(&key), &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
+    let third = tree::size(&mut db.pool.acquire().await.expect("conn"))
+        .await
+        .expect("size")
+        .to_string();
+    let forked = dir.path().join("forked.json");
+    stdout_to(
+        &db.pool,
+        None,
+        &["evidence", "consistency", "--from", &from, "--to", &third],
+        &forked,
+    );
+    let (code, out) = verify_offline(&[&forked], &pem);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("do not extend each other"), "{out}");
+}
+
+#[tokio::test]
+async fn without_a_key_heads_are_unsigned_and_verification_says_unanchored() {
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    history(&store).await;
+    let (code, out) = run(&db.pool, None, &["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("UNANCHORED: the tree of"), "{out}");
+    let (code, out) = run(&db.pool, None, &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("unanchored"), "{out}");
+    let (code, out) = run(&db.pool, None, &["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("UNANCHORED:") && out.contains("unsigned"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
+    let key = signing_key().await;
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    let sdk = ecr_audit::aws::load_sdk_config().await;
+    let signer = ecr_audit::evidence::heads::KmsSigner::new(&sdk, key);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(ecr_audit::evidence::heads::run_periodically(
+        db.pool.clone(),
+        Some(signer),
+        3,
+        std::time::Duration::from_secs(3600),
+        stop.clone(),
+    ));
+    for i in 0..3 {
+        commit(
+            &store,
+            vec![repository_plan(&format!("w{i}"), "team/w", "MUTABLE")],
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ecr_audit::evidence::heads::latest_size(&db.pool)
+        .await
+        .expect("heads")
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no head after 3 records"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // One more record: below N and before T, so no head until shutdown.
+    commit(&store, vec![repository_plan("w9", "team/w", "IMMUTABLE")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        ecr_audit::evidence::heads::all(&db.pool)
+            .await
+            .expect("heads")
+            .len(),
+        1
+    );
+    stop.cancel();
+    task.await.expect("task");
+    let heads = ecr_audit::evidence::heads::all(&db.pool)
+        .await
+        .expect("heads");
+    assert_eq!(heads.len(), 2);
+    let size = tree::size(&mut db.pool.acquire().await.expect("conn"))
+        .await
+        .expect("size");
+    assert_eq!(heads[1].head.tree_size, size);
+    assert!(heads.iter().all(|h| h.signature.is_some()));
+}
