@@ -543,7 +543,7 @@ mod evidence_cli {
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
     use crate::evidence::ChainReport;
     use crate::evidence::chain::EvidenceFilter;
-    use crate::evidence::export::verify::{FileReport, Start, verify_file};
+    use crate::evidence::export::verify::{FileReport, Start, verify_file, verify_file_since};
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
     use crate::evidence::retention::{self, ArchivablePrefix, Checkpoint};
     use crate::store::Store;
@@ -680,12 +680,20 @@ mod evidence_cli {
         if let Some(code) = super::head_cli::verify_proof_files(&args)? {
             return Ok(code);
         }
+        let (point, kept) = super::head_cli::offline_keys(&args)?;
         let mut previous: Option<ChainPoint> = None;
         for path in &args.files {
             let name = path.display();
-            match verify_file(path, previous.as_ref())? {
+            match verify_file_since(path, previous.as_ref(), kept.clone())? {
                 Ok(report) => {
-                    println!("OK: {name}: {}", describe(&report));
+                    let tree = match super::head_cli::describe_tree(&report, point.as_deref()) {
+                        Ok(words) => words,
+                        Err(problem) => {
+                            println!("BROKEN: {name}: {problem}");
+                            return Ok(exit::INCOMPLETE);
+                        }
+                    };
+                    println!("OK: {name}: {}; {tree}", describe(&report));
                     previous = match report.manifest.scope {
                         Scope::Filtered => None,
                         _ => report.manifest.last.clone().or(previous),
@@ -1101,6 +1109,50 @@ mod head_cli {
                 ),
             ),
         }
+    }
+
+    /// The public key point and the kept head (its signature checked) for offline files.
+    pub(super) fn offline_keys(
+        args: &VerifyArgs,
+    ) -> anyhow::Result<(Option<Vec<u8>>, Option<crate::evidence::heads::TreeHead>)> {
+        let point = read_point(args.public_key.as_deref())?;
+        let kept = args.since_head.as_deref().map(read_head).transpose()?;
+        if let (Some(point), Some(kept)) = (&point, &kept)
+            && let Err(problem) = heads::verify_signature(kept, point)
+        {
+            bail!("the kept head of size {}: {problem}", kept.head.tree_size);
+        }
+        Ok((point, kept.map(|k| k.head)))
+    }
+
+    /// What a verified export proved against its tree head, or why its head does not hold.
+    pub(super) fn describe_tree(
+        report: &crate::evidence::export::verify::FileReport,
+        point: Option<&[u8]>,
+    ) -> Result<String, String> {
+        let Some(head) = &report.manifest.tree_head else {
+            return Ok("unanchored: the manifest carries no tree head".to_owned());
+        };
+        let signed = check_signatures(&[head], point)
+            .map_err(|problem| format!("the manifest's tree head: {problem}"))?;
+        let t = &report.tree;
+        let mut words = format!("tree head of size {} ({signed})", head.head.tree_size);
+        if t.root_verified {
+            words.push_str("; the records re-hash to its root");
+        }
+        if t.proven > 0 {
+            words.push_str(&format!("; {} inclusion proofs verified", t.proven));
+        }
+        if t.kept_verified {
+            words.push_str("; the log only grew since the kept head");
+        }
+        if t.uncovered > 0 {
+            words.push_str(&format!(
+                "; {} records are newer than the head",
+                t.uncovered
+            ));
+        }
+        Ok(words)
     }
 
     fn check_signatures(heads_in: &[&SignedHead], point: Option<&[u8]>) -> Result<String, String> {

@@ -334,6 +334,19 @@ pub async fn all(pool: &PgPool) -> Result<Vec<SignedHead>, HeadError> {
     rows.into_iter().map(from_row).collect()
 }
 
+/// The newest stored head, read on `conn` (inside an export's snapshot).
+///
+/// # Errors
+/// When the query fails or the stored head is malformed.
+pub async fn newest_in(conn: &mut PgConnection) -> Result<Option<SignedHead>, HeadError> {
+    let row: Option<HeadRow> = sqlx::query_as(
+        "SELECT head_json, key_id, signature FROM evidence_heads ORDER BY tree_size DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(from_row).transpose()
+}
+
 /// The stored head of exactly `size` leaves, or the newest one when `size` is `None`.
 ///
 /// # Errors

@@ -333,6 +333,39 @@ pub fn append_nodes(size: u64, frontier: &[(Node, Hash)], leaves: &[Hash]) -> Ve
     created
 }
 
+/// The right edge of a tree grown leaf by leaf in `O(log n)` memory: enough for its root at
+/// every size, so a verifier streaming a file never holds more than one hash per level.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    stack: Vec<(u32, Hash)>,
+    pub size: u64,
+}
+
+impl Frontier {
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut current = (0u32, leaf);
+        while let Some((level, left)) = self.stack.last().copied() {
+            if level != current.0 {
+                break;
+            }
+            self.stack.pop();
+            current = (level + 1, node_hash(&left, &current.1));
+        }
+        self.stack.push(current);
+        self.size += 1;
+    }
+
+    /// The root of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut iter = self.stack.iter().rev();
+        let Some((_, last)) = iter.next() else {
+            return empty_root();
+        };
+        iter.fold(*last, |acc, (_, h)| node_hash(h, &acc))
+    }
+}
+
 /// Every node of a tree held in memory, computed from its leaf hashes; for tests and for
 /// rebuilding a small tree.
 pub struct InMemory {

@@ -573,3 +573,134 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
     assert_eq!(heads[1].head.tree_size, size);
     assert!(heads.iter().all(|h| h.signature.is_some()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exports cut against a signed head.
+
+/// Replaces the line that holds record `seq` (JSON Lines) with `replacement`.
+fn swap_line(path: &Path, seq: i64, replacement: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let needle = format!("{{\"seq\":{seq},");
+    let swapped: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&needle) {
+                replacement.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert_ne!(swapped.join("\n"), text.trim_end(), "record {seq} found");
+    std::fs::write(path, swapped.join("\n") + "\n").expect("write");
+}
+
+#[tokio::test]
+async fn a_filtered_export_proves_each_record_offline_with_only_the_public_key() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("key.pem");
+    stdout_to(&db.pool, Some(&key), &["evidence", "public-key"], &pem);
+    let app = crate::evidence::export(&db.pool, dir.path(), "jsonl", &["--repository", "team/app"]);
+    let web = crate::evidence::export(&db.pool, dir.path(), "jsonl", &["--repository", "team/web"]);
+    let (code, out) = verify_offline(&[&app], &pem);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("inclusion proofs verified"), "{out}");
+    assert!(out.contains("every head signature verified"), "{out}");
+    // Every format carries the head.
+    for format in ["csv", "ocsf"] {
+        let file =
+            crate::evidence::export(&db.pool, dir.path(), format, &["--repository", "team/app"]);
+        let (code, out) = verify_offline(&[&file], &pem);
+        assert_eq!(code, Some(0), "{format}: {out}");
+        assert!(out.contains("inclusion proofs verified"), "{format}: {out}");
+    }
+
+    // A record swapped for a genuine record of the other export.
+    let text = std::fs::read_to_string(&app).expect("read");
+    let first_app: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("line")).expect("json");
+    let web_text = std::fs::read_to_string(&web).expect("read");
+    let web_line = web_text.lines().next().expect("line");
+    let swapped = dir.path().join("swapped.jsonl");
+    std::fs::copy(&app, &swapped).expect("copy");
+    swap_line(&swapped, first_app["seq"].as_i64().expect("seq"), web_line);
+    let (code, out) = verify_offline(&[&swapped], &pem);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("BROKEN"), "{out}");
+
+    // One hash of one proof in the manifest altered.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(lines.last().expect("manifest")).expect("json");
+    manifest["manifest"]["proofs"][0]["path"][0] = serde_json::Value::String("cd".repeat(32));
+    *lines.last_mut().expect("manifest") = manifest.to_string();
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+    let (code, out) = verify_offline(&[&tampered], &pem);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("inclusion proof does not lead to the root"),
+        "{out}"
+    );
+
+    // The manifest's head re-signed by nobody: its signature no longer matches.
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("m")).expect("json");
+    manifest["manifest"]["tree_head"]["head"]["timestamp"] = "2020-01-01T00:00:00.000000Z".into();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    *lines.last_mut().expect("manifest") = manifest.to_string();
+    std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+    let (code, out) = verify_offline(&[&tampered], &pem);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("signature does not verify"), "{out}");
+}
+
+#[tokio::test]
+async fn a_full_export_rehashes_to_its_head_and_to_a_head_kept_earlier() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("key.pem");
+    stdout_to(&db.pool, Some(&key), &["evidence", "public-key"], &pem);
+    let kept = dir.path().join("kept.json");
+    stdout_to(&db.pool, None, &["evidence", "heads"], &kept);
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    commit(&store, vec![repository_plan("k1", "team/k", "MUTABLE")]).await;
+    let (code, out) = run(&db.pool, Some(&key), &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
+    let full = crate::evidence::export(&db.pool, dir.path(), "jsonl", &[]);
+    let output = assert_cmd::Command::cargo_bin("ecr-audit")
+        .expect("binary")
+        .arg("verify")
+        .arg(&full)
+        .arg("--public-key")
+        .arg(&pem)
+        .arg("--since-head")
+        .arg(&kept)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("verify");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("the records re-hash to its root"), "{out}");
+    assert!(
+        out.contains("the log only grew since the kept head"),
+        "{out}"
+    );
+    // The database agrees with the kept head too; after a rewrite it does not.
+    let kept_arg = kept.to_str().expect("path");
+    let (code, out) = run(&db.pool, Some(&key), &["verify", "--since-head", kept_arg]);
+    assert_eq!(code, Some(0), "{out}");
+    let mut records = stored(&db.pool).await;
+    records[0].actor = Some("arn:aws:iam::123456789012:user/rewriter".into());
+    replace_log(&db.pool, records, true).await;
+    crate::evidence::tamper(&db.pool, &["DELETE FROM evidence_heads"]).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify", "--since-head", kept_arg]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("the log was rewritten after the head was made"),
+        "{out}"
+    );
+}
