@@ -75,7 +75,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
-    background.heads = Some(args.heads.settings(&sdk));
+    background.heads = Some(args.heads.settings(&sdk, args.alert_bus.clone()));
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);
@@ -890,8 +890,15 @@ mod head_cli {
             EvidenceCommand::SignHead(args) => {
                 let store = connect(&args.database).await?;
                 let signer = signer(args.evidence_key).await;
+                let anchor = args.anchor.anchor(&load_sdk_config().await, args.alert_bus);
                 match heads::make_head(store.pool(), signer.as_ref()).await? {
                     Some(head) => {
+                        if let Some(anchor) = &anchor
+                            && head.signature.is_some()
+                        {
+                            let key = anchor.publish(&head).await?;
+                            eprintln!("anchored as {key}");
+                        }
                         if head.signature.is_none() {
                             eprintln!(
                                 "unanchored: no ECR_AUDIT_EVIDENCE_KEY, the head is unsigned"
@@ -990,6 +997,17 @@ mod head_cli {
                 kept.head.tree_size
             );
             return Ok(exit::INCOMPLETE);
+        }
+        let mut kept = kept;
+        if let Some(bucket) = args.evidence_bucket.clone() {
+            let sdk = load_sdk_config().await;
+            let anchor = crate::evidence::anchor::Anchor::new(&sdk, bucket, 0, None);
+            let mut conn = store.pool().acquire().await?;
+            let (log_id, _) = crate::evidence::tree::log_identity(&mut conn).await?;
+            drop(conn);
+            let anchored = anchor.heads(&log_id).await?;
+            println!("checking against {} heads anchored in S3", anchored.len());
+            kept.extend(anchored);
         }
         let report = proof::verify_tree(store.pool(), point.as_deref(), &kept).await?;
         Ok(print_tree_report(&report))

@@ -274,21 +274,56 @@ pub struct HeadArgs {
     /// …or once this long has passed since the last one while records were appended.
     #[arg(long, env = "ECR_AUDIT_EVIDENCE_HEAD_INTERVAL", default_value = "60s", value_parser = duration)]
     pub evidence_head_interval: Duration,
+    #[command(flatten)]
+    pub anchor: AnchorArgs,
+}
+
+/// The S3 anchor of signed tree heads (docs/EVIDENCE.md, "The anchor in S3").
+#[derive(Debug, Clone, Args)]
+pub struct AnchorArgs {
+    /// S3 bucket (Object Lock enabled) every signed tree head is written to; unset = heads are
+    /// not anchored outside the database.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    /// Days each anchored head is locked (Object Lock, compliance mode).
+    #[arg(
+        long,
+        env = "ECR_AUDIT_EVIDENCE_RETENTION_DAYS",
+        default_value_t = 2557
+    )]
+    pub evidence_retention_days: u32,
+}
+
+impl AnchorArgs {
+    /// The anchor, when a bucket is configured; announced on `bus` when there is one.
+    pub fn anchor(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        bus: Option<String>,
+    ) -> Option<crate::evidence::anchor::Anchor> {
+        self.evidence_bucket.clone().map(|bucket| {
+            crate::evidence::anchor::Anchor::new(sdk, bucket, self.evidence_retention_days, bus)
+        })
+    }
 }
 
 impl HeadArgs {
-    /// What the worker's head task needs: the signer (none = unsigned heads), N and T.
+    /// What the worker's head task needs: the signer (none = unsigned heads), the anchor (on
+    /// the alert bus `bus`), N and T.
     pub fn settings(
         &self,
         sdk: &aws_config::SdkConfig,
-    ) -> (Option<crate::evidence::heads::KmsSigner>, u64, Duration) {
-        (
-            self.evidence_key
+        bus: Option<String>,
+    ) -> crate::evidence::heads::HeadTask {
+        crate::evidence::heads::HeadTask {
+            signer: self
+                .evidence_key
                 .clone()
                 .map(|key| crate::evidence::heads::KmsSigner::new(sdk, key)),
-            self.evidence_head_records,
-            self.evidence_head_interval,
-        )
+            anchor: self.anchor.anchor(sdk, bus),
+            records: self.evidence_head_records,
+            interval: self.evidence_head_interval,
+        }
     }
 }
 
@@ -441,6 +476,9 @@ pub struct VerifyArgs {
     /// KMS key whose public key verifies head signatures in the database (when no --public-key).
     #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
     pub evidence_key: Option<String>,
+    /// The database is also checked against the heads anchored in this bucket.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -495,6 +533,11 @@ pub struct SignHeadArgs {
     /// KMS key that signs; unset = an unsigned head.
     #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
     pub evidence_key: Option<String>,
+    #[command(flatten)]
+    pub anchor: AnchorArgs,
+    /// EventBridge bus the anchored head is announced on.
+    #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
+    pub alert_bus: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -46,7 +46,7 @@ pub struct Background {
     /// The bounds of the HTTP endpoints and the size of their own database pool.
     pub http: HttpLimits,
     /// Evidence tree heads: the signer (none = unsigned heads), every N records or T.
-    pub heads: Option<(Option<crate::evidence::heads::KmsSigner>, u64, Duration)>,
+    pub heads: Option<crate::evidence::heads::HeadTask>,
 }
 
 impl Background {
@@ -196,15 +196,13 @@ type Sweeps = (
 fn spawn_heads(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     pipeline: &Arc<Pipeline>,
-    heads: Option<(Option<crate::evidence::heads::KmsSigner>, u64, Duration)>,
+    heads: Option<crate::evidence::heads::HeadTask>,
     stop: &CancellationToken,
 ) {
-    if let Some((signer, records, interval)) = heads {
+    if let Some(task) = heads {
         tasks.push(tokio::spawn(crate::evidence::heads::run_periodically(
             pipeline.store().pool().clone(),
-            signer,
-            records,
-            interval,
+            task,
             stop.clone(),
         )));
     }

@@ -363,6 +363,31 @@ pub async fn find(pool: &PgPool, size: Option<u64>) -> Result<Option<SignedHead>
     row.map(from_row).transpose()
 }
 
+/// Anchors a signed head when an anchor is configured; a failure is logged (the head stays in
+/// the database, and `verify` reports a head missing from the anchor).
+pub async fn anchor_head(anchor: Option<&super::anchor::Anchor>, head: &SignedHead) {
+    let Some(anchor) = anchor.filter(|_| head.signature.is_some()) else {
+        return;
+    };
+    match anchor.publish(head).await {
+        Ok(key) => tracing::info!(key, "evidence tree head anchored"),
+        Err(e) => tracing::warn!(error = %e, "could not anchor the evidence tree head"),
+    }
+}
+
+/// What the worker's head task needs.
+#[derive(Clone, Debug)]
+pub struct HeadTask {
+    /// None: unsigned heads.
+    pub signer: Option<KmsSigner>,
+    /// None: heads are not anchored outside the database.
+    pub anchor: Option<super::anchor::Anchor>,
+    /// A head once this many records were appended since the last…
+    pub records: u64,
+    /// …or once this long passed while any were.
+    pub interval: std::time::Duration,
+}
+
 /// How many records the log holds beyond its newest head.
 async fn pending(pool: &PgPool) -> Result<u64, HeadError> {
     let n: i64 = sqlx::query_scalar(
@@ -379,11 +404,15 @@ async fn pending(pool: &PgPool) -> Result<u64, HeadError> {
 /// path: appends never wait for KMS.
 pub async fn run_periodically(
     pool: PgPool,
-    signer: Option<KmsSigner>,
-    records: u64,
-    interval: std::time::Duration,
+    task: HeadTask,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let HeadTask {
+        signer,
+        anchor,
+        records,
+        interval,
+    } = task;
     let poll = interval.clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(1),
@@ -405,6 +434,7 @@ pub async fn run_periodically(
             match make_head(&pool, signer.as_ref()).await {
                 Ok(Some(head)) => {
                     last = tokio::time::Instant::now();
+                    anchor_head(anchor.as_ref(), &head).await;
                     tracing::info!(
                         tree_size = head.head.tree_size,
                         root = %head.head.root_hash,

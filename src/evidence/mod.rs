@@ -11,6 +11,7 @@
 //! This layer sits below `store`: it talks to Postgres through `sqlx` directly and never
 //! imports `store`, `source`, `export` or `pipeline`.
 
+pub mod anchor;
 pub mod chain;
 pub mod database;
 pub mod detail;

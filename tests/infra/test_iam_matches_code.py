@@ -52,6 +52,7 @@ AUTHORIZED_BY = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:SendMessageBatch": "sqs:SendMessage",
+    "s3:ListObjectsV2": "s3:ListBucket",
 }
 # Services the worker reads in spoke accounts through the reader role (ECR Public: ECR.4).
 POSTURE_PREFIXES = {"ecr", "ecr-public", "inspector2", "signer", "kms"}
@@ -64,6 +65,8 @@ CENTRAL_KEY_ONLY = {"kms:Sign", "kms:GetPublicKey"}
 TASK_ROLE_EXTRA = {
     # aws_config::sts::AssumeRoleProvider (not a fluent call) assumes each spoke's reader role.
     "sts:AssumeRole": "the credentials provider assumes the spoke reader roles",
+    # PutObject with Object Lock headers (src/evidence/anchor.rs) also needs this action.
+    "s3:PutObjectRetention": "PutObject sets each evidence head's retention",
 }
 # The execution role is used by ECS, not by the worker's code.
 EXECUTION_ROLE_ALLOWED = {

@@ -527,9 +527,12 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(ecr_audit::evidence::heads::run_periodically(
         db.pool.clone(),
-        Some(signer),
-        3,
-        std::time::Duration::from_secs(3600),
+        ecr_audit::evidence::heads::HeadTask {
+            signer: Some(signer),
+            anchor: None,
+            records: 3,
+            interval: std::time::Duration::from_secs(3600),
+        },
         stop.clone(),
     ));
     for i in 0..3 {
@@ -703,4 +706,97 @@ async fn a_full_export_rehashes_to_its_head_and_to_a_head_kept_earlier() {
         out.contains("the log was rewritten after the head was made"),
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The anchor in S3.
+
+/// A bucket with Object Lock, as the CloudFormation stack creates it.
+async fn lock_bucket(name: &str) -> aws_sdk_s3::Client {
+    let sdk = ecr_audit::aws::load_sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(name)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .expect("create bucket");
+    s3
+}
+
+#[tokio::test]
+async fn a_rewrite_that_also_deletes_the_database_heads_is_detected_against_the_s3_anchor() {
+    let key = signing_key().await;
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    history(&store).await;
+    let bucket = format!("ecr-audit-heads-{}", uuid_like());
+    let s3 = lock_bucket(&bucket).await;
+    let mut command = crate::evidence::ecr_audit(&db.pool);
+    let output = command
+        .args(["evidence", "sign-head"])
+        .env("ECR_AUDIT_EVIDENCE_KEY", &key)
+        .env("ECR_AUDIT_EVIDENCE_BUCKET", &bucket)
+        .env("ECR_AUDIT_EVIDENCE_RETENTION_DAYS", "30")
+        .output()
+        .expect("sign-head");
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("anchored as heads/"), "{err}");
+    // The head is in S3, locked in compliance mode.
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list");
+    let object_key = listed.contents()[0].key().expect("key").to_owned();
+    let retention = s3
+        .get_object_retention()
+        .bucket(&bucket)
+        .key(&object_key)
+        .send()
+        .await
+        .expect("retention");
+    assert_eq!(
+        retention.retention().and_then(|r| r.mode()),
+        Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+    );
+    // The whole log replaced, the tree rebuilt, and every head in the database deleted.
+    let mut records = stored(&db.pool).await;
+    records[0].actor = Some("arn:aws:iam::123456789012:user/dba".into());
+    replace_log(&db.pool, records, true).await;
+    crate::evidence::tamper(&db.pool, &["DELETE FROM evidence_heads"]).await;
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(0), "the database alone cannot tell: {out}");
+    let output = crate::evidence::ecr_audit(&db.pool)
+        .arg("verify")
+        .env("ECR_AUDIT_EVIDENCE_KEY", &key)
+        .env("ECR_AUDIT_EVIDENCE_BUCKET", &bucket)
+        .output()
+        .expect("verify");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("checking against 1 heads anchored in S3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the log was rewritten after the head was made"),
+        "{out}"
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_nanos()
+    )
 }
