@@ -800,3 +800,61 @@ fn uuid_like() -> String {
             .as_nanos()
     )
 }
+
+/// Inclusion-proof latency from the stored tree at `ECR_AUDIT_BENCH_LEAVES` leaves (default
+/// 2,000,000), the tree filled synthetically in SQL (the proof reads nodes, never checks them):
+/// `cargo nextest run --locked --run-ignored only -E 'test(/inclusion_proof_latency/)' --no-capture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check: fills millions of rows"]
+async fn inclusion_proof_latency_at_millions_of_leaves() {
+    let leaves: i64 = std::env::var("ECR_AUDIT_BENCH_LEAVES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let db = crate::harness::TestDb::new().await;
+    let started = std::time::Instant::now();
+    let mut width = leaves;
+    let mut level = 0i16;
+    while width > 0 {
+        sqlx::query(
+            "INSERT INTO evidence_tree (level, idx, hash)
+             SELECT $1, i, sha256(int8send(i) || int2send($1)) FROM generate_series(0, $2 - 1) AS i",
+        )
+        .bind(level)
+        .bind(width)
+        .execute(&db.pool)
+        .await
+        .expect("fill");
+        width /= 2;
+        level += 1;
+    }
+    sqlx::query("ANALYZE evidence_tree")
+        .execute(&db.pool)
+        .await
+        .expect("analyze");
+    println!("filled {leaves} leaves in {:?}", started.elapsed());
+    let size = u64::try_from(leaves).expect("size");
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let mut times = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let index = x % size;
+        let t = std::time::Instant::now();
+        let (_, proof) = tree::inclusion(&mut conn, index, size)
+            .await
+            .expect("proof");
+        times.push(t.elapsed());
+        assert!(!proof.is_empty());
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64) * q) as usize];
+    println!(
+        "inclusion proof at {leaves} leaves: p50 {:?}, p99 {:?}, max {:?} (2000 random leaves)",
+        at(0.5),
+        at(0.99),
+        times[times.len() - 1]
+    );
+}
