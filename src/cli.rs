@@ -957,6 +957,11 @@ mod head_cli {
         if head.signature.is_none() {
             eprintln!("unanchored: the latest head is unsigned");
         }
+        if proof.record_hash.is_empty() {
+            eprintln!(
+                "record {seq} was archived: put its hash from the archive file into record_hash"
+            );
+        }
         println!("{}", serde_json::to_string_pretty(&Proven { head, proof })?);
         Ok(exit::OK)
     }

@@ -858,3 +858,60 @@ async fn inclusion_proof_latency_at_millions_of_leaves() {
         times[times.len() - 1]
     );
 }
+
+#[tokio::test]
+async fn archived_records_stay_provable_and_the_remaining_log_verifies_against_the_heads() {
+    let key = signing_key().await;
+    let db = signed_log(&key).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("key.pem");
+    stdout_to(&db.pool, Some(&key), &["evidence", "public-key"], &pem);
+    let archive = dir.path().join("archive.jsonl");
+    let cut_off = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let (code, out) = run(
+        &db.pool,
+        None,
+        &[
+            "evidence",
+            "archive",
+            "--before",
+            &cut_off,
+            "--output",
+            archive.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    // The records are gone from the table; the tree and the signed head are not.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind <> 'checkpoint'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+    let (code, out) = run(&db.pool, Some(&key), &["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 signatures verified"), "{out}");
+    // An archived record: its proof from the database, its hash from the archive file.
+    let proof = dir.path().join("proof.json");
+    stdout_to(
+        &db.pool,
+        None,
+        &["evidence", "prove", "--record", "3"],
+        &proof,
+    );
+    let line = std::fs::read_to_string(&archive)
+        .expect("archive")
+        .lines()
+        .find(|l| l.starts_with("{\"seq\":3,"))
+        .expect("record 3 in the archive")
+        .to_owned();
+    let record: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&proof).expect("read")).expect("json");
+    json["proof"]["record_hash"] = record["hash"].clone();
+    std::fs::write(&proof, json.to_string()).expect("write");
+    let (code, out) = verify_offline(&[&proof], &pem);
+    assert_eq!(code, Some(0), "{out}");
+    // The archive file itself holds the head's first leaf onwards and verifies with its head.
+    let (code, out) = verify_offline(&[&archive], &pem);
+    assert_eq!(code, Some(0), "{out}");
+}
