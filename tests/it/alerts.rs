@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Creates `bus` with a rule sending every ecr-audit event on it to a new queue; the queue and
 /// the rule are deleted when dropped.
-async fn route_alerts_to_queue(
+pub(crate) async fn route_alerts_to_queue(
     app: &TestApp,
     bus: &str,
 ) -> (crate::harness::TestQueue, crate::harness::TestRule) {
@@ -37,7 +37,7 @@ async fn route_alerts_to_queue(
 }
 
 /// Every message currently on `queue_url`, as parsed EventBridge envelopes.
-async fn drain(app: &TestApp, queue_url: &str) -> Vec<Value> {
+pub(crate) async fn drain(app: &TestApp, queue_url: &str) -> Vec<Value> {
     let mut all = Vec::new();
     loop {
         let output = app

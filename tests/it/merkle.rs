@@ -915,3 +915,31 @@ async fn archived_records_stay_provable_and_the_remaining_log_verifies_against_t
     let (code, out) = verify_offline(&[&archive], &pem);
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[tokio::test]
+async fn an_anchored_head_is_announced_on_the_alert_bus() {
+    let app = crate::helpers::TestApp::new().await;
+    let bus = format!("{}heads", app.prefix);
+    let (inbox, _rule) = crate::alerts::route_alerts_to_queue(&app, &bus).await;
+    let store = ecr_audit::store::Store::from_pool(app.pool.clone());
+    history(&store).await;
+    let signer = ecr_audit::evidence::heads::KmsSigner::new(&app.sdk, signing_key().await);
+    let head = ecr_audit::evidence::heads::make_head(&app.pool, Some(&signer))
+        .await
+        .expect("head")
+        .expect("a new head");
+    let bucket = format!("ecr-audit-announce-{}", uuid_like());
+    lock_bucket(&bucket).await;
+    let anchor = ecr_audit::evidence::anchor::Anchor::new(&app.sdk, bucket.clone(), 1, Some(bus));
+    let key = anchor.publish(&head).await.expect("publish");
+    let events = crate::alerts::drain(&app, &inbox.url).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail-type"], "ECR Audit Evidence Head");
+    assert_eq!(events[0]["source"], "ecr-audit");
+    assert_eq!(events[0]["detail"]["key"], key.as_str());
+    assert_eq!(events[0]["detail"]["bucket"], bucket.as_str());
+    assert_eq!(
+        events[0]["detail"]["head"]["head"]["root_hash"],
+        head.head.root_hash.as_str()
+    );
+}
