@@ -57,6 +57,7 @@ pub async fn run(command: Command) -> anyhow::Result<i32> {
         Command::Evidence(EvidenceCommand::Archive(args)) => evidence_cli::archive(args).await,
         Command::Report(args) => report(args).await,
         Command::Exception(command) => exception_cli::run(command).await,
+        Command::Evidence(command) => head_cli::run(command).await,
     }
 }
 
@@ -200,6 +201,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.reverify_interval = args.reverify_interval;
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
+    background.heads = Some(args.heads.settings(&sdk, args.alert_bus.clone()));
     background.api = api;
     background.failing_grace = args.failing_grace;
     let pipeline = Arc::new(with_alert_bus(
@@ -844,7 +846,7 @@ mod evidence_cli {
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
     use crate::evidence::ChainReport;
     use crate::evidence::chain::EvidenceFilter;
-    use crate::evidence::export::verify::{FileReport, Start, verify_file};
+    use crate::evidence::export::verify::{FileReport, Start, verify_file, verify_file_since};
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
     use crate::evidence::retention::{self, ArchivablePrefix, Checkpoint};
     use crate::store::Store;
@@ -964,21 +966,37 @@ mod evidence_cli {
 
     pub(super) async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
         if args.files.is_empty() {
-            let Some(database_url) = args.database_url else {
+            let Some(database_url) = args.database_url.clone() else {
                 bail!("give export files to verify, or set DATABASE_URL to verify the database");
             };
             let db = DatabaseArgs {
                 database_url,
                 db_max_connections: args.db_max_connections,
             };
-            return verify_database(&connect(&db).await?).await;
+            let store = connect(&db).await?;
+            let code = verify_database(&store).await?;
+            if code != exit::OK {
+                return Ok(code);
+            }
+            return super::head_cli::verify_tree(&store, &args).await;
         }
+        if let Some(code) = super::head_cli::verify_proof_files(&args)? {
+            return Ok(code);
+        }
+        let (point, kept) = super::head_cli::offline_keys(&args)?;
         let mut previous: Option<ChainPoint> = None;
         for path in &args.files {
             let name = path.display();
-            match verify_file(path, previous.as_ref())? {
+            match verify_file_since(path, previous.as_ref(), kept.clone())? {
                 Ok(report) => {
-                    println!("OK: {name}: {}", describe(&report));
+                    let tree = match super::head_cli::describe_tree(&report, point.as_deref()) {
+                        Ok(words) => words,
+                        Err(problem) => {
+                            println!("BROKEN: {name}: {problem}");
+                            return Ok(exit::INCOMPLETE);
+                        }
+                    };
+                    println!("OK: {name}: {}; {tree}", describe(&report));
                     previous = match report.manifest.scope {
                         Scope::Filtered => None,
                         _ => report.manifest.last.clone().or(previous),
@@ -1147,5 +1165,345 @@ mod evidence_cli {
         let mut reader = std::fs::File::open(path)?;
         std::io::copy(&mut reader, &mut hasher)?;
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Tree heads and proofs: `evidence heads|sign-head|public-key|prove|consistency`, the tree part
+/// of `verify` on the database, and proof files given to `verify`.
+mod head_cli {
+    use std::path::Path;
+
+    use anyhow::{Context, bail};
+
+    use super::{connect, exit};
+    use crate::aws::load_sdk_config;
+    use crate::config::{EvidenceCommand, VerifyArgs};
+    use crate::evidence::heads::{self, KmsSigner, SignedHead};
+    use crate::evidence::proof::{self, ConsistencyProof, Proven, TreeReport};
+    use crate::store::Store;
+
+    pub(super) async fn run(command: EvidenceCommand) -> anyhow::Result<i32> {
+        match command {
+            EvidenceCommand::Archive(_) => bail!("archive is dispatched elsewhere"),
+            EvidenceCommand::Heads(db) => {
+                let store = connect(&db).await?;
+                for head in heads::all(store.pool()).await? {
+                    println!("{}", serde_json::to_string(&head)?);
+                }
+                Ok(exit::OK)
+            }
+            EvidenceCommand::SignHead(args) => {
+                let store = connect(&args.database).await?;
+                let signer = signer(args.evidence_key).await;
+                let anchor = args.anchor.anchor(&load_sdk_config().await, args.alert_bus);
+                match heads::make_head(store.pool(), signer.as_ref()).await? {
+                    Some(head) => {
+                        if let Some(anchor) = &anchor
+                            && head.signature.is_some()
+                        {
+                            let key = anchor.publish(&head).await?;
+                            eprintln!("anchored as {key}");
+                        }
+                        if head.signature.is_none() {
+                            eprintln!(
+                                "unanchored: no ECR_AUDIT_EVIDENCE_KEY, the head is unsigned"
+                            );
+                        }
+                        println!("{}", serde_json::to_string(&head)?);
+                    }
+                    None => eprintln!("no new records since the last head"),
+                }
+                Ok(exit::OK)
+            }
+            EvidenceCommand::PublicKey(args) => {
+                let Some(signer) = signer(Some(args.evidence_key)).await else {
+                    bail!("no key");
+                };
+                print!("{}", heads::to_pem(&signer.public_key().await?));
+                Ok(exit::OK)
+            }
+            EvidenceCommand::Prove(args) => {
+                prove(&connect(&args.database).await?, args.record).await
+            }
+            EvidenceCommand::Consistency(args) => {
+                let store = connect(&args.database).await?;
+                let find = |size| heads::find(store.pool(), Some(size));
+                let (Some(from), Some(to)) = (find(args.from).await?, find(args.to).await?) else {
+                    bail!(
+                        "no stored head of size {} and of size {} (see `evidence heads`)",
+                        args.from,
+                        args.to
+                    );
+                };
+                let proof = proof::consistency(store.pool(), from, to).await?;
+                println!("{}", serde_json::to_string_pretty(&proof)?);
+                Ok(exit::OK)
+            }
+        }
+    }
+
+    async fn signer(key: Option<String>) -> Option<KmsSigner> {
+        let key = key?;
+        Some(KmsSigner::new(&load_sdk_config().await, key))
+    }
+
+    async fn prove(store: &Store, seq: i64) -> anyhow::Result<i32> {
+        let Some(head) = heads::find(store.pool(), None).await? else {
+            bail!("no tree head yet: the worker makes them, or run `ecr-audit evidence sign-head`");
+        };
+        if seq < head.head.first_seq || seq > head.head.last_seq() {
+            bail!(
+                "record {seq} is not under the latest head (seq {}..{}); a later head will cover it",
+                head.head.first_seq,
+                head.head.last_seq()
+            );
+        }
+        let proof = proof::prove(store.pool(), &head.head, seq).await?;
+        if head.signature.is_none() {
+            eprintln!("unanchored: the latest head is unsigned");
+        }
+        if proof.record_hash.is_empty() {
+            eprintln!(
+                "record {seq} was archived: put its hash from the archive file into record_hash"
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&Proven { head, proof })?);
+        Ok(exit::OK)
+    }
+
+    fn read_head(path: &Path) -> anyhow::Result<SignedHead> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("{} is not a signed head", path.display()))
+    }
+
+    fn read_point(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = path else { return Ok(None) };
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(heads::public_key_point(&bytes)?))
+    }
+
+    /// The tree part of `verify` on the database: records vs tree, tree vs every head.
+    pub(super) async fn verify_tree(store: &Store, args: &VerifyArgs) -> anyhow::Result<i32> {
+        let mut point = read_point(args.public_key.as_deref())?;
+        if point.is_none()
+            && let Some(signer) = signer(args.evidence_key.clone()).await
+        {
+            point = Some(heads::public_key_point(&signer.public_key().await?)?);
+        }
+        let kept: Vec<SignedHead> = args
+            .since_head
+            .as_deref()
+            .map(read_head)
+            .transpose()?
+            .into_iter()
+            .collect();
+        if let (Some(point), Some(kept)) = (&point, kept.first())
+            && let Err(problem) = heads::verify_signature(kept, point)
+        {
+            println!(
+                "BROKEN: the kept head of size {}: {problem}",
+                kept.head.tree_size
+            );
+            return Ok(exit::INCOMPLETE);
+        }
+        let mut kept = kept;
+        if let Some(bucket) = args.evidence_bucket.clone() {
+            let sdk = load_sdk_config().await;
+            let anchor = crate::evidence::anchor::Anchor::new(&sdk, bucket, 0, None);
+            let mut conn = store.pool().acquire().await?;
+            let (log_id, _) = crate::evidence::tree::log_identity(&mut conn).await?;
+            drop(conn);
+            let anchored = anchor.heads(&log_id).await?;
+            println!("checking against {} heads anchored in S3", anchored.len());
+            kept.extend(anchored);
+        }
+        let report = proof::verify_tree(store.pool(), point.as_deref(), &kept).await?;
+        Ok(print_tree_report(&report))
+    }
+
+    fn print_tree_report(report: &TreeReport) -> i32 {
+        if let Some(problem) = &report.problem {
+            println!("BROKEN: {problem}");
+            return exit::INCOMPLETE;
+        }
+        let Some(newest) = &report.newest else {
+            println!(
+                "UNANCHORED: the tree of {} leaves matches every record, but no tree head was made yet",
+                report.leaves
+            );
+            return exit::OK;
+        };
+        let what = format!(
+            "the tree of {} leaves matches every record and {} tree heads (newest: size {}, root {}, {})",
+            report.leaves,
+            report.heads,
+            newest.head.tree_size,
+            newest.head.root_hash,
+            newest.head.timestamp.to_rfc3339()
+        );
+        if report.unsigned > 0 {
+            println!(
+                "UNANCHORED: {what}; {} heads are unsigned (no ECR_AUDIT_EVIDENCE_KEY)",
+                report.unsigned
+            );
+        } else if !report.signatures_checked {
+            println!(
+                "OK: {what}; signatures not checked (give --public-key or ECR_AUDIT_EVIDENCE_KEY)"
+            );
+        } else {
+            println!("OK: {what}; {} signatures verified", report.signed);
+        }
+        exit::OK
+    }
+
+    /// What a JSON file given to `verify` holds when it is not an export.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ProofFile {
+        Inclusion(Proven),
+        Consistency(ConsistencyProof),
+    }
+
+    /// Verifies inclusion and consistency proof files (`evidence prove`, `evidence
+    /// consistency`) offline; `None` when the files are exports.
+    pub(super) fn verify_proof_files(args: &VerifyArgs) -> anyhow::Result<Option<i32>> {
+        let mut parsed = Vec::new();
+        for path in &args.files {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return Ok(None);
+            };
+            let Ok(file) = serde_json::from_str::<ProofFile>(&text) else {
+                return Ok(None);
+            };
+            parsed.push((path, file));
+        }
+        let point = read_point(args.public_key.as_deref())?;
+        let kept = args.since_head.as_deref().map(read_head).transpose()?;
+        for (path, file) in parsed {
+            let name = path.display();
+            let (heads_in, result, what) = check_file(&file);
+            if let Err(problem) = result {
+                println!("BROKEN: {name}: {problem}");
+                return Ok(Some(exit::INCOMPLETE));
+            }
+            let signed = match check_signatures(&heads_in, point.as_deref()) {
+                Ok(words) => words,
+                Err(problem) => {
+                    println!("BROKEN: {name}: {problem}");
+                    return Ok(Some(exit::INCOMPLETE));
+                }
+            };
+            if let (Some(kept), Some(newest)) = (&kept, heads_in.last())
+                && kept.head != newest.head
+                && kept.head.tree_size == newest.head.tree_size
+            {
+                println!(
+                    "BROKEN: {name}: the head of size {} is not the head kept in --since-head: the log was rewritten",
+                    kept.head.tree_size
+                );
+                return Ok(Some(exit::INCOMPLETE));
+            }
+            println!(
+                "{}: {name}: {what}; {signed}",
+                if signed.starts_with("unanchored") {
+                    "UNANCHORED"
+                } else {
+                    "OK"
+                }
+            );
+        }
+        Ok(Some(exit::OK))
+    }
+
+    /// The heads a proof file names, whether its proof holds, and what it shows.
+    fn check_file(file: &ProofFile) -> (Vec<&SignedHead>, Result<(), proof::ProofProblem>, String) {
+        match file {
+            ProofFile::Inclusion(p) => (
+                vec![&p.head],
+                proof::check_inclusion(&p.head.head, &p.proof),
+                format!(
+                    "record seq {} ({}) is leaf {} of the head of size {}",
+                    p.proof.seq, p.proof.record_hash, p.proof.leaf_index, p.head.head.tree_size
+                ),
+            ),
+            ProofFile::Consistency(c) => (
+                vec![&c.from, &c.to],
+                proof::check_consistency(c),
+                format!(
+                    "the head of size {} extends the head of size {}",
+                    c.to.head.tree_size, c.from.head.tree_size
+                ),
+            ),
+        }
+    }
+
+    /// The public key point and the kept head (its signature checked) for offline files.
+    pub(super) fn offline_keys(
+        args: &VerifyArgs,
+    ) -> anyhow::Result<(Option<Vec<u8>>, Option<crate::evidence::heads::TreeHead>)> {
+        let point = read_point(args.public_key.as_deref())?;
+        let kept = args.since_head.as_deref().map(read_head).transpose()?;
+        if let (Some(point), Some(kept)) = (&point, &kept)
+            && let Err(problem) = heads::verify_signature(kept, point)
+        {
+            bail!("the kept head of size {}: {problem}", kept.head.tree_size);
+        }
+        Ok((point, kept.map(|k| k.head)))
+    }
+
+    /// What a verified export proved against its tree head, or why its head does not hold.
+    pub(super) fn describe_tree(
+        report: &crate::evidence::export::verify::FileReport,
+        point: Option<&[u8]>,
+    ) -> Result<String, String> {
+        let Some(head) = &report.manifest.tree_head else {
+            return Ok("unanchored: the manifest carries no tree head".to_owned());
+        };
+        let signed = check_signatures(&[head], point)
+            .map_err(|problem| format!("the manifest's tree head: {problem}"))?;
+        let t = &report.tree;
+        let mut words = format!("tree head of size {} ({signed})", head.head.tree_size);
+        if t.root_verified {
+            words.push_str("; the records re-hash to its root");
+        }
+        if t.proven > 0 {
+            words.push_str(&format!("; {} inclusion proofs verified", t.proven));
+        }
+        if t.kept_verified {
+            words.push_str("; the log only grew since the kept head");
+        }
+        if t.uncovered > 0 {
+            words.push_str(&format!(
+                "; {} records are newer than the head",
+                t.uncovered
+            ));
+        }
+        Ok(words)
+    }
+
+    fn check_signatures(heads_in: &[&SignedHead], point: Option<&[u8]>) -> Result<String, String> {
+        let Some(point) = point else {
+            return Ok("unanchored: no --public-key, signatures not checked".to_owned());
+        };
+        for head in heads_in {
+            match heads::verify_signature(head, point) {
+                Ok(()) => {}
+                Err(heads::SignatureProblem::Unsigned) => {
+                    return Ok(format!(
+                        "unanchored: the head of size {} is unsigned",
+                        head.head.tree_size
+                    ));
+                }
+                Err(problem) => {
+                    return Err(format!(
+                        "the head of size {}: {problem}",
+                        head.head.tree_size
+                    ));
+                }
+            }
+        }
+        Ok("every head signature verified with the public key".to_owned())
     }
 }

@@ -329,6 +329,74 @@ pub struct WorkerArgs {
     /// How long in-flight work may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ECR_AUDIT_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub heads: HeadArgs,
+}
+
+/// Signed tree heads of the evidence (docs/EVIDENCE.md, "Signed tree heads").
+#[derive(Debug, Clone, Args)]
+pub struct HeadArgs {
+    /// KMS key (ARN or alias, `ECC_NIST_P256`, `SIGN_VERIFY`) that signs tree heads; unset =
+    /// heads are stored unsigned and every verification reports them as unanchored.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
+    pub evidence_key: Option<String>,
+    /// A head is made once this many records were appended since the last one…
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_HEAD_RECORDS", default_value_t = 1000)]
+    pub evidence_head_records: u64,
+    /// …or once this long has passed since the last one while records were appended.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_HEAD_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub evidence_head_interval: Duration,
+    #[command(flatten)]
+    pub anchor: AnchorArgs,
+}
+
+/// The S3 anchor of signed tree heads (docs/EVIDENCE.md, "The anchor in S3").
+#[derive(Debug, Clone, Args)]
+pub struct AnchorArgs {
+    /// S3 bucket (Object Lock enabled) every signed tree head is written to; unset = heads are
+    /// not anchored outside the database.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    /// Days each anchored head is locked (Object Lock, compliance mode).
+    #[arg(
+        long,
+        env = "ECR_AUDIT_EVIDENCE_RETENTION_DAYS",
+        default_value_t = 2557
+    )]
+    pub evidence_retention_days: u32,
+}
+
+impl AnchorArgs {
+    /// The anchor, when a bucket is configured; announced on `bus` when there is one.
+    pub fn anchor(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        bus: Option<String>,
+    ) -> Option<crate::evidence::anchor::Anchor> {
+        self.evidence_bucket.clone().map(|bucket| {
+            crate::evidence::anchor::Anchor::new(sdk, bucket, self.evidence_retention_days, bus)
+        })
+    }
+}
+
+impl HeadArgs {
+    /// What the worker's head task needs: the signer (none = unsigned heads), the anchor (on
+    /// the alert bus `bus`), N and T.
+    pub fn settings(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        bus: Option<String>,
+    ) -> crate::evidence::heads::HeadTask {
+        crate::evidence::heads::HeadTask {
+            signer: self
+                .evidence_key
+                .clone()
+                .map(|key| crate::evidence::heads::KmsSigner::new(sdk, key)),
+            anchor: self.anchor.anchor(sdk, bus),
+            records: self.evidence_head_records,
+            interval: self.evidence_head_interval,
+        }
+    }
 }
 
 /// The bounds of the HTTP endpoints (`src/export/http.rs`).
@@ -506,6 +574,20 @@ pub struct VerifyArgs {
     /// Connections in the pool.
     #[arg(long, env = "ECR_AUDIT_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+    /// The public key (PEM, from `evidence public-key`) that tree head signatures must verify
+    /// with; for the database, `ECR_AUDIT_EVIDENCE_KEY`'s public key is read from KMS otherwise.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// A signed head kept earlier (JSON, as `evidence heads` prints one): the log must only have
+    /// grown since it.
+    #[arg(long)]
+    pub since_head: Option<PathBuf>,
+    /// KMS key whose public key verifies head signatures in the database (when no --public-key).
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
+    pub evidence_key: Option<String>,
+    /// The database is also checked against the heads anchored in this bucket.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -639,6 +721,58 @@ pub enum EvidenceCommand {
     /// then drop them from the database behind a checkpoint record that keeps the chain
     /// verifiable.
     Archive(ArchiveArgs),
+    /// List the tree heads, oldest first, one JSON object per line.
+    Heads(DatabaseArgs),
+    /// Make a tree head of the current log now (signed when ECR_AUDIT_EVIDENCE_KEY is set).
+    SignHead(SignHeadArgs),
+    /// Print the evidence signing key's public key (PEM) for auditors.
+    PublicKey(PublicKeyArgs),
+    /// Print the inclusion proof of a record against the latest tree head (JSON).
+    Prove(ProveArgs),
+    /// Print the consistency proof between the heads of two tree sizes (JSON).
+    Consistency(ConsistencyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignHeadArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// KMS key that signs; unset = an unsigned head.
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
+    pub evidence_key: Option<String>,
+    #[command(flatten)]
+    pub anchor: AnchorArgs,
+    /// EventBridge bus the anchored head is announced on.
+    #[arg(long, env = "ECR_AUDIT_ALERT_BUS")]
+    pub alert_bus: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublicKeyArgs {
+    /// KMS key (ARN or alias).
+    #[arg(long, env = "ECR_AUDIT_EVIDENCE_KEY")]
+    pub evidence_key: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProveArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The record's seq.
+    #[arg(long)]
+    pub record: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsistencyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The tree size of the older head.
+    #[arg(long)]
+    pub from: u64,
+    /// The tree size of the newer head.
+    #[arg(long)]
+    pub to: u64,
 }
 
 #[derive(Debug, Clone, Args)]

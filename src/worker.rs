@@ -55,6 +55,8 @@ pub struct Background {
     pub failing_grace: Duration,
     /// The exceptions task (file and expiry) and its interval.
     pub exceptions: Option<(ExceptionWatcher, Duration)>,
+    /// Evidence tree heads: the signer (none = unsigned heads), every N records or T.
+    pub heads: Option<crate::evidence::heads::HeadTask>,
 }
 
 impl Background {
@@ -71,6 +73,7 @@ impl Background {
             api: None,
             failing_grace: Duration::ZERO,
             exceptions: None,
+            heads: None,
         }
     }
 }
@@ -92,6 +95,27 @@ fn spawn_exceptions_and_alerts(
     }
 }
 
+/// What the endpoints serve: the stores, the metrics, the queue for `/readyz`, the API token.
+fn http_state(
+    pipeline: &Pipeline,
+    sqs: &aws_sdk_sqs::Client,
+    settings: &SqsSettings,
+    background: &Background,
+    listener: &TcpListener,
+) -> HttpState {
+    let mut state = HttpState::new(
+        endpoint_store(pipeline.store(), &background.http),
+        Arc::clone(pipeline.metrics()),
+        Some((sqs.clone(), settings.queue_url.clone())),
+        background.http.metrics_cache,
+    );
+    state.api = background.api;
+    if let Ok(addr) = listener.local_addr() {
+        info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
+    }
+    state
+}
+
 /// Runs until `shutdown` is cancelled (or the queue turns out to be unusable).
 ///
 /// # Errors
@@ -104,16 +128,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut state = HttpState::new(
-        endpoint_store(pipeline.store(), &background.http),
-        Arc::clone(pipeline.metrics()),
-        Some((sqs.clone(), settings.queue_url.clone())),
-        background.http.metrics_cache,
-    );
-    state.api = background.api;
-    if let Ok(addr) = listener.local_addr() {
-        info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
-    }
+    let state = http_state(&pipeline, &sqs, &settings, &background, &listener);
     // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
     let http_shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(
@@ -145,6 +160,7 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
+    spawn_heads(&mut tasks, &pipeline, background.heads, &http_shutdown);
     spawn_exceptions_and_alerts(
         &mut tasks,
         (background.exceptions, background.alerts),
@@ -242,6 +258,23 @@ type Sweeps = (
     Option<(Reconciler, Duration)>,
     Option<(CoverageSweeper, Duration)>,
 );
+
+/// Tree heads are made off the batch path, and stop with the endpoints so that the last head
+/// is made after the consumer drained.
+fn spawn_heads(
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    pipeline: &Arc<Pipeline>,
+    heads: Option<crate::evidence::heads::HeadTask>,
+    stop: &CancellationToken,
+) {
+    if let Some(task) = heads {
+        tasks.push(tokio::spawn(crate::evidence::heads::run_periodically(
+            pipeline.store().pool().clone(),
+            task,
+            stop.clone(),
+        )));
+    }
+}
 
 /// Starts the periodic work that is configured: scheduled re-verification (unless
 /// `reverify_interval` is zero), the state alerts (unless `failing_grace` is zero), the

@@ -12,15 +12,20 @@
 //! This layer sits below `store`: it talks to Postgres through `sqlx` directly and never
 //! imports `store`, `source`, `export` or `pipeline`.
 
+pub mod anchor;
 pub mod chain;
 pub mod database;
 pub mod detail;
 pub mod export;
+pub mod heads;
 pub mod history;
 pub mod kind;
+pub mod merkle;
 pub mod period;
+pub mod proof;
 pub mod retention;
 pub mod timeline;
+pub mod tree;
 pub mod write;
 
 pub use chain::{ChainBreak, ChainVerifier, ChainedRecord, EvidenceFilter, GENESIS_HASH};

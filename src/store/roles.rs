@@ -33,7 +33,7 @@ END
 $$";
 
 /// The worker's privileges, stated whole each time: every table readable; tables named
-/// `evidence…` (and the migrations' own table) read-only; every other table writable but
+/// `evidence…` (and the migrations' own table) read-only but for adding tree heads; every other table writable but
 /// never truncated, altered or given triggers (those need ownership); sequences usable; the
 /// evidence functions executable. Nothing here lets the worker create objects.
 const GRANT: &str = r"
@@ -52,6 +52,10 @@ BEGIN
                            t.tablename);
         END IF;
     END LOOP;
+    -- Tree heads are made and signed by the worker (src/evidence/heads.rs): it may add them,
+    -- never change one (the table's triggers), and each must match the tree the database
+    -- grew and, once anchored, the copy under Object Lock (docs/EVIDENCE.md).
+    GRANT INSERT ON TABLE public.evidence_heads TO ecr_audit_worker;
     GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ecr_audit_worker;
     GRANT EXECUTE ON FUNCTION public.evidence_lock_head(),
                               public.evidence_append(text[], text[]),

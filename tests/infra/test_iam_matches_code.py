@@ -52,14 +52,21 @@ AUTHORIZED_BY = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:SendMessageBatch": "sqs:SendMessage",
+    "s3:ListObjectsV2": "s3:ListBucket",
 }
 # Services the worker reads in spoke accounts through the reader role (ECR Public: ECR.4).
 POSTURE_PREFIXES = {"ecr", "ecr-public", "inspector2", "signer", "kms"}
+
+# KMS operations on the central stack's own evidence signing key (src/evidence/heads.rs), not
+# posture reads of another account: granted to the task role only, on that key.
+CENTRAL_KEY_ONLY = {"kms:Sign", "kms:GetPublicKey"}
 
 # Granted to the task role although no fluent SDK call in src/ makes them.
 TASK_ROLE_EXTRA = {
     # aws_config::sts::AssumeRoleProvider (not a fluent call) assumes each spoke's reader role.
     "sts:AssumeRole": "the credentials provider assumes the spoke reader roles",
+    # PutObject with Object Lock headers (src/evidence/anchor.rs) also needs this action.
+    "s3:PutObjectRetention": "PutObject sets each evidence head's retention",
 }
 # The execution role is used by ECS, not by the worker's code.
 EXECUTION_ROLE_ALLOWED = {
@@ -238,7 +245,7 @@ def test_task_role_grants_nothing_uncalled() -> None:
 
 
 def test_reader_role_grants_every_posture_read_and_nothing_else() -> None:
-    reads = {a for a in required_actions(CALLS) if a.split(":")[0] in POSTURE_PREFIXES}
+    reads = {a for a in required_actions(CALLS) if a.split(":")[0] in POSTURE_PREFIXES} - CENTRAL_KEY_ONLY
     granted = role_actions(SPOKE, "ReaderRole")
     assert reads - granted == set(), f"spoke.yaml ReaderRole lacks: {sorted(reads - granted)}"
     assert granted - reads == set(), f"spoke.yaml ReaderRole grants actions no code calls: {sorted(granted - reads)}"

@@ -46,7 +46,7 @@ fn event(id: &str, change: Change, actor: Option<&str>) -> AuditEvent {
 }
 
 /// A repository setting change and the re-read that evaluates its controls.
-fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
+pub(crate) fn repository_plan(id: &str, repository: &str, mode: &str) -> Plan {
     let facts = repository_facts(repository, mode);
     let controls = repository_controls(&facts, &registry_facts(), &ControlPolicy::default());
     Plan::Event(Box::new(EventPlan {
@@ -103,7 +103,7 @@ fn signature(repository: &str, n: u32, status: SignatureStatus) -> SignatureWrit
     clippy::too_many_lines,
     reason = "one whole plan literal, every field spelled out as the store receives it"
 )]
-fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
+pub(crate) fn push_plan(id: &str, repository: &str, n: u32, tag: &str) -> Plan {
     let now = Utc::now();
     Plan::Event(Box::new(EventPlan {
         distrusted: Vec::new(),
@@ -231,7 +231,7 @@ fn delete_plan(id: &str, repository: &str, n: u32) -> Plan {
     }))
 }
 
-async fn commit(store: &Store, plans: Vec<Plan>) {
+pub(crate) async fn commit(store: &Store, plans: Vec<Plan>) {
     store.commit_batch(&plans).await.expect("commit");
 }
 
@@ -280,7 +280,7 @@ pub(crate) async fn records(pool: &PgPool) -> Vec<(ChainedRecord, String)> {
 }
 
 /// Runs SQL as a superuser who switches the append-only triggers off: how tampering looks.
-async fn tamper(pool: &PgPool, statements: &[&str]) {
+pub(crate) async fn tamper(pool: &PgPool, statements: &[&str]) {
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL session_replication_role = replica")
         .execute(&mut *tx)
@@ -308,7 +308,7 @@ pub(crate) fn ecr_audit(pool: &PgPool) -> assert_cmd::Command {
 }
 
 /// `ecr-audit verify FILE…` with no database in reach; returns the exit code and stdout.
-fn verify_offline(files: &[&Path]) -> (Option<i32>, String) {
+pub(crate) fn verify_offline(files: &[&Path]) -> (Option<i32>, String) {
     let output = assert_cmd::Command::cargo_bin("ecr-audit")
         .expect("binary")
         .arg("verify")
@@ -1159,11 +1159,17 @@ async fn the_ocsf_export_validates_against_the_ocsf_1_3_0_compliance_finding_cla
 // A chain written before typed evidence (issue 13): tests/fixtures/evidence-v1.sql.
 
 /// The fixture: evidence and alert rows written by the code before typed evidence.
-async fn load_v1_fixture(pool: &PgPool) {
+pub(crate) async fn load_v1_fixture(pool: &PgPool) {
     sqlx::raw_sql(include_str!("../fixtures/evidence-v1.sql"))
         .execute(pool)
         .await
         .expect("load the fixture");
+    // The tree's migration adopts the chain it finds; the fixture arrives after the
+    // migrations, so it is adopted here exactly as the migration would have.
+    sqlx::query("SELECT evidence_tree_adopt()")
+        .execute(pool)
+        .await
+        .expect("adopt the fixture's chain into the tree");
 }
 
 #[sqlx::test(migrations = "./migrations")]

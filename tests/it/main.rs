@@ -20,6 +20,7 @@ mod http;
 mod in_use;
 mod ledger;
 mod managed_verdicts;
+mod merkle;
 mod organization;
 mod pipeline;
 mod public_tags;

@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::chain::{ChainedRecord, EvidenceFilter, micros};
+use crate::evidence::heads::SignedHead;
 use snapshot::{EvidenceSnapshot, StreamError};
 
 /// The version of the manifest's shape.
@@ -133,6 +134,22 @@ pub struct Manifest {
     /// Where the stored chain started at the export: the last record retention archived
     /// (`None` when the chain still starts at the genesis).
     pub chain_continues_from: Option<ChainPoint>,
+    /// The newest tree head at the snapshot (docs/EVIDENCE.md, "Proofs in exports"); absent in
+    /// files written before the tree, or when no head was made yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_head: Option<SignedHead>,
+    /// A filtered export: the inclusion proof of each record the head covers, by seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<Vec<RecordProof>>,
+}
+
+/// A record's audit path under the manifest's `tree_head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordProof {
+    pub seq: i64,
+    /// Lowercase hex hashes, leaf to root (RFC 9162 section 2.1.3).
+    pub path: Vec<String>,
 }
 
 /// A format's writer: records in chain order, then the manifest.
@@ -176,6 +193,44 @@ pub(crate) fn canonical_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// The manifest before any record is seen: shape, filters, the snapshot's head and tree head.
+fn opening_manifest(
+    snapshot: &EvidenceSnapshot,
+    filter: &EvidenceFilter,
+    format: ExportFormat,
+    scope: Scope,
+) -> Manifest {
+    let chain_continues_from = snapshot
+        .oldest
+        .as_ref()
+        .filter(|oldest| oldest.seq > 1)
+        .map(|oldest| ChainPoint {
+            seq: oldest.seq - 1,
+            hash: oldest.hash.clone(),
+        });
+    Manifest {
+        manifest_version: MANIFEST_VERSION,
+        producer: producer(),
+        format,
+        ocsf_version: (format == ExportFormat::Ocsf).then(|| ocsf::OCSF_VERSION.to_owned()),
+        exported_at: crate::evidence::chain::truncate_to_micros(Utc::now()),
+        scope,
+        filters: filter.clone(),
+        count: 0,
+        first: None,
+        last: None,
+        recorded_at: None,
+        event_time: None,
+        chain_head: ChainPoint {
+            seq: snapshot.head.seq,
+            hash: snapshot.head.hash.clone(),
+        },
+        chain_continues_from,
+        tree_head: snapshot.tree_head.clone(),
+        proofs: None,
+    }
+}
+
 /// Streams the snapshot's records into `out` in `format` and closes with the manifest;
 /// `progress` is called once per record. Returns the manifest written.
 ///
@@ -195,35 +250,18 @@ pub(crate) async fn write_export<W: Write>(
     } else {
         Scope::Full
     };
-    let chain_continues_from = snapshot
-        .oldest
-        .as_ref()
-        .filter(|oldest| oldest.seq > 1)
-        .map(|oldest| ChainPoint {
-            seq: oldest.seq - 1,
-            hash: oldest.hash.clone(),
-        });
     let mut builder = ManifestBuilder {
-        manifest: Manifest {
-            manifest_version: MANIFEST_VERSION,
-            producer: producer(),
-            format,
-            ocsf_version: (format == ExportFormat::Ocsf).then(|| ocsf::OCSF_VERSION.to_owned()),
-            exported_at: crate::evidence::chain::truncate_to_micros(Utc::now()),
-            scope,
-            filters: filter.clone(),
-            count: 0,
-            first: None,
-            last: None,
-            recorded_at: None,
-            event_time: None,
-            chain_head: ChainPoint {
-                seq: snapshot.head.seq,
-                hash: snapshot.head.hash.clone(),
-            },
-            chain_continues_from,
-        },
+        manifest: opening_manifest(&snapshot, filter, format, scope),
     };
+    let pool = snapshot.pool.clone();
+    // A filtered export proves each record the head covers; only the seqs are kept meanwhile.
+    let covered = builder
+        .manifest
+        .tree_head
+        .as_ref()
+        .filter(|_| scope == Scope::Filtered)
+        .map(|h| h.head.last_seq());
+    let mut to_prove: Vec<i64> = Vec::new();
     let mut writer: Box<dyn EvidenceWriter> = match format {
         ExportFormat::Csv => Box::new(csv::CsvWriter::new(out).map_err(StreamError::Sink)?),
         ExportFormat::Jsonl => Box::new(jsonl::JsonlWriter::new(out)),
@@ -232,14 +270,45 @@ pub(crate) async fn write_export<W: Write>(
     snapshot
         .for_each(|record, hash| {
             builder.observe(&record, &hash);
+            if covered.is_some_and(|last| record.seq <= last) {
+                to_prove.push(record.seq);
+            }
             progress();
             writer.record(&record, &hash)
         })
         .await?;
+    if let Some(head) = builder
+        .manifest
+        .tree_head
+        .clone()
+        .filter(|_| covered.is_some())
+    {
+        builder.manifest.proofs = Some(prove_all(&pool, &head, &to_prove).await?);
+    }
     writer
         .finish(&builder.manifest)
         .map_err(StreamError::Sink)?;
     Ok(builder.manifest)
+}
+
+/// The inclusion proofs of `seqs` under `head`: one small query each (the tree nodes under a
+/// head never change, so the snapshot need not be held).
+async fn prove_all(
+    pool: &sqlx::PgPool,
+    head: &SignedHead,
+    seqs: &[i64],
+) -> Result<Vec<RecordProof>, StreamError<std::io::Error>> {
+    let mut proofs = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let proof = crate::evidence::proof::prove(pool, &head.head, seq)
+            .await
+            .map_err(|e| StreamError::Sink(std::io::Error::other(e.to_string())))?;
+        proofs.push(RecordProof {
+            seq,
+            path: proof.path,
+        });
+    }
+    Ok(proofs)
 }
 
 /// Reads a time flag: RFC 3339 (`2026-10-01T00:00:00Z`) or a date (`2026-10-01`, midnight UTC).

@@ -39,6 +39,10 @@ pub(crate) struct EvidenceSnapshot {
     pub oldest: Option<ChainPosition>,
     /// How many records the filter selects, when asked for (it costs a scan).
     pub matching: Option<u64>,
+    /// The newest tree head the snapshot sees.
+    pub tree_head: Option<crate::evidence::heads::SignedHead>,
+    /// For the proofs of a filtered export, computed after the stream.
+    pub pool: PgPool,
 }
 
 const FILTER_SQL: &str = "($1::timestamptz IS NULL OR recorded_at >= $1)
@@ -69,6 +73,9 @@ pub(crate) async fn evidence_snapshot(
         sqlx::query_as("SELECT seq, prev_hash FROM evidence ORDER BY seq LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
+    let tree_head = crate::evidence::heads::newest_in(&mut tx)
+        .await
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let matching = if count {
         let n: i64 = bind_filter(
             sqlx::query_scalar(&format!("SELECT count(*) FROM evidence WHERE {FILTER_SQL}")),
@@ -89,6 +96,8 @@ pub(crate) async fn evidence_snapshot(
         },
         oldest: oldest.map(|(seq, hash)| ChainPosition { seq, hash }),
         matching,
+        tree_head,
+        pool: pool.clone(),
     })
 }
 

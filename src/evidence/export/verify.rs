@@ -60,6 +60,8 @@ pub(crate) enum Problem {
     NoManifest,
     #[error("content after the manifest")]
     TrailingData,
+    #[error("{0}")]
+    Tree(String),
 }
 
 /// The first bad record of a file.
@@ -117,6 +119,117 @@ pub struct FileReport {
     pub start: Start,
     /// Places where a filtered export skips records (their seqs are not in the file).
     pub gaps: u64,
+    /// What the file proved against its tree head.
+    pub tree: TreeSummary,
+}
+
+/// What a file proved against the tree head in its manifest (signatures are checked by the
+/// caller, who holds the public key).
+#[derive(Debug, Clone, Default)]
+pub struct TreeSummary {
+    /// Records whose inclusion proof verified (a filtered export).
+    pub proven: u64,
+    /// Records after the head (appended after it was made): not covered by it.
+    pub uncovered: u64,
+    /// The records from the head's first leaf re-hashed into the head's root (full, range).
+    pub root_verified: bool,
+    /// The kept head (`--since-head`) re-computed from the records: the log only grew since.
+    pub kept_verified: bool,
+}
+
+/// The tree side of the walk: constant memory for full and range exports (a frontier of one
+/// hash per level); a filtered export's proofs come from its manifest.
+#[derive(Default)]
+struct TreeWalk {
+    head: Option<crate::evidence::heads::TreeHead>,
+    kept: Option<crate::evidence::heads::TreeHead>,
+    proofs: std::collections::HashMap<i64, Vec<String>>,
+    frontier: Option<crate::evidence::merkle::Frontier>,
+    summary: TreeSummary,
+}
+
+impl TreeWalk {
+    fn new(manifest: Option<&Manifest>, kept: Option<crate::evidence::heads::TreeHead>) -> Self {
+        let head = manifest
+            .and_then(|m| m.tree_head.as_ref())
+            .map(|h| h.head.clone());
+        let proofs = manifest
+            .and_then(|m| m.proofs.as_ref())
+            .map(|ps| ps.iter().map(|p| (p.seq, p.path.clone())).collect())
+            .unwrap_or_default();
+        Self {
+            head,
+            kept,
+            proofs,
+            ..Self::default()
+        }
+    }
+
+    fn record(&mut self, scope: Scope, seq: i64, hash: &str) -> Result<(), Problem> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        if seq > head.last_seq() {
+            self.summary.uncovered += 1;
+            return Ok(());
+        }
+        if scope == Scope::Filtered {
+            return self.prove(seq, hash);
+        }
+        if seq == head.first_seq {
+            self.frontier = Some(crate::evidence::merkle::Frontier::default());
+        }
+        let Some(frontier) = self.frontier.as_mut() else {
+            return Ok(());
+        };
+        let leaf = crate::evidence::tree::record_leaf(seq, hash)
+            .map_err(|e| Problem::Tree(e.to_string()))?;
+        frontier.push(leaf);
+        let root = hex::encode(frontier.root());
+        if let Some(kept) = &self.kept
+            && frontier.size == kept.tree_size
+        {
+            if root != kept.root_hash {
+                return Err(Problem::Tree(format!(
+                    "the records up to here do not hash to the kept head of size {} (root {}): the log was rewritten since that head",
+                    kept.tree_size, kept.root_hash
+                )));
+            }
+            self.summary.kept_verified = true;
+        }
+        if frontier.size == head.tree_size {
+            if root != head.root_hash {
+                return Err(Problem::Tree(format!(
+                    "the records up to here do not hash to the root of the manifest's tree head of size {}: they were rewritten",
+                    head.tree_size
+                )));
+            }
+            self.summary.root_verified = true;
+        }
+        Ok(())
+    }
+
+    fn prove(&mut self, seq: i64, hash: &str) -> Result<(), Problem> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        let Some(path) = self.proofs.get(&seq) else {
+            return Err(Problem::Tree(
+                "the manifest carries no inclusion proof for it: it was inserted".to_owned(),
+            ));
+        };
+        let proof = crate::evidence::proof::InclusionProof {
+            seq,
+            leaf_index: u64::try_from(seq - head.first_seq).unwrap_or(u64::MAX),
+            tree_size: head.tree_size,
+            record_hash: hash.to_owned(),
+            path: path.clone(),
+        };
+        crate::evidence::proof::check_inclusion(head, &proof)
+            .map_err(|e| Problem::Tree(e.to_string()))?;
+        self.summary.proven += 1;
+        Ok(())
+    }
 }
 
 /// Verifies one file; `previous` is the last position of the file before it when several
@@ -128,6 +241,19 @@ pub struct FileReport {
 pub(crate) fn verify_file(
     path: &Path,
     previous: Option<&ChainPoint>,
+) -> Result<Result<FileReport, BadRecord>, VerifyError> {
+    verify_file_since(path, previous, None)
+}
+
+/// [`verify_file`], and the records must also hash to `kept`, a head kept earlier, when the
+/// file holds the records it covers.
+///
+/// # Errors
+/// As [`verify_file`].
+pub(crate) fn verify_file_since(
+    path: &Path,
+    previous: Option<&ChainPoint>,
+    kept: Option<crate::evidence::heads::TreeHead>,
 ) -> Result<Result<FileReport, BadRecord>, VerifyError> {
     let io = |source| VerifyError::Io {
         path: path.display().to_string(),
@@ -148,6 +274,7 @@ pub(crate) fn verify_file(
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let manifest = manifest.map(|(_, m)| m);
     let mut walk = Walk::new(manifest.clone(), previous.cloned(), format);
+    walk.tree = TreeWalk::new(manifest.as_ref(), kept);
     let reader = BufReader::with_capacity(1 << 16, file);
     let outcome = match format {
         ExportFormat::Csv => walk_csv(reader, &mut walk),
@@ -158,11 +285,13 @@ pub(crate) fn verify_file(
         Ok(Err(bad)) => Err(bad),
         Err(err) => return Err(io(err)),
     };
+    let tree = walk.tree.summary.clone();
     Ok(outcome.map(|(start, gaps)| FileReport {
         format,
         manifest: manifest.unwrap_or_else(|| placeholder_manifest(format)),
         start,
         gaps,
+        tree,
     }))
 }
 
@@ -186,6 +315,8 @@ fn placeholder_manifest(format: ExportFormat) -> Manifest {
             hash: GENESIS_HASH.to_owned(),
         },
         chain_continues_from: None,
+        tree_head: None,
+        proofs: None,
     }
 }
 
@@ -391,9 +522,27 @@ struct Walk {
     seen: ManifestBuilder,
     gaps: u64,
     anchored_by: Option<i64>,
+    tree: TreeWalk,
 }
 
 type Readings = fn(&ChainedRecord) -> Vec<ChainedRecord>;
+
+/// A record this build cannot read (an unknown format version) or whose hash is not its
+/// content's (under any reading the format allows).
+fn content_problem(
+    record: &ChainedRecord,
+    hash: &str,
+    readings: Option<Readings>,
+) -> Option<Problem> {
+    if let Some(version) = record.format_version
+        && !known_format(record.format_version)
+    {
+        return Some(Problem::UnknownFormat(version));
+    }
+    let hash_ok = record.compute_hash() == hash
+        || readings.is_some_and(|r| r(record).iter().any(|c| c.compute_hash() == hash));
+    (!hash_ok).then_some(Problem::HashMismatch)
+}
 
 impl Walk {
     fn new(
@@ -411,6 +560,7 @@ impl Walk {
             },
             gaps: 0,
             anchored_by: None,
+            tree: TreeWalk::default(),
         }
     }
 
@@ -454,15 +604,8 @@ impl Walk {
                 Err(self.bad(line, Some(record), $problem))
             };
         }
-        if let Some(version) = record.format_version
-            && !known_format(record.format_version)
-        {
-            return fail!(Problem::UnknownFormat(version));
-        }
-        let hash_ok = record.compute_hash() == hash
-            || readings.is_some_and(|r| r(record).iter().any(|c| c.compute_hash() == hash));
-        if !hash_ok {
-            return fail!(Problem::HashMismatch);
+        if let Some(problem) = content_problem(record, hash, readings) {
+            return fail!(problem);
         }
         let scope = self.scope();
         match (&self.last, &self.previous_file) {
@@ -498,6 +641,9 @@ impl Walk {
             && !manifest.filters.matches(record)
         {
             return fail!(Problem::NotSelected);
+        }
+        if let Err(problem) = self.tree.record(scope, record.seq, hash) {
+            return fail!(problem);
         }
         self.seen.observe(record, hash);
         if let (Some(first), Some((seq, claimed))) =
