@@ -105,6 +105,11 @@ async fn the_worker_role_cannot_disable_triggers_insert_or_delete_evidence() {
         "TRUNCATE evidence".to_owned(),
         "UPDATE evidence_chain_head SET seq = 1".to_owned(),
         "UPDATE evidence_settings SET retention_min_age = interval '0'".to_owned(),
+        // The Merkle tree is the database's to grow (evidence_after_append), not the worker's.
+        format!("INSERT INTO evidence_tree (level, idx, hash) VALUES (0, {seq}, sha256('forged'))"),
+        "UPDATE evidence_log SET tree_base = 1".to_owned(),
+        "SELECT evidence_tree_adopt()".to_owned(),
+        "SELECT evidence_after_append(1, 1)".to_owned(),
     ] {
         let text = refused(&worker, &statement).await;
         assert!(text.contains("permission denied"), "{statement}: {text}");
