@@ -66,9 +66,21 @@ async fn migrate(db: &DatabaseArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+/// The deploy policy, validated before anything starts (docs/ENFORCEMENT.md).
+fn deploy_policy(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<crate::export::deploy_policy::DeployPolicy>>> {
+    let Some(path) = path else { return Ok(None) };
+    let policy = crate::export::deploy_policy::DeployPolicy::from_file(path)
+        .with_context(|| format!("ECR_AUDIT_DEPLOY_POLICY {}", path.display()))?;
+    info!(policy.version = %policy.version, "deploy policy loaded");
+    Ok(Some(Arc::new(policy)))
+}
+
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     // Before anything is touched: an API switched on without a usable token stops start-up.
     let api = args.api.token().map_err(anyhow::Error::msg)?;
+    let deploy_policy = deploy_policy(args.deploy_policy.as_deref())?;
     let sdk = load_sdk_config().await;
     let metrics = Arc::new(Metrics::new());
     let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
@@ -78,6 +90,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.queue_metrics_interval = args.queue_metrics_interval;
     background.http = args.http.limits();
     background.api = api;
+    background.deploy_policy = deploy_policy;
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);

@@ -230,6 +230,10 @@ pub struct WorkerArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    /// A deploy policy (JSON, docs/ENFORCEMENT.md): when set, the worker's HTTP address serves
+    /// `/v1/verdict`, `/v1/admission` and `/v1/gatekeeper`. Validated at start-up.
+    #[arg(long, env = "ECR_AUDIT_DEPLOY_POLICY")]
+    pub deploy_policy: Option<PathBuf>,
     /// Batches (of up to 10 messages) processed at once.
     #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub max_in_flight_batches: usize,

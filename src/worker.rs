@@ -50,6 +50,8 @@ pub struct Background {
     pub http: HttpLimits,
     /// The `/v1/` API's bearer token when the API is on (`ECR_AUDIT_API`).
     pub api: Option<crate::export::api::ApiToken>,
+    /// The deploy policy when verdicts are served (`ECR_AUDIT_DEPLOY_POLICY`).
+    pub deploy_policy: Option<std::sync::Arc<crate::export::deploy_policy::DeployPolicy>>,
 }
 
 impl Background {
@@ -64,6 +66,7 @@ impl Background {
             coverage: None,
             http: HttpLimits::default(),
             api: None,
+            deploy_policy: None,
         }
     }
 }
@@ -87,6 +90,7 @@ pub async fn run(
         background.http.metrics_cache,
     );
     state.api = background.api;
+    state.verdicts = crate::export::verdict::VerdictService::new(background.deploy_policy);
     if let Ok(addr) = listener.local_addr() {
         info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
     }

@@ -12,6 +12,7 @@ mod history;
 mod rereads;
 mod reverify;
 mod usage;
+pub mod verdict;
 pub mod verifications;
 pub mod views;
 mod write;

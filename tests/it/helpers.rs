@@ -63,6 +63,8 @@ pub struct TestApp {
     pub alert_poll: Duration,
     /// The `/v1/` API's token; `None` = the API is off, as by default.
     pub api: Option<ecr_audit::export::api::ApiToken>,
+    /// The deploy policy the worker serves verdicts by, when set.
+    pub deploy_policy: Option<Arc<ecr_audit::export::deploy_policy::DeployPolicy>>,
     /// The account this test's credentials act in.
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
@@ -183,6 +185,7 @@ impl TestApp {
             alert_bus: None,
             alert_poll: Duration::from_secs(1),
             api: None,
+            deploy_policy: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
@@ -261,6 +264,7 @@ impl TestApp {
         background.http = self.http;
         background.alert_poll = self.alert_poll;
         background.api = self.api;
+        background.deploy_policy.clone_from(&self.deploy_policy);
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

@@ -30,5 +30,6 @@ mod store;
 mod template_drift;
 mod trust;
 mod trust_config;
+mod verdicts;
 mod verified_signatures;
 mod verified_verdicts;
