@@ -77,6 +77,24 @@ fn deploy_policy(
     Ok(Some(Arc::new(policy)))
 }
 
+/// The TLS listener of `ECR_AUDIT_ADMISSION_ADDR`, its certificate loaded and checked.
+async fn admission_listener(
+    args: &WorkerArgs,
+) -> anyhow::Result<Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>> {
+    let Some(addr) = args.admission_addr else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        bail!("ECR_AUDIT_ADMISSION_ADDR needs ECR_AUDIT_TLS_CERT and ECR_AUDIT_TLS_KEY");
+    };
+    let files = crate::export::tls::TlsFiles::load(cert.clone(), key.clone())
+        .context("loading the admission listener's TLS certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(Some((listener, Arc::new(files))))
+}
+
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     // Before anything is touched: an API switched on without a usable token stops start-up.
     let api = args.api.token().map_err(anyhow::Error::msg)?;
@@ -91,6 +109,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.http = args.http.limits();
     background.api = api;
     background.deploy_policy = deploy_policy;
+    background.admission = admission_listener(&args).await?;
     let pipeline = match &args.alert_bus {
         Some(bus) => {
             let store = pipeline.store().clone().with_alerts(true);

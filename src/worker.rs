@@ -52,6 +52,8 @@ pub struct Background {
     pub api: Option<crate::export::api::ApiToken>,
     /// The deploy policy when verdicts are served (`ECR_AUDIT_DEPLOY_POLICY`).
     pub deploy_policy: Option<std::sync::Arc<crate::export::deploy_policy::DeployPolicy>>,
+    /// The admission webhook's TLS listener and certificate files (`ECR_AUDIT_ADMISSION_ADDR`).
+    pub admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
 }
 
 impl Background {
@@ -67,6 +69,7 @@ impl Background {
             http: HttpLimits::default(),
             api: None,
             deploy_policy: None,
+            admission: None,
         }
     }
 }
@@ -83,19 +86,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut state = HttpState::new(
-        endpoint_store(pipeline.store(), &background.http),
-        Arc::clone(pipeline.metrics()),
-        Some((sqs.clone(), settings.queue_url.clone())),
-        background.http.metrics_cache,
-    );
-    state.api = background.api;
-    state.verdicts = crate::export::verdict::VerdictService::new(background.deploy_policy);
-    if let Ok(addr) = listener.local_addr() {
-        info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
-    }
+    let queue = (sqs.clone(), settings.queue_url.clone());
+    let state = http_state(&pipeline, queue, &background);
+    log_listening(&listener, &state);
     // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
     let http_shutdown = CancellationToken::new();
+    let tls = spawn_admission(
+        background.admission,
+        &state,
+        background.http,
+        &http_shutdown,
+    );
     let server = tokio::spawn(http::serve(
         listener,
         state,
@@ -125,6 +126,7 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
+    tasks.extend(tls);
     if let Some(alerts) = background.alerts {
         // Alerts keep flowing while the consumer drains; they stop with the endpoints.
         tasks.push(tokio::spawn(
@@ -144,6 +146,51 @@ pub async fn run(
     consumed?;
     served?;
     Ok(())
+}
+
+/// What the endpoints read: their own pool, the queue `/readyz` checks, the API and policy.
+fn http_state(
+    pipeline: &Pipeline,
+    queue: (aws_sdk_sqs::Client, String),
+    background: &Background,
+) -> HttpState {
+    let mut state = HttpState::new(
+        endpoint_store(pipeline.store(), &background.http),
+        Arc::clone(pipeline.metrics()),
+        Some(queue),
+        background.http.metrics_cache,
+    );
+    state.api = background.api;
+    state.verdicts = crate::export::verdict::VerdictService::new(background.deploy_policy.clone());
+    state
+}
+
+fn log_listening(listener: &TcpListener, state: &HttpState) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(http.addr = %addr, api = state.api.is_some(), verdicts = state.verdicts.is_some(), "serving /metrics, /healthz, /readyz");
+    }
+}
+
+/// The admission webhook's TLS listener, when one is configured: the same routes as the
+/// plain listener, stopped with it.
+fn spawn_admission(
+    admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
+    state: &HttpState,
+    limits: http::HttpLimits,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (listener, files) = admission?;
+    if let Ok(addr) = listener.local_addr() {
+        info!(admission.addr = %addr, "serving the verdict routes over TLS");
+    }
+    let (state, shutdown) = (state.clone(), shutdown.clone());
+    Some(tokio::spawn(async move {
+        if let Err(err) =
+            crate::export::tls::serve_tls(listener, files, state, limits, shutdown).await
+        {
+            warn!(error = %err, "the admission listener failed");
+        }
+    }))
 }
 
 /// A pool of `limits.db_connections` to the pipeline's database, for the endpoints alone: a

@@ -170,13 +170,15 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+pub(crate) async fn serve_connection<S>(
+    stream: S,
     app: Router,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -5,5 +5,6 @@ pub mod api;
 pub mod deploy_policy;
 pub mod http;
 pub mod report;
+pub mod tls;
 pub mod verdict;
 pub mod views;

@@ -65,6 +65,10 @@ pub struct TestApp {
     pub api: Option<ecr_audit::export::api::ApiToken>,
     /// The deploy policy the worker serves verdicts by, when set.
     pub deploy_policy: Option<Arc<ecr_audit::export::deploy_policy::DeployPolicy>>,
+    /// The admission listener's certificate files: when set, the worker also serves TLS.
+    pub admission_tls: Option<Arc<ecr_audit::export::tls::TlsFiles>>,
+    /// Where the TLS listener listens, once started.
+    pub admission_addr: Option<std::net::SocketAddr>,
     /// The account this test's credentials act in.
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
@@ -186,6 +190,8 @@ impl TestApp {
             alert_poll: Duration::from_secs(1),
             api: None,
             deploy_policy: None,
+            admission_tls: None,
+            admission_addr: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
@@ -295,7 +301,14 @@ impl TestApp {
         settings.shutdown_grace = Duration::from_secs(10);
         let token = CancellationToken::new();
         let pipeline = self.pipeline();
-        let background = self.background(&pipeline);
+        let mut background = self.background(&pipeline);
+        if let Some(files) = &self.admission_tls {
+            let tls = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            self.admission_addr = tls.local_addr().ok();
+            background.admission = Some((tls, Arc::clone(files)));
+        }
         let handle = tokio::spawn(ecr_audit::worker::run(
             Arc::new(pipeline),
             self.sqs.clone(),

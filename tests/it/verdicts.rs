@@ -410,3 +410,124 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
     );
     app.finish().await;
 }
+
+fn openssl(args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 it issued, written to `dir` as
+/// `NAME-ca.crt`, `NAME.crt` and `NAME.key`; the CA's PEM text (what a client trusts).
+fn certificate(dir: &std::path::Path, name: &str) -> String {
+    let path = |suffix: &str| dir.join(format!("{name}{suffix}")).display().to_string();
+    let (ca, ca_key) = (path("-ca.crt"), path("-ca.key"));
+    openssl(&[
+        "-subj",
+        &format!("/CN={name} CA"),
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "-subj",
+        &format!("/CN={name}"),
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        &path(".key"),
+        "-out",
+        &path(".crt"),
+    ]);
+    std::fs::read_to_string(&ca).expect("CA certificate")
+}
+
+fn trusting(pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("PEM"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn the_webhook_is_served_over_tls_and_a_renewed_certificate_is_used_without_a_restart() {
+    let mut app = TestApp::new().await;
+    let dir = std::env::temp_dir().join(format!("{}tls", app.prefix));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first = certificate(&dir, "first");
+    let (cert, key) = (dir.join("served.crt"), dir.join("served.key"));
+    std::fs::copy(dir.join("first.crt"), &cert).expect("copy");
+    std::fs::copy(dir.join("first.key"), &key).expect("copy");
+    app.admission_tls = Some(Arc::new(
+        ecr_audit::export::tls::TlsFiles::load(cert.clone(), key.clone()).expect("TLS"),
+    ));
+    app.deploy_policy = Some(policy(
+        "arn:aws:signer:us-east-1:000000000000:/signing-profiles/x",
+    ));
+    app.start_worker().await;
+    let base = format!("https://{}", app.admission_addr.expect("TLS listener"));
+    let review = deployment_review(&["docker.io/library/nginx:1.27"]);
+    let answer = trusting(&first)
+        .post(format!("{base}/v1/admission/prod"))
+        .body(review.clone())
+        .send()
+        .await
+        .expect("HTTPS");
+    let answer: Value = answer.json().await.expect("JSON");
+    assert_eq!(answer["response"]["allowed"], false, "{answer:#}");
+    assert!(
+        answer["response"]["status"]["message"]
+            .to_string()
+            .contains("not an ECR image reference")
+    );
+
+    // A renewal replaces both files; the next connection is served with the new pair.
+    let second = certificate(&dir, "second");
+    std::fs::copy(dir.join("second.key"), &key).expect("copy");
+    std::fs::copy(dir.join("second.crt"), &cert).expect("copy");
+    let renewed = app
+        .eventually(
+            "the renewed certificate served",
+            Duration::from_secs(10),
+            || async {
+                trusting(&second)
+                    .get(format!("{base}/healthz"))
+                    .send()
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    assert!(
+        trusting(&first)
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    app.finish().await;
+}
