@@ -21,6 +21,7 @@ use tracing::warn;
 use super::deploy_policy::{Decision, DeployPolicy, Mode, StaleAnswer, UnknownAnswer, Where};
 use super::http::HttpState;
 use crate::store::verdict::{ImageKey, VerdictInputs};
+use crate::telemetry::{DeployDecision, DeployMode, Happened};
 
 /// The largest request body read; Kubernetes caps objects near 1.5 MiB, so a review of any
 /// real Pod or workload fits.
@@ -116,6 +117,8 @@ pub struct Verdict {
 pub struct Asker {
     pub cluster: Option<String>,
     pub namespace: Option<String>,
+    /// The Kubernetes user of an admission review.
+    pub user: Option<String>,
 }
 
 /// What the verdict routes share.
@@ -181,17 +184,45 @@ async fn verdict_get(
     let asker = Asker {
         cluster: params.cluster,
         namespace: params.namespace,
+        user: None,
     };
     json_response(&judge(&state, &policy, &asker, &image).await)
 }
 
-/// Judges one reference for one asker.
+/// Judges one reference for one asker, and records the verdict (a log line and
+/// `ecr_audit_deploy_verdicts_total`).
 pub(crate) async fn judge(
     state: &HttpState,
     policy: &DeployPolicy,
     asker: &Asker,
     image: &str,
 ) -> Verdict {
+    let verdict = decide(state, policy, asker, image).await;
+    let decision = match verdict.decision {
+        Decision::Deny => DeployDecision::Deny,
+        Decision::Allow if !verdict.reasons.is_empty() => DeployDecision::Warn,
+        Decision::Allow => DeployDecision::Allow,
+    };
+    let mode = match verdict.mode {
+        Mode::Audit => DeployMode::Audit,
+        Mode::Strict => DeployMode::Strict,
+    };
+    Happened::DeployVerdict {
+        decision,
+        mode,
+        image,
+        digest: verdict.digest.as_deref(),
+        scope: &verdict.scope,
+        cluster: asker.cluster.as_deref(),
+        namespace: asker.namespace.as_deref(),
+        user: asker.user.as_deref(),
+        policy_version: &verdict.policy_version,
+    }
+    .record(&state.metrics);
+    verdict
+}
+
+async fn decide(state: &HttpState, policy: &DeployPolicy, asker: &Asker, image: &str) -> Verdict {
     let reference = EcrReference::parse(image);
     let at = Where {
         cluster: asker.cluster.as_deref(),
@@ -359,6 +390,7 @@ async fn review(state: HttpState, cluster: Option<String>, request: Request) -> 
     let asker = Asker {
         cluster,
         namespace: review.namespace.clone(),
+        user: review.user.clone(),
     };
     let mut verdicts = Vec::with_capacity(review.images.len());
     for image in &review.images {
@@ -394,6 +426,7 @@ async fn gatekeeper(
     let asker = Asker {
         cluster: params.cluster,
         namespace: None,
+        user: None,
     };
     let mut items = Vec::with_capacity(keys.len());
     for key in keys {

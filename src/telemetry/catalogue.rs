@@ -6,9 +6,9 @@
 use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode, DistrustedHint, DriftKind,
+    EventKind, EventOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 /// The prefix of every exported name.
@@ -437,6 +437,19 @@ pub const ALERT_BACKLOG: MetricSpec = MetricSpec {
     query: "max(ecr_audit_alert_backlog) > 0",
 };
 
+pub const DEPLOY_VERDICTS: MetricSpec = MetricSpec {
+    name: "deploy_verdicts",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[
+        closed("decision", DeployDecision::values),
+        closed("mode", DeployMode::values),
+    ],
+    help: "Deploy-time verdicts given under the deploy policy, one per image, by decision (allow, warn, deny) and the scope's mode",
+    details: "`/v1/verdict`, `/v1/admission` and `/v1/gatekeeper` (docs/ENFORCEMENT.md). `warn` is an image admitted although it fails the policy (audit mode, or an unknown image a scope admits with a warning): a would-be denial.",
+    query: r#"sum by (mode, decision) (rate(ecr_audit_deploy_verdicts_total{decision!="allow"}[5m]))"#,
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -483,6 +496,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     RECONCILE_SKIPPED,
     ALERT_EVENTS,
     ALERT_BACKLOG,
+    DEPLOY_VERDICTS,
     BUILD,
 ];
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::domain::ControlId;
 
@@ -216,6 +216,26 @@ label_enum! {
 }
 
 label_enum! {
+    /// What a deploy-time verdict answered (docs/ENFORCEMENT.md).
+    DeployDecision {
+        Allow => "allow",
+        /// Admitted although the image fails the policy (audit mode, or an unknown image
+        /// admitted with a warning): a would-be denial.
+        Warn => "warn",
+        Deny => "deny",
+    }
+}
+
+label_enum! {
+    /// The deploy policy's mode of the scope a verdict was given in.
+    DeployMode {
+        /// Admit, warn, record: a failing image is a would-be denial.
+        Audit => "audit",
+        Strict => "strict",
+    }
+}
+
+label_enum! {
     /// Which queue a depth gauge describes.
     QueueRole {
         Main => "main",
@@ -397,6 +417,18 @@ pub enum Happened<'a> {
     ReverifyScheduled { cause: ReverifyCause, count: u64 },
     /// EventBridge accepted an alert event.
     AlertPublished { alert_id: i64 },
+    /// A deploy-time verdict was given.
+    DeployVerdict {
+        decision: DeployDecision,
+        mode: DeployMode,
+        image: &'a str,
+        digest: Option<&'a str>,
+        scope: &'a str,
+        cluster: Option<&'a str>,
+        namespace: Option<&'a str>,
+        user: Option<&'a str>,
+        policy_version: &'a str,
+    },
     /// EventBridge refused an alert event; it is tried again after `delay`.
     AlertFailed {
         alert_id: i64,
@@ -446,6 +478,7 @@ impl Happened<'_> {
                 "alert event not accepted, retrying in {delay:?}: {error}"
             ),
             Self::Distrusted { .. } | Self::ScanningDisagreed { .. } => self.log_doubted(),
+            Self::DeployVerdict { .. } => self.log_verdict(),
             Self::SqsDeleteFailed { count } => {
                 warn!(
                     count = *count,
@@ -465,6 +498,35 @@ impl Happened<'_> {
 
     /// A claim or an answer not taken as given: a message's hint, or the registry rules where
     /// AWS said otherwise.
+    /// Who asked about which image, and what was answered: the record of a deploy decision.
+    fn log_verdict(&self) {
+        if let Self::DeployVerdict {
+            decision,
+            mode,
+            image,
+            digest,
+            scope,
+            cluster,
+            namespace,
+            user,
+            policy_version,
+        } = self
+        {
+            info!(
+                verdict.decision = decision.as_str(),
+                verdict.mode = mode.as_str(),
+                verdict.scope = *scope,
+                image = *image,
+                image.digest = digest.unwrap_or(""),
+                k8s.cluster = cluster.unwrap_or(""),
+                k8s.namespace = namespace.unwrap_or(""),
+                user = user.unwrap_or(""),
+                policy.version = *policy_version,
+                "deploy verdict"
+            );
+        }
+    }
+
     fn log_doubted(&self) {
         match self {
             Self::Distrusted {
@@ -570,6 +632,7 @@ impl Happened<'_> {
             Self::RevocationChecked { outcome } => metrics.revocation_checked(*outcome),
             Self::ReverifyScheduled { cause, count } => metrics.reverify_scheduled(*cause, *count),
             Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
+            Self::DeployVerdict { decision, mode, .. } => metrics.deploy_verdict(*decision, *mode),
             Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
         }
     }

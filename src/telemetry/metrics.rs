@@ -20,9 +20,9 @@ use crate::domain::{ControlId, ControlStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode, DistrustedHint, DriftKind,
+    EventKind, EventOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +85,12 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeployLabels {
+    decision: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -123,6 +129,17 @@ fn lag_buckets() -> impl Iterator<Item = f64> {
 }
 
 /// Registers `metric` under its catalogue entry's name, HELP text and unit.
+/// `ecr_audit_build_info{version}`.
+fn register_build(registry: &mut Registry) {
+    register_spec(
+        registry,
+        &cat::BUILD,
+        Info::new(VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    );
+}
+
 fn register_spec(registry: &mut Registry, spec: &MetricSpec, metric: impl Metric) {
     match spec.unit {
         MetricUnit::None => registry.register(spec.name, spec.help, metric),
@@ -170,6 +187,7 @@ pub struct Metrics {
     scanning_disagreements: Family<FactLabels, Counter>,
     reconcile_skipped: Family<ReasonLabels, Counter>,
     alert_events: Family<OutcomeLabels, Counter>,
+    deploy_verdicts: Family<DeployLabels, Counter>,
     alert_backlog: Gauge,
     registry: Registry,
 }
@@ -231,18 +249,26 @@ impl Metrics {
             ),
             reconcile_skipped: register(&mut r, &cat::RECONCILE_SKIPPED, Family::default()),
             alert_events: register(&mut r, &cat::ALERT_EVENTS, Family::default()),
+            deploy_verdicts: register(&mut r, &cat::DEPLOY_VERDICTS, Family::default()),
             alert_backlog: register(&mut r, &cat::ALERT_BACKLOG, Gauge::default()),
             registry: r,
         };
-        register_spec(
-            &mut metrics.registry,
-            &cat::BUILD,
-            Info::new(VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        );
+        register_build(&mut metrics.registry);
         metrics.start_series_at_zero();
         metrics
+    }
+
+    fn start_verdict_series_at_zero(&self) {
+        for decision in DeployDecision::ALL {
+            for mode in DeployMode::ALL {
+                self.deploy_verdicts
+                    .get_or_create(&DeployLabels {
+                        decision: decision.as_str(),
+                        mode: mode.as_str(),
+                    })
+                    .get();
+            }
+        }
     }
 
     /// Series that start at 0, so rate() and increase() see their first event.
@@ -276,6 +302,7 @@ impl Metrics {
                 })
                 .get();
         }
+        self.start_verdict_series_at_zero();
         self.start_doubt_series_at_zero();
         self.set_in_use_counts(&[]);
         for kind in DriftKind::ALL {
@@ -487,6 +514,15 @@ impl Metrics {
     /// signature, so nothing is stale).
     pub(crate) fn set_oldest_verdict_age(&self, seconds: Option<f64>) {
         self.oldest_verdict_age.set(seconds.unwrap_or(0.0));
+    }
+
+    pub(super) fn deploy_verdict(&self, decision: DeployDecision, mode: DeployMode) {
+        self.deploy_verdicts
+            .get_or_create(&DeployLabels {
+                decision: decision.as_str(),
+                mode: mode.as_str(),
+            })
+            .inc();
     }
 
     pub(super) fn alert_event(&self, outcome: AlertOutcome) {

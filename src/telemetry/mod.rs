@@ -8,9 +8,10 @@ pub mod logging;
 pub mod metrics;
 
 pub use events::{
-    AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind, EventOutcome,
-    Happened, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode, DistrustedHint, DriftKind,
+    EventKind, EventOutcome, Happened, QueueRole, QueueState, RejectionCode, RetryCode,
+    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
+    VerificationOutcome,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

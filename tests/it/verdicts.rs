@@ -16,7 +16,7 @@ use ecr_audit::export::deploy_policy::DeployPolicy;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{REGION, TestApp, emulator_control, push_image};
+use crate::helpers::{REGION, TestApp, emulator_control, metric_value, push_image};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -288,6 +288,22 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
             "{audit:#} should warn {reason}"
         );
     }
+    // Each verdict is counted by decision and mode: denials in strict, would-be denials in audit.
+    let metrics = app.scrape().await;
+    let count = |decision: &str, mode: &str| {
+        metric_value(
+            &metrics,
+            "ecr_audit_deploy_verdicts_total",
+            &[("decision", decision), ("mode", mode)],
+        )
+    };
+    assert_eq!(
+        count("deny", "strict"),
+        Some(cases.len() as f64),
+        "{metrics}"
+    );
+    assert_eq!(count("warn", "audit"), Some(cases.len() as f64));
+    assert_eq!(count("allow", "strict"), Some(1.0));
     let tagged = verdict(&base, &cases[5].0, None).await;
     assert_eq!(
         tagged["digest"],

@@ -78,6 +78,12 @@ ALERT_CHECKS: dict[str, object] = {
     # the scenario restores no control and runs no ENHANCED registry: both stay quiet.
     "EcrAuditControlRegressedAndRestored": Operands(("ecr_audit_control_regressed_and_restored_total",)),
     "EcrAuditUnsignedImageInUse": Operands(('ecr_audit_images_in_use{signature=~"UNSIGNED|UNTRUSTED|FAILED"}',)),
+    # The scenario's worker serves no deploy policy: the counters exist at zero (operands only);
+    # the promtool tests (infra/prometheus/tests/verdicts_test.yml) make both fire.
+    "EcrAuditDeployDenied": Operands(('sum by (mode) (increase(ecr_audit_deploy_verdicts_total{decision="deny"}[15m]))',)),
+    "EcrAuditDeployWouldBeDenied": Operands((
+        'sum(increase(ecr_audit_deploy_verdicts_total{decision="warn",mode="audit"}[1h]))',
+    )),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
