@@ -190,9 +190,39 @@ async fn admit_worker(store: &Store, owner: &Secret, worker: &Secret) -> anyhow:
     Ok(())
 }
 
+/// The deploy policy, validated before anything starts (docs/ENFORCEMENT.md).
+fn deploy_policy(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<crate::export::deploy_policy::DeployPolicy>>> {
+    let Some(path) = path else { return Ok(None) };
+    let policy = crate::export::deploy_policy::DeployPolicy::from_file(path)
+        .with_context(|| format!("ECR_AUDIT_DEPLOY_POLICY {}", path.display()))?;
+    info!(policy.version = %policy.version, "deploy policy loaded");
+    Ok(Some(Arc::new(policy)))
+}
+
+/// The TLS listener of `ECR_AUDIT_ADMISSION_ADDR`, its certificate loaded and checked.
+async fn admission_listener(
+    args: &WorkerArgs,
+) -> anyhow::Result<Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>> {
+    let Some(addr) = args.admission_addr else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        bail!("ECR_AUDIT_ADMISSION_ADDR needs ECR_AUDIT_TLS_CERT and ECR_AUDIT_TLS_KEY");
+    };
+    let files = crate::export::tls::TlsFiles::load(cert.clone(), key.clone())
+        .context("loading the admission listener's TLS certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(Some((listener, Arc::new(files))))
+}
+
 async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     // Before anything is touched: an API switched on without a usable token stops start-up.
     let api = args.api.token().map_err(anyhow::Error::msg)?;
+    let deploy_policy = deploy_policy(args.deploy_policy.as_deref())?;
     let sdk = load_sdk_config().await;
     let metrics = Arc::new(Metrics::new());
     let built = build_pipeline(&args.pipeline, &sdk, Arc::clone(&metrics)).await?;
@@ -203,6 +233,8 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.http = args.http.limits();
     background.heads = Some(args.heads.settings(&sdk, args.alert_bus.clone()));
     background.api = api;
+    background.deploy_policy = deploy_policy;
+    background.admission = admission_listener(&args).await?;
     background.failing_grace = args.failing_grace;
     let pipeline = Arc::new(with_alert_bus(
         pipeline,

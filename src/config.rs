@@ -282,6 +282,20 @@ pub struct WorkerArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    /// A deploy policy (JSON, docs/ENFORCEMENT.md): when set, the worker's HTTP address serves
+    /// `/v1/verdict`, `/v1/admission` and `/v1/gatekeeper`. Validated at start-up.
+    #[arg(long, env = "ECR_AUDIT_DEPLOY_POLICY")]
+    pub deploy_policy: Option<PathBuf>,
+    /// A second listen address serving the same routes over TLS, for the Kubernetes webhook
+    /// (the API server calls webhooks only over HTTPS); needs ECR_AUDIT_TLS_CERT and _KEY.
+    #[arg(long, env = "ECR_AUDIT_ADMISSION_ADDR")]
+    pub admission_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener; reloaded when the file changes.
+    #[arg(long, env = "ECR_AUDIT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listener; reloaded when the file changes.
+    #[arg(long, env = "ECR_AUDIT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Batches (of up to 10 messages) processed at once.
     #[arg(long, env = "ECR_AUDIT_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub max_in_flight_batches: usize,

@@ -57,6 +57,10 @@ pub struct Background {
     pub exceptions: Option<(ExceptionWatcher, Duration)>,
     /// Evidence tree heads: the signer (none = unsigned heads), every N records or T.
     pub heads: Option<crate::evidence::heads::HeadTask>,
+    /// The deploy policy when verdicts are served (`ECR_AUDIT_DEPLOY_POLICY`).
+    pub deploy_policy: Option<std::sync::Arc<crate::export::deploy_policy::DeployPolicy>>,
+    /// The admission webhook's TLS listener and certificate files (`ECR_AUDIT_ADMISSION_ADDR`).
+    pub admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
 }
 
 impl Background {
@@ -74,6 +78,8 @@ impl Background {
             failing_grace: Duration::ZERO,
             exceptions: None,
             heads: None,
+            deploy_policy: None,
+            admission: None,
         }
     }
 }
@@ -95,25 +101,28 @@ fn spawn_exceptions_and_alerts(
     }
 }
 
-/// What the endpoints serve: the stores, the metrics, the queue for `/readyz`, the API token.
-fn http_state(
-    pipeline: &Pipeline,
-    sqs: &aws_sdk_sqs::Client,
-    settings: &SqsSettings,
-    background: &Background,
-    listener: &TcpListener,
-) -> HttpState {
-    let mut state = HttpState::new(
-        endpoint_store(pipeline.store(), &background.http),
-        Arc::clone(pipeline.metrics()),
-        Some((sqs.clone(), settings.queue_url.clone())),
-        background.http.metrics_cache,
-    );
-    state.api = background.api;
-    if let Ok(addr) = listener.local_addr() {
-        info!(http.addr = %addr, api = state.api.is_some(), "serving /metrics, /healthz, /readyz");
-    }
-    state
+/// The signature re-checks and the queue depth gauges: always running, stopped with the
+/// other background work.
+fn rechecks_and_queue_depth(
+    pipeline: &Arc<Pipeline>,
+    (sqs, settings): (&aws_sdk_sqs::Client, &SqsSettings),
+    (recheck_poll, queue_metrics_interval): (Duration, Duration),
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(run_rechecks(
+            Arc::clone(pipeline),
+            recheck_poll,
+            stop.clone(),
+        )),
+        tokio::spawn(poll_queue_depth(
+            sqs.clone(),
+            settings.queue_url.clone(),
+            Arc::clone(pipeline.metrics()),
+            queue_metrics_interval,
+            stop.clone(),
+        )),
+    ]
 }
 
 /// Runs until `shutdown` is cancelled (or the queue turns out to be unusable).
@@ -128,9 +137,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let state = http_state(&pipeline, &sqs, &settings, &background, &listener);
+    let state = http_state(
+        &pipeline,
+        (sqs.clone(), settings.queue_url.clone()),
+        &background,
+    );
+    log_listening(&listener, &state);
     // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
     let http_shutdown = CancellationToken::new();
+    let tls = spawn_admission(
+        background.admission,
+        &state,
+        background.http,
+        &http_shutdown,
+    );
     let server = tokio::spawn(http::serve(
         listener,
         state,
@@ -139,20 +159,12 @@ pub async fn run(
     ));
 
     let background_stop = shutdown.child_token();
-    let mut tasks = vec![
-        tokio::spawn(run_rechecks(
-            Arc::clone(&pipeline),
-            background.recheck_poll,
-            background_stop.clone(),
-        )),
-        tokio::spawn(poll_queue_depth(
-            sqs.clone(),
-            settings.queue_url.clone(),
-            Arc::clone(pipeline.metrics()),
-            background.queue_metrics_interval,
-            background_stop.clone(),
-        )),
-    ];
+    let mut tasks = rechecks_and_queue_depth(
+        &pipeline,
+        (&sqs, &settings),
+        (background.recheck_poll, background.queue_metrics_interval),
+        &background_stop,
+    );
     spawn_periodic(
         &mut tasks,
         &pipeline,
@@ -160,6 +172,7 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
+    tasks.extend(tls);
     spawn_heads(&mut tasks, &pipeline, background.heads, &http_shutdown);
     spawn_exceptions_and_alerts(
         &mut tasks,
@@ -181,6 +194,51 @@ pub async fn run(
     consumed?;
     served?;
     Ok(())
+}
+
+/// What the endpoints read: their own pool, the queue `/readyz` checks, the API and policy.
+fn http_state(
+    pipeline: &Pipeline,
+    queue: (aws_sdk_sqs::Client, String),
+    background: &Background,
+) -> HttpState {
+    let mut state = HttpState::new(
+        endpoint_store(pipeline.store(), &background.http),
+        Arc::clone(pipeline.metrics()),
+        Some(queue),
+        background.http.metrics_cache,
+    );
+    state.api = background.api;
+    state.verdicts = crate::export::verdict::VerdictService::new(background.deploy_policy.clone());
+    state
+}
+
+fn log_listening(listener: &TcpListener, state: &HttpState) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(http.addr = %addr, api = state.api.is_some(), verdicts = state.verdicts.is_some(), "serving /metrics, /healthz, /readyz");
+    }
+}
+
+/// The admission webhook's TLS listener, when one is configured: the same routes as the
+/// plain listener, stopped with it.
+fn spawn_admission(
+    admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
+    state: &HttpState,
+    limits: http::HttpLimits,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (listener, files) = admission?;
+    if let Ok(addr) = listener.local_addr() {
+        info!(admission.addr = %addr, "serving the verdict routes over TLS");
+    }
+    let (state, shutdown) = (state.clone(), shutdown.clone());
+    Some(tokio::spawn(async move {
+        if let Err(err) =
+            crate::export::tls::serve_tls(listener, files, state, limits, shutdown).await
+        {
+            warn!(error = %err, "the admission listener failed");
+        }
+    }))
 }
 
 /// A pool of `limits.db_connections` to the pipeline's database, for the endpoints alone: a

@@ -77,6 +77,8 @@ pub(crate) struct HttpState {
     pub metrics_cache: Duration,
     /// The `/v1/` API's token; `None`: the API is off and its routes do not exist.
     pub api: Option<super::api::ApiToken>,
+    /// The deploy policy; `None`: the verdict routes do not exist.
+    pub verdicts: Option<super::verdict::VerdictService>,
 }
 
 impl HttpState {
@@ -93,6 +95,7 @@ impl HttpState {
             refreshed: Arc::new(Mutex::new(None)),
             metrics_cache,
             api: None,
+            verdicts: None,
         }
     }
 }
@@ -104,6 +107,9 @@ pub(crate) fn router(state: HttpState, request_timeout: Duration) -> Router {
         .route("/readyz", get(readyz));
     if let Some(token) = state.api {
         app = app.merge(super::api::routes(token));
+    }
+    if state.verdicts.is_some() {
+        app = app.merge(super::verdict::routes());
     }
     app.layer(middleware::from_fn(move |request: Request, next: Next| {
         answer_within(request_timeout, request, next)
@@ -164,13 +170,15 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+pub(crate) async fn serve_connection<S>(
+    stream: S,
     app: Router,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

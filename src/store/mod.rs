@@ -16,6 +16,7 @@ mod rereads;
 mod reverify;
 pub mod roles;
 mod usage;
+pub mod verdict;
 pub mod verifications;
 pub mod views;
 mod write;

@@ -6,10 +6,10 @@
 use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, ExceptionEnd, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode,
-    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
-    VerificationOutcome,
+    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
+    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, QueueRole,
+    QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement,
+    SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 /// The prefix of every exported name.
@@ -498,6 +498,19 @@ pub const EXCEPTIONS_FILE_ERRORS: MetricSpec = MetricSpec {
     query: "increase(ecr_audit_exceptions_file_errors_total[15m]) > 0",
 };
 
+pub const DEPLOY_VERDICTS: MetricSpec = MetricSpec {
+    name: "deploy_verdicts",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[
+        closed("decision", DeployDecision::values),
+        closed("mode", DeployMode::values),
+    ],
+    help: "Deploy-time verdicts given under the deploy policy, one per image, by decision (allow, warn, deny) and the scope's mode",
+    details: "`/v1/verdict`, `/v1/admission` and `/v1/gatekeeper` (docs/ENFORCEMENT.md). `warn` is an image admitted although it fails the policy (audit mode, or an unknown image a scope admits with a warning): a would-be denial.",
+    query: r#"sum by (mode, decision) (rate(ecr_audit_deploy_verdicts_total{decision!="allow"}[5m]))"#,
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -550,6 +563,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ORGANIZATION_ACCOUNT_CHANGES,
     EXCEPTIONS_ENDED,
     EXCEPTIONS_FILE_ERRORS,
+    DEPLOY_VERDICTS,
     BUILD,
 ];
 

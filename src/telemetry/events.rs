@@ -251,6 +251,26 @@ label_enum! {
 }
 
 label_enum! {
+    /// What a deploy-time verdict answered (docs/ENFORCEMENT.md).
+    DeployDecision {
+        Allow => "allow",
+        /// Admitted although the image fails the policy (audit mode, or an unknown image
+        /// admitted with a warning): a would-be denial.
+        Warn => "warn",
+        Deny => "deny",
+    }
+}
+
+label_enum! {
+    /// The deploy policy's mode of the scope a verdict was given in.
+    DeployMode {
+        /// Admit, warn, record: a failing image is a would-be denial.
+        Audit => "audit",
+        Strict => "strict",
+    }
+}
+
+label_enum! {
     /// Which queue a depth gauge describes.
     QueueRole {
         Main => "main",
@@ -455,6 +475,18 @@ pub enum Happened<'a> {
     ExceptionsFileInvalid { path: &'a str, error: &'a str },
     /// EventBridge accepted an alert event.
     AlertPublished { alert_id: i64 },
+    /// A deploy-time verdict was given.
+    DeployVerdict {
+        decision: DeployDecision,
+        mode: DeployMode,
+        image: &'a str,
+        digest: Option<&'a str>,
+        scope: &'a str,
+        cluster: Option<&'a str>,
+        namespace: Option<&'a str>,
+        user: Option<&'a str>,
+        policy_version: &'a str,
+    },
     /// EventBridge refused an alert event; it is tried again after `delay`.
     AlertFailed {
         alert_id: i64,
@@ -507,6 +539,7 @@ impl Happened<'_> {
             Self::ExceptionsSettled { .. }
             | Self::ExceptionsFileLoaded { .. }
             | Self::ExceptionsFileInvalid { .. } => self.log_exceptions(),
+            Self::DeployVerdict { .. } => self.log_verdict(),
             Self::SqsDeleteFailed { count } => {
                 warn!(
                     count = *count,
@@ -531,6 +564,35 @@ impl Happened<'_> {
 
     /// A claim or an answer not taken as given: a message's hint, or the registry rules where
     /// AWS said otherwise.
+    /// Who asked about which image, and what was answered: the record of a deploy decision.
+    fn log_verdict(&self) {
+        if let Self::DeployVerdict {
+            decision,
+            mode,
+            image,
+            digest,
+            scope,
+            cluster,
+            namespace,
+            user,
+            policy_version,
+        } = self
+        {
+            info!(
+                verdict.decision = decision.as_str(),
+                verdict.mode = mode.as_str(),
+                verdict.scope = *scope,
+                image = *image,
+                image.digest = digest.unwrap_or(""),
+                k8s.cluster = cluster.unwrap_or(""),
+                k8s.namespace = namespace.unwrap_or(""),
+                user = user.unwrap_or(""),
+                policy.version = *policy_version,
+                "deploy verdict"
+            );
+        }
+    }
+
     fn log_doubted(&self) {
         match self {
             Self::Distrusted {
@@ -675,6 +737,7 @@ impl Happened<'_> {
             | Self::ExceptionsFileLoaded { .. }
             | Self::ExceptionsFileInvalid { .. } => self.count_exceptions(metrics),
             Self::AlertPublished { .. } => metrics.alert_event(AlertOutcome::Published),
+            Self::DeployVerdict { decision, mode, .. } => metrics.deploy_verdict(*decision, *mode),
             Self::AlertFailed { .. } => metrics.alert_event(AlertOutcome::Failed),
         }
     }

@@ -20,10 +20,10 @@ use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, ExceptionEnd, FindingClass, QueueRole, QueueState, RejectionCode, RetryCode,
-    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerificationCheck,
-    VerificationOutcome,
+    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
+    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, QueueRole,
+    QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement,
+    SkipReason, VerificationCheck, VerificationOutcome,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +97,12 @@ struct ChangeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeployLabels {
+    decision: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -135,6 +141,17 @@ fn lag_buckets() -> impl Iterator<Item = f64> {
 }
 
 /// Registers `metric` under its catalogue entry's name, HELP text and unit.
+/// `ecr_audit_build_info{version}`.
+fn register_build(registry: &mut Registry) {
+    register_spec(
+        registry,
+        &cat::BUILD,
+        Info::new(VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    );
+}
+
 fn register_spec(registry: &mut Registry, spec: &MetricSpec, metric: impl Metric) {
     match spec.unit {
         MetricUnit::None => registry.register(spec.name, spec.help, metric),
@@ -182,6 +199,7 @@ pub struct Metrics {
     scanning_disagreements: Family<FactLabels, Counter>,
     reconcile_skipped: Family<ReasonLabels, Counter>,
     alert_events: Family<OutcomeLabels, Counter>,
+    deploy_verdicts: Family<DeployLabels, Counter>,
     alert_backlog: Gauge,
     failing_findings: Family<ClassLabels, Gauge>,
     failing_overdue: Family<SingleControlLabels, Gauge>,
@@ -253,6 +271,7 @@ impl Metrics {
             ),
             reconcile_skipped: register(&mut r, &cat::RECONCILE_SKIPPED, Family::default()),
             alert_events: register(&mut r, &cat::ALERT_EVENTS, Family::default()),
+            deploy_verdicts: register(&mut r, &cat::DEPLOY_VERDICTS, Family::default()),
             alert_backlog: register(&mut r, &cat::ALERT_BACKLOG, Gauge::default()),
             failing_findings: register(&mut r, &cat::FAILING_FINDINGS, Family::default()),
             failing_overdue: register(&mut r, &cat::FAILING_FINDINGS_OVERDUE, Family::default()),
@@ -270,15 +289,22 @@ impl Metrics {
             ),
             registry: r,
         };
-        register_spec(
-            &mut metrics.registry,
-            &cat::BUILD,
-            Info::new(VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        );
+        register_build(&mut metrics.registry);
         metrics.start_series_at_zero();
         metrics
+    }
+
+    fn start_verdict_series_at_zero(&self) {
+        for decision in DeployDecision::ALL {
+            for mode in DeployMode::ALL {
+                self.deploy_verdicts
+                    .get_or_create(&DeployLabels {
+                        decision: decision.as_str(),
+                        mode: mode.as_str(),
+                    })
+                    .get();
+            }
+        }
     }
 
     /// Series that start at 0, so rate() and increase() see their first event.
@@ -327,6 +353,7 @@ impl Metrics {
                 })
                 .get();
         }
+        self.start_verdict_series_at_zero();
         self.start_doubt_series_at_zero();
         self.set_in_use_counts(&[]);
         for kind in DriftKind::ALL {
@@ -538,6 +565,15 @@ impl Metrics {
     /// signature, so nothing is stale).
     pub(crate) fn set_oldest_verdict_age(&self, seconds: Option<f64>) {
         self.oldest_verdict_age.set(seconds.unwrap_or(0.0));
+    }
+
+    pub(super) fn deploy_verdict(&self, decision: DeployDecision, mode: DeployMode) {
+        self.deploy_verdicts
+            .get_or_create(&DeployLabels {
+                decision: decision.as_str(),
+                mode: mode.as_str(),
+            })
+            .inc();
     }
 
     pub(super) fn alert_event(&self, outcome: AlertOutcome) {

@@ -8,10 +8,10 @@ pub mod logging;
 pub mod metrics;
 
 pub use events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DistrustedHint, DriftKind, EventKind,
-    EventOutcome, ExceptionEnd, FindingClass, Happened, QueueRole, QueueState, RejectionCode,
-    RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason,
-    VerificationCheck, VerificationOutcome,
+    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
+    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, Happened,
+    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
+    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

@@ -63,6 +63,12 @@ pub struct TestApp {
     pub alert_poll: Duration,
     /// The `/v1/` API's token; `None` = the API is off, as by default.
     pub api: Option<ecr_audit::export::api::ApiToken>,
+    /// The deploy policy the worker serves verdicts by, when set.
+    pub deploy_policy: Option<Arc<ecr_audit::export::deploy_policy::DeployPolicy>>,
+    /// The admission listener's certificate files: when set, the worker also serves TLS.
+    pub admission_tls: Option<Arc<ecr_audit::export::tls::TlsFiles>>,
+    /// Where the TLS listener listens, once started.
+    pub admission_addr: Option<std::net::SocketAddr>,
     /// The account this test's credentials act in.
     pub account: String,
     /// Accounts the pipeline reads through an assumed role.
@@ -199,6 +205,9 @@ impl TestApp {
             alert_bus: None,
             alert_poll: Duration::from_secs(1),
             api: None,
+            deploy_policy: None,
+            admission_tls: None,
+            admission_addr: None,
             account: ACCOUNT.to_owned(),
             account_roles: std::collections::HashMap::new(),
             trust: Arc::new(crate::trust_config::emulator_trust().await),
@@ -294,6 +303,7 @@ impl TestApp {
             ),
             Duration::from_millis(300),
         ));
+        background.deploy_policy.clone_from(&self.deploy_policy);
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),
@@ -329,6 +339,13 @@ impl TestApp {
         if let Some((factory, interval)) = &self.reconcile {
             let registry = self.registry(pipeline.metrics());
             background.reconcile = Some((factory(Arc::clone(&pipeline), registry), *interval));
+        }
+        if let Some(files) = &self.admission_tls {
+            let tls = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            self.admission_addr = tls.local_addr().ok();
+            background.admission = Some((tls, Arc::clone(files)));
         }
         let handle = tokio::spawn(ecr_audit::worker::run(
             pipeline,

@@ -36,5 +36,6 @@ mod template_drift;
 mod trust;
 mod trust_config;
 mod upgrade;
+mod verdicts;
 mod verified_signatures;
 mod verified_verdicts;

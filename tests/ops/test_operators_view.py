@@ -86,6 +86,12 @@ ALERT_CHECKS: dict[str, object] = {
     # promtool tests make both fire and tests/it/exceptions.rs moves the counters.
     "EcrAuditExceptionExpired": Operands(('ecr_audit_exceptions_ended_total{cause="expired"}',)),
     "EcrAuditExceptionsFileInvalid": Operands(("ecr_audit_exceptions_file_errors_total",)),
+    # The scenario's worker serves no deploy policy: the counters exist at zero (operands only);
+    # the promtool tests (infra/prometheus/tests/verdicts_test.yml) make both fire.
+    "EcrAuditDeployDenied": Operands(('sum by (mode) (increase(ecr_audit_deploy_verdicts_total{decision="deny"}[15m]))',)),
+    "EcrAuditDeployWouldBeDenied": Operands((
+        'sum(increase(ecr_audit_deploy_verdicts_total{decision="warn",mode="audit"}[1h]))',
+    )),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
