@@ -52,6 +52,11 @@ BEGIN
                            t.tablename);
         END IF;
     END LOOP;
+    -- Views (reported_controls: the posture with exceptions applied) are read like tables.
+    FOR t IN SELECT viewname FROM pg_views WHERE schemaname = 'public' LOOP
+        EXECUTE format('REVOKE ALL ON TABLE public.%I FROM ecr_audit_worker', t.viewname);
+        EXECUTE format('GRANT SELECT ON TABLE public.%I TO ecr_audit_worker', t.viewname);
+    END LOOP;
     -- Tree heads are made and signed by the worker (src/evidence/heads.rs): it may add them,
     -- never change one (the table's triggers), and each must match the tree the database
     -- grew and, once anchored, the copy under Object Lock (docs/EVIDENCE.md).

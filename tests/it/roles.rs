@@ -114,6 +114,11 @@ async fn the_worker_role_cannot_disable_triggers_insert_or_delete_evidence() {
         let text = refused(&worker, &statement).await;
         assert!(text.contains("permission denied"), "{statement}: {text}");
     }
+    // What the worker reads, it may read: the posture as reported (a view, exceptions applied).
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM reported_controls")
+        .fetch_one(&worker)
+        .await
+        .expect("the worker reads the reported posture");
     // The function that would let a checkpoint in is not the worker's to call.
     let text = refused(
         &worker,
