@@ -349,24 +349,7 @@ impl Store {
     /// # Errors
     /// When the query fails.
     pub async fn exceptions(&self, all: bool) -> Result<Vec<ExceptionRow>, StoreError> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            String,
-            Option<DateTime<Utc>>,
-            Option<String>,
-            Option<String>,
-            i64,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<ExceptionColumns> = sqlx::query_as(
             "SELECT e.id,
                     CASE WHEN e.state = 'active' AND e.expires_at <= now() THEN 'expired'
                          ELSE e.state END,
@@ -599,10 +582,25 @@ fn file_loaded_record(path: &str, loaded: &LoadedFile, sync: &FileSync) -> Chain
     }
 }
 
-#[expect(
-    clippy::type_complexity,
-    reason = "the row's columns, in the order of the query"
-)]
+/// An exception's row as `exceptions` selects it (and `exception_row` reads it), column by column.
+type ExceptionColumns = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
 fn exception_row(
     (
         id,
@@ -620,23 +618,7 @@ fn exception_row(
         end_reason,
         ended_by,
         excepted,
-    ): (
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        String,
-        String,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        String,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<String>,
-        i64,
-    ),
+    ): ExceptionColumns,
 ) -> ExceptionRow {
     ExceptionRow {
         id,
