@@ -8,7 +8,10 @@
 //!
 //! Modes: `throughput N` (pipeline vs COPY ceiling vs one transaction per event, latency
 //! percentiles), `rss N` (peak RSS of an N-event ingest, run in a process of its own),
-//! `calls N` (AWS calls per push event and per repository in a sweep, at the emulator).
+//! `calls N` (AWS calls per push event and per repository in a sweep, at the emulator),
+//! `workers N` (N events shared by 1, 2 and 4 pipelines with pools of their own on one
+//! database, as that many worker processes: throughput and how long each batch holds the
+//! evidence head lock, from `ecr_audit_evidence_lock_held_seconds`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -367,6 +370,97 @@ async fn throughput(n: usize) {
     );
 }
 
+/// The evidence head lock as one pipeline's metrics saw it: batches, seconds held in all,
+/// and the 99th percentile's bucket bound (seconds).
+struct LockHeld {
+    batches: f64,
+    seconds: f64,
+    p99_bound: f64,
+}
+
+fn lock_held(metrics: &Metrics) -> LockHeld {
+    let text = metrics.render().expect("render metrics");
+    let value = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let name = "ecr_audit_evidence_lock_held_seconds";
+    let mut held = LockHeld {
+        batches: 0.0,
+        seconds: 0.0,
+        p99_bound: 0.0,
+    };
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+            let bound = rest.split('"').next().unwrap_or("+Inf");
+            buckets.push((bound.parse::<f64>().unwrap_or(f64::INFINITY), value(line)));
+        } else if line.starts_with(&format!("{name}_sum")) {
+            held.seconds = value(line);
+        } else if line.starts_with(&format!("{name}_count")) {
+            held.batches = value(line);
+        }
+    }
+    held.p99_bound = buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= 0.99 * held.batches)
+        .map_or(0.0, |(bound, _)| *bound);
+    held
+}
+
+/// N events shared by K pipelines on one database, as K worker processes would: each has a
+/// pool and metrics of its own and runs its share in batches of 10, `in_flight()` at once.
+async fn workers(n: usize) {
+    println!(
+        "| workers | events/s | batches | lock held mean | lock held p99 ≤ | lock busy | ceiling, one sequence |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for count in [1_usize, 2, 4] {
+        let (pool, options) = fresh_database("bench_workers").await;
+        // Warm the repositories once, as in steady state.
+        run_batches(&instant_pipeline(&pool), &push_messages(50, "warm")).await;
+        let messages = push_messages(n, &format!("workers-{count}"));
+        let share = n.div_ceil(count);
+        let mut pipelines = Vec::new();
+        for _ in 0..count {
+            let own = PgPoolOptions::new()
+                .max_connections(10)
+                .connect_with(options.clone())
+                .await
+                .expect("connect worker pool");
+            pipelines.push(instant_pipeline(&own));
+        }
+        let started = Instant::now();
+        futures::future::join_all(
+            pipelines
+                .iter()
+                .zip(messages.chunks(share))
+                .map(|(pipeline, part)| run_batches(pipeline, part)),
+        )
+        .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let held: Vec<LockHeld> = pipelines.iter().map(|p| lock_held(p.metrics())).collect();
+        let batches: f64 = held.iter().map(|h| h.batches).sum();
+        let seconds: f64 = held.iter().map(|h| h.seconds).sum();
+        let p99 = held.iter().map(|h| h.p99_bound).fold(0.0, f64::max);
+        let mean = if batches > 0.0 {
+            seconds / batches
+        } else {
+            0.0
+        };
+        let ceiling = if mean > 0.0 { 10.0 / mean } else { 0.0 };
+        println!(
+            "| {count} | {:.0} | {batches:.0} | {:.2} ms | {:.2} ms | {:.0} % | {ceiling:.0} events/s |",
+            n as f64 / elapsed,
+            mean * 1000.0,
+            p99 * 1000.0,
+            100.0 * seconds / elapsed,
+        );
+    }
+}
+
 async fn rss(n: usize) {
     let (pool, _) = fresh_database("bench_rss").await;
     let pipeline = instant_pipeline(&pool);
@@ -591,7 +685,8 @@ fn main() {
             "throughput" => throughput(n).await,
             "rss" => rss(n).await,
             "calls" => calls(n).await,
-            other => eprintln!("unknown mode {other}: throughput | rss | calls"),
+            "workers" => workers(n).await,
+            other => eprintln!("unknown mode {other}: throughput | rss | calls | workers"),
         }
     });
 }

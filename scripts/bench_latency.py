@@ -107,16 +107,32 @@ def alert_queue(sqs: Any, events: Any, bus_arn: str) -> str:
     return url
 
 
-def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def lock_held(addresses: list[str]) -> tuple[float, float]:
+    """Batches and seconds of evidence head lock held, summed over the workers' /metrics."""
+    batches = seconds = 0.0
+    for address in addresses:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("ecr_audit_evidence_lock_held_seconds_count"):
+                    batches += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("ecr_audit_evidence_lock_held_seconds_sum"):
+                    seconds += float(line.rsplit(" ", 1)[1])
+    return batches, seconds
+
+
+def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """Starts `count` workers; returns each with the address of its HTTP server (/metrics)."""
     binary = os.environ.get("ECR_AUDIT_BIN") or str(ROOT / "target" / "release" / "ecr-audit")
     subprocess.run([binary, "migrate"], env=env, check=True, capture_output=True)
     workers = []
     for index in range(count):
-        worker_env = {**env, "ECR_AUDIT_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
+        address = f"127.0.0.1:{free_port()}"
+        worker_env = {**env, "ECR_AUDIT_HTTP_ADDR": address}
         with (log_dir / f"worker-{index}.log").open("wb") as log:
-            workers.append(subprocess.Popen([binary, "worker"], env=worker_env, stdout=log, stderr=subprocess.STDOUT))
+            process = subprocess.Popen([binary, "worker"], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+            workers.append((process, address))
     time.sleep(3)  # start-up: migrations checked, queue attributes read
-    for worker in workers:
+    for worker, _ in workers:
         if worker.poll() is not None:
             raise SystemExit(f"a worker exited at start-up; see {log_dir}")
     return workers
@@ -178,11 +194,12 @@ def run(workers: int, pushes: int, spread: float, endpoint: str, admin_url: str)
             time.sleep(0.2)
         drained = time.monotonic() - began
         time.sleep(3)  # a duplicate would arrive now
+        batches, held = lock_held([address for _, address in processes])
     finally:
         alerts.stop.set()
-        for process in processes:
+        for process, _ in processes:
             process.terminate()
-        for process in processes:
+        for process, _ in processes:
             process.wait(timeout=40)
         delete(lambda service, _a: client(endpoint, deployer, service), stack)
     reader.join(timeout=5)
@@ -199,6 +216,8 @@ def run(workers: int, pushes: int, spread: float, endpoint: str, admin_url: str)
         **{f"commit_p{int(q * 100)}_ms": round(1000 * percentile(to_commit, q)) for q in (0.5, 0.95, 0.99) if to_commit},
         **{f"alert_p{int(q * 100)}_ms": round(1000 * percentile(to_alert, q)) for q in (0.5, 0.95, 0.99) if to_alert},
         "alert_mean_ms": round(1000 * statistics.mean(to_alert)) if to_alert else None,
+        "batches": int(batches),
+        "lock_held_mean_ms": round(1000 * held / batches, 2) if batches else None,
     }
 
 

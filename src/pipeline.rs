@@ -282,6 +282,7 @@ impl Pipeline {
             regressions: &outcome.regressions,
             blinded: &outcome.blinded,
             restored: &outcome.restored,
+            evidence_lock_held: outcome.evidence_lock_held,
         }
         .record(&self.metrics);
         if outcome.reverify_scheduled > 0 {

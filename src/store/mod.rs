@@ -127,6 +127,8 @@ pub struct BatchOutcome {
     pub blinded: Vec<ControlId>,
     /// Controls that went from FAIL back to PASS within the window of their PASS → FAIL.
     pub restored: Vec<ControlId>,
+    /// From locking the evidence head to commit; `None` when the batch appended nothing.
+    pub evidence_lock_held: Option<std::time::Duration>,
 }
 
 /// The Postgres store.

@@ -120,10 +120,14 @@ pub(super) async fn commit_batch(
     }
 
     let mut paged = PagedControls::default();
+    // The head is locked at the start of the append and released by the commit: every other
+    // appender waits for this span (docs/PERFORMANCE.md, "Many workers").
+    let locked_at = (!pending.is_empty()).then(std::time::Instant::now);
     if !pending.is_empty() {
         paged = append_to_chain(&mut tx, pending, &mut outcomes, settings.alerts).await?;
     }
     tx.commit().await?;
+    let evidence_lock_held = locked_at.map(|at| at.elapsed());
     Ok(BatchOutcome {
         committed: outcomes,
         first_unsigned,
@@ -131,6 +135,7 @@ pub(super) async fn commit_batch(
         blinded: paged.blinded,
         restored: paged.restored,
         reverify_scheduled,
+        evidence_lock_held,
     })
 }
 

@@ -421,6 +421,8 @@ pub enum Happened<'a> {
         blinded: &'a [ControlId],
         /// FAIL → PASS within the window of their PASS → FAIL.
         restored: &'a [ControlId],
+        /// How long the batch held the evidence head lock; `None` when it appended nothing.
+        evidence_lock_held: Option<std::time::Duration>,
     },
     /// A reconcile sweep could not read one repository and went on with the others.
     RepositorySkipped {
@@ -707,12 +709,11 @@ impl Happened<'_> {
                 regressions,
                 blinded,
                 restored,
+                evidence_lock_held,
             } => {
                 metrics.unsigned_pushes(*first_unsigned);
-                metrics.control_regressions(regressions);
-                metrics.control_blinded(blinded);
-                metrics.control_restored(restored);
-                metrics.batch_committed();
+                metrics.batch_transitions(regressions, blinded, restored);
+                metrics.batch_committed(*evidence_lock_held);
             }
             Self::RepositorySkipped { reason, .. } => metrics.reconcile_skipped(*reason),
             Self::RechecksCommitted { first_unsigned } => metrics.unsigned_pushes(*first_unsigned),

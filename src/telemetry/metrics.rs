@@ -140,6 +140,11 @@ fn lag_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.05, 2.0, 16)
 }
 
+/// 0.25 ms to 8 s: a hold is a few milliseconds, one that reaches seconds is a stall.
+fn lock_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 16)
+}
+
 /// Registers `metric` under its catalogue entry's name, HELP text and unit.
 /// `ecr_audit_build_info{version}`.
 fn register_build(registry: &mut Registry) {
@@ -181,6 +186,7 @@ pub struct Metrics {
     reverifications: Family<CauseLabels, Counter>,
     events: Family<EventLabels, Counter>,
     event_lag: Histogram,
+    evidence_lock_held: Histogram,
     aws_calls: Family<ApiLabels, Counter>,
     rejected: Family<CodeLabels, Counter>,
     message_retries: Family<CodeLabels, Counter>,
@@ -245,6 +251,11 @@ impl Metrics {
             reverifications: register(&mut r, &cat::SIGNATURE_REVERIFICATIONS, Family::default()),
             events: register(&mut r, &cat::EVENTS, Family::default()),
             event_lag: register(&mut r, &cat::EVENT_LAG, Histogram::new(lag_buckets())),
+            evidence_lock_held: register(
+                &mut r,
+                &cat::EVIDENCE_LOCK_HELD,
+                Histogram::new(lock_buckets()),
+            ),
             aws_calls: register(&mut r, &cat::AWS_API_CALLS, Family::default()),
             rejected: register(&mut r, &cat::REJECTED_MESSAGES, Family::default()),
             message_retries: register(&mut r, &cat::MESSAGE_RETRIES, Family::default()),
@@ -507,9 +518,24 @@ impl Metrics {
             .inc();
     }
 
-    pub(super) fn batch_committed(&self) {
+    /// The controls a committed batch moved: PASS → FAIL, PASS → UNKNOWN, restored.
+    pub(super) fn batch_transitions(
+        &self,
+        regressions: &[ControlId],
+        blinded: &[ControlId],
+        restored: &[ControlId],
+    ) {
+        self.control_regressions(regressions);
+        self.control_blinded(blinded);
+        self.control_restored(restored);
+    }
+
+    pub(super) fn batch_committed(&self, evidence_lock_held: Option<std::time::Duration>) {
         self.last_commit
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        if let Some(held) = evidence_lock_held {
+            self.evidence_lock_held.observe(held.as_secs_f64());
+        }
     }
 
     pub(super) fn reconcile_finished(&self, duration: std::time::Duration) {

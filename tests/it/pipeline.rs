@@ -282,6 +282,11 @@ async fn a_redelivered_message_gives_one_evidence_record() {
         ),
         Some(1.0)
     );
+    // The batch that appended the record held the evidence head lock, and says for how long.
+    let batches = metric_value(&metrics, "ecr_audit_evidence_lock_held_seconds_count", &[]);
+    assert!(batches.is_some_and(|n| n >= 1.0), "{batches:?}");
+    let held = metric_value(&metrics, "ecr_audit_evidence_lock_held_seconds_sum", &[]);
+    assert!(held.is_some_and(|s| s > 0.0), "{held:?}");
     app.finish().await;
 }
 
