@@ -234,6 +234,11 @@ def main() -> None:
     print("|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(str(row.get(c)) for c in columns) + " |")
+    # For scripts/bench's one table (scripts/bench_table.py).
+    for row in rows:
+        for key in ("commit_p99_ms", "alert_p99_ms", "lost", "duplicates", "lock_held_mean_ms"):
+            if row.get(key) is not None:
+                print(f"figure latency_{row['workers']}w_{key} {row[key]}")
 
 
 if __name__ == "__main__":
