@@ -471,8 +471,14 @@ async fn workers(n: usize) {
         );
         figure(&format!("workers_{count}_events_per_s"), n as f64 / elapsed);
         figure(&format!("workers_{count}_lock_held_mean_ms"), mean * 1000.0);
-        figure(&format!("workers_{count}_lock_busy_pct"), 100.0 * seconds / elapsed);
-        figure(&format!("workers_{count}_lock_ceiling_events_per_s"), ceiling);
+        figure(
+            &format!("workers_{count}_lock_busy_pct"),
+            100.0 * seconds / elapsed,
+        );
+        figure(
+            &format!("workers_{count}_lock_ceiling_events_per_s"),
+            ceiling,
+        );
     }
 }
 
