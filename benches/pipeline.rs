@@ -11,7 +11,9 @@
 //! `calls N` (AWS calls per push event and per repository in a sweep, at the emulator),
 //! `workers N` (N events shared by 1, 2 and 4 pipelines with pools of their own on one
 //! database, as that many worker processes: throughput and how long each batch holds the
-//! evidence head lock, from `ecr_audit_evidence_lock_held_seconds`).
+//! evidence head lock, from `ecr_audit_evidence_lock_held_seconds`), `verdicts N` (deploy
+//! verdicts from the worker's in-memory view of N images at 1,000 requests/s while a pipeline
+//! ingests into the same database: latency percentiles, open loop).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -699,6 +701,198 @@ async fn calls(n: usize) {
     figure("aws_calls_per_repository_sweep", per_repository);
 }
 
+/// Requests per second and seconds of the verdict load.
+const VERDICT_RATE: u64 = 1000;
+const VERDICT_SECONDS: u64 = 10;
+/// The images deployments ask about (a cluster runs a few hundred distinct images, asked
+/// about again at every Pod start), out of the N in the ledger.
+const DEPLOYED: usize = 500;
+
+fn bench_policy() -> Arc<ecr_audit::export::deploy_policy::DeployPolicy> {
+    let text = json!({
+        "requirements": {"signature": {"status": ["SIGNED"]}, "controls": ["ECR.2"]},
+        "scopes": [{"name": "prod", "clusters": ["prod"], "mode": "strict", "stale": "fail-closed"}],
+        "default": {"mode": "audit"}
+    });
+    Arc::new(
+        ecr_audit::export::deploy_policy::DeployPolicy::parse(text.to_string().as_bytes())
+            .expect("policy"),
+    )
+}
+
+/// Starts the real worker (its queue in the emulator stays empty) serving verdicts from the
+/// ledger in `pool`; returns its address and its stop token.
+async fn verdict_worker(
+    pool: &PgPool,
+) -> (
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), ecr_audit::worker::WorkerError>>,
+) {
+    let sdk = ecr_audit::aws::load_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("ecr-audit-bench-verdicts")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("queue url")
+        .to_owned();
+    let mut background = ecr_audit::worker::Background::new(Duration::from_secs(60));
+    background.deploy_policy = Some(bench_policy());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(ecr_audit::worker::run(
+        Arc::new(instant_pipeline(pool)),
+        sqs,
+        ecr_audit::source::sqs::SqsSettings::new(queue_url),
+        background,
+        listener,
+        token.clone(),
+    ));
+    (addr, token, handle)
+}
+
+fn verdict_url(addr: std::net::SocketAddr, i: usize, salt: &str) -> String {
+    format!(
+        "http://{addr}/v1/verdict?cluster=prod&image={ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/bench/app-{}@{}",
+        i % 50,
+        digest(i, salt)
+    )
+}
+
+/// `total` verdict requests at [`VERDICT_RATE`] per second, open loop: each is due at its slot
+/// and its latency counts from then, so a slow answer cannot hide the requests that would have
+/// queued behind it. Returns the latencies (ms), how many were not answered from a current
+/// view, and the time taken.
+async fn open_loop(
+    client: reqwest::Client,
+    addr: std::net::SocketAddr,
+    total: usize,
+) -> (Vec<f64>, usize, Duration) {
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = started + Duration::from_micros(i as u64 * 1_000_000 / VERDICT_RATE);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url) = (client.clone(), verdict_url(addr, i % DEPLOYED, "fill"));
+        requests.spawn(async move {
+            let answered = match client.get(url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    body["known"] == true && body["stale"] == false
+                }
+                _ => false,
+            };
+            (due.elapsed().as_secs_f64() * 1000.0, answered)
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut wrong = 0;
+    while let Some(done) = requests.join_next().await {
+        let (latency, answered) = done.expect("request task");
+        latencies.push(latency);
+        wrong += usize::from(!answered);
+    }
+    (latencies, wrong, started.elapsed())
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one benchmark scenario, measured step by step"
+)]
+async fn verdicts(n: usize) {
+    let (pool, _) = fresh_database("bench_verdicts").await;
+    let filler = instant_pipeline(&pool);
+    run_batches(&filler, &push_messages(n, "fill")).await;
+    let loading = Instant::now();
+    let (addr, token, handle) = verdict_worker(&pool).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    // The view is loaded when a ledger image is known and the view is current.
+    loop {
+        let answer: serde_json::Value = match client.get(verdict_url(addr, 0, "fill")).send().await
+        {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if answer["known"] == true && answer["stale"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let load = loading.elapsed();
+    println!("verdict view: {n} images loaded and current in {load:.2?}");
+    figure("verdict_view_load_s", load.as_secs_f64());
+
+    // Ingest meanwhile, as the worker would: pushes into the same database, notified to the view.
+    let live = push_messages(20_000, "live");
+    let ingesting = run_batches(&filler, &live);
+    let total = (VERDICT_RATE * VERDICT_SECONDS) as usize;
+    // The load runs on a thread and runtime of its own, as a caller in another process would:
+    // its requests do not queue behind the ingest's tasks, so what is measured is the worker.
+    let caller = client.clone();
+    let load = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("load runtime");
+        runtime.block_on(open_loop(caller, addr, total))
+    });
+    let ((ingest_time, _), loaded) = tokio::join!(ingesting, load);
+    let (mut latencies, wrong, elapsed) = loaded.expect("load thread");
+    latencies.sort_by(f64::total_cmp);
+    let rate = total as f64 / elapsed.as_secs_f64();
+    println!(
+        "verdicts: {total} over {elapsed:.2?} ({rate:.0}/s, {DEPLOYED} distinct images of {n}) while 20000 pushes were ingested in {ingest_time:.2?} ({:.0} events/s)",
+        20_000.0 / ingest_time.as_secs_f64()
+    );
+    println!(
+        "  latency from when due: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {wrong} not answered from a current view",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+        latencies.last().copied().unwrap_or_default()
+    );
+    figure("verdicts_per_s", rate);
+    figure("verdicts_p50_ms", percentile(&latencies, 0.50));
+    figure("verdicts_p99_ms", percentile(&latencies, 0.99));
+    figure("verdicts_unanswered", wrong as f64);
+    figure(
+        "verdicts_ingest_events_per_s",
+        20_000.0 / ingest_time.as_secs_f64(),
+    );
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum((detail->>'count')::bigint), 0)::bigint FROM evidence WHERE kind = 'deploy_verdict'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("recorded");
+    token.cancel();
+    let _ = handle.await;
+    let after: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum((detail->>'count')::bigint), 0)::bigint FROM evidence WHERE kind = 'deploy_verdict'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("recorded");
+    let records: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind = 'deploy_verdict'")
+            .fetch_one(&pool)
+            .await
+            .expect("records");
+    println!(
+        "  evidence: {after} verdicts in {records} deploy_verdict records ({recorded} recorded before the worker stopped)"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -716,7 +910,10 @@ fn main() {
             "rss" => rss(n).await,
             "calls" => calls(n).await,
             "workers" => workers(n).await,
-            other => eprintln!("unknown mode {other}: throughput | rss | calls | workers"),
+            "verdicts" => verdicts(n).await,
+            other => {
+                eprintln!("unknown mode {other}: throughput | rss | calls | workers | verdicts");
+            }
         }
     });
 }

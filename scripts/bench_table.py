@@ -29,6 +29,12 @@ FIGURES: dict[str, tuple[str, str, tuple[str, float] | None, bool]] = {
     "ingest_peak_rss_mib": ("peak RSS of an ingest", "MiB", ("<=", 32), False),
     "aws_calls_per_push_event": ("AWS calls per push event", "calls", ("<=", 3), False),
     "aws_calls_per_repository_sweep": ("AWS calls per repository, full sweep", "calls", ("<=", 2), False),
+    "verdicts_per_s": ("deploy verdicts served", "req/s", (">=", 990), True),
+    "verdicts_p50_ms": ("deploy verdict p50, while ingesting", "ms", None, False),
+    "verdicts_p99_ms": ("deploy verdict p99, while ingesting", "ms", ("<", 5), False),
+    "verdicts_unanswered": ("deploy verdicts not from a current view", "requests", ("<=", 0), False),
+    "verdicts_ingest_events_per_s": ("ingest while serving verdicts", "events/s", None, True),
+    "verdict_view_load_s": ("verdict view: first load", "s", None, False),
     **{
         f"workers_{n}_{key}": (f"{n} worker(s): {label}", unit, None, better)
         for n in (1, 2, 4)

@@ -234,6 +234,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     background.heads = Some(args.heads.settings(&sdk, args.alert_bus.clone()));
     background.api = api;
     background.deploy_policy = deploy_policy;
+    background.verdict_max_staleness = args.verdict_max_staleness;
     background.admission = admission_listener(&args).await?;
     background.failing_grace = args.failing_grace;
     let pipeline = Arc::new(with_alert_bus(
@@ -244,14 +245,10 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         &mut background,
     ));
     background.exceptions = Some(exception_watcher(&args, &pipeline, &metrics));
-    background.coverage = Some((
-        crate::source::coverage::CoverageSweeper::new(
-            Arc::clone(&built.registry),
-            pipeline.store().clone(),
-            SweepTargets::Shared(Arc::clone(&built.access)),
-        )
-        .skipping_fresh(args.coverage_interval / 2),
-        args.coverage_interval,
+    background.coverage = Some(coverage_sweeper(
+        (&built.registry, &built.access),
+        &pipeline,
+        &args,
     ));
     if !args.reconcile_interval.is_zero() {
         background.reconcile = Some((
@@ -279,6 +276,26 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
     )
     .await?;
     Ok(exit::OK)
+}
+
+/// The coverage sweep over every audited registry, every `ECR_AUDIT_COVERAGE_INTERVAL`.
+fn coverage_sweeper(
+    (registry, access): (&Arc<dyn Registry>, &Arc<AccountAccess>),
+    pipeline: &Arc<Pipeline>,
+    args: &WorkerArgs,
+) -> (
+    crate::source::coverage::CoverageSweeper,
+    std::time::Duration,
+) {
+    (
+        crate::source::coverage::CoverageSweeper::new(
+            Arc::clone(registry),
+            pipeline.store().clone(),
+            SweepTargets::Shared(Arc::clone(access)),
+        )
+        .skipping_fresh(args.coverage_interval / 2),
+        args.coverage_interval,
+    )
 }
 
 /// With an alert bus, the store queues alerts and the background publishes them.

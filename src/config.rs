@@ -286,6 +286,10 @@ pub struct WorkerArgs {
     /// `/v1/verdict`, `/v1/admission` and `/v1/gatekeeper`. Validated at start-up.
     #[arg(long, env = "ECR_AUDIT_DEPLOY_POLICY")]
     pub deploy_policy: Option<PathBuf>,
+    /// How old the verdicts' in-memory view of the ledger may be before a verdict says it is
+    /// stale and the scope's `stale` choice applies (docs/ENFORCEMENT.md, "The view").
+    #[arg(long, env = "ECR_AUDIT_VERDICT_MAX_STALENESS", default_value = "10s", value_parser = duration)]
+    pub verdict_max_staleness: Duration,
     /// A second listen address serving the same routes over TLS, for the Kubernetes webhook
     /// (the API server calls webhooks only over HTTPS); needs ECR_AUDIT_TLS_CERT and _KEY.
     #[arg(long, env = "ECR_AUDIT_ADMISSION_ADDR")]

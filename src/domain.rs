@@ -568,3 +568,22 @@ mod vocabulary_tests {
         }
     }
 }
+
+/// What a failing image gets at deploy time in a deploy policy's scope (docs/ENFORCEMENT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnforcementMode {
+    /// Admit, warn, record.
+    Audit,
+    /// Deny.
+    Strict,
+}
+
+impl EnforcementMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Strict => "strict",
+        }
+    }
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tracing::warn;
 
-use crate::domain::{AccountId, Region};
+use crate::domain::{AccountId, Digest, Region, RepositoryKey};
 use crate::enrich::cache::CachedRegistry;
 use crate::enrich::{EnrichError, Registry};
 use crate::evaluate::ControlPolicy;
@@ -128,6 +128,21 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Whether ECR holds `digest` in a repository now (`DescribeImages`, not cached).
+    ///
+    /// # Errors
+    /// [`EnrichError`] when AWS could not answer for now.
+    pub(crate) async fn image_exists(
+        &self,
+        key: &RepositoryKey,
+        digest: &Digest,
+    ) -> Result<bool, EnrichError> {
+        Ok(matches!(
+            self.registry.image(key, digest).await?,
+            crate::facts::ImageLookup::Found(_)
+        ))
     }
 
     /// Runs a batch; the fates are in the order of `messages`.

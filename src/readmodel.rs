@@ -72,7 +72,7 @@ pub struct PostureRow {
     pub controls: BTreeMap<String, ControlView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SignatureView {
     /// `None` for artifacts, which take no signature status.
     pub status: Option<String>,
@@ -84,7 +84,7 @@ pub struct SignatureView {
     pub verifications: Vec<crate::facts::SignatureVerification>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ScanView {
     /// `None` for artifacts, which take no scan status.
     pub status: Option<String>,
@@ -97,7 +97,7 @@ pub struct ScanView {
     pub medium: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EncryptionView {
     #[serde(rename = "type")]
     pub encryption_type: Option<String>,
@@ -106,7 +106,7 @@ pub struct EncryptionView {
 }
 
 /// One digest's posture (the `images --format json` shape of docs/RUNBOOK.md).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ImageRow {
     pub account: String,
     pub region: String,

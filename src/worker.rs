@@ -59,6 +59,13 @@ pub struct Background {
     pub heads: Option<crate::evidence::heads::HeadTask>,
     /// The deploy policy when verdicts are served (`ECR_AUDIT_DEPLOY_POLICY`).
     pub deploy_policy: Option<std::sync::Arc<crate::export::deploy_policy::DeployPolicy>>,
+    /// The bound on the verdict view's age (`ECR_AUDIT_VERDICT_MAX_STALENESS`).
+    pub verdict_max_staleness: Duration,
+    /// How often the verdict view checks it is current.
+    pub verdict_heartbeat: Duration,
+    /// How often deploy verdicts are appended to the evidence (identical ones in between are
+    /// folded into one record).
+    pub verdict_record_interval: Duration,
     /// The admission webhook's TLS listener and certificate files (`ECR_AUDIT_ADMISSION_ADDR`).
     pub admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
 }
@@ -79,6 +86,9 @@ impl Background {
             exceptions: None,
             heads: None,
             deploy_policy: None,
+            verdict_max_staleness: crate::export::view::DEFAULT_MAX_STALENESS,
+            verdict_heartbeat: Duration::from_secs(1),
+            verdict_record_interval: crate::export::recorder::DEFAULT_INTERVAL,
             admission: None,
         }
     }
@@ -137,28 +147,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
+    let http_shutdown = CancellationToken::new();
+    // Stopped after the endpoints, so the last verdicts answered are recorded.
+    let recorder_stop = CancellationToken::new();
+    let background_stop = shutdown.child_token();
+    let mut verdict_tasks = Vec::new();
     let state = http_state(
         &pipeline,
         (sqs.clone(), settings.queue_url.clone()),
         &background,
+        (&http_shutdown, &recorder_stop, &background_stop),
+        &mut verdict_tasks,
     );
     log_listening(&listener, &state);
-    // Not a child of `shutdown`: the endpoints stay up while the consumer drains.
-    let http_shutdown = CancellationToken::new();
-    let tls = spawn_admission(
-        background.admission,
-        &state,
-        background.http,
-        &http_shutdown,
-    );
-    let server = tokio::spawn(http::serve(
-        listener,
+    let server = serve_apart(
+        (listener, background.admission),
         state,
         background.http,
         http_shutdown.clone(),
-    ));
+    )?;
 
-    let background_stop = shutdown.child_token();
     let mut tasks = rechecks_and_queue_depth(
         &pipeline,
         (&sqs, &settings),
@@ -172,7 +181,6 @@ pub async fn run(
         (background.reconcile, background.coverage),
         &background_stop,
     );
-    tasks.extend(tls);
     spawn_heads(&mut tasks, &pipeline, background.heads, &http_shutdown);
     spawn_exceptions_and_alerts(
         &mut tasks,
@@ -187,20 +195,29 @@ pub async fn run(
     background_stop.cancel();
     // The endpoints stay up until the consumer has drained, so the last scrape sees it all.
     http_shutdown.cancel();
-    for task in tasks {
-        let _ = task.await;
-    }
+    join_all(tasks).await;
     let served = server.await.unwrap_or(Ok(()));
+    recorder_stop.cancel();
+    join_all(verdict_tasks).await;
     consumed?;
     served?;
     Ok(())
 }
 
-/// What the endpoints read: their own pool, the queue `/readyz` checks, the API and policy.
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// What the endpoints read: their own pool, the queue `/readyz` checks, the API and, with a
+/// deploy policy, the verdict service (whose tasks go to `verdict_tasks`).
 fn http_state(
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     queue: (aws_sdk_sqs::Client, String),
     background: &Background,
+    stops: (&CancellationToken, &CancellationToken, &CancellationToken),
+    verdict_tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> HttpState {
     let mut state = HttpState::new(
         endpoint_store(pipeline.store(), &background.http),
@@ -209,8 +226,51 @@ fn http_state(
         background.http.metrics_cache,
     );
     state.api = background.api;
-    state.verdicts = crate::export::verdict::VerdictService::new(background.deploy_policy.clone());
+    state.verdicts = background
+        .deploy_policy
+        .clone()
+        .map(|policy| verdict_service(policy, pipeline, background, stops, verdict_tasks));
     state
+}
+
+/// The deploy verdicts' view, recorder and on-demand evaluator, each a task of its own: the
+/// view follows the ledger until the endpoints stop, the recorder until `recorder_stop`, the
+/// evaluator with the other background work.
+fn verdict_service(
+    policy: Arc<crate::export::deploy_policy::DeployPolicy>,
+    pipeline: &Arc<Pipeline>,
+    background: &Background,
+    (http_shutdown, recorder_stop, background_stop): (
+        &CancellationToken,
+        &CancellationToken,
+        &CancellationToken,
+    ),
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> crate::export::verdict::VerdictService {
+    use crate::export::{on_demand::OnDemand, recorder::VerdictRecorder, view};
+    let view = Arc::new(view::LedgerView::new(background.verdict_max_staleness));
+    let follower = view::ViewTask {
+        view: Arc::clone(&view),
+        store: view::ViewTask::own_store(pipeline.store()),
+        metrics: Arc::clone(pipeline.metrics()),
+        heartbeat: background.verdict_heartbeat,
+    };
+    tasks.push(tokio::spawn(follower.run(http_shutdown.clone())));
+    let (recorder, task) = VerdictRecorder::start(
+        pipeline.store().clone(),
+        Arc::clone(pipeline.metrics()),
+        background.verdict_record_interval,
+        recorder_stop.clone(),
+    );
+    tasks.push(task);
+    let (on_demand, task) = OnDemand::start(Arc::clone(pipeline), background_stop.clone());
+    tasks.push(task);
+    crate::export::verdict::VerdictService {
+        policy,
+        view,
+        recorder: Some(recorder),
+        on_demand: Some(on_demand),
+    }
 }
 
 fn log_listening(listener: &TcpListener, state: &HttpState) {
@@ -219,26 +279,75 @@ fn log_listening(listener: &TcpListener, state: &HttpState) {
     }
 }
 
-/// The admission webhook's TLS listener, when one is configured: the same routes as the
-/// plain listener, stopped with it.
-fn spawn_admission(
-    admission: Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
-    state: &HttpState,
+/// Serves the endpoints (and the admission webhook's TLS listener, when one is configured:
+/// the same routes) on a runtime and thread of their own until `shutdown`. A verdict must
+/// answer within milliseconds while the pipeline parses and plans batches: on the pipeline's
+/// runtime a request would queue behind that work, on a thread of its own the kernel wakes it
+/// as soon as a connection has data. Returns where the server's result arrives.
+///
+/// # Errors
+/// When the thread cannot be started.
+fn serve_apart(
+    (listener, admission): (
+        TcpListener,
+        Option<(TcpListener, Arc<crate::export::tls::TlsFiles>)>,
+    ),
+    state: HttpState,
     limits: http::HttpLimits,
-    shutdown: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let (listener, files) = admission?;
-    if let Ok(addr) = listener.local_addr() {
-        info!(admission.addr = %addr, "serving the verdict routes over TLS");
-    }
-    let (state, shutdown) = (state.clone(), shutdown.clone());
-    Some(tokio::spawn(async move {
-        if let Err(err) =
-            crate::export::tls::serve_tls(listener, files, state, limits, shutdown).await
-        {
-            warn!(error = %err, "the admission listener failed");
+    shutdown: CancellationToken,
+) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, WorkerError> {
+    // Sockets move as std sockets and are registered with the endpoints' own runtime.
+    let listener = listener.into_std()?;
+    let admission = match admission {
+        Some((tls, files)) => Some((tls.into_std()?, files)),
+        None => None,
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ecr-audit-http".to_owned())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ecr-audit-http")
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(serve_both(listener, admission, state, limits, shutdown))
+                });
+            let _ = done.send(served);
+        })?;
+    Ok(result)
+}
+
+async fn serve_both(
+    listener: std::net::TcpListener,
+    admission: Option<(std::net::TcpListener, Arc<crate::export::tls::TlsFiles>)>,
+    state: HttpState,
+    limits: http::HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tls = match admission {
+        Some((tls, files)) => {
+            let tls = TcpListener::from_std(tls)?;
+            if let Ok(addr) = tls.local_addr() {
+                info!(admission.addr = %addr, "serving the verdict routes over TLS");
+            }
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                if let Err(err) =
+                    crate::export::tls::serve_tls(tls, files, state, limits, shutdown).await
+                {
+                    warn!(error = %err, "the admission listener failed");
+                }
+            }))
         }
-    }))
+        None => None,
+    };
+    let served = http::serve(TcpListener::from_std(listener)?, state, limits, shutdown).await;
+    if let Some(tls) = tls {
+        let _ = tls.await;
+    }
+    served
 }
 
 /// A pool of `limits.db_connections` to the pipeline's database, for the endpoints alone: a

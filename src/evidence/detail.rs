@@ -349,6 +349,62 @@ pub struct ExceptionDetail {
     pub file: Option<ExceptionFileNote>,
 }
 
+/// What a deploy verdict answered: `warn` is an image admitted although it fails the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictDecision {
+    Allow,
+    Warn,
+    Deny,
+}
+
+/// Who asked for a deploy verdict, as the request said (nothing here is authenticated by
+/// ecr-audit: the caller's own authentication is the webhook's TLS and the network).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VerdictAsker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The ECS service of a deployment hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The Kubernetes user of an admission review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// The evidence record a verdict cites: the latest record of the image's state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CitedRecord {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// The detail of a `deploy_verdict` record: one decision, or `count` identical decisions
+/// (same asker, image, answer, reasons and policy) given between `first_at` and `last_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployVerdictDetail {
+    pub decision: VerdictDecision,
+    pub mode: crate::domain::EnforcementMode,
+    pub scope: String,
+    /// SHA-256 of the policy file the verdict was given under.
+    pub policy_version: String,
+    /// The reference as asked (a tag reference names the digest judged in the record).
+    pub image: String,
+    /// Whether the ledger knew the image.
+    pub known: bool,
+    /// Whether the answer came from a view older than its bound.
+    pub stale: bool,
+    pub reasons: Vec<String>,
+    pub asked_by: VerdictAsker,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cites: Option<CitedRecord>,
+    pub count: u64,
+    pub first_at: chrono::DateTime<chrono::Utc>,
+    pub last_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A record's detail read as the type of its kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvidenceDetail {
@@ -358,6 +414,7 @@ pub enum EvidenceDetail {
     UsageTransition(UsageTransitionDetail),
     Checkpoint(CheckpointDetail),
     Exception(ExceptionDetail),
+    DeployVerdict(Box<DeployVerdictDetail>),
     /// The stored detail does not have its kind's shape (a record this build did not write):
     /// it still hashes and verifies, but says nothing to history, alerts or the mappings.
     Unreadable,
@@ -382,6 +439,8 @@ impl ChainedRecord {
             EvidenceKind::ExceptionChanged => {
                 ExceptionDetail::deserialize(detail).map(EvidenceDetail::Exception)
             }
+            EvidenceKind::DeployVerdict => DeployVerdictDetail::deserialize(detail)
+                .map(|d| EvidenceDetail::DeployVerdict(Box::new(d))),
             _ => EventDetail::deserialize(detail).map(|d| EvidenceDetail::Event(Box::new(d))),
         };
         typed.unwrap_or(EvidenceDetail::Unreadable)

@@ -127,6 +127,7 @@ impl AsOf {
             }
             EvidenceDetail::Checkpoint(_)
             | EvidenceDetail::Exception(_)
+            | EvidenceDetail::DeployVerdict(_)
             | EvidenceDetail::Unreadable => {}
         }
     }

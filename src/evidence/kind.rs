@@ -43,13 +43,15 @@ pub enum EvidenceKind {
     /// An exception was added, applied, revoked, expired or re-opened, or the exceptions file
     /// was loaded (docs/EXCEPTIONS.md).
     ExceptionChanged,
+    /// A deploy-time verdict, or identical ones given together (docs/ENFORCEMENT.md).
+    DeployVerdict,
     /// A kind this build does not write, kept as stored.
     Other(String),
 }
 
 impl EvidenceKind {
     /// Every kind this build writes, for tests and documentation.
-    pub(crate) const KNOWN: [EvidenceKind; 20] = [
+    pub(crate) const KNOWN: [EvidenceKind; 21] = [
         Self::ImagePushed,
         Self::ImageDeleted,
         Self::ImageStorageClassChanged,
@@ -70,6 +72,7 @@ impl EvidenceKind {
         Self::UsageTransition,
         Self::Checkpoint,
         Self::ExceptionChanged,
+        Self::DeployVerdict,
     ];
 
     /// The stored spelling.
@@ -95,6 +98,7 @@ impl EvidenceKind {
             Self::UsageTransition => "usage_transition",
             Self::Checkpoint => "checkpoint",
             Self::ExceptionChanged => "exception_changed",
+            Self::DeployVerdict => "deploy_verdict",
             Self::Other(kind) => kind,
         }
     }
@@ -117,6 +121,7 @@ impl EvidenceKind {
                 | Self::UsageTransition
                 | Self::Checkpoint
                 | Self::ExceptionChanged
+                | Self::DeployVerdict
         )
     }
 }

@@ -236,6 +236,7 @@ pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {
         EvidenceDetail::Exception(detail) => exception_entry(record, &detail, &entry)
             .into_iter()
             .collect(),
+        EvidenceDetail::DeployVerdict(v) => vec![deploy_verdict_entry(record, &v, &entry)],
         EvidenceDetail::Checkpoint(_) | EvidenceDetail::Unreadable => {
             vec![entry(
                 record.kind.as_str().replace('_', " "),
@@ -244,6 +245,44 @@ pub fn entries(record: &ChainedRecord, digest: &str) -> Vec<TimelineEntry> {
             )]
         }
     }
+}
+
+fn deploy_verdict_entry(
+    record: &ChainedRecord,
+    verdict: &crate::evidence::detail::DeployVerdictDetail,
+    entry: &MakeEntry<'_>,
+) -> TimelineEntry {
+    entry(
+        deploy_verdict_line(verdict),
+        record.actor.clone(),
+        (!verdict.reasons.is_empty()).then(|| verdict.reasons.join("; ")),
+    )
+}
+
+/// `deploy verdict deny (strict, scope prod) for prod/payments ×3`
+fn deploy_verdict_line(verdict: &crate::evidence::detail::DeployVerdictDetail) -> String {
+    let decision = match verdict.decision {
+        crate::evidence::detail::VerdictDecision::Allow => "allow",
+        crate::evidence::detail::VerdictDecision::Warn => "warn",
+        crate::evidence::detail::VerdictDecision::Deny => "deny",
+    };
+    let asker = &verdict.asked_by;
+    let place: Vec<&str> = [&asker.cluster, &asker.namespace, &asker.service]
+        .into_iter()
+        .filter_map(|part| part.as_deref())
+        .collect();
+    let mut line = format!(
+        "deploy verdict {decision} ({}, scope {})",
+        verdict.mode.as_str(),
+        verdict.scope
+    );
+    if !place.is_empty() {
+        line.push_str(&format!(" for {}", place.join("/")));
+    }
+    if verdict.count > 1 {
+        line.push_str(&format!(" ×{}", verdict.count));
+    }
+    line
 }
 
 type MakeEntry<'a> = dyn Fn(String, Option<String>, Option<String>) -> TimelineEntry + 'a;
@@ -447,5 +486,30 @@ mod tests {
         all.extend(entries(&push(2), "sha256:a"));
         let whats: Vec<String> = without_repeats(all).into_iter().map(|e| e.what).collect();
         assert_eq!(whats, ["pushed as v1", "signature PENDING", "pushed as v1"]);
+    }
+
+    #[test]
+    fn a_deploy_verdict_says_what_was_answered_to_whom_and_how_often() {
+        let detail = json!({
+            "decision": "deny", "mode": "strict", "scope": "prod", "policy_version": "p",
+            "image": "i", "known": true, "stale": false,
+            "reasons": ["signature is UNSIGNED", "2 critical findings"],
+            "asked_by": {"cluster": "prod-eu", "namespace": "payments", "user": "system:serviceaccount:kube-system:replicaset-controller"},
+            "cites": {"seq": 3, "hash": "h"}, "count": 3,
+            "first_at": "2026-12-01T10:00:00Z", "last_at": "2026-12-01T10:00:04Z"
+        });
+        let entries = entries(
+            &record(9, "deploy_verdict", Some("sha256:a"), "ops", detail),
+            "sha256:a",
+        );
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            entries[0].what,
+            "deploy verdict deny (strict, scope prod) for prod-eu/payments ×3"
+        );
+        assert_eq!(
+            entries[0].reason.as_deref(),
+            Some("signature is UNSIGNED; 2 critical findings")
+        );
     }
 }

@@ -40,24 +40,9 @@ pub enum PolicyError {
     DuplicateScope(String),
 }
 
-/// What a failing image gets in a scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Admit, warn, record.
-    Audit,
-    /// Deny.
-    Strict,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Audit => "audit",
-            Self::Strict => "strict",
-        }
-    }
-}
+/// What a failing image gets in a scope. It lives in `domain` because a deploy verdict's
+/// evidence record names it too.
+pub use crate::domain::EnforcementMode as Mode;
 
 /// The answer for an image the ledger has never seen (or a reference that is not ECR's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

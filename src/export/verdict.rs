@@ -7,7 +7,16 @@
 //! connection cap and timeouts; request bodies larger than [`MAX_BODY_BYTES`] get 400.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::deploy_policy::{Decision, DeployPolicy, Mode, StaleAnswer, UnknownAnswer, Where};
+use super::http::HttpState;
+use super::on_demand::{Asked, OnDemand, Target};
+use super::recorder::{NoteKey, VerdictNote, VerdictRecorder};
+use super::view::{LedgerView, Lookup};
+use crate::evidence::detail::{CitedRecord, VerdictAsker, VerdictDecision};
+use crate::store::verdict::{ImageKey, VerdictInputs};
+use crate::telemetry::{DeployDecision, DeployMode, Happened};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, Request, State};
@@ -16,12 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::warn;
-
-use super::deploy_policy::{Decision, DeployPolicy, Mode, StaleAnswer, UnknownAnswer, Where};
-use super::http::HttpState;
-use crate::store::verdict::{ImageKey, VerdictInputs};
-use crate::telemetry::{DeployDecision, DeployMode, Happened};
 
 /// The largest request body read; Kubernetes caps objects near 1.5 MiB, so a review of any
 /// real Pod or workload fits.
@@ -110,6 +113,11 @@ pub struct Verdict {
     /// What the caller should show when it admits: the reasons in audit mode, and notes.
     pub warnings: Vec<String>,
     pub evidence: Option<EvidenceRef>,
+    /// Whether the view was older than its bound (`ECR_AUDIT_VERDICT_MAX_STALENESS`).
+    pub stale: bool,
+    /// What was done about the request (an on-demand evaluation), never a reason to deny.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Who asks and for which deployment target.
@@ -117,21 +125,21 @@ pub struct Verdict {
 pub struct Asker {
     pub cluster: Option<String>,
     pub namespace: Option<String>,
+    /// The ECS service of a deployment hook.
+    pub service: Option<String>,
     /// The Kubernetes user of an admission review.
     pub user: Option<String>,
 }
 
-/// What the verdict routes share.
+/// What the verdict routes share: the policy, the view they read, and where decisions go.
 #[derive(Clone)]
 pub struct VerdictService {
     pub policy: Arc<DeployPolicy>,
-}
-
-impl VerdictService {
-    /// The service when a policy is set.
-    pub fn new(policy: Option<Arc<DeployPolicy>>) -> Option<Self> {
-        policy.map(|policy| Self { policy })
-    }
+    pub view: Arc<LedgerView>,
+    /// Puts every decision on the evidence chain; `None` only in tests of the answer alone.
+    pub recorder: Option<VerdictRecorder>,
+    /// Evaluates digests the ledger does not know.
+    pub on_demand: Option<OnDemand>,
 }
 
 pub(crate) fn routes() -> Router<HttpState> {
@@ -142,8 +150,8 @@ pub(crate) fn routes() -> Router<HttpState> {
         .route("/v1/gatekeeper", post(gatekeeper))
 }
 
-fn policy(state: &HttpState) -> Option<Arc<DeployPolicy>> {
-    state.verdicts.as_ref().map(|v| Arc::clone(&v.policy))
+fn service(state: &HttpState) -> Option<&VerdictService> {
+    state.verdicts.as_ref()
 }
 
 fn bad_request(message: &str) -> Response {
@@ -167,13 +175,14 @@ struct VerdictParams {
     image: Option<String>,
     cluster: Option<String>,
     namespace: Option<String>,
+    service: Option<String>,
 }
 
 async fn verdict_get(
     State(state): State<HttpState>,
     Query(params): Query<VerdictParams>,
 ) -> Response {
-    let Some(policy) = policy(&state) else {
+    let Some(service) = service(&state) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(image) = params.image.filter(|i| !i.is_empty()) else {
@@ -184,20 +193,21 @@ async fn verdict_get(
     let asker = Asker {
         cluster: params.cluster,
         namespace: params.namespace,
+        service: params.service,
         user: None,
     };
-    json_response(&judge(&state, &policy, &asker, &image).await)
+    json_response(&judge(service, &state.metrics, &asker, &image))
 }
 
-/// Judges one reference for one asker, and records the verdict (a log line and
-/// `ecr_audit_deploy_verdicts_total`).
-pub(crate) async fn judge(
-    state: &HttpState,
-    policy: &DeployPolicy,
+/// Judges one reference for one asker from the view, and records the verdict: a log line,
+/// `ecr_audit_deploy_verdicts_total` and, off the answer's path, a `deploy_verdict` record.
+pub(crate) fn judge(
+    service: &VerdictService,
+    metrics: &crate::telemetry::Metrics,
     asker: &Asker,
     image: &str,
 ) -> Verdict {
-    let verdict = decide(state, policy, asker, image).await;
+    let verdict = decide(service, asker, image, Instant::now());
     let decision = match verdict.decision {
         Decision::Deny => DeployDecision::Deny,
         Decision::Allow if !verdict.reasons.is_empty() => DeployDecision::Warn,
@@ -218,11 +228,51 @@ pub(crate) async fn judge(
         user: asker.user.as_deref(),
         policy_version: &verdict.policy_version,
     }
-    .record(&state.metrics);
+    .record(metrics);
+    if let Some(recorder) = &service.recorder {
+        recorder.note(note(&verdict, decision, asker));
+    }
     verdict
 }
 
-async fn decide(state: &HttpState, policy: &DeployPolicy, asker: &Asker, image: &str) -> Verdict {
+/// The decision as the recorder folds it.
+fn note(verdict: &Verdict, decision: DeployDecision, asker: &Asker) -> VerdictNote {
+    VerdictNote {
+        key: NoteKey {
+            decision: match decision {
+                DeployDecision::Allow => VerdictDecision::Allow,
+                DeployDecision::Warn => VerdictDecision::Warn,
+                DeployDecision::Deny => VerdictDecision::Deny,
+            },
+            mode: verdict.mode,
+            scope: verdict.scope.clone(),
+            policy_version: verdict.policy_version.clone(),
+            image: verdict.image.clone(),
+            known: verdict.known,
+            stale: verdict.stale,
+            reasons: verdict.reasons.clone(),
+            asked_by: VerdictAsker {
+                cluster: asker.cluster.clone(),
+                namespace: asker.namespace.clone(),
+                service: asker.service.clone(),
+                user: asker.user.clone(),
+            },
+            cites: verdict.evidence.as_ref().map(|e| CitedRecord {
+                seq: e.seq,
+                hash: e.hash.clone(),
+            }),
+            account: verdict.account.clone(),
+            region: verdict.region.clone(),
+            repository: verdict.repository.clone(),
+            digest: verdict.digest.clone(),
+            tag: verdict.tag.clone(),
+        },
+        at: chrono::Utc::now(),
+    }
+}
+
+fn decide(service: &VerdictService, asker: &Asker, image: &str, now: Instant) -> Verdict {
+    let policy = &service.policy;
     let reference = EcrReference::parse(image);
     let at = Where {
         cluster: asker.cluster.as_deref(),
@@ -240,41 +290,101 @@ async fn decide(state: &HttpState, policy: &DeployPolicy, asker: &Asker, image: 
         (None, Some(t)) => ImageKey::Tag(t),
         (None, None) => ImageKey::Tag("latest"),
     };
-    let found = state
-        .store
-        .verdict_inputs(
-            &reference.account,
-            &reference.region,
-            &reference.repository,
-            key,
-        )
-        .await;
-    match found {
-        Ok(Some(inputs)) => judged(verdict, policy, &reference, inputs, scope.mode),
-        Ok(None) => {
-            verdict.reasons.push(match key {
-                ImageKey::Digest(d) => {
-                    format!("the ledger has never seen {d} in {}", reference.repository)
-                }
-                ImageKey::Tag(t) => format!(
-                    "the ledger knows no image tagged {t} in {}",
-                    reference.repository
-                ),
-            });
+    let repository = (
+        reference.account.as_str(),
+        reference.region.as_str(),
+        reference.repository.as_str(),
+    );
+    match service.view.lookup(repository, key, now) {
+        Lookup::Found(inputs) => judged(verdict, policy, &reference, *inputs, scope.mode),
+        Lookup::Missing => {
+            never_seen(&mut verdict, &reference, key);
+            ask_on_demand(service, &mut verdict, &reference, now);
             unknown(verdict, scope.unknown_answer())
         }
-        Err(err) => {
-            warn!(error = %err, "the ledger could not be read for a verdict");
+        Lookup::Stale { age, held } => stale(service, verdict, &reference, key, (age, held), scope),
+    }
+}
+
+/// A verdict from a view older than its bound: judged from what the view holds, then the
+/// scope's `stale` choice: `fail-open` warns, `fail-closed` denies.
+fn stale(
+    service: &VerdictService,
+    verdict: Verdict,
+    reference: &EcrReference,
+    key: ImageKey<'_>,
+    (age, held): (Option<std::time::Duration>, Option<Box<VerdictInputs>>),
+    scope: &super::deploy_policy::Scope,
+) -> Verdict {
+    let note = match age {
+        Some(age) => format!(
+            "the ledger view is {:.1} s old (bound {} s): changes since may be missing",
+            age.as_secs_f64(),
+            service.view.max_staleness().as_secs()
+        ),
+        None => "the ledger view has not been loaded from the database yet".to_owned(),
+    };
+    let mut verdict = match held {
+        Some(inputs) => judged(verdict, &service.policy, reference, *inputs, scope.mode),
+        None => {
+            let mut verdict = verdict;
+            never_seen(&mut verdict, reference, key);
             verdict
-                .reasons
-                .push("the ledger could not be read".to_owned());
-            let answer = match scope.stale {
-                StaleAnswer::FailOpen => UnknownAnswer::Warn,
-                StaleAnswer::FailClosed => UnknownAnswer::Deny,
-            };
-            unknown(verdict, answer)
+        }
+    };
+    verdict.stale = true;
+    match scope.stale {
+        StaleAnswer::FailOpen => {
+            if !verdict.known {
+                verdict = unknown(verdict, UnknownAnswer::Warn);
+            }
+            verdict.warnings.push(note);
+        }
+        StaleAnswer::FailClosed => {
+            verdict.reasons.push(note);
+            verdict.decision = Decision::Deny;
         }
     }
+    verdict
+}
+
+fn never_seen(verdict: &mut Verdict, reference: &EcrReference, key: ImageKey<'_>) {
+    verdict.reasons.push(match key {
+        ImageKey::Digest(d) => {
+            format!("the ledger has never seen {d} in {}", reference.repository)
+        }
+        ImageKey::Tag(t) => format!(
+            "the ledger knows no image tagged {t} in {}",
+            reference.repository
+        ),
+    });
+}
+
+/// Asks for a digest the ledger does not know to be evaluated, and says so in the verdict.
+fn ask_on_demand(
+    service: &VerdictService,
+    verdict: &mut Verdict,
+    reference: &EcrReference,
+    now: Instant,
+) {
+    let (Some(on_demand), Some(digest)) = (&service.on_demand, &reference.digest) else {
+        return;
+    };
+    let Some(target) = Target::of(
+        &reference.account,
+        &reference.region,
+        &reference.repository,
+        digest,
+    ) else {
+        return;
+    };
+    let note = match on_demand.ask(target, now) {
+        Asked::Queued | Asked::Recently => {
+            "an on-demand evaluation was requested: if ECR holds the image, ask again in a few seconds"
+        }
+        Asked::Busy => "too many unknown images are being evaluated: ask again later",
+    };
+    verdict.notes.push(note.to_owned());
 }
 
 /// A verdict that admits, before anything is judged.
@@ -299,6 +409,8 @@ fn blank(
         reasons: Vec::new(),
         warnings: Vec::new(),
         evidence: None,
+        stale: false,
+        notes: Vec::new(),
     }
 }
 
@@ -376,7 +488,7 @@ async fn admission_in(
 }
 
 async fn review(state: HttpState, cluster: Option<String>, request: Request) -> Response {
-    let Some(policy) = policy(&state) else {
+    let Some(service) = service(&state) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let bytes = match body(request).await {
@@ -390,13 +502,14 @@ async fn review(state: HttpState, cluster: Option<String>, request: Request) -> 
     let asker = Asker {
         cluster,
         namespace: review.namespace.clone(),
+        service: None,
         user: review.user.clone(),
     };
     let mut verdicts = Vec::with_capacity(review.images.len());
     for image in &review.images {
         verdicts.push((
             image.clone(),
-            judge(&state, &policy, &asker, &image.image).await,
+            judge(service, &state.metrics, &asker, &image.image),
         ));
     }
     json_response(&super::admission::response(&review, &verdicts))
@@ -412,7 +525,7 @@ async fn gatekeeper(
     Query(params): Query<GatekeeperParams>,
     request: Request,
 ) -> Response {
-    let Some(policy) = policy(&state) else {
+    let Some(service) = service(&state) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let bytes = match body(request).await {
@@ -425,12 +538,11 @@ async fn gatekeeper(
     };
     let asker = Asker {
         cluster: params.cluster,
-        namespace: None,
-        user: None,
+        ..Asker::default()
     };
     let mut items = Vec::with_capacity(keys.len());
     for key in keys {
-        let verdict = judge(&state, &policy, &asker, &key).await;
+        let verdict = judge(service, &state.metrics, &asker, &key);
         let error = match verdict.decision {
             Decision::Allow => String::new(),
             Decision::Deny => format!("{key}: {}", verdict.reasons.join("; ")),

@@ -71,7 +71,7 @@ fn control_view(
 }
 
 #[derive(sqlx::FromRow)]
-struct ImageRecord {
+pub(super) struct ImageRecord {
     account: String,
     region: String,
     repository: String,
@@ -229,7 +229,7 @@ impl Store {
     }
 }
 
-fn image_row(r: ImageRecord) -> ImageRow {
+pub(super) fn image_row(r: ImageRecord) -> ImageRow {
     let coverage =
         (r.coverage_status.is_some() || r.coverage_reason.is_some()).then_some(CoverageView {
             status: r.coverage_status,

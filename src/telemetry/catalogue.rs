@@ -7,9 +7,10 @@ use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
-    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, QueueRole,
-    QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement,
-    SkipReason, VerificationCheck, VerificationOutcome,
+    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
+    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
+    VerificationOutcome, ViewReload,
 };
 
 /// The prefix of every exported name.
@@ -521,6 +522,56 @@ pub const DEPLOY_VERDICTS: MetricSpec = MetricSpec {
     query: r#"sum by (mode, decision) (rate(ecr_audit_deploy_verdicts_total{decision!="allow"}[5m]))"#,
 };
 
+pub const DEPLOY_VERDICT_RECORDS: MetricSpec = MetricSpec {
+    name: "deploy_verdict_records",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("outcome", VerdictRecord::values)],
+    help: "Deploy verdicts put on the evidence chain (recorded) or lost (dropped), counted per verdict",
+    details: "Verdicts are queued off the answer's path and appended in batches of identical decisions (`deploy_verdict` records with a count, docs/ENFORCEMENT.md). `dropped` means the recorder fell behind and decisions are missing from the evidence: any increase needs attention.",
+    query: r#"increase(ecr_audit_deploy_verdict_records_total{outcome="dropped"}[15m]) > 0"#,
+};
+
+pub const VERDICT_VIEW_FRESH: MetricSpec = MetricSpec {
+    name: "verdict_view_fresh_timestamp",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::Seconds,
+    labels: &[],
+    help: "Unix time up to which the verdict view is known to hold every committed change",
+    details: "Moved by the view's heartbeat through Postgres notifications (docs/ENFORCEMENT.md, \"The view\"). Verdicts given while it is older than ECR_AUDIT_VERDICT_MAX_STALENESS say so and follow the scope's `stale` choice.",
+    query: "time() - max(ecr_audit_verdict_view_fresh_timestamp_seconds)",
+};
+
+pub const VERDICT_VIEW_IMAGES: MetricSpec = MetricSpec {
+    name: "verdict_view_images",
+    kind: MetricType::Gauge,
+    unit: MetricUnit::None,
+    labels: &[],
+    help: "Images the verdict view holds in memory",
+    details: "Every present image (not signatures or other artifacts) of the ledger; its memory is in docs/PERFORMANCE.md.",
+    query: "max(ecr_audit_verdict_view_images)",
+};
+
+pub const VERDICT_VIEW_RELOADS: MetricSpec = MetricSpec {
+    name: "verdict_view_reloads",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("what", ViewReload::values)],
+    help: "Reads of the ledger by the verdict view, by what was read",
+    details: "`full` at start and after each lost notification connection; a rising `full` rate means the connection keeps dropping.",
+    query: "sum by (what) (rate(ecr_audit_verdict_view_reloads_total[5m]))",
+};
+
+pub const ON_DEMAND_EVALUATIONS: MetricSpec = MetricSpec {
+    name: "on_demand_evaluations",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("outcome", OnDemandOutcome::values)],
+    help: "Evaluations of images a verdict was asked about and the ledger did not know, by outcome",
+    details: "A digest reference the ledger has never seen is looked up in ECR and, when it exists, read and committed like a push (docs/ENFORCEMENT.md). A digest is asked about at most once a minute per worker.",
+    query: "sum by (outcome) (rate(ecr_audit_on_demand_evaluations_total[5m]))",
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -575,6 +626,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
     EXCEPTIONS_ENDED,
     EXCEPTIONS_FILE_ERRORS,
     DEPLOY_VERDICTS,
+    DEPLOY_VERDICT_RECORDS,
+    VERDICT_VIEW_FRESH,
+    VERDICT_VIEW_IMAGES,
+    VERDICT_VIEW_RELOADS,
+    ON_DEMAND_EVALUATIONS,
     BUILD,
 ];
 

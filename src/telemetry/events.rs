@@ -271,6 +271,45 @@ label_enum! {
 }
 
 label_enum! {
+    /// What the verdict view read again (docs/ENFORCEMENT.md, "The view").
+    ViewReload {
+        /// Everything: at start and after the notification connection was lost.
+        Full => "full",
+        /// One image a notification named.
+        Image => "image",
+        /// One repository's controls.
+        Repository => "repository",
+        /// Every repository's controls (an exception changed).
+        Postures => "postures",
+    }
+}
+
+label_enum! {
+    /// What became of a deploy verdict's evidence (docs/ENFORCEMENT.md, "Every decision
+    /// recorded").
+    VerdictRecord {
+        /// Appended to the evidence chain.
+        Recorded => "recorded",
+        /// Not recorded: the recorder's queue or its unwritten aggregates were full.
+        Dropped => "dropped",
+    }
+}
+
+label_enum! {
+    /// What an on-demand evaluation of an image the ledger did not know found.
+    OnDemandOutcome {
+        /// ECR holds the image: it was read and committed like a push.
+        Evaluated => "evaluated",
+        /// ECR does not hold it (or the account is not audited): nothing is recorded.
+        Absent => "absent",
+        /// AWS or the database could not answer; a later verdict asks again.
+        Failed => "failed",
+        /// Not asked: the queue was full.
+        Dropped => "dropped",
+    }
+}
+
+label_enum! {
     /// Which queue a depth gauge describes.
     QueueRole {
         Main => "main",

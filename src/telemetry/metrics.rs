@@ -21,9 +21,10 @@ use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
-    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, QueueRole,
-    QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome, ScanningDisagreement,
-    SkipReason, VerificationCheck, VerificationOutcome,
+    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
+    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
+    VerificationOutcome, ViewReload,
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +101,11 @@ struct ChangeLabels {
 struct DeployLabels {
     decision: &'static str,
     mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,6 +219,11 @@ pub struct Metrics {
     organization_changes: Family<ChangeLabels, Counter>,
     exceptions_ended: Family<CauseLabels, Counter>,
     exceptions_file_errors: Counter,
+    deploy_verdict_records: Family<OutcomeLabels, Counter>,
+    verdict_view_fresh: FloatGauge,
+    verdict_view_images: Gauge,
+    verdict_view_reloads: Family<WhatLabels, Counter>,
+    on_demand_evaluations: Family<OutcomeLabels, Counter>,
     registry: Registry,
 }
 
@@ -298,6 +309,15 @@ impl Metrics {
                 &cat::EXCEPTIONS_FILE_ERRORS,
                 Counter::default(),
             ),
+            deploy_verdict_records: register(
+                &mut r,
+                &cat::DEPLOY_VERDICT_RECORDS,
+                Family::default(),
+            ),
+            verdict_view_fresh: register(&mut r, &cat::VERDICT_VIEW_FRESH, FloatGauge::default()),
+            verdict_view_images: register(&mut r, &cat::VERDICT_VIEW_IMAGES, Gauge::default()),
+            verdict_view_reloads: register(&mut r, &cat::VERDICT_VIEW_RELOADS, Family::default()),
+            on_demand_evaluations: register(&mut r, &cat::ON_DEMAND_EVALUATIONS, Family::default()),
             registry: r,
         };
         register_build(&mut metrics.registry);
@@ -306,6 +326,20 @@ impl Metrics {
     }
 
     fn start_verdict_series_at_zero(&self) {
+        for outcome in VerdictRecord::ALL {
+            self.deploy_verdict_records
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
+        for outcome in OnDemandOutcome::ALL {
+            self.on_demand_evaluations
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
         for decision in DeployDecision::ALL {
             for mode in DeployMode::ALL {
                 self.deploy_verdicts
@@ -591,6 +625,40 @@ impl Metrics {
     /// signature, so nothing is stale).
     pub(crate) fn set_oldest_verdict_age(&self, seconds: Option<f64>) {
         self.oldest_verdict_age.set(seconds.unwrap_or(0.0));
+    }
+
+    /// Counts deploy verdicts recorded in the evidence, or lost.
+    pub(crate) fn deploy_verdict_records(&self, outcome: VerdictRecord, count: u64) {
+        self.deploy_verdict_records
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    /// The verdict view read `what` again and now holds `images`.
+    pub(crate) fn verdict_view_reloaded(&self, what: ViewReload, images: usize) {
+        self.verdict_view_reloads
+            .get_or_create(&WhatLabels {
+                what: what.as_str(),
+            })
+            .inc();
+        self.verdict_view_images
+            .set(i64::try_from(images).unwrap_or(i64::MAX));
+    }
+
+    /// The verdict view holds every change committed up to `at`.
+    pub(crate) fn set_verdict_view_fresh(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.verdict_view_fresh
+            .set(at.timestamp_millis() as f64 / 1000.0);
+    }
+
+    pub(crate) fn on_demand_evaluation(&self, outcome: OnDemandOutcome) {
+        self.on_demand_evaluations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     pub(super) fn deploy_verdict(&self, decision: DeployDecision, mode: DeployMode) {

@@ -10,8 +10,9 @@ pub mod metrics;
 pub use events::{
     AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
     DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, Happened,
-    QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause, RevocationOutcome,
-    ScanningDisagreement, SkipReason, VerificationCheck, VerificationOutcome,
+    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
+    VerificationOutcome, ViewReload,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

@@ -65,6 +65,8 @@ pub struct TestApp {
     pub api: Option<ecr_audit::export::api::ApiToken>,
     /// The deploy policy the worker serves verdicts by, when set.
     pub deploy_policy: Option<Arc<ecr_audit::export::deploy_policy::DeployPolicy>>,
+    /// The verdict view's bound on its age (production: 10 s).
+    pub verdict_max_staleness: Duration,
     /// The admission listener's certificate files: when set, the worker also serves TLS.
     pub admission_tls: Option<Arc<ecr_audit::export::tls::TlsFiles>>,
     /// Where the TLS listener listens, once started.
@@ -206,6 +208,7 @@ impl TestApp {
             alert_poll: Duration::from_secs(1),
             api: None,
             deploy_policy: None,
+            verdict_max_staleness: Duration::from_secs(10),
             admission_tls: None,
             admission_addr: None,
             account: ACCOUNT.to_owned(),
@@ -304,6 +307,10 @@ impl TestApp {
             Duration::from_millis(300),
         ));
         background.deploy_policy.clone_from(&self.deploy_policy);
+        background.verdict_max_staleness = self.verdict_max_staleness;
+        // Verdicts recorded and the view checked every 200 ms instead of every second.
+        background.verdict_heartbeat = Duration::from_millis(200);
+        background.verdict_record_interval = Duration::from_millis(200);
         background.alerts = self.alert_bus.as_ref().map(|bus| {
             ecr_audit::alerts::AlertPublisher::new(
                 pipeline.store().pool().clone(),

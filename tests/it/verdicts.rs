@@ -234,6 +234,9 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
     let base = format!("http://{}", app.http_addr.expect("worker started"));
     let registry = format!("{}.dkr.ecr.{REGION}.amazonaws.com", app.account);
     let by_digest = |repository: &str, digest: &str| format!("{registry}/{repository}@{digest}");
+    // The view follows the commits through notifications, within milliseconds.
+    view_holds(&app, &base, &by_digest(&unsigned, &unsigned_digest)).await;
+    view_holds(&app, &base, &by_digest(&good, &good_digest)).await;
     let unknown_digest = format!("sha256:{}", "0".repeat(64));
     let cases = [
         (
@@ -273,6 +276,14 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
     assert!(allowed["evidence"]["seq"].as_i64().is_some(), "{allowed:#}");
     assert_eq!(allowed["evidence"]["hash"].as_str().map(str::len), Some(64));
 
+    // The view was waited for with audit-mode verdicts: counted from here.
+    let before = app.scrape().await;
+    let warned_before = metric_value(
+        &before,
+        "ecr_audit_deploy_verdicts_total",
+        &[("decision", "warn"), ("mode", "audit")],
+    )
+    .unwrap_or_default();
     for (image, reason) in &cases {
         let strict = verdict(&base, image, Some("prod")).await;
         assert_eq!(strict["decision"], "deny", "{strict:#}");
@@ -302,7 +313,10 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
         Some(cases.len() as f64),
         "{metrics}"
     );
-    assert_eq!(count("warn", "audit"), Some(cases.len() as f64));
+    assert_eq!(
+        count("warn", "audit"),
+        Some(warned_before + cases.len() as f64)
+    );
     assert_eq!(count("allow", "strict"), Some(1.0));
     let tagged = verdict(&base, &cases[5].0, None).await;
     assert_eq!(
@@ -409,6 +423,7 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
             "{error}"
         );
     }
+    every_verdict_is_evidence(&app, &by_digest(&unsigned, &unsigned_digest)).await;
     let missing = client()
         .get(format!("{base}/v1/verdict"))
         .send()
@@ -425,6 +440,106 @@ async fn verdicts_allow_the_compliant_and_deny_in_strict_what_fails_with_its_rea
         StatusCode::OK
     );
     app.finish().await;
+}
+
+/// Waits until the worker's view holds `image` as the ledger does (known, its digest judged).
+async fn view_holds(app: &TestApp, base: &str, image: &str) {
+    app.eventually(&format!("the verdict view holds {image}"), WAIT, || async {
+        let answer = verdict(base, image, None).await;
+        (answer["known"] == true && answer["stale"] == false).then_some(())
+    })
+    .await;
+}
+
+/// Every verdict given is on the evidence chain once the recorder has flushed: the counts of
+/// the `deploy_verdict` records add up to the verdicts counted, the chain still verifies, and
+/// the strict denial of `unsigned` names who asked, the reason and the record it cites.
+/// Waits until the `deploy_verdict` records' counts add up to the verdicts counted (and to
+/// the recorded count); returns that number.
+async fn recorded_verdicts(app: &TestApp) -> f64 {
+    let given = |metrics: &str| {
+        ["allow", "warn", "deny"]
+            .iter()
+            .flat_map(|d| ["audit", "strict"].map(|m| (*d, m)))
+            .filter_map(|(d, m)| {
+                metric_value(
+                    metrics,
+                    "ecr_audit_deploy_verdicts_total",
+                    &[("decision", d), ("mode", m)],
+                )
+            })
+            .sum::<f64>()
+    };
+    app.eventually("every verdict recorded", WAIT, || async {
+        let metrics = app.scrape().await;
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "SELECT sum((detail->>'count')::bigint)::bigint FROM evidence
+                  WHERE kind = 'deploy_verdict'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .ok()?;
+        let total = given(&metrics);
+        (recorded? as f64 == total
+            && metric_value(
+                &metrics,
+                "ecr_audit_deploy_verdict_records_total",
+                &[("outcome", "recorded")],
+            ) == Some(total))
+        .then_some(total)
+    })
+    .await
+}
+
+async fn every_verdict_is_evidence(app: &TestApp, unsigned: &str) {
+    let counted = recorded_verdicts(app).await;
+    assert!(counted > 20.0, "{counted} verdicts");
+    let records: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind = 'deploy_verdict'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("records");
+    assert!(
+        (records as f64) < counted,
+        "identical decisions are folded: {records} records for {counted} verdicts"
+    );
+    let (detail, digest, cited_hash): (Value, String, Option<String>) = sqlx::query_as(
+        "SELECT v.detail, v.digest, c.hash FROM evidence v
+           LEFT JOIN evidence c ON c.seq = (v.detail->'cites'->>'seq')::bigint
+          WHERE v.kind = 'deploy_verdict' AND v.detail->>'image' = $1
+            AND v.detail->>'mode' = 'strict' AND v.detail->'asked_by'->>'cluster' = 'prod'
+          ORDER BY v.seq LIMIT 1",
+    )
+    .bind(unsigned)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the strict denial of the unsigned image");
+    assert_eq!(detail["decision"], "deny", "{detail:#}");
+    assert_eq!(detail["scope"], "prod");
+    assert_eq!(detail["known"], true);
+    assert!(
+        detail["reasons"]
+            .to_string()
+            .contains("signature is UNSIGNED"),
+        "{detail:#}"
+    );
+    assert_eq!(
+        unsigned.rsplit('@').next(),
+        Some(digest.as_str()),
+        "the record names the digest judged"
+    );
+    assert_eq!(
+        detail["cites"]["hash"].as_str(),
+        cited_hash.as_deref(),
+        "the record cites a record of the chain by its hash"
+    );
+    let report = ecr_audit::evidence::verify_database(&app.pool)
+        .await
+        .expect("verify");
+    assert!(
+        matches!(report, ecr_audit::evidence::ChainReport::Valid { .. }),
+        "{report:?}"
+    );
 }
 
 fn openssl(args: &[&str]) {
@@ -545,5 +660,166 @@ async fn the_webhook_is_served_over_tls_and_a_renewed_certificate_is_used_withou
         "the old certificate is no longer served"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    app.finish().await;
+}
+
+fn policy_failing_closed_in_prod() -> Arc<DeployPolicy> {
+    let text = json!({
+        "requirements": {"signature": {"status": ["SIGNED"]}, "scan": {"max_findings": {"critical": 0}}},
+        "scopes": [{"name": "prod", "clusters": ["prod"], "mode": "strict", "stale": "fail-closed"}],
+        "default": {"mode": "audit"}
+    });
+    Arc::new(DeployPolicy::parse(text.to_string().as_bytes()).expect("policy"))
+}
+
+/// An image pushed while no event reaches the worker is unknown to the ledger: its verdict asks
+/// for an on-demand evaluation, and a moment later the image is known and judged, with an
+/// evidence record saying how it was seen. A made-up digest is looked up and records nothing.
+/// When the view's connections are cut it reads everything again and keeps following. A view
+/// older than its bound makes every verdict say so: the fail-closed scope denies, the
+/// fail-open one judges from what the view holds and warns.
+#[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario reads best as one story, step by step"
+)]
+async fn unknown_images_are_evaluated_on_demand_and_a_stale_view_says_so() {
+    let mut app = TestApp::new_in_own_account().await;
+    app.deploy_policy = Some(policy_failing_closed_in_prod());
+    app.start_worker().await;
+    let (repository, seen) = image(&app, "seen", true, 0).await;
+    settled(&app, &repository, &seen, "UNSIGNED").await;
+    app.wait_for_drain().await;
+    let base = format!("http://{}", app.http_addr.expect("worker started"));
+    let registry = format!("{}.dkr.ecr.{REGION}.amazonaws.com", app.account);
+    let by_digest = |digest: &str| format!("{registry}/{repository}@{digest}");
+    view_holds(&app, &base, &by_digest(&seen)).await;
+
+    // Events stop reaching the queue: a push now is unknown to the ledger until asked about.
+    app.remove_rules().await;
+    let unseen = push_image(
+        &app.ecr,
+        &repository,
+        "v2",
+        &format!("{}unseen", app.prefix),
+    )
+    .await;
+    let first = verdict(&base, &by_digest(&unseen), Some("prod")).await;
+    assert_eq!(first["known"], false, "{first:#}");
+    assert_eq!(first["decision"], "deny");
+    assert!(
+        first["reasons"]
+            .to_string()
+            .contains("the ledger has never seen"),
+        "{first:#}"
+    );
+    assert!(
+        first["notes"].to_string().contains("on-demand evaluation"),
+        "{first:#}"
+    );
+    view_holds(&app, &base, &by_digest(&unseen)).await;
+    let judged = verdict(&base, &by_digest(&unseen), Some("prod")).await;
+    assert_eq!(judged["digest"], unseen.as_str());
+    assert!(
+        judged["reasons"].to_string().contains("signature is"),
+        "judged by its signature now: {judged:#}"
+    );
+    let how: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'detail_type' FROM evidence WHERE digest = $1 AND kind = 'image_pushed'",
+    )
+    .bind(&unseen)
+    .fetch_all(&app.pool)
+    .await
+    .expect("records");
+    assert_eq!(how, ["ecr-audit On-demand"]);
+
+    // A digest ECR does not hold: looked up once, nothing recorded about it.
+    let made_up = format!("sha256:{}", "1".repeat(64));
+    for _ in 0..3 {
+        let answer = verdict(&base, &by_digest(&made_up), None).await;
+        assert_eq!(answer["known"], false);
+        assert_eq!(
+            answer["decision"], "allow",
+            "audit admits the unknown with a warning"
+        );
+    }
+    app.eventually("the made-up digest looked up", WAIT, || async {
+        let metrics = app.scrape().await;
+        let outcome = |o: &str| {
+            metric_value(
+                &metrics,
+                "ecr_audit_on_demand_evaluations_total",
+                &[("outcome", o)],
+            )
+        };
+        (outcome("absent") == Some(1.0) && outcome("evaluated") == Some(1.0)).then_some(())
+    })
+    .await;
+    let about: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM evidence WHERE digest = $1 AND kind <> 'deploy_verdict'",
+    )
+    .bind(&made_up)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        about, 0,
+        "a made-up reference fills nothing but verdict records"
+    );
+
+    // Cut the view's connections: it reads everything again and follows later commits.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'ecr-audit verdict view' AND datname = current_database()",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("terminate");
+    sqlx::query("UPDATE images SET scan_critical = 5 WHERE digest = $1")
+        .bind(&seen)
+        .execute(&app.pool)
+        .await
+        .expect("update");
+    app.eventually("the view follows after reconnecting", WAIT, || async {
+        let answer = verdict(&base, &by_digest(&seen), None).await;
+        answer["reasons"]
+            .to_string()
+            .contains("5 critical findings")
+            .then_some(())
+    })
+    .await;
+    let metrics = app.scrape().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "ecr_audit_verdict_view_reloads_total",
+            &[("what", "full")]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+
+    // A bound of zero: every verdict comes from a view older than its bound.
+    app.stop_worker().await;
+    app.verdict_max_staleness = Duration::ZERO;
+    app.start_worker().await;
+    let base = format!("http://{}", app.http_addr.expect("worker started"));
+    let strict = verdict(&base, &by_digest(&seen), Some("prod")).await;
+    assert_eq!(strict["decision"], "deny", "{strict:#}");
+    assert_eq!(strict["stale"], true);
+    assert!(
+        strict["reasons"].to_string().contains("the ledger view"),
+        "{strict:#}"
+    );
+    app.eventually("a stale view judged fail-open", WAIT, || async {
+        let audit = verdict(&base, &by_digest(&seen), None).await;
+        let warnings = audit["warnings"].to_string();
+        (audit["decision"] == "allow"
+            && audit["stale"] == true
+            && warnings.contains("5 critical findings")
+            && warnings.contains("s old (bound 0 s)"))
+        .then_some(())
+    })
+    .await;
     app.finish().await;
 }
