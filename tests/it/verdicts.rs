@@ -798,6 +798,15 @@ async fn unknown_images_are_evaluated_on_demand_and_a_stale_view_says_so() {
         .is_some_and(|n| n >= 2.0),
         "{metrics}"
     );
+    // The heartbeat confirms the view current: the gauge alerts watch is seconds old at most.
+    let fresh = metric_value(
+        &metrics,
+        "ecr_audit_verdict_view_fresh_timestamp_seconds",
+        &[],
+    )
+    .expect("the freshness gauge");
+    let age = chrono::Utc::now().timestamp() as f64 - fresh;
+    assert!((-1.0..5.0).contains(&age), "view confirmed {age} s ago");
 
     // A bound of zero: every verdict comes from a view older than its bound.
     app.stop_worker().await;

@@ -92,6 +92,15 @@ ALERT_CHECKS: dict[str, object] = {
     "EcrAuditDeployWouldBeDenied": Operands((
         'sum(increase(ecr_audit_deploy_verdicts_total{decision="warn",mode="audit"}[1h]))',
     )),
+    # Without a deploy policy nothing is recorded and no view is loaded: operands only; the
+    # promtool tests make both fire, tests/it/verdicts.rs checks the
+    # recorded count against the evidence and the gauge against the clock.
+    "EcrAuditDeployVerdictsNotRecorded": Operands((
+        'sum(increase(ecr_audit_deploy_verdict_records_total{outcome="dropped"}[15m]))',
+    )),
+    "EcrAuditVerdictViewStale": Operands((
+        "max by (instance) (ecr_audit_verdict_view_fresh_timestamp_seconds > 0)",
+    )),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
