@@ -15,6 +15,10 @@ Subcommands:
                    style, tests/signing/cosign.py), long after its push
   forged-signature mallory pushes an image and a real managed signature of a payments/api image
                    copied onto it (manifest and envelope): a forgery the verifier must refuse
+  anchor           the evidence trust anchor, as the stack makes it with DeployService=true: an
+                   asymmetric KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs the tree heads and
+                   an S3 bucket with Object Lock they are written to; print the exports of
+                   ECR_AUDIT_EVIDENCE_KEY and ECR_AUDIT_EVIDENCE_BUCKET
   wait-drained     wait until the queue holds no message, visible or in flight
 
 Every ECR call goes to the emulator (AWS_ENDPOINT_URL), which emits the EventBridge events AWS
@@ -275,6 +279,32 @@ def seed() -> None:
     print(f"pushed {pushes} images", flush=True)
 
 
+ANCHOR_ALIAS = "alias/ecr-audit-demo-evidence"
+ANCHOR_BUCKET = "ecr-audit-demo-evidence-heads"
+
+
+def anchor() -> None:
+    """The key and bucket of docs/EVIDENCE.md ("Signed tree heads", "The anchor in S3").
+    A key and bucket left by an earlier `scripts/demo --keep` are reused."""
+    kms = client("kms")
+    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
+    key_id = aliases.get(ANCHOR_ALIAS)
+    if key_id is None:
+        key_id = kms.create_key(
+            Description="ecr-audit demo: evidence tree heads (ECDSA P-256)",
+            KeySpec="ECC_NIST_P256",
+            KeyUsage="SIGN_VERIFY",
+        )["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=ANCHOR_ALIAS, TargetKeyId=key_id)
+    arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    s3 = client("s3")
+    if ANCHOR_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=ANCHOR_BUCKET, ObjectLockEnabledForBucket=True)
+    print(f"key {arn}, bucket {ANCHOR_BUCKET} (Object Lock)", file=sys.stderr)
+    print(f"export ECR_AUDIT_EVIDENCE_KEY={arn}")
+    print(f"export ECR_AUDIT_EVIDENCE_BUCKET={ANCHOR_BUCKET}")
+
+
 def wait_drained(queue_url: str, timeout: float = 300) -> None:
     sqs = client("sqs")
     started = time.monotonic()
@@ -308,6 +338,8 @@ if __name__ == "__main__":
         late_signature(sys.argv[2])
     elif command == "forged-signature":
         forged_signature()
+    elif command == "anchor":
+        anchor()
     elif command == "wait-drained":
         wait_drained(os.environ["ECR_AUDIT_QUEUE_URL"])
     else:
