@@ -13,7 +13,8 @@
 //! database, as that many worker processes: throughput and how long each batch holds the
 //! evidence head lock, from `ecr_audit_evidence_lock_held_seconds`), `verdicts N` (deploy
 //! verdicts from the worker's in-memory view of N images at 1,000 requests/s while a pipeline
-//! ingests into the same database: latency percentiles, open loop).
+//! ingests into the same database: latency percentiles, open loop), `signing N` (N events
+//! with tree heads signed by a KMS key in the emulator and anchored in S3, against none).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -421,6 +422,95 @@ fn lock_held(metrics: &Metrics) -> LockHeld {
         .find(|(_, cumulative)| *cumulative >= 0.99 * held.batches)
         .map_or(0.0, |(bound, _)| *bound);
     held
+}
+
+/// The worker's head task as production runs it: a KMS key in the emulator signs every head,
+/// an Object Lock bucket anchors it. Heads every `records` records (the default 1,000).
+async fn signing_head_task(records: u64) -> ecr_audit::evidence::heads::HeadTask {
+    let sdk = ecr_audit::aws::load_sdk_config().await;
+    let key = aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("create key")
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("key arn")
+        .to_owned();
+    let bucket = format!("ecr-audit-bench-heads-{}", std::process::id());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+    .create_bucket()
+    .bucket(&bucket)
+    .object_lock_enabled_for_bucket(true)
+    .send()
+    .await
+    .expect("create bucket");
+    ecr_audit::evidence::heads::HeadTask {
+        signer: Some(ecr_audit::evidence::heads::KmsSigner::new(&sdk, key)),
+        anchor: Some(ecr_audit::evidence::anchor::Anchor::new(
+            &sdk, bucket, 1, None,
+        )),
+        records,
+        interval: Duration::from_secs(60),
+    }
+}
+
+/// Ingest with tree heads signed by KMS and anchored in S3 against ingest without heads, in
+/// alternating runs (off, on, off, on) so that the machine's drift hits both alike.
+async fn signing(n: usize) {
+    let mut rates: BTreeMap<bool, Vec<f64>> = BTreeMap::new();
+    let mut heads_made = 0_i64;
+    for signed in [false, true, false, true] {
+        let (pool, _) = fresh_database("bench_signing").await;
+        let pipeline = instant_pipeline(&pool);
+        run_batches(&pipeline, &push_messages(50, "warm")).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = if signed {
+            let task = signing_head_task(1000).await;
+            Some(tokio::spawn(ecr_audit::evidence::heads::run_periodically(
+                pool.clone(),
+                task,
+                pipeline.metrics().clone(),
+                stop.clone(),
+            )))
+        } else {
+            None
+        };
+        let messages = push_messages(n, "signing");
+        let (elapsed, _) = run_batches(&pipeline, &messages).await;
+        rates
+            .entry(signed)
+            .or_default()
+            .push(n as f64 / elapsed.as_secs_f64());
+        stop.cancel();
+        if let Some(task) = task {
+            let _ = task.await;
+            let signed_heads: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM evidence_heads WHERE signature IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("heads");
+            heads_made += signed_heads;
+        }
+    }
+    let best = |signed: bool| rates[&signed].iter().copied().fold(0.0, f64::max);
+    let (off, on) = (best(false), best(true));
+    println!(
+        "signing: {n} events without heads {:?} events/s, with heads signed by KMS and anchored in S3 every 1,000 records {:?} events/s ({heads_made} signed heads); best of two each: {off:.0} vs {on:.0} events/s, {:+.1} %",
+        rates[&false].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        rates[&true].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        100.0 * (on - off) / off
+    );
+    figure("signing_off_events_per_s", off);
+    figure("signing_on_events_per_s", on);
+    figure("signing_cost_pct", 100.0 * (off - on) / off);
 }
 
 /// N events shared by K pipelines on one database, as K worker processes would: each has a
@@ -986,8 +1076,11 @@ fn main() {
             "calls" => calls(n).await,
             "workers" => workers(n).await,
             "verdicts" => verdicts(n).await,
+            "signing" => signing(n).await,
             other => {
-                eprintln!("unknown mode {other}: throughput | rss | calls | workers | verdicts");
+                eprintln!(
+                    "unknown mode {other}: throughput | rss | calls | workers | verdicts | signing"
+                );
             }
         }
     });

@@ -36,6 +36,9 @@ FIGURES: dict[str, tuple[str, str, tuple[str, float] | None, bool]] = {
     "verdicts_saturated_p99_ms": ("deploy verdict p99, ingesting flat out (2 cores saturated)", "ms", None, False),
     "verdicts_saturated_unanswered": ("deploy verdicts not from a current view, flat out", "requests", None, False),
     "verdicts_ingest_events_per_s": ("ingest flat out while serving verdicts", "events/s", None, True),
+    "signing_off_events_per_s": ("ingest, evidence heads off", "events/s", None, True),
+    "signing_on_events_per_s": ("ingest, heads signed by KMS and anchored in S3", "events/s", None, True),
+    "signing_cost_pct": ("throughput lost to signing heads", "%", ("<=", 5), False),
     "verdict_view_load_s": ("verdict view: first load", "s", None, False),
     **{
         f"workers_{n}_{key}": (f"{n} worker(s): {label}", unit, None, better)

@@ -1407,6 +1407,10 @@ mod head_cli {
         exit::OK
     }
 
+    /// Larger than any inclusion or consistency proof file (a path of 64 hashes and two
+    /// heads is under 8 KiB).
+    const MAX_PROOF_FILE_BYTES: u64 = 1 << 20;
+
     /// What a JSON file given to `verify` holds when it is not an export.
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
@@ -1420,6 +1424,12 @@ mod head_cli {
     pub(super) fn verify_proof_files(args: &VerifyArgs) -> anyhow::Result<Option<i32>> {
         let mut parsed = Vec::new();
         for path in &args.files {
+            // A proof file is a few KiB; anything larger is an export, verified streaming:
+            // never read a whole export into memory to find out.
+            let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_PROOF_FILE_BYTES);
+            if !small {
+                return Ok(None);
+            }
             let Ok(text) = std::fs::read_to_string(path) else {
                 return Ok(None);
             };

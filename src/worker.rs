@@ -438,6 +438,7 @@ fn spawn_heads(
         tasks.push(tokio::spawn(crate::evidence::heads::run_periodically(
             pipeline.store().pool().clone(),
             task,
+            pipeline.metrics().clone(),
             stop.clone(),
         )));
     }

@@ -365,13 +365,23 @@ pub async fn find(pool: &PgPool, size: Option<u64>) -> Result<Option<SignedHead>
 
 /// Anchors a signed head when an anchor is configured; a failure is logged (the head stays in
 /// the database, and `verify` reports a head missing from the anchor).
-pub async fn anchor_head(anchor: Option<&super::anchor::Anchor>, head: &SignedHead) {
+pub async fn anchor_head(
+    anchor: Option<&super::anchor::Anchor>,
+    head: &SignedHead,
+    metrics: &crate::telemetry::Metrics,
+) {
     let Some(anchor) = anchor.filter(|_| head.signature.is_some()) else {
         return;
     };
     match anchor.publish(head).await {
-        Ok(key) => tracing::info!(key, "evidence tree head anchored"),
-        Err(e) => tracing::warn!(error = %e, "could not anchor the evidence tree head"),
+        Ok(key) => {
+            metrics.evidence_head_anchor(crate::telemetry::AnchorOutcome::Anchored);
+            tracing::info!(key, "evidence tree head anchored");
+        }
+        Err(e) => {
+            metrics.evidence_head_anchor(crate::telemetry::AnchorOutcome::Failed);
+            tracing::warn!(error = %e, "could not anchor the evidence tree head");
+        }
     }
 }
 
@@ -405,6 +415,7 @@ async fn pending(pool: &PgPool) -> Result<u64, HeadError> {
 pub async fn run_periodically(
     pool: PgPool,
     task: HeadTask,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let HeadTask {
@@ -434,7 +445,12 @@ pub async fn run_periodically(
             match make_head(&pool, signer.as_ref()).await {
                 Ok(Some(head)) => {
                     last = tokio::time::Instant::now();
-                    anchor_head(anchor.as_ref(), &head).await;
+                    metrics.evidence_head(if head.signature.is_some() {
+                        crate::telemetry::HeadOutcome::Signed
+                    } else {
+                        crate::telemetry::HeadOutcome::Unsigned
+                    });
+                    anchor_head(anchor.as_ref(), &head, &metrics).await;
                     tracing::info!(
                         tree_size = head.head.tree_size,
                         root = %head.head.root_hash,
@@ -443,7 +459,10 @@ pub async fn run_periodically(
                     );
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not make an evidence tree head"),
+                Err(e) => {
+                    metrics.evidence_head(crate::telemetry::HeadOutcome::Failed);
+                    tracing::warn!(error = %e, "could not make an evidence tree head");
+                }
             }
         }
         if stopping {

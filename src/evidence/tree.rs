@@ -171,6 +171,30 @@ pub async fn inclusion(
     Ok((leaf, proof?))
 }
 
+/// The inclusion proofs of many leaves in the tree of `size` leaves, from one query for the
+/// nodes all of them read (an export proves its records a thousand at a time).
+///
+/// # Errors
+/// When the query fails, the tree is smaller than `size`, or an index is `>= size`.
+pub async fn inclusion_many(
+    conn: &mut PgConnection,
+    indexes: &[u64],
+    size: u64,
+) -> Result<Vec<Vec<Hash>>, TreeError> {
+    if let Some(&index) = indexes.iter().find(|&&i| i >= size) {
+        return Err(ProofError::OutOfRange { index, size }.into());
+    }
+    let proofs = run(conn, size, |f| {
+        let mut via = Via(f);
+        indexes
+            .iter()
+            .map(|&index| merkle::inclusion_proof(&mut via, index, size))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(proofs.into_iter().collect::<Result<Vec<_>, _>>()?)
+}
+
 /// The consistency proof from the tree of `first` leaves to the tree of `second`.
 ///
 /// # Errors

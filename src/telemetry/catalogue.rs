@@ -6,9 +6,9 @@
 use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
-    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
-    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    AccountChange, AlertOutcome, AnchorOutcome, ApiOutcome, AwsOperation, DeployDecision,
+    DeployMode, DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
+    HeadOutcome, OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
     RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
     VerificationOutcome, ViewReload,
 };
@@ -572,6 +572,26 @@ pub const ON_DEMAND_EVALUATIONS: MetricSpec = MetricSpec {
     query: "sum by (outcome) (rate(ecr_audit_on_demand_evaluations_total[5m]))",
 };
 
+pub const EVIDENCE_HEADS: MetricSpec = MetricSpec {
+    name: "evidence_heads",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("outcome", HeadOutcome::values)],
+    help: "Evidence tree heads this worker made, signed or unsigned, and attempts that failed",
+    details: "A head every ECR_AUDIT_EVIDENCE_HEAD_RECORDS records or ECR_AUDIT_EVIDENCE_HEAD_INTERVAL while records are appended (docs/EVIDENCE.md, \"Signed tree heads\"). `failed` without `signed` means new records are not covered by any signed head: the log can be rewritten undetectably since the last one.",
+    query: "sum by (outcome) (increase(ecr_audit_evidence_heads_total[1h]))",
+};
+
+pub const EVIDENCE_HEAD_ANCHORS: MetricSpec = MetricSpec {
+    name: "evidence_head_anchors",
+    kind: MetricType::Counter,
+    unit: MetricUnit::None,
+    labels: &[closed("outcome", AnchorOutcome::values)],
+    help: "Signed evidence tree heads written to the S3 anchor under Object Lock, or not",
+    details: "With ECR_AUDIT_EVIDENCE_BUCKET set (docs/EVIDENCE.md, \"The anchor in S3\"). A head that failed is not retried; the next anchored head vouches for it by consistency.",
+    query: r#"increase(ecr_audit_evidence_head_anchors_total{outcome="failed"}[1h])"#,
+};
+
 pub const BUILD: MetricSpec = MetricSpec {
     name: "build",
     kind: MetricType::Info,
@@ -631,6 +651,8 @@ pub const CATALOGUE: &[MetricSpec] = &[
     VERDICT_VIEW_IMAGES,
     VERDICT_VIEW_RELOADS,
     ON_DEMAND_EVALUATIONS,
+    EVIDENCE_HEADS,
+    EVIDENCE_HEAD_ANCHORS,
     BUILD,
 ];
 

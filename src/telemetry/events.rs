@@ -872,3 +872,27 @@ mod tests {
         }
     }
 }
+
+label_enum! {
+    /// What became of an attempt to make an evidence tree head (docs/EVIDENCE.md, "Signed
+    /// tree heads").
+    HeadOutcome {
+        /// Made and signed with the KMS key.
+        Signed => "signed",
+        /// Made without a key (`ECR_AUDIT_EVIDENCE_KEY` unset): verification says UNANCHORED.
+        Unsigned => "unsigned",
+        /// Not made: the database or KMS failed; the next tick tries again.
+        Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// What became of writing a signed head to the S3 anchor (docs/EVIDENCE.md, "The anchor
+    /// in S3").
+    AnchorOutcome {
+        /// Written under Object Lock (and announced when a bus is configured).
+        Anchored => "anchored",
+        /// Not written: the head stays in the database; a later head covers it.
+        Failed => "failed",
+    }
+}

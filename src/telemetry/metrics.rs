@@ -20,9 +20,9 @@ use crate::domain::{ControlId, ReportedStatus, ScanStatus, SignatureStatus};
 
 use super::catalogue::{self as cat, MetricSpec, MetricUnit};
 use super::events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
-    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
-    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
+    AccountChange, AlertOutcome, AnchorOutcome, ApiOutcome, AwsOperation, DeployDecision,
+    DeployMode, DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
+    HeadOutcome, OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
     RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
     VerificationOutcome, ViewReload,
 };
@@ -224,6 +224,8 @@ pub struct Metrics {
     verdict_view_images: Gauge,
     verdict_view_reloads: Family<WhatLabels, Counter>,
     on_demand_evaluations: Family<OutcomeLabels, Counter>,
+    evidence_heads: Family<OutcomeLabels, Counter>,
+    evidence_head_anchors: Family<OutcomeLabels, Counter>,
     registry: Registry,
 }
 
@@ -318,11 +320,30 @@ impl Metrics {
             verdict_view_images: register(&mut r, &cat::VERDICT_VIEW_IMAGES, Gauge::default()),
             verdict_view_reloads: register(&mut r, &cat::VERDICT_VIEW_RELOADS, Family::default()),
             on_demand_evaluations: register(&mut r, &cat::ON_DEMAND_EVALUATIONS, Family::default()),
+            evidence_heads: register(&mut r, &cat::EVIDENCE_HEADS, Family::default()),
+            evidence_head_anchors: register(&mut r, &cat::EVIDENCE_HEAD_ANCHORS, Family::default()),
             registry: r,
         };
         register_build(&mut metrics.registry);
         metrics.start_series_at_zero();
         metrics
+    }
+
+    fn start_head_series_at_zero(&self) {
+        for outcome in HeadOutcome::ALL {
+            self.evidence_heads
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
+        for outcome in AnchorOutcome::ALL {
+            self.evidence_head_anchors
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .get();
+        }
     }
 
     fn start_verdict_series_at_zero(&self) {
@@ -399,6 +420,7 @@ impl Metrics {
                 .get();
         }
         self.start_verdict_series_at_zero();
+        self.start_head_series_at_zero();
         self.start_doubt_series_at_zero();
         self.set_in_use_counts(&[]);
         for kind in DriftKind::ALL {
@@ -625,6 +647,24 @@ impl Metrics {
     /// signature, so nothing is stale).
     pub(crate) fn set_oldest_verdict_age(&self, seconds: Option<f64>) {
         self.oldest_verdict_age.set(seconds.unwrap_or(0.0));
+    }
+
+    /// Counts an attempt to make an evidence tree head.
+    pub fn evidence_head(&self, outcome: HeadOutcome) {
+        self.evidence_heads
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an attempt to write a signed head to the S3 anchor.
+    pub fn evidence_head_anchor(&self, outcome: AnchorOutcome) {
+        self.evidence_head_anchors
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Counts deploy verdicts recorded in the evidence, or lost.

@@ -8,11 +8,11 @@ pub mod logging;
 pub mod metrics;
 
 pub use events::{
-    AccountChange, AlertOutcome, ApiOutcome, AwsOperation, DeployDecision, DeployMode,
-    DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass, Happened,
-    OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode, ReverifyCause,
-    RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord, VerificationCheck,
-    VerificationOutcome, ViewReload,
+    AccountChange, AlertOutcome, AnchorOutcome, ApiOutcome, AwsOperation, DeployDecision,
+    DeployMode, DistrustedHint, DriftKind, EventKind, EventOutcome, ExceptionEnd, FindingClass,
+    Happened, HeadOutcome, OnDemandOutcome, QueueRole, QueueState, RejectionCode, RetryCode,
+    ReverifyCause, RevocationOutcome, ScanningDisagreement, SkipReason, VerdictRecord,
+    VerificationCheck, VerificationOutcome, ViewReload,
 };
 pub use logging::{LogFormat, init};
 pub use metrics::Metrics;

@@ -526,6 +526,7 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
     let sdk = ecr_audit::aws::load_sdk_config().await;
     let signer = ecr_audit::evidence::heads::KmsSigner::new(&sdk, key);
     let stop = tokio_util::sync::CancellationToken::new();
+    let metrics = std::sync::Arc::new(ecr_audit::telemetry::Metrics::new());
     let task = tokio::spawn(ecr_audit::evidence::heads::run_periodically(
         db.pool.clone(),
         ecr_audit::evidence::heads::HeadTask {
@@ -534,6 +535,7 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
             records: 3,
             interval: std::time::Duration::from_secs(3600),
         },
+        metrics.clone(),
         stop.clone(),
     ));
     for i in 0..3 {
@@ -543,18 +545,7 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
         )
         .await;
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while ecr_audit::evidence::heads::latest_size(&db.pool)
-        .await
-        .expect("heads")
-        .is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no head after 3 records"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for_a_head(&db.pool).await;
     // One more record: below N and before T, so no head until shutdown.
     commit(&store, vec![repository_plan("w9", "team/w", "IMMUTABLE")]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -576,6 +567,32 @@ async fn the_worker_task_makes_a_head_every_n_records_and_one_on_shutdown() {
         .expect("size");
     assert_eq!(heads[1].head.tree_size, size);
     assert!(heads.iter().all(|h| h.signature.is_some()));
+    assert_eq!(heads_counted(&metrics, "signed"), Some(2.0));
+    assert_eq!(heads_counted(&metrics, "failed"), Some(0.0));
+}
+
+async fn wait_for_a_head(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ecr_audit::evidence::heads::latest_size(pool)
+        .await
+        .expect("heads")
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no head after 3 records"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `ecr_audit_evidence_heads_total{outcome}` as the worker's metrics render it.
+fn heads_counted(metrics: &ecr_audit::telemetry::Metrics, outcome: &str) -> Option<f64> {
+    crate::helpers::metric_value(
+        &metrics.render().expect("render"),
+        "ecr_audit_evidence_heads_total",
+        &[("outcome", outcome)],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

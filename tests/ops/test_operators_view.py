@@ -95,6 +95,16 @@ ALERT_CHECKS: dict[str, object] = {
     # Without a deploy policy nothing is recorded and no view is loaded: operands only; the
     # promtool tests make both fire, tests/it/verdicts.rs checks the
     # recorded count against the evidence and the gauge against the clock.
+    # The scenario's worker signs no heads: operands only; the promtool tests
+    # (infra/prometheus/tests/evidence_heads_test.yml) make both fire, and tests/it/merkle.rs
+    # checks the counter against the heads the worker task made.
+    "EcrAuditEvidenceHeadsFailing": Operands((
+        'sum(increase(ecr_audit_evidence_heads_total{outcome="failed"}[30m]))',
+        'sum(increase(ecr_audit_evidence_heads_total{outcome=~"signed|unsigned"}[30m]))',
+    )),
+    "EcrAuditEvidenceHeadNotAnchored": Operands((
+        'sum(increase(ecr_audit_evidence_head_anchors_total{outcome="failed"}[1h]))',
+    )),
     "EcrAuditDeployVerdictsNotRecorded": Operands((
         'sum(increase(ecr_audit_deploy_verdict_records_total{outcome="dropped"}[15m]))',
     )),

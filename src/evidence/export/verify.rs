@@ -87,6 +87,10 @@ pub(crate) enum VerifyError {
     },
     #[error("{path}: not an ecr-audit evidence export (neither CSV, JSON Lines nor OCSF)")]
     UnknownFormat { path: String },
+    #[error(
+        "{path}: its last line is over {limit_mib} MiB, more than any manifest this verifier reads (a filtered export's manifest holds one inclusion proof per record: export fewer records at a time)"
+    )]
+    ManifestTooLarge { path: String, limit_mib: u64 },
 }
 
 /// Where a verified file's chain starts.
@@ -260,7 +264,16 @@ pub(crate) fn verify_file_since(
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    let last = last_line(&mut file).map_err(io)?;
+    let last = match last_line(&mut file, MAX_LAST_LINE).map_err(io)? {
+        LastLine::Found(line) => Some(line),
+        LastLine::Empty => None,
+        LastLine::TooLong => {
+            return Err(VerifyError::ManifestTooLarge {
+                path: path.display().to_string(),
+                limit_mib: MAX_LAST_LINE >> 20,
+            });
+        }
+    };
     let manifest = last.as_deref().and_then(read_manifest);
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let format = match &manifest {
@@ -320,38 +333,61 @@ fn placeholder_manifest(format: ExportFormat) -> Manifest {
     }
 }
 
-/// The last non-empty line, read backwards from the end (at most 16 MiB).
-fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+/// The longest last line read as a manifest. A filtered export's manifest carries one
+/// inclusion proof per record (about 2 KiB each in a log of a million records), so this bounds
+/// a verifiable filtered export at roughly 250,000 records, and a hostile file's cost.
+const MAX_LAST_LINE: u64 = 512 * 1024 * 1024;
+
+/// What the end of a file holds.
+enum LastLine {
+    Found(String),
+    Empty,
+    TooLong,
+}
+
+/// The last non-empty line: found by scanning backwards from the end in fixed chunks (at most
+/// `limit` bytes of it), then read once.
+fn last_line(file: &mut File, limit: u64) -> std::io::Result<LastLine> {
     const CHUNK: u64 = 64 * 1024;
-    const LIMIT: u64 = 16 * 1024 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
-    let mut tail: Vec<u8> = Vec::new();
+    let mut buffer = vec![0u8; usize::try_from(CHUNK).unwrap_or(65_536)];
     let mut position = len;
-    loop {
-        let trimmed_len = tail
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        if let Some(newline) = tail[..trimmed_len].iter().rposition(|&b| b == b'\n') {
-            return Ok(Some(
-                String::from_utf8_lossy(&tail[newline + 1..trimmed_len]).into_owned(),
-            ));
-        }
-        if position == 0 {
-            return Ok((trimmed_len > 0)
-                .then(|| String::from_utf8_lossy(&tail[..trimmed_len]).into_owned()));
-        }
-        if len - position >= LIMIT {
-            return Ok(None);
-        }
+    // Just past the last byte that is not whitespace, once seen.
+    let mut content_end: Option<u64> = None;
+    while position > 0 {
         let step = CHUNK.min(position);
         position -= step;
         file.seek(SeekFrom::Start(position))?;
-        let mut chunk = vec![0; usize::try_from(step).unwrap_or(0)];
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
+        let chunk = &mut buffer[..usize::try_from(step).unwrap_or(0)];
+        file.read_exact(chunk)?;
+        for (i, &byte) in chunk.iter().enumerate().rev() {
+            let at = position + i as u64;
+            match content_end {
+                None if !byte.is_ascii_whitespace() => content_end = Some(at + 1),
+                Some(end) if byte == b'\n' => return read_span(file, at + 1, end, limit),
+                _ => {}
+            }
+        }
+        if content_end.is_some_and(|end| end - position > limit) {
+            return Ok(LastLine::TooLong);
+        }
     }
+    match content_end {
+        Some(end) => read_span(file, 0, end, limit),
+        None => Ok(LastLine::Empty),
+    }
+}
+
+fn read_span(file: &mut File, start: u64, end: u64, limit: u64) -> std::io::Result<LastLine> {
+    if end - start > limit {
+        return Ok(LastLine::TooLong);
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = vec![0; usize::try_from(end - start).unwrap_or(0)];
+    file.read_exact(&mut bytes)?;
+    Ok(LastLine::Found(
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
 }
 
 /// The manifest on a last line, in whichever format.
@@ -792,6 +828,41 @@ mod tests {
     use super::super::{EvidenceWriter, csv::CsvWriter, jsonl::JsonlWriter};
     use super::*;
     use crate::evidence::chain::{EvidenceFilter, truncate_to_micros};
+
+    fn last_line_of(bytes: &[u8], limit: u64) -> LastLine {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(bytes).expect("write");
+        last_line(&mut file, limit).expect("read")
+    }
+
+    fn found(line: LastLine) -> Option<String> {
+        match line {
+            LastLine::Found(text) => Some(text),
+            LastLine::Empty | LastLine::TooLong => None,
+        }
+    }
+
+    #[test]
+    fn the_last_line_is_found_across_chunks_and_a_longer_one_is_named() {
+        assert_eq!(
+            found(last_line_of(b"a\nb\n\n  \r\n", 100)),
+            Some("b".into())
+        );
+        assert_eq!(found(last_line_of(b"only", 100)), Some("only".into()));
+        assert!(matches!(last_line_of(b" \n\n", 100), LastLine::Empty));
+        // A last line of 300 KiB spans five 64 KiB chunks.
+        let long = "x".repeat(300 * 1024);
+        let text = format!("first\n{long}\n");
+        assert_eq!(found(last_line_of(text.as_bytes(), 1 << 20)), Some(long));
+        assert!(matches!(
+            last_line_of(text.as_bytes(), 200 * 1024),
+            LastLine::TooLong
+        ));
+        assert!(matches!(
+            last_line_of(format!("{}\n", "y".repeat(150)).as_bytes(), 100),
+            LastLine::TooLong
+        ));
+    }
 
     fn chain(n: i64, detail_bytes: usize) -> Vec<(ChainedRecord, String)> {
         let mut prev = GENESIS_HASH.to_owned();
