@@ -108,9 +108,8 @@ ALERT_CHECKS: dict[str, object] = {
     "EcrAuditDeployVerdictsNotRecorded": Operands((
         'sum(increase(ecr_audit_deploy_verdict_records_total{outcome="dropped"}[15m]))',
     )),
-    "EcrAuditVerdictViewStale": Operands((
-        "max by (instance) (ecr_audit_verdict_view_fresh_timestamp_seconds > 0)",
-    )),
+    # Without a policy the gauge stays 0, which the rule leaves out: the series exists.
+    "EcrAuditVerdictViewStale": Operands(("ecr_audit_verdict_view_fresh_timestamp_seconds",)),
     "EcrAuditImageDisguisedAsArtifact": Operands((
         'increase(ecr_audit_distrusted_hints_total{hint=~"subject_on_image|missing_subject|signature_tag|runnable_content"}[15m])',
     )),
