@@ -381,10 +381,10 @@ pub struct CitedRecord {
     pub hash: String,
 }
 
-/// The detail of a `deploy_verdict` record: one decision, or `count` identical decisions
-/// (same asker, image, answer, reasons and policy) given between `first_at` and `last_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeployVerdictDetail {
+/// One deploy verdict as given: what was answered, to whom, under which policy. Identical decisions
+/// are one record (the recorder folds them by this).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GivenVerdict {
     pub decision: VerdictDecision,
     pub mode: crate::domain::EnforcementMode,
     pub scope: String,
@@ -400,6 +400,14 @@ pub struct DeployVerdictDetail {
     pub asked_by: VerdictAsker,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cites: Option<CitedRecord>,
+}
+
+/// The detail of a `deploy_verdict` record: one decision, or `count` identical decisions
+/// given between `first_at` and `last_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployVerdictDetail {
+    #[serde(flatten)]
+    pub verdict: GivenVerdict,
     pub count: u64,
     pub first_at: chrono::DateTime<chrono::Utc>,
     pub last_at: chrono::DateTime<chrono::Utc>,

@@ -252,15 +252,17 @@ fn deploy_verdict_entry(
     verdict: &crate::evidence::detail::DeployVerdictDetail,
     entry: &MakeEntry<'_>,
 ) -> TimelineEntry {
+    let reasons = &verdict.verdict.reasons;
     entry(
         deploy_verdict_line(verdict),
         record.actor.clone(),
-        (!verdict.reasons.is_empty()).then(|| verdict.reasons.join("; ")),
+        (!reasons.is_empty()).then(|| reasons.join("; ")),
     )
 }
 
 /// `deploy verdict deny (strict, scope prod) for prod/payments ×3`
-fn deploy_verdict_line(verdict: &crate::evidence::detail::DeployVerdictDetail) -> String {
+fn deploy_verdict_line(detail: &crate::evidence::detail::DeployVerdictDetail) -> String {
+    let verdict = &detail.verdict;
     let decision = match verdict.decision {
         crate::evidence::detail::VerdictDecision::Allow => "allow",
         crate::evidence::detail::VerdictDecision::Warn => "warn",
@@ -279,8 +281,8 @@ fn deploy_verdict_line(verdict: &crate::evidence::detail::DeployVerdictDetail) -
     if !place.is_empty() {
         line.push_str(&format!(" for {}", place.join("/")));
     }
-    if verdict.count > 1 {
-        line.push_str(&format!(" ×{}", verdict.count));
+    if detail.count > 1 {
+        line.push_str(&format!(" ×{}", detail.count));
     }
     line
 }

@@ -21,12 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
-use crate::evidence::detail::{
-    CitedRecord, DeployVerdictDetail, VerdictAsker, VerdictDecision, to_detail_value,
-};
+use crate::evidence::detail::{DeployVerdictDetail, GivenVerdict, to_detail_value};
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
-use crate::export::deploy_policy::Mode;
 use crate::store::Store;
 use crate::telemetry::{Metrics, VerdictRecord};
 
@@ -38,19 +35,10 @@ pub const MAX_AGGREGATES: usize = 10_000;
 /// same decisions within it are one record.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What makes two decisions the same record.
+/// What makes two decisions the same record: the decision and the image it names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NoteKey {
-    pub decision: VerdictDecision,
-    pub mode: Mode,
-    pub scope: String,
-    pub policy_version: String,
-    pub image: String,
-    pub known: bool,
-    pub stale: bool,
-    pub reasons: Vec<String>,
-    pub asked_by: VerdictAsker,
-    pub cites: Option<CitedRecord>,
+    pub verdict: GivenVerdict,
     pub account: Option<String>,
     pub region: Option<String>,
     pub repository: Option<String>,
@@ -92,7 +80,7 @@ impl VerdictRecorder {
             store,
             metrics: Arc::clone(&metrics),
             pending: HashMap::new(),
-            instance: format!("{:016x}", instance_token()),
+            instance: super::instance_token(),
             next: AtomicU64::new(0),
         };
         let task = tokio::spawn(writer.run(receiver, interval, shutdown));
@@ -198,20 +186,12 @@ impl Writer {
 
     fn record(&self, key: &NoteKey, aggregate: &Aggregate) -> ChainedRecord {
         let detail = DeployVerdictDetail {
-            decision: key.decision,
-            mode: key.mode,
-            scope: key.scope.clone(),
-            policy_version: key.policy_version.clone(),
-            image: key.image.clone(),
-            known: key.known,
-            stale: key.stale,
-            reasons: key.reasons.clone(),
-            asked_by: key.asked_by.clone(),
-            cites: key.cites.clone(),
+            verdict: key.verdict.clone(),
             count: aggregate.count,
             first_at: truncate_to_micros(aggregate.first_at),
             last_at: truncate_to_micros(aggregate.last_at),
         };
+        let asked_by = &key.verdict.asked_by;
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         ChainedRecord {
             seq: 0,
@@ -225,24 +205,10 @@ impl Writer {
             repository: key.repository.clone(),
             digest: key.digest.clone(),
             tag: key.tag.clone(),
-            actor: key
-                .asked_by
-                .user
-                .clone()
-                .or_else(|| key.asked_by.service.clone()),
+            actor: asked_by.user.clone().or_else(|| asked_by.service.clone()),
             detail: to_detail_value(&detail),
             prev_hash: String::new(),
             format_version: None,
         }
     }
-}
-
-/// Random per process, so two workers' record ids never meet.
-fn instance_token() -> u64 {
-    let mut bytes = [0_u8; 8];
-    // A failed draw leaves zeros: ids then carry the start time instead.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return Utc::now().timestamp_micros().unsigned_abs();
-    }
-    u64::from_le_bytes(bytes)
 }

@@ -14,7 +14,7 @@ use super::http::HttpState;
 use super::on_demand::{Asked, OnDemand, Target};
 use super::recorder::{NoteKey, VerdictNote, VerdictRecorder};
 use super::view::{LedgerView, Lookup};
-use crate::evidence::detail::{CitedRecord, VerdictAsker, VerdictDecision};
+use crate::evidence::detail::{CitedRecord, GivenVerdict, VerdictAsker, VerdictDecision};
 use crate::store::verdict::{ImageKey, VerdictInputs};
 use crate::telemetry::{DeployDecision, DeployMode, Happened};
 use axum::Router;
@@ -239,28 +239,30 @@ pub(crate) fn judge(
 fn note(verdict: &Verdict, decision: DeployDecision, asker: &Asker) -> VerdictNote {
     VerdictNote {
         key: NoteKey {
-            decision: match decision {
-                DeployDecision::Allow => VerdictDecision::Allow,
-                DeployDecision::Warn => VerdictDecision::Warn,
-                DeployDecision::Deny => VerdictDecision::Deny,
+            verdict: GivenVerdict {
+                decision: match decision {
+                    DeployDecision::Allow => VerdictDecision::Allow,
+                    DeployDecision::Warn => VerdictDecision::Warn,
+                    DeployDecision::Deny => VerdictDecision::Deny,
+                },
+                mode: verdict.mode,
+                scope: verdict.scope.clone(),
+                policy_version: verdict.policy_version.clone(),
+                image: verdict.image.clone(),
+                known: verdict.known,
+                stale: verdict.stale,
+                reasons: verdict.reasons.clone(),
+                asked_by: VerdictAsker {
+                    cluster: asker.cluster.clone(),
+                    namespace: asker.namespace.clone(),
+                    service: asker.service.clone(),
+                    user: asker.user.clone(),
+                },
+                cites: verdict.evidence.as_ref().map(|e| CitedRecord {
+                    seq: e.seq,
+                    hash: e.hash.clone(),
+                }),
             },
-            mode: verdict.mode,
-            scope: verdict.scope.clone(),
-            policy_version: verdict.policy_version.clone(),
-            image: verdict.image.clone(),
-            known: verdict.known,
-            stale: verdict.stale,
-            reasons: verdict.reasons.clone(),
-            asked_by: VerdictAsker {
-                cluster: asker.cluster.clone(),
-                namespace: asker.namespace.clone(),
-                service: asker.service.clone(),
-                user: asker.user.clone(),
-            },
-            cites: verdict.evidence.as_ref().map(|e| CitedRecord {
-                seq: e.seq,
-                hash: e.hash.clone(),
-            }),
             account: verdict.account.clone(),
             region: verdict.region.clone(),
             repository: verdict.repository.clone(),

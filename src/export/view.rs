@@ -158,11 +158,7 @@ impl LedgerView {
             fresh.images += 1;
         }
         for posture in postures {
-            let id = (
-                posture.account.clone(),
-                posture.region.clone(),
-                posture.repository.clone(),
-            );
+            let id = posture_id(&posture);
             fresh.repositories.entry(id).or_default().posture = Some(posture);
         }
         *self.write() = fresh;
@@ -202,11 +198,7 @@ impl LedgerView {
             }
         }
         for posture in postures {
-            let id = (
-                posture.account.clone(),
-                posture.region.clone(),
-                posture.repository.clone(),
-            );
+            let id = posture_id(&posture);
             held.repositories.entry(id).or_default().posture = Some(posture);
         }
     }
@@ -225,6 +217,14 @@ fn repository_id(image: &VerdictImage) -> RepositoryId {
         image.image.account.clone(),
         image.image.region.clone(),
         image.image.repository.clone(),
+    )
+}
+
+fn posture_id(posture: &PostureRow) -> RepositoryId {
+    (
+        posture.account.clone(),
+        posture.region.clone(),
+        posture.repository.clone(),
     )
 }
 
@@ -311,7 +311,7 @@ impl ViewTask {
     /// Follows the ledger until `shutdown`; whenever following fails it starts over (listen,
     /// read everything, beat) after a pause, and the view ages meanwhile.
     pub async fn run(self, shutdown: CancellationToken) {
-        let token = format!("{:016x}", rand_token());
+        let token = super::instance_token();
         let mut pause = Duration::from_millis(200);
         loop {
             match self.follow(&token, &shutdown).await {
@@ -522,15 +522,6 @@ impl ViewTask {
             }
         }
     }
-}
-
-/// A token telling this view's heartbeats from other workers'.
-fn rand_token() -> u64 {
-    let mut bytes = [0_u8; 8];
-    // A failed draw leaves zeros, which only risks taking another worker's beat for ours
-    // when both drew zeros.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

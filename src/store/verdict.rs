@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::views::{ImageRecord, image_row};
+use super::views::{IMAGE_COLUMNS, ImageRecord, image_row};
 use super::{Store, StoreError};
 use crate::readmodel::{ImageRow, PostureRow};
 
@@ -46,20 +46,18 @@ pub struct ImageFilter<'a> {
 /// The columns of an image the view holds, with its latest evidence record (deploy verdict
 /// records are not cited: a verdict cites the evidence of the image's state, never an earlier
 /// verdict); filters follow.
-const SELECT_VERDICT_IMAGES: &str = "SELECT i.account, i.region, i.repository, i.digest, i.tags,
-        i.pushed_at, i.pushed_by, i.artifact_of, i.artifact_kind, i.tag_immutability,
-        i.tag_protected, i.encryption_type, i.kms_key, i.kms_customer_managed,
-        i.signature_status, i.signature_sources, i.signature_reason, i.signature_verifications,
-        i.signature_policy_version, i.scan_status, i.scan_raw_status, i.scan_critical,
-        i.scan_high, i.scan_medium, i.in_use, i.in_use_count, i.last_in_use_at,
-        i.last_pulled_at, i.coverage_status, i.coverage_reason, i.usage_observed_at,
-        i.signature_checked_at, e.seq AS evidence_seq, e.hash AS evidence_hash
-   FROM images i
-   LEFT JOIN LATERAL (
-        SELECT seq, hash FROM evidence
-         WHERE digest = i.digest AND account = i.account AND region = i.region
-           AND repository = i.repository AND kind <> 'deploy_verdict'
-         ORDER BY seq DESC LIMIT 1) e ON true";
+fn select_verdict_images() -> String {
+    format!(
+        "SELECT {IMAGE_COLUMNS}, i.signature_checked_at,
+                e.seq AS evidence_seq, e.hash AS evidence_hash
+           FROM images i
+           LEFT JOIN LATERAL (
+                SELECT seq, hash FROM evidence
+                 WHERE digest = i.digest AND account = i.account AND region = i.region
+                   AND repository = i.repository AND kind <> 'deploy_verdict'
+                 ORDER BY seq DESC LIMIT 1) e ON true"
+    )
+}
 
 fn verdict_images(rows: Vec<VerdictImageRecord>) -> Vec<VerdictImage> {
     rows.into_iter()
@@ -91,10 +89,11 @@ impl Store {
         filter: ImageFilter<'_>,
     ) -> Result<Vec<VerdictImage>, StoreError> {
         let query = format!(
-            "{SELECT_VERDICT_IMAGES}
+            "{}
               WHERE i.present AND i.artifact_of IS NULL
                 AND ($1::text IS NULL OR i.account = $1) AND ($2::text IS NULL OR i.region = $2)
-                AND ($3::text IS NULL OR i.repository = $3) AND ($4::text IS NULL OR i.digest = $4)"
+                AND ($3::text IS NULL OR i.repository = $3) AND ($4::text IS NULL OR i.digest = $4)",
+            select_verdict_images()
         );
         let rows: Vec<VerdictImageRecord> = sqlx::query_as(&query)
             .bind(filter.account)
@@ -119,12 +118,13 @@ impl Store {
             keys.iter().map(|k| pick(k).as_str()).collect()
         };
         let query = format!(
-            "{SELECT_VERDICT_IMAGES}
+            "{}
                JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
                     AS k(account, region, repository, digest)
                  ON i.account = k.account AND i.region = k.region
                 AND i.repository = k.repository AND i.digest = k.digest
-              WHERE i.present AND i.artifact_of IS NULL"
+              WHERE i.present AND i.artifact_of IS NULL",
+            select_verdict_images()
         );
         let rows: Vec<VerdictImageRecord> = sqlx::query_as(&query)
             .bind(column(|k| &k.0))

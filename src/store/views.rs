@@ -70,6 +70,16 @@ fn control_view(
     }
 }
 
+/// The columns an [`ImageRecord`] reads, from `images` aliased `i` (the verdict view's query
+/// joins other tables that name the same columns).
+pub(super) const IMAGE_COLUMNS: &str = "i.account, i.region, i.repository, i.digest, i.tags,
+        i.pushed_at, i.pushed_by, i.artifact_of, i.artifact_kind, i.tag_immutability,
+        i.tag_protected, i.encryption_type, i.kms_key, i.kms_customer_managed,
+        i.signature_status, i.signature_sources, i.signature_reason, i.signature_verifications,
+        i.signature_policy_version, i.scan_status, i.scan_raw_status, i.scan_critical,
+        i.scan_high, i.scan_medium, i.in_use, i.in_use_count, i.last_in_use_at,
+        i.last_pulled_at, i.coverage_status, i.coverage_reason, i.usage_observed_at";
+
 #[derive(sqlx::FromRow)]
 pub(super) struct ImageRecord {
     account: String,
@@ -166,21 +176,16 @@ impl Store {
     /// # Errors
     /// When the query fails.
     pub async fn images(&self, repository: Option<&str>) -> Result<Vec<ImageRow>, StoreError> {
-        let rows: Vec<ImageRecord> = sqlx::query_as(
-            "SELECT account, region, repository, digest, tags, pushed_at, pushed_by, artifact_of,
-                    artifact_kind, tag_immutability, tag_protected, encryption_type, kms_key,
-                    kms_customer_managed, signature_status, signature_sources, signature_reason,
-                    signature_verifications, signature_policy_version,
-                    scan_status, scan_raw_status, scan_critical, scan_high, scan_medium,
-                    in_use, in_use_count, last_in_use_at, last_pulled_at, coverage_status,
-                    coverage_reason, usage_observed_at
-               FROM images
+        let query = format!(
+            "SELECT {IMAGE_COLUMNS}
+               FROM images i
               WHERE present AND ($1::text IS NULL OR repository = $1)
-              ORDER BY pushed_at DESC NULLS LAST, account, region, repository, digest",
-        )
-        .bind(repository)
-        .fetch_all(self.pool())
-        .await?;
+              ORDER BY pushed_at DESC NULLS LAST, account, region, repository, digest"
+        );
+        let rows: Vec<ImageRecord> = sqlx::query_as(&query)
+            .bind(repository)
+            .fetch_all(self.pool())
+            .await?;
         let exceptions = self.exceptions_in_force(repository).await?;
         Ok(rows
             .into_iter()
