@@ -294,6 +294,57 @@ enum FollowError {
     Lost,
 }
 
+/// What the listening task passes on.
+enum Heard {
+    Payload(String),
+    Lost,
+    Failed(sqlx::Error),
+}
+
+/// The listener's receiving task and what it heard. The listener receives on a task of its
+/// own because sqlx reports a lost connection only to the receive that saw it: a receive
+/// cancelled by the loop's other branches (beats, shutdown) could lose that report, and the
+/// notifications missed with it. The channel's receive is cancel-safe.
+struct Listening {
+    receiver: tokio::sync::mpsc::Receiver<Heard>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Heard {
+    fn spawn(mut listener: PgListener) -> Listening {
+        let (sender, receiver) = tokio::sync::mpsc::channel(MAX_BATCH);
+        let task = tokio::spawn(async move {
+            loop {
+                let heard = match listener.try_recv().await {
+                    Ok(Some(notification)) => Self::Payload(notification.payload().to_owned()),
+                    Ok(None) => Self::Lost,
+                    Err(err) => Self::Failed(err),
+                };
+                let more = matches!(heard, Self::Payload(_));
+                if sender.send(heard).await.is_err() || !more {
+                    return;
+                }
+            }
+        });
+        Listening { receiver, task }
+    }
+
+    /// The payload, or why following must start over.
+    fn payload(heard: Option<Self>) -> Result<String, FollowError> {
+        match heard {
+            Some(Self::Payload(payload)) => Ok(payload),
+            Some(Self::Failed(err)) => Err(FollowError::Listen(err)),
+            Some(Self::Lost) | None => Err(FollowError::Lost),
+        }
+    }
+}
+
 impl ViewTask {
     /// A pool of two connections (the listener's and the reader's) to `store`'s database.
     #[must_use]
@@ -330,7 +381,11 @@ impl ViewTask {
 
     async fn follow(&self, token: &str, shutdown: &CancellationToken) -> Result<(), FollowError> {
         let mut listener = PgListener::connect_with(self.store.pool()).await?;
+        // A lost connection must end this follow (the reload after it covers what was missed),
+        // never be replaced silently.
+        listener.eager_reconnect(false);
         listener.listen(CHANNEL).await?;
+        let mut heard = Heard::spawn(listener);
         // Listening before reading: a change committed during the read is notified and read
         // again after it, so nothing falls between the two.
         self.load_all().await?;
@@ -349,17 +404,14 @@ impl ViewTask {
                         sent.pop_front();
                     }
                 }
-                received = listener.try_recv() => {
-                    let Some(first) = received? else {
-                        return Err(FollowError::Lost);
-                    };
+                first = heard.receiver.recv() => {
                     // Everything already received is applied at once: one read for all the
                     // images named, so the view keeps up with any commit rate.
-                    let mut payloads = vec![first.payload().to_owned()];
+                    let mut payloads = vec![Heard::payload(first)?];
                     while payloads.len() < MAX_BATCH
-                        && let Some(more) = listener.next_buffered()
+                        && let Ok(more) = heard.receiver.try_recv()
                     {
-                        payloads.push(more.payload().to_owned());
+                        payloads.push(Heard::payload(Some(more))?);
                     }
                     self.apply(&payloads, token, &mut sent).await?;
                 }
