@@ -895,7 +895,9 @@ mod evidence_cli {
     use crate::config::{ArchiveArgs, DatabaseArgs, ExportArgs, VerifyArgs};
     use crate::evidence::ChainReport;
     use crate::evidence::chain::EvidenceFilter;
-    use crate::evidence::export::verify::{FileReport, Start, verify_file, verify_file_since};
+    use crate::evidence::export::verify::{
+        FileReport, Start, TreeCarry, verify_file, verify_file_since,
+    };
     use crate::evidence::export::{ChainPoint, Manifest, Scope, write_export};
     use crate::evidence::retention::{self, ArchivablePrefix, Checkpoint};
     use crate::store::Store;
@@ -1034,9 +1036,10 @@ mod evidence_cli {
         }
         let (point, kept) = super::head_cli::offline_keys(&args)?;
         let mut previous: Option<ChainPoint> = None;
+        let mut carry = TreeCarry::default();
         for path in &args.files {
             let name = path.display();
-            match verify_file_since(path, previous.as_ref(), kept.clone())? {
+            match verify_file_since(path, previous.as_ref(), kept.clone(), carry)? {
                 Ok(report) => {
                     let tree = match super::head_cli::describe_tree(&report, point.as_deref()) {
                         Ok(words) => words,
@@ -1046,6 +1049,7 @@ mod evidence_cli {
                         }
                     };
                     println!("OK: {name}: {}; {tree}", describe(&report));
+                    carry = report.carry;
                     previous = match report.manifest.scope {
                         Scope::Filtered => None,
                         _ => report.manifest.last.clone().or(previous),
@@ -1532,6 +1536,12 @@ mod head_cli {
         }
         if t.kept_verified {
             words.push_str("; the log only grew since the kept head");
+        }
+        if t.earlier_heads_verified > 0 {
+            words.push_str(&format!(
+                "; with the files before it, the records re-hash to the root of {} earlier files' heads",
+                t.earlier_heads_verified
+            ));
         }
         if t.uncovered > 0 {
             words.push_str(&format!(

@@ -616,6 +616,30 @@ fn swap_line(path: &Path, seq: i64, replacement: &str) {
     std::fs::write(path, swapped.join("\n") + "\n").expect("write");
 }
 
+/// Replaces the first hash of the first record's inclusion proof, in place.
+fn alter_first_proof(path: &Path, format: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let other = "cd".repeat(32);
+    let altered = if format == "csv" {
+        let mut rows: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+        let start = rows[1].rfind(',').expect("the proof column") + 1;
+        rows[1].replace_range(start..start + 64, &other);
+        rows.join("\r\n")
+    } else {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut first: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+        let proof = if format == "ocsf" {
+            &mut first["unmapped"]["ecr_audit"]["proof"]
+        } else {
+            &mut first["proof"]
+        };
+        proof[0] = serde_json::Value::String(other);
+        lines[0] = first.to_string();
+        lines.join("\n") + "\n"
+    };
+    std::fs::write(path, altered).expect("write");
+}
+
 #[tokio::test]
 async fn a_filtered_export_proves_each_record_offline_with_only_the_public_key() {
     let key = signing_key().await;
@@ -651,20 +675,29 @@ async fn a_filtered_export_proves_each_record_offline_with_only_the_public_key()
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("BROKEN"), "{out}");
 
-    // One hash of one proof in the manifest altered.
+    // One hash of the proof a record carries altered, in every format.
+    for format in ["jsonl", "csv", "ocsf"] {
+        let file =
+            crate::evidence::export(&db.pool, dir.path(), format, &["--repository", "team/app"]);
+        alter_first_proof(&file, format);
+        let (code, out) = verify_offline(&[&file], &pem);
+        assert_eq!(code, Some(2), "{format}: {out}");
+        assert!(
+            out.contains("inclusion proof does not lead to the root"),
+            "{format}: {out}"
+        );
+    }
+
+    // A record without its proof: inserted as far as the verifier can tell.
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(lines.last().expect("manifest")).expect("json");
-    manifest["manifest"]["proofs"][0]["path"][0] = serde_json::Value::String("cd".repeat(32));
-    *lines.last_mut().expect("manifest") = manifest.to_string();
+    let mut first: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+    first.as_object_mut().expect("object").remove("proof");
+    lines[0] = first.to_string();
     let tampered = dir.path().join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
     let (code, out) = verify_offline(&[&tampered], &pem);
     assert_eq!(code, Some(2), "{out}");
-    assert!(
-        out.contains("inclusion proof does not lead to the root"),
-        "{out}"
-    );
+    assert!(out.contains("carries no inclusion proof"), "{out}");
 
     // The manifest's head re-signed by nobody: its signature no longer matches.
     let mut manifest: serde_json::Value =
@@ -877,6 +910,31 @@ async fn inclusion_proof_latency_at_millions_of_leaves() {
     );
 }
 
+/// The proof file of archived record `seq`: the path from the database, the record's hash
+/// from the archive file.
+fn archived_record_proof(pool: &sqlx::PgPool, archive: &Path, seq: i64) -> std::path::PathBuf {
+    let proof = archive.with_file_name(format!("proof-{seq}.json"));
+    let record = format!("{seq}");
+    stdout_to(
+        pool,
+        None,
+        &["evidence", "prove", "--record", &record],
+        &proof,
+    );
+    let line = std::fs::read_to_string(archive)
+        .expect("archive")
+        .lines()
+        .find(|l| l.starts_with(&format!("{{\"seq\":{seq},")))
+        .expect("the record in the archive")
+        .to_owned();
+    let record: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&proof).expect("read")).expect("json");
+    json["proof"]["record_hash"] = record["hash"].clone();
+    std::fs::write(&proof, json.to_string()).expect("write");
+    proof
+}
+
 #[tokio::test]
 async fn archived_records_stay_provable_and_the_remaining_log_verifies_against_the_heads() {
     let key = signing_key().await;
@@ -893,52 +951,64 @@ async fn archived_records_stay_provable_and_the_remaining_log_verifies_against_t
         .expect("owner sets the minimum age");
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let cut_off = chrono::Utc::now().to_rfc3339();
+    // Records after the cut-off, and a head over them too: the archive's snapshot head covers
+    // more than the archive holds.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    commit(
+        &store,
+        vec![repository_plan("after", "team/after", "MUTABLE")],
+    )
+    .await;
+    let (code, out) = run(&db.pool, Some(&key), &["evidence", "sign-head"]);
+    assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(
         &db.pool,
         None,
-        &[
-            "evidence",
-            "archive",
-            "--before",
-            &cut_off,
-            "--output",
-            archive.to_str().expect("path"),
-        ],
+        &["evidence", "archive", "--before", &cut_off, "--output"]
+            .into_iter()
+            .chain(archive.to_str())
+            .collect::<Vec<_>>(),
     );
     assert_eq!(code, Some(0), "{out}");
-    // The records are gone from the table; the tree and the signed head are not.
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM evidence WHERE kind <> 'checkpoint'")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    assert_eq!(left, 0);
+    // The records before the cut-off are gone from the table; the tree and the heads are not.
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT repository FROM evidence WHERE kind <> 'checkpoint' AND repository IS NOT NULL",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("left");
+    assert!(
+        !left.is_empty() && left.iter().all(|r| r == "team/after"),
+        "{left:?}"
+    );
     let (code, out) = run(&db.pool, Some(&key), &["verify"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("1 signatures verified"), "{out}");
+    assert!(out.contains("2 signatures verified"), "{out}");
     // An archived record: its proof from the database, its hash from the archive file.
-    let proof = dir.path().join("proof.json");
-    stdout_to(
-        &db.pool,
-        None,
-        &["evidence", "prove", "--record", "3"],
-        &proof,
-    );
-    let line = std::fs::read_to_string(&archive)
-        .expect("archive")
+    let (code, out) = verify_offline(&[&archived_record_proof(&db.pool, &archive, 3)], &pem);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Neither the archive nor the current export alone reaches a head's size: the archive
+    // ends before it, the export starts after the head's first leaf. Verified as one chain,
+    // the records of both re-hash to the current head and to the archive's.
+    let current = crate::evidence::export(&db.pool, dir.path(), "jsonl", &[]);
+    for alone in [&archive, &current] {
+        let (code, out) = verify_offline(&[alone], &pem);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("re-hash to"), "{out}");
+    }
+    let (code, together) = verify_offline(&[&archive, &current], &pem);
+    assert_eq!(code, Some(0), "{together}");
+    let current_line = together
         .lines()
-        .find(|l| l.starts_with("{\"seq\":3,"))
-        .expect("record 3 in the archive")
-        .to_owned();
-    let record: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&proof).expect("read")).expect("json");
-    json["proof"]["record_hash"] = record["hash"].clone();
-    std::fs::write(&proof, json.to_string()).expect("write");
-    let (code, out) = verify_offline(&[&proof], &pem);
-    assert_eq!(code, Some(0), "{out}");
-    // The archive file itself holds the head's first leaf onwards and verifies with its head.
-    let (code, out) = verify_offline(&[&archive], &pem);
-    assert_eq!(code, Some(0), "{out}");
+        .find(|l| l.contains("export-jsonl"))
+        .expect("the current file's line");
+    assert!(
+        current_line.contains("the records re-hash to its root")
+            && current_line.contains("root of 1 earlier files' heads"),
+        "{together}"
+    );
 }
 
 #[tokio::test]

@@ -3,19 +3,21 @@
 //!
 //! Columns: `record_type` (`evidence` or `manifest`), the canonical fields in canonical order
 //! (`detail` as its canonical JSON text), then `hash`, then `format_version` (empty for a
-//! version 1 record). An empty cell is a null; the manifest row has its JSON in the `detail`
-//! column and every other cell empty. Files written before format versions have no
-//! `format_version` column and read as version 1 throughout.
+//! version 1 record), then `proof` (in a filtered export, the record's inclusion proof: hex
+//! hashes from leaf to root separated by spaces; empty otherwise). An empty cell is a null; the
+//! manifest row has its JSON in the `detail` column and every other cell empty. Files written
+//! before format versions have no `format_version` column and read as version 1 throughout;
+//! files written before inline proofs have no `proof` column.
 
 use std::io::Write;
 
 use serde_json::Value;
 
-use super::{EvidenceWriter, Manifest, canonical_time};
+use super::{EvidenceWriter, Manifest, ReadRecord, canonical_time};
 use crate::evidence::chain::ChainedRecord;
 
 /// The header row.
-pub(super) const HEADER: [&str; 17] = [
+pub(super) const HEADER: [&str; 18] = [
     "record_type",
     "seq",
     "recorded_at",
@@ -33,11 +35,13 @@ pub(super) const HEADER: [&str; 17] = [
     "prev_hash",
     "hash",
     "format_version",
+    "proof",
 ];
 
-/// The header of files written before format versions: every column but the last.
+/// The header, or the header of files written before inline proofs (every column but the
+/// last) or before format versions (every column but the last two).
 pub(super) fn is_header(header: &::csv::StringRecord) -> bool {
-    header.iter().eq(HEADER) || header.iter().eq(HEADER[..HEADER.len() - 1].iter().copied())
+    (HEADER.len() - 2..=HEADER.len()).any(|n| header.iter().eq(HEADER[..n].iter().copied()))
 }
 
 /// The columns that may be null, by index; an empty cell there reads as null.
@@ -58,7 +62,12 @@ impl<W: Write> CsvWriter<W> {
 }
 
 impl<W: Write> EvidenceWriter for CsvWriter<W> {
-    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()> {
+    fn record(
+        &mut self,
+        record: &ChainedRecord,
+        hash: &str,
+        proof: Option<&[String]>,
+    ) -> std::io::Result<()> {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let detail = serde_json::to_string(&record.detail)?;
         self.out
@@ -83,6 +92,7 @@ impl<W: Write> EvidenceWriter for CsvWriter<W> {
                     .format_version
                     .map(|v| v.to_string())
                     .unwrap_or_default(),
+                proof.map(|path| path.join(" ")).unwrap_or_default(),
             ])
             .map_err(std::io::Error::other)
     }
@@ -108,10 +118,10 @@ pub(super) enum RowError {
     },
 }
 
-/// Reads a record row back; returns the record (empty nullable cells read as null) and its
-/// hash.
-pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, String), RowError> {
-    if row.len() != HEADER.len() && row.len() != HEADER.len() - 1 {
+/// Reads a record row back; returns the record (empty nullable cells read as null), its hash
+/// and its proof (none when the cell is empty or absent).
+pub(super) fn read_record(row: &::csv::StringRecord) -> Result<ReadRecord, RowError> {
+    if !(HEADER.len() - 2..=HEADER.len()).contains(&row.len()) {
         return Err(RowError::Width {
             expected: HEADER.len(),
             found: row.len(),
@@ -151,6 +161,7 @@ pub(super) fn read_record(row: &::csv::StringRecord) -> Result<(ChainedRecord, S
             format_version,
         },
         cell(15).to_owned(),
+        nullable(17).map(|path| path.split(' ').map(str::to_owned).collect()),
     ))
 }
 

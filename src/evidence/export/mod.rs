@@ -15,6 +15,7 @@ pub mod ocsf;
 pub mod snapshot;
 pub mod verify;
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -138,23 +139,22 @@ pub struct Manifest {
     /// files written before the tree, or when no head was made yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_head: Option<SignedHead>,
-    /// A filtered export: the inclusion proof of each record the head covers, by seq.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proofs: Option<Vec<RecordProof>>,
 }
 
-/// A record's audit path under the manifest's `tree_head`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordProof {
-    pub seq: i64,
-    /// Lowercase hex hashes, leaf to root (RFC 9162 section 2.1.3).
-    pub path: Vec<String>,
-}
+/// A record read back from a file: the record, its hash and its inclusion proof, if it
+/// carries one.
+type ReadRecord = (ChainedRecord, String, Option<Vec<String>>);
 
 /// A format's writer: records in chain order, then the manifest.
 trait EvidenceWriter {
-    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()>;
+    /// `proof`: in a filtered export, the record's audit path under the manifest's
+    /// `tree_head`, lowercase hex hashes from leaf to root (RFC 9162 section 2.1.3).
+    fn record(
+        &mut self,
+        record: &ChainedRecord,
+        hash: &str,
+        proof: Option<&[String]>,
+    ) -> std::io::Result<()>;
     fn finish(&mut self, manifest: &Manifest) -> std::io::Result<()>;
 }
 
@@ -227,7 +227,6 @@ fn opening_manifest(
         },
         chain_continues_from,
         tree_head: snapshot.tree_head.clone(),
-        proofs: None,
     }
 }
 
@@ -254,72 +253,71 @@ pub(crate) async fn write_export<W: Write>(
         manifest: opening_manifest(&snapshot, filter, format, scope),
     };
     let pool = snapshot.pool.clone();
-    // A filtered export proves each record the head covers; only the seqs are kept meanwhile.
-    let covered = builder
+    // A filtered export proves each record the head covers, beside the record.
+    let prove_under = builder
         .manifest
         .tree_head
-        .as_ref()
-        .filter(|_| scope == Scope::Filtered)
-        .map(|h| h.head.last_seq());
-    let mut to_prove: Vec<i64> = Vec::new();
+        .clone()
+        .filter(|_| scope == Scope::Filtered);
     let mut writer: Box<dyn EvidenceWriter> = match format {
         ExportFormat::Csv => Box::new(csv::CsvWriter::new(out).map_err(StreamError::Sink)?),
         ExportFormat::Jsonl => Box::new(jsonl::JsonlWriter::new(out)),
         ExportFormat::Ocsf => Box::new(ocsf::OcsfWriter::new(out)),
     };
     snapshot
-        .for_each(|record, hash| {
-            builder.observe(&record, &hash);
-            if covered.is_some_and(|last| record.seq <= last) {
-                to_prove.push(record.seq);
+        .for_each_batch(PROOF_BATCH, async |batch| {
+            let mut proofs = match &prove_under {
+                Some(head) => prove_batch(&pool, head, &batch).await?,
+                None => HashMap::new(),
+            };
+            for (record, hash) in &batch {
+                builder.observe(record, hash);
+                progress();
+                let proof = proofs.remove(&record.seq);
+                writer.record(record, hash, proof.as_deref())?;
             }
-            progress();
-            writer.record(&record, &hash)
+            Ok(())
         })
         .await?;
-    if let Some(head) = builder
-        .manifest
-        .tree_head
-        .clone()
-        .filter(|_| covered.is_some())
-    {
-        builder.manifest.proofs = Some(prove_all(&pool, &head, &to_prove).await?);
-    }
     writer
         .finish(&builder.manifest)
         .map_err(StreamError::Sink)?;
     Ok(builder.manifest)
 }
 
-/// How many records' proofs one tree query serves.
+/// How many records one tree query proves, and how many an export holds at once.
 const PROOF_BATCH: usize = 1000;
 
-/// The inclusion proofs of `seqs` under `head`, a thousand records per query (the tree nodes
-/// under a head never change, so the snapshot need not be held).
-async fn prove_all(
+/// The inclusion proofs under `head` of the records of `batch` it covers, by seq, in one
+/// query (the tree nodes under a head never change, so they need not come from the snapshot).
+async fn prove_batch(
     pool: &sqlx::PgPool,
     head: &SignedHead,
-    seqs: &[i64],
-) -> Result<Vec<RecordProof>, StreamError<std::io::Error>> {
-    let failed =
-        |e: &dyn std::fmt::Display| StreamError::Sink(std::io::Error::other(e.to_string()));
-    let mut conn = pool.acquire().await.map_err(|e| failed(&e))?;
-    let mut proofs = Vec::with_capacity(seqs.len());
-    for batch in seqs.chunks(PROOF_BATCH) {
-        let indexes = batch
-            .iter()
-            .map(|&seq| u64::try_from(seq - head.head.first_seq))
-            .collect::<Result<Vec<u64>, _>>()
-            .map_err(|e| failed(&e))?;
-        let paths = crate::evidence::tree::inclusion_many(&mut conn, &indexes, head.head.tree_size)
-            .await
-            .map_err(|e| failed(&e))?;
-        proofs.extend(batch.iter().zip(paths).map(|(&seq, path)| RecordProof {
-            seq,
-            path: path.iter().map(hex::encode).collect(),
-        }));
+    batch: &[(ChainedRecord, String)],
+) -> std::io::Result<HashMap<i64, Vec<String>>> {
+    let failed = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let seqs: Vec<i64> = batch
+        .iter()
+        .map(|(record, _)| record.seq)
+        .filter(|&seq| seq <= head.head.last_seq())
+        .collect();
+    if seqs.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(proofs)
+    let indexes = seqs
+        .iter()
+        .map(|&seq| u64::try_from(seq - head.head.first_seq))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|e| failed(&e))?;
+    let mut conn = pool.acquire().await.map_err(|e| failed(&e))?;
+    let paths = crate::evidence::tree::inclusion_many(&mut conn, &indexes, head.head.tree_size)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(seqs
+        .into_iter()
+        .zip(paths)
+        .map(|(seq, path)| (seq, path.iter().map(hex::encode).collect()))
+        .collect())
 }
 
 /// Reads a time flag: RFC 3339 (`2026-10-01T00:00:00Z`) or a date (`2026-10-01`, midnight UTC).

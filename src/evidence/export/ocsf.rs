@@ -9,6 +9,7 @@
 
 use std::io::Write;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{EvidenceWriter, Manifest};
@@ -383,6 +384,8 @@ pub(super) enum OcsfLine {
     Record {
         record: Box<ChainedRecord>,
         hash: String,
+        /// `unmapped.ecr_audit.proof`: the inclusion proof of a filtered export's record.
+        proof: Option<Vec<String>>,
         /// `Some(problem)` when the mapped attributes differ from the mapping of the record.
         mapping_mismatch: Option<String>,
     },
@@ -402,10 +405,9 @@ pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
     let chained = line
         .pointer("/unmapped/ecr_audit")
         .ok_or("no unmapped.ecr_audit member: not an ecr-audit evidence finding")?;
-    let record: ChainedRecord = serde_json::from_value(
+    let record = ChainedRecord::deserialize(
         chained
             .get("record")
-            .cloned()
             .ok_or("no unmapped.ecr_audit.record")?,
     )
     .map_err(|e| format!("unmapped.ecr_audit.record: {e}"))?;
@@ -414,13 +416,21 @@ pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
         .and_then(Value::as_str)
         .ok_or("no unmapped.ecr_audit.hash")?
         .to_owned();
+    let proof_value = chained.get("proof");
+    let proof = proof_value
+        .map(Vec::<String>::deserialize)
+        .transpose()
+        .map_err(|e| format!("unmapped.ecr_audit.proof: {e}"))?;
     let mapping_mismatch = match chained.get("mapping").and_then(Value::as_u64) {
         Some(MAPPING_VERSION) => {
             let version = line
                 .pointer("/metadata/product/version")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let expected = finding(&record, &hash, version);
+            let mut expected = finding(&record, &hash, version);
+            if let Some(proof) = proof_value {
+                expected["unmapped"]["ecr_audit"]["proof"] = proof.clone();
+            }
             (expected != *line).then(|| first_difference(&expected, line, ""))
         }
         other => Some(format!("unknown mapping version {other:?}")),
@@ -428,6 +438,7 @@ pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
     Ok(OcsfLine::Record {
         record: Box::new(record),
         hash,
+        proof,
         mapping_mismatch,
     })
 }
@@ -461,11 +472,17 @@ impl<W: Write> OcsfWriter<W> {
 }
 
 impl<W: Write> EvidenceWriter for OcsfWriter<W> {
-    fn record(&mut self, record: &ChainedRecord, hash: &str) -> std::io::Result<()> {
-        serde_json::to_writer(
-            &mut self.out,
-            &finding(record, hash, env!("CARGO_PKG_VERSION")),
-        )?;
+    fn record(
+        &mut self,
+        record: &ChainedRecord,
+        hash: &str,
+        proof: Option<&[String]>,
+    ) -> std::io::Result<()> {
+        let mut line = finding(record, hash, env!("CARGO_PKG_VERSION"));
+        if let Some(path) = proof {
+            line["unmapped"]["ecr_audit"]["proof"] = json!(path);
+        }
+        serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")
     }
 

@@ -41,7 +41,7 @@ pub(crate) struct EvidenceSnapshot {
     pub matching: Option<u64>,
     /// The newest tree head the snapshot sees.
     pub tree_head: Option<crate::evidence::heads::SignedHead>,
-    /// For the proofs of a filtered export, computed after the stream.
+    /// For the proofs of a filtered export, computed a batch at a time beside the stream.
     pub pool: PgPool,
 }
 
@@ -115,14 +115,19 @@ fn bind_filter<'q, O>(
 }
 
 impl EvidenceSnapshot {
-    /// Streams the selected records in chain order to `each`, with their stored hashes.
+    /// Streams the selected records in chain order to `each`, with their stored hashes, in
+    /// batches of at most `size` (memory is bounded by one batch).
     ///
     /// # Errors
     /// The first database error, or the first error `each` returns.
-    pub(crate) async fn for_each<E, F>(mut self, mut each: F) -> Result<(), StreamError<E>>
+    pub(crate) async fn for_each_batch<E, F>(
+        mut self,
+        size: usize,
+        mut each: F,
+    ) -> Result<(), StreamError<E>>
     where
         E: std::error::Error + 'static,
-        F: FnMut(ChainedRecord, String) -> Result<(), E>,
+        F: AsyncFnMut(Vec<(ChainedRecord, String)>) -> Result<(), E>,
     {
         {
             let sql =
@@ -136,9 +141,17 @@ impl EvidenceSnapshot {
                 .bind(filter.through_seq)
                 .bind(filter.digest.as_deref())
                 .fetch(&mut *self.tx);
+            let mut batch = Vec::with_capacity(size);
             while let Some(row) = rows.try_next().await? {
-                let (record, hash) = row.into_record();
-                each(record, hash).map_err(StreamError::Sink)?;
+                batch.push(row.into_record());
+                if batch.len() >= size {
+                    each(std::mem::take(&mut batch))
+                        .await
+                        .map_err(StreamError::Sink)?;
+                }
+            }
+            if !batch.is_empty() {
+                each(batch).await.map_err(StreamError::Sink)?;
             }
         }
         self.tx.commit().await?;

@@ -125,6 +125,8 @@ pub struct FileReport {
     pub gaps: u64,
     /// What the file proved against its tree head.
     pub tree: TreeSummary,
+    /// What the next file of the chain continues from.
+    pub carry: TreeCarry,
 }
 
 /// What a file proved against the tree head in its manifest (signatures are checked by the
@@ -139,60 +141,105 @@ pub struct TreeSummary {
     pub root_verified: bool,
     /// The kept head (`--since-head`) re-computed from the records: the log only grew since.
     pub kept_verified: bool,
+    /// Heads of earlier files' manifests (verified as one chain with this one) that this
+    /// file's records, with theirs, re-hashed to.
+    pub earlier_heads_verified: u64,
 }
 
-/// The tree side of the walk: constant memory for full and range exports (a frontier of one
-/// hash per level); a filtered export's proofs come from its manifest.
+/// The tree state one file hands to the next when files are verified as one chain (an
+/// archive, the next archive, then the current export): the frontier of every leaf so far and
+/// the heads of earlier files' manifests their records did not reach. An archive's head is
+/// its snapshot's, newer than its last record, so it is reached in a later file.
+#[derive(Debug, Clone, Default)]
+pub struct TreeCarry {
+    /// The log's first leaf seq and the frontier of the leaves from it.
+    frontier: Option<(i64, crate::evidence::merkle::Frontier)>,
+    pending: Vec<crate::evidence::heads::TreeHead>,
+}
+
+/// The tree side of the walk, in constant memory: a frontier of one hash per level for full
+/// and range exports; for a filtered export, the proof each record carries.
 #[derive(Default)]
 struct TreeWalk {
     head: Option<crate::evidence::heads::TreeHead>,
     kept: Option<crate::evidence::heads::TreeHead>,
-    proofs: std::collections::HashMap<i64, Vec<String>>,
-    frontier: Option<crate::evidence::merkle::Frontier>,
+    carry: TreeCarry,
     summary: TreeSummary,
 }
 
 impl TreeWalk {
-    fn new(manifest: Option<&Manifest>, kept: Option<crate::evidence::heads::TreeHead>) -> Self {
+    fn new(
+        manifest: Option<&Manifest>,
+        kept: Option<crate::evidence::heads::TreeHead>,
+        carry: TreeCarry,
+    ) -> Self {
         let head = manifest
             .and_then(|m| m.tree_head.as_ref())
             .map(|h| h.head.clone());
-        let proofs = manifest
-            .and_then(|m| m.proofs.as_ref())
-            .map(|ps| ps.iter().map(|p| (p.seq, p.path.clone())).collect())
-            .unwrap_or_default();
         Self {
             head,
             kept,
-            proofs,
+            carry,
             ..Self::default()
         }
     }
 
-    fn record(&mut self, scope: Scope, seq: i64, hash: &str) -> Result<(), Problem> {
-        let Some(head) = &self.head else {
-            return Ok(());
-        };
-        if seq > head.last_seq() {
+    fn record(
+        &mut self,
+        scope: Scope,
+        seq: i64,
+        hash: &str,
+        proof: Option<Vec<String>>,
+    ) -> Result<(), Problem> {
+        let covered = self.head.as_ref().map(|head| seq <= head.last_seq());
+        if covered == Some(false) {
             self.summary.uncovered += 1;
-            return Ok(());
         }
         if scope == Scope::Filtered {
-            return self.prove(seq, hash);
+            return match covered {
+                Some(true) => self.prove(seq, hash, proof),
+                _ => Ok(()),
+            };
         }
-        if seq == head.first_seq {
-            self.frontier = Some(crate::evidence::merkle::Frontier::default());
+        self.grow(seq, hash)
+    }
+
+    /// Adds a contiguous record's leaf to the frontier (started at the log's first leaf, or
+    /// carried from the file before) and checks every head whose size it reaches.
+    fn grow(&mut self, seq: i64, hash: &str) -> Result<(), Problem> {
+        let first_leaf = self
+            .head
+            .as_ref()
+            .or(self.kept.as_ref())
+            .map(|h| h.first_seq);
+        if self.carry.frontier.is_none() && first_leaf == Some(seq) {
+            self.carry.frontier = Some((seq, crate::evidence::merkle::Frontier::default()));
         }
-        let Some(frontier) = self.frontier.as_mut() else {
+        let Some((first, frontier)) = self.carry.frontier.as_mut() else {
             return Ok(());
         };
+        if i64::try_from(frontier.size).ok().map(|size| *first + size) != Some(seq) {
+            // Not the next leaf (a filtered file came between): nothing more can be re-hashed.
+            self.carry.frontier = None;
+            return Ok(());
+        }
+        let first = *first;
         let leaf = crate::evidence::tree::record_leaf(seq, hash)
             .map_err(|e| Problem::Tree(e.to_string()))?;
         frontier.push(leaf);
+        let size = frontier.size;
+        let reached = |head: &crate::evidence::heads::TreeHead| {
+            head.first_seq == first && head.tree_size == size
+        };
+        let due = self.kept.as_ref().is_some_and(reached)
+            || self.head.as_ref().is_some_and(reached)
+            || self.carry.pending.iter().any(reached);
+        if !due {
+            return Ok(());
+        }
+        // The root is computed only at a size some head has: O(log n) hashes, not per record.
         let root = hex::encode(frontier.root());
-        if let Some(kept) = &self.kept
-            && frontier.size == kept.tree_size
-        {
+        if let Some(kept) = self.kept.as_ref().filter(|h| reached(h)) {
             if root != kept.root_hash {
                 return Err(Problem::Tree(format!(
                     "the records up to here do not hash to the kept head of size {} (root {}): the log was rewritten since that head",
@@ -201,7 +248,7 @@ impl TreeWalk {
             }
             self.summary.kept_verified = true;
         }
-        if frontier.size == head.tree_size {
+        if let Some(head) = self.head.as_ref().filter(|h| reached(h)) {
             if root != head.root_hash {
                 return Err(Problem::Tree(format!(
                     "the records up to here do not hash to the root of the manifest's tree head of size {}: they were rewritten",
@@ -210,16 +257,39 @@ impl TreeWalk {
             }
             self.summary.root_verified = true;
         }
+        if let Some(earlier) = self.carry.pending.iter().find(|h| reached(h)) {
+            if root != earlier.root_hash {
+                return Err(Problem::Tree(format!(
+                    "the records up to here, with those of the files before, do not hash to the root of the tree head of size {} in an earlier file's manifest: they were rewritten",
+                    earlier.tree_size
+                )));
+            }
+            self.summary.earlier_heads_verified += 1;
+            self.carry.pending.retain(|h| !reached(h));
+        }
         Ok(())
     }
 
-    fn prove(&mut self, seq: i64, hash: &str) -> Result<(), Problem> {
+    /// What the next file of the chain continues from: the frontier, and the heads not yet
+    /// reached (this file's included).
+    fn into_carry(mut self, scope: Scope) -> TreeCarry {
+        if scope == Scope::Filtered {
+            return TreeCarry::default();
+        }
+        if let Some(head) = self.head.filter(|_| !self.summary.root_verified) {
+            self.carry.pending.push(head);
+        }
+        self.carry
+    }
+
+    fn prove(&mut self, seq: i64, hash: &str, proof: Option<Vec<String>>) -> Result<(), Problem> {
         let Some(head) = &self.head else {
             return Ok(());
         };
-        let Some(path) = self.proofs.get(&seq) else {
+        let Some(path) = proof else {
             return Err(Problem::Tree(
-                "the manifest carries no inclusion proof for it: it was inserted".to_owned(),
+                "it carries no inclusion proof under the manifest's tree head: it was inserted"
+                    .to_owned(),
             ));
         };
         let proof = crate::evidence::proof::InclusionProof {
@@ -227,7 +297,7 @@ impl TreeWalk {
             leaf_index: u64::try_from(seq - head.first_seq).unwrap_or(u64::MAX),
             tree_size: head.tree_size,
             record_hash: hash.to_owned(),
-            path: path.clone(),
+            path,
         };
         crate::evidence::proof::check_inclusion(head, &proof)
             .map_err(|e| Problem::Tree(e.to_string()))?;
@@ -246,11 +316,12 @@ pub(crate) fn verify_file(
     path: &Path,
     previous: Option<&ChainPoint>,
 ) -> Result<Result<FileReport, BadRecord>, VerifyError> {
-    verify_file_since(path, previous, None)
+    verify_file_since(path, previous, None, TreeCarry::default())
 }
 
 /// [`verify_file`], and the records must also hash to `kept`, a head kept earlier, when the
-/// file holds the records it covers.
+/// file holds the records it covers; `carry` is what the file before handed on
+/// ([`FileReport::carry`]), so the files re-hash together into each other's heads.
 ///
 /// # Errors
 /// As [`verify_file`].
@@ -258,6 +329,7 @@ pub(crate) fn verify_file_since(
     path: &Path,
     previous: Option<&ChainPoint>,
     kept: Option<crate::evidence::heads::TreeHead>,
+    carry: TreeCarry,
 ) -> Result<Result<FileReport, BadRecord>, VerifyError> {
     let io = |source| VerifyError::Io {
         path: path.display().to_string(),
@@ -287,7 +359,7 @@ pub(crate) fn verify_file_since(
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let manifest = manifest.map(|(_, m)| m);
     let mut walk = Walk::new(manifest.clone(), previous.cloned(), format);
-    walk.tree = TreeWalk::new(manifest.as_ref(), kept);
+    walk.tree = TreeWalk::new(manifest.as_ref(), kept, carry);
     let reader = BufReader::with_capacity(1 << 16, file);
     let outcome = match format {
         ExportFormat::Csv => walk_csv(reader, &mut walk),
@@ -299,12 +371,15 @@ pub(crate) fn verify_file_since(
         Err(err) => return Err(io(err)),
     };
     let tree = walk.tree.summary.clone();
+    let scope = walk.scope();
+    let carry = std::mem::take(&mut walk.tree).into_carry(scope);
     Ok(outcome.map(|(start, gaps)| FileReport {
         format,
         manifest: manifest.unwrap_or_else(|| placeholder_manifest(format)),
         start,
         gaps,
         tree,
+        carry,
     }))
 }
 
@@ -329,14 +404,12 @@ fn placeholder_manifest(format: ExportFormat) -> Manifest {
         },
         chain_continues_from: None,
         tree_head: None,
-        proofs: None,
     }
 }
 
-/// The longest last line read as a manifest. A filtered export's manifest carries one
-/// inclusion proof per record (about 2 KiB each in a log of a million records), so this bounds
-/// a verifiable filtered export at roughly 250,000 records, and a hostile file's cost.
-const MAX_LAST_LINE: u64 = 512 * 1024 * 1024;
+/// The longest last line read as a manifest: a manifest holds counts, filters and one tree
+/// head (about 2 KiB), so this only bounds what a hostile file costs.
+const MAX_LAST_LINE: u64 = 16 * 1024 * 1024;
 
 /// What the end of a file holds.
 enum LastLine {
@@ -426,65 +499,162 @@ fn sniff(file: &mut File) -> std::io::Result<Option<ExportFormat>> {
     })
 }
 
+/// Lines read before they are checked in parallel, and the bytes they may hold together (so a
+/// file of huge lines costs at most this much more).
+const LINE_BATCH: usize = 2048;
+const LINE_BATCH_BYTES: usize = 16 << 20;
+
 fn walk_lines<R: BufRead>(
     mut reader: R,
     format: ExportFormat,
     walk: &mut Walk,
 ) -> std::io::Result<Result<(), BadRecord>> {
-    let mut line = String::new();
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZero::get)
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let mut lines: Vec<String> = Vec::with_capacity(LINE_BATCH);
     let mut number = 0u64;
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        lines.clear();
+        let mut bytes = 0;
+        while lines.len() < LINE_BATCH && bytes < LINE_BATCH_BYTES {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            bytes += line.len();
+            lines.push(line);
+        }
+        if lines.is_empty() {
             return Ok(Ok(()));
         }
-        number += 1;
-        let text = line.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        if let Err(bad) = walk_line(text, format, number, walk) {
-            return Ok(Err(bad));
+        // Parsing, the OCSF mapping and the hashes of a line depend on that line alone: they
+        // are done on every core; linking the records to each other is done in order after.
+        let read = read_lines_parallel(&lines, format, threads);
+        for line in read {
+            number += 1;
+            if let Err(bad) = walk_read_line(line, number, walk) {
+                return Ok(Err(bad));
+            }
         }
     }
 }
 
-fn walk_line(
-    text: &str,
-    format: ExportFormat,
-    number: u64,
-    walk: &mut Walk,
-) -> Result<(), BadRecord> {
-    let malformed = |problem: String| walk.bad(number, None, Problem::Malformed(problem));
-    if walk.manifest_seen {
-        return Err(walk.bad(number, None, Problem::TrailingData));
+fn read_lines_parallel(lines: &[String], format: ExportFormat, threads: usize) -> Vec<ReadLine> {
+    let chunk = lines.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = lines
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|l| read_line(l, format))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    vec![ReadLine::Bad {
+                        record: None,
+                        problem: Problem::Malformed("the line could not be read".to_owned()),
+                    }]
+                })
+            })
+            .collect()
+    })
+}
+
+/// A line read and checked on its own, before the walk links it to the others.
+enum ReadLine {
+    Blank,
+    Manifest,
+    Record {
+        record: Box<ChainedRecord>,
+        hash: String,
+        proof: Option<Vec<String>>,
+        /// What is wrong with the record's content alone (its hash, its format version).
+        content: Option<Problem>,
+    },
+    Bad {
+        record: Option<Box<ChainedRecord>>,
+        problem: Problem,
+    },
+}
+
+fn read_line(line: &str, format: ExportFormat) -> ReadLine {
+    let text = line.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return ReadLine::Blank;
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-    match format {
-        ExportFormat::Ocsf => match super::ocsf::read_line(&value).map_err(malformed)? {
-            OcsfLine::Manifest(_) => walk.manifest_line(number),
-            OcsfLine::Record {
+    let malformed = |problem: String| ReadLine::Bad {
+        record: None,
+        problem: Problem::Malformed(problem),
+    };
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(err) => return malformed(err.to_string()),
+    };
+    let (record, hash, proof) = match format {
+        ExportFormat::Ocsf => match super::ocsf::read_line(&value) {
+            Err(problem) => return malformed(problem),
+            Ok(OcsfLine::Manifest(_)) => return ReadLine::Manifest,
+            Ok(OcsfLine::Record {
+                record,
+                mapping_mismatch: Some(difference),
+                ..
+            }) => {
+                return ReadLine::Bad {
+                    record: Some(record),
+                    problem: Problem::MappingMismatch(difference),
+                };
+            }
+            Ok(OcsfLine::Record {
                 record,
                 hash,
-                mapping_mismatch,
-            } => {
-                if let Some(difference) = mapping_mismatch {
-                    return Err(walk.bad(
-                        number,
-                        Some(&record),
-                        Problem::MappingMismatch(difference),
-                    ));
-                }
-                walk.check(number, &record, &hash, None)
-            }
+                proof,
+                mapping_mismatch: None,
+            }) => (record, hash, proof),
         },
         _ => {
             if value.get("manifest").is_some() {
-                return walk.manifest_line(number);
+                return ReadLine::Manifest;
             }
-            let (record, hash) = jsonl::read_record(value).map_err(malformed)?;
-            walk.check(number, &record, &hash, None)
+            match jsonl::read_record(value) {
+                Ok((record, hash, proof)) => (Box::new(record), hash, proof),
+                Err(problem) => return malformed(problem),
+            }
         }
+    };
+    let content = content_problem(&record, &hash, None);
+    ReadLine::Record {
+        record,
+        hash,
+        proof,
+        content,
+    }
+}
+
+fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), BadRecord> {
+    if matches!(line, ReadLine::Blank) {
+        return Ok(());
+    }
+    if walk.manifest_seen {
+        return Err(walk.bad(number, None, Problem::TrailingData));
+    }
+    match line {
+        ReadLine::Blank => Ok(()),
+        ReadLine::Manifest => walk.manifest_line(number),
+        ReadLine::Record {
+            record,
+            hash,
+            proof,
+            content,
+        } => walk.check(number, &record, &hash, proof, content),
+        ReadLine::Bad { record, problem } => Err(walk.bad(number, record.as_deref(), problem)),
     }
 }
 
@@ -535,9 +705,10 @@ fn walk_csv_row(row: &::csv::StringRecord, line: u64, walk: &mut Walk) -> Result
     match row.get(0) {
         Some("manifest") => walk.manifest_line(line),
         Some("evidence") => {
-            let (record, hash) = csv::read_record(row)
+            let (record, hash, proof) = csv::read_record(row)
                 .map_err(|err| walk.bad(line, None, Problem::Malformed(err.to_string())))?;
-            walk.check(line, &record, &hash, Some(csv::empty_string_readings))
+            let content = content_problem(&record, &hash, Some(csv::empty_string_readings));
+            walk.check(line, &record, &hash, proof, content)
         }
         other => Err(walk.bad(
             line,
@@ -633,14 +804,15 @@ impl Walk {
         line: u64,
         record: &ChainedRecord,
         hash: &str,
-        readings: Option<Readings>,
+        proof: Option<Vec<String>>,
+        content: Option<Problem>,
     ) -> Result<(), BadRecord> {
         macro_rules! fail {
             ($problem:expr) => {
                 Err(self.bad(line, Some(record), $problem))
             };
         }
-        if let Some(problem) = content_problem(record, hash, readings) {
+        if let Some(problem) = content {
             return fail!(problem);
         }
         let scope = self.scope();
@@ -678,7 +850,7 @@ impl Walk {
         {
             return fail!(Problem::NotSelected);
         }
-        if let Err(problem) = self.tree.record(scope, record.seq, hash) {
+        if let Err(problem) = self.tree.record(scope, record.seq, hash, proof) {
             return fail!(problem);
         }
         self.seen.observe(record, hash);
@@ -906,7 +1078,7 @@ mod tests {
             };
             for (record, hash) in records {
                 builder.observe(record, hash);
-                writer.record(record, hash).expect("write");
+                writer.record(record, hash, None).expect("write");
             }
             if let Some((record, hash)) = records.last() {
                 builder.manifest.chain_head = ChainPoint {
