@@ -165,21 +165,47 @@ struct ManifestBuilder {
 
 impl ManifestBuilder {
     fn observe(&mut self, record: &ChainedRecord, hash: &str) {
+        self.observe_parts(
+            record.seq,
+            hash,
+            &record.prev_hash,
+            record.recorded_at,
+            record.event_time,
+        );
+    }
+
+    /// [`Self::observe`] from the fields it reads.
+    fn observe_parts(
+        &mut self,
+        seq: i64,
+        hash: &str,
+        prev_hash: &str,
+        recorded_at: DateTime<Utc>,
+        event_time: DateTime<Utc>,
+    ) {
         let m = &mut self.manifest;
         m.count += 1;
         if m.first.is_none() {
             m.first = Some(FirstRecord {
-                seq: record.seq,
+                seq,
                 hash: hash.to_owned(),
-                prev_hash: record.prev_hash.clone(),
+                prev_hash: prev_hash.to_owned(),
             });
         }
-        m.last = Some(ChainPoint {
-            seq: record.seq,
-            hash: hash.to_owned(),
-        });
-        TimeRange::widen(&mut m.recorded_at, record.recorded_at);
-        TimeRange::widen(&mut m.event_time, record.event_time);
+        match &mut m.last {
+            Some(last) => {
+                last.seq = seq;
+                hash.clone_into(&mut last.hash);
+            }
+            None => {
+                m.last = Some(ChainPoint {
+                    seq,
+                    hash: hash.to_owned(),
+                });
+            }
+        }
+        TimeRange::widen(&mut m.recorded_at, recorded_at);
+        TimeRange::widen(&mut m.event_time, event_time);
     }
 }
 
@@ -252,7 +278,6 @@ pub(crate) async fn write_export<W: Write>(
     let mut builder = ManifestBuilder {
         manifest: opening_manifest(&snapshot, filter, format, scope),
     };
-    let pool = snapshot.pool.clone();
     // A filtered export proves each record the head covers, beside the record.
     let prove_under = builder
         .manifest
@@ -264,26 +289,67 @@ pub(crate) async fn write_export<W: Write>(
         ExportFormat::Jsonl => Box::new(jsonl::JsonlWriter::new(out)),
         ExportFormat::Ocsf => Box::new(ocsf::OcsfWriter::new(out)),
     };
-    snapshot
-        .for_each_batch(PROOF_BATCH, async |batch| {
-            let mut proofs = match &prove_under {
-                Some(head) => prove_batch(&pool, head, &batch).await?,
-                None => HashMap::new(),
-            };
-            for (record, hash) in &batch {
-                builder.observe(record, hash);
-                progress();
-                let proof = proofs.remove(&record.seq);
-                writer.record(record, hash, proof.as_deref())?;
-            }
-            Ok(())
-        })
-        .await?;
+    match &prove_under {
+        None => {
+            snapshot
+                .for_each(|record, hash| {
+                    builder.observe(&record, &hash);
+                    progress();
+                    writer.record(&record, &hash, None)
+                })
+                .await?;
+        }
+        Some(head) => {
+            write_proven(snapshot, head, &mut builder, writer.as_mut(), &mut progress).await?;
+        }
+    }
     writer
         .finish(&builder.manifest)
         .map_err(StreamError::Sink)?;
     Ok(builder.manifest)
 }
+
+/// A filtered export's records with their proofs: a thousand records are read (from a task
+/// that keeps reading meanwhile), proved with one tree query, then written.
+async fn write_proven(
+    snapshot: EvidenceSnapshot,
+    head: &SignedHead,
+    builder: &mut ManifestBuilder,
+    writer: &mut dyn EvidenceWriter,
+    progress: &mut impl FnMut(),
+) -> Result<(), StreamError<std::io::Error>> {
+    let pool = snapshot.pool.clone();
+    let mut stream = snapshot.spawn_stream(READ_AHEAD);
+    let mut batch = Vec::with_capacity(PROOF_BATCH);
+    loop {
+        let next = stream.next().await;
+        let end = next.is_none();
+        batch.extend(next);
+        if batch.len() < PROOF_BATCH && !end {
+            continue;
+        }
+        let mut proofs = prove_batch(&pool, head, &batch)
+            .await
+            .map_err(StreamError::Sink)?;
+        for (record, hash) in batch.drain(..) {
+            builder.observe(&record, &hash);
+            progress();
+            let proof = proofs.remove(&record.seq);
+            writer
+                .record(&record, &hash, proof.as_deref())
+                .map_err(StreamError::Sink)?;
+        }
+        if end {
+            break;
+        }
+    }
+    // A database error ends the stream early: the file must not close as complete.
+    stream.finish().await?;
+    Ok(())
+}
+
+/// Chunks of records read ahead of the writer (256 records each).
+const READ_AHEAD: usize = 4;
 
 /// How many records one tree query proves, and how many an export holds at once.
 const PROOF_BATCH: usize = 1000;

@@ -19,7 +19,7 @@ use super::jsonl::{self, ManifestLine};
 use super::ocsf::OcsfLine;
 use super::{ChainPoint, ExportFormat, Manifest, ManifestBuilder, Scope, csv};
 use crate::evidence::chain::{
-    ChainedRecord, GENESIS_HASH, checkpoint_continues_from, known_format,
+    ChainedRecord, EvidenceFilter, GENESIS_HASH, checkpoint_continues_from, known_format,
 };
 
 /// What is wrong at a record (or at the end of the file).
@@ -513,25 +513,32 @@ fn walk_lines<R: BufRead>(
         .map(std::num::NonZero::get)
         .unwrap_or(1)
         .clamp(1, 8);
+    let filters = walk.manifest.as_ref().map(|m| m.filters.clone());
+    // The line buffers are kept from batch to batch: no allocation per line once warm.
     let mut lines: Vec<String> = Vec::with_capacity(LINE_BATCH);
     let mut number = 0u64;
     loop {
-        lines.clear();
+        let mut used = 0;
         let mut bytes = 0;
-        while lines.len() < LINE_BATCH && bytes < LINE_BATCH_BYTES {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
+        while used < LINE_BATCH && bytes < LINE_BATCH_BYTES {
+            if used == lines.len() {
+                lines.push(String::new());
+            }
+            let line = &mut lines[used];
+            line.clear();
+            if reader.read_line(line)? == 0 {
                 break;
             }
             bytes += line.len();
-            lines.push(line);
+            used += 1;
         }
-        if lines.is_empty() {
+        if used == 0 {
             return Ok(Ok(()));
         }
-        // Parsing, the OCSF mapping and the hashes of a line depend on that line alone: they
-        // are done on every core; linking the records to each other is done in order after.
-        let read = read_lines_parallel(&lines, format, threads);
+        // Parsing, the OCSF mapping, the hash and the filters of a line depend on that line
+        // alone: they are done on every core, and the record is dropped where it was parsed;
+        // linking the records to each other is done in order after.
+        let read = read_lines_parallel(&lines[..used], format, filters.as_ref(), threads);
         for line in read {
             number += 1;
             if let Err(bad) = walk_read_line(line, number, walk) {
@@ -541,7 +548,12 @@ fn walk_lines<R: BufRead>(
     }
 }
 
-fn read_lines_parallel(lines: &[String], format: ExportFormat, threads: usize) -> Vec<ReadLine> {
+fn read_lines_parallel(
+    lines: &[String],
+    format: ExportFormat,
+    filters: Option<&EvidenceFilter>,
+    threads: usize,
+) -> Vec<ReadLine> {
     let chunk = lines.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = lines
@@ -549,7 +561,7 @@ fn read_lines_parallel(lines: &[String], format: ExportFormat, threads: usize) -
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|l| read_line(l, format))
+                        .map(|l| read_line(l, format, filters))
                         .collect::<Vec<_>>()
                 })
             })
@@ -572,20 +584,15 @@ fn read_lines_parallel(lines: &[String], format: ExportFormat, threads: usize) -
 enum ReadLine {
     Blank,
     Manifest,
-    Record {
-        record: Box<ChainedRecord>,
-        hash: String,
-        proof: Option<Vec<String>>,
-        /// What is wrong with the record's content alone (its hash, its format version).
-        content: Option<Problem>,
-    },
+    Record(Box<RecordFacts>),
     Bad {
-        record: Option<Box<ChainedRecord>>,
+        /// The record's seq and event id, when it could be read.
+        record: Option<(i64, String)>,
         problem: Problem,
     },
 }
 
-fn read_line(line: &str, format: ExportFormat) -> ReadLine {
+fn read_line(line: &str, format: ExportFormat, filters: Option<&EvidenceFilter>) -> ReadLine {
     let text = line.trim_end_matches(['\n', '\r']);
     if text.trim().is_empty() {
         return ReadLine::Blank;
@@ -608,7 +615,7 @@ fn read_line(line: &str, format: ExportFormat) -> ReadLine {
                 ..
             }) => {
                 return ReadLine::Bad {
-                    record: Some(record),
+                    record: Some((record.seq, record.event_id)),
                     problem: Problem::MappingMismatch(difference),
                 };
             }
@@ -629,13 +636,9 @@ fn read_line(line: &str, format: ExportFormat) -> ReadLine {
             }
         }
     };
-    let content = content_problem(&record, &hash, None);
-    ReadLine::Record {
-        record,
-        hash,
-        proof,
-        content,
-    }
+    ReadLine::Record(Box::new(RecordFacts::of(
+        *record, hash, proof, None, filters,
+    )))
 }
 
 fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), BadRecord> {
@@ -648,13 +651,14 @@ fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), Ba
     match line {
         ReadLine::Blank => Ok(()),
         ReadLine::Manifest => walk.manifest_line(number),
-        ReadLine::Record {
-            record,
-            hash,
-            proof,
-            content,
-        } => walk.check(number, &record, &hash, proof, content),
-        ReadLine::Bad { record, problem } => Err(walk.bad(number, record.as_deref(), problem)),
+        ReadLine::Record(facts) => walk.check(number, *facts),
+        ReadLine::Bad { record, problem } => Err(walk.bad(
+            number,
+            record
+                .as_ref()
+                .map(|(seq, event_id)| (*seq, event_id.as_str())),
+            problem,
+        )),
     }
 }
 
@@ -707,8 +711,15 @@ fn walk_csv_row(row: &::csv::StringRecord, line: u64, walk: &mut Walk) -> Result
         Some("evidence") => {
             let (record, hash, proof) = csv::read_record(row)
                 .map_err(|err| walk.bad(line, None, Problem::Malformed(err.to_string())))?;
-            let content = content_problem(&record, &hash, Some(csv::empty_string_readings));
-            walk.check(line, &record, &hash, proof, content)
+            let filters = walk.manifest.as_ref().map(|m| &m.filters);
+            let facts = RecordFacts::of(
+                record,
+                hash,
+                proof,
+                Some(csv::empty_string_readings),
+                filters,
+            );
+            walk.check(line, facts)
         }
         other => Err(walk.bad(
             line,
@@ -751,6 +762,47 @@ fn content_problem(
     (!hash_ok).then_some(Problem::HashMismatch)
 }
 
+/// What the walk needs of a record once it was read and checked on its own: small, so the
+/// record itself is dropped on the thread that parsed it.
+struct RecordFacts {
+    seq: i64,
+    prev_hash: String,
+    event_id: String,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    event_time: chrono::DateTime<chrono::Utc>,
+    hash: String,
+    proof: Option<Vec<String>>,
+    /// What is wrong with the record's content alone (its hash, its format version).
+    content: Option<Problem>,
+    /// Whether the manifest's filters select it (true without a manifest).
+    selected: bool,
+    /// A checkpoint's claim: the seq and hash it continues from.
+    continues_from: Option<(i64, String)>,
+}
+
+impl RecordFacts {
+    fn of(
+        record: ChainedRecord,
+        hash: String,
+        proof: Option<Vec<String>>,
+        readings: Option<Readings>,
+        filters: Option<&EvidenceFilter>,
+    ) -> Self {
+        Self {
+            content: content_problem(&record, &hash, readings),
+            selected: filters.is_none_or(|f| f.matches(&record)),
+            continues_from: checkpoint_continues_from(&record),
+            seq: record.seq,
+            recorded_at: record.recorded_at,
+            event_time: record.event_time,
+            prev_hash: record.prev_hash,
+            event_id: record.event_id,
+            hash,
+            proof,
+        }
+    }
+}
+
 impl Walk {
     fn new(
         manifest: Option<Manifest>,
@@ -776,16 +828,16 @@ impl Walk {
         self.manifest.as_ref().map_or(Scope::Full, |m| m.scope)
     }
 
-    fn bad(&self, line: u64, record: Option<&ChainedRecord>, problem: Problem) -> BadRecord {
+    fn bad(&self, line: u64, record: Option<(i64, &str)>, problem: Problem) -> BadRecord {
         let location = match record {
-            Some(r) => format!("line {line}, record seq {} (event {})", r.seq, r.event_id),
+            Some((seq, event_id)) => format!("line {line}, record seq {seq} (event {event_id})"),
             None => format!("line {line}"),
         };
         BadRecord {
             location,
             line,
-            seq: record.map(|r| r.seq),
-            event_id: record.map(|r| r.event_id.clone()),
+            seq: record.map(|(seq, _)| seq),
+            event_id: record.map(|(_, event_id)| event_id.to_owned()),
             problem,
         }
     }
@@ -799,41 +851,27 @@ impl Walk {
         Ok(())
     }
 
-    fn check(
-        &mut self,
-        line: u64,
-        record: &ChainedRecord,
-        hash: &str,
-        proof: Option<Vec<String>>,
-        content: Option<Problem>,
-    ) -> Result<(), BadRecord> {
-        macro_rules! fail {
-            ($problem:expr) => {
-                Err(self.bad(line, Some(record), $problem))
-            };
-        }
-        if let Some(problem) = content {
-            return fail!(problem);
-        }
-        let scope = self.scope();
+    /// Whether the record follows the one before it (or the file before), as the scope
+    /// demands; counts the gaps a filtered export may have.
+    fn link_problem(&mut self, record: &RecordFacts, scope: Scope) -> Option<Problem> {
         match (&self.last, &self.previous_file) {
             (Some((seq, last_hash, _, _)), _) => {
                 if record.seq <= *seq {
-                    return fail!(Problem::OutOfOrder { after: *seq });
+                    return Some(Problem::OutOfOrder { after: *seq });
                 }
                 if record.seq == seq + 1 {
                     if record.prev_hash != *last_hash {
-                        return fail!(Problem::Broken { before: *seq });
+                        return Some(Problem::Broken { before: *seq });
                     }
                 } else if scope == Scope::Filtered {
                     self.gaps += 1;
                 } else {
-                    return fail!(Problem::Missing { expected: seq + 1 });
+                    return Some(Problem::Missing { expected: seq + 1 });
                 }
             }
             (None, Some(previous)) if scope != Scope::Filtered => {
                 if record.seq != previous.seq + 1 || record.prev_hash != previous.hash {
-                    return fail!(Problem::DoesNotContinue {
+                    return Some(Problem::DoesNotContinue {
                         seq: previous.seq,
                         hash: previous.hash.clone(),
                     });
@@ -841,27 +879,50 @@ impl Walk {
             }
             (None, _) => {
                 if record.seq == 1 && record.prev_hash != GENESIS_HASH {
-                    return fail!(Problem::Broken { before: 0 });
+                    return Some(Problem::Broken { before: 0 });
                 }
             }
         }
-        if let Some(manifest) = &self.manifest
-            && !manifest.filters.matches(record)
-        {
-            return fail!(Problem::NotSelected);
+        None
+    }
+
+    fn check(&mut self, line: u64, record: RecordFacts) -> Result<(), BadRecord> {
+        macro_rules! fail {
+            ($problem:expr) => {
+                Err(self.bad(line, Some((record.seq, &record.event_id)), $problem))
+            };
         }
-        if let Err(problem) = self.tree.record(scope, record.seq, hash, proof) {
+        if let Some(problem) = record.content {
             return fail!(problem);
         }
-        self.seen.observe(record, hash);
+        let scope = self.scope();
+        if let Some(problem) = self.link_problem(&record, scope) {
+            return fail!(problem);
+        }
+        if self.manifest.is_some() && !record.selected {
+            return fail!(Problem::NotSelected);
+        }
+        if let Err(problem) = self
+            .tree
+            .record(scope, record.seq, &record.hash, record.proof)
+        {
+            return fail!(problem);
+        }
+        self.seen.observe_parts(
+            record.seq,
+            &record.hash,
+            &record.prev_hash,
+            record.recorded_at,
+            record.event_time,
+        );
         if let (Some(first), Some((seq, claimed))) =
-            (&self.seen.manifest.first, checkpoint_continues_from(record))
-            && seq == first.seq - 1
-            && claimed == first.prev_hash
+            (&self.seen.manifest.first, &record.continues_from)
+            && *seq == first.seq - 1
+            && *claimed == first.prev_hash
         {
             self.anchored_by = Some(record.seq);
         }
-        self.last = Some((record.seq, hash.to_owned(), record.event_id.clone(), line));
+        self.last = Some((record.seq, record.hash, record.event_id, line));
         Ok(())
     }
 
