@@ -184,22 +184,25 @@ impl TreeWalk {
         }
     }
 
+    /// `inclusion`: the proof's check when it was already done where the line was read.
     fn record(
         &mut self,
         scope: Scope,
         seq: i64,
         hash: &str,
         proof: Option<Vec<String>>,
+        inclusion: Option<Result<(), Problem>>,
     ) -> Result<(), Problem> {
         let covered = self.head.as_ref().map(|head| seq <= head.last_seq());
         if covered == Some(false) {
             self.summary.uncovered += 1;
         }
         if scope == Scope::Filtered {
-            return match covered {
-                Some(true) => self.prove(seq, hash, proof),
-                _ => Ok(()),
-            };
+            if let (Some(true), Some(head)) = (covered, &self.head) {
+                inclusion.unwrap_or_else(|| prove_inclusion(head, seq, hash, proof))?;
+                self.summary.proven += 1;
+            }
+            return Ok(());
         }
         self.grow(seq, hash)
     }
@@ -281,29 +284,29 @@ impl TreeWalk {
         }
         self.carry
     }
+}
 
-    fn prove(&mut self, seq: i64, hash: &str, proof: Option<Vec<String>>) -> Result<(), Problem> {
-        let Some(head) = &self.head else {
-            return Ok(());
-        };
-        let Some(path) = proof else {
-            return Err(Problem::Tree(
-                "it carries no inclusion proof under the manifest's tree head: it was inserted"
-                    .to_owned(),
-            ));
-        };
-        let proof = crate::evidence::proof::InclusionProof {
-            seq,
-            leaf_index: u64::try_from(seq - head.first_seq).unwrap_or(u64::MAX),
-            tree_size: head.tree_size,
-            record_hash: hash.to_owned(),
-            path,
-        };
-        crate::evidence::proof::check_inclusion(head, &proof)
-            .map_err(|e| Problem::Tree(e.to_string()))?;
-        self.summary.proven += 1;
-        Ok(())
-    }
+/// Checks a filtered export's record against the manifest's head with the proof it carries.
+fn prove_inclusion(
+    head: &crate::evidence::heads::TreeHead,
+    seq: i64,
+    hash: &str,
+    proof: Option<Vec<String>>,
+) -> Result<(), Problem> {
+    let Some(path) = proof else {
+        return Err(Problem::Tree(
+            "it carries no inclusion proof under the manifest's tree head: it was inserted"
+                .to_owned(),
+        ));
+    };
+    let proof = crate::evidence::proof::InclusionProof {
+        seq,
+        leaf_index: u64::try_from(seq - head.first_seq).unwrap_or(u64::MAX),
+        tree_size: head.tree_size,
+        record_hash: hash.to_owned(),
+        path,
+    };
+    crate::evidence::proof::check_inclusion(head, &proof).map_err(|e| Problem::Tree(e.to_string()))
 }
 
 /// Verifies one file; `previous` is the last position of the file before it when several
@@ -513,7 +516,14 @@ fn walk_lines<R: BufRead>(
         .map(std::num::NonZero::get)
         .unwrap_or(1)
         .clamp(1, 8);
-    let filters = walk.manifest.as_ref().map(|m| m.filters.clone());
+    let context = LineContext {
+        filters: walk.manifest.as_ref().map(|m| m.filters.clone()),
+        prove_under: walk
+            .tree
+            .head
+            .clone()
+            .filter(|_| walk.scope() == Scope::Filtered),
+    };
     // The line buffers are kept from batch to batch: no allocation per line once warm.
     let mut lines: Vec<String> = Vec::with_capacity(LINE_BATCH);
     let mut number = 0u64;
@@ -538,7 +548,7 @@ fn walk_lines<R: BufRead>(
         // Parsing, the OCSF mapping, the hash and the filters of a line depend on that line
         // alone: they are done on every core, and the record is dropped where it was parsed;
         // linking the records to each other is done in order after.
-        let read = read_lines_parallel(&lines[..used], format, filters.as_ref(), threads);
+        let read = read_lines_parallel(&lines[..used], format, &context, threads);
         for line in read {
             number += 1;
             if let Err(bad) = walk_read_line(line, number, walk) {
@@ -551,7 +561,7 @@ fn walk_lines<R: BufRead>(
 fn read_lines_parallel(
     lines: &[String],
     format: ExportFormat,
-    filters: Option<&EvidenceFilter>,
+    context: &LineContext,
     threads: usize,
 ) -> Vec<ReadLine> {
     let chunk = lines.len().div_ceil(threads).max(1);
@@ -561,7 +571,7 @@ fn read_lines_parallel(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|l| read_line(l, format, filters))
+                        .map(|l| read_line(l, format, context))
                         .collect::<Vec<_>>()
                 })
             })
@@ -592,7 +602,7 @@ enum ReadLine {
     },
 }
 
-fn read_line(line: &str, format: ExportFormat, filters: Option<&EvidenceFilter>) -> ReadLine {
+fn read_line(line: &str, format: ExportFormat, context: &LineContext) -> ReadLine {
     let text = line.trim_end_matches(['\n', '\r']);
     if text.trim().is_empty() {
         return ReadLine::Blank;
@@ -636,9 +646,8 @@ fn read_line(line: &str, format: ExportFormat, filters: Option<&EvidenceFilter>)
             }
         }
     };
-    ReadLine::Record(Box::new(RecordFacts::of(
-        *record, hash, proof, None, filters,
-    )))
+    let facts = RecordFacts::of(*record, hash, proof, None, context.filters.as_ref());
+    ReadLine::Record(Box::new(facts.prove_under(context.prove_under.as_ref())))
 }
 
 fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), BadRecord> {
@@ -772,6 +781,8 @@ struct RecordFacts {
     event_time: chrono::DateTime<chrono::Utc>,
     hash: String,
     proof: Option<Vec<String>>,
+    /// Its inclusion proof checked against the manifest's head, where that was done already.
+    inclusion: Option<Result<(), Problem>>,
     /// What is wrong with the record's content alone (its hash, its format version).
     content: Option<Problem>,
     /// Whether the manifest's filters select it (true without a manifest).
@@ -799,8 +810,26 @@ impl RecordFacts {
             event_id: record.event_id,
             hash,
             proof,
+            inclusion: None,
         }
     }
+
+    /// Checks the proof now, against `head` when a filtered export's head covers the record.
+    fn prove_under(mut self, head: Option<&crate::evidence::heads::TreeHead>) -> Self {
+        if let Some(head) = head.filter(|h| self.seq <= h.last_seq()) {
+            let proof = self.proof.take();
+            self.inclusion = Some(prove_inclusion(head, self.seq, &self.hash, proof));
+        }
+        self
+    }
+}
+
+/// What reading a line on its own needs from the manifest: its filters and, for a filtered
+/// export, the head its records' proofs lead to.
+#[derive(Default)]
+struct LineContext {
+    filters: Option<EvidenceFilter>,
+    prove_under: Option<crate::evidence::heads::TreeHead>,
 }
 
 impl Walk {
@@ -902,10 +931,13 @@ impl Walk {
         if self.manifest.is_some() && !record.selected {
             return fail!(Problem::NotSelected);
         }
-        if let Err(problem) = self
-            .tree
-            .record(scope, record.seq, &record.hash, record.proof)
-        {
+        if let Err(problem) = self.tree.record(
+            scope,
+            record.seq,
+            &record.hash,
+            record.proof,
+            record.inclusion,
+        ) {
             return fail!(problem);
         }
         self.seen.observe_parts(
@@ -1180,6 +1212,34 @@ mod tests {
             .expect("verifies");
         assert_eq!(report.format, ExportFormat::Csv);
         assert_eq!(report.manifest.last.map(|l| l.seq), Some(4));
+    }
+
+    #[test]
+    fn a_csv_file_written_before_inline_proofs_still_verifies() {
+        let records = chain(5, 10);
+        let file = write(ExportFormat::Csv, &records);
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_path(file.path())
+            .expect("open");
+        let mut older = tempfile::NamedTempFile::new().expect("tempfile");
+        {
+            let mut writer = ::csv::WriterBuilder::new()
+                .terminator(::csv::Terminator::CRLF)
+                .from_writer(older.as_file_mut());
+            for row in reader.records() {
+                let row = row.expect("row");
+                assert_eq!(row.len(), csv::HEADER.len());
+                writer
+                    .write_record(row.iter().take(csv::HEADER.len() - 1))
+                    .expect("write");
+            }
+            writer.flush().expect("flush");
+        }
+        let report = verify_file(older.path(), None)
+            .expect("read")
+            .expect("verifies");
+        assert_eq!(report.manifest.last.map(|l| l.seq), Some(5));
     }
 
     #[test]
