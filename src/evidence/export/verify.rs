@@ -607,47 +607,62 @@ fn read_line(line: &str, format: ExportFormat, context: &LineContext) -> ReadLin
     if text.trim().is_empty() {
         return ReadLine::Blank;
     }
-    let malformed = |problem: String| ReadLine::Bad {
+    let read = match format {
+        ExportFormat::Ocsf => read_ocsf(text),
+        _ => read_jsonl(text),
+    };
+    match read {
+        Ok(Some((record, hash, proof))) => {
+            let facts = RecordFacts::of(record, hash, proof, None, context.filters.as_ref());
+            ReadLine::Record(Box::new(facts.prove_under(context.prove_under.as_ref())))
+        }
+        Ok(None) => ReadLine::Manifest,
+        Err(bad) => bad,
+    }
+}
+
+fn malformed(problem: String) -> ReadLine {
+    ReadLine::Bad {
         record: None,
         problem: Problem::Malformed(problem),
-    };
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(err) => return malformed(err.to_string()),
-    };
-    let (record, hash, proof) = match format {
-        ExportFormat::Ocsf => match super::ocsf::read_line(&value) {
-            Err(problem) => return malformed(problem),
-            Ok(OcsfLine::Manifest(_)) => return ReadLine::Manifest,
-            Ok(OcsfLine::Record {
-                record,
-                mapping_mismatch: Some(difference),
-                ..
-            }) => {
-                return ReadLine::Bad {
-                    record: Some((record.seq, record.event_id)),
-                    problem: Problem::MappingMismatch(difference),
-                };
-            }
-            Ok(OcsfLine::Record {
-                record,
-                hash,
-                proof,
-                mapping_mismatch: None,
-            }) => (record, hash, proof),
-        },
-        _ => {
-            if value.get("manifest").is_some() {
-                return ReadLine::Manifest;
-            }
-            match jsonl::read_record(value) {
-                Ok((record, hash, proof)) => (Box::new(record), hash, proof),
-                Err(problem) => return malformed(problem),
-            }
+    }
+}
+
+/// An OCSF line: a record (`Some`), the manifest (`None`), or why it is bad.
+fn read_ocsf(text: &str) -> Result<Option<super::ReadRecord>, ReadLine> {
+    let line = match super::ocsf::read_exact_record(text) {
+        Some(line) => line,
+        None => {
+            let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+            super::ocsf::read_line(&value).map_err(malformed)?
         }
     };
-    let facts = RecordFacts::of(*record, hash, proof, None, context.filters.as_ref());
-    ReadLine::Record(Box::new(facts.prove_under(context.prove_under.as_ref())))
+    match line {
+        OcsfLine::Manifest(_) => Ok(None),
+        OcsfLine::Record {
+            record,
+            mapping_mismatch: Some(difference),
+            ..
+        } => Err(ReadLine::Bad {
+            record: Some((record.seq, record.event_id)),
+            problem: Problem::MappingMismatch(difference),
+        }),
+        OcsfLine::Record {
+            record,
+            hash,
+            proof,
+            mapping_mismatch: None,
+        } => Ok(Some((*record, hash, proof))),
+    }
+}
+
+/// A JSON Lines line: a record (`Some`), the manifest (`None`), or why it is bad.
+fn read_jsonl(text: &str) -> Result<Option<super::ReadRecord>, ReadLine> {
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    if value.get("manifest").is_some() {
+        return Ok(None);
+    }
+    jsonl::read_record(value).map(Some).map_err(malformed)
 }
 
 fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), BadRecord> {
