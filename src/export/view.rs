@@ -316,25 +316,27 @@ impl Drop for Listening {
     }
 }
 
-impl Heard {
-    fn spawn(mut listener: PgListener) -> Listening {
+impl Listening {
+    fn start(mut listener: PgListener) -> Self {
         let (sender, receiver) = tokio::sync::mpsc::channel(MAX_BATCH);
         let task = tokio::spawn(async move {
             loop {
                 let heard = match listener.try_recv().await {
-                    Ok(Some(notification)) => Self::Payload(notification.payload().to_owned()),
-                    Ok(None) => Self::Lost,
-                    Err(err) => Self::Failed(err),
+                    Ok(Some(notification)) => Heard::Payload(notification.payload().to_owned()),
+                    Ok(None) => Heard::Lost,
+                    Err(err) => Heard::Failed(err),
                 };
-                let more = matches!(heard, Self::Payload(_));
+                let more = matches!(heard, Heard::Payload(_));
                 if sender.send(heard).await.is_err() || !more {
                     return;
                 }
             }
         });
-        Listening { receiver, task }
+        Self { receiver, task }
     }
+}
 
+impl Heard {
     /// The payload, or why following must start over.
     fn payload(heard: Option<Self>) -> Result<String, FollowError> {
         match heard {
@@ -385,7 +387,7 @@ impl ViewTask {
         // never be replaced silently.
         listener.eager_reconnect(false);
         listener.listen(CHANNEL).await?;
-        let mut heard = Heard::spawn(listener);
+        let mut heard = Listening::start(listener);
         // Listening before reading: a change committed during the read is notified and read
         // again after it, so nothing falls between the two.
         self.load_all().await?;

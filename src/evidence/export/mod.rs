@@ -192,18 +192,10 @@ impl ManifestBuilder {
                 prev_hash: prev_hash.to_owned(),
             });
         }
-        match &mut m.last {
-            Some(last) => {
-                last.seq = seq;
-                hash.clone_into(&mut last.hash);
-            }
-            None => {
-                m.last = Some(ChainPoint {
-                    seq,
-                    hash: hash.to_owned(),
-                });
-            }
-        }
+        m.last = Some(ChainPoint {
+            seq,
+            hash: hash.to_owned(),
+        });
         TimeRange::widen(&mut m.recorded_at, recorded_at);
         TimeRange::widen(&mut m.event_time, event_time);
     }
@@ -309,8 +301,8 @@ pub(crate) async fn write_export<W: Write>(
     Ok(builder.manifest)
 }
 
-/// A filtered export's records with their proofs: a thousand records are read (from a task
-/// that keeps reading meanwhile), proved with one tree query, then written.
+/// A filtered export's records with their proofs: a thousand records at a time are read (the
+/// next thousand meanwhile, on a task), proved with one tree query, then written.
 async fn write_proven(
     snapshot: EvidenceSnapshot,
     head: &SignedHead,
@@ -319,19 +311,12 @@ async fn write_proven(
     progress: &mut impl FnMut(),
 ) -> Result<(), StreamError<std::io::Error>> {
     let pool = snapshot.pool.clone();
-    let mut stream = snapshot.spawn_stream(READ_AHEAD);
-    let mut batch = Vec::with_capacity(PROOF_BATCH);
-    loop {
-        let next = stream.next().await;
-        let end = next.is_none();
-        batch.extend(next);
-        if batch.len() < PROOF_BATCH && !end {
-            continue;
-        }
+    let mut chunks = snapshot.spawn_chunks(PROOF_BATCH);
+    while let Some(batch) = chunks.next().await {
         let mut proofs = prove_batch(&pool, head, &batch)
             .await
             .map_err(StreamError::Sink)?;
-        for (record, hash) in batch.drain(..) {
+        for (record, hash) in batch {
             builder.observe(&record, &hash);
             progress();
             let proof = proofs.remove(&record.seq);
@@ -339,19 +324,13 @@ async fn write_proven(
                 .record(&record, &hash, proof.as_deref())
                 .map_err(StreamError::Sink)?;
         }
-        if end {
-            break;
-        }
     }
     // A database error ends the stream early: the file must not close as complete.
-    stream.finish().await?;
+    chunks.finish().await?;
     Ok(())
 }
 
-/// Chunks of records read ahead of the writer (256 records each).
-const READ_AHEAD: usize = 4;
-
-/// How many records one tree query proves, and how many an export holds at once.
+/// How many records one tree query proves (and a filtered export holds twice over at most).
 const PROOF_BATCH: usize = 1000;
 
 /// The inclusion proofs under `head` of the records of `batch` it covers, by seq, in one

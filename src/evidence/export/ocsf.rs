@@ -392,6 +392,20 @@ pub(super) enum OcsfLine {
     Manifest(Box<Manifest>),
 }
 
+/// [`finding`], with a filtered export's inclusion proof in `unmapped.ecr_audit.proof`.
+fn proven_finding(
+    record: &ChainedRecord,
+    hash: &str,
+    product_version: &str,
+    proof: Option<&[String]>,
+) -> Value {
+    let mut line = finding(record, hash, product_version);
+    if let Some(path) = proof {
+        line["unmapped"]["ecr_audit"]["proof"] = json!(path);
+    }
+    line
+}
+
 /// The members of a finding line the verifier needs, read without building the whole line.
 #[derive(Deserialize)]
 struct FindingLine {
@@ -434,10 +448,12 @@ pub(super) fn read_exact_record(text: &str) -> Option<OcsfLine> {
     if member.mapping != Some(MAPPING_VERSION) {
         return None;
     }
-    let mut expected = finding(&member.record, &member.hash, &line.metadata.product.version);
-    if let Some(proof) = &member.proof {
-        expected["unmapped"]["ecr_audit"]["proof"] = json!(proof);
-    }
+    let expected = proven_finding(
+        &member.record,
+        &member.hash,
+        &line.metadata.product.version,
+        member.proof.as_deref(),
+    );
     let written = serde_json::to_string(&expected).ok()?;
     (written == text).then(|| OcsfLine::Record {
         record: Box::new(member.record),
@@ -471,8 +487,8 @@ pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
         .and_then(Value::as_str)
         .ok_or("no unmapped.ecr_audit.hash")?
         .to_owned();
-    let proof_value = chained.get("proof");
-    let proof = proof_value
+    let proof = chained
+        .get("proof")
         .map(Vec::<String>::deserialize)
         .transpose()
         .map_err(|e| format!("unmapped.ecr_audit.proof: {e}"))?;
@@ -482,10 +498,7 @@ pub(super) fn read_line(line: &Value) -> Result<OcsfLine, String> {
                 .pointer("/metadata/product/version")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let mut expected = finding(&record, &hash, version);
-            if let Some(proof) = proof_value {
-                expected["unmapped"]["ecr_audit"]["proof"] = proof.clone();
-            }
+            let expected = proven_finding(&record, &hash, version, proof.as_deref());
             (expected != *line).then(|| first_difference(&expected, line, ""))
         }
         other => Some(format!("unknown mapping version {other:?}")),
@@ -533,10 +546,7 @@ impl<W: Write> EvidenceWriter for OcsfWriter<W> {
         hash: &str,
         proof: Option<&[String]>,
     ) -> std::io::Result<()> {
-        let mut line = finding(record, hash, env!("CARGO_PKG_VERSION"));
-        if let Some(path) = proof {
-            line["unmapped"]["ecr_audit"]["proof"] = json!(path);
-        }
+        let line = proven_finding(record, hash, env!("CARGO_PKG_VERSION"), proof);
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")
     }

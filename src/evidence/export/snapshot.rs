@@ -77,8 +77,8 @@ pub(crate) async fn evidence_snapshot(
         .await
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let matching = if count {
-        let n: i64 = bind_filter(
-            sqlx::query_scalar(&format!("SELECT count(*) FROM evidence WHERE {FILTER_SQL}")),
+        let (n,): (i64,) = bind_filter(
+            sqlx::query_as(&format!("SELECT count(*) FROM evidence WHERE {FILTER_SQL}")),
             filter,
         )
         .fetch_one(&mut *tx)
@@ -101,10 +101,11 @@ pub(crate) async fn evidence_snapshot(
     })
 }
 
+/// Binds `filter` to the parameters of [`FILTER_SQL`].
 fn bind_filter<'q, O>(
-    query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
     filter: &'q EvidenceFilter,
-) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
     query
         .bind(filter.since)
         .bind(filter.until)
@@ -124,14 +125,7 @@ fn select<'c>(
     conn: &'c mut sqlx::PgConnection,
     filter: &'c EvidenceFilter,
 ) -> impl futures::Stream<Item = Result<EvidenceRow, sqlx::Error>> + 'c {
-    sqlx::query_as::<_, EvidenceRow>(SELECT_SQL.as_str())
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(filter.repository.as_deref())
-        .bind(filter.control.as_deref())
-        .bind(filter.through_seq)
-        .bind(filter.digest.as_deref())
-        .fetch(conn)
+    bind_filter(sqlx::query_as(SELECT_SQL.as_str()), filter).fetch(conn)
 }
 
 impl EvidenceSnapshot {
@@ -156,20 +150,20 @@ impl EvidenceSnapshot {
         Ok(())
     }
 
-    /// Streams the selected records in chain order, with their stored hashes, from a task of
-    /// its own, so the database keeps sending while the consumer waits on something else (a
-    /// filtered export's proof queries). Records cross in chunks of [`CHUNK`], at most `ahead`
-    /// chunks in flight, which bounds memory.
-    pub(crate) fn spawn_stream(mut self, ahead: usize) -> RecordStream {
-        let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
+    /// Streams the selected records in chain order, with their stored hashes, in chunks of
+    /// `size` from a task of its own, so the database keeps sending the next chunk while the
+    /// consumer works on one (a filtered export's proof query). One chunk waits in the
+    /// channel at most, which bounds memory.
+    pub(crate) fn spawn_chunks(mut self, size: usize) -> RecordChunks {
+        let size = size.max(1);
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             {
                 let mut rows = select(&mut self.tx, &self.filter);
-                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk = Vec::with_capacity(size);
                 while let Some(row) = rows.try_next().await? {
                     chunk.push(row.into_record());
-                    if chunk.len() == CHUNK
-                        && sender.send(std::mem::take(&mut chunk)).await.is_err()
+                    if chunk.len() == size && sender.send(std::mem::take(&mut chunk)).await.is_err()
                     {
                         // The consumer stopped (its own error): the snapshot rolls back.
                         return Ok(());
@@ -181,33 +175,20 @@ impl EvidenceSnapshot {
             }
             self.tx.commit().await
         });
-        RecordStream {
-            receiver,
-            current: Vec::new().into_iter(),
-            task,
-        }
+        RecordChunks { receiver, task }
     }
 }
 
-/// Records handed from the reading task to the writer at a time: one wake-up each.
-const CHUNK: usize = 256;
-
-/// Records streamed by [`EvidenceSnapshot::spawn_stream`].
-pub(crate) struct RecordStream {
+/// Records streamed by [`EvidenceSnapshot::spawn_chunks`].
+pub(crate) struct RecordChunks {
     receiver: tokio::sync::mpsc::Receiver<Vec<(ChainedRecord, String)>>,
-    current: std::vec::IntoIter<(ChainedRecord, String)>,
     task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
 }
 
-impl RecordStream {
-    /// The next record, or `None` at the end (or when reading failed: [`Self::finish`] says).
-    pub(crate) async fn next(&mut self) -> Option<(ChainedRecord, String)> {
-        loop {
-            if let Some(record) = self.current.next() {
-                return Some(record);
-            }
-            self.current = self.receiver.recv().await?.into_iter();
-        }
+impl RecordChunks {
+    /// The next chunk, or `None` at the end (or when reading failed: [`Self::finish`] says).
+    pub(crate) async fn next(&mut self) -> Option<Vec<(ChainedRecord, String)>> {
+        self.receiver.recv().await
     }
 
     /// Waits for the reading task: whether every record was read and the snapshot closed.

@@ -88,7 +88,7 @@ pub(crate) enum VerifyError {
     #[error("{path}: not an ecr-audit evidence export (neither CSV, JSON Lines nor OCSF)")]
     UnknownFormat { path: String },
     #[error(
-        "{path}: its last line is over {limit_mib} MiB, more than any manifest this verifier reads (a filtered export's manifest holds one inclusion proof per record: export fewer records at a time)"
+        "{path}: its last line is over {limit_mib} MiB, more than any manifest this verifier reads (a manifest is a few KiB)"
     )]
     ManifestTooLarge { path: String, limit_mib: u64 },
 }
@@ -184,22 +184,21 @@ impl TreeWalk {
         }
     }
 
-    /// `inclusion`: the proof's check when it was already done where the line was read.
+    /// `inclusion`: a filtered export's record checked against the head with its proof, where
+    /// the line was read ([`RecordFacts::of`]); `None` when the head does not cover it.
     fn record(
         &mut self,
         scope: Scope,
         seq: i64,
         hash: &str,
-        proof: Option<Vec<String>>,
         inclusion: Option<Result<(), Problem>>,
     ) -> Result<(), Problem> {
-        let covered = self.head.as_ref().map(|head| seq <= head.last_seq());
-        if covered == Some(false) {
+        if self.head.as_ref().is_some_and(|head| seq > head.last_seq()) {
             self.summary.uncovered += 1;
         }
         if scope == Scope::Filtered {
-            if let (Some(true), Some(head)) = (covered, &self.head) {
-                inclusion.unwrap_or_else(|| prove_inclusion(head, seq, hash, proof))?;
+            if let Some(result) = inclusion {
+                result?;
                 self.summary.proven += 1;
             }
             return Ok(());
@@ -516,14 +515,7 @@ fn walk_lines<R: BufRead>(
         .map(std::num::NonZero::get)
         .unwrap_or(1)
         .clamp(1, 8);
-    let context = LineContext {
-        filters: walk.manifest.as_ref().map(|m| m.filters.clone()),
-        prove_under: walk
-            .tree
-            .head
-            .clone()
-            .filter(|_| walk.scope() == Scope::Filtered),
-    };
+    let context = LineContext::of(walk);
     // The line buffers are kept from batch to batch: no allocation per line once warm.
     let mut lines: Vec<String> = Vec::with_capacity(LINE_BATCH);
     let mut number = 0u64;
@@ -612,10 +604,9 @@ fn read_line(line: &str, format: ExportFormat, context: &LineContext) -> ReadLin
         _ => read_jsonl(text),
     };
     match read {
-        Ok(Some((record, hash, proof))) => {
-            let facts = RecordFacts::of(record, hash, proof, None, context.filters.as_ref());
-            ReadLine::Record(Box::new(facts.prove_under(context.prove_under.as_ref())))
-        }
+        Ok(Some((record, hash, proof))) => ReadLine::Record(Box::new(RecordFacts::of(
+            record, hash, proof, None, context,
+        ))),
         Ok(None) => ReadLine::Manifest,
         Err(bad) => bad,
     }
@@ -687,6 +678,7 @@ fn walk_read_line(line: ReadLine, number: u64, walk: &mut Walk) -> Result<(), Ba
 }
 
 fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), BadRecord>> {
+    let context = LineContext::of(walk);
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -722,28 +714,29 @@ fn walk_csv<R: Read>(reader: R, walk: &mut Walk) -> std::io::Result<Result<(), B
         if walk.manifest_seen {
             return Ok(Err(walk.bad(line, None, Problem::TrailingData)));
         }
-        if let Err(bad) = walk_csv_row(&row, line, walk) {
+        if let Err(bad) = walk_csv_row(&row, line, walk, &context) {
             return Ok(Err(bad));
         }
     }
 }
 
 /// One CSV row after the header: a record, or the closing manifest.
-fn walk_csv_row(row: &::csv::StringRecord, line: u64, walk: &mut Walk) -> Result<(), BadRecord> {
+fn walk_csv_row(
+    row: &::csv::StringRecord,
+    line: u64,
+    walk: &mut Walk,
+    context: &LineContext,
+) -> Result<(), BadRecord> {
     match row.get(0) {
         Some("manifest") => walk.manifest_line(line),
         Some("evidence") => {
             let (record, hash, proof) = csv::read_record(row)
                 .map_err(|err| walk.bad(line, None, Problem::Malformed(err.to_string())))?;
-            let filters = walk.manifest.as_ref().map(|m| &m.filters);
-            let facts = RecordFacts::of(
-                record,
-                hash,
-                proof,
-                Some(csv::empty_string_readings),
-                filters,
-            );
-            walk.check(line, facts)
+            let readings = Some(csv::empty_string_readings as Readings);
+            walk.check(
+                line,
+                RecordFacts::of(record, hash, proof, readings, context),
+            )
         }
         other => Err(walk.bad(
             line,
@@ -795,8 +788,8 @@ struct RecordFacts {
     recorded_at: chrono::DateTime<chrono::Utc>,
     event_time: chrono::DateTime<chrono::Utc>,
     hash: String,
-    proof: Option<Vec<String>>,
-    /// Its inclusion proof checked against the manifest's head, where that was done already.
+    /// In a filtered export, its inclusion proof checked against the manifest's head; `None`
+    /// when the head does not cover it (or the export is not filtered).
     inclusion: Option<Result<(), Problem>>,
     /// What is wrong with the record's content alone (its hash, its format version).
     content: Option<Problem>,
@@ -812,11 +805,16 @@ impl RecordFacts {
         hash: String,
         proof: Option<Vec<String>>,
         readings: Option<Readings>,
-        filters: Option<&EvidenceFilter>,
+        context: &LineContext,
     ) -> Self {
+        let inclusion = context
+            .prove_under
+            .as_ref()
+            .filter(|head| record.seq <= head.last_seq())
+            .map(|head| prove_inclusion(head, record.seq, &hash, proof));
         Self {
             content: content_problem(&record, &hash, readings),
-            selected: filters.is_none_or(|f| f.matches(&record)),
+            selected: context.filters.as_ref().is_none_or(|f| f.matches(&record)),
             continues_from: checkpoint_continues_from(&record),
             seq: record.seq,
             recorded_at: record.recorded_at,
@@ -824,27 +822,29 @@ impl RecordFacts {
             prev_hash: record.prev_hash,
             event_id: record.event_id,
             hash,
-            proof,
-            inclusion: None,
+            inclusion,
         }
-    }
-
-    /// Checks the proof now, against `head` when a filtered export's head covers the record.
-    fn prove_under(mut self, head: Option<&crate::evidence::heads::TreeHead>) -> Self {
-        if let Some(head) = head.filter(|h| self.seq <= h.last_seq()) {
-            let proof = self.proof.take();
-            self.inclusion = Some(prove_inclusion(head, self.seq, &self.hash, proof));
-        }
-        self
     }
 }
 
 /// What reading a line on its own needs from the manifest: its filters and, for a filtered
 /// export, the head its records' proofs lead to.
-#[derive(Default)]
 struct LineContext {
     filters: Option<EvidenceFilter>,
     prove_under: Option<crate::evidence::heads::TreeHead>,
+}
+
+impl LineContext {
+    fn of(walk: &Walk) -> Self {
+        Self {
+            filters: walk.manifest.as_ref().map(|m| m.filters.clone()),
+            prove_under: walk
+                .tree
+                .head
+                .clone()
+                .filter(|_| walk.scope() == Scope::Filtered),
+        }
+    }
 }
 
 impl Walk {
@@ -946,13 +946,10 @@ impl Walk {
         if self.manifest.is_some() && !record.selected {
             return fail!(Problem::NotSelected);
         }
-        if let Err(problem) = self.tree.record(
-            scope,
-            record.seq,
-            &record.hash,
-            record.proof,
-            record.inclusion,
-        ) {
+        if let Err(problem) = self
+            .tree
+            .record(scope, record.seq, &record.hash, record.inclusion)
+        {
             return fail!(problem);
         }
         self.seen.observe_parts(
