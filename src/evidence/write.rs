@@ -34,6 +34,8 @@ pub struct Appended {
     /// event cannot have produced them before, so something took the id first: the caller
     /// must refuse the batch rather than drop the record (and its alert) silently.
     pub collisions: Vec<String>,
+    /// When the head was locked (it stays locked until the caller's transaction ends).
+    pub locked_at: Option<std::time::Instant>,
 }
 
 /// Puts the pending records on the chain and moves the head.
@@ -48,6 +50,7 @@ pub async fn append(
         sqlx::query_as("SELECT seq, hash FROM evidence_lock_head()")
             .fetch_one(&mut *conn)
             .await?;
+    let locked_at = std::time::Instant::now();
     // With the head locked no other appender can add records, so the ids already on the
     // chain now are all there will be: one query finds them, one statement appends the rest
     // (the head lock is held for two round trips, not one per record).
@@ -59,7 +62,10 @@ pub async fn append(
             .await?
             .into_iter()
             .collect();
-    let mut appended = Appended::default();
+    let mut appended = Appended {
+        locked_at: Some(locked_at),
+        ..Appended::default()
+    };
     let mut canonical = Vec::with_capacity(pending.len());
     let led: HashSet<usize> = pending
         .iter()

@@ -2,8 +2,10 @@
 //!
 //! [`Store::commit_batch`] applies a batch of plans in one transaction: repository state,
 //! control results (with a transition record whenever a status changes), image records, the
-//! evidence records on the hash chain, and rejected messages. It is idempotent on the event's
-//! own id: an id already in `evidence` makes the whole plan a duplicate that changes nothing.
+//! evidence records on the hash chain, and rejected messages. It leaves what committing the
+//! plans one at a time, in the order they came, would leave, with one statement per table for
+//! many plans (`wave.rs`). It is idempotent on the event's own id: an id already in `evidence`
+//! makes the whole plan a duplicate that changes nothing.
 //! Writes are guarded by versions (`observed_at` for repository reads, the event time for
 //! image presence), so an older event or a slower worker never overwrites newer state.
 
@@ -15,10 +17,13 @@ mod history;
 mod rereads;
 mod reverify;
 pub mod roles;
+mod sets;
+mod upsert;
 mod usage;
 pub mod verdict;
 pub mod verifications;
 pub mod views;
+mod wave;
 mod write;
 
 pub use digest::{RecheckClaim, SignatureChange};

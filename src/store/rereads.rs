@@ -5,6 +5,7 @@
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::sets::RepositoryColumns;
 use super::{RepositoryWrite, StoreError};
 use crate::domain::{AccountId, Region, RepositoryKey, RepositoryName};
 
@@ -14,37 +15,50 @@ const FIRST_DELAY_SECONDS: f64 = 5.0;
 /// An outage that lasts is asked about every 10 minutes; the reconcile sweep also reads it.
 const MAX_DELAY_SECONDS: f64 = 600.0;
 
-/// Schedules a re-read after an incomplete read, or ends the schedule once a complete read
-/// was applied. An incomplete read that was not applied (a push's read of a stored repository)
-/// still schedules one: the stored controls may be the ones that need it.
+/// Schedules a re-read after each incomplete read, or ends the schedule once a complete read
+/// was applied; `writes` are of distinct repositories, each with whether it was applied. An
+/// incomplete read that was not applied (a push's read of a stored repository) still schedules
+/// one: the stored controls may be the ones that need it.
 ///
 /// # Errors
 /// When a statement fails.
 pub(super) async fn schedule_or_clear(
     tx: &mut Transaction<'_, Postgres>,
-    write: &RepositoryWrite,
-    applied: bool,
+    writes: &[(&RepositoryWrite, bool)],
 ) -> Result<(), StoreError> {
-    let key = &write.key;
-    if write.reread {
+    let mut due = RepositoryColumns::default();
+    let mut done = RepositoryColumns::default();
+    for (write, applied) in writes {
+        if write.reread {
+            due.push(&write.key);
+        } else if *applied {
+            done.push(&write.key);
+        }
+    }
+    if !due.is_empty() {
         sqlx::query(
             "INSERT INTO repository_rechecks (account, region, repository, due_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             SELECT account, region, repository, now() + make_interval(secs => $4)
+               FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(account, region, repository)
+              ORDER BY account, region, repository
              ON CONFLICT (account, region, repository) DO NOTHING",
         )
-        .bind(key.account.as_str())
-        .bind(key.region.as_str())
-        .bind(key.name.as_str())
+        .bind(&due.account)
+        .bind(&due.region)
+        .bind(&due.repository)
         .bind(FIRST_DELAY_SECONDS)
         .execute(&mut **tx)
         .await?;
-    } else if applied {
+    }
+    if !done.is_empty() {
         sqlx::query(
-            "DELETE FROM repository_rechecks WHERE account = $1 AND region = $2 AND repository = $3",
+            "DELETE FROM repository_rechecks r
+              USING UNNEST($1::text[], $2::text[], $3::text[]) AS u(account, region, repository)
+              WHERE r.account = u.account AND r.region = u.region AND r.repository = u.repository",
         )
-        .bind(key.account.as_str())
-        .bind(key.region.as_str())
-        .bind(key.name.as_str())
+        .bind(&done.account)
+        .bind(&done.region)
+        .bind(&done.repository)
         .execute(&mut **tx)
         .await?;
     }

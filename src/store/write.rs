@@ -1,13 +1,15 @@
 //! The batch transaction behind [`super::Store::commit_batch`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::digest::{apply_scan, apply_signature, postpone};
+use super::digest::{apply_signatures, lock_rechecks, postpone};
+use super::sets::{RepositoryColumns, RepositoryRowKey, repository_row_key};
+use super::wave::{Effects, apply_wave, waves};
 use super::{
     BatchOutcome, Committed, EventPlan, ImagePresence, ImageWrite, Plan, RecheckClaim,
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
@@ -17,16 +19,16 @@ use crate::domain::{ControlId, ControlStatus, RepositoryKey, Verdict};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
     ControlTransitionDetail, EventDetail, ImageAfter, ImagePresenceLabel, RegressedAndRestored,
-    RepositoryAfter, RepositoryStateLabel, ScanAfter, SettingsAtPush, SignatureAfter,
-    SignatureTransitionDetail, to_detail_value,
+    RepositoryAfter, RepositoryStateLabel, ScanAfter, SignatureAfter, SignatureTransitionDetail,
+    to_detail_value,
 };
 use crate::evidence::kind::EvidenceKind;
 use crate::evidence::write::{PendingRecord, append};
-use crate::facts::{Disguise, Fact, ImageLookup, RepositoryState};
+use crate::facts::{Disguise, ImageLookup, RepositoryState};
 use crate::telemetry::FindingClass;
 
 /// A control whose status an event changed: repository, control, old and new verdicts.
-type ControlChange = (
+pub(super) type ControlChange = (
     String,
     ControlId,
     Option<Verdict>,
@@ -71,63 +73,103 @@ fn pending_records(
         })
 }
 
+/// Starts a batch transaction. Every statement of a batch finds its rows by key, joined to the
+/// batch's input rows; where a table's statistics lag behind its size (a new deployment's first
+/// minutes, a large first sweep) the planner would scan the whole table for each statement
+/// instead (docs/PERFORMANCE.md, "Set-based writes"). Without sequential scans the planner's
+/// costs for the few small tables read whole (the evidence log's one row) pass the JIT
+/// threshold, and compiling costs 40 ms for a statement of microseconds: no JIT either. For
+/// this transaction only.
+const BEGIN_BATCH: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+
+/// A batch sorted by what becomes of each plan.
+struct Partition<'a> {
+    /// Rejected messages are `Rejected`; the rest `Duplicate` until applied.
+    outcomes: Vec<Committed>,
+    rejected: Vec<&'a RejectedMessage>,
+    /// The events to apply (not recorded before, each id once), with their place in the batch.
+    live: Vec<(usize, &'a EventPlan)>,
+}
+
+fn partition<'a>(plans: &'a [Plan], already: &HashSet<String>) -> Partition<'a> {
+    let mut outcomes = vec![Committed::Duplicate; plans.len()];
+    let mut rejected = Vec::new();
+    let mut live = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, plan) in plans.iter().enumerate() {
+        match plan {
+            Plan::Rejected(message) => {
+                rejected.push(message);
+                outcomes[index] = Committed::Rejected;
+            }
+            Plan::Event(plan) => {
+                if !already.contains(&plan.event.id) && seen.insert(plan.event.id.as_str()) {
+                    live.push((index, plan.as_ref()));
+                }
+            }
+        }
+    }
+    Partition {
+        outcomes,
+        rejected,
+        live,
+    }
+}
+
+/// Applies a batch of plans in one transaction, as if each plan were committed alone in the
+/// order the plans came (see `wave.rs`): rejected messages, then the events in waves of plans
+/// that share no repository, each wave written with one statement per table.
 pub(super) async fn commit_batch(
     pool: &PgPool,
     plans: &[Plan],
     settings: super::CommitSettings,
 ) -> Result<BatchOutcome, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(BEGIN_BATCH).await?;
     let already = already_recorded(&mut tx, plans).await?;
+    let Partition {
+        mut outcomes,
+        rejected,
+        live,
+    } = partition(plans, &already);
+    insert_rejected(&mut tx, &rejected).await?;
+    let signatures: Vec<&SignatureWrite> = live.iter().flat_map(|(_, p)| &p.signatures).collect();
+    lock_rechecks(&mut tx, &signatures).await?;
 
-    // Lock rows in one global order (repository, then event time) so that concurrent batches
-    // touching the same repositories cannot deadlock on each other.
-    let mut order: Vec<usize> = (0..plans.len()).collect();
-    order.sort_by(|&a, &b| sort_key(&plans[a]).cmp(&sort_key(&plans[b])));
-
-    let mut outcomes = vec![Committed::Duplicate; plans.len()];
+    let recorded_at = truncate_to_micros(Utc::now());
     let mut first_unsigned = 0;
     let mut reverify_scheduled = 0;
-    let mut pending = Vec::new();
-    let mut seen = HashSet::new();
-    let recorded_at = truncate_to_micros(Utc::now());
-
-    for index in order {
-        match &plans[index] {
-            Plan::Rejected(rejected) => {
-                insert_rejected(&mut tx, rejected).await?;
-                outcomes[index] = Committed::Rejected;
+    let mut records: BTreeMap<usize, Vec<ChainedRecord>> = BTreeMap::new();
+    for wave in waves(live) {
+        let effects = apply_wave(&mut tx, &wave, settings.restored_window).await?;
+        for (&(index, plan), effects) in wave.iter().zip(effects) {
+            if let Some(reverify) = &plan.reverify {
+                reverify_scheduled +=
+                    super::reverify::schedule(&mut tx, reverify, recorded_at).await?;
             }
-            Plan::Event(plan) => {
-                if already.contains(&plan.event.id) || !seen.insert(plan.event.id.clone()) {
-                    outcomes[index] = Committed::Duplicate;
-                    continue;
-                }
-                let (records, newly_unsigned) =
-                    apply_event(&mut tx, plan, recorded_at, settings.restored_window).await?;
-                first_unsigned += newly_unsigned;
-                if let Some(reverify) = &plan.reverify {
-                    reverify_scheduled +=
-                        super::reverify::schedule(&mut tx, reverify, recorded_at).await?;
-                }
-                pending.extend(pending_records(index, records));
-                outcomes[index] = if plan.ignored {
-                    Committed::Ignored
-                } else {
-                    Committed::Processed
-                };
-            }
+            let (plan_records, newly_unsigned) = plan_records(plan, effects, recorded_at);
+            first_unsigned += newly_unsigned;
+            records.insert(index, plan_records);
+            outcomes[index] = if plan.ignored {
+                Committed::Ignored
+            } else {
+                Committed::Processed
+            };
         }
     }
+    // In the order the plans came, as committing them one at a time would chain them.
+    let pending: Vec<PendingRecord> = records
+        .into_iter()
+        .flat_map(|(index, records)| pending_records(index, records))
+        .collect();
 
     let mut paged = PagedControls::default();
-    // The head is locked at the start of the append and released by the commit: every other
-    // appender waits for this span (docs/PERFORMANCE.md, "Many workers").
-    let locked_at = (!pending.is_empty()).then(std::time::Instant::now);
     if !pending.is_empty() {
         paged = append_to_chain(&mut tx, pending, &mut outcomes, settings.alerts).await?;
     }
     tx.commit().await?;
-    let evidence_lock_held = locked_at.map(|at| at.elapsed());
+    // The head is locked in the append and released by the commit: every other appender waits
+    // for this span (docs/PERFORMANCE.md, "Many workers"). Waiting for the lock is not in it.
+    let evidence_lock_held = paged.locked_at.map(|at| at.elapsed());
     Ok(BatchOutcome {
         committed: outcomes,
         first_unsigned,
@@ -145,37 +187,42 @@ pub(super) async fn finish_rechecks(
     alerts: bool,
 ) -> Result<u64, StoreError> {
     let recorded_at = truncate_to_micros(Utc::now());
+    let mut judged = Vec::new();
+    for (claim, result) in &results {
+        match result {
+            Err(retry_at) => postpone(&mut tx, claim, *retry_at).await?,
+            Ok(write) => judged.push((claim, write)),
+        }
+    }
+    let writes: Vec<&SignatureWrite> = judged.iter().map(|(_, w)| *w).collect();
+    let changes = apply_signatures(&mut tx, &writes, true).await?;
     let mut first_unsigned = 0;
     let mut pending = Vec::new();
-    for (claim, result) in results {
-        match result {
-            Err(retry_at) => postpone(&mut tx, &claim, retry_at).await?,
-            Ok(write) => {
-                if let Some(change) = apply_signature(&mut tx, &write, true).await? {
-                    first_unsigned += u64::from(change.first_unsigned);
-                    let event_id = format!(
-                        "recheck/{}/{}/{}/{}/{}",
-                        claim.key.account,
-                        claim.key.region,
-                        claim.key.name,
-                        claim.digest,
-                        claim.attempts + 1
-                    );
-                    pending.push(PendingRecord {
-                        group: pending.len(),
-                        is_lead: false,
-                        record: signature_transition_record(
-                            &event_id,
-                            "signature_recheck",
-                            &write,
-                            &change,
-                            recorded_at,
-                            None,
-                        ),
-                    });
-                }
-            }
-        }
+    for ((claim, write), change) in judged.into_iter().zip(changes) {
+        let Some(change) = change else {
+            continue;
+        };
+        first_unsigned += u64::from(change.first_unsigned);
+        let event_id = format!(
+            "recheck/{}/{}/{}/{}/{}",
+            claim.key.account,
+            claim.key.region,
+            claim.key.name,
+            claim.digest,
+            claim.attempts + 1
+        );
+        pending.push(PendingRecord {
+            group: pending.len(),
+            is_lead: false,
+            record: signature_transition_record(
+                &event_id,
+                "signature_recheck",
+                write,
+                &change,
+                recorded_at,
+                None,
+            ),
+        });
     }
     if !pending.is_empty() {
         let mut ignored = vec![Committed::Processed; pending.len()];
@@ -183,24 +230,6 @@ pub(super) async fn finish_rechecks(
     }
     tx.commit().await?;
     Ok(first_unsigned)
-}
-
-async fn lock_recheck(
-    tx: &mut Transaction<'_, Postgres>,
-    write: &SignatureWrite,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "SELECT 1 FROM signature_rechecks
-          WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4
-          FOR UPDATE",
-    )
-    .bind(write.key.account.as_str())
-    .bind(write.key.region.as_str())
-    .bind(write.key.name.as_str())
-    .bind(write.digest.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The evidence of a digest's signature status changing.
@@ -241,88 +270,61 @@ fn signature_transition_record(
     }
 }
 
-fn sort_key(plan: &Plan) -> (Option<&RepositoryKey>, Option<DateTime<Utc>>) {
-    match plan {
-        // Scan-only and signature-only plans follow the same repository order as the rest.
-        Plan::Event(p) => (
-            p.repositories
-                .first()
-                .map(|r| &r.key)
-                .or(p.image.as_ref().map(|i| &i.key))
-                .or(p.deletions.first().map(|d| &d.key))
-                .or(p.scans.first().map(|s| &s.key))
-                .or(p.signatures.first().map(|s| &s.key)),
-            Some(p.event.time),
-        ),
-        Plan::Rejected(_) => (None, None),
-    }
-}
-
+/// Keeps rejected messages, each body once.
 async fn insert_rejected(
     tx: &mut Transaction<'_, Postgres>,
-    rejected: &RejectedMessage,
+    rejected: &[&RejectedMessage],
 ) -> Result<(), StoreError> {
-    let body_sha256 = hex::encode(Sha256::digest(&rejected.body));
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let (mut digest, mut source, mut message_id, mut code, mut reason, mut body) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for message in rejected {
+        digest.push(hex::encode(Sha256::digest(&message.body)));
+        source.push(message.source);
+        message_id.push(message.message_id.as_deref());
+        code.push(message.code.as_str());
+        reason.push(message.reason.as_str());
+        body.push(message.body.as_slice());
+    }
     sqlx::query(
         "INSERT INTO rejected_messages (body_sha256, source, message_id, code, reason, body)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
          ON CONFLICT (body_sha256) DO NOTHING",
     )
-    .bind(body_sha256)
-    .bind(rejected.source)
-    .bind(&rejected.message_id)
-    .bind(rejected.code.as_str())
-    .bind(&rejected.reason)
-    .bind(&rejected.body)
+    .bind(&digest)
+    .bind(&source)
+    .bind(&message_id)
+    .bind(&code)
+    .bind(&reason)
+    .bind(&body)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Applies one event's state changes; returns its evidence records (its own first, then one
-/// per control transition it caused), not yet chained.
-async fn apply_event(
-    tx: &mut Transaction<'_, Postgres>,
+/// An event's evidence records (its own first, then one per control transition, removed
+/// digest and signature transition it caused), not yet chained, from what applying it did;
+/// and how many digests it made `UNSIGNED` for the first time.
+fn plan_records(
     plan: &EventPlan,
+    effects: Effects<'_>,
     recorded_at: DateTime<Utc>,
-    restored_window: chrono::Duration,
-) -> Result<(Vec<ChainedRecord>, u64), StoreError> {
-    // Lock order, shared with the re-check path: a digest's re-check row before its image row.
-    // Re-checks claim their rows first and then update the image; taking the image row first
-    // here would let the two transactions wait on each other.
-    for signature in &plan.signatures {
-        lock_recheck(tx, signature).await?;
-    }
-    let (repositories, transitions, mut derived) =
-        apply_repositories(tx, plan, restored_window).await?;
-    if let Some(image) = &plan.image {
-        upsert_image(tx, image).await?;
-        if image.settings_observed_at.is_some() {
-            derived.extend(super::history::derive(tx, &image.key, Some(&image.digest)).await?);
-        }
-    }
-    // In digest order, as every other batch touching the same rows takes them.
-    let mut deletions: Vec<&ImageWrite> = plan.deletions.iter().collect();
-    deletions.sort_by(|a, b| (&a.key, &a.digest).cmp(&(&b.key, &b.digest)));
-    for image in deletions {
-        upsert_image(tx, image).await?;
-    }
-    for scan in &plan.scans {
-        apply_scan(tx, scan).await?;
-    }
-    let mut signature_changes = Vec::new();
-    for signature in &plan.signatures {
-        if let Some(change) = apply_signature(tx, signature, false).await? {
-            signature_changes.push((signature, change));
-        }
-    }
-
-    let mut detail = event_detail(plan, repositories);
-    detail.settings_at_push = (!derived.is_empty()).then_some(derived);
+) -> (Vec<ChainedRecord>, u64) {
+    let mut detail = event_detail(plan, effects.repositories);
+    detail.settings_at_push = (!effects.derived.is_empty()).then_some(effects.derived);
     let base = event_record(plan, &detail, recorded_at);
     let mut records = vec![base.clone()];
     records.extend(
-        transitions
+        effects
+            .transitions
             .into_iter()
             .map(|change| control_transition_record(&base, plan, change)),
     );
@@ -333,7 +335,7 @@ async fn apply_event(
     );
     let event = &plan.event;
     let mut first_unsigned = 0;
-    for (write, change) in signature_changes {
+    for (write, change) in effects.signature_changes {
         first_unsigned += u64::from(change.first_unsigned);
         records.push(signature_transition_record(
             &format!("{}/{}/signature", event.id, write.digest),
@@ -344,65 +346,7 @@ async fn apply_event(
             base.actor.clone(),
         ));
     }
-    Ok((records, first_unsigned))
-}
-
-/// What an event's repository writes did, the controls whose status changed, and the images
-/// whose settings at push the new history re-derived.
-type RepositoriesApplied = (
-    Vec<RepositoryAfter>,
-    Vec<ControlChange>,
-    Vec<SettingsAtPush>,
-);
-
-/// Writes the event's repository reads and their controls; returns what each write did, the
-/// controls whose status changed and the settings at push re-derived.
-async fn apply_repositories(
-    tx: &mut Transaction<'_, Postgres>,
-    plan: &EventPlan,
-    restored_window: chrono::Duration,
-) -> Result<RepositoriesApplied, StoreError> {
-    let mut derived = Vec::new();
-    let mut transitions = Vec::new();
-    let mut repositories = Vec::new();
-    let mut requested_applied = false;
-    for write in &plan.repositories {
-        // The re-read behind a requested state counts only when the requested state was older
-        // than what is stored (see `RepositoryWrite::fallback`).
-        let applied = if write.fallback && requested_applied {
-            false
-        } else {
-            upsert_repository(tx, write).await?
-        };
-        requested_applied = write.requested && applied;
-        derived.extend(super::history::record(tx, write, applied, changed_by(&plan.event)).await?);
-        super::rereads::schedule_or_clear(tx, write, applied).await?;
-        repositories.push(RepositoryAfter {
-            repository: write.key.name.to_string(),
-            state: repository_state_label(&write.facts.state),
-            facts_observed_at: write.facts.observed_at.to_rfc3339(),
-            applied,
-            controls_after: write.controls.as_ref().map(|controls| {
-                controls
-                    .iter()
-                    .map(|(c, v)| (c.as_str().to_owned(), v.clone()))
-                    .collect()
-            }),
-        });
-        if let (Some(controls), true) = (&write.controls, applied) {
-            let cause = Cause {
-                by: changed_by(&plan.event),
-                at: plan.event.time,
-                restored_window,
-                observed: is_observation(&plan.event),
-            };
-            for (control, from, to, restored) in upsert_controls(tx, write, controls, cause).await?
-            {
-                transitions.push((write.key.name.to_string(), control, from, to, restored));
-            }
-        }
-    }
-    Ok((repositories, transitions, derived))
+    (records, first_unsigned)
 }
 
 /// The detail of an event's own record: what it wrote, as the history (`--at`) replays it.
@@ -476,7 +420,7 @@ fn event_record(
 
 /// Who a control transition is attributed to: the caller of the request that caused it, or
 /// `unattributed` when the event names none (a reconcile sweep): never another event's caller.
-fn changed_by(event: &crate::parse::AuditEvent) -> &str {
+pub(super) fn changed_by(event: &crate::parse::AuditEvent) -> &str {
     event
         .actor
         .as_ref()
@@ -546,19 +490,7 @@ fn control_transition_record(
 }
 
 /// Whether the repository exists (`None`: unknown) and its private settings, if it has them.
-fn presence_and_settings(
-    state: &RepositoryState,
-) -> (Option<bool>, Option<&crate::facts::RepositorySettings>) {
-    match state {
-        RepositoryState::Present(settings) => (Some(true), Some(settings)),
-        // A public repository has none of the private settings columns (ECR.4 only).
-        RepositoryState::Public(_) => (Some(true), None),
-        RepositoryState::Absent => (Some(false), None),
-        RepositoryState::Unreadable { .. } => (None, None),
-    }
-}
-
-fn repository_state_label(state: &RepositoryState) -> RepositoryStateLabel {
+pub(super) fn repository_state_label(state: &RepositoryState) -> RepositoryStateLabel {
     match state {
         RepositoryState::Present(_) | RepositoryState::Public(_) => RepositoryStateLabel::Present,
         RepositoryState::Absent => RepositoryStateLabel::Absent,
@@ -602,82 +534,19 @@ fn image_after(image: &ImageWrite) -> ImageAfter {
     }
 }
 
-/// Writes the repository row unless the same read or a newer one is already stored (a push
-/// served from the cache carries the stored read: rewriting it would be wasted work); says
-/// whether it wrote.
-async fn upsert_repository(
-    tx: &mut Transaction<'_, Postgres>,
-    write: &RepositoryWrite,
-) -> Result<bool, StoreError> {
-    let facts = &write.facts;
-    let (present, settings) = presence_and_settings(&facts.state);
-    let mutability = settings.and_then(|s| s.tag_mutability.known());
-    let scanning = write.scanning.as_ref().filter(|_| settings.is_some());
-    let encryption = settings.and_then(|s| s.encryption.known());
-    let key_manager = encryption
-        .and_then(|e| e.key_manager.as_ref())
-        .and_then(Fact::known)
-        .cloned();
-    let written = sqlx::query_scalar::<_, bool>(
-        "INSERT INTO repositories AS r (account, region, name, arn, present, tag_mutability,
-              tag_mutability_exclusions, scan_frequency, scan_on_push, lifecycle_policy,
-              encryption_type, kms_key, kms_key_manager, facts, observed_at)
-         VALUES ($1, $2, $3, $4, COALESCE($5, true), $6, COALESCE($7, '[]'::jsonb), $8, $9, $10,
-                 $11, $12, $13, $14, $15)
-         ON CONFLICT (account, region, name) DO UPDATE SET
-              arn = EXCLUDED.arn,
-              present = COALESCE($5, r.present),
-              tag_mutability = COALESCE($6, r.tag_mutability),
-              tag_mutability_exclusions = COALESCE($7, r.tag_mutability_exclusions),
-              scan_frequency = COALESCE($8, r.scan_frequency),
-              scan_on_push = COALESCE($9, r.scan_on_push),
-              lifecycle_policy = COALESCE($10, r.lifecycle_policy),
-              encryption_type = COALESCE($11, r.encryption_type),
-              kms_key = CASE WHEN $11 IS NULL THEN r.kms_key ELSE $12 END,
-              kms_key_manager = CASE WHEN $11 IS NULL THEN r.kms_key_manager ELSE $13 END,
-              facts = EXCLUDED.facts,
-              observed_at = EXCLUDED.observed_at,
-              updated_at = now()
-         WHERE (r.observed_at < EXCLUDED.observed_at
-                OR ($17 AND r.observed_at = EXCLUDED.observed_at))
-           AND NOT $16
-         RETURNING true",
-    )
-    .bind(write.key.account.as_str())
-    .bind(write.key.region.as_str())
-    .bind(write.key.name.as_str())
-    .bind(settings.map_or_else(|| write.key.arn(), |s| s.arn.clone()))
-    .bind(present)
-    .bind(mutability.map(|m| m.mode.clone()))
-    .bind(mutability.map(|m| json!(m.exclusion_filters)))
-    .bind(scanning.map(|s| s.scan_frequency.clone()))
-    .bind(scanning.map(|s| s.scan_on_push))
-    .bind(settings.and_then(|s| s.lifecycle_policy.known().copied()))
-    .bind(encryption.map(|e| e.encryption_type.clone()))
-    .bind(encryption.and_then(|e| e.kms_key.clone()))
-    .bind(key_manager)
-    .bind(serde_json::to_value(facts).unwrap_or(Value::Null))
-    .bind(facts.observed_at)
-    .bind(write.only_if_new)
-    .bind(write.requested)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(written.unwrap_or(false))
-}
-
 /// Who caused an event's control writes, when, and how soon a FAIL → PASS must follow a
 /// PASS → FAIL to be "regressed and restored".
 #[derive(Debug, Clone, Copy)]
-struct Cause<'a> {
-    by: &'a str,
-    at: DateTime<Utc>,
-    restored_window: chrono::Duration,
+pub(super) struct Cause<'a> {
+    pub by: &'a str,
+    pub at: DateTime<Utc>,
+    pub restored_window: chrono::Duration,
     /// A sweep (or a re-read) observed it, no AWS event reported it.
-    observed: bool,
+    pub observed: bool,
 }
 
 /// Whether no AWS event reported the change: a reconcile sweep or a re-read observed it.
-fn is_observation(event: &crate::parse::AuditEvent) -> bool {
+pub(super) fn is_observation(event: &crate::parse::AuditEvent) -> bool {
     matches!(
         event.change,
         crate::parse::Change::RepositoryChanged {
@@ -697,24 +566,34 @@ fn failing_class(cause: Cause<'_>, first_evaluation: bool, first_sweep: bool) ->
     }
 }
 
-/// Whether no reconcile sweep has finished the repository's registry yet.
-async fn registry_unswept(
+/// The registries (account, region) among `keys` that a reconcile sweep has finished.
+async fn swept_registries(
     tx: &mut Transaction<'_, Postgres>,
-    key: &crate::domain::RepositoryKey,
-) -> Result<bool, StoreError> {
-    let swept: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM reconcile_registries WHERE account = $1 AND region = $2")
-            .bind(key.account.as_str())
-            .bind(key.region.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(swept.is_none())
+    keys: &[&RepositoryKey],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut columns = RepositoryColumns::default();
+    for key in keys {
+        columns.push(key);
+    }
+    let swept: Vec<(String, String)> = sqlx::query_as(
+        "SELECT r.account, r.region FROM reconcile_registries r
+          WHERE (r.account, r.region) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    )
+    .bind(&columns.account)
+    .bind(&columns.region)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(swept.into_iter().collect())
 }
 
 /// A control's last PASS → FAIL, when and by whom, while it lasts.
 type StoredRegression = (Option<DateTime<Utc>>, Option<String>);
 
-/// A control's stored row: status, reason, and its last PASS → FAIL (when and by whom).
+/// A control's stored row: control, status, reason, and its last PASS → FAIL (when and by
+/// whom).
 type ControlRow = (
     String,
     String,
@@ -725,7 +604,7 @@ type ControlRow = (
 
 /// A control whose status an event changed: the old and new verdicts, and the regression it
 /// undoes when it is one ([`RegressedAndRestored`]).
-type ChangedControl = (
+pub(super) type ChangedControl = (
     ControlId,
     Option<Verdict>,
     Verdict,
@@ -763,30 +642,142 @@ fn next_regression(
     ((None, None), restored)
 }
 
-/// Writes the control verdicts; returns the controls whose status changed, with the old and
-/// new verdicts (the old is `None` the first time a repository is evaluated).
-async fn upsert_controls(
+/// One repository's control verdicts to write, and what caused them.
+pub(super) struct ControlWrite<'a> {
+    pub write: &'a RepositoryWrite,
+    pub controls: &'a BTreeMap<ControlId, Verdict>,
+    pub cause: Cause<'a>,
+}
+
+/// The input of the control-row statement, column by column.
+#[derive(Default)]
+struct ControlRows<'a> {
+    keys: RepositoryColumns,
+    control: Vec<&'static str>,
+    status: Vec<&'static str>,
+    reason: Vec<&'a str>,
+    observed_at: Vec<DateTime<Utc>>,
+    changed_by: Vec<&'a str>,
+    regressed_at: Vec<Option<DateTime<Utc>>>,
+    regressed_by: Vec<Option<String>>,
+    cause_at: Vec<DateTime<Utc>>,
+    class: Vec<Option<&'static str>>,
+}
+
+/// Writes the control verdicts of repositories (distinct ones) in one statement, their stored
+/// rows read and locked first in key order. Returns, for each write, the controls whose status
+/// changed, with the old and new verdicts (the old is `None` the first time a repository is
+/// evaluated).
+pub(super) async fn upsert_controls(
     tx: &mut Transaction<'_, Postgres>,
-    write: &RepositoryWrite,
-    controls: &BTreeMap<ControlId, Verdict>,
-    cause: Cause<'_>,
-) -> Result<Vec<ChangedControl>, StoreError> {
-    let key = &write.key;
-    let current: Vec<ControlRow> = sqlx::query_as(
-        "SELECT control, status, reason, regressed_at, regressed_by FROM control_results
-          WHERE account = $1 AND region = $2 AND repository = $3
-          ORDER BY control
-          FOR UPDATE",
+    writes: &[ControlWrite<'_>],
+) -> Result<Vec<Vec<ChangedControl>>, StoreError> {
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let current = stored_controls(tx, writes).await?;
+    let observed: Vec<&RepositoryKey> = writes
+        .iter()
+        .filter(|item| item.cause.observed)
+        .map(|item| &item.write.key)
+        .collect();
+    let swept = swept_registries(tx, &observed).await?;
+
+    let mut rows = ControlRows::default();
+    let mut changed = Vec::with_capacity(writes.len());
+    for item in writes {
+        let key = &item.write.key;
+        let first_sweep = item.cause.observed
+            && !swept.contains(&(
+                key.account.as_str().to_owned(),
+                key.region.as_str().to_owned(),
+            ));
+        let current = current
+            .get(&repository_row_key(key))
+            .map_or(&[][..], Vec::as_slice);
+        changed.push(control_rows(item, current, first_sweep, &mut rows));
+    }
+    sqlx::query(UPSERT_CONTROLS)
+        .bind(&rows.keys.account)
+        .bind(&rows.keys.region)
+        .bind(&rows.keys.repository)
+        .bind(&rows.control)
+        .bind(&rows.status)
+        .bind(&rows.reason)
+        .bind(&rows.observed_at)
+        .bind(&rows.changed_by)
+        .bind(&rows.regressed_at)
+        .bind(&rows.regressed_by)
+        .bind(&rows.cause_at)
+        .bind(&rows.class)
+        .execute(&mut **tx)
+        .await?;
+    Ok(changed)
+}
+
+/// A stored control row of one repository.
+#[derive(sqlx::FromRow)]
+struct StoredControl {
+    account: String,
+    region: String,
+    repository: String,
+    control: String,
+    status: String,
+    reason: String,
+    regressed_at: Option<DateTime<Utc>>,
+    regressed_by: Option<String>,
+}
+
+/// The stored control rows of the written repositories, read and locked in key order.
+async fn stored_controls(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: &[ControlWrite<'_>],
+) -> Result<HashMap<RepositoryRowKey, Vec<ControlRow>>, StoreError> {
+    let mut keys = RepositoryColumns::default();
+    for item in writes {
+        keys.push(&item.write.key);
+    }
+    let stored: Vec<StoredControl> = sqlx::query_as(
+        "SELECT c.account, c.region, c.repository, c.control, c.status, c.reason,
+                c.regressed_at, c.regressed_by
+           FROM control_results c
+           JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS u(account, region, repository)
+             ON c.account = u.account AND c.region = u.region AND c.repository = u.repository
+          ORDER BY c.account, c.region, c.repository, c.control
+          FOR UPDATE OF c",
     )
-    .bind(key.account.as_str())
-    .bind(key.region.as_str())
-    .bind(key.name.as_str())
+    .bind(&keys.account)
+    .bind(&keys.region)
+    .bind(&keys.repository)
     .fetch_all(&mut **tx)
     .await?;
+    let mut current: HashMap<RepositoryRowKey, Vec<ControlRow>> = HashMap::new();
+    for row in stored {
+        current
+            .entry((row.account, row.region, row.repository))
+            .or_default()
+            .push((
+                row.control,
+                row.status,
+                row.reason,
+                row.regressed_at,
+                row.regressed_by,
+            ));
+    }
+    Ok(current)
+}
 
-    let first_sweep = cause.observed && registry_unswept(tx, key).await?;
+/// Adds one repository's control rows to the statement's input; returns the controls whose
+/// status changed.
+fn control_rows<'a>(
+    item: &ControlWrite<'a>,
+    current: &[ControlRow],
+    first_sweep: bool,
+    rows: &mut ControlRows<'a>,
+) -> Vec<ChangedControl> {
+    let cause = item.cause;
     let mut transitions = Vec::new();
-    for (control, verdict) in controls {
+    for (control, verdict) in item.controls {
         let row = current.iter().find(|r| r.0 == control.as_str());
         let class = (verdict.status == ControlStatus::Fail)
             .then(|| failing_class(cause, row.is_none(), first_sweep).as_str());
@@ -801,32 +792,35 @@ async fn upsert_controls(
         if old.as_ref().map(|v| v.status) != Some(verdict.status) {
             transitions.push((*control, old, verdict.clone(), restored));
         }
-        sqlx::query(UPSERT_CONTROL)
-            .bind(key.account.as_str())
-            .bind(key.region.as_str())
-            .bind(key.name.as_str())
-            .bind(control.as_str())
-            .bind(verdict.status.as_str())
-            .bind(&verdict.reason)
-            .bind(write.facts.observed_at)
-            .bind(cause.by)
-            .bind(regressed_at)
-            .bind(regressed_by)
-            .bind(cause.at)
-            .bind(class)
-            .execute(&mut **tx)
-            .await?;
+        rows.keys.push(&item.write.key);
+        rows.control.push(control.as_str());
+        rows.status.push(verdict.status.as_str());
+        rows.reason.push(&verdict.reason);
+        rows.observed_at.push(item.write.facts.observed_at);
+        rows.changed_by.push(cause.by);
+        rows.regressed_at.push(regressed_at);
+        rows.regressed_by.push(regressed_by);
+        rows.cause_at.push(cause.at);
+        rows.class.push(class);
     }
-    Ok(transitions)
+    transitions
 }
 
-/// One control verdict; `changed_at` and `changed_by` move only with the status. A failure
-/// keeps its start, class and overdue mark while it lasts; `$12` is its class if it starts now.
-const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region, repository,
+/// Control verdicts; `changed_at` and `changed_by` move only with the status. A failure keeps
+/// its start, class and overdue mark while it lasts; `failing_class` is its class if it starts
+/// now.
+const UPSERT_CONTROLS: &str = "INSERT INTO control_results AS c (account, region, repository,
       control, status, reason, observed_at, changed_at, changed_by, regressed_at, regressed_by,
       failing_since, failing_class)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10,
-         CASE WHEN $5 = 'FAIL' THEN $11::timestamptz END, $12)
+ SELECT account, region, repository, control, status, reason, observed_at, observed_at,
+        changed_by, regressed_at, regressed_by,
+        CASE WHEN status = 'FAIL' THEN cause_at END, failing_class
+   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+               $7::timestamptz[], $8::text[], $9::timestamptz[], $10::text[], $11::timestamptz[],
+               $12::text[])
+        AS u(account, region, repository, control, status, reason, observed_at, changed_by,
+             regressed_at, regressed_by, cause_at, failing_class)
+  ORDER BY account, region, repository, control
  ON CONFLICT (account, region, repository, control) DO UPDATE SET
       status = EXCLUDED.status,
       reason = EXCLUDED.reason,
@@ -846,136 +840,6 @@ const UPSERT_CONTROL: &str = "INSERT INTO control_results AS c (account, region,
       failing_overdue_at = CASE WHEN EXCLUDED.status = 'FAIL' AND c.status = 'FAIL'
                                 THEN c.failing_overdue_at END";
 
-/// One image row, with every guard of a versioned write: presence moves only with a newer
-/// push or delete, tags only with a newer read, the earliest pusher wins unless its record is
-/// older than ECR's push time (`$27`, see `plan::PUSH_RECORD_SKEW`), the settings at push are
-/// written once, and what the digest is (artifact or image) is what the latest read of it
-/// says (`$26`): a classification is never carried over from an earlier read.
-const UPSERT_IMAGE: &str = "INSERT INTO images AS i (account, region, repository, digest, present, state_changed_at,
-              tags, tags_observed_at, push_tag, pushed_at, pushed_by, pushed_by_type, pushed_by_at,
-              manifest_media_type, artifact_media_type, artifact_of, size_bytes, storage_class,
-              tag_immutability, tag_protected, encryption_type, kms_key, kms_customer_managed, artifact_kind,
-              settings_observed_at, deleted_reason, deleted_by)
-         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, '{}'::text[]), $8, $9, $10, $11, $12, $24,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $25, $28, $29, $30)
-         ON CONFLICT (account, region, repository, digest) DO UPDATE SET
-              present = CASE WHEN $23 AND EXCLUDED.state_changed_at >= i.state_changed_at
-                             THEN EXCLUDED.present ELSE i.present END,
-              state_changed_at = CASE WHEN $23 THEN GREATEST(i.state_changed_at, EXCLUDED.state_changed_at)
-                                      ELSE i.state_changed_at END,
-              tags = CASE WHEN $8::timestamptz IS NOT NULL
-                               AND (i.tags_observed_at IS NULL OR $8 >= i.tags_observed_at)
-                          THEN EXCLUDED.tags ELSE i.tags END,
-              tags_observed_at = GREATEST(i.tags_observed_at, $8),
-              push_tag = COALESCE(i.push_tag, EXCLUDED.push_tag),
-              pushed_at = COALESCE(i.pushed_at, EXCLUDED.pushed_at),
-              pushed_by = CASE WHEN (i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at)
-                                    AND (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
-                               THEN COALESCE(EXCLUDED.pushed_by, i.pushed_by) ELSE i.pushed_by END,
-              pushed_by_type = CASE WHEN (i.pushed_by_at IS NULL OR EXCLUDED.pushed_by_at < i.pushed_by_at)
-                                         AND (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
-                                    THEN COALESCE(EXCLUDED.pushed_by_type, i.pushed_by_type) ELSE i.pushed_by_type END,
-              pushed_by_at = CASE WHEN (i.pushed_at IS NULL OR EXCLUDED.pushed_by_at >= i.pushed_at - $27::interval)
-                                  THEN LEAST(i.pushed_by_at, EXCLUDED.pushed_by_at) ELSE i.pushed_by_at END,
-              manifest_media_type = COALESCE(EXCLUDED.manifest_media_type, i.manifest_media_type),
-              artifact_media_type = COALESCE(EXCLUDED.artifact_media_type, i.artifact_media_type),
-              artifact_of = CASE WHEN $26 THEN EXCLUDED.artifact_of ELSE i.artifact_of END,
-              artifact_kind = CASE WHEN $26 THEN EXCLUDED.artifact_kind ELSE i.artifact_kind END,
-              size_bytes = COALESCE(EXCLUDED.size_bytes, i.size_bytes),
-              storage_class = COALESCE(EXCLUDED.storage_class, i.storage_class),
-              settings_observed_at = CASE WHEN i.tag_immutability IS NULL
-                                          THEN EXCLUDED.settings_observed_at
-                                          ELSE i.settings_observed_at END,
-              tag_immutability = COALESCE(i.tag_immutability, EXCLUDED.tag_immutability),
-              tag_protected = COALESCE(i.tag_protected, EXCLUDED.tag_protected),
-              encryption_type = COALESCE(i.encryption_type, EXCLUDED.encryption_type),
-              kms_key = COALESCE(i.kms_key, EXCLUDED.kms_key),
-              kms_customer_managed = COALESCE(i.kms_customer_managed, EXCLUDED.kms_customer_managed),
-              deleted_reason = CASE WHEN NOT $23 THEN i.deleted_reason
-                                    WHEN EXCLUDED.state_changed_at >= i.state_changed_at AND (EXCLUDED.present OR i.present)
-                                    THEN EXCLUDED.deleted_reason
-                                    WHEN NOT EXCLUDED.present AND NOT i.present
-                                    THEN COALESCE(i.deleted_reason, EXCLUDED.deleted_reason)
-                                    ELSE i.deleted_reason END,
-              deleted_by = CASE WHEN NOT $23 THEN i.deleted_by
-                                WHEN EXCLUDED.state_changed_at >= i.state_changed_at AND (EXCLUDED.present OR i.present)
-                                THEN EXCLUDED.deleted_by
-                                WHEN NOT EXCLUDED.present AND NOT i.present AND i.deleted_reason IS NULL
-                                THEN EXCLUDED.deleted_by
-                                ELSE i.deleted_by END,
-              updated_at = now()";
-
-/// [`crate::plan::PUSH_RECORD_SKEW`] as a Postgres interval.
-fn push_record_skew() -> sqlx::postgres::types::PgInterval {
-    sqlx::postgres::types::PgInterval {
-        months: 0,
-        days: 0,
-        microseconds: crate::plan::PUSH_RECORD_SKEW
-            .num_microseconds()
-            .unwrap_or(i64::MAX),
-    }
-}
-
-async fn upsert_image(
-    tx: &mut Transaction<'_, Postgres>,
-    image: &ImageWrite,
-) -> Result<(), StoreError> {
-    let found = match &image.lookup {
-        Some((observed_at, ImageLookup::Found(facts))) => Some((*observed_at, facts)),
-        _ => None,
-    };
-    let settings = image.settings.as_ref();
-    let pushed_at = found
-        .and_then(|(_, f)| f.pushed_at)
-        .or((image.presence == ImagePresence::Pushed).then_some(image.event_time));
-    sqlx::query(UPSERT_IMAGE)
-        .bind(image.key.account.as_str())
-        .bind(image.key.region.as_str())
-        .bind(image.key.name.as_str())
-        .bind(image.digest.as_str())
-        .bind(image.presence != ImagePresence::Deleted)
-        .bind(image.event_time)
-        .bind(found.map(|(_, f)| f.tags.clone()))
-        .bind(found.map(|(at, _)| at))
-        .bind(&image.push_tag)
-        .bind(pushed_at)
-        .bind(image.pushed_by.as_ref().map(|a| a.arn.clone()))
-        .bind(
-            image
-                .pushed_by
-                .as_ref()
-                .and_then(|a| a.identity_type.clone()),
-        )
-        .bind(found.and_then(|(_, f)| f.manifest_media_type.clone()))
-        .bind(found.and_then(|(_, f)| f.artifact_media_type.clone()))
-        .bind(
-            image
-                .artifact
-                .as_ref()
-                .map(|(subject, _)| subject.to_string()),
-        )
-        .bind(found.and_then(|(_, f)| f.size_bytes))
-        .bind(&image.storage_class)
-        .bind(settings.and_then(|s| s.tag_immutability.clone()))
-        .bind(settings.and_then(|s| s.tag_protected))
-        .bind(settings.and_then(|s| s.encryption_type.clone()))
-        .bind(settings.and_then(|s| s.kms_key.clone()))
-        .bind(settings.and_then(|s| s.customer_managed_key))
-        .bind(image.presence != ImagePresence::Unchanged)
-        .bind(image.pushed_by.as_ref().map(|_| image.event_time))
-        .bind(image.artifact.as_ref().map(|(_, kind)| kind.as_str()))
-        // Only a push's full read classifies the digest (`plan::plan_present_image`); a
-        // storage-class change or an unconfirmed delete reads the digest but leaves its class.
-        .bind(found.is_some() && image.presence == ImagePresence::Pushed)
-        .bind(push_record_skew())
-        .bind(image.settings_observed_at)
-        .bind(image.removal.as_ref().map(|note| note.reason.clone()))
-        .bind(image.removal.as_ref().and_then(|note| note.cause.clone()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// The control transitions of a batch that page, for the metrics.
 #[derive(Default)]
 struct PagedControls {
@@ -985,6 +849,8 @@ struct PagedControls {
     blinded: Vec<ControlId>,
     /// FAIL → PASS within the window of its PASS → FAIL.
     restored: Vec<ControlId>,
+    /// When the append locked the chain head.
+    locked_at: Option<std::time::Instant>,
 }
 
 /// Puts the pending records on the chain (`evidence::write::append`); a plan whose own record
@@ -1005,7 +871,10 @@ async fn append_to_chain(
     for group in &appended.duplicate_groups {
         outcomes[*group] = Committed::Duplicate;
     }
-    let mut paged = PagedControls::default();
+    let mut paged = PagedControls {
+        locked_at: appended.locked_at,
+        ..PagedControls::default()
+    };
     for (record, hash) in &appended.chained {
         let Some(kind) = alert_kind(record) else {
             continue;

@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod attacks;
 mod attempts;
+mod batches;
 mod cli;
 mod evidence;
 mod exceptions;
