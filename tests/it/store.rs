@@ -155,7 +155,12 @@ async fn a_poison_body_is_stored_once() {
             .committed,
         [Committed::Rejected]
     );
-    store.commit_batch(&[rejected()]).await.expect("commit");
+    // Again, and twice in one batch: one statement writes a batch's rejected messages.
+    let again = store
+        .commit_batch(&[rejected(), rejected()])
+        .await
+        .expect("commit");
+    assert_eq!(again.committed, [Committed::Rejected, Committed::Rejected]);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rejected_messages")
         .fetch_one(&pool)
         .await
