@@ -52,10 +52,7 @@ pub(super) async fn lock_rechecks(
     if writes.is_empty() {
         return Ok(());
     }
-    let mut keys = DigestColumns::default();
-    for write in writes {
-        keys.push(&write.key, &write.digest);
-    }
+    let keys: DigestColumns = writes.iter().map(|w| (&w.key, &w.digest)).collect();
     sqlx::query(
         "SELECT 1 FROM signature_rechecks r
            JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(account, region, repository, digest)
@@ -156,10 +153,7 @@ async fn apply_signature_round(
     writes: &[&SignatureWrite],
     from_recheck: bool,
 ) -> Result<Vec<Option<SignatureChange>>, StoreError> {
-    let mut keys = DigestColumns::default();
-    for write in writes {
-        keys.push(&write.key, &write.digest);
-    }
+    let keys: DigestColumns = writes.iter().map(|w| (&w.key, &w.digest)).collect();
     let rows: Vec<SignatureRow> =
         sqlx::query_as(
             "SELECT i.account, i.region, i.repository, i.digest, i.signature_status AS status,

@@ -272,7 +272,8 @@ impl Store {
         ),
         StoreError,
     > {
-        let mut tx = self.pool.begin().await?;
+        // The re-checks are applied in this transaction, with the statements of a batch.
+        let mut tx = self.pool.begin_with(write::BEGIN_BATCH).await?;
         let claims = digest::claim_due(&mut tx, limit).await?;
         Ok((tx, claims))
     }

@@ -47,6 +47,16 @@ impl RepositoryColumns {
     }
 }
 
+impl<'a> FromIterator<&'a RepositoryKey> for RepositoryColumns {
+    fn from_iter<I: IntoIterator<Item = &'a RepositoryKey>>(keys: I) -> Self {
+        let mut columns = Self::default();
+        for key in keys {
+            columns.push(key);
+        }
+        columns
+    }
+}
+
 /// The key columns of a statement's digest rows.
 #[derive(Default)]
 pub(super) struct DigestColumns {
@@ -62,6 +72,16 @@ impl DigestColumns {
 
     pub fn is_empty(&self) -> bool {
         self.digest.is_empty()
+    }
+}
+
+impl<'a> FromIterator<(&'a RepositoryKey, &'a Digest)> for DigestColumns {
+    fn from_iter<I: IntoIterator<Item = (&'a RepositoryKey, &'a Digest)>>(keys: I) -> Self {
+        let mut columns = Self::default();
+        for (key, digest) in keys {
+            columns.push(key, digest);
+        }
+        columns
     }
 }
 

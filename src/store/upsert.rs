@@ -15,7 +15,7 @@ use super::{ImagePresence, ImageWrite, RepositoryWrite, StoreError};
 use crate::facts::{Fact, ImageLookup, RepositoryState};
 
 /// A repository's presence and settings as a read found them.
-pub(super) fn presence_and_settings(
+fn presence_and_settings(
     state: &RepositoryState,
 ) -> (Option<bool>, Option<&crate::facts::RepositorySettings>) {
     match state {

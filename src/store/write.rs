@@ -73,14 +73,14 @@ fn pending_records(
         })
 }
 
-/// Starts a batch transaction. Every statement of a batch finds its rows by key, joined to the
+/// Starts a batch transaction (events, or signature re-checks). Every statement of a batch finds its rows by key, joined to the
 /// batch's input rows; where a table's statistics lag behind its size (a new deployment's first
 /// minutes, a large first sweep) the planner would scan the whole table for each statement
 /// instead (docs/PERFORMANCE.md, "Set-based writes"). Without sequential scans the planner's
 /// costs for the few small tables read whole (the evidence log's one row) pass the JIT
 /// threshold, and compiling costs 40 ms for a statement of microseconds: no JIT either. For
 /// this transaction only.
-const BEGIN_BATCH: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+pub(super) const BEGIN_BATCH: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
 
 /// A batch sorted by what becomes of each plan.
 struct Partition<'a> {
@@ -574,10 +574,7 @@ async fn swept_registries(
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut columns = RepositoryColumns::default();
-    for key in keys {
-        columns.push(key);
-    }
+    let columns: RepositoryColumns = keys.iter().copied().collect();
     let swept: Vec<(String, String)> = sqlx::query_as(
         "SELECT r.account, r.region FROM reconcile_registries r
           WHERE (r.account, r.region) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
@@ -733,10 +730,7 @@ async fn stored_controls(
     tx: &mut Transaction<'_, Postgres>,
     writes: &[ControlWrite<'_>],
 ) -> Result<HashMap<RepositoryRowKey, Vec<ControlRow>>, StoreError> {
-    let mut keys = RepositoryColumns::default();
-    for item in writes {
-        keys.push(&item.write.key);
-    }
+    let keys: RepositoryColumns = writes.iter().map(|item| &item.write.key).collect();
     let stored: Vec<StoredControl> = sqlx::query_as(
         "SELECT c.account, c.region, c.repository, c.control, c.status, c.reason,
                 c.regressed_at, c.regressed_by
