@@ -120,16 +120,30 @@ pub(super) async fn derive(
         .await?)
 }
 
-/// The targets: a repository with a `NULL` digest means every image of the repository.
+/// The targets: a repository with a `NULL` digest means every image of the repository. A
+/// digest's target is looked up by the images key, one lookup per target (`OFFSET 0` keeps the
+/// planner from flattening the lookup into a join): planned as a join, a table whose
+/// statistics lag behind its size was read through its `pushed_at` index and hashed, every
+/// image of the table for each batch (docs/PERFORMANCE.md, "Set-based writes").
 const DERIVE_SETTINGS_AT_PUSH: &str = "WITH t AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
            AS t(account, region, repository, digest)),
-due AS (
-    SELECT DISTINCT i.account, i.region, i.repository, i.digest, h.mode, h.changed_at
+hit AS (
+    SELECT i.* FROM t CROSS JOIN LATERAL (
+        SELECT i.account, i.region, i.repository, i.digest, i.pushed_at, i.settings_observed_at
+          FROM images i
+         WHERE i.account = t.account AND i.region = t.region AND i.repository = t.repository
+           AND i.digest = t.digest
+        OFFSET 0) i
+    UNION ALL
+    SELECT i.account, i.region, i.repository, i.digest, i.pushed_at, i.settings_observed_at
       FROM t
       JOIN images i
         ON i.account = t.account AND i.region = t.region AND i.repository = t.repository
-       AND (t.digest IS NULL OR i.digest = t.digest)
+     WHERE t.digest IS NULL),
+due AS (
+    SELECT DISTINCT i.account, i.region, i.repository, i.digest, h.mode, h.changed_at
+      FROM hit i
       CROSS JOIN LATERAL (
           SELECT mode, exclusion_filters, changed_at FROM tag_mutability_history h
            WHERE h.account = i.account AND h.region = i.region AND h.repository = i.repository

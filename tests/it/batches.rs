@@ -4,6 +4,7 @@
 //! signatures, over two repositories and three digests, committed once plan by plan and once
 //! in random batch splits, must leave the same rows in every table the batch writes and the
 //! same evidence records in the same chain order (so the same transitions, with their actors).
+//! And a push batch finds the rows it writes by key, however stale the planner's statistics.
 
 use std::collections::BTreeMap;
 
@@ -400,4 +401,92 @@ fn any_batch_split_equals_committing_one_plan_at_a_time() {
             Ok::<(), TestCaseError>(())
         })
         .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// Rows fetched or scanned so far in each table, as the statistics collector has them. The
+/// pool has one connection, the store's own: forcing its flush makes the counts include every
+/// statement the store ran on it.
+async fn rows_read(one: &PgPool) -> BTreeMap<String, i64> {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(one)
+        .await
+        .expect("flush");
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT relname::text, coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)
+           FROM pg_stat_user_tables",
+    )
+    .fetch_all(one)
+    .await
+    .expect("table statistics")
+    .into_iter()
+    .collect()
+}
+
+/// A push batch reads the rows it writes by key, whatever the planner believes about the
+/// tables: with statistics taken when the repository held 20 images and 300 pushed since (a
+/// new deployment's first hours, a first sweep), committing one more push must read a handful
+/// of rows of each table, not the repository's images, re-checks or evidence. Deriving the
+/// settings at push once joined every image of the repository, then (planned as a hash join
+/// on stale statistics) every image of the table.
+#[tokio::test]
+async fn a_push_reads_its_own_rows_not_its_repositorys() {
+    let db = crate::harness::TestDb::new().await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .expect("one connection");
+    let store = Store::from_pool(one.clone());
+    let base = Utc::now() - Duration::hours(1);
+    let pushes = |from: usize, to: usize| -> Vec<Plan> {
+        (from..to)
+            .map(|n| {
+                let d = Digest::parse(&format!("sha256:{n:064x}")).expect("digest");
+                let at = base + Duration::seconds(i64::try_from(n).expect("small"));
+                Plan::Event(Box::new(push_plan(
+                    &format!("push-{n}"),
+                    &key(0),
+                    &d,
+                    at,
+                    None,
+                )))
+            })
+            .collect()
+    };
+    for batch in pushes(0, 20).chunks(10) {
+        store.commit_batch(batch).await.expect("commit");
+    }
+    // Statistics of a small database, kept while it grows (autovacuum would refresh them).
+    sqlx::query(
+        "DO $$ DECLARE t text; BEGIN
+           FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+             EXECUTE format('ANALYZE %I', t);
+             EXECUTE format('ALTER TABLE %I SET (autovacuum_enabled = false)', t);
+           END LOOP; END $$",
+    )
+    .execute(&one)
+    .await
+    .expect("analyze");
+    for batch in pushes(20, 320).chunks(10) {
+        store.commit_batch(batch).await.expect("commit");
+    }
+
+    let before = rows_read(&one).await;
+    store.commit_batch(&pushes(320, 321)).await.expect("commit");
+    let after = rows_read(&one).await;
+
+    let images: i64 = sqlx::query_scalar("SELECT count(*) FROM images")
+        .fetch_one(&one)
+        .await
+        .expect("count");
+    assert_eq!(images, 321);
+    // By key: conflict checks, the scan and signature writes, the derivation, the chain head,
+    // the tree's new nodes: a few rows per table, against the 300-odd rows of each.
+    let read: BTreeMap<&String, i64> = after
+        .iter()
+        .map(|(table, n)| (table, n - before.get(table).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(read.values().all(|n| *n <= 10), "one push read {read:?}");
+    assert!(read.contains_key(&"images".to_owned()), "{read:?}");
 }
