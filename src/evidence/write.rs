@@ -5,7 +5,8 @@
 //! `evidence_append(canonical[], hashes[])`, which checks each record's seq, link and hash
 //! under that lock (migration `20261203000200`). Locking the head row orders every appender. A record whose event id is already on the
 //! chain (another transaction recorded it first) is dropped, and so is the rest of its group
-//! when it was the group's lead record: the caller treats that group as a duplicate.
+//! when it was the group's lead record: the caller treats that group as a duplicate. One
+//! recorded between that check and the lock makes the append fail, and the caller retry.
 
 use std::collections::HashSet;
 
@@ -46,14 +47,10 @@ pub async fn append(
     conn: &mut PgConnection,
     pending: Vec<PendingRecord>,
 ) -> Result<Appended, sqlx::Error> {
-    let (mut seq, mut prev_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM evidence_lock_head()")
-            .fetch_one(&mut *conn)
-            .await?;
-    let locked_at = std::time::Instant::now();
-    // With the head locked no other appender can add records, so the ids already on the
-    // chain now are all there will be: one query finds them, one statement appends the rest
-    // (the head lock is held for two round trips, not one per record).
+    // The ids already on the chain are read before the head is locked, so that round trip is
+    // not part of the hold every other appender waits for. An id recorded in between (the same
+    // event committed by another worker meanwhile) fails the append on the event id's unique
+    // index; the store runs the batch again, which then finds it (`StoreError::is_conflict`).
     let ids: Vec<&str> = pending.iter().map(|p| p.record.event_id.as_str()).collect();
     let existing: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT event_id FROM evidence WHERE event_id = ANY($1)")
@@ -62,6 +59,11 @@ pub async fn append(
             .await?
             .into_iter()
             .collect();
+    let (mut seq, mut prev_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM evidence_lock_head()")
+            .fetch_one(&mut *conn)
+            .await?;
+    let locked_at = std::time::Instant::now();
     let mut appended = Appended {
         locked_at: Some(locked_at),
         ..Appended::default()

@@ -79,26 +79,41 @@ impl StoreError {
         matches!(self, Self::Unavailable(_))
     }
 
-    /// A deadlock or serialization failure: the same transaction, run again at once, will
-    /// most likely succeed.
+    /// A deadlock, a serialization failure or an event recorded by another transaction
+    /// meanwhile: the same transaction, run again at once, will most likely succeed.
     pub(crate) fn is_conflict(&self) -> bool {
         match self {
-            Self::Unavailable(err) => err
-                .as_database_error()
-                .and_then(|db| db.code())
-                .is_some_and(|code| code == "40P01" || code == "40001"),
+            Self::Unavailable(err) => err.as_database_error().is_some_and(|db| {
+                db.code()
+                    .is_some_and(|code| code == "40P01" || code == "40001")
+                    || is_recorded_meanwhile(db)
+            }),
             _ => false,
         }
     }
 }
 
+/// The chain already holds an event id this append brings: the ids on the chain are read
+/// before the head is locked (`evidence::write::append`), so another transaction can record
+/// the same event in between. Run again, the batch finds it and treats it as a duplicate.
+fn is_recorded_meanwhile(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.code().is_some_and(|code| code == "23505") && db.constraint() == Some(EVENT_ID_UNIQUE)
+}
+
+/// The unique index on `evidence.event_id` (migrations/20261123000001_create_posture_tables.sql).
+const EVENT_ID_UNIQUE: &str = "evidence_event_id_key";
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         let deterministic = err
             .as_database_error()
-            .and_then(|db| db.code())
-            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation),
+            // but for an event recorded by another transaction meanwhile.
+            .is_some_and(|db| {
+                db.code()
+                    .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+                    && !is_recorded_meanwhile(db)
+            });
         if deterministic {
             Self::Refused(err)
         } else {

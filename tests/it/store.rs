@@ -328,3 +328,65 @@ async fn a_deleted_digest_takes_the_first_named_cause_and_a_push_clears_it() {
         .expect("commit");
     assert_eq!(deletion_cause(&pool).await, (true, None, None));
 }
+
+/// Two batches bringing the same event, both past their duplicate checks before either holds
+/// the chain head (the ids on the chain are read before the head is locked): the second to take
+/// the head finds the id taken as it appends, runs again and records the event as a duplicate,
+/// not as a refused write. The two plans name different repositories, so nothing but the head
+/// makes one wait for the other.
+#[tokio::test]
+async fn the_same_event_in_two_racing_batches_is_recorded_once() {
+    let db = crate::harness::TestDb::new().await;
+    let store = Store::from_pool(db.pool.clone());
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM evidence_chain_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("hold the head");
+    let racers: Vec<_> = ["team/app", "team/other"]
+        .into_iter()
+        .map(|name| {
+            let store = store.clone();
+            let key = crate::fixtures::repository_key(name);
+            let facts = crate::fixtures::repository_facts_at(&key, "IMMUTABLE", 0);
+            let plan = crate::fixtures::tag_mutability_plan("raced", &key, None, None, facts);
+            tokio::spawn(async move { store.commit_batch(&[plan]).await })
+        })
+        .collect();
+    let mut waiting = 0;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("activity");
+        if waiting >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting, 2, "both batches wait for the head");
+    holder.rollback().await.expect("release the head");
+
+    let mut outcomes = Vec::new();
+    for racer in racers {
+        let outcome = racer.await.expect("racer").expect("commit");
+        outcomes.push(format!("{:?}", outcome.committed));
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["[Duplicate]", "[Processed]"]);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM evidence WHERE event_id = 'raced'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    assert_eq!(recorded, 1);
+    assert!(matches!(
+        ecr_audit::evidence::verify_database(store.pool())
+            .await
+            .expect("verify"),
+        ChainReport::Valid { .. }
+    ));
+}
