@@ -3,10 +3,11 @@
 //! The worker's database role cannot write the evidence tables (docs/EVIDENCE.md, "Database
 //! roles"): it locks the head through `evidence_lock_head()` and appends through
 //! `evidence_append(canonical[], hashes[])`, which checks each record's seq, link and hash
-//! under that lock (migration `20261203000200`). Locking the head row orders every appender. A record whose event id is already on the
-//! chain (another transaction recorded it first) is dropped, and so is the rest of its group
-//! when it was the group's lead record: the caller treats that group as a duplicate. One
-//! recorded between that check and the lock makes the append fail, and the caller retry.
+//! under that lock (migration `20261203000200`). Locking the head row orders every appender.
+//! A record whose event id is already on the chain (another transaction recorded it first) is
+//! dropped, and so is the rest of its group when it was the group's lead record: the caller
+//! treats that group as a duplicate. The ids are read before the head is locked; one recorded
+//! in between makes the append fail, and the caller run the batch again.
 
 use std::collections::HashSet;
 

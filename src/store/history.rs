@@ -124,7 +124,7 @@ pub(super) async fn derive(
 /// digest's target is looked up by the images key, one lookup per target (`OFFSET 0` keeps the
 /// planner from flattening the lookup into a join): planned as a join, a table whose
 /// statistics lag behind its size was read through its `pushed_at` index and hashed, every
-/// image of the table for each batch (docs/PERFORMANCE.md, "Set-based writes").
+/// image of the table for each batch (docs/PERFORMANCE.md, "Settings at push by key").
 const DERIVE_SETTINGS_AT_PUSH: &str = "WITH t AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
            AS t(account, region, repository, digest)),
