@@ -43,7 +43,8 @@ const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 const PROFILE: &str = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/release";
 
-/// A registry that knows every image and answers at once: managed signing COMPLETE.
+/// A registry that knows every image and answers at once: managed signing COMPLETE, with no
+/// signature that verifies, so every push is UNTRUSTED (a status that pages when alerts are on).
 struct InstantRegistry;
 
 #[async_trait]
@@ -247,8 +248,12 @@ fn bench_parse_context() -> ParseContext {
 }
 
 fn instant_pipeline(pool: &PgPool) -> Pipeline {
+    instant_pipeline_with(pool, false)
+}
+
+fn instant_pipeline_with(pool: &PgPool, alerts: bool) -> Pipeline {
     let registry: Arc<dyn Registry> = Arc::new(InstantRegistry);
-    Pipeline::builder(registry, Store::from_pool(pool.clone()))
+    Pipeline::builder(registry, Store::from_pool(pool.clone()).with_alerts(alerts))
         .cache_ttl(Duration::from_secs(3600))
         .parse_context(bench_parse_context())
         .build()
@@ -571,6 +576,41 @@ async fn workers(n: usize) {
             &format!("workers_{count}_lock_ceiling_events_per_s"),
             ceiling,
         );
+    }
+}
+
+/// An alert storm: the same pushes with alerts off and on; every push is UNTRUSTED, so with
+/// alerts on each one queues an alert. One pipeline each. The alerts are queued under the head
+/// lock, so the hold per batch is the figure to watch.
+async fn alerts(n: usize) {
+    println!("| alerts | events/s | alerts queued | lock held mean | lock busy |");
+    println!("|---|---|---|---|---|");
+    for (label, on) in [("off", false), ("on, every push pages", true)] {
+        let (pool, _) = fresh_database("bench_alerts").await;
+        let pipeline = instant_pipeline_with(&pool, on);
+        run_batches(&pipeline, &push_messages(50, "warm")).await;
+        let before = lock_held(pipeline.metrics());
+        let (elapsed, _) = run_batches(&pipeline, &push_messages(n, "storm")).await;
+        let after = lock_held(pipeline.metrics());
+        let batches = after.batches - before.batches;
+        let seconds = after.seconds - before.seconds;
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("outbox");
+        let mean_ms = if batches > 0.0 {
+            1000.0 * seconds / batches
+        } else {
+            0.0
+        };
+        let rate = n as f64 / elapsed.as_secs_f64();
+        println!(
+            "| {label} | {rate:.0} | {queued} | {mean_ms:.2} ms | {:.0} % |",
+            100.0 * seconds / elapsed.as_secs_f64()
+        );
+        let key = if on { "on" } else { "off" };
+        figure(&format!("alerts_{key}_events_per_s"), rate);
+        figure(&format!("alerts_{key}_lock_held_mean_ms"), mean_ms);
     }
 }
 
@@ -1077,9 +1117,10 @@ fn main() {
             "workers" => workers(n).await,
             "verdicts" => verdicts(n).await,
             "signing" => signing(n).await,
+            "alerts" => alerts(n).await,
             other => {
                 eprintln!(
-                    "unknown mode {other}: throughput | rss | calls | workers | verdicts | signing"
+                    "unknown mode {other}: throughput | rss | calls | workers | verdicts | signing | alerts"
                 );
             }
         }

@@ -40,6 +40,12 @@ FIGURES: dict[str, tuple[str, str, tuple[str, float] | None, bool]] = {
     "signing_on_events_per_s": ("ingest, heads signed by KMS and anchored in S3", "events/s", None, True),
     "signing_cost_pct": ("throughput lost to signing heads", "%", ("<=", 5), False),
     "verdict_view_load_s": ("verdict view: first load", "s", None, False),
+    "tree_append_old_ms": ("tree growth per append of 20 records, one statement per level", "ms", None, False),
+    "tree_append_new_ms": ("tree growth per append of 20 records, one insert", "ms", None, False),
+    "alerts_off_events_per_s": ("ingest, alerts off", "events/s", None, True),
+    "alerts_off_lock_held_mean_ms": ("evidence lock held per batch, alerts off", "ms", None, False),
+    "alerts_on_events_per_s": ("ingest, alerts on, every push pages", "events/s", None, True),
+    "alerts_on_lock_held_mean_ms": ("evidence lock held per batch, every push pages", "ms", None, False),
     **{
         f"workers_{n}_{key}": (f"{n} worker(s): {label}", unit, None, better)
         for n in (1, 2, 4)

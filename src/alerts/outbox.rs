@@ -181,35 +181,76 @@ pub async fn enqueue(
     hash: &str,
     kind: AlertKind,
 ) -> Result<(), sqlx::Error> {
-    let mut detail = common_detail(record, hash, &kind);
-    let (detail_type, specific) = match kind {
-        AlertKind::Signature {
-            status, previous, ..
-        } => {
-            let pushed = pushed_record(conn, record).await?;
-            (
-                SIGNATURE_ALERT,
-                signature_detail(record, status, previous, pushed),
-            )
+    enqueue_all(conn, vec![(record, hash, kind)]).await
+}
+
+/// Queues the alerts of a batch's chained records in two statements whatever their number:
+/// they run under the chain head lock, which every other batch waits for, so a storm of
+/// unsigned pushes must not add two round trips per alert (docs/PERFORMANCE.md, "A shorter
+/// hold").
+///
+/// # Errors
+/// When a statement fails.
+pub async fn enqueue_all(
+    conn: &mut PgConnection,
+    alerts: Vec<(&ChainedRecord, &str, AlertKind)>,
+) -> Result<(), sqlx::Error> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let signed: Vec<&ChainedRecord> = alerts
+        .iter()
+        .filter(|(_, _, kind)| matches!(kind, AlertKind::Signature { .. }))
+        .map(|(record, ..)| *record)
+        .collect();
+    let pushed = pushed_records(conn, &signed).await?;
+    let mut rows = OutboxRows::default();
+    for (record, hash, kind) in alerts {
+        let mut detail = common_detail(record, hash, &kind);
+        let (detail_type, specific) = match kind {
+            AlertKind::Signature {
+                status, previous, ..
+            } => {
+                let push = pushed.get(&image_key(record)).cloned().unwrap_or_default();
+                (
+                    SIGNATURE_ALERT,
+                    signature_detail(record, status, previous, push),
+                )
+            }
+            control => control_detail(control),
+        };
+        if let (Value::Object(detail), Value::Object(specific)) = (&mut detail, specific) {
+            detail.extend(specific);
         }
-        control => control_detail(control),
-    };
-    if let (Value::Object(detail), Value::Object(specific)) = (&mut detail, specific) {
-        detail.extend(specific);
+        rows.event_id.push(record.event_id.clone());
+        rows.seq.push(record.seq);
+        rows.hash.push(hash.to_owned());
+        rows.detail_type.push(detail_type);
+        rows.detail.push(detail);
     }
     sqlx::query(
         "INSERT INTO alert_outbox (evidence_event_id, evidence_seq, evidence_hash, detail_type, detail)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[])
          ON CONFLICT (evidence_event_id) DO NOTHING",
     )
-    .bind(&record.event_id)
-    .bind(record.seq)
-    .bind(hash)
-    .bind(detail_type)
-    .bind(&detail)
+    .bind(&rows.event_id)
+    .bind(&rows.seq)
+    .bind(&rows.hash)
+    .bind(&rows.detail_type)
+    .bind(&rows.detail)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The outbox rows of one insert, column by column.
+#[derive(Default)]
+struct OutboxRows {
+    event_id: Vec<String>,
+    seq: Vec<i64>,
+    hash: Vec<String>,
+    detail_type: Vec<&'static str>,
+    detail: Vec<Value>,
 }
 
 /// The type and members of an alert about a control (`enqueue` handles signature alerts,
@@ -370,22 +411,68 @@ fn common_detail(record: &ChainedRecord, hash: &str, kind: &AlertKind) -> Value 
     })
 }
 
-/// Who pushed the digest, with which tag, when (from the image row the batch just wrote).
-async fn pushed_record(
-    conn: &mut PgConnection,
-    record: &ChainedRecord,
-) -> Result<PushRecord, sqlx::Error> {
-    let pushed: Option<PushRecord> = sqlx::query_as(
-        "SELECT pushed_by, push_tag, pushed_at FROM images
-              WHERE account = $1 AND region = $2 AND repository = $3 AND digest = $4",
+/// An image row's key, as a record names it.
+type ImageKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn image_key(record: &ChainedRecord) -> ImageKey {
+    (
+        record.account.clone(),
+        record.region.clone(),
+        record.repository.clone(),
+        record.digest.clone(),
     )
-    .bind(&record.account)
-    .bind(&record.region)
-    .bind(&record.repository)
-    .bind(&record.digest)
-    .fetch_optional(&mut *conn)
+}
+
+/// Who pushed each digest, with which tag, when (from the image rows the batch just wrote),
+/// in one statement.
+async fn pushed_records(
+    conn: &mut PgConnection,
+    records: &[&ChainedRecord],
+) -> Result<std::collections::HashMap<ImageKey, PushRecord>, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let column = |get: fn(&ChainedRecord) -> &Option<String>| -> Vec<Option<&str>> {
+        records.iter().map(|r| get(r).as_deref()).collect()
+    };
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        // One lookup by the images key per record (`OFFSET 0` keeps it one), as the settings
+        // at push are derived (src/store/history.rs): never a join the planner could hash.
+        "SELECT k.account, k.region, k.repository, k.digest, i.pushed_by, i.push_tag, i.pushed_at
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+                AS k(account, region, repository, digest)
+          CROSS JOIN LATERAL (
+                SELECT i.pushed_by, i.push_tag, i.pushed_at FROM images i
+                 WHERE i.account = k.account AND i.region = k.region
+                   AND i.repository = k.repository AND i.digest = k.digest
+                OFFSET 0) i",
+    )
+    .bind(column(|r| &r.account))
+    .bind(column(|r| &r.region))
+    .bind(column(|r| &r.repository))
+    .bind(column(|r| &r.digest))
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(pushed.unwrap_or_default())
+    Ok(rows
+        .into_iter()
+        .map(|(account, region, repository, digest, by, tag, at)| {
+            ((account, region, repository, digest), (by, tag, at))
+        })
+        .collect())
 }
 
 /// The members of a signature alert.

@@ -1,5 +1,5 @@
 //! The stored Merkle tree (`evidence_tree`): grown by the database's append function
-//! (migrations/20261203000950_evidence_tree_on_append.sql), read here for roots and proofs in
+//! (migrations/20261205000100_evidence_tree_one_insert.sql), read here for roots and proofs in
 //! `O(log n)` rows (docs/EVIDENCE.md, "The Merkle tree").
 
 use std::collections::{BTreeSet, HashMap};

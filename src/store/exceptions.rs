@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{Store, StoreError};
-use crate::alerts::outbox::{alert_kind, enqueue};
+use crate::alerts::outbox::{alert_kind, enqueue_all};
 use crate::evaluate::exception::{ExceptionSource, LoadedFile, RepositoryPattern, ValidException};
 use crate::evidence::ChainedRecord;
 use crate::evidence::chain::truncate_to_micros;
@@ -270,14 +270,14 @@ async fn append_all(
         })
         .collect();
     let appended = append(tx, pending).await?;
-    let mut queued = 0;
-    for (record, hash) in &appended.chained {
-        if let Some(kind) = alert_kind(record) {
-            queued += 1;
-            if alerts {
-                enqueue(tx, record, hash, kind).await?;
-            }
-        }
+    let paging: Vec<_> = appended
+        .chained
+        .iter()
+        .filter_map(|(record, hash)| Some((record, hash.as_str(), alert_kind(record)?)))
+        .collect();
+    let queued = u64::try_from(paging.len()).unwrap_or(u64::MAX);
+    if alerts {
+        enqueue_all(tx, paging).await?;
     }
     Ok(queued)
 }

@@ -14,7 +14,7 @@ use super::{
     BatchOutcome, Committed, EventPlan, ImagePresence, ImageWrite, Plan, RecheckClaim,
     RejectedMessage, RepositoryWrite, SignatureChange, SignatureWrite, StoreError,
 };
-use crate::alerts::outbox::{alert_kind, enqueue};
+use crate::alerts::outbox::{alert_kind, enqueue_all};
 use crate::domain::{ControlId, ControlStatus, RepositoryKey, Verdict};
 use crate::evidence::chain::{ChainedRecord, truncate_to_micros};
 use crate::evidence::detail::{
@@ -869,6 +869,7 @@ async fn append_to_chain(
         locked_at: appended.locked_at,
         ..PagedControls::default()
     };
+    let mut queued = Vec::new();
     for (record, hash) in &appended.chained {
         let Some(kind) = alert_kind(record) else {
             continue;
@@ -877,9 +878,10 @@ async fn append_to_chain(
         paged.blinded.extend(kind.blinded_control());
         paged.restored.extend(kind.restored_control());
         if alerts {
-            enqueue(tx, record, hash, kind).await?;
+            queued.push((record, hash.as_str(), kind));
         }
     }
+    enqueue_all(tx, queued).await?;
     Ok(paged)
 }
 

@@ -1323,3 +1323,52 @@ async fn alerts_and_history_read_a_chain_written_before_typed_evidence(pool: PgP
     assert_eq!(images[0].tag_immutability.as_deref(), Some("IMMUTABLE"));
     assert_eq!(images[0].scan.high, Some(2));
 }
+
+#[tokio::test]
+async fn a_batch_of_paging_transitions_queues_each_alert_with_its_own_push() {
+    let db = crate::harness::TestDb::new().await;
+    let store = Store::from_pool(db.pool.clone()).with_alerts(true);
+    let pushes = [
+        (1, "team/app", "v1"),
+        (2, "team/app", "v2"),
+        (3, "team/web", "v3"),
+    ];
+    commit(
+        &store,
+        pushes
+            .iter()
+            .map(|(n, repository, tag)| push_plan(&format!("p{n}"), repository, *n, tag))
+            .collect(),
+    )
+    .await;
+    // One batch: three digests go UNSIGNED, queued together under the head lock.
+    commit(
+        &store,
+        pushes
+            .iter()
+            .map(|(n, repository, _)| {
+                signature_plan(&format!("s{n}"), repository, *n, SignatureStatus::Unsigned)
+            })
+            .collect(),
+    )
+    .await;
+    let alerts: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM alert_outbox WHERE detail_type = 'ECR Audit Signature Alert'
+          ORDER BY evidence_seq",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("alerts");
+    assert_eq!(alerts.len(), pushes.len(), "{alerts:#?}");
+    for (alert, (n, repository, tag)) in alerts.iter().zip(pushes) {
+        assert_eq!(alert["alert"], "UNSIGNED", "{alert}");
+        assert_eq!(alert["digest"], digest(n).as_str(), "{alert}");
+        assert_eq!(alert["repository"], repository, "{alert}");
+        assert_eq!(alert["tag"], tag, "{alert}");
+        assert_eq!(
+            alert["pushed_by"], "arn:aws:iam::123456789012:user/ci",
+            "{alert}"
+        );
+        assert!(alert["pushed_at"].as_str().is_some(), "{alert}");
+    }
+}

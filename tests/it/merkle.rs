@@ -65,6 +65,156 @@ async fn the_stored_tree_grows_with_every_batch_and_proves_every_record() {
     );
 }
 
+/// Every node the stored tree holds, as (level, idx, hash).
+async fn stored_nodes(pool: &PgPool) -> Vec<(i16, i64, Vec<u8>)> {
+    sqlx::query_as("SELECT level, idx, hash FROM evidence_tree ORDER BY level, idx")
+        .fetch_all(pool)
+        .await
+        .expect("tree")
+}
+
+/// Every complete aligned subtree of the leaves, computed in memory.
+fn complete_nodes(leaves: &[Hash]) -> Vec<(i16, i64, Vec<u8>)> {
+    let mut memory = InMemory {
+        leaves: leaves.to_vec(),
+    };
+    let mut nodes = Vec::new();
+    for level in 0..16u32 {
+        let count = leaves.len() >> level;
+        for index in 0..count {
+            let node = merkle::Node {
+                level,
+                index: u64::try_from(index).expect("small"),
+            };
+            nodes.push((
+                i16::try_from(level).expect("small"),
+                i64::try_from(index).expect("small"),
+                merkle::Subtrees::hash(&mut memory, node).to_vec(),
+            ));
+        }
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn after_batches_of_every_size_the_tree_holds_exactly_the_complete_subtrees() {
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    // Batch sizes that start the append at every parity and alignment, and complete subtrees
+    // of several levels at once.
+    let mut next = 0;
+    let mut starts = std::collections::BTreeSet::new();
+    for size in [1, 1, 2, 3, 1, 5, 7, 1, 10, 4, 2, 9, 16, 3] {
+        starts.insert(leaves(&db.pool).await.len() % 4);
+        let plans = (0..size)
+            .map(|_| {
+                next += 1;
+                // A repository seen before adds one record, a new one more: appends begin at
+                // every position.
+                let repository = if next % 3 == 0 {
+                    "team/t1".to_owned()
+                } else {
+                    format!("team/t{next}")
+                };
+                repository_plan(&format!("t{next}"), &repository, "MUTABLE")
+            })
+            .collect();
+        commit(&store, plans).await;
+        let leaves = leaves(&db.pool).await;
+        assert_eq!(
+            stored_nodes(&db.pool).await,
+            complete_nodes(&leaves),
+            "after {} records",
+            leaves.len()
+        );
+    }
+    assert_eq!(
+        starts.len(),
+        4,
+        "appends began at every position mod 4: {starts:?}"
+    );
+}
+
+async fn record_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM evidence")
+        .fetch_one(pool)
+        .await
+        .expect("records")
+}
+
+async fn node(pool: &PgPool, level: i16, idx: i64) -> Option<Vec<u8>> {
+    sqlx::query_scalar("SELECT hash FROM evidence_tree WHERE level = $1 AND idx = $2")
+        .bind(level)
+        .bind(idx)
+        .fetch_optional(pool)
+        .await
+        .expect("node")
+}
+
+/// Deletes one stored node as the owner would, past the table's guard.
+async fn remove_node(pool: &PgPool, level: i16, idx: i64) {
+    let mut conn = pool.acquire().await.expect("conn");
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .expect("bypass the tree's guard");
+    sqlx::query("DELETE FROM evidence_tree WHERE level = $1 AND idx = $2")
+        .bind(level)
+        .bind(idx)
+        .execute(&mut *conn)
+        .await
+        .expect("damage the tree");
+}
+
+#[tokio::test]
+async fn a_missing_stored_sibling_leaves_its_parent_unwritten_and_the_append_succeeds() {
+    let db = crate::harness::TestDb::new().await;
+    let store = ecr_audit::store::Store::from_pool(db.pool.clone());
+    // Grow the log until its next leaf starts a level-1 node that is a right child: the append
+    // then needs the stored level-1 node to its left.
+    let mut next = 0;
+    while record_count(&db.pool).await % 4 != 2 {
+        next += 1;
+        let name = format!("team/s{next}");
+        commit(
+            &store,
+            vec![repository_plan(&format!("s{next}"), &name, "MUTABLE")],
+        )
+        .await;
+    }
+    let size = record_count(&db.pool).await;
+    let sibling = size / 2 - 1;
+    remove_node(&db.pool, 1, sibling).await;
+    let plans = (0..3)
+        .map(|n| repository_plan(&format!("after{n}"), &format!("team/after{n}"), "MUTABLE"))
+        .collect();
+    commit(&store, plans).await;
+    assert!(
+        record_count(&db.pool).await >= size + 2,
+        "the append went through"
+    );
+    assert!(
+        node(&db.pool, 1, sibling + 1).await.is_some(),
+        "a node of new leaves"
+    );
+    assert!(
+        node(&db.pool, 2, sibling / 2).await.is_none(),
+        "a parent whose left child is missing"
+    );
+    let level0 = |nodes: Vec<(i16, i64, Vec<u8>)>| -> Vec<(i16, i64, Vec<u8>)> {
+        nodes
+            .into_iter()
+            .filter(|(level, ..)| *level == 0)
+            .collect()
+    };
+    let leaves = leaves(&db.pool).await;
+    assert_eq!(
+        level0(stored_nodes(&db.pool).await),
+        level0(complete_nodes(&leaves)),
+        "every leaf is written"
+    );
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn the_migration_adopts_a_chain_written_before_the_tree(pool: PgPool) {
     crate::evidence::load_v1_fixture(&pool).await;
