@@ -1,6 +1,6 @@
 //! The alert outbox: transitions worth a page, written with their evidence, published later.
 //!
-//! `store::write` calls [`alert_kind`] and [`enqueue`] inside the batch transaction; the
+//! `store::write` calls [`alert_kind`] and [`enqueue_all`] inside the batch transaction; the
 //! [`super::publisher`] drains the rows.
 //!
 //! An alert row is inserted in the transaction that appends the transition's evidence record,
@@ -253,7 +253,7 @@ struct OutboxRows {
     detail: Vec<Value>,
 }
 
-/// The type and members of an alert about a control (`enqueue` handles signature alerts,
+/// The type and members of an alert about a control (`enqueue_all` handles signature alerts,
 /// which read the image row; given one here, it adds no members).
 fn control_detail(kind: AlertKind) -> (&'static str, Value) {
     match kind {

@@ -129,8 +129,16 @@ async fn transitions_worth_a_page_reach_the_alert_bus_once_each() {
         Some(1.0)
     );
 
-    // The bus appears; the waiting alerts go out with their retries.
+    // The bus appears; the waiting alerts go out with their retries. Between the bus and its
+    // rule a retry would be accepted by a bus that routes it nowhere (as AWS does): the queued
+    // alerts are held (the publisher claims rows `FOR UPDATE SKIP LOCKED`) until the rule exists.
+    let mut hold = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM alert_outbox WHERE published_at IS NULL FOR UPDATE")
+        .fetch_all(&mut *hold)
+        .await
+        .expect("hold the queued alerts");
     let (inbox_queue, _inbox_rule) = route_alerts_to_queue(&app, &bus).await;
+    hold.rollback().await.expect("release the queued alerts");
     let inbox = inbox_queue.url.clone();
     let mut received = Vec::new();
     let started = std::time::Instant::now();
