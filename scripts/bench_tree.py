@@ -5,8 +5,9 @@ one-insert body of 20261205000100, each run on copies of a stored chain's hashes
 schema, alternating, and the nodes each wrote compared.
 
 Usage: scripts/bench_tree.py DATABASE_URL [APPENDS] [RECORDS_PER_APPEND]
-DATABASE_URL names a database holding a chain of at least 20,000 + APPENDS × RECORDS records,
-e.g. the one `cargo bench --bench pipeline -- throughput 20000` leaves (`…/bench_pipeline`).
+DATABASE_URL names a database holding a chain of more than 20,000 records, e.g. the one
+`cargo bench --bench pipeline -- throughput 20000` leaves (`…/bench_pipeline`); APPENDS is cut
+to what the chain holds beyond its first 20,000 records.
 The bodies are read from the migrations, so what runs is what the migrations install.
 """
 
@@ -73,8 +74,11 @@ BEGIN
 END $$;
 """
     stored = int(psql(url, "SELECT count(*) FROM evidence")[0])
-    if stored < BASE + appends * per:
-        raise SystemExit(f"{stored} records: need {BASE + appends * per}")
+    appends = min(appends, max(stored - BASE, 0) // per)
+    if appends < 10:
+        # A short `scripts/bench` run leaves too small a chain: say so, and let the rest run.
+        print(f"tree growth: skipped, {stored} records (needs {BASE + 10 * per} or more)")
+        return
     psql(url, setup)
     times: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(3):
