@@ -151,19 +151,21 @@ async fn node(pool: &PgPool, level: i16, idx: i64) -> Option<Vec<u8>> {
         .expect("node")
 }
 
-/// Deletes one stored node as the owner would, past the table's guard.
+/// Deletes one stored node as a superuser with the triggers off (as `replace_log` does), for
+/// this transaction only: the pooled connection goes back with its guards on.
 async fn remove_node(pool: &PgPool, level: i16, idx: i64) {
-    let mut conn = pool.acquire().await.expect("conn");
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
         .await
         .expect("bypass the tree's guard");
     sqlx::query("DELETE FROM evidence_tree WHERE level = $1 AND idx = $2")
         .bind(level)
         .bind(idx)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await
         .expect("damage the tree");
+    tx.commit().await.expect("commit");
 }
 
 #[tokio::test]
