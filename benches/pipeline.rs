@@ -247,31 +247,42 @@ fn bench_parse_context() -> ParseContext {
     }
 }
 
-fn instant_pipeline(pool: &PgPool) -> Pipeline {
+fn instant_pipeline(pool: &PgPool) -> Arc<Pipeline> {
     instant_pipeline_with(pool, false)
 }
 
-fn instant_pipeline_with(pool: &PgPool, alerts: bool) -> Pipeline {
+fn instant_pipeline_with(pool: &PgPool, alerts: bool) -> Arc<Pipeline> {
     let registry: Arc<dyn Registry> = Arc::new(InstantRegistry);
-    Pipeline::builder(registry, Store::from_pool(pool.clone()).with_alerts(alerts))
-        .cache_ttl(Duration::from_secs(3600))
-        .parse_context(bench_parse_context())
-        .build()
+    Arc::new(
+        Pipeline::builder(registry, Store::from_pool(pool.clone()).with_alerts(alerts))
+            .cache_ttl(Duration::from_secs(3600))
+            .parse_context(bench_parse_context())
+            .build(),
+    )
 }
 
-/// Runs the messages as the worker does (batches of 10, four at once); returns the elapsed
+/// Runs the messages as the worker does: batches of 10, four at once, each a task of its own
+/// on the multi-threaded runtime (src/source/sqs.rs spawns each batch); returns the elapsed
 /// time and every message's latency (its batch's duration) in milliseconds.
-async fn run_batches(pipeline: &Pipeline, messages: &[InboundMessage]) -> (Duration, Vec<f64>) {
+async fn run_batches(
+    pipeline: &Arc<Pipeline>,
+    messages: &[InboundMessage],
+) -> (Duration, Vec<f64>) {
     let started = Instant::now();
     let latencies: Vec<Vec<f64>> = futures::stream::iter(messages.chunks(10))
-        .map(|batch| async move {
-            let begun = Instant::now();
-            let fates = pipeline.process_batch(batch).await;
-            assert!(
-                fates.iter().all(|f| matches!(f, MessageFate::Done(_))),
-                "{fates:?}"
-            );
-            vec![begun.elapsed().as_secs_f64() * 1000.0; batch.len()]
+        .map(|batch| {
+            let pipeline = Arc::clone(pipeline);
+            let batch = batch.to_vec();
+            let task = tokio::spawn(async move {
+                let begun = Instant::now();
+                let fates = pipeline.process_batch(&batch).await;
+                assert!(
+                    fates.iter().all(|f| matches!(f, MessageFate::Done(_))),
+                    "{fates:?}"
+                );
+                vec![begun.elapsed().as_secs_f64() * 1000.0; batch.len()]
+            });
+            async move { task.await.expect("batch task") }
         })
         .buffer_unordered(in_flight())
         .collect()
@@ -878,7 +889,7 @@ async fn verdict_worker(
     let addr = listener.local_addr().expect("address");
     let token = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(ecr_audit::worker::run(
-        Arc::new(instant_pipeline(pool)),
+        instant_pipeline(pool),
         sqs,
         ecr_audit::source::sqs::SqsSettings::new(queue_url),
         background,
@@ -974,7 +985,7 @@ impl VerdictRun {
 async fn serve_while_ingesting(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     events: &[InboundMessage],
     pace: Option<usize>,
 ) -> VerdictRun {
